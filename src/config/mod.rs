@@ -1,0 +1,459 @@
+//! Configuration: YAML text → located tree → env expansion → the service graph's shape.
+//!
+//! Component configs stay as located [`Node`]s here; each component's factory deserializes its
+//! own typed `Config` from its node (see [`crate::component`]), so every error, wherever it is
+//! found, names the file, line, column, the component id and the key.
+
+pub mod de;
+pub mod env;
+pub mod node;
+pub mod units;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use de::{DeError, from_node};
+pub use node::{Key, Node, Pos, Value};
+
+use crate::signal::Signal;
+
+/// One located problem in a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: String,
+    pub pos: Option<Pos>,
+    /// `receivers::otlp/internal`, `service::pipelines::traces`, ...
+    pub component: Option<String>,
+    /// Dotted key path inside the component, e.g. `protocols.grpc.endpoint`.
+    pub key: Option<String>,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(p) = self.pos {
+            write!(f, ":{}:{}", p.line, p.column)?;
+        }
+        f.write_str(": ")?;
+        if let Some(c) = &self.component {
+            write!(f, "{c}: ")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, "`{k}`: ")?;
+        }
+        f.write_str(&self.msg)
+    }
+}
+
+/// Collects errors so that `validate` can list every problem at once.
+#[derive(Debug, Default)]
+pub struct Errors {
+    pub file: String,
+    pub list: Vec<ConfigError>,
+}
+
+impl Errors {
+    pub fn new(file: impl Into<String>) -> Self {
+        Errors { file: file.into(), list: Vec::new() }
+    }
+
+    pub fn at(&mut self, pos: Pos, component: Option<&str>, key: Option<&str>, msg: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            pos: Some(pos),
+            component: component.map(str::to_owned),
+            key: key.map(str::to_owned),
+            msg: msg.into(),
+        });
+    }
+
+    /// Records a deserialization error of a component's config, keeping its position and path.
+    pub fn de(&mut self, component: &str, fallback: Pos, e: DeError) {
+        let key = e.path_string();
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            pos: Some(e.pos.unwrap_or(fallback)),
+            component: Some(component.to_owned()),
+            key: (!key.is_empty()).then_some(key),
+            msg: e.msg,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// `type[/name]`, e.g. `otlp`, `otlp_grpc/gateway`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentId {
+    pub kind: String,
+    pub name: Option<String>,
+}
+
+impl ComponentId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, name) = match s.split_once('/') {
+            Some((t, n)) => (t, Some(n)),
+            None => (s, None),
+        };
+        let type_ok = kind.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !type_ok {
+            return Err(format!(
+                "invalid component id {s:?}: the type must start with a letter and contain only letters, digits and `_`"
+            ));
+        }
+        if name.is_some_and(|n| n.is_empty() || n.chars().any(char::is_whitespace)) {
+            return Err(format!("invalid component id {s:?}: the name after `/` must be non-empty, without spaces"));
+        }
+        Ok(ComponentId { kind: kind.to_owned(), name: name.map(str::to_owned) })
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{}/{}", self.kind, n),
+            None => f.write_str(&self.kind),
+        }
+    }
+}
+
+/// A component's definition: its id, where the id is written, and its config subtree.
+#[derive(Debug, Clone)]
+pub struct ComponentDef {
+    pub id: ComponentId,
+    pub pos: Pos,
+    pub node: Node,
+}
+
+/// A reference to a component from `service`, with where it is written.
+#[derive(Debug, Clone)]
+pub struct Ref {
+    pub id: ComponentId,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineDef {
+    pub signal: Signal,
+    pub name: Option<String>,
+    pub pos: Pos,
+    pub receivers: Vec<Ref>,
+    pub processors: Vec<Ref>,
+    pub exporters: Vec<Ref>,
+}
+
+impl PipelineDef {
+    pub fn id(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{}/{}", self.signal, n),
+            None => self.signal.to_string(),
+        }
+    }
+}
+
+/// `service.telemetry`, in the Collector's shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub logs: TelemetryLogs,
+    pub metrics: TelemetryMetrics,
+    /// Resource attributes of the collector itself; exported on the `target_info` self-metric.
+    pub resource: std::collections::BTreeMap<String, Option<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryLogs {
+    /// `debug`, `info` (default), `warn`, `error`; `--log-level` and `RUST_LOG` take precedence.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryMetrics {
+    /// `none` turns the self-metrics endpoint off; `basic`, `normal`, `detailed` keep it on.
+    pub level: String,
+    /// Where the Prometheus endpoint listens. Default `0.0.0.0:8888`.
+    pub address: Option<String>,
+    /// The newer form: `readers: [{pull: {exporter: {prometheus: {host, port}}}}]`.
+    pub readers: Vec<MetricReader>,
+}
+
+impl Default for TelemetryMetrics {
+    fn default() -> Self {
+        TelemetryMetrics { level: "normal".into(), address: None, readers: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricReader {
+    pub pull: Option<PullReader>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullReader {
+    pub exporter: PullExporter,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullExporter {
+    pub prometheus: Option<PrometheusPull>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusPull {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Accepted for compatibility; ferrotel's exposition has no scope info to remove.
+    #[serde(default)]
+    pub without_scope_info: bool,
+    /// Not supported yet: ferrotel always writes the `_total` suffix on counters.
+    #[serde(default)]
+    pub without_type_suffix: bool,
+    /// Accepted; ferrotel's self-metric names carry no unit suffixes.
+    #[serde(default)]
+    pub without_units: bool,
+    /// Accepted; the resource goes to `target_info` instead.
+    #[serde(default)]
+    pub with_resource_constant_labels: Option<serde::de::IgnoredAny>,
+}
+
+impl TelemetryMetrics {
+    /// The self-metrics listen address, or `None` when turned off.
+    pub fn listen_address(&self) -> Option<String> {
+        if self.level == "none" {
+            return None;
+        }
+        for r in &self.readers {
+            if let Some(p) = r.pull.as_ref().and_then(|p| p.exporter.prometheus.as_ref()) {
+                let host = p.host.clone().unwrap_or_else(|| "0.0.0.0".into());
+                let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+                return Some(format!("{host}:{}", p.port.unwrap_or(8888)));
+            }
+        }
+        Some(self.address.clone().unwrap_or_else(|| "0.0.0.0:8888".into()))
+    }
+}
+
+/// The whole file in the service graph's shape, component configs still untyped.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: String,
+    pub receivers: Vec<ComponentDef>,
+    pub processors: Vec<ComponentDef>,
+    pub exporters: Vec<ComponentDef>,
+    pub extensions: Vec<ComponentDef>,
+    pub connectors: Vec<ComponentDef>,
+    pub service_extensions: Vec<Ref>,
+    pub pipelines: Vec<PipelineDef>,
+    pub telemetry: TelemetryConfig,
+    pub shutdown_timeout: Duration,
+}
+
+/// Reads and parses a config file. Structural errors are collected into `errors`; the returned
+/// config holds whatever could be read, so that later checks can still report their own errors.
+pub fn load_file(path: &Path, errors: &mut Errors) -> Option<Config> {
+    let text = match std::fs::read(path) {
+        Ok(b) => match String::from_utf8(b) {
+            Ok(t) => t,
+            Err(_) => {
+                errors.at(Pos { line: 1, column: 1 }, None, None, "the file is not valid UTF-8");
+                return None;
+            }
+        },
+        Err(e) => {
+            errors.list.push(ConfigError {
+                file: errors.file.clone(),
+                pos: None,
+                component: None,
+                key: None,
+                msg: format!("cannot read the config file: {e}"),
+            });
+            return None;
+        }
+    };
+    load_str(&text, &|n| std::env::var(n).ok(), errors)
+}
+
+const SECTIONS: [&str; 6] = ["receivers", "processors", "exporters", "extensions", "connectors", "service"];
+
+pub fn load_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut Errors) -> Option<Config> {
+    let mut root = match node::parse(text) {
+        Ok(n) => n,
+        Err((pos, msg)) => {
+            errors.at(pos, None, None, format!("invalid YAML: {msg}"));
+            return None;
+        }
+    };
+    let mut env_errors = Vec::new();
+    env::expand(&mut root, lookup, &mut env_errors);
+    for e in env_errors {
+        errors.at(e.pos, None, None, e.msg);
+    }
+    let Some(entries) = root.entries() else {
+        errors.at(root.pos, None, None, format!("the config must be a mapping, found {}", root.kind()));
+        return None;
+    };
+    for (k, _) in entries {
+        if !SECTIONS.contains(&k.name.as_str()) {
+            errors.at(k.pos, None, Some(&k.name), format!("unknown top-level key; expected one of {}", SECTIONS.join(", ")));
+        }
+    }
+    let mut cfg = Config {
+        file: errors.file.clone(),
+        receivers: components(&root, "receivers", errors),
+        processors: components(&root, "processors", errors),
+        exporters: components(&root, "exporters", errors),
+        extensions: components(&root, "extensions", errors),
+        connectors: components(&root, "connectors", errors),
+        service_extensions: Vec::new(),
+        pipelines: Vec::new(),
+        telemetry: TelemetryConfig::default(),
+        shutdown_timeout: Duration::from_secs(10),
+    };
+    match root.get("service") {
+        None => errors.at(root.pos, None, Some("service"), "missing `service` section with `pipelines`"),
+        Some(service) => read_service(service, &mut cfg, errors),
+    }
+    Some(cfg)
+}
+
+fn components(root: &Node, section: &str, errors: &mut Errors) -> Vec<ComponentDef> {
+    let Some(node) = root.get(section) else { return Vec::new() };
+    let Some(entries) = node.entries() else {
+        errors.at(node.pos, None, Some(section), format!("must be a mapping of component ids, found {}", node.kind()));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        match ComponentId::parse(&k.name) {
+            Ok(id) => out.push(ComponentDef { id, pos: k.pos, node: v.clone() }),
+            Err(msg) => errors.at(k.pos, Some(&format!("{section}::{}", k.name)), None, msg),
+        }
+    }
+    out
+}
+
+fn id_list(node: &Node, what: &str, errors: &mut Errors) -> Vec<Ref> {
+    match &node.value {
+        Value::Null => Vec::new(),
+        Value::Seq(items) => items
+            .iter()
+            .filter_map(|n| match &n.value {
+                Value::Str(s) => match ComponentId::parse(s) {
+                    Ok(id) => Some(Ref { id, pos: n.pos }),
+                    Err(msg) => {
+                        errors.at(n.pos, Some(what), None, msg);
+                        None
+                    }
+                },
+                _ => {
+                    errors.at(n.pos, Some(what), None, format!("expected a component id, found {}", n.kind()));
+                    None
+                }
+            })
+            .collect(),
+        _ => {
+            errors.at(node.pos, Some(what), None, format!("expected a list of component ids, found {}", node.kind()));
+            Vec::new()
+        }
+    }
+}
+
+fn read_service(service: &Node, cfg: &mut Config, errors: &mut Errors) {
+    let Some(entries) = service.entries() else {
+        errors.at(service.pos, None, Some("service"), format!("must be a mapping, found {}", service.kind()));
+        return;
+    };
+    for (k, v) in entries {
+        match k.name.as_str() {
+            "extensions" => cfg.service_extensions = id_list(v, "service::extensions", errors),
+            "pipelines" => read_pipelines(v, cfg, errors),
+            "telemetry" => match from_node::<TelemetryConfig>(v) {
+                Ok(t) => cfg.telemetry = t,
+                Err(e) => errors.de("service::telemetry", v.pos, e),
+            },
+            "shutdown_timeout" => match from_node::<DurationField>(v) {
+                Ok(d) => cfg.shutdown_timeout = d.0,
+                Err(e) => errors.de("service", v.pos, DeError { path: vec!["shutdown_timeout".into()], ..e }),
+            },
+            _ => errors.at(
+                k.pos,
+                Some("service"),
+                Some(&k.name),
+                "unknown key; expected extensions, pipelines, telemetry or shutdown_timeout",
+            ),
+        }
+    }
+}
+
+struct DurationField(Duration);
+impl<'de> Deserialize<'de> for DurationField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        units::duration(d).map(DurationField)
+    }
+}
+
+fn read_pipelines(node: &Node, cfg: &mut Config, errors: &mut Errors) {
+    let Some(entries) = node.entries() else {
+        errors.at(node.pos, Some("service"), Some("pipelines"), format!("must be a mapping, found {}", node.kind()));
+        return;
+    };
+    for (k, v) in entries {
+        let what = format!("service::pipelines::{}", k.name);
+        let (sig, name) = match k.name.split_once('/') {
+            Some((s, n)) => (s, Some(n.to_owned())),
+            None => (k.name.as_str(), None),
+        };
+        let signal = match sig {
+            "traces" => Signal::Traces,
+            "metrics" => Signal::Metrics,
+            "logs" => Signal::Logs,
+            other => {
+                errors.at(
+                    k.pos,
+                    Some(&what),
+                    None,
+                    format!("unknown signal {other:?} in pipeline id; expected traces, metrics or logs (optionally /name)"),
+                );
+                continue;
+            }
+        };
+        if name.as_deref() == Some("") {
+            errors.at(k.pos, Some(&what), None, "the pipeline name after `/` must not be empty");
+            continue;
+        }
+        let mut p = PipelineDef {
+            signal,
+            name,
+            pos: k.pos,
+            receivers: Vec::new(),
+            processors: Vec::new(),
+            exporters: Vec::new(),
+        };
+        let Some(fields) = v.entries() else {
+            errors.at(v.pos, Some(&what), None, format!("must be a mapping, found {}", v.kind()));
+            continue;
+        };
+        for (fk, fv) in fields {
+            match fk.name.as_str() {
+                "receivers" => p.receivers = id_list(fv, &what, errors),
+                "processors" => p.processors = id_list(fv, &what, errors),
+                "exporters" => p.exporters = id_list(fv, &what, errors),
+                _ => errors.at(fk.pos, Some(&what), Some(&fk.name), "unknown key; expected receivers, processors or exporters"),
+            }
+        }
+        cfg.pipelines.push(p);
+    }
+}
