@@ -1,2 +1,19 @@
+//! ferrotel: a telemetry collector in the mould of the OpenTelemetry Collector.
+//!
+//! Data path: receivers decode OTLP into [`signal::Batch`]es (the OTLP protobuf types, moved
+//! between stages), hand them to every pipeline listing them; each pipeline's processors pass
+//! them on; a fan-out gives them to the pipeline's exporters, each with its own queue and
+//! retries ([`exporters::helper`]). See `README.md` for the architecture.
+
+pub mod component;
+pub mod compression;
 pub mod config;
+pub mod exporters;
+pub mod extensions;
+pub mod pipeline;
+pub mod processors;
+pub mod receivers;
+pub mod server;
 pub mod signal;
+pub mod telemetry;
+pub mod tls;

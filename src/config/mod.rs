@@ -457,3 +457,9 @@ fn read_pipelines(node: &Node, cfg: &mut Config, errors: &mut Errors) {
         cfg.pipelines.push(p);
     }
 }
+
+/// For `Option<T>` keys where writing the key with no value means "on, with defaults"
+/// (`grpc:`, `sending_queue: batch:`), as in the Collector. Use with `#[serde(default)]`.
+pub fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}

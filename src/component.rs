@@ -1,0 +1,321 @@
+//! The contracts between stages and the registry of every component type.
+//!
+//! Data moves through one async interface, [`Consumer`]. Receivers hold a consumer per signal,
+//! processors wrap the next consumer, exporters are consumers. Each component type has a
+//! [`Factory`]: its config name, older aliases, signals, stability, and a `parse` function that
+//! turns its located config node into a validated, ready-to-build config.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ComponentId, DeError, Node};
+use crate::signal::{Batch, Signal};
+use crate::telemetry::Telemetry;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a stage did not take a batch. Travels back to the receiver, which answers the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConsumeError {
+    /// Try again later (queue full, memory limit, downstream unavailable). Receivers answer
+    /// gRPC `UNAVAILABLE` / HTTP 503 with the retry hint, so the SDK retries.
+    #[error("{reason}")]
+    Retryable { reason: String, retry_after: Option<Duration> },
+    /// The data itself was refused; retrying will not help.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ConsumeError {
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        ConsumeError::Retryable { reason: reason.into(), retry_after: None }
+    }
+}
+
+pub type ConsumeResult = Result<(), ConsumeError>;
+
+pub trait Consumer: Send + Sync + 'static {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult>;
+}
+
+pub type DynConsumer = Arc<dyn Consumer>;
+
+/// Stops a running component. Receivers stop accepting; processors flush; exporters drain their
+/// queue until `deadline`.
+pub trait Lifecycle: Send + Sync {
+    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()>;
+}
+
+pub trait Processor: Consumer + Lifecycle {}
+impl<T: Consumer + Lifecycle> Processor for T {}
+
+pub trait Exporter: Consumer + Lifecycle {}
+impl<T: Consumer + Lifecycle> Exporter for T {}
+
+/// Hands a batch to several consumers: a copy to each but the last, which gets it by move.
+pub struct FanOut {
+    consumers: Vec<DynConsumer>,
+}
+
+impl FanOut {
+    /// A single consumer is returned as is: no fan-out layer, no copy.
+    pub fn build(mut consumers: Vec<DynConsumer>) -> DynConsumer {
+        if consumers.len() == 1 {
+            return consumers.pop().expect("one consumer");
+        }
+        Arc::new(FanOut { consumers })
+    }
+}
+
+impl Consumer for FanOut {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
+        Box::pin(async move {
+            let Some((last, rest)) = self.consumers.split_last() else { return Ok(()) };
+            let mut futs: Vec<_> = rest.iter().map(|c| c.consume(batch.clone())).collect();
+            futs.push(last.consume(batch));
+            // Report the first error; a retryable one wins over a permanent one so that the
+            // client retries (at-least-once: the branches that succeeded may see it again).
+            let mut first: Option<ConsumeError> = None;
+            for r in futures::future::join_all(futs).await {
+                if let Err(e) = r {
+                    match (&first, &e) {
+                        (None, _) | (Some(ConsumeError::Permanent(_)), ConsumeError::Retryable { .. }) => first = Some(e),
+                        _ => {}
+                    }
+                }
+            }
+            first.map_or(Ok(()), Err)
+        })
+    }
+}
+
+/// What every component gets when it is built.
+#[derive(Clone)]
+pub struct Context {
+    pub id: ComponentId,
+    pub telemetry: Arc<Telemetry>,
+    /// Cancelled when the collector begins to shut down.
+    pub shutdown: CancellationToken,
+    pub health: Arc<crate::extensions::health_check::Health>,
+}
+
+/// A failure to build or start a component (bad certificate file, port in use, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("{component}: {msg}")]
+pub struct BuildError {
+    pub component: String,
+    pub msg: String,
+}
+
+impl BuildError {
+    pub fn new(id: &ComponentId, msg: impl std::fmt::Display) -> Self {
+        BuildError { component: id.to_string(), msg: msg.to_string() }
+    }
+}
+
+/// A receiver's consumers, one slot per signal (`None` where no pipeline of that signal lists it).
+pub type SignalConsumers = [Option<DynConsumer>; 3];
+
+pub trait ReceiverConfig: Send + Sync {
+    /// `host:port` addresses it will listen on, for clash detection at validation.
+    fn endpoints(&self) -> Vec<String>;
+    /// Binds its listeners and starts serving.
+    fn start(
+        self: Box<Self>,
+        ctx: Context,
+        consumers: SignalConsumers,
+    ) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>>;
+}
+
+pub trait ProcessorConfig: Send + Sync {
+    /// Called once per pipeline that lists the processor: each pipeline gets its own instance.
+    fn build(&self, ctx: Context, signal: Signal, next: DynConsumer) -> Result<Arc<dyn Processor>, BuildError>;
+}
+
+pub trait ExporterConfig: Send + Sync {
+    /// Called once per exporter id: every pipeline that lists it shares the instance and queue.
+    fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError>;
+}
+
+pub trait ExtensionConfig: Send + Sync {
+    fn endpoints(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn start(self: Box<Self>, ctx: Context) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Receiver,
+    Processor,
+    Exporter,
+    Extension,
+}
+
+impl Kind {
+    pub fn section(self) -> &'static str {
+        match self {
+            Kind::Receiver => "receivers",
+            Kind::Processor => "processors",
+            Kind::Exporter => "exporters",
+            Kind::Extension => "extensions",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stability {
+    Development,
+    Alpha,
+    Beta,
+    Stable,
+    Deprecated,
+}
+
+pub enum Parse {
+    Receiver(fn(&Node) -> Result<Box<dyn ReceiverConfig>, DeError>),
+    Processor(fn(&Node) -> Result<Box<dyn ProcessorConfig>, DeError>),
+    Exporter(fn(&Node) -> Result<Box<dyn ExporterConfig>, DeError>),
+    Extension(fn(&Node) -> Result<Box<dyn ExtensionConfig>, DeError>),
+}
+
+pub struct Factory {
+    pub kind: Kind,
+    pub name: &'static str,
+    /// Older names still accepted (each logs a deprecation warning).
+    pub aliases: &'static [&'static str],
+    pub signals: &'static [Signal],
+    pub stability: Stability,
+    pub parse: Parse,
+}
+
+const ALL_SIGNALS: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
+
+/// Every component type ferrotel has. Adding a component means adding its line here.
+pub static FACTORIES: &[Factory] = &[
+    Factory {
+        kind: Kind::Receiver,
+        name: "otlp",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        stability: Stability::Beta,
+        parse: Parse::Receiver(crate::receivers::otlp::parse),
+    },
+    Factory {
+        kind: Kind::Processor,
+        name: "batch",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        stability: Stability::Beta,
+        parse: Parse::Processor(crate::processors::batch::parse),
+    },
+    Factory {
+        kind: Kind::Processor,
+        name: "memory_limiter",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        stability: Stability::Beta,
+        parse: Parse::Processor(crate::processors::memory_limiter::parse),
+    },
+    Factory {
+        kind: Kind::Exporter,
+        name: "otlp_grpc",
+        aliases: &["otlp"],
+        signals: ALL_SIGNALS,
+        stability: Stability::Beta,
+        parse: Parse::Exporter(crate::exporters::otlp_grpc::parse),
+    },
+    Factory {
+        kind: Kind::Exporter,
+        name: "otlp_http",
+        aliases: &["otlphttp"],
+        signals: ALL_SIGNALS,
+        stability: Stability::Beta,
+        parse: Parse::Exporter(crate::exporters::otlp_http::parse),
+    },
+    Factory {
+        kind: Kind::Exporter,
+        name: "debug",
+        aliases: &["logging"],
+        signals: ALL_SIGNALS,
+        stability: Stability::Beta,
+        parse: Parse::Exporter(crate::exporters::debug::parse),
+    },
+    Factory {
+        kind: Kind::Extension,
+        name: "health_check",
+        aliases: &[],
+        signals: &[],
+        stability: Stability::Beta,
+        parse: Parse::Extension(crate::extensions::health_check::parse),
+    },
+];
+
+/// Finds the factory of a component type by its name or an alias.
+pub fn factory(kind: Kind, type_name: &str) -> Option<&'static Factory> {
+    FACTORIES
+        .iter()
+        .find(|f| f.kind == kind && (f.name == type_name || f.aliases.contains(&type_name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::testdata;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<Batch>>);
+    impl Consumer for Sink {
+        fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
+            self.0.lock().unwrap().push(batch);
+            Box::pin(async { Ok(()) })
+        }
+    }
+    struct Refuse(ConsumeError);
+    impl Consumer for Refuse {
+        fn consume(&self, _: Batch) -> BoxFuture<'_, ConsumeResult> {
+            let e = self.0.clone();
+            Box::pin(async move { Err(e) })
+        }
+    }
+
+    #[tokio::test]
+    async fn fan_out_gives_each_consumer_the_batch_and_prefers_retryable_errors() {
+        let (a, b) = (Arc::new(Sink::default()), Arc::new(Sink::default()));
+        let f = FanOut::build(vec![a.clone(), b.clone()]);
+        f.consume(testdata::spans("x", 1, 2)).await.unwrap();
+        assert_eq!(a.0.lock().unwrap()[0], testdata::spans("x", 1, 2));
+        assert_eq!(b.0.lock().unwrap()[0], testdata::spans("x", 1, 2));
+
+        let f = FanOut::build(vec![
+            Arc::new(Refuse(ConsumeError::Permanent("bad".into()))),
+            Arc::new(Refuse(ConsumeError::retryable("full"))),
+            a.clone(),
+        ]);
+        assert_eq!(f.consume(testdata::logs(1)).await, Err(ConsumeError::retryable("full")));
+        assert_eq!(a.0.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn factories_are_found_by_name_and_alias_and_names_are_unique() {
+        assert_eq!(factory(Kind::Exporter, "otlp").unwrap().name, "otlp_grpc");
+        assert_eq!(factory(Kind::Exporter, "otlphttp").unwrap().name, "otlp_http");
+        assert_eq!(factory(Kind::Exporter, "logging").unwrap().name, "debug");
+        assert!(factory(Kind::Receiver, "prometheus").is_none());
+        let mut names: Vec<_> = FACTORIES
+            .iter()
+            .flat_map(|f| std::iter::once(f.name).chain(f.aliases.iter().copied()).map(move |n| (f.kind, n)))
+            .collect();
+        let len = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), len);
+    }
+}

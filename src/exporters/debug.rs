@@ -1,0 +1,260 @@
+//! `debug` exporter (alias `logging`, deprecated): writes what it receives to stderr.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use serde::Deserialize;
+
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings};
+use super::key_err;
+use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::config::{DeError, Node, from_node, units};
+use crate::signal::Batch;
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Verbosity {
+    /// One summary line per batch (default).
+    #[default]
+    Basic,
+    /// One line per span, data point or log record.
+    Normal,
+    /// Every field.
+    Detailed,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub verbosity: Option<Verbosity>,
+    /// Batches printed in full each second before sampling starts. Default 2.
+    #[serde(default = "two")]
+    pub sampling_initial: u64,
+    /// After that, print one batch in this many. Default 1 (all).
+    #[serde(default = "one")]
+    pub sampling_thereafter: u64,
+    /// Old `logging` exporter key: `debug` → detailed, `info` → normal, else basic.
+    #[serde(default, alias = "logLevel")]
+    pub loglevel: Option<String>,
+    /// The queue is off by default for `debug`, as in the Collector.
+    #[serde(default = "queue_off")]
+    pub sending_queue: QueueConfig,
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+}
+
+fn two() -> u64 {
+    2
+}
+fn one() -> u64 {
+    1
+}
+fn queue_off() -> QueueConfig {
+    QueueConfig { enabled: false, ..Default::default() }
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Config {
+    fn effective_verbosity(&self) -> Verbosity {
+        if let Some(v) = self.verbosity {
+            return v;
+        }
+        match self.loglevel.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("debug") => Verbosity::Detailed,
+            Some("info") => Verbosity::Normal,
+            _ => Verbosity::Basic,
+        }
+    }
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
+    // `sending_queue` written without `enabled` turns the queue on, as in the Collector.
+    let mut cfg: Config = from_node(node)?;
+    if let Some(q) = node.get("sending_queue") {
+        if q.get("enabled").is_none() {
+            cfg.sending_queue.enabled = true;
+        }
+    }
+    if cfg.verbosity.is_some() && cfg.loglevel.is_some() {
+        return Err(key_err(node, &["loglevel"], "set either verbosity or the deprecated loglevel, not both"));
+    }
+    if let Some(l) = &cfg.loglevel {
+        if !matches!(l.to_ascii_lowercase().as_str(), "debug" | "info" | "warn" | "error") {
+            return Err(key_err(node, &["loglevel"], format!("unknown log level {l:?}: use debug, info, warn or error")));
+        }
+    }
+    Settings::new(cfg.timeout, cfg.retry_on_failure.clone(), cfg.sending_queue.clone(), node)?;
+    Ok(Box::new(cfg))
+}
+
+impl ExporterConfig for Config {
+    fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
+        let settings = Settings::new(self.timeout, self.retry_on_failure.clone(), self.sending_queue.clone(), &Node::null(Default::default()))
+            .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
+        let sender = DebugSender {
+            verbosity: self.effective_verbosity(),
+            initial: self.sampling_initial,
+            thereafter: self.sampling_thereafter.max(1),
+            window: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            id: ctx.id.to_string(),
+        };
+        Ok(Helper::build(&ctx, settings, sender))
+    }
+}
+
+pub struct DebugSender {
+    verbosity: Verbosity,
+    initial: u64,
+    thereafter: u64,
+    /// The second the counter below belongs to.
+    window: AtomicU64,
+    count: AtomicU64,
+    id: String,
+}
+
+impl DebugSender {
+    /// Sampling as the Collector's logger does it: the first `initial` per second, then one in
+    /// `thereafter`.
+    fn sampled(&self) -> bool {
+        self.sampled_at(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    }
+
+    fn sampled_at(&self, now: u64) -> bool {
+        if self.window.swap(now, Ordering::Relaxed) != now {
+            self.count.store(0, Ordering::Relaxed);
+        }
+        let n = self.count.fetch_add(1, Ordering::Relaxed);
+        n < self.initial || (n - self.initial) % self.thereafter == 0
+    }
+}
+
+fn value(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        None => "<empty>".into(),
+        Some(any_value::Value::StringValue(s)) => format!("{s:?}"),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => format!("0x{}", hex::encode(b)),
+        Some(any_value::Value::ArrayValue(a)) => {
+            format!("[{}]", a.values.iter().map(|v| value(&Some(v.clone()))).collect::<Vec<_>>().join(", "))
+        }
+        Some(any_value::Value::KvlistValue(kv)) => format!("{{{}}}", attrs(&kv.values)),
+        Some(any_value::Value::StringValueStrindex(i)) => format!("<strindex {i}>"),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> String {
+    kvs.iter().map(|kv| format!("{}={}", kv.key, value(&kv.value))).collect::<Vec<_>>().join(" ")
+}
+
+/// Renders a batch at the given verbosity.
+pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
+    let mut out = String::new();
+    let n = batch.item_count();
+    let _ = match batch {
+        Batch::Traces(v) => writeln!(out, "Traces\t{{\"resource spans\": {}, \"spans\": {n}}}", v.len()),
+        Batch::Metrics(v) => writeln!(out, "Metrics\t{{\"resource metrics\": {}, \"data points\": {n}}}", v.len()),
+        Batch::Logs(v) => writeln!(out, "Logs\t{{\"resource logs\": {}, \"log records\": {n}}}", v.len()),
+    };
+    match verbosity {
+        Verbosity::Basic => {}
+        Verbosity::Normal => match batch {
+            Batch::Traces(v) => {
+                for r in v {
+                    for s in r.scope_spans.iter().flat_map(|s| &s.spans) {
+                        let _ = writeln!(out, "{} {} {} {}", s.name, hex::encode(&s.trace_id), hex::encode(&s.span_id), attrs(&s.attributes));
+                    }
+                }
+            }
+            Batch::Metrics(v) => {
+                for m in v.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
+                    let points = m.data.as_ref().map_or(0, crate::signal::data_point_count);
+                    let _ = writeln!(out, "{} {} {points} points", m.name, m.unit);
+                }
+            }
+            Batch::Logs(v) => {
+                for l in v.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
+                    let _ = writeln!(out, "{} {} {}", l.severity_text, value(&l.body), attrs(&l.attributes));
+                }
+            }
+        },
+        Verbosity::Detailed => {
+            let _ = match batch {
+                Batch::Traces(v) => writeln!(out, "{v:#?}"),
+                Batch::Metrics(v) => writeln!(out, "{v:#?}"),
+                Batch::Logs(v) => writeln!(out, "{v:#?}"),
+            };
+        }
+    }
+    out
+}
+
+impl Sender for DebugSender {
+    type Request = Batch;
+
+    fn encode(&self, batch: Batch) -> Result<Batch, SendError> {
+        Ok(batch)
+    }
+
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), SendError>> {
+        if self.sampled() {
+            let text = render(batch, self.verbosity);
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "{} {}", self.id, text);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node::parse as yaml;
+    use crate::signal::testdata;
+
+    #[test]
+    fn legacy_logging_keys() {
+        let c: Config = from_node(&yaml("loglevel: debug\nsampling_initial: 5\nsampling_thereafter: 200\n").unwrap()).unwrap();
+        assert_eq!(c.effective_verbosity(), Verbosity::Detailed);
+        let c: Config = from_node(&yaml("logLevel: debug\n").unwrap()).unwrap();
+        assert_eq!(c.effective_verbosity(), Verbosity::Detailed);
+        assert!(parse(&yaml("verbosity: loud\n").unwrap()).is_err());
+        assert!(parse(&yaml("loglevel: verbose\n").unwrap()).is_err());
+    }
+
+    #[test]
+    fn renders_each_verbosity() {
+        let b = testdata::spans("svc", 1, 2);
+        assert_eq!(render(&b, Verbosity::Basic).lines().count(), 1);
+        let normal = render(&b, Verbosity::Normal);
+        assert!(normal.contains("s1 00000000000000010000000000000001 0000000000000001"), "{normal}");
+        assert!(render(&b, Verbosity::Detailed).contains("service.name"));
+    }
+
+    #[test]
+    fn sampling_prints_the_first_then_every_nth() {
+        let s = DebugSender {
+            verbosity: Verbosity::Basic,
+            initial: 2,
+            thereafter: 3,
+            window: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            id: "debug".into(),
+        };
+        let picks: Vec<bool> = (0..8).map(|_| s.sampled_at(100)).collect();
+        assert_eq!(picks, vec![true, true, true, false, false, true, false, false]);
+        // A new second starts over.
+        assert!(s.sampled_at(101) && s.sampled_at(101) && s.sampled_at(101) && !s.sampled_at(101));
+    }
+}

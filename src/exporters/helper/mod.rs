@@ -1,0 +1,552 @@
+//! What every exporter shares, with the Collector's `exporterhelper` keys and defaults:
+//! `timeout`, `retry_on_failure`, `sending_queue` (with optional `batch`). An exporter supplies
+//! only a [`Sender`]: how to encode a batch once and send it.
+
+pub mod queue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Deserialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::component::{BoxFuture, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Exporter, Lifecycle};
+use crate::config::{DeError, Node, units};
+use crate::signal::{Batch, Signal};
+use crate::telemetry::{DropLabels, ExporterLabels, SignalCounters};
+
+use queue::Queue;
+
+/// `retry_on_failure`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// First wait after a failure. Default 5s.
+    #[serde(deserialize_with = "units::duration")]
+    pub initial_interval: Duration,
+    /// Longest wait between attempts. Default 30s.
+    #[serde(deserialize_with = "units::duration")]
+    pub max_interval: Duration,
+    /// Give up after this long in total; 0 = never. Default 300s.
+    #[serde(deserialize_with = "units::duration")]
+    pub max_elapsed_time: Duration,
+    /// Growth of the wait between attempts. Default 1.5.
+    pub multiplier: f64,
+    /// Jitter: each wait is drawn from `interval * [1 - f, 1 + f]`. Default 0.5.
+    pub randomization_factor: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: true,
+            initial_interval: Duration::from_secs(5),
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: Duration::from_secs(300),
+            multiplier: 1.5,
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+/// `sending_queue`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Default true (false for `debug`).
+    pub enabled: bool,
+    /// Workers sending from the queue in parallel. Default 10.
+    pub num_consumers: usize,
+    /// Capacity in requests. Default 1000.
+    pub queue_size: usize,
+    /// Only `requests` (the unit of `queue_size`).
+    pub sizer: String,
+    /// When full: wait for room (true) or refuse at once with a retryable error (false, default).
+    pub block_on_overflow: bool,
+    /// An on-disk queue through a storage extension. Not implemented yet: refused at validation.
+    pub storage: Option<String>,
+    /// Batching in front of the queue, as the `batch` processor does. `batch:` alone turns it on.
+    #[serde(deserialize_with = "crate::config::present")]
+    pub batch: Option<QueueBatchConfig>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 1000,
+            sizer: "requests".into(),
+            block_on_overflow: false,
+            storage: None,
+            batch: None,
+        }
+    }
+}
+
+/// `sending_queue.batch`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueBatchConfig {
+    /// Default 200ms.
+    #[serde(deserialize_with = "units::duration")]
+    pub flush_timeout: Duration,
+    /// Default 8192 items.
+    pub min_size: usize,
+    /// 0 = no bound (default).
+    pub max_size: usize,
+    /// Only `items`.
+    pub sizer: String,
+}
+
+impl Default for QueueBatchConfig {
+    fn default() -> Self {
+        QueueBatchConfig { flush_timeout: Duration::from_millis(200), min_size: 8192, max_size: 0, sizer: "items".into() }
+    }
+}
+
+/// The helper keys of an exporter's config, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub timeout: Duration,
+    pub retry: RetryConfig,
+    pub queue: QueueConfig,
+}
+
+impl Settings {
+    /// Validates the helper keys; `node` is the exporter's config node (for positions).
+    pub fn new(timeout: Duration, retry: RetryConfig, queue: QueueConfig, node: &Node) -> Result<Self, DeError> {
+        let at = |path: &[&str], msg: String| {
+            let mut n = node;
+            for p in path {
+                if let Some(c) = n.get(p) {
+                    n = c;
+                }
+            }
+            DeError { pos: Some(n.pos), path: path.iter().map(|s| s.to_string()).collect(), msg }
+        };
+        if retry.multiplier < 1.0 {
+            return Err(at(&["retry_on_failure", "multiplier"], "must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&retry.randomization_factor) {
+            return Err(at(&["retry_on_failure", "randomization_factor"], "must be between 0 and 1".into()));
+        }
+        if retry.enabled && retry.initial_interval.is_zero() {
+            return Err(at(&["retry_on_failure", "initial_interval"], "must be greater than zero".into()));
+        }
+        if queue.enabled {
+            if queue.num_consumers == 0 {
+                return Err(at(&["sending_queue", "num_consumers"], "must be at least 1".into()));
+            }
+            if queue.queue_size == 0 {
+                return Err(at(&["sending_queue", "queue_size"], "must be at least 1".into()));
+            }
+            if queue.sizer != "requests" {
+                return Err(at(
+                    &["sending_queue", "sizer"],
+                    format!("sizer {:?} is not supported yet; use `requests`", queue.sizer),
+                ));
+            }
+            if queue.storage.is_some() {
+                return Err(at(
+                    &["sending_queue", "storage"],
+                    "the on-disk sending queue is not implemented yet; remove `storage` to use the in-memory queue".into(),
+                ));
+            }
+        }
+        if let Some(b) = &queue.batch {
+            if b.sizer != "items" {
+                return Err(at(&["sending_queue", "batch", "sizer"], format!("sizer {:?} is not supported yet; use `items`", b.sizer)));
+            }
+            if b.max_size != 0 && b.max_size < b.min_size {
+                return Err(at(&["sending_queue", "batch", "max_size"], "must be 0 or at least min_size".into()));
+            }
+        }
+        Ok(Settings { timeout, retry, queue })
+    }
+}
+
+/// Why one send failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SendError {
+    #[error("{msg}")]
+    Retryable { msg: String, retry_after: Option<Duration> },
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    pub fn retryable(msg: impl Into<String>) -> Self {
+        SendError::Retryable { msg: msg.into(), retry_after: None }
+    }
+}
+
+/// An exporter's protocol: encode a batch once, send it as often as retries need.
+pub trait Sender: Send + Sync + 'static {
+    type Request: Send + Sync + 'static;
+    fn encode(&self, batch: Batch) -> Result<Self::Request, SendError>;
+    fn send<'a>(&'a self, req: &'a Self::Request) -> BoxFuture<'a, Result<(), SendError>>;
+}
+
+struct Job<R> {
+    req: R,
+    signal: Signal,
+    items: usize,
+}
+
+struct Inner<S: Sender> {
+    sender: S,
+    settings: Settings,
+    id: String,
+    queue: Option<Queue<Job<S::Request>>>,
+    sent: SignalCounters,
+    failed: SignalCounters,
+    enqueue_failed: SignalCounters,
+    queue_size: prometheus_client::metrics::gauge::Gauge,
+    telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Cancelled at the shutdown deadline: retries stop, what is left is dropped and counted.
+    hard_stop: CancellationToken,
+}
+
+/// The exporter every component returns: [batch →] queue → workers → retry → sender.
+pub struct Helper<S: Sender> {
+    inner: Arc<Inner<S>>,
+    /// `sending_queue.batch`: one batcher per signal in front of the queue.
+    batchers: Option<[crate::processors::batch::Batcher; 3]>,
+    workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl<S: Sender> Helper<S> {
+    pub fn build(ctx: &Context, settings: Settings, sender: S) -> Arc<dyn Exporter> {
+        let labels = ExporterLabels { exporter: ctx.id.to_string() };
+        let t = &ctx.telemetry;
+        let queue = settings.queue.enabled.then(|| Queue::new(settings.queue.queue_size));
+        if let Some(q) = &queue {
+            t.exporter_queue_capacity.get_or_create(&labels).set(q.capacity() as i64);
+        }
+        let inner = Arc::new(Inner {
+            sender,
+            id: ctx.id.to_string(),
+            queue,
+            sent: t.exporter_sent.handles(&labels),
+            failed: t.exporter_send_failed.handles(&labels),
+            enqueue_failed: t.exporter_enqueue_failed.handles(&labels),
+            queue_size: t.exporter_queue_size.get_or_create(&labels).clone(),
+            telemetry: t.clone(),
+            hard_stop: CancellationToken::new(),
+            settings,
+        });
+        let mut workers = Vec::new();
+        if inner.queue.is_some() {
+            for _ in 0..inner.settings.queue.num_consumers {
+                let inner = inner.clone();
+                workers.push(tokio::spawn(async move { inner.work().await }));
+            }
+        }
+        let batchers = inner.settings.queue.batch.clone().map(|b| {
+            let cfg = crate::processors::batch::Config {
+                timeout: b.flush_timeout,
+                send_batch_size: b.min_size,
+                send_batch_max_size: b.max_size,
+            };
+            Signal::ALL.map(|s| {
+                let front: DynConsumer = Arc::new(Front(inner.clone()));
+                crate::processors::batch::Batcher::start(cfg.clone(), s, front, Default::default())
+            })
+        });
+        Arc::new(Helper { inner, batchers, workers: std::sync::Mutex::new(workers) })
+    }
+}
+
+/// The part behind the optional batcher: enqueue, or send in place when there is no queue.
+struct Front<S: Sender>(Arc<Inner<S>>);
+
+impl<S: Sender> Consumer for Front<S> {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
+        Box::pin(self.0.accept(batch))
+    }
+}
+
+impl<S: Sender> Consumer for Helper<S> {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
+        match &self.batchers {
+            Some(b) => b[batch.signal().index()].consume(batch),
+            None => Box::pin(self.inner.accept(batch)),
+        }
+    }
+}
+
+impl<S: Sender> Lifecycle for Helper<S> {
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(bs) = &self.batchers {
+                for b in bs {
+                    b.shutdown(deadline).await;
+                }
+            }
+            let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+            if let Some(q) = &self.inner.queue {
+                // Workers drain what is queued, then stop; at the deadline retries are cut short.
+                q.close();
+                let stop = self.inner.hard_stop.clone();
+                let drain = async {
+                    for w in workers {
+                        let _ = w.await;
+                    }
+                };
+                if tokio::time::timeout_at(deadline, drain).await.is_err() {
+                    stop.cancel();
+                    // Workers see the cancellation at once; what they drop is counted.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let mut left = 0;
+                while let Some(job) = q.try_pop() {
+                    left += 1;
+                    self.inner.give_up(&job, "shutdown", "the collector stopped before it could be sent");
+                }
+                self.inner.queue_size.set(0);
+                if left > 0 {
+                    tracing::warn!(exporter = %self.inner.id, requests = left, "requests still queued at shutdown were dropped");
+                }
+            }
+        })
+    }
+}
+
+impl<S: Sender> Inner<S> {
+    /// Takes a batch from a pipeline: queue it, or send it now when the queue is off.
+    async fn accept(self: &Arc<Self>, batch: Batch) -> ConsumeResult {
+        let (signal, items) = (batch.signal(), batch.item_count());
+        if items == 0 {
+            return Ok(());
+        }
+        let req = match self.sender.encode(batch) {
+            Ok(r) => r,
+            Err(e) => {
+                let job = Job { req: (), signal, items };
+                self.give_up(&job, "encode_error", &e.to_string());
+                return Err(ConsumeError::Permanent(e.to_string()));
+            }
+        };
+        let job = Job { req, signal, items };
+        let Some(q) = &self.queue else {
+            return match self.send_with_retry(&job).await {
+                Ok(()) => Ok(()),
+                Err(SendError::Retryable { msg, retry_after }) => Err(ConsumeError::Retryable { reason: msg, retry_after }),
+                Err(SendError::Permanent(msg)) => Err(ConsumeError::Permanent(msg)),
+            };
+        };
+        let mut job = job;
+        loop {
+            match q.push(job) {
+                Ok(()) => {
+                    self.queue_size.set(q.len() as i64);
+                    return Ok(());
+                }
+                Err(back) if self.settings.queue.block_on_overflow && !self.hard_stop.is_cancelled() => {
+                    job = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(_) => {
+                    self.enqueue_failed.add(signal, items);
+                    return Err(ConsumeError::Retryable {
+                        reason: format!("sending queue of exporter {} is full", self.id),
+                        retry_after: None,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn work(self: Arc<Self>) {
+        let Some(q) = &self.queue else { return };
+        while let Some(job) = q.pop().await {
+            self.queue_size.set(q.len() as i64);
+            // The outcome is counted inside; a worker has nobody to report it to.
+            let _ = self.send_with_retry(&job).await;
+        }
+    }
+
+    fn give_up<R>(&self, job: &Job<R>, reason: &str, msg: &str) {
+        self.failed.add(job.signal, job.items);
+        self.telemetry
+            .exporter_dropped_items
+            .get_or_create(&DropLabels { exporter: self.id.clone(), reason: reason.into() })
+            .inc_by(job.items as u64);
+        tracing::error!(exporter = %self.id, items = job.items, signal = %job.signal, reason, error = msg, "dropping data");
+    }
+
+    /// Sends with the configured timeout and retries; counts the outcome.
+    async fn send_with_retry(&self, job: &Job<S::Request>) -> Result<(), SendError> {
+        let retry = &self.settings.retry;
+        let started = Instant::now();
+        let mut interval = retry.initial_interval;
+        loop {
+            let attempt = tokio::time::timeout(self.settings.timeout, self.sender.send(&job.req));
+            let err = tokio::select! {
+                r = attempt => match r {
+                    Ok(Ok(())) => {
+                        self.sent.add(job.signal, job.items);
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => e,
+                    Err(_) => SendError::retryable(format!("request timed out after {:?}", self.settings.timeout)),
+                },
+                _ = self.hard_stop.cancelled() => {
+                    self.give_up(job, "shutdown", "the shutdown deadline passed during a send");
+                    return Err(SendError::Permanent("shutdown".into()));
+                }
+            };
+            let (msg, hint) = match &err {
+                SendError::Permanent(m) => {
+                    self.give_up(job, "permanent_error", m);
+                    return Err(err);
+                }
+                SendError::Retryable { msg, retry_after } => (msg.clone(), *retry_after),
+            };
+            if !retry.enabled {
+                self.give_up(job, "retries_disabled", &msg);
+                return Err(err);
+            }
+            let wait = hint.unwrap_or_else(|| jitter(interval, retry.randomization_factor));
+            if !retry.max_elapsed_time.is_zero() && started.elapsed() + wait > retry.max_elapsed_time {
+                self.give_up(job, "retries_exhausted", &msg);
+                return Err(err);
+            }
+            tracing::warn!(exporter = %self.id, error = %msg, retry_in = ?wait, "send failed; will retry");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.hard_stop.cancelled() => {
+                    self.give_up(job, "shutdown", &msg);
+                    return Err(SendError::Permanent("shutdown".into()));
+                }
+            }
+            interval = Duration::from_secs_f64((interval.as_secs_f64() * retry.multiplier).min(retry.max_interval.as_secs_f64()));
+        }
+    }
+}
+
+fn jitter(interval: Duration, factor: f64) -> Duration {
+    if factor == 0.0 {
+        return interval;
+    }
+    let f = rand::rng().random_range(1.0 - factor..=1.0 + factor);
+    Duration::from_secs_f64(interval.as_secs_f64() * f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::testdata;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Fails the first `fail` sends with the given error, then succeeds.
+    struct Flaky {
+        fail: AtomicUsize,
+        err: SendError,
+        delivered: Mutex<Vec<usize>>,
+    }
+    impl Sender for Arc<Flaky> {
+        type Request = Batch;
+        fn encode(&self, batch: Batch) -> Result<Batch, SendError> {
+            Ok(batch)
+        }
+        fn send<'a>(&'a self, req: &'a Batch) -> BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async move {
+                if self.fail.load(Ordering::SeqCst) > 0 {
+                    self.fail.fetch_sub(1, Ordering::SeqCst);
+                    return Err(self.err.clone());
+                }
+                self.delivered.lock().unwrap().push(req.item_count());
+                Ok(())
+            })
+        }
+    }
+
+    fn settings(queue: bool, queue_size: usize) -> Settings {
+        Settings {
+            timeout: Duration::from_secs(5),
+            retry: RetryConfig { initial_interval: Duration::from_millis(100), max_elapsed_time: Duration::from_secs(10), ..Default::default() },
+            queue: QueueConfig { enabled: queue, num_consumers: 1, queue_size, ..Default::default() },
+        }
+    }
+
+    fn flaky(fail: usize, err: SendError) -> Arc<Flaky> {
+        Arc::new(Flaky { fail: AtomicUsize::new(fail), err, delivered: Mutex::new(vec![]) })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_retryable_errors_then_delivers() {
+        let ctx = crate::pipeline::test_context("otlp");
+        let f = flaky(3, SendError::retryable("503"));
+        let e = Helper::build(&ctx, settings(false, 1), f.clone());
+        e.consume(testdata::spans("a", 1, 4)).await.unwrap();
+        assert_eq!(*f.delivered.lock().unwrap(), vec![4]);
+        let text = ctx.telemetry.encode();
+        assert!(text.contains("otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 4"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_are_not_retried_and_are_counted() {
+        let ctx = crate::pipeline::test_context("otlp");
+        let f = flaky(1, SendError::Permanent("400 bad request".into()));
+        let e = Helper::build(&ctx, settings(false, 1), f.clone());
+        assert!(matches!(e.consume(testdata::logs(2)).await, Err(ConsumeError::Permanent(_))));
+        assert!(f.delivered.lock().unwrap().is_empty());
+        let text = ctx.telemetry.encode();
+        assert!(text.contains("otelcol_exporter_send_failed_log_records_total{exporter=\"otlp\"} 2"), "{text}");
+        assert!(text.contains("otelcol_exporter_dropped_items_total{exporter=\"otlp\",reason=\"permanent_error\"} 2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_hint_is_honoured_and_max_elapsed_gives_up() {
+        let ctx = crate::pipeline::test_context("otlp");
+        let f = flaky(100, SendError::Retryable { msg: "429".into(), retry_after: Some(Duration::from_secs(4)) });
+        let e = Helper::build(&ctx, settings(false, 1), f.clone());
+        let t0 = Instant::now();
+        assert!(matches!(e.consume(testdata::logs(1)).await, Err(ConsumeError::Retryable { .. })));
+        // 4s waits within a 10s budget: two retries (8s), the third would pass 10s.
+        assert_eq!(f.fail.load(Ordering::SeqCst), 97);
+        assert_eq!(t0.elapsed(), Duration::from_secs(8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_with_a_retryable_error_and_drains_on_shutdown() {
+        let ctx = crate::pipeline::test_context("otlp");
+        let f = flaky(usize::MAX, SendError::retryable("down"));
+        let e = Helper::build(&ctx, settings(true, 2), f.clone());
+        // One request is taken by the worker (retrying), two fill the queue, the fourth is refused.
+        e.consume(testdata::logs(1)).await.unwrap();
+        tokio::task::yield_now().await;
+        e.consume(testdata::logs(1)).await.unwrap();
+        e.consume(testdata::logs(1)).await.unwrap();
+        let r = e.consume(testdata::logs(1)).await;
+        assert!(matches!(r, Err(ConsumeError::Retryable { ref reason, .. }) if reason.contains("queue") ), "{r:?}");
+        // The backend recovers: everything accepted is delivered before shutdown returns.
+        f.fail.store(0, Ordering::SeqCst);
+        e.shutdown(Instant::now() + Duration::from_secs(60)).await;
+        assert_eq!(f.delivered.lock().unwrap().len(), 3);
+        let text = ctx.telemetry.encode();
+        assert!(text.contains("otelcol_exporter_enqueue_failed_log_records_total{exporter=\"otlp\"} 1"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queue_batching_merges_small_batches() {
+        let ctx = crate::pipeline::test_context("otlp");
+        let f = flaky(0, SendError::retryable("x"));
+        let mut s = settings(true, 10);
+        s.queue.batch = Some(QueueBatchConfig { min_size: 6, ..Default::default() });
+        let e = Arc::new(Helper::build(&ctx, s, f.clone()));
+        let (a, b) = (e.clone(), e.clone());
+        let (r1, r2) = tokio::join!(a.consume(testdata::logs(3)), b.consume(testdata::logs(3)));
+        r1.unwrap();
+        r2.unwrap();
+        e.shutdown(Instant::now() + Duration::from_secs(5)).await;
+        assert_eq!(*f.delivered.lock().unwrap(), vec![6]);
+    }
+}

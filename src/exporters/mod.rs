@@ -1,0 +1,55 @@
+pub mod debug;
+pub mod helper;
+pub mod otlp_grpc;
+pub mod otlp_http;
+
+use std::collections::BTreeMap;
+
+use crate::config::{DeError, Node};
+
+/// The shape shared by the three OTLP export responses: `partial_success = 1` holding
+/// `rejected_* = 1` and `error_message = 2`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ExportResponse {
+    #[prost(message, optional, tag = "1")]
+    pub partial_success: Option<PartialSuccess>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PartialSuccess {
+    #[prost(int64, tag = "1")]
+    pub rejected: i64,
+    #[prost(string, tag = "2")]
+    pub error_message: String,
+}
+
+pub(crate) fn log_partial_success(exporter: &str, resp: &ExportResponse) {
+    if let Some(p) = &resp.partial_success {
+        if p.rejected > 0 || !p.error_message.is_empty() {
+            tracing::warn!(exporter, rejected = p.rejected, message = %p.error_message, "the receiver rejected part of the data");
+        }
+    }
+}
+
+pub(crate) fn key_err(node: &Node, path: &[&str], msg: impl Into<String>) -> DeError {
+    let mut n = node;
+    for p in path {
+        match n.get(p) {
+            Some(c) => n = c,
+            None => break,
+        }
+    }
+    DeError { pos: Some(n.pos), path: path.iter().map(|s| s.to_string()).collect(), msg: msg.into() }
+}
+
+pub(crate) fn validate_headers(node: &Node, headers: &BTreeMap<String, String>) -> Result<(), DeError> {
+    for (k, v) in headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(key_err(node, &["headers", k], format!("{k:?} is not a valid header name")));
+        }
+        if http::HeaderValue::from_str(v).is_err() {
+            return Err(key_err(node, &["headers", k], "the header value contains invalid characters"));
+        }
+    }
+    Ok(())
+}

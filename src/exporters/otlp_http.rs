@@ -1,0 +1,231 @@
+//! `otlp_http` exporter (alias `otlphttp`): OTLP over HTTP, protobuf (default) or JSON.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use serde::Deserialize;
+
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings};
+use super::{ExportResponse, key_err, log_partial_success, validate_headers};
+use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::compression::Compression;
+use crate::config::{DeError, Node, from_node, units};
+use crate::signal::{Batch, Signal};
+use crate::tls::ClientTlsConfig;
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Proto,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Base URL; `/v1/traces`, `/v1/metrics`, `/v1/logs` are appended.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Full URL for traces, overriding `endpoint`.
+    #[serde(default)]
+    pub traces_endpoint: Option<String>,
+    #[serde(default)]
+    pub metrics_endpoint: Option<String>,
+    #[serde(default)]
+    pub logs_endpoint: Option<String>,
+    #[serde(default)]
+    pub tls: ClientTlsConfig,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// `proto` (default) or `json`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Per request. Default 5s.
+    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    #[serde(default)]
+    pub sending_queue: QueueConfig,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Config {
+    fn url(&self, s: Signal) -> Option<String> {
+        let specific = match s {
+            Signal::Traces => &self.traces_endpoint,
+            Signal::Metrics => &self.metrics_endpoint,
+            Signal::Logs => &self.logs_endpoint,
+        };
+        specific.clone().filter(|u| !u.is_empty()).or_else(|| {
+            let base = self.endpoint.as_deref().filter(|e| !e.is_empty())?;
+            Some(format!("{}/v1/{s}", base.trim_end_matches('/')))
+        })
+    }
+}
+
+fn check_url(u: &str) -> Result<(), String> {
+    let uri: http::Uri = u.parse().map_err(|e| format!("invalid URL {u:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.host().is_some() => Ok(()),
+        _ => Err(format!("invalid URL {u:?}: needs http:// or https:// and a host")),
+    }
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
+    let cfg: Config = from_node(node)?;
+    let mut any = false;
+    for (s, key) in [(Signal::Traces, "traces_endpoint"), (Signal::Metrics, "metrics_endpoint"), (Signal::Logs, "logs_endpoint")] {
+        if let Some(u) = cfg.url(s) {
+            any = true;
+            let key = if node.get(key).is_some() { key } else { "endpoint" };
+            check_url(&u).map_err(|m| key_err(node, &[key], m))?;
+        }
+    }
+    if !any {
+        return Err(key_err(node, &["endpoint"], "set `endpoint` (or traces_endpoint, metrics_endpoint, logs_endpoint)"));
+    }
+    cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
+    validate_headers(node, &cfg.headers)?;
+    Settings::new(cfg.timeout, cfg.retry_on_failure.clone(), cfg.sending_queue.clone(), node)?;
+    Ok(Box::new(cfg))
+}
+
+impl ExporterConfig for Config {
+    fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
+        let settings = Settings::new(self.timeout, self.retry_on_failure.clone(), self.sending_queue.clone(), &Node::null(Default::default()))
+            .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
+        let tls = self.tls.build(&[b"h2", b"http/1.1"]).map_err(|e| BuildError::new(&ctx.id, e))?;
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &self.headers {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+                headers.insert(k, v);
+            }
+        }
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .default_headers(headers)
+            .user_agent(concat!("ferrotel/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
+        let sender = HttpSender {
+            client,
+            urls: Signal::ALL.map(|s| self.url(s)),
+            compression: self.compression,
+            encoding: self.encoding,
+            id: ctx.id.to_string(),
+        };
+        Ok(Helper::build(&ctx, settings, sender))
+    }
+}
+
+pub struct HttpSender {
+    client: reqwest::Client,
+    urls: [Option<String>; 3],
+    compression: Compression,
+    encoding: Encoding,
+    id: String,
+}
+
+pub struct EncodedRequest {
+    signal: Signal,
+    body: Bytes,
+}
+
+fn json_body(batch: Batch) -> Result<Vec<u8>, serde_json::Error> {
+    use opentelemetry_proto::tonic::collector::{logs::v1 as l, metrics::v1 as m, trace::v1 as t};
+    match batch {
+        Batch::Traces(v) => serde_json::to_vec(&t::ExportTraceServiceRequest { resource_spans: v }),
+        Batch::Metrics(v) => serde_json::to_vec(&m::ExportMetricsServiceRequest { resource_metrics: v }),
+        Batch::Logs(v) => serde_json::to_vec(&l::ExportLogsServiceRequest { resource_logs: v }),
+    }
+}
+
+/// Seconds in a `Retry-After` header (the HTTP-date form is rare from OTLP receivers).
+fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
+    h.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+impl Sender for HttpSender {
+    type Request = EncodedRequest;
+
+    fn encode(&self, batch: Batch) -> Result<EncodedRequest, SendError> {
+        let signal = batch.signal();
+        if self.urls[signal.index()].is_none() {
+            return Err(SendError::Permanent(format!("no endpoint configured for {signal}")));
+        }
+        let raw = match self.encoding {
+            Encoding::Proto => batch.encode_request(),
+            Encoding::Json => json_body(batch).map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
+        };
+        Ok(EncodedRequest { signal, body: Bytes::from(self.compression.encode(raw)) })
+    }
+
+    fn send<'a>(&'a self, req: &'a EncodedRequest) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let Some(url) = &self.urls[req.signal.index()] else {
+                return Err(SendError::Permanent(format!("no endpoint configured for {}", req.signal)));
+            };
+            let ct = match self.encoding {
+                Encoding::Proto => "application/x-protobuf",
+                Encoding::Json => "application/json",
+            };
+            let mut rb = self.client.post(url).header(http::header::CONTENT_TYPE, ct).body(req.body.clone());
+            if let Some(enc) = self.compression.header_value() {
+                rb = rb.header(http::header::CONTENT_ENCODING, enc);
+            }
+            let resp = rb.send().await.map_err(|e| SendError::retryable(format!("POST {url}: {e}")))?;
+            let status = resp.status();
+            let hint = retry_after(resp.headers());
+            let body = resp.bytes().await.unwrap_or_default();
+            if status.is_success() {
+                if self.encoding == Encoding::Proto {
+                    if let Ok(r) = ExportResponse::decode(body) {
+                        log_partial_success(&self.id, &r);
+                    }
+                }
+                return Ok(());
+            }
+            let detail = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
+            let msg = format!("POST {url}: HTTP {status}: {detail}");
+            Err(match status.as_u16() {
+                429 | 502 | 503 | 504 => SendError::Retryable { msg, retry_after: hint },
+                _ => SendError::Permanent(msg),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node::parse as yaml;
+
+    #[test]
+    fn urls_per_signal() {
+        let c: Config = from_node(&yaml("endpoint: https://otlp.example.com/\ntraces_endpoint: http://t:1/x\n").unwrap()).unwrap();
+        assert_eq!(c.url(Signal::Traces).unwrap(), "http://t:1/x");
+        assert_eq!(c.url(Signal::Logs).unwrap(), "https://otlp.example.com/v1/logs");
+    }
+
+    #[test]
+    fn validation() {
+        let e = parse(&yaml("headers: {a: b}\n").unwrap()).err().unwrap();
+        assert!(e.msg.contains("set `endpoint`"));
+        let e = parse(&yaml("endpoint: otlp.example.com:4318\n").unwrap()).err().unwrap();
+        assert_eq!(e.path_string(), "endpoint");
+        let e = parse(&yaml("endpoint: http://x:1\nencoding: xml\n").unwrap()).err().unwrap();
+        assert_eq!(e.path_string(), "encoding");
+        assert!(parse(&yaml("endpoint: http://x:4318\nheaders:\n  Authorization: \"Api-Token abc\"\n").unwrap()).is_ok());
+    }
+}

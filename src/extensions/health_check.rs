@@ -1,0 +1,127 @@
+//! `health_check` extension: HTTP 200 while every pipeline runs, 503 while starting or stopping.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Instant, SystemTime};
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+
+use crate::component::{BoxFuture, BuildError, Context, ExtensionConfig, Lifecycle};
+use crate::config::{DeError, Node, from_node};
+use crate::tls::ServerTlsConfig;
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const STOPPING: u8 = 2;
+
+/// The collector's state as the health check reports it.
+pub struct Health {
+    state: AtomicU8,
+    since: std::sync::Mutex<(SystemTime, Instant)>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { state: AtomicU8::new(STARTING), since: std::sync::Mutex::new((SystemTime::now(), Instant::now())) }
+    }
+}
+
+impl Health {
+    pub fn set_ready(&self) {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = (SystemTime::now(), Instant::now());
+        self.state.store(READY, Ordering::SeqCst);
+    }
+    pub fn set_stopping(&self) {
+        self.state.store(STOPPING, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == READY
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Default `0.0.0.0:13133`.
+    pub endpoint: String,
+    /// Default `/`.
+    pub path: String,
+    #[serde(deserialize_with = "crate::config::present")]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { endpoint: "0.0.0.0:13133".into(), path: "/".into(), tls: None }
+    }
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
+    let cfg: Config = from_node(node)?;
+    let at = |k: &str, m: String| DeError { pos: node.get(k).map(|n| n.pos), path: vec![k.into()], msg: m };
+    crate::server::validate_endpoint(&cfg.endpoint).map_err(|m| at("endpoint", m))?;
+    if !cfg.path.starts_with('/') {
+        return Err(at("path", "must start with `/`".into()));
+    }
+    if let Some(t) = &cfg.tls {
+        t.validate().map_err(|m| at("tls", m))?;
+    }
+    Ok(Box::new(cfg))
+}
+
+struct Running {
+    stop: tokio_util::sync::CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Lifecycle for Running {
+    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(t) = task {
+                let _ = tokio::time::timeout_at(deadline, t).await;
+            }
+        })
+    }
+}
+
+async fn status(health: Arc<Health>) -> axum::response::Response {
+    let (since, started) = *health.since.lock().unwrap_or_else(|p| p.into_inner());
+    if health.is_ready() {
+        let up_since = since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let body = serde_json::json!({
+            "status": "Server available",
+            "upSince": up_since,
+            "uptime": format!("{:.3}s", started.elapsed().as_secs_f64()),
+        });
+        (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    } else {
+        let body = serde_json::json!({"status": "Server not available"});
+        (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+            .into_response()
+    }
+}
+
+impl ExtensionConfig for Config {
+    fn endpoints(&self) -> Vec<String> {
+        vec![self.endpoint.clone()]
+    }
+
+    fn start(self: Box<Self>, ctx: Context) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>> {
+        Box::pin(async move {
+            let tls = self.tls.as_ref().map(|t| t.build()).transpose().map_err(|e| BuildError::new(&ctx.id, e))?;
+            let listener = crate::server::bind(&self.endpoint)
+                .await
+                .map_err(|e| BuildError::new(&ctx.id, format!("cannot listen on {}: {e}", self.endpoint)))?;
+            let health = ctx.health.clone();
+            let router = axum::Router::new().route(&self.path, axum::routing::get(move || status(health.clone())));
+            let stop = tokio_util::sync::CancellationToken::new();
+            tracing::info!(extension = %ctx.id, endpoint = %self.endpoint, "health check listening");
+            let task = crate::server::serve(listener, tls, router, stop.clone());
+            Ok(Box::new(Running { stop, task: std::sync::Mutex::new(Some(task)) }) as Box<dyn Lifecycle>)
+        })
+    }
+}

@@ -1,0 +1,420 @@
+//! The service graph: checks a config completely (the same checks for `validate` and for a
+//! start), then builds it, starts it, and stops it in order.
+//!
+//! Receivers are shared (one listener feeds every pipeline listing it), processors are per
+//! pipeline, exporters are shared (one queue fed by every pipeline listing it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::component::{
+    self, BuildError, Context, DynConsumer, Exporter, ExporterConfig, ExtensionConfig, FanOut, Kind, Lifecycle, Parse,
+    Processor, ProcessorConfig, ReceiverConfig,
+};
+use crate::config::{self, ComponentDef, ComponentId, Config, ConfigError, Errors, Pos};
+use crate::extensions::health_check::Health;
+use crate::signal::Signal;
+use crate::telemetry::Telemetry;
+
+/// A config that passed every check, with each component's typed config.
+pub struct Validated {
+    pub config: Config,
+    receivers: BTreeMap<ComponentId, Box<dyn ReceiverConfig>>,
+    processors: BTreeMap<ComponentId, Box<dyn ProcessorConfig>>,
+    exporters: BTreeMap<ComponentId, Box<dyn ExporterConfig>>,
+    extensions: BTreeMap<ComponentId, Box<dyn ExtensionConfig>>,
+    /// Deprecated names and other things worth a warning.
+    pub warnings: Vec<String>,
+}
+
+pub fn validate_file(path: &Path) -> Result<Validated, Vec<ConfigError>> {
+    let mut errors = Errors::new(path.display().to_string());
+    let cfg = config::load_file(path, &mut errors);
+    finish(cfg, errors)
+}
+
+pub fn validate_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Validated, Vec<ConfigError>> {
+    let mut errors = Errors::new(file);
+    let cfg = config::load_str(text, env, &mut errors);
+    finish(cfg, errors)
+}
+
+fn finish(cfg: Option<Config>, mut errors: Errors) -> Result<Validated, Vec<ConfigError>> {
+    let Some(cfg) = cfg else { return Err(errors.list) };
+    let v = check(cfg, &mut errors);
+    if errors.is_empty() { Ok(v) } else { Err(errors.list) }
+}
+
+fn check(cfg: Config, errors: &mut Errors) -> Validated {
+    let mut v = Validated {
+        receivers: BTreeMap::new(),
+        processors: BTreeMap::new(),
+        exporters: BTreeMap::new(),
+        extensions: BTreeMap::new(),
+        warnings: Vec::new(),
+        config: cfg,
+    };
+    let mut unsupported: Vec<(&'static str, &ComponentDef)> = Vec::new();
+    let sections: [(Kind, &Vec<ComponentDef>); 4] = [
+        (Kind::Receiver, &v.config.receivers),
+        (Kind::Processor, &v.config.processors),
+        (Kind::Exporter, &v.config.exporters),
+        (Kind::Extension, &v.config.extensions),
+    ];
+    for (kind, defs) in sections {
+        for def in defs {
+            let Some(f) = component::factory(kind, &def.id.kind) else {
+                unsupported.push((kind.section(), def));
+                continue;
+            };
+            let what = format!("{}::{}", kind.section(), def.id);
+            if f.name != def.id.kind {
+                v.warnings.push(format!(
+                    "{}:{}: {what}: `{}` is a deprecated name of `{}`",
+                    errors.file, def.pos, def.id.kind, f.name
+                ));
+            }
+            match &f.parse {
+                Parse::Receiver(p) => match p(&def.node) {
+                    Ok(c) => drop(v.receivers.insert(def.id.clone(), c)),
+                    Err(e) => errors.de(&what, def.node.pos, e),
+                },
+                Parse::Processor(p) => match p(&def.node) {
+                    Ok(c) => drop(v.processors.insert(def.id.clone(), c)),
+                    Err(e) => errors.de(&what, def.node.pos, e),
+                },
+                Parse::Exporter(p) => match p(&def.node) {
+                    Ok(c) => drop(v.exporters.insert(def.id.clone(), c)),
+                    Err(e) => errors.de(&what, def.node.pos, e),
+                },
+                Parse::Extension(p) => match p(&def.node) {
+                    Ok(c) => drop(v.extensions.insert(def.id.clone(), c)),
+                    Err(e) => errors.de(&what, def.node.pos, e),
+                },
+            }
+        }
+    }
+    for def in &v.config.connectors {
+        unsupported.push(("connectors", def));
+    }
+    if !unsupported.is_empty() {
+        // One message naming every unsupported type, so a user sees the whole gap at once.
+        let mut by_section: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (section, def) in &unsupported {
+            by_section.entry(section).or_default().push(format!("{} (line {})", def.id.kind, def.pos.line));
+        }
+        let list = by_section
+            .iter()
+            .map(|(s, names)| format!("{s}: {}", names.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        errors.at(
+            unsupported[0].1.pos,
+            None,
+            None,
+            format!("unsupported component types: {list}. `ferrotel components` lists what ferrotel has"),
+        );
+    }
+    let is_unsupported = |section: &str, id: &ComponentId| unsupported.iter().any(|(s, d)| *s == section && d.id == *id);
+    let defined = |kind: Kind, id: &ComponentId| match kind {
+        Kind::Receiver => v.config.receivers.iter().any(|d| d.id == *id),
+        Kind::Processor => v.config.processors.iter().any(|d| d.id == *id),
+        Kind::Exporter => v.config.exporters.iter().any(|d| d.id == *id),
+        Kind::Extension => v.config.extensions.iter().any(|d| d.id == *id),
+    };
+
+    for r in &v.config.service_extensions {
+        if !defined(Kind::Extension, &r.id) {
+            errors.at(r.pos, Some("service::extensions"), None, format!("extension `{}` is not defined in `extensions`", r.id));
+        }
+    }
+    if v.config.pipelines.is_empty() {
+        errors.at(Pos { line: 1, column: 1 }, Some("service"), Some("pipelines"), "no pipelines are defined");
+    }
+    for p in &v.config.pipelines {
+        let what = format!("service::pipelines::{}", p.id());
+        if p.receivers.is_empty() {
+            errors.at(p.pos, Some(&what), Some("receivers"), "a pipeline needs at least one receiver");
+        }
+        if p.exporters.is_empty() {
+            errors.at(p.pos, Some(&what), Some("exporters"), "a pipeline needs at least one exporter");
+        }
+        for (kind, key, refs) in [
+            (Kind::Receiver, "receivers", &p.receivers),
+            (Kind::Processor, "processors", &p.processors),
+            (Kind::Exporter, "exporters", &p.exporters),
+        ] {
+            for (i, r) in refs.iter().enumerate() {
+                if refs[..i].iter().any(|o| o.id == r.id) {
+                    errors.at(r.pos, Some(&what), Some(key), format!("`{}` is listed twice", r.id));
+                    continue;
+                }
+                if !defined(kind, &r.id) {
+                    // A connector used as receiver/exporter is already reported as unsupported.
+                    if !is_unsupported("connectors", &r.id) {
+                        errors.at(r.pos, Some(&what), Some(key), format!("`{}` is not defined in `{key}`", r.id));
+                    }
+                    continue;
+                }
+                if is_unsupported(kind.section(), &r.id) {
+                    continue;
+                }
+                if let Some(f) = component::factory(kind, &r.id.kind) {
+                    if !f.signals.contains(&p.signal) {
+                        errors.at(r.pos, Some(&what), Some(key), format!("`{}` does not support {}", r.id, p.signal));
+                    }
+                }
+            }
+        }
+    }
+    check_ports(&v, errors);
+    v
+}
+
+/// Two listeners of this collector on the same port would fail at start: refuse them now.
+fn check_ports(v: &Validated, errors: &mut Errors) {
+    let mut seen: Vec<(String, u16, String, Pos)> = Vec::new();
+    let mut add = |endpoint: &str, owner: String, pos: Pos, errors: &mut Errors| {
+        let Some((host, port)) = endpoint.rsplit_once(':') else { return };
+        let Ok(port) = port.parse::<u16>() else { return };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let wildcard = |h: &str| matches!(h, "" | "0.0.0.0" | "::");
+        for (h, p, o, _) in &seen {
+            if *p == port && (wildcard(h) || wildcard(&host) || *h == host) {
+                errors.at(pos, Some(&owner), None, format!("port {port} is also used by {o}"));
+                return;
+            }
+        }
+        seen.push((host, port, owner, pos));
+    };
+    let used_receivers: Vec<&ComponentId> = {
+        let mut ids: Vec<&ComponentId> = v.config.pipelines.iter().flat_map(|p| p.receivers.iter().map(|r| &r.id)).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    for id in used_receivers {
+        let Some(rc) = v.receivers.get(id) else { continue };
+        let pos = v.config.receivers.iter().find(|d| d.id == *id).map_or_else(Pos::default, |d| d.pos);
+        for ep in rc.endpoints() {
+            add(&ep, format!("receivers::{id}"), pos, errors);
+        }
+    }
+    for r in &v.config.service_extensions {
+        if let Some(ec) = v.extensions.get(&r.id) {
+            for ep in ec.endpoints() {
+                add(&ep, format!("extensions::{}", r.id), r.pos, errors);
+            }
+        }
+    }
+    if let Some(addr) = v.config.telemetry.metrics.listen_address() {
+        add(&addr, "service::telemetry::metrics".into(), Pos { line: 1, column: 1 }, errors);
+    }
+}
+
+/// A running collector.
+pub struct Running {
+    pub telemetry: Arc<Telemetry>,
+    pub health: Arc<Health>,
+    token: CancellationToken,
+    shutdown_timeout: Duration,
+    receivers: Vec<(ComponentId, Box<dyn Lifecycle>)>,
+    /// Per pipeline, in pipeline order (first processor first).
+    processors: Vec<Vec<Arc<dyn Processor>>>,
+    exporters: Vec<(ComponentId, Arc<dyn Exporter>)>,
+    extensions: Vec<(ComponentId, Box<dyn Lifecycle>)>,
+    metrics_server: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+fn ctx(id: &ComponentId, telemetry: &Arc<Telemetry>, token: &CancellationToken, health: &Arc<Health>) -> Context {
+    Context { id: id.clone(), telemetry: telemetry.clone(), shutdown: token.clone(), health: health.clone() }
+}
+
+#[cfg(test)]
+pub fn test_context(name: &str) -> Context {
+    let id = ComponentId::parse(name).expect("valid id");
+    ctx(&id, &Telemetry::new(&Default::default()), &CancellationToken::new(), &Arc::new(Health::default()))
+}
+
+/// Builds and starts everything; on a failure, stops what was started and returns the error.
+pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
+    let telemetry = Telemetry::new(&v.config.telemetry.resource);
+    let health = Arc::new(Health::default());
+    let token = CancellationToken::new();
+    let mut running = Running {
+        telemetry: telemetry.clone(),
+        health: health.clone(),
+        token: token.clone(),
+        shutdown_timeout: v.config.shutdown_timeout,
+        receivers: Vec::new(),
+        processors: Vec::new(),
+        exporters: Vec::new(),
+        extensions: Vec::new(),
+        metrics_server: None,
+    };
+    match build(&mut v, &mut running).await {
+        Ok(()) => {
+            health.set_ready();
+            tracing::info!("everything is ready; begin running and processing data");
+            Ok(running)
+        }
+        Err(e) => {
+            running.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
+    let (telemetry, token, health) = (r.telemetry.clone(), r.token.clone(), r.health.clone());
+    if let Some(addr) = v.config.telemetry.metrics.listen_address() {
+        let id = ComponentId { kind: "telemetry".into(), name: None };
+        let listener = crate::server::bind(&addr)
+            .await
+            .map_err(|e| BuildError::new(&id, format!("cannot listen on {addr} for self-metrics: {e}")))?;
+        let t = telemetry.clone();
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let t = t.clone();
+                async move {
+                    ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], t.encode())
+                }
+            }),
+        );
+        let stop = CancellationToken::new();
+        tracing::info!(address = %addr, "self-metrics listening on /metrics");
+        r.metrics_server = Some((stop.clone(), crate::server::serve(listener, None, router, stop)));
+    }
+    for rf in &v.config.service_extensions {
+        if let Some(cfg) = v.extensions.remove(&rf.id) {
+            let running = cfg.start(ctx(&rf.id, &telemetry, &token, &health)).await?;
+            r.extensions.push((rf.id.clone(), running));
+        }
+    }
+    // Exporters: one instance per id used by any pipeline.
+    let mut exporters: HashMap<ComponentId, Arc<dyn Exporter>> = HashMap::new();
+    for p in &v.config.pipelines {
+        for e in &p.exporters {
+            if exporters.contains_key(&e.id) {
+                continue;
+            }
+            if let Some(cfg) = v.exporters.remove(&e.id) {
+                let exp = cfg.build(ctx(&e.id, &telemetry, &token, &health))?;
+                r.exporters.push((e.id.clone(), exp.clone()));
+                exporters.insert(e.id.clone(), exp);
+            }
+        }
+    }
+    // Pipelines: fan-out to exporters, wrapped by processors from last to first.
+    let mut heads: Vec<(Signal, Vec<ComponentId>, DynConsumer)> = Vec::new();
+    for p in &v.config.pipelines {
+        let outs: Vec<DynConsumer> = p.exporters.iter().filter_map(|e| exporters.get(&e.id).cloned().map(|x| x as DynConsumer)).collect();
+        let mut next = FanOut::build(outs);
+        let mut procs = Vec::new();
+        for pr in p.processors.iter().rev() {
+            let Some(cfg) = v.processors.get(&pr.id) else { continue };
+            let proc = cfg.build(ctx(&pr.id, &telemetry, &token, &health), p.signal, next)?;
+            next = proc.clone();
+            procs.push(proc);
+        }
+        procs.reverse();
+        r.processors.push(procs);
+        heads.push((p.signal, p.receivers.iter().map(|x| x.id.clone()).collect(), next));
+    }
+    // Receivers last, so no data arrives before its path exists.
+    let mut ids: Vec<ComponentId> = heads.iter().flat_map(|(_, rs, _)| rs.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let consumers = Signal::ALL.map(|s| {
+            let cs: Vec<DynConsumer> = heads
+                .iter()
+                .filter(|(sig, rs, _)| *sig == s && rs.contains(&id))
+                .map(|(_, _, c)| c.clone())
+                .collect();
+            (!cs.is_empty()).then(|| FanOut::build(cs))
+        });
+        if let Some(cfg) = v.receivers.remove(&id) {
+            let running = cfg.start(ctx(&id, &telemetry, &token, &health), consumers).await?;
+            r.receivers.push((id, running));
+        }
+    }
+    Ok(())
+}
+
+impl Running {
+    /// Stops receivers, drains processors and exporter queues within `shutdown_timeout`.
+    pub async fn shutdown(self) {
+        self.health.set_stopping();
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        tracing::info!(timeout = ?self.shutdown_timeout, "shutting down: receivers first, then processors and exporters");
+        for (id, r) in &self.receivers {
+            r.shutdown(deadline).await;
+            tracing::debug!(receiver = %id, "stopped");
+        }
+        for procs in &self.processors {
+            for p in procs {
+                p.shutdown(deadline).await;
+            }
+        }
+        for (id, e) in &self.exporters {
+            e.shutdown(deadline).await;
+            tracing::debug!(exporter = %id, "stopped");
+        }
+        for (_, e) in &self.extensions {
+            e.shutdown(deadline).await;
+        }
+        if let Some((stop, task)) = self.metrics_server {
+            stop.cancel();
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        self.token.cancel();
+        tracing::info!("shutdown complete");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(yaml: &str) -> Vec<String> {
+        match validate_str(yaml, "t.yaml", &|_| None) {
+            Ok(_) => vec![],
+            Err(es) => es.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const BASE: &str = "receivers:\n  otlp:\n    protocols:\n      grpc:\nexporters:\n  debug:\n";
+
+    #[test]
+    fn a_minimal_config_is_valid() {
+        let e = errors_of(&format!("{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"));
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn undefined_component_in_a_pipeline() {
+        let e = errors_of(&format!("{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [debug]\n"));
+        assert_eq!(e, vec!["t.yaml:11:20: service::pipelines::traces: `processors`: `batch` is not defined in `processors`"]);
+    }
+
+    #[test]
+    fn empty_pipeline_and_unknown_signal() {
+        let e = errors_of(&format!("{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n    profiles:\n      receivers: [otlp]\n"));
+        assert!(e.iter().any(|m| m.contains("t.yaml:9:5") && m.contains("needs at least one exporter")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("t.yaml:11:5") && m.contains("unknown signal \"profiles\"")), "{e:?}");
+    }
+
+    #[test]
+    fn port_clash() {
+        let e = errors_of(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n  otlp/2:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:4317\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp, otlp/2]\n      exporters: [debug]\n",
+        );
+        assert!(e.iter().any(|m| m.contains("port 4317 is also used by receivers::otlp")), "{e:?}");
+    }
+}

@@ -1,0 +1,346 @@
+//! OTLP/HTTP: `POST /v1/{traces,metrics,logs}` with protobuf or JSON bodies, optionally gzip,
+//! zstd or deflate compressed. Answers in the request's encoding.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use super::{CorsConfig, Entry, HttpConfig, entry_for, reject_invalid};
+use crate::component::ConsumeError;
+use crate::compression::{self, DecodeError};
+use crate::signal::{Batch, Signal};
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error response.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+#[derive(Clone)]
+struct SignalState {
+    signal: Signal,
+    entry: Arc<Entry>,
+    limit: usize,
+    cors: Option<Arc<CorsConfig>>,
+}
+
+pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum::Router {
+    let cors = cfg.cors.clone().map(Arc::new);
+    let mut r = axum::Router::new();
+    for (signal, path) in [
+        (Signal::Traces, &cfg.traces_url_path),
+        (Signal::Metrics, &cfg.metrics_url_path),
+        (Signal::Logs, &cfg.logs_url_path),
+    ] {
+        let Some(entry) = entry_for(&entries, signal) else { continue };
+        let st = SignalState { signal, entry, limit: cfg.max_request_body_size, cors: cors.clone() };
+        r = r.route(
+            path,
+            post(handle)
+                .options(preflight)
+                .with_state(st)
+                // Compressed bodies are limited too; the decompressed size is checked in `handle`.
+                .layer(DefaultBodyLimit::max(cfg.max_request_body_size)),
+        );
+    }
+    r
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+}
+
+fn error_response(status: StatusCode, enc: Encoding, msg: String) -> Response {
+    let code = match status {
+        StatusCode::BAD_REQUEST => 3,               // INVALID_ARGUMENT
+        StatusCode::PAYLOAD_TOO_LARGE => 8,         // RESOURCE_EXHAUSTED
+        StatusCode::SERVICE_UNAVAILABLE => 14,      // UNAVAILABLE
+        StatusCode::TOO_MANY_REQUESTS => 8,
+        _ => 2,                                     // UNKNOWN
+    };
+    let st = RpcStatus { code, message: msg };
+    match enc {
+        Encoding::Protobuf => (status, [(header::CONTENT_TYPE, PROTOBUF)], st.encode_to_vec()).into_response(),
+        Encoding::Json => (
+            status,
+            [(header::CONTENT_TYPE, JSON)],
+            serde_json::json!({"code": st.code, "message": st.message}).to_string(),
+        )
+            .into_response(),
+    }
+}
+
+fn origin_allowed(cors: &CorsConfig, origin: &str) -> bool {
+    cors.allowed_origins.iter().any(|p| wildcard_match(p, origin))
+}
+
+/// `*` matches any run of characters (`https://*.example.com`, `http://*`).
+fn wildcard_match(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn add_cors(resp: &mut Response, cors: &Option<Arc<CorsConfig>>, headers: &HeaderMap) {
+    let (Some(cors), Some(origin)) = (cors, headers.get(header::ORIGIN)) else { return };
+    if origin.to_str().is_ok_and(|o| origin_allowed(cors, o)) {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+async fn preflight(State(st): State<SignalState>, headers: HeaderMap) -> Response {
+    let Some(cors) = &st.cors else { return StatusCode::METHOD_NOT_ALLOWED.into_response() };
+    let origin_ok = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| origin_allowed(cors, o));
+    if !origin_ok {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    add_cors(&mut resp, &st.cors, &headers);
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
+    let mut allowed = vec!["Content-Type".to_string(), "Content-Encoding".to_string()];
+    allowed.extend(cors.allowed_headers.iter().cloned());
+    if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    if cors.max_age > 0 {
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(cors.max_age));
+    }
+    resp
+}
+
+async fn handle(State(st): State<SignalState>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    let mut resp = handle_inner(&st, &headers, body).await;
+    debug_assert_eq!(method, Method::POST);
+    add_cors(&mut resp, &st.cors, &headers);
+    resp
+}
+
+async fn handle_inner(st: &SignalState, headers: &HeaderMap, body: Bytes) -> Response {
+    let enc = match media_type(headers).as_deref() {
+        Some(PROTOBUF) | Some("application/protobuf") => Encoding::Protobuf,
+        Some(JSON) => Encoding::Json,
+        other => {
+            let msg = match other {
+                None => "missing Content-Type; use application/x-protobuf or application/json".to_string(),
+                Some(t) => format!("unsupported media type {t:?}; use application/x-protobuf or application/json"),
+            };
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(header::CONTENT_TYPE, "text/plain")], msg).into_response();
+        }
+    };
+    let content_encoding = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("invalid"));
+    let raw = match compression::decode(content_encoding.unwrap_or(""), &body, st.limit) {
+        Ok(b) => b,
+        Err(e @ DecodeError::TooLarge(_)) => return error_response(StatusCode::PAYLOAD_TOO_LARGE, enc, e.to_string()),
+        Err(e @ DecodeError::Unsupported(_)) => {
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(header::CONTENT_TYPE, "text/plain")], e.to_string()).into_response();
+        }
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, enc, e.to_string()),
+    };
+    let mut batch = match decode(st.signal, enc, &raw) {
+        Ok(b) => b,
+        Err(msg) => return error_response(StatusCode::BAD_REQUEST, enc, msg),
+    };
+    let (rejected, why) = reject_invalid(&mut batch);
+    match st.entry.push(batch).await {
+        Ok(()) => success(st.signal, enc, rejected, why),
+        Err(ConsumeError::Retryable { reason, retry_after }) => {
+            let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, enc, reason);
+            let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r
+        }
+        Err(ConsumeError::Permanent(reason)) => error_response(StatusCode::BAD_REQUEST, enc, reason),
+    }
+}
+
+/// Decodes the request body. An empty body is a valid empty request.
+fn decode(signal: Signal, enc: Encoding, raw: &[u8]) -> Result<Batch, String> {
+    let proto_err = |e: prost::DecodeError| format!("invalid OTLP/protobuf {signal} request: {e}");
+    let json_err = |e: serde_json::Error| format!("invalid OTLP/JSON {signal} request: {e}");
+    if raw.is_empty() || (enc == Encoding::Json && raw.iter().all(u8::is_ascii_whitespace)) {
+        return Ok(Batch::empty(signal));
+    }
+    let batch = match (signal, enc) {
+        (Signal::Traces, Encoding::Protobuf) => {
+            Batch::Traces(ExportTraceServiceRequest::decode(raw).map_err(proto_err)?.resource_spans)
+        }
+        (Signal::Metrics, Encoding::Protobuf) => {
+            Batch::Metrics(ExportMetricsServiceRequest::decode(raw).map_err(proto_err)?.resource_metrics)
+        }
+        (Signal::Logs, Encoding::Protobuf) => {
+            Batch::Logs(ExportLogsServiceRequest::decode(raw).map_err(proto_err)?.resource_logs)
+        }
+        (Signal::Traces, Encoding::Json) => {
+            Batch::Traces(serde_json::from_slice::<ExportTraceServiceRequest>(raw).map_err(json_err)?.resource_spans)
+        }
+        (Signal::Metrics, Encoding::Json) => Batch::Metrics(
+            serde_json::from_slice::<ExportMetricsServiceRequest>(raw).map_err(json_err)?.resource_metrics,
+        ),
+        (Signal::Logs, Encoding::Json) => {
+            Batch::Logs(serde_json::from_slice::<ExportLogsServiceRequest>(raw).map_err(json_err)?.resource_logs)
+        }
+    };
+    if enc == Encoding::Json {
+        check_json_ids(&batch)?;
+    }
+    Ok(batch)
+}
+
+/// OTLP/JSON carries ids as hex; a hex string of the wrong length is a malformed request.
+fn check_json_ids(batch: &Batch) -> Result<(), String> {
+    let bad = |what: &str, got: usize, want: &str| Err(format!("invalid OTLP/JSON: {what} must be {want} bytes of hex, got {got} bytes"));
+    match batch {
+        Batch::Traces(rs) => {
+            for sp in rs.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+                if !matches!(sp.trace_id.len(), 0 | 16) {
+                    return bad("traceId", sp.trace_id.len(), "16");
+                }
+                if !matches!(sp.span_id.len(), 0 | 8) {
+                    return bad("spanId", sp.span_id.len(), "8");
+                }
+                if !matches!(sp.parent_span_id.len(), 0 | 8) {
+                    return bad("parentSpanId", sp.parent_span_id.len(), "8");
+                }
+                for l in &sp.links {
+                    if l.trace_id.len() != 16 || l.span_id.len() != 8 {
+                        return bad("link traceId/spanId", l.trace_id.len(), "16/8");
+                    }
+                }
+            }
+        }
+        Batch::Logs(rl) => {
+            for l in rl.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
+                if !matches!(l.trace_id.len(), 0 | 16) {
+                    return bad("traceId", l.trace_id.len(), "16");
+                }
+                if !matches!(l.span_id.len(), 0 | 8) {
+                    return bad("spanId", l.span_id.len(), "8");
+                }
+            }
+        }
+        Batch::Metrics(_) => {}
+    }
+    Ok(())
+}
+
+fn success(signal: Signal, enc: Encoding, rejected: i64, why: String) -> Response {
+    match enc {
+        Encoding::Protobuf => {
+            let body = match signal {
+                Signal::Traces => ExportTraceServiceResponse {
+                    partial_success: (rejected > 0)
+                        .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message: why }),
+                }
+                .encode_to_vec(),
+                Signal::Metrics => ExportMetricsServiceResponse {
+                    partial_success: (rejected > 0)
+                        .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message: why }),
+                }
+                .encode_to_vec(),
+                Signal::Logs => ExportLogsServiceResponse {
+                    partial_success: (rejected > 0)
+                        .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: why }),
+                }
+                .encode_to_vec(),
+            };
+            (StatusCode::OK, [(header::CONTENT_TYPE, PROTOBUF)], body).into_response()
+        }
+        Encoding::Json => {
+            // proto3 JSON: int64 as a decimal string, lowerCamelCase names.
+            let body = if rejected > 0 {
+                let field = match signal {
+                    Signal::Traces => "rejectedSpans",
+                    Signal::Metrics => "rejectedDataPoints",
+                    Signal::Logs => "rejectedLogRecords",
+                };
+                serde_json::json!({"partialSuccess": {field: rejected.to_string(), "errorMessage": why}}).to_string()
+            } else {
+                "{}".to_string()
+            };
+            (StatusCode::OK, [(header::CONTENT_TYPE, JSON)], body).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("http://*", "http://localhost:3000"));
+        assert!(wildcard_match("https://*.example.com", "https://app.example.com"));
+        assert!(!wildcard_match("https://*.example.com", "https://example.org"));
+        assert!(wildcard_match("https://exact.io", "https://exact.io"));
+        assert!(!wildcard_match("http://*", "https://x"));
+    }
+
+    #[test]
+    fn json_with_hex_ids_and_string_ints() {
+        let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},
+            "scopeSpans":[{"scope":{"name":"lib"},"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+            "name":"op","kind":2,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":1544712661000000000,
+            "attributes":[{"key":"n","value":{"intValue":"42"}}]}]}]}]}"#;
+        let b = decode(Signal::Traces, Encoding::Json, body).unwrap();
+        let Batch::Traces(rs) = b else { unreachable!() };
+        let sp = &rs[0].scope_spans[0].spans[0];
+        assert_eq!(hex::encode(&sp.trace_id), "5b8efff798038103d269b633813fc60c");
+        assert_eq!(sp.kind, 2);
+        assert_eq!(sp.start_time_unix_nano, 1544712660000000000);
+        assert_eq!(sp.end_time_unix_nano, 1544712661000000000);
+    }
+
+    #[test]
+    fn json_with_a_short_trace_id_is_refused() {
+        let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8e","spanId":"eee19b7ec3c1b174","name":"x"}]}]}]}"#;
+        let e = decode(Signal::Traces, Encoding::Json, body).unwrap_err();
+        assert!(e.contains("traceId must be 16 bytes"), "{e}");
+        assert!(decode(Signal::Logs, Encoding::Json, b"{\"resourceLogs\": [").unwrap_err().contains("invalid OTLP/JSON logs"));
+        assert!(decode(Signal::Metrics, Encoding::Protobuf, b"\xff\xff\xff").unwrap_err().contains("invalid OTLP/protobuf metrics"));
+        assert!(decode(Signal::Traces, Encoding::Protobuf, b"").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,356 @@
+//! `otlp` receiver: OTLP over gRPC (default 0.0.0.0:4317) and HTTP (default 0.0.0.0:4318).
+
+mod grpc;
+mod http;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::component::{
+    BoxFuture, BuildError, ConsumeError, Context, DynConsumer, Lifecycle, ReceiverConfig, SignalConsumers,
+};
+use crate::config::{DeError, Node, from_node};
+use crate::signal::{Batch, Signal};
+use crate::telemetry::{ReceiverLabels, SignalCounters};
+use crate::tls::ServerTlsConfig;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `grpc` and/or `http`; a protocol written with no value (`grpc:`) is on with its defaults.
+    pub protocols: Protocols,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    #[serde(default, deserialize_with = "crate::config::present")]
+    pub grpc: Option<GrpcConfig>,
+    #[serde(default, deserialize_with = "crate::config::present")]
+    pub http: Option<HttpConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Listen address. Default `0.0.0.0:4317`.
+    pub endpoint: String,
+    /// Only `tcp`.
+    pub transport: String,
+    /// Largest accepted request message, in MiB (after decompression). Default 4.
+    pub max_recv_msg_size_mib: u64,
+    #[serde(deserialize_with = "crate::config::present")]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            endpoint: "0.0.0.0:4317".into(),
+            transport: "tcp".into(),
+            max_recv_msg_size_mib: 4,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address. Default `0.0.0.0:4318`.
+    pub endpoint: String,
+    #[serde(deserialize_with = "crate::config::present")]
+    pub tls: Option<ServerTlsConfig>,
+    /// Largest accepted request body in bytes, checked before and after decompression.
+    /// Default 20 MiB (20971520).
+    pub max_request_body_size: usize,
+    /// Default `/v1/traces`.
+    pub traces_url_path: String,
+    /// Default `/v1/metrics`.
+    pub metrics_url_path: String,
+    /// Default `/v1/logs`.
+    pub logs_url_path: String,
+    /// Browser clients: origins allowed by CORS (`*` wildcards allowed). Off when absent.
+    #[serde(deserialize_with = "crate::config::present")]
+    pub cors: Option<CorsConfig>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            endpoint: "0.0.0.0:4318".into(),
+            tls: None,
+            max_request_body_size: 20 * 1024 * 1024,
+            traces_url_path: "/v1/traces".into(),
+            metrics_url_path: "/v1/metrics".into(),
+            logs_url_path: "/v1/logs".into(),
+            cors: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+    /// Extra request headers allowed besides the CORS-safelisted ones and Content-Type.
+    pub allowed_headers: Vec<String>,
+    /// Seconds a preflight answer may be cached; 0 = not sent.
+    pub max_age: u64,
+}
+
+fn de_err(path: &[&str], node: &Node, msg: impl Into<String>) -> DeError {
+    let mut pos = Some(node.pos);
+    let mut cur = node;
+    for p in path {
+        match cur.get(p) {
+            Some(n) => {
+                cur = n;
+                pos = Some(n.pos);
+            }
+            None => break,
+        }
+    }
+    DeError { pos, path: path.iter().map(|s| s.to_string()).collect(), msg: msg.into() }
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
+    let cfg: Config = from_node(node)?;
+    let p = &cfg.protocols;
+    if p.grpc.is_none() && p.http.is_none() {
+        return Err(de_err(&["protocols"], node, "must enable at least one protocol (grpc or http)"));
+    }
+    if let Some(g) = &p.grpc {
+        crate::server::validate_endpoint(&g.endpoint)
+            .map_err(|m| de_err(&["protocols", "grpc", "endpoint"], node, m))?;
+        if g.transport != "tcp" {
+            return Err(de_err(&["protocols", "grpc", "transport"], node, "only `tcp` is supported"));
+        }
+        if g.max_recv_msg_size_mib == 0 {
+            return Err(de_err(&["protocols", "grpc", "max_recv_msg_size_mib"], node, "must be at least 1"));
+        }
+        if let Some(t) = &g.tls {
+            t.validate().map_err(|m| de_err(&["protocols", "grpc", "tls"], node, m))?;
+        }
+    }
+    if let Some(h) = &p.http {
+        crate::server::validate_endpoint(&h.endpoint)
+            .map_err(|m| de_err(&["protocols", "http", "endpoint"], node, m))?;
+        if let Some(t) = &h.tls {
+            t.validate().map_err(|m| de_err(&["protocols", "http", "tls"], node, m))?;
+        }
+        for (key, path) in [
+            ("traces_url_path", &h.traces_url_path),
+            ("metrics_url_path", &h.metrics_url_path),
+            ("logs_url_path", &h.logs_url_path),
+        ] {
+            if !path.starts_with('/') {
+                return Err(de_err(&["protocols", "http", key], node, "must start with `/`"));
+            }
+        }
+        if h.max_request_body_size == 0 {
+            return Err(de_err(&["protocols", "http", "max_request_body_size"], node, "must be positive"));
+        }
+    }
+    Ok(Box::new(cfg))
+}
+
+/// Hands decoded batches of one signal and transport to the pipelines, counting as it goes.
+pub(crate) struct Entry {
+    consumer: DynConsumer,
+    accepted: SignalCounters,
+    refused: SignalCounters,
+}
+
+impl Entry {
+    fn new(ctx: &Context, transport: &str, consumer: DynConsumer) -> Self {
+        let labels = ReceiverLabels { receiver: ctx.id.to_string(), transport: transport.into() };
+        Entry {
+            consumer,
+            accepted: ctx.telemetry.receiver_accepted.handles(&labels),
+            refused: ctx.telemetry.receiver_refused.handles(&labels),
+        }
+    }
+
+    async fn push(&self, batch: Batch) -> Result<(), ConsumeError> {
+        let (signal, n) = (batch.signal(), batch.item_count());
+        if n == 0 {
+            return Ok(());
+        }
+        match self.consumer.consume(batch).await {
+            Ok(()) => {
+                self.accepted.add(signal, n);
+                Ok(())
+            }
+            Err(e) => {
+                self.refused.add(signal, n);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Removes spans and log records whose ids have the wrong length (a trace id is 16 bytes, a span
+/// id 8), returning how many were removed and why. They are reported to the client through
+/// `partial_success`; the rest of the request goes on.
+pub(crate) fn reject_invalid(batch: &mut Batch) -> (i64, String) {
+    let mut rejected = 0i64;
+    let mut why = String::new();
+    match batch {
+        Batch::Traces(rs) => {
+            for s in rs.iter_mut().flat_map(|r| r.scope_spans.iter_mut()) {
+                s.spans.retain(|sp| {
+                    let ok = sp.trace_id.len() == 16
+                        && sp.span_id.len() == 8
+                        && (sp.parent_span_id.is_empty() || sp.parent_span_id.len() == 8)
+                        && sp.trace_id.iter().any(|b| *b != 0)
+                        && sp.span_id.iter().any(|b| *b != 0);
+                    if !ok {
+                        rejected += 1;
+                        if why.is_empty() {
+                            why = format!(
+                                "span {:?} has an invalid id (trace_id must be 16 non-zero bytes, span_id 8, parent_span_id 0 or 8; got {}, {}, {})",
+                                sp.name,
+                                sp.trace_id.len(),
+                                sp.span_id.len(),
+                                sp.parent_span_id.len()
+                            );
+                        }
+                    }
+                    ok
+                });
+            }
+        }
+        Batch::Logs(rl) => {
+            for s in rl.iter_mut().flat_map(|r| r.scope_logs.iter_mut()) {
+                s.log_records.retain(|l| {
+                    let ok = matches!(l.trace_id.len(), 0 | 16) && matches!(l.span_id.len(), 0 | 8);
+                    if !ok {
+                        rejected += 1;
+                        if why.is_empty() {
+                            why = format!(
+                                "log record has an invalid trace_id or span_id length ({}, {})",
+                                l.trace_id.len(),
+                                l.span_id.len()
+                            );
+                        }
+                    }
+                    ok
+                });
+            }
+        }
+        Batch::Metrics(_) => {}
+    }
+    (rejected, why)
+}
+
+struct Running {
+    shutdown: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Lifecycle for Running {
+    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shutdown.cancel();
+            for t in &self.tasks {
+                // In-flight requests finish (they are already in the pipeline) or the deadline hits.
+                let _ = tokio::time::timeout_at(deadline, async {
+                    while !t.is_finished() {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                })
+                .await;
+            }
+        })
+    }
+}
+
+impl ReceiverConfig for Config {
+    fn endpoints(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(g) = &self.protocols.grpc {
+            v.push(g.endpoint.clone());
+        }
+        if let Some(h) = &self.protocols.http {
+            v.push(h.endpoint.clone());
+        }
+        v
+    }
+
+    fn start(
+        self: Box<Self>,
+        ctx: Context,
+        consumers: SignalConsumers,
+    ) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>> {
+        Box::pin(async move {
+            let stop = ctx.shutdown.child_token();
+            let mut tasks = Vec::new();
+            if let Some(g) = &self.protocols.grpc {
+                let entries = entries(&ctx, "grpc", &consumers);
+                let tls = g.tls.as_ref().map(|t| t.build()).transpose().map_err(|e| BuildError::new(&ctx.id, e))?;
+                let listener = crate::server::bind(&g.endpoint)
+                    .await
+                    .map_err(|e| BuildError::new(&ctx.id, format!("cannot listen on {} (grpc): {e}", g.endpoint)))?;
+                tracing::info!(receiver = %ctx.id, endpoint = %g.endpoint, tls = tls.is_some(), "OTLP gRPC listening");
+                tasks.push(crate::server::serve(listener, tls, grpc::router(g, entries), stop.clone()));
+            }
+            if let Some(h) = &self.protocols.http {
+                let entries = entries(&ctx, "http", &consumers);
+                let tls = h.tls.as_ref().map(|t| t.build()).transpose().map_err(|e| BuildError::new(&ctx.id, e))?;
+                let listener = crate::server::bind(&h.endpoint)
+                    .await
+                    .map_err(|e| BuildError::new(&ctx.id, format!("cannot listen on {} (http): {e}", h.endpoint)))?;
+                tracing::info!(receiver = %ctx.id, endpoint = %h.endpoint, tls = tls.is_some(), "OTLP HTTP listening");
+                tasks.push(crate::server::serve(listener, tls, http::router(h, entries), stop.clone()));
+            }
+            Ok(Box::new(Running { shutdown: stop, tasks }) as Box<dyn Lifecycle>)
+        })
+    }
+}
+
+fn entries(ctx: &Context, transport: &str, consumers: &SignalConsumers) -> [Option<Arc<Entry>>; 3] {
+    std::array::from_fn(|i| consumers[i].as_ref().map(|c| Arc::new(Entry::new(ctx, transport, c.clone()))))
+}
+
+pub(crate) fn entry_for(entries: &[Option<Arc<Entry>>; 3], s: Signal) -> Option<Arc<Entry>> {
+    entries[s.index()].clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node::parse as yaml;
+
+    #[test]
+    fn empty_protocols_get_defaults() {
+        let n = yaml("protocols:\n  grpc:\n  http:\n").unwrap();
+        let c: Config = from_node(&n).unwrap();
+        assert_eq!(c.protocols.grpc.unwrap(), GrpcConfig::default());
+        assert_eq!(c.protocols.http.unwrap().max_request_body_size, 20 * 1024 * 1024);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let n = yaml("protocols:\n  grpc:\n    endpoint: localhost\n").unwrap();
+        let e = parse(&n).err().unwrap();
+        assert_eq!(e.path_string(), "protocols.grpc.endpoint");
+        assert_eq!(e.pos.unwrap().line, 3);
+        let n = yaml("protocols: {}\n").unwrap();
+        assert!(parse(&n).err().unwrap().msg.contains("at least one protocol"));
+        let n = yaml("protocols:\n  http:\n    max_request_body_size: 1k\n").unwrap();
+        assert_eq!(parse(&n).err().unwrap().path_string(), "protocols.http.max_request_body_size");
+    }
+
+    #[test]
+    fn invalid_ids_are_rejected_individually() {
+        let mut b = crate::signal::testdata::spans("a", 1, 3);
+        if let Batch::Traces(rs) = &mut b {
+            rs[0].scope_spans[0].spans[1].span_id = vec![1, 2, 3];
+        }
+        let (n, why) = reject_invalid(&mut b);
+        assert_eq!((n, b.item_count()), (1, 2));
+        assert!(why.contains("\"s2\""), "{why}");
+    }
+}

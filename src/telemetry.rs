@@ -1,0 +1,250 @@
+//! The collector's own metrics, in Prometheus text at `service.telemetry.metrics.address`, with
+//! the OpenTelemetry Collector's names and labels so that existing dashboards and alerts work.
+//!
+//! Counters carry the `_total` suffix in the exposition, as the Collector's do since it moved to
+//! the OpenTelemetry Go SDK. Components resolve their label sets once at build time and keep the
+//! counter handles, so the hot path is one atomic add per batch.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::signal::Signal;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    pub receiver: String,
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabels {
+    pub exporter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessorLabels {
+    pub processor: String,
+    pub pipeline: String,
+    pub otel_signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub exporter: String,
+    pub reason: String,
+}
+
+type CounterFamily<L> = Family<L, Counter>;
+
+/// One counter per signal, e.g. `..._spans`, `..._metric_points`, `..._log_records`.
+pub struct PerSignal<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static> {
+    families: [CounterFamily<L>; 3],
+}
+
+impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static> PerSignal<L> {
+    fn register(reg: &mut Registry, prefix: &str, help: &str) -> Self {
+        let families: [CounterFamily<L>; 3] = Default::default();
+        for s in Signal::ALL {
+            let name = format!("{prefix}_{}", s.item_name());
+            reg.register(name, format!("{help} ({})", s.item_name()), families[s.index()].clone());
+        }
+        PerSignal { families }
+    }
+
+    /// The three counters of one label set; keep them and add to them on the hot path.
+    pub fn handles(&self, labels: &L) -> SignalCounters {
+        SignalCounters(std::array::from_fn(|i| self.families[i].get_or_create(labels).clone()))
+    }
+}
+
+/// Counter handles for one component, indexed by signal.
+#[derive(Clone, Default)]
+pub struct SignalCounters([Counter; 3]);
+
+impl SignalCounters {
+    pub fn add(&self, signal: Signal, n: usize) {
+        if n > 0 {
+            self.0[signal.index()].inc_by(n as u64);
+        }
+    }
+
+    pub fn get(&self, signal: Signal) -> u64 {
+        self.0[signal.index()].get()
+    }
+}
+
+pub struct Telemetry {
+    registry: Registry,
+    started: Instant,
+    pub receiver_accepted: PerSignal<ReceiverLabels>,
+    pub receiver_refused: PerSignal<ReceiverLabels>,
+    pub exporter_sent: PerSignal<ExporterLabels>,
+    pub exporter_send_failed: PerSignal<ExporterLabels>,
+    pub exporter_enqueue_failed: PerSignal<ExporterLabels>,
+    pub exporter_queue_size: Family<ExporterLabels, Gauge>,
+    pub exporter_queue_capacity: Family<ExporterLabels, Gauge>,
+    /// Items given up for good, by reason (`retries_exhausted`, `permanent_error`, `shutdown`).
+    pub exporter_dropped_items: Family<DropLabels, Counter>,
+    pub processor_incoming: Family<ProcessorLabels, Counter>,
+    pub processor_outgoing: Family<ProcessorLabels, Counter>,
+    pub processor_refused: Family<ProcessorLabels, Counter>,
+    pub batch_size_trigger: Family<ProcessorLabels, Counter>,
+    pub batch_timeout_trigger: Family<ProcessorLabels, Counter>,
+    process_rss: Gauge,
+    process_cpu: Gauge<f64, AtomicU64>,
+    process_uptime: Gauge<f64, AtomicU64>,
+}
+
+impl Telemetry {
+    pub fn new(resource: &std::collections::BTreeMap<String, Option<String>>) -> Arc<Self> {
+        let mut r = Registry::default();
+        let reg = &mut r;
+        let receiver_accepted =
+            PerSignal::register(reg, "otelcol_receiver_accepted", "Items successfully pushed into the pipeline");
+        let receiver_refused =
+            PerSignal::register(reg, "otelcol_receiver_refused", "Items that could not be pushed into the pipeline");
+        let exporter_sent = PerSignal::register(reg, "otelcol_exporter_sent", "Items successfully sent to the destination");
+        let exporter_send_failed =
+            PerSignal::register(reg, "otelcol_exporter_send_failed", "Items the exporter failed to send, finally");
+        let exporter_enqueue_failed = PerSignal::register(
+            reg,
+            "otelcol_exporter_enqueue_failed",
+            "Items refused because the sending queue was full",
+        );
+        let gauge = |reg: &mut Registry, name: &str, help: &str| {
+            let f: Family<ExporterLabels, Gauge> = Family::default();
+            reg.register(name, help, f.clone());
+            f
+        };
+        let exporter_queue_size = gauge(reg, "otelcol_exporter_queue_size", "Current size of the sending queue (requests)");
+        let exporter_queue_capacity =
+            gauge(reg, "otelcol_exporter_queue_capacity", "Fixed capacity of the sending queue (requests)");
+        let exporter_dropped_items: Family<DropLabels, Counter> = Family::default();
+        reg.register(
+            "otelcol_exporter_dropped_items",
+            "Items given up for good, by reason",
+            exporter_dropped_items.clone(),
+        );
+        let pfam = |reg: &mut Registry, name: &str, help: &str| {
+            let f: Family<ProcessorLabels, Counter> = Family::default();
+            reg.register(name, help, f.clone());
+            f
+        };
+        let processor_incoming = pfam(reg, "otelcol_processor_incoming_items", "Items passed to the processor");
+        let processor_outgoing = pfam(reg, "otelcol_processor_outgoing_items", "Items emitted by the processor");
+        let processor_refused = pfam(reg, "otelcol_processor_refused_items", "Items the processor refused (retryable)");
+        let batch_size_trigger =
+            pfam(reg, "otelcol_processor_batch_batch_size_trigger_send", "Batches sent because of the size trigger");
+        let batch_timeout_trigger =
+            pfam(reg, "otelcol_processor_batch_timeout_trigger_send", "Batches sent because of the timeout trigger");
+        let process_rss = Gauge::default();
+        reg.register("otelcol_process_memory_rss", "Resident set size, bytes", process_rss.clone());
+        let process_cpu: Gauge<f64, AtomicU64> = Gauge::default();
+        reg.register("otelcol_process_cpu_seconds", "Total CPU user and system time, seconds", process_cpu.clone());
+        let process_uptime: Gauge<f64, AtomicU64> = Gauge::default();
+        reg.register("otelcol_process_uptime", "Uptime of the process, seconds", process_uptime.clone());
+        if !resource.is_empty() {
+            let info: Family<Vec<(String, String)>, Gauge> = Family::default();
+            let labels = resource
+                .iter()
+                .map(|(k, v)| (sanitize_label(k), v.clone().unwrap_or_default()))
+                .collect::<Vec<_>>();
+            info.get_or_create(&labels).set(1);
+            reg.register("target_info", "The collector's own resource attributes", info);
+        }
+        Arc::new(Telemetry {
+            registry: r,
+            started: Instant::now(),
+            receiver_accepted,
+            receiver_refused,
+            exporter_sent,
+            exporter_send_failed,
+            exporter_enqueue_failed,
+            exporter_queue_size,
+            exporter_queue_capacity,
+            exporter_dropped_items,
+            processor_incoming,
+            processor_outgoing,
+            processor_refused,
+            batch_size_trigger,
+            batch_timeout_trigger,
+            process_rss,
+            process_cpu,
+            process_uptime,
+        })
+    }
+
+    /// The Prometheus text exposition of every self-metric.
+    pub fn encode(&self) -> String {
+        let p = process_stats();
+        self.process_rss.set(p.rss_bytes as i64);
+        self.process_cpu.set(p.cpu_seconds);
+        self.process_uptime.set(self.started.elapsed().as_secs_f64());
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn sanitize_label(k: &str) -> String {
+    let mut s: String = k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+pub struct ProcessStats {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+/// Resident memory and CPU time of this process, from /proc (Linux).
+pub fn process_stats() -> ProcessStats {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let rss_bytes = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page);
+    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may contain spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0);
+    ProcessStats { rss_bytes, cpu_seconds }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_collector_names_with_labels() {
+        let t = Telemetry::new(&[("host.name".to_string(), Some("n1".to_string()))].into());
+        let h = t.receiver_accepted.handles(&ReceiverLabels { receiver: "otlp".into(), transport: "grpc".into() });
+        h.add(Signal::Traces, 3);
+        h.add(Signal::Logs, 2);
+        let text = t.encode();
+        assert!(text.contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3"), "{text}");
+        assert!(text.contains("otelcol_receiver_accepted_log_records_total{receiver=\"otlp\",transport=\"grpc\"} 2"));
+        assert!(text.contains("target_info{host_name=\"n1\"} 1"));
+        assert!(text.contains("otelcol_process_memory_rss "));
+        assert!(process_stats().rss_bytes > 0);
+    }
+}
