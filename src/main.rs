@@ -43,7 +43,13 @@ fn init_logs(cli_level: Option<&str>, config_level: Option<&str>) {
         (None, _, Some(l)) => EnvFilter::new(l),
         _ => EnvFilter::new("info"),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 fn main() -> ExitCode {
