@@ -24,7 +24,10 @@ pub enum ConsumeError {
     /// Try again later (queue full, memory limit, downstream unavailable). Receivers answer
     /// gRPC `UNAVAILABLE` / HTTP 503 with the retry hint, so the SDK retries.
     #[error("{reason}")]
-    Retryable { reason: String, retry_after: Option<Duration> },
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// The data itself was refused; retrying will not help.
     #[error("{0}")]
     Permanent(String),
@@ -32,7 +35,10 @@ pub enum ConsumeError {
 
 impl ConsumeError {
     pub fn retryable(reason: impl Into<String>) -> Self {
-        ConsumeError::Retryable { reason: reason.into(), retry_after: None }
+        ConsumeError::Retryable {
+            reason: reason.into(),
+            retry_after: None,
+        }
     }
 }
 
@@ -74,7 +80,9 @@ impl FanOut {
 impl Consumer for FanOut {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
         Box::pin(async move {
-            let Some((last, rest)) = self.consumers.split_last() else { return Ok(()) };
+            let Some((last, rest)) = self.consumers.split_last() else {
+                return Ok(());
+            };
             let mut futs: Vec<_> = rest.iter().map(|c| c.consume(batch.clone())).collect();
             futs.push(last.consume(batch));
             // Report the first error; a retryable one wins over a permanent one so that the
@@ -83,7 +91,10 @@ impl Consumer for FanOut {
             for r in futures::future::join_all(futs).await {
                 if let Err(e) = r {
                     match (&first, &e) {
-                        (None, _) | (Some(ConsumeError::Permanent(_)), ConsumeError::Retryable { .. }) => first = Some(e),
+                        (None, _)
+                        | (Some(ConsumeError::Permanent(_)), ConsumeError::Retryable { .. }) => {
+                            first = Some(e)
+                        }
                         _ => {}
                     }
                 }
@@ -113,7 +124,10 @@ pub struct BuildError {
 
 impl BuildError {
     pub fn new(id: &ComponentId, msg: impl std::fmt::Display) -> Self {
-        BuildError { component: id.to_string(), msg: msg.to_string() }
+        BuildError {
+            component: id.to_string(),
+            msg: msg.to_string(),
+        }
     }
 }
 
@@ -133,7 +147,12 @@ pub trait ReceiverConfig: Send + Sync {
 
 pub trait ProcessorConfig: Send + Sync {
     /// Called once per pipeline that lists the processor: each pipeline gets its own instance.
-    fn build(&self, ctx: Context, signal: Signal, next: DynConsumer) -> Result<Arc<dyn Processor>, BuildError>;
+    fn build(
+        &self,
+        ctx: Context,
+        signal: Signal,
+        next: DynConsumer,
+    ) -> Result<Arc<dyn Processor>, BuildError>;
 }
 
 pub trait ExporterConfig: Send + Sync {
@@ -145,7 +164,10 @@ pub trait ExtensionConfig: Send + Sync {
     fn endpoints(&self) -> Vec<String> {
         Vec::new()
     }
-    fn start(self: Box<Self>, ctx: Context) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>>;
+    fn start(
+        self: Box<Self>,
+        ctx: Context,
+    ) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -299,19 +321,29 @@ mod tests {
             Arc::new(Refuse(ConsumeError::retryable("full"))),
             a.clone(),
         ]);
-        assert_eq!(f.consume(testdata::logs(1)).await, Err(ConsumeError::retryable("full")));
+        assert_eq!(
+            f.consume(testdata::logs(1)).await,
+            Err(ConsumeError::retryable("full"))
+        );
         assert_eq!(a.0.lock().unwrap().len(), 2);
     }
 
     #[test]
     fn factories_are_found_by_name_and_alias_and_names_are_unique() {
         assert_eq!(factory(Kind::Exporter, "otlp").unwrap().name, "otlp_grpc");
-        assert_eq!(factory(Kind::Exporter, "otlphttp").unwrap().name, "otlp_http");
+        assert_eq!(
+            factory(Kind::Exporter, "otlphttp").unwrap().name,
+            "otlp_http"
+        );
         assert_eq!(factory(Kind::Exporter, "logging").unwrap().name, "debug");
         assert!(factory(Kind::Receiver, "prometheus").is_none());
         let mut names: Vec<_> = FACTORIES
             .iter()
-            .flat_map(|f| std::iter::once(f.name).chain(f.aliases.iter().copied()).map(move |n| (f.kind, n)))
+            .flat_map(|f| {
+                std::iter::once(f.name)
+                    .chain(f.aliases.iter().copied())
+                    .map(move |n| (f.kind, n))
+            })
             .collect();
         let len = names.len();
         names.sort();

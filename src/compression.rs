@@ -11,7 +11,9 @@ pub enum DecodeError {
     TooLarge(usize),
     #[error("invalid {encoding} body: {msg}")]
     Corrupt { encoding: &'static str, msg: String },
-    #[error("unsupported Content-Encoding {0:?} (supported: gzip, zstd, deflate, snappy, identity)")]
+    #[error(
+        "unsupported Content-Encoding {0:?} (supported: gzip, zstd, deflate, snappy, identity)"
+    )]
     Unsupported(String),
 }
 
@@ -27,38 +29,55 @@ pub fn decode(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Deco
         }
         "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(body), limit, "gzip"),
         // HTTP "deflate" is zlib-wrapped; some clients send raw deflate, so try both.
-        "deflate" => read_limited(flate2::read::ZlibDecoder::new(body), limit, "deflate")
-            .or_else(|e| match e {
-                DecodeError::Corrupt { .. } => read_limited(flate2::read::DeflateDecoder::new(body), limit, "deflate"),
+        "deflate" => read_limited(flate2::read::ZlibDecoder::new(body), limit, "deflate").or_else(
+            |e| match e {
+                DecodeError::Corrupt { .. } => {
+                    read_limited(flate2::read::DeflateDecoder::new(body), limit, "deflate")
+                }
                 other => Err(other),
-            }),
+            },
+        ),
         "zstd" => {
-            let d = zstd::stream::read::Decoder::new(body)
-                .map_err(|e| DecodeError::Corrupt { encoding: "zstd", msg: e.to_string() })?;
+            let d = zstd::stream::read::Decoder::new(body).map_err(|e| DecodeError::Corrupt {
+                encoding: "zstd",
+                msg: e.to_string(),
+            })?;
             read_limited(d, limit, "zstd")
         }
         "snappy" => {
             // Block format: the length is in the header, so check it before allocating.
-            let n = snap::raw::decompress_len(body)
-                .map_err(|e| DecodeError::Corrupt { encoding: "snappy", msg: e.to_string() })?;
+            let n = snap::raw::decompress_len(body).map_err(|e| DecodeError::Corrupt {
+                encoding: "snappy",
+                msg: e.to_string(),
+            })?;
             if n > limit {
                 return Err(DecodeError::TooLarge(limit));
             }
             snap::raw::Decoder::new()
                 .decompress_vec(body)
-                .map_err(|e| DecodeError::Corrupt { encoding: "snappy", msg: e.to_string() })
+                .map_err(|e| DecodeError::Corrupt {
+                    encoding: "snappy",
+                    msg: e.to_string(),
+                })
         }
         _ => Err(DecodeError::Unsupported(encoding.to_owned())),
     }
 }
 
-fn read_limited<R: Read>(r: R, limit: usize, encoding: &'static str) -> Result<Vec<u8>, DecodeError> {
+fn read_limited<R: Read>(
+    r: R,
+    limit: usize,
+    encoding: &'static str,
+) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
     // One byte past the limit tells "exactly at the limit" from "over it".
     let mut limited = r.take(limit as u64 + 1);
     limited
         .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Corrupt { encoding, msg: e.to_string() })?;
+        .map_err(|e| DecodeError::Corrupt {
+            encoding,
+            msg: e.to_string(),
+        })?;
     if out.len() > limit {
         return Err(DecodeError::TooLarge(limit));
     }
@@ -90,7 +109,10 @@ impl Compression {
         match self {
             Compression::None => data,
             Compression::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+                let mut e = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(data.len() / 4),
+                    flate2::Compression::fast(),
+                );
                 // Writing into a Vec cannot fail.
                 let _ = e.write_all(&data);
                 e.finish().unwrap_or_default()
@@ -109,15 +131,27 @@ mod tests {
         let data = vec![7u8; 10_000];
         for c in [Compression::Gzip, Compression::Zstd] {
             let enc = c.encode(data.clone());
-            assert_eq!(decode(c.header_value().unwrap(), &enc, 10_000).unwrap(), data);
-            assert_eq!(decode(c.header_value().unwrap(), &enc, 9_999), Err(DecodeError::TooLarge(9_999)));
+            assert_eq!(
+                decode(c.header_value().unwrap(), &enc, 10_000).unwrap(),
+                data
+            );
+            assert_eq!(
+                decode(c.header_value().unwrap(), &enc, 9_999),
+                Err(DecodeError::TooLarge(9_999))
+            );
         }
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut z, &data).unwrap();
-        assert_eq!(decode("deflate", &z.finish().unwrap(), 20_000).unwrap(), data);
+        assert_eq!(
+            decode("deflate", &z.finish().unwrap(), 20_000).unwrap(),
+            data
+        );
         let s = snap::raw::Encoder::new().compress_vec(&data).unwrap();
         assert_eq!(decode("snappy", &s, 100), Err(DecodeError::TooLarge(100)));
-        assert_eq!(decode("identity", &data, 100), Err(DecodeError::TooLarge(100)));
+        assert_eq!(
+            decode("identity", &data, 100),
+            Err(DecodeError::TooLarge(100))
+        );
     }
 
     #[test]
@@ -126,12 +160,24 @@ mod tests {
         std::io::Write::write_all(&mut z, &vec![0u8; 64 << 20]).unwrap();
         let bomb = z.finish().unwrap();
         assert!(bomb.len() < 128 << 10, "bomb is {} bytes", bomb.len());
-        assert_eq!(decode("gzip", &bomb, 1 << 20), Err(DecodeError::TooLarge(1 << 20)));
+        assert_eq!(
+            decode("gzip", &bomb, 1 << 20),
+            Err(DecodeError::TooLarge(1 << 20))
+        );
     }
 
     #[test]
     fn corrupt_and_unknown_encodings() {
-        assert!(matches!(decode("gzip", b"not gzip", 100), Err(DecodeError::Corrupt { encoding: "gzip", .. })));
-        assert!(matches!(decode("br", b"x", 100), Err(DecodeError::Unsupported(_))));
+        assert!(matches!(
+            decode("gzip", b"not gzip", 100),
+            Err(DecodeError::Corrupt {
+                encoding: "gzip",
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode("br", b"x", 100),
+            Err(DecodeError::Unsupported(_))
+        ));
     }
 }

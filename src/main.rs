@@ -10,7 +10,11 @@ use ferrotel::component::{FACTORIES, Kind};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "ferrotel", version, about = "A telemetry collector in the mould of the OpenTelemetry Collector")]
+#[command(
+    name = "ferrotel",
+    version,
+    about = "A telemetry collector in the mould of the OpenTelemetry Collector"
+)]
 struct Cli {
     /// Config file (the OpenTelemetry Collector's YAML shape).
     #[arg(long, short = 'c', global = true, env = "FERROTEL_CONFIG")]
@@ -94,15 +98,25 @@ fn main() -> ExitCode {
                     for e in &errors {
                         eprintln!("error: {e}");
                     }
-                    eprintln!("{}: {} error(s); not starting", path.display(), errors.len());
+                    eprintln!(
+                        "{}: {} error(s); not starting",
+                        path.display(),
+                        errors.len()
+                    );
                     return ExitCode::FAILURE;
                 }
             };
-            init_logs(cli.log_level.as_deref(), validated.config.telemetry.logs.level.as_deref());
+            init_logs(
+                cli.log_level.as_deref(),
+                validated.config.telemetry.logs.level.as_deref(),
+            );
             for w in &validated.warnings {
                 tracing::warn!("{w}");
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
@@ -130,7 +144,10 @@ async fn run(validated: ferrotel::pipeline::Validated) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stopping on ctrl-c only");
         let _ = tokio::signal::ctrl_c().await;
         return;
@@ -142,7 +159,12 @@ async fn wait_for_signal() {
 }
 
 fn components(json: bool) {
-    let kinds = [Kind::Receiver, Kind::Processor, Kind::Exporter, Kind::Extension];
+    let kinds = [
+        Kind::Receiver,
+        Kind::Processor,
+        Kind::Exporter,
+        Kind::Extension,
+    ];
     if json {
         let list: Vec<_> = FACTORIES
             .iter()
@@ -153,16 +175,35 @@ fn components(json: bool) {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
         return;
     }
     for kind in kinds {
         println!("{}:", kind.section());
         for f in FACTORIES.iter().filter(|f| f.kind == kind) {
-            let signals = f.signals.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            let aliases = if f.aliases.is_empty() { String::new() } else { format!(" (alias: {})", f.aliases.join(", ")) };
-            let signals = if signals.is_empty() { "-".to_string() } else { signals };
-            println!("  {:<16} {:<24} {:?}{aliases}", f.name, signals, f.stability);
+            let signals = f
+                .signals
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let aliases = if f.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" (alias: {})", f.aliases.join(", "))
+            };
+            let signals = if signals.is_empty() {
+                "-".to_string()
+            } else {
+                signals
+            };
+            println!(
+                "  {:<16} {:<24} {:?}{aliases}",
+                f.name, signals, f.stability
+            );
         }
     }
 }

@@ -19,7 +19,11 @@ pub struct PeerAddr(pub SocketAddr);
 
 /// Binds `host:port` (`:4317` means all interfaces).
 pub async fn bind(endpoint: &str) -> std::io::Result<TcpListener> {
-    let ep = if endpoint.starts_with(':') { format!("0.0.0.0{endpoint}") } else { endpoint.to_owned() };
+    let ep = if endpoint.starts_with(':') {
+        format!("0.0.0.0{endpoint}")
+    } else {
+        endpoint.to_owned()
+    };
     TcpListener::bind(ep.as_str()).await
 }
 
@@ -29,10 +33,14 @@ pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
         return Err(format!("endpoint {endpoint:?} must be host:port"));
     };
     if port.parse::<u16>().is_err() {
-        return Err(format!("endpoint {endpoint:?} has an invalid port {port:?}"));
+        return Err(format!(
+            "endpoint {endpoint:?} has an invalid port {port:?}"
+        ));
     }
     if host.contains('/') {
-        return Err(format!("endpoint {endpoint:?} must be host:port, not a URL"));
+        return Err(format!(
+            "endpoint {endpoint:?} must be host:port, not a URL"
+        ));
     }
     Ok(())
 }
@@ -64,14 +72,19 @@ pub fn serve(
                 },
             };
             let _ = stream.set_nodelay(true);
-            let svc = router.clone().map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(PeerAddr(peer));
-                req
-            });
+            let svc =
+                router
+                    .clone()
+                    .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(PeerAddr(peer));
+                        req
+                    });
             let svc = TowerToHyperService::new(svc);
             match &acceptor {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
@@ -84,7 +97,12 @@ pub fn serve(
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        let tls = match tokio::time::timeout(
+                            Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::info!(error = %e, %peer, "TLS handshake failed");
@@ -95,7 +113,9 @@ pub fn serve(
                                 return;
                             }
                         };
-                        let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
+                        let conn = builder
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .into_owned();
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(error = %e, %peer, "connection ended with an error");
                         }

@@ -44,23 +44,33 @@ pub struct DropLabels {
 type CounterFamily<L> = Family<L, Counter>;
 
 /// One counter per signal, e.g. `..._spans`, `..._metric_points`, `..._log_records`.
-pub struct PerSignal<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static> {
+pub struct PerSignal<
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static,
+> {
     families: [CounterFamily<L>; 3],
 }
 
-impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static> PerSignal<L> {
+impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static>
+    PerSignal<L>
+{
     fn register(reg: &mut Registry, prefix: &str, help: &str) -> Self {
         let families: [CounterFamily<L>; 3] = Default::default();
         for s in Signal::ALL {
             let name = format!("{prefix}_{}", s.item_name());
-            reg.register(name, format!("{help} ({})", s.item_name()), families[s.index()].clone());
+            reg.register(
+                name,
+                format!("{help} ({})", s.item_name()),
+                families[s.index()].clone(),
+            );
         }
         PerSignal { families }
     }
 
     /// The three counters of one label set; keep them and add to them on the hot path.
     pub fn handles(&self, labels: &L) -> SignalCounters {
-        SignalCounters(std::array::from_fn(|i| self.families[i].get_or_create(labels).clone()))
+        SignalCounters(std::array::from_fn(|i| {
+            self.families[i].get_or_create(labels).clone()
+        }))
     }
 }
 
@@ -106,13 +116,26 @@ impl Telemetry {
     pub fn new(resource: &std::collections::BTreeMap<String, Option<String>>) -> Arc<Self> {
         let mut r = Registry::default();
         let reg = &mut r;
-        let receiver_accepted =
-            PerSignal::register(reg, "otelcol_receiver_accepted", "Items successfully pushed into the pipeline");
-        let receiver_refused =
-            PerSignal::register(reg, "otelcol_receiver_refused", "Items that could not be pushed into the pipeline");
-        let exporter_sent = PerSignal::register(reg, "otelcol_exporter_sent", "Items successfully sent to the destination");
-        let exporter_send_failed =
-            PerSignal::register(reg, "otelcol_exporter_send_failed", "Items the exporter failed to send, finally");
+        let receiver_accepted = PerSignal::register(
+            reg,
+            "otelcol_receiver_accepted",
+            "Items successfully pushed into the pipeline",
+        );
+        let receiver_refused = PerSignal::register(
+            reg,
+            "otelcol_receiver_refused",
+            "Items that could not be pushed into the pipeline",
+        );
+        let exporter_sent = PerSignal::register(
+            reg,
+            "otelcol_exporter_sent",
+            "Items successfully sent to the destination",
+        );
+        let exporter_send_failed = PerSignal::register(
+            reg,
+            "otelcol_exporter_send_failed",
+            "Items the exporter failed to send, finally",
+        );
         let exporter_enqueue_failed = PerSignal::register(
             reg,
             "otelcol_exporter_enqueue_failed",
@@ -123,9 +146,16 @@ impl Telemetry {
             reg.register(name, help, f.clone());
             f
         };
-        let exporter_queue_size = gauge(reg, "otelcol_exporter_queue_size", "Current size of the sending queue (requests)");
-        let exporter_queue_capacity =
-            gauge(reg, "otelcol_exporter_queue_capacity", "Fixed capacity of the sending queue (requests)");
+        let exporter_queue_size = gauge(
+            reg,
+            "otelcol_exporter_queue_size",
+            "Current size of the sending queue (requests)",
+        );
+        let exporter_queue_capacity = gauge(
+            reg,
+            "otelcol_exporter_queue_capacity",
+            "Fixed capacity of the sending queue (requests)",
+        );
         let exporter_dropped_items: Family<DropLabels, Counter> = Family::default();
         reg.register(
             "otelcol_exporter_dropped_items",
@@ -137,19 +167,49 @@ impl Telemetry {
             reg.register(name, help, f.clone());
             f
         };
-        let processor_incoming = pfam(reg, "otelcol_processor_incoming_items", "Items passed to the processor");
-        let processor_outgoing = pfam(reg, "otelcol_processor_outgoing_items", "Items emitted by the processor");
-        let processor_refused = pfam(reg, "otelcol_processor_refused_items", "Items the processor refused (retryable)");
-        let batch_size_trigger =
-            pfam(reg, "otelcol_processor_batch_batch_size_trigger_send", "Batches sent because of the size trigger");
-        let batch_timeout_trigger =
-            pfam(reg, "otelcol_processor_batch_timeout_trigger_send", "Batches sent because of the timeout trigger");
+        let processor_incoming = pfam(
+            reg,
+            "otelcol_processor_incoming_items",
+            "Items passed to the processor",
+        );
+        let processor_outgoing = pfam(
+            reg,
+            "otelcol_processor_outgoing_items",
+            "Items emitted by the processor",
+        );
+        let processor_refused = pfam(
+            reg,
+            "otelcol_processor_refused_items",
+            "Items the processor refused (retryable)",
+        );
+        let batch_size_trigger = pfam(
+            reg,
+            "otelcol_processor_batch_batch_size_trigger_send",
+            "Batches sent because of the size trigger",
+        );
+        let batch_timeout_trigger = pfam(
+            reg,
+            "otelcol_processor_batch_timeout_trigger_send",
+            "Batches sent because of the timeout trigger",
+        );
         let process_rss = Gauge::default();
-        reg.register("otelcol_process_memory_rss", "Resident set size, bytes", process_rss.clone());
+        reg.register(
+            "otelcol_process_memory_rss",
+            "Resident set size, bytes",
+            process_rss.clone(),
+        );
         let process_cpu: Gauge<f64, AtomicU64> = Gauge::default();
-        reg.register("otelcol_process_cpu_seconds", "Total CPU user and system time, seconds", process_cpu.clone());
+        reg.register(
+            "otelcol_process_cpu_seconds",
+            "Total CPU user and system time, seconds",
+            process_cpu.clone(),
+        );
         let process_uptime: Gauge<f64, AtomicU64> = Gauge::default();
-        reg.register("otelcol_process_uptime", "Uptime of the process, seconds", process_uptime.clone());
+        reg.register(
+            "otelcol_process_uptime",
+            "Uptime of the process, seconds",
+            process_uptime.clone(),
+        );
         if !resource.is_empty() {
             let info: Family<Vec<(String, String)>, Gauge> = Family::default();
             let labels = resource
@@ -157,7 +217,11 @@ impl Telemetry {
                 .map(|(k, v)| (sanitize_label(k), v.clone().unwrap_or_default()))
                 .collect::<Vec<_>>();
             info.get_or_create(&labels).set(1);
-            reg.register("target_info", "The collector's own resource attributes", info);
+            reg.register(
+                "target_info",
+                "The collector's own resource attributes",
+                info,
+            );
         }
         Arc::new(Telemetry {
             registry: r,
@@ -186,7 +250,8 @@ impl Telemetry {
         let p = process_stats();
         self.process_rss.set(p.rss_bytes as i64);
         self.process_cpu.set(p.cpu_seconds);
-        self.process_uptime.set(self.started.elapsed().as_secs_f64());
+        self.process_uptime
+            .set(self.started.elapsed().as_secs_f64());
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -195,7 +260,16 @@ impl Telemetry {
 }
 
 fn sanitize_label(k: &str) -> String {
-    let mut s: String = k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut s: String = k
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         s.insert(0, '_');
     }
@@ -227,7 +301,10 @@ pub fn process_stats() -> ProcessStats {
             Some((utime + stime) / ticks)
         })
         .unwrap_or(0.0);
-    ProcessStats { rss_bytes, cpu_seconds }
+    ProcessStats {
+        rss_bytes,
+        cpu_seconds,
+    }
 }
 
 #[cfg(test)]
@@ -237,12 +314,22 @@ mod tests {
     #[test]
     fn exposes_collector_names_with_labels() {
         let t = Telemetry::new(&[("host.name".to_string(), Some("n1".to_string()))].into());
-        let h = t.receiver_accepted.handles(&ReceiverLabels { receiver: "otlp".into(), transport: "grpc".into() });
+        let h = t.receiver_accepted.handles(&ReceiverLabels {
+            receiver: "otlp".into(),
+            transport: "grpc".into(),
+        });
         h.add(Signal::Traces, 3);
         h.add(Signal::Logs, 2);
         let text = t.encode();
-        assert!(text.contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3"), "{text}");
-        assert!(text.contains("otelcol_receiver_accepted_log_records_total{receiver=\"otlp\",transport=\"grpc\"} 2"));
+        assert!(
+            text.contains(
+                "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "otelcol_receiver_accepted_log_records_total{receiver=\"otlp\",transport=\"grpc\"} 2"
+        ));
         assert!(text.contains("target_info{host_name=\"n1\"} 1"));
         assert!(text.contains("otelcol_process_memory_rss "));
         assert!(process_stats().rss_bytes > 0);

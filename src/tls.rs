@@ -14,7 +14,11 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {what} {path:?}: {err}")]
-    File { what: &'static str, path: String, err: String },
+    File {
+        what: &'static str,
+        path: String,
+        err: String,
+    },
     #[error("{0}")]
     Config(String),
 }
@@ -71,7 +75,9 @@ fn versions(
                 "TLS version {} is not supported (only 1.2 and 1.3)",
                 v.unwrap_or_default()
             ))),
-            Some(other) => Err(TlsError::Config(format!("unknown TLS version {other:?}: use \"1.2\" or \"1.3\""))),
+            Some(other) => Err(TlsError::Config(format!(
+                "unknown TLS version {other:?}: use \"1.2\" or \"1.3\""
+            ))),
         }
     };
     let (lo, hi) = (parse(min, 2)?, parse(max, 3)?);
@@ -89,7 +95,11 @@ fn versions(
 }
 
 fn read_certs(what: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |e: String| TlsError::File { what, path: path.to_owned(), err: e };
+    let err = |e: String| TlsError::File {
+        what,
+        path: path.to_owned(),
+        err: e,
+    };
     let certs: Vec<_> = CertificateDer::pem_file_iter(Path::new(path))
         .map_err(|e| err(e.to_string()))?
         .collect::<Result<_, _>>()
@@ -101,14 +111,21 @@ fn read_certs(what: &'static str, path: &str) -> Result<Vec<CertificateDer<'stat
 }
 
 fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(Path::new(path))
-        .map_err(|e| TlsError::File { what: "key_file", path: path.to_owned(), err: e.to_string() })
+    PrivateKeyDer::from_pem_file(Path::new(path)).map_err(|e| TlsError::File {
+        what: "key_file",
+        path: path.to_owned(),
+        err: e.to_string(),
+    })
 }
 
 fn roots(path: &str, what: &'static str) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
     for c in read_certs(what, path)? {
-        store.add(c).map_err(|e| TlsError::File { what, path: path.to_owned(), err: e.to_string() })?;
+        store.add(c).map_err(|e| TlsError::File {
+            what,
+            path: path.to_owned(),
+            err: e.to_string(),
+        })?;
     }
     Ok(store)
 }
@@ -119,24 +136,33 @@ impl ServerTlsConfig {
             (Some(_), Some(_)) => {}
             _ => return Err("a TLS listener needs both cert_file and key_file".into()),
         }
-        versions(self.min_version.as_deref(), self.max_version.as_deref()).map(|_| ()).map_err(|e| e.to_string())
+        versions(self.min_version.as_deref(), self.max_version.as_deref())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Reads the files and builds the rustls config (ALPN h2 and http/1.1).
     pub fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else {
-            return Err(TlsError::Config("a TLS listener needs both cert_file and key_file".into()));
+            return Err(TlsError::Config(
+                "a TLS listener needs both cert_file and key_file".into(),
+            ));
         };
         let provider = provider();
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&versions(self.min_version.as_deref(), self.max_version.as_deref())?)
+            .with_protocol_versions(&versions(
+                self.min_version.as_deref(),
+                self.max_version.as_deref(),
+            )?)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let builder = match &self.client_ca_file {
             Some(ca) => {
-                let verifier =
-                    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca, "client_ca_file")?), provider)
-                        .build()
-                        .map_err(|e| TlsError::Config(e.to_string()))?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots(ca, "client_ca_file")?),
+                    provider,
+                )
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
@@ -154,30 +180,41 @@ impl ClientTlsConfig {
         if self.cert_file.is_some() != self.key_file.is_some() {
             return Err("client cert_file and key_file must be set together".into());
         }
-        versions(self.min_version.as_deref(), self.max_version.as_deref()).map(|_| ()).map_err(|e| e.to_string())
+        versions(self.min_version.as_deref(), self.max_version.as_deref())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Builds the rustls client config; `alpn` is e.g. `[b"h2"]` for gRPC.
     pub fn build(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
         let provider = provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&versions(self.min_version.as_deref(), self.max_version.as_deref())?)
+            .with_protocol_versions(&versions(
+                self.min_version.as_deref(),
+                self.max_version.as_deref(),
+            )?)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let builder = if self.insecure_skip_verify {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider.signature_verification_algorithms)))
+                .with_custom_certificate_verifier(Arc::new(NoVerify(
+                    provider.signature_verification_algorithms,
+                )))
         } else {
             let store = match &self.ca_file {
                 Some(ca) => roots(ca, "ca_file")?,
-                None => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+                None => RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                },
             };
             builder.with_root_certificates(store)
         };
         let mut cfg = match (&self.cert_file, &self.key_file) {
             (Some(c), Some(k)) => builder
                 .with_client_auth_cert(read_certs("cert_file", c)?, read_key(k)?)
-                .map_err(|e| TlsError::Config(format!("client cert_file and key_file do not match: {e}")))?,
+                .map_err(|e| {
+                    TlsError::Config(format!("client cert_file and key_file do not match: {e}"))
+                })?,
             _ => builder.with_no_client_auth(),
         };
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -231,7 +268,14 @@ mod tests {
         assert_eq!(versions(None, None).unwrap().len(), 2);
         assert!(versions(Some("1.1"), None).is_err());
         assert!(versions(Some("1.3"), Some("1.2")).is_err());
-        assert!(ServerTlsConfig { cert_file: Some("c".into()), ..Default::default() }.validate().is_err());
+        assert!(
+            ServerTlsConfig {
+                cert_file: Some("c".into()),
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]
@@ -242,6 +286,9 @@ mod tests {
             ..Default::default()
         };
         let e = c.build().unwrap_err().to_string();
-        assert!(e.contains("cert_file") && e.contains("/nonexistent/c.pem"), "{e}");
+        assert!(
+            e.contains("cert_file") && e.contains("/nonexistent/c.pem"),
+            "{e}"
+        );
     }
 }

@@ -11,8 +11,14 @@ use common::{Collector, Ports, gateway_config, sdk_send, sink::Sink, wait_until}
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
-fn attr<'a>(attrs: &'a [opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> Option<&'a Value> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref())
+fn attr<'a>(
+    attrs: &'a [opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
 }
 
 struct Chain {
@@ -33,7 +39,10 @@ fn chain() -> Chain {
     );
     let ap = Ports::new();
     let mut env = ap.env();
-    env.push(("FERROTEL_GATEWAY_ENDPOINT", format!("127.0.0.1:{}", gw.grpc)));
+    env.push((
+        "FERROTEL_GATEWAY_ENDPOINT",
+        format!("127.0.0.1:{}", gw.grpc),
+    ));
     let agent = Collector::start_file(
         &common::repo().join("pipelines/agent.yaml"),
         &env,
@@ -41,30 +50,47 @@ fn chain() -> Chain {
         Some(ap.metrics),
         tempfile::tempdir().unwrap(),
     );
-    Chain { sink, agent, gateway, agent_ports: ap }
+    Chain {
+        sink,
+        agent,
+        gateway,
+        agent_ports: ap,
+    }
 }
 
 fn check_run(c: &Chain, report: &serde_json::Value) {
     let run = report["run_id"].as_str().unwrap();
     let sent_spans = report["spans"].as_array().unwrap();
     let sent_logs = report["logs"].as_array().unwrap();
-    wait_until("all spans and logs at the sink", Duration::from_secs(20), || {
-        let spans = c.sink.store.spans.lock().unwrap();
-        let n = spans
-            .iter()
-            .filter(|r| r.resource.as_ref().is_some_and(|res| attr(&res.attributes, "run.id") == Some(&Value::StringValue(run.into()))))
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum::<usize>();
-        let logs = c.sink.store.logs.lock().unwrap();
-        let l = logs
-            .iter()
-            .filter(|r| r.resource.as_ref().is_some_and(|res| attr(&res.attributes, "run.id") == Some(&Value::StringValue(run.into()))))
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len())
-            .sum::<usize>();
-        n >= sent_spans.len() && l >= sent_logs.len()
-    });
+    wait_until(
+        "all spans and logs at the sink",
+        Duration::from_secs(20),
+        || {
+            let spans = c.sink.store.spans.lock().unwrap();
+            let n = spans
+                .iter()
+                .filter(|r| {
+                    r.resource.as_ref().is_some_and(|res| {
+                        attr(&res.attributes, "run.id") == Some(&Value::StringValue(run.into()))
+                    })
+                })
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum::<usize>();
+            let logs = c.sink.store.logs.lock().unwrap();
+            let l = logs
+                .iter()
+                .filter(|r| {
+                    r.resource.as_ref().is_some_and(|res| {
+                        attr(&res.attributes, "run.id") == Some(&Value::StringValue(run.into()))
+                    })
+                })
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum::<usize>();
+            n >= sent_spans.len() && l >= sent_logs.len()
+        },
+    );
     // Spans: each once, same ids, attributes intact.
     let spans = c.sink.store.spans.lock().unwrap();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
@@ -73,20 +99,37 @@ fn check_run(c: &Chain, report: &serde_json::Value) {
         if attr(&res.attributes, "run.id") != Some(&Value::StringValue(run.into())) {
             continue;
         }
-        assert_eq!(attr(&res.attributes, "service.name"), Some(&Value::StringValue("sdk-e2e".into())));
+        assert_eq!(
+            attr(&res.attributes, "service.name"),
+            Some(&Value::StringValue("sdk-e2e".into()))
+        );
         for ss in &r.scope_spans {
             let scope = ss.scope.as_ref().expect("scope kept");
-            assert_eq!((scope.name.as_str(), scope.version.as_str()), ("ferrotel.e2e", "1.2.3"));
+            assert_eq!(
+                (scope.name.as_str(), scope.version.as_str()),
+                ("ferrotel.e2e", "1.2.3")
+            );
             for sp in &ss.spans {
-                *seen.entry((hex::encode(&sp.trace_id), hex::encode(&sp.span_id))).or_default() += 1;
+                *seen
+                    .entry((hex::encode(&sp.trace_id), hex::encode(&sp.span_id)))
+                    .or_default() += 1;
                 let seq = match attr(&sp.attributes, "seq") {
                     Some(Value::IntValue(i)) => *i,
                     other => panic!("seq attribute lost: {other:?}"),
                 };
                 if sp.name.starts_with("parent-") {
-                    assert_eq!(attr(&sp.attributes, "attr.str"), Some(&Value::StringValue(format!("välue-{seq} ✓"))));
-                    assert_eq!(attr(&sp.attributes, "attr.double"), Some(&Value::DoubleValue(seq as f64 + 0.5)));
-                    assert_eq!(attr(&sp.attributes, "attr.bool"), Some(&Value::BoolValue(seq % 2 == 0)));
+                    assert_eq!(
+                        attr(&sp.attributes, "attr.str"),
+                        Some(&Value::StringValue(format!("välue-{seq} ✓")))
+                    );
+                    assert_eq!(
+                        attr(&sp.attributes, "attr.double"),
+                        Some(&Value::DoubleValue(seq as f64 + 0.5))
+                    );
+                    assert_eq!(
+                        attr(&sp.attributes, "attr.bool"),
+                        Some(&Value::BoolValue(seq % 2 == 0))
+                    );
                     match attr(&sp.attributes, "attr.array") {
                         Some(Value::ArrayValue(a)) => assert_eq!(a.values.len(), 3),
                         other => panic!("array attribute lost: {other:?}"),
@@ -94,15 +137,26 @@ fn check_run(c: &Chain, report: &serde_json::Value) {
                     assert_eq!(sp.events.len(), 1);
                     assert_eq!(sp.kind, 2, "SERVER");
                 } else {
-                    assert_eq!(sp.status.as_ref().map(|s| (s.code, s.message.as_str())), Some((2, "boom")));
+                    assert_eq!(
+                        sp.status.as_ref().map(|s| (s.code, s.message.as_str())),
+                        Some((2, "boom"))
+                    );
                     assert_eq!(sp.parent_span_id.len(), 8);
                 }
             }
         }
     }
     for s in sent_spans {
-        let key = (s["trace_id"].as_str().unwrap().to_owned(), s["span_id"].as_str().unwrap().to_owned());
-        assert_eq!(seen.get(&key), Some(&1), "span {key:?} ({}) must arrive exactly once", s["name"]);
+        let key = (
+            s["trace_id"].as_str().unwrap().to_owned(),
+            s["span_id"].as_str().unwrap().to_owned(),
+        );
+        assert_eq!(
+            seen.get(&key),
+            Some(&1),
+            "span {key:?} ({}) must arrive exactly once",
+            s["name"]
+        );
     }
     assert_eq!(seen.len(), sent_spans.len(), "no extra spans");
     drop(spans);
@@ -111,7 +165,9 @@ fn check_run(c: &Chain, report: &serde_json::Value) {
     let logs = c.sink.store.logs.lock().unwrap();
     let mut bodies: HashMap<String, usize> = HashMap::new();
     for r in logs.iter() {
-        if r.resource.as_ref().is_none_or(|res| attr(&res.attributes, "run.id") != Some(&Value::StringValue(run.into()))) {
+        if r.resource.as_ref().is_none_or(|res| {
+            attr(&res.attributes, "run.id") != Some(&Value::StringValue(run.into()))
+        }) {
             continue;
         }
         for l in r.scope_logs.iter().flat_map(|s| &s.log_records) {
@@ -123,7 +179,12 @@ fn check_run(c: &Chain, report: &serde_json::Value) {
         }
     }
     for l in sent_logs {
-        assert_eq!(bodies.get(l["body"].as_str().unwrap()), Some(&1), "log {} exactly once", l["body"]);
+        assert_eq!(
+            bodies.get(l["body"].as_str().unwrap()),
+            Some(&1),
+            "log {} exactly once",
+            l["body"]
+        );
     }
     assert_eq!(bodies.len(), sent_logs.len());
     drop(logs);
@@ -132,13 +193,17 @@ fn check_run(c: &Chain, report: &serde_json::Value) {
     // the histogram count and the gauge.
     wait_until("metrics at the sink", Duration::from_secs(20), || {
         c.sink.store.metrics.lock().unwrap().iter().any(|r| {
-            r.resource.as_ref().is_some_and(|res| attr(&res.attributes, "run.id") == Some(&Value::StringValue(run.into())))
+            r.resource.as_ref().is_some_and(|res| {
+                attr(&res.attributes, "run.id") == Some(&Value::StringValue(run.into()))
+            })
         })
     });
     let metrics = c.sink.store.metrics.lock().unwrap();
     let (mut counter, mut hist, mut gauge) = (None, None, None);
     for r in metrics.iter() {
-        if r.resource.as_ref().is_none_or(|res| attr(&res.attributes, "run.id") != Some(&Value::StringValue(run.into()))) {
+        if r.resource.as_ref().is_none_or(|res| {
+            attr(&res.attributes, "run.id") != Some(&Value::StringValue(run.into()))
+        }) {
             continue;
         }
         for m in r.scope_metrics.iter().flat_map(|s| &s.metrics) {
@@ -166,8 +231,16 @@ fn check_run(c: &Chain, report: &serde_json::Value) {
             }
         }
     }
-    assert_eq!(counter, report["metrics"]["counter_total"].as_i64(), "counter total");
-    assert_eq!(hist, report["metrics"]["histogram_count"].as_u64(), "histogram count");
+    assert_eq!(
+        counter,
+        report["metrics"]["counter_total"].as_i64(),
+        "counter total"
+    );
+    assert_eq!(
+        hist,
+        report["metrics"]["histogram_count"].as_u64(),
+        "histogram count"
+    );
     assert_eq!(
         gauge,
         Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(21.5)),
@@ -179,21 +252,47 @@ fn check_run(c: &Chain, report: &serde_json::Value) {
 fn sdk_to_agent_to_gateway_over_grpc_and_http() {
     let c = chain();
     let ap = &c.agent_ports;
-    let (ok, report, err) = sdk_send(&format!("127.0.0.1:{}", ap.grpc), "grpc", "traces,metrics,logs", 25, "grpc-run", &[]);
+    let (ok, report, err) = sdk_send(
+        &format!("127.0.0.1:{}", ap.grpc),
+        "grpc",
+        "traces,metrics,logs",
+        25,
+        "grpc-run",
+        &[],
+    );
     assert!(ok, "SDK (gRPC, gzip) export failed: {err}");
     check_run(&c, &report);
-    let (ok, report, err) =
-        sdk_send(&format!("http://127.0.0.1:{}", ap.http), "http", "traces,metrics,logs", 25, "http-run", &["--compression", "gzip"]);
+    let (ok, report, err) = sdk_send(
+        &format!("http://127.0.0.1:{}", ap.http),
+        "http",
+        "traces,metrics,logs",
+        25,
+        "http-run",
+        &["--compression", "gzip"],
+    );
     assert!(ok, "SDK (HTTP/protobuf, gzip) export failed: {err}");
     check_run(&c, &report);
 
     // Self-metrics add up on both hops.
-    let accepted = c.agent.metric("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"}")
-        + c.agent.metric("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"}");
+    let accepted = c
+        .agent
+        .metric("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"}")
+        + c.agent
+            .metric("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"}");
     assert_eq!(accepted, 100.0);
     wait_until("agent exporter counted", Duration::from_secs(5), || {
-        c.agent.metric("otelcol_exporter_sent_spans_total{exporter=\"otlp_grpc/gateway\"}") == 100.0
+        c.agent
+            .metric("otelcol_exporter_sent_spans_total{exporter=\"otlp_grpc/gateway\"}")
+            == 100.0
     });
-    assert_eq!(c.gateway.metric("otelcol_exporter_sent_spans_total{exporter=\"otlp_grpc/sink\"}"), 100.0);
-    assert_eq!(c.agent.metric("otelcol_exporter_send_failed_spans_total{exporter=\"otlp_grpc/gateway\"}"), 0.0);
+    assert_eq!(
+        c.gateway
+            .metric("otelcol_exporter_sent_spans_total{exporter=\"otlp_grpc/sink\"}"),
+        100.0
+    );
+    assert_eq!(
+        c.agent
+            .metric("otelcol_exporter_send_failed_spans_total{exporter=\"otlp_grpc/gateway\"}"),
+        0.0
+    );
 }

@@ -53,7 +53,11 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { pos: None, path: Vec::new(), msg: msg.to_string() }
+        DeError {
+            pos: None,
+            path: Vec::new(),
+            msg: msg.to_string(),
+        }
     }
 }
 
@@ -109,8 +113,14 @@ impl<'de> de::Deserializer<'de> for &'de Node {
             Value::Int(i) => visitor.visit_i64(*i),
             Value::Float(f) => visitor.visit_f64(*f),
             Value::Str(s) => visitor.visit_borrowed_str(s),
-            Value::Seq(items) => visitor.visit_seq(SeqAccess { items: items.iter(), index: 0 }),
-            Value::Map(entries) => visitor.visit_map(MapAccess { entries: entries.iter(), value: None }),
+            Value::Seq(items) => visitor.visit_seq(SeqAccess {
+                items: items.iter(),
+                index: 0,
+            }),
+            Value::Map(entries) => visitor.visit_map(MapAccess {
+                entries: entries.iter(),
+                value: None,
+            }),
         }
         .map_err(|e| e.located(self.pos))
     }
@@ -210,14 +220,24 @@ impl<'de> de::Deserializer<'de> for &'de Node {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.value {
-            Value::Seq(items) => visitor.visit_seq(SeqAccess { items: items.iter(), index: 0 }),
-            Value::Null => visitor.visit_seq(SeqAccess { items: [].iter(), index: 0 }),
+            Value::Seq(items) => visitor.visit_seq(SeqAccess {
+                items: items.iter(),
+                index: 0,
+            }),
+            Value::Null => visitor.visit_seq(SeqAccess {
+                items: [].iter(),
+                index: 0,
+            }),
             _ => Err(invalid_type(self, &visitor)),
         }
         .map_err(|e| e.located(self.pos))
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -232,9 +252,15 @@ impl<'de> de::Deserializer<'de> for &'de Node {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.value {
-            Value::Map(entries) => visitor.visit_map(MapAccess { entries: entries.iter(), value: None }),
+            Value::Map(entries) => visitor.visit_map(MapAccess {
+                entries: entries.iter(),
+                value: None,
+            }),
             // `grpc:` with no value means "present, all defaults".
-            Value::Null => visitor.visit_map(MapAccess { entries: [].iter(), value: None }),
+            Value::Null => visitor.visit_map(MapAccess {
+                entries: [].iter(),
+                value: None,
+            }),
             _ => Err(invalid_type(self, &visitor)),
         }
         .map_err(|e| e.located(self.pos))
@@ -285,8 +311,13 @@ struct SeqAccess<'a> {
 impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
-        let Some(node) = self.items.next() else { return Ok(None) };
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        let Some(node) = self.items.next() else {
+            return Ok(None);
+        };
         let i = self.index;
         self.index += 1;
         seed.deserialize(node)
@@ -307,8 +338,13 @@ struct MapAccess<'a> {
 impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let Some((key, node)) = self.entries.next() else { return Ok(None) };
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some((key, node)) = self.entries.next() else {
+            return Ok(None);
+        };
         self.value = Some((key, node));
         let de: de::value::BorrowedStrDeserializer<'de, DeError> =
             de::value::BorrowedStrDeserializer::new(&key.name);
@@ -319,7 +355,10 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (key, node) = self.value.take().ok_or_else(|| <DeError as de::Error>::custom("value without key"))?;
+        let (key, node) = self
+            .value
+            .take()
+            .ok_or_else(|| <DeError as de::Error>::custom("value without key"))?;
         seed.deserialize(node)
             .map_err(|e| e.located(node.pos).under(key.name.clone()))
     }
@@ -338,7 +377,10 @@ impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
     type Error = DeError;
     type Variant = VariantAccess<'de>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), DeError> {
         let de: de::value::BorrowedStrDeserializer<'de, DeError> =
             de::value::BorrowedStrDeserializer::new(&self.key.name);
         let v = seed.deserialize(de)?;
@@ -354,7 +396,11 @@ impl<'de> de::VariantAccess<'de> for VariantAccess<'de> {
     type Error = DeError;
 
     fn unit_variant(self) -> Result<(), DeError> {
-        if self.value.is_null() { Ok(()) } else { Err(invalid_type(self.value, &"no value")) }
+        if self.value.is_null() {
+            Ok(())
+        } else {
+            Err(invalid_type(self.value, &"no value"))
+        }
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
@@ -408,7 +454,13 @@ mod tests {
     fn wrong_type_points_at_the_value_inside_a_list() {
         let n = parse("list:\n  - queue_size: 1\n  - queue_size: lots\n").unwrap();
         let e = from_node::<Outer>(&n).unwrap_err();
-        assert_eq!(e.pos, Some(Pos { line: 3, column: 17 }));
+        assert_eq!(
+            e.pos,
+            Some(Pos {
+                line: 3,
+                column: 17
+            })
+        );
         assert_eq!(e.path_string(), "list[1].queue_size");
         assert!(e.msg.contains("invalid type: string \"lots\""), "{}", e.msg);
     }

@@ -12,16 +12,26 @@ pub struct EnvError {
 
 /// Expands references in place. A value that is exactly one reference takes the type the
 /// expanded text would have in YAML (`port: ${env:PORT}` is a number), as in the Collector.
-pub fn expand(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<EnvError>) {
+pub fn expand(
+    node: &mut Node,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<EnvError>,
+) {
     match &mut node.value {
         Value::Str(s) if s.contains('$') => match expand_str(s, lookup) {
             Ok((text, whole)) => {
-                node.value = if whole { retype(text) } else { Value::Str(text) };
+                node.value = if whole {
+                    retype(text)
+                } else {
+                    Value::Str(text)
+                };
             }
             Err(msg) => errors.push(EnvError { pos: node.pos, msg }),
         },
         Value::Seq(items) => items.iter_mut().for_each(|n| expand(n, lookup, errors)),
-        Value::Map(entries) => entries.iter_mut().for_each(|(_, n)| expand(n, lookup, errors)),
+        Value::Map(entries) => entries
+            .iter_mut()
+            .for_each(|(_, n)| expand(n, lookup, errors)),
         _ => {}
     }
 }
@@ -33,7 +43,9 @@ fn retype(text: String) -> Value {
         _ => {
             if let Ok(i) = text.parse::<i64>() {
                 Value::Int(i)
-            } else if text.contains(['.', 'e', 'E']) && text.parse::<f64>().is_ok_and(|f| f.is_finite()) {
+            } else if text.contains(['.', 'e', 'E'])
+                && text.parse::<f64>().is_ok_and(|f| f.is_finite())
+            {
                 Value::Float(text.parse().unwrap_or_default())
             } else {
                 Value::Str(text)
@@ -43,7 +55,10 @@ fn retype(text: String) -> Value {
 }
 
 /// Returns the expanded text and whether the input was one reference and nothing else.
-pub fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(String, bool), String> {
+pub fn expand_str(
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, bool), String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     let mut refs = 0;
@@ -56,7 +71,9 @@ pub fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(S
             literal = true;
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| format!("unclosed `${{` in {s:?}"))?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in {s:?}"))?;
             out.push_str(&resolve(&body[..end], lookup)?);
             refs += 1;
             rest = &body[end + 1..];
@@ -67,7 +84,11 @@ pub fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(S
         }
     }
     out.push_str(rest);
-    let whole = refs == 1 && !literal && s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+    let whole = refs == 1
+        && !literal
+        && s.starts_with("${")
+        && s.ends_with('}')
+        && s.matches("${").count() == 1;
     Ok((out, whole))
 }
 
@@ -87,10 +108,15 @@ fn resolve(reference: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<S
         None => (rest, None),
     };
     let valid = !name.is_empty()
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!("`${{{reference}}}`: {name:?} is not a valid environment variable name"));
+        return Err(format!(
+            "`${{{reference}}}`: {name:?} is not a valid environment variable name"
+        ));
     }
     Ok(match (lookup(name), default) {
         (Some(v), Some(d)) if v.is_empty() => d.to_owned(),
@@ -98,7 +124,10 @@ fn resolve(reference: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<S
         (None, Some(d)) => d.to_owned(),
         // The Collector expands an unset variable to the empty string (with a warning).
         (None, None) => {
-            tracing::warn!(variable = name, "environment variable is not set; using the empty string");
+            tracing::warn!(
+                variable = name,
+                "environment variable is not set; using the empty string"
+            );
             String::new()
         }
     })
@@ -120,14 +149,34 @@ mod tests {
 
     #[test]
     fn forms_of_reference() {
-        assert_eq!(expand_str("${env:HOST}:${env:PORT}", &env).unwrap(), ("10.0.0.1:4317".into(), false));
-        assert_eq!(expand_str("${HOST}", &env).unwrap(), ("10.0.0.1".into(), true));
-        assert_eq!(expand_str("${env:NOPE:-localhost:4317}", &env).unwrap().0, "localhost:4317");
+        assert_eq!(
+            expand_str("${env:HOST}:${env:PORT}", &env).unwrap(),
+            ("10.0.0.1:4317".into(), false)
+        );
+        assert_eq!(
+            expand_str("${HOST}", &env).unwrap(),
+            ("10.0.0.1".into(), true)
+        );
+        assert_eq!(
+            expand_str("${env:NOPE:-localhost:4317}", &env).unwrap().0,
+            "localhost:4317"
+        );
         assert_eq!(expand_str("${env:EMPTY:-dflt}", &env).unwrap().0, "dflt");
         assert_eq!(expand_str("${NOPE}", &env).unwrap().0, "");
-        assert_eq!(expand_str("Api-Token $${env:HOST}", &env).unwrap().0, "Api-Token ${env:HOST}");
-        assert!(expand_str("${file:/etc/x}", &env).unwrap_err().contains("`file` config provider"));
-        assert!(expand_str("${env:HOST", &env).unwrap_err().contains("unclosed"));
+        assert_eq!(
+            expand_str("Api-Token $${env:HOST}", &env).unwrap().0,
+            "Api-Token ${env:HOST}"
+        );
+        assert!(
+            expand_str("${file:/etc/x}", &env)
+                .unwrap_err()
+                .contains("`file` config provider")
+        );
+        assert!(
+            expand_str("${env:HOST", &env)
+                .unwrap_err()
+                .contains("unclosed")
+        );
     }
 
     #[test]
@@ -137,6 +186,9 @@ mod tests {
         expand(&mut n, &env, &mut errs);
         assert!(errs.is_empty());
         assert_eq!(n.get("port").unwrap().value, Value::Int(4317));
-        assert_eq!(n.get("ep").unwrap().value, Value::Str("10.0.0.1:4317".into()));
+        assert_eq!(
+            n.get("ep").unwrap().value,
+            Value::Str("10.0.0.1:4317".into())
+        );
     }
 }

@@ -58,10 +58,19 @@ pub struct Errors {
 
 impl Errors {
     pub fn new(file: impl Into<String>) -> Self {
-        Errors { file: file.into(), list: Vec::new() }
+        Errors {
+            file: file.into(),
+            list: Vec::new(),
+        }
     }
 
-    pub fn at(&mut self, pos: Pos, component: Option<&str>, key: Option<&str>, msg: impl Into<String>) {
+    pub fn at(
+        &mut self,
+        pos: Pos,
+        component: Option<&str>,
+        key: Option<&str>,
+        msg: impl Into<String>,
+    ) {
         self.list.push(ConfigError {
             file: self.file.clone(),
             pos: Some(pos),
@@ -109,9 +118,14 @@ impl ComponentId {
             ));
         }
         if name.is_some_and(|n| n.is_empty() || n.chars().any(char::is_whitespace)) {
-            return Err(format!("invalid component id {s:?}: the name after `/` must be non-empty, without spaces"));
+            return Err(format!(
+                "invalid component id {s:?}: the name after `/` must be non-empty, without spaces"
+            ));
         }
-        Ok(ComponentId { kind: kind.to_owned(), name: name.map(str::to_owned) })
+        Ok(ComponentId {
+            kind: kind.to_owned(),
+            name: name.map(str::to_owned),
+        })
     }
 }
 
@@ -188,7 +202,11 @@ pub struct TelemetryMetrics {
 
 impl Default for TelemetryMetrics {
     fn default() -> Self {
-        TelemetryMetrics { level: "normal".into(), address: None, readers: Vec::new() }
+        TelemetryMetrics {
+            level: "normal".into(),
+            address: None,
+            readers: Vec::new(),
+        }
     }
 }
 
@@ -238,11 +256,19 @@ impl TelemetryMetrics {
         for r in &self.readers {
             if let Some(p) = r.pull.as_ref().and_then(|p| p.exporter.prometheus.as_ref()) {
                 let host = p.host.clone().unwrap_or_else(|| "0.0.0.0".into());
-                let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+                let host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
                 return Some(format!("{host}:{}", p.port.unwrap_or(8888)));
             }
         }
-        Some(self.address.clone().unwrap_or_else(|| "0.0.0.0:8888".into()))
+        Some(
+            self.address
+                .clone()
+                .unwrap_or_else(|| "0.0.0.0:8888".into()),
+        )
     }
 }
 
@@ -268,7 +294,12 @@ pub fn load_file(path: &Path, errors: &mut Errors) -> Option<Config> {
         Ok(b) => match String::from_utf8(b) {
             Ok(t) => t,
             Err(_) => {
-                errors.at(Pos { line: 1, column: 1 }, None, None, "the file is not valid UTF-8");
+                errors.at(
+                    Pos { line: 1, column: 1 },
+                    None,
+                    None,
+                    "the file is not valid UTF-8",
+                );
                 return None;
             }
         },
@@ -286,9 +317,20 @@ pub fn load_file(path: &Path, errors: &mut Errors) -> Option<Config> {
     load_str(&text, &|n| std::env::var(n).ok(), errors)
 }
 
-const SECTIONS: [&str; 6] = ["receivers", "processors", "exporters", "extensions", "connectors", "service"];
+const SECTIONS: [&str; 6] = [
+    "receivers",
+    "processors",
+    "exporters",
+    "extensions",
+    "connectors",
+    "service",
+];
 
-pub fn load_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut Errors) -> Option<Config> {
+pub fn load_str(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) -> Option<Config> {
     let mut root = match node::parse(text) {
         Ok(n) => n,
         Err((pos, msg)) => {
@@ -302,12 +344,25 @@ pub fn load_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>, errors: &mu
         errors.at(e.pos, None, None, e.msg);
     }
     let Some(entries) = root.entries() else {
-        errors.at(root.pos, None, None, format!("the config must be a mapping, found {}", root.kind()));
+        errors.at(
+            root.pos,
+            None,
+            None,
+            format!("the config must be a mapping, found {}", root.kind()),
+        );
         return None;
     };
     for (k, _) in entries {
         if !SECTIONS.contains(&k.name.as_str()) {
-            errors.at(k.pos, None, Some(&k.name), format!("unknown top-level key; expected one of {}", SECTIONS.join(", ")));
+            errors.at(
+                k.pos,
+                None,
+                Some(&k.name),
+                format!(
+                    "unknown top-level key; expected one of {}",
+                    SECTIONS.join(", ")
+                ),
+            );
         }
     }
     let mut cfg = Config {
@@ -323,22 +378,38 @@ pub fn load_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>, errors: &mu
         shutdown_timeout: Duration::from_secs(10),
     };
     match root.get("service") {
-        None => errors.at(root.pos, None, Some("service"), "missing `service` section with `pipelines`"),
+        None => errors.at(
+            root.pos,
+            None,
+            Some("service"),
+            "missing `service` section with `pipelines`",
+        ),
         Some(service) => read_service(service, &mut cfg, errors),
     }
     Some(cfg)
 }
 
 fn components(root: &Node, section: &str, errors: &mut Errors) -> Vec<ComponentDef> {
-    let Some(node) = root.get(section) else { return Vec::new() };
+    let Some(node) = root.get(section) else {
+        return Vec::new();
+    };
     let Some(entries) = node.entries() else {
-        errors.at(node.pos, None, Some(section), format!("must be a mapping of component ids, found {}", node.kind()));
+        errors.at(
+            node.pos,
+            None,
+            Some(section),
+            format!("must be a mapping of component ids, found {}", node.kind()),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
     for (k, v) in entries {
         match ComponentId::parse(&k.name) {
-            Ok(id) => out.push(ComponentDef { id, pos: k.pos, node: v.clone() }),
+            Ok(id) => out.push(ComponentDef {
+                id,
+                pos: k.pos,
+                node: v.clone(),
+            }),
             Err(msg) => errors.at(k.pos, Some(&format!("{section}::{}", k.name)), None, msg),
         }
     }
@@ -359,13 +430,23 @@ fn id_list(node: &Node, what: &str, errors: &mut Errors) -> Vec<Ref> {
                     }
                 },
                 _ => {
-                    errors.at(n.pos, Some(what), None, format!("expected a component id, found {}", n.kind()));
+                    errors.at(
+                        n.pos,
+                        Some(what),
+                        None,
+                        format!("expected a component id, found {}", n.kind()),
+                    );
                     None
                 }
             })
             .collect(),
         _ => {
-            errors.at(node.pos, Some(what), None, format!("expected a list of component ids, found {}", node.kind()));
+            errors.at(
+                node.pos,
+                Some(what),
+                None,
+                format!("expected a list of component ids, found {}", node.kind()),
+            );
             Vec::new()
         }
     }
@@ -373,7 +454,12 @@ fn id_list(node: &Node, what: &str, errors: &mut Errors) -> Vec<Ref> {
 
 fn read_service(service: &Node, cfg: &mut Config, errors: &mut Errors) {
     let Some(entries) = service.entries() else {
-        errors.at(service.pos, None, Some("service"), format!("must be a mapping, found {}", service.kind()));
+        errors.at(
+            service.pos,
+            None,
+            Some("service"),
+            format!("must be a mapping, found {}", service.kind()),
+        );
         return;
     };
     for (k, v) in entries {
@@ -386,7 +472,14 @@ fn read_service(service: &Node, cfg: &mut Config, errors: &mut Errors) {
             },
             "shutdown_timeout" => match from_node::<DurationField>(v) {
                 Ok(d) => cfg.shutdown_timeout = d.0,
-                Err(e) => errors.de("service", v.pos, DeError { path: vec!["shutdown_timeout".into()], ..e }),
+                Err(e) => errors.de(
+                    "service",
+                    v.pos,
+                    DeError {
+                        path: vec!["shutdown_timeout".into()],
+                        ..e
+                    },
+                ),
             },
             _ => errors.at(
                 k.pos,
@@ -407,7 +500,12 @@ impl<'de> Deserialize<'de> for DurationField {
 
 fn read_pipelines(node: &Node, cfg: &mut Config, errors: &mut Errors) {
     let Some(entries) = node.entries() else {
-        errors.at(node.pos, Some("service"), Some("pipelines"), format!("must be a mapping, found {}", node.kind()));
+        errors.at(
+            node.pos,
+            Some("service"),
+            Some("pipelines"),
+            format!("must be a mapping, found {}", node.kind()),
+        );
         return;
     };
     for (k, v) in entries {
@@ -431,7 +529,12 @@ fn read_pipelines(node: &Node, cfg: &mut Config, errors: &mut Errors) {
             }
         };
         if name.as_deref() == Some("") {
-            errors.at(k.pos, Some(&what), None, "the pipeline name after `/` must not be empty");
+            errors.at(
+                k.pos,
+                Some(&what),
+                None,
+                "the pipeline name after `/` must not be empty",
+            );
             continue;
         }
         let mut p = PipelineDef {
@@ -443,7 +546,12 @@ fn read_pipelines(node: &Node, cfg: &mut Config, errors: &mut Errors) {
             exporters: Vec::new(),
         };
         let Some(fields) = v.entries() else {
-            errors.at(v.pos, Some(&what), None, format!("must be a mapping, found {}", v.kind()));
+            errors.at(
+                v.pos,
+                Some(&what),
+                None,
+                format!("must be a mapping, found {}", v.kind()),
+            );
             continue;
         };
         for (fk, fv) in fields {
@@ -451,7 +559,12 @@ fn read_pipelines(node: &Node, cfg: &mut Config, errors: &mut Errors) {
                 "receivers" => p.receivers = id_list(fv, &what, errors),
                 "processors" => p.processors = id_list(fv, &what, errors),
                 "exporters" => p.exporters = id_list(fv, &what, errors),
-                _ => errors.at(fk.pos, Some(&what), Some(&fk.name), "unknown key; expected receivers, processors or exporters"),
+                _ => errors.at(
+                    fk.pos,
+                    Some(&what),
+                    Some(&fk.name),
+                    "unknown key; expected receivers, processors or exporters",
+                ),
             }
         }
         cfg.pipelines.push(p);
@@ -460,6 +573,8 @@ fn read_pipelines(node: &Node, cfg: &mut Config, errors: &mut Errors) {
 
 /// For `Option<T>` keys where writing the key with no value means "on, with defaults"
 /// (`grpc:`, `sending_queue: batch:`), as in the Collector. Use with `#[serde(default)]`.
-pub fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }

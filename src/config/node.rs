@@ -49,7 +49,10 @@ pub struct Node {
 
 impl Node {
     pub fn null(pos: Pos) -> Self {
-        Node { value: Value::Null, pos }
+        Node {
+            value: Value::Null,
+            pos,
+        }
     }
 
     pub fn is_null(&self) -> bool {
@@ -67,7 +70,10 @@ impl Node {
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entries()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+        self.entries()?
+            .iter()
+            .find(|(k, _)| k.name == key)
+            .map(|(_, v)| v)
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -91,7 +97,10 @@ impl Node {
 }
 
 fn pos_of(loc: &serde_saphyr::Location) -> Pos {
-    Pos { line: loc.line(), column: loc.column() }
+    Pos {
+        line: loc.line(),
+        column: loc.column(),
+    }
 }
 
 /// The node without its position, as serde-saphyr hands it to us; wrapped in `Spanned` below.
@@ -106,7 +115,10 @@ impl<'de> Deserialize<'de> for RawValue {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Spanned::<RawValue>::deserialize(d)?;
-        Ok(Node { value: s.value.0, pos: pos_of(&s.referenced) })
+        Ok(Node {
+            value: s.value.0,
+            pos: pos_of(&s.referenced),
+        })
     }
 }
 
@@ -196,7 +208,10 @@ impl<'de> Visitor<'de> for RawVisitor {
         let mut out: Vec<(Key, Node)> = Vec::new();
         while let Some(k) = map.next_key::<Spanned<KeyText>>()? {
             let v = map.next_value::<Node>()?;
-            let key = Key { name: k.value.0, pos: pos_of(&k.referenced) };
+            let key = Key {
+                name: k.value.0,
+                pos: pos_of(&k.referenced),
+            };
             // A later duplicate replaces the earlier one, as YAML merge keys require.
             if let Some(slot) = out.iter_mut().find(|(ek, _)| ek.name == key.name) {
                 *slot = (key, v);

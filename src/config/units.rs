@@ -21,15 +21,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = t;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number, e.g. 5s or 200ms"));
+            return Err(format!(
+                "invalid duration {s:?}: expected a number, e.g. 5s or 200ms"
+            ));
         }
         let n: f64 = rest[..num_end]
             .parse()
             .map_err(|_| format!("invalid duration {s:?}: bad number {:?}", &rest[..num_end]))?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let nanos_per = match &rest[..unit_end] {
             "ns" => 1e0,
             "us" | "µs" | "μs" => 1e3,
@@ -37,8 +43,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("invalid duration {s:?}: missing unit (ns, us, ms, s, m, h)")),
-            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?} (ns, us, ms, s, m, h)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ns, us, ms, s, m, h)"
+                ));
+            }
+            u => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {u:?} (ns, us, ms, s, m, h)"
+                ));
+            }
         };
         total += n * nanos_per;
         rest = &rest[unit_end..];
@@ -63,7 +77,9 @@ impl de::Visitor<'_> for DurationVisitor {
         if v == 0 {
             Ok(Duration::ZERO)
         } else {
-            Err(E::custom(format!("invalid duration {v}: missing unit, write e.g. {v}s or {v}ms")))
+            Err(E::custom(format!(
+                "invalid duration {v}: missing unit, write e.g. {v}s or {v}ms"
+            )))
         }
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
@@ -101,8 +117,16 @@ mod tests {
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("10us").unwrap(), Duration::from_micros(10));
         assert!(parse_duration("5").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("5 sec").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("5 sec")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_duration("-1s").unwrap_err().contains("negative"));
-        assert!(parse_duration("s").unwrap_err().contains("expected a number"));
+        assert!(
+            parse_duration("s")
+                .unwrap_err()
+                .contains("expected a number")
+        );
     }
 }

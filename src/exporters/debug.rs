@@ -57,7 +57,10 @@ fn one() -> u64 {
     1
 }
 fn queue_off() -> QueueConfig {
-    QueueConfig { enabled: false, ..Default::default() }
+    QueueConfig {
+        enabled: false,
+        ..Default::default()
+    }
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
@@ -68,7 +71,12 @@ impl Config {
         if let Some(v) = self.verbosity {
             return v;
         }
-        match self.loglevel.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        match self
+            .loglevel
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("debug") => Verbosity::Detailed,
             Some("info") => Verbosity::Normal,
             _ => Verbosity::Basic,
@@ -85,21 +93,42 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         }
     }
     if cfg.verbosity.is_some() && cfg.loglevel.is_some() {
-        return Err(key_err(node, &["loglevel"], "set either verbosity or the deprecated loglevel, not both"));
+        return Err(key_err(
+            node,
+            &["loglevel"],
+            "set either verbosity or the deprecated loglevel, not both",
+        ));
     }
     if let Some(l) = &cfg.loglevel {
-        if !matches!(l.to_ascii_lowercase().as_str(), "debug" | "info" | "warn" | "error") {
-            return Err(key_err(node, &["loglevel"], format!("unknown log level {l:?}: use debug, info, warn or error")));
+        if !matches!(
+            l.to_ascii_lowercase().as_str(),
+            "debug" | "info" | "warn" | "error"
+        ) {
+            return Err(key_err(
+                node,
+                &["loglevel"],
+                format!("unknown log level {l:?}: use debug, info, warn or error"),
+            ));
         }
     }
-    Settings::new(cfg.timeout, cfg.retry_on_failure.clone(), cfg.sending_queue.clone(), node)?;
+    Settings::new(
+        cfg.timeout,
+        cfg.retry_on_failure.clone(),
+        cfg.sending_queue.clone(),
+        node,
+    )?;
     Ok(Box::new(cfg))
 }
 
 impl ExporterConfig for Config {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
-        let settings = Settings::new(self.timeout, self.retry_on_failure.clone(), self.sending_queue.clone(), &Node::null(Default::default()))
-            .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
+        let settings = Settings::new(
+            self.timeout,
+            self.retry_on_failure.clone(),
+            self.sending_queue.clone(),
+            &Node::null(Default::default()),
+        )
+        .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
         let sender = DebugSender {
             verbosity: self.effective_verbosity(),
             initial: self.sampling_initial,
@@ -126,7 +155,11 @@ impl DebugSender {
     /// Sampling as the Collector's logger does it: the first `initial` per second, then one in
     /// `thereafter`.
     fn sampled(&self) -> bool {
-        self.sampled_at(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+        self.sampled_at(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
     }
 
     fn sampled_at(&self, now: u64) -> bool {
@@ -147,7 +180,14 @@ fn value(v: &Option<AnyValue>) -> String {
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
         Some(any_value::Value::BytesValue(b)) => format!("0x{}", hex::encode(b)),
         Some(any_value::Value::ArrayValue(a)) => {
-            format!("[{}]", a.values.iter().map(|v| value(&Some(v.clone()))).collect::<Vec<_>>().join(", "))
+            format!(
+                "[{}]",
+                a.values
+                    .iter()
+                    .map(|v| value(&Some(v.clone())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
         Some(any_value::Value::KvlistValue(kv)) => format!("{{{}}}", attrs(&kv.values)),
         Some(any_value::Value::StringValueStrindex(i)) => format!("<strindex {i}>"),
@@ -155,7 +195,10 @@ fn value(v: &Option<AnyValue>) -> String {
 }
 
 fn attrs(kvs: &[KeyValue]) -> String {
-    kvs.iter().map(|kv| format!("{}={}", kv.key, value(&kv.value))).collect::<Vec<_>>().join(" ")
+    kvs.iter()
+        .map(|kv| format!("{}={}", kv.key, value(&kv.value)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Renders a batch at the given verbosity.
@@ -163,9 +206,21 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
     let mut out = String::new();
     let n = batch.item_count();
     let _ = match batch {
-        Batch::Traces(v) => writeln!(out, "Traces\t{{\"resource spans\": {}, \"spans\": {n}}}", v.len()),
-        Batch::Metrics(v) => writeln!(out, "Metrics\t{{\"resource metrics\": {}, \"data points\": {n}}}", v.len()),
-        Batch::Logs(v) => writeln!(out, "Logs\t{{\"resource logs\": {}, \"log records\": {n}}}", v.len()),
+        Batch::Traces(v) => writeln!(
+            out,
+            "Traces\t{{\"resource spans\": {}, \"spans\": {n}}}",
+            v.len()
+        ),
+        Batch::Metrics(v) => writeln!(
+            out,
+            "Metrics\t{{\"resource metrics\": {}, \"data points\": {n}}}",
+            v.len()
+        ),
+        Batch::Logs(v) => writeln!(
+            out,
+            "Logs\t{{\"resource logs\": {}, \"log records\": {n}}}",
+            v.len()
+        ),
     };
     match verbosity {
         Verbosity::Basic => {}
@@ -173,19 +228,40 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
             Batch::Traces(v) => {
                 for r in v {
                     for s in r.scope_spans.iter().flat_map(|s| &s.spans) {
-                        let _ = writeln!(out, "{} {} {} {}", s.name, hex::encode(&s.trace_id), hex::encode(&s.span_id), attrs(&s.attributes));
+                        let _ = writeln!(
+                            out,
+                            "{} {} {} {}",
+                            s.name,
+                            hex::encode(&s.trace_id),
+                            hex::encode(&s.span_id),
+                            attrs(&s.attributes)
+                        );
                     }
                 }
             }
             Batch::Metrics(v) => {
-                for m in v.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
+                for m in v
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                {
                     let points = m.data.as_ref().map_or(0, crate::signal::data_point_count);
                     let _ = writeln!(out, "{} {} {points} points", m.name, m.unit);
                 }
             }
             Batch::Logs(v) => {
-                for l in v.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
-                    let _ = writeln!(out, "{} {} {}", l.severity_text, value(&l.body), attrs(&l.attributes));
+                for l in v
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                {
+                    let _ = writeln!(
+                        out,
+                        "{} {} {}",
+                        l.severity_text,
+                        value(&l.body),
+                        attrs(&l.attributes)
+                    );
                 }
             }
         },
@@ -225,7 +301,10 @@ mod tests {
 
     #[test]
     fn legacy_logging_keys() {
-        let c: Config = from_node(&yaml("loglevel: debug\nsampling_initial: 5\nsampling_thereafter: 200\n").unwrap()).unwrap();
+        let c: Config = from_node(
+            &yaml("loglevel: debug\nsampling_initial: 5\nsampling_thereafter: 200\n").unwrap(),
+        )
+        .unwrap();
         assert_eq!(c.effective_verbosity(), Verbosity::Detailed);
         let c: Config = from_node(&yaml("logLevel: debug\n").unwrap()).unwrap();
         assert_eq!(c.effective_verbosity(), Verbosity::Detailed);
@@ -238,7 +317,10 @@ mod tests {
         let b = testdata::spans("svc", 1, 2);
         assert_eq!(render(&b, Verbosity::Basic).lines().count(), 1);
         let normal = render(&b, Verbosity::Normal);
-        assert!(normal.contains("s1 00000000000000010000000000000001 0000000000000001"), "{normal}");
+        assert!(
+            normal.contains("s1 00000000000000010000000000000001 0000000000000001"),
+            "{normal}"
+        );
         assert!(render(&b, Verbosity::Detailed).contains("service.name"));
     }
 
@@ -253,7 +335,10 @@ mod tests {
             id: "debug".into(),
         };
         let picks: Vec<bool> = (0..8).map(|_| s.sampled_at(100)).collect();
-        assert_eq!(picks, vec![true, true, true, false, false, true, false, false]);
+        assert_eq!(
+            picks,
+            vec![true, true, true, false, false, true, false, false]
+        );
         // A new second starts over.
         assert!(s.sampled_at(101) && s.sampled_at(101) && s.sampled_at(101) && !s.sampled_at(101));
     }

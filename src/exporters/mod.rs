@@ -39,16 +39,31 @@ pub(crate) fn key_err(node: &Node, path: &[&str], msg: impl Into<String>) -> DeE
             None => break,
         }
     }
-    DeError { pos: Some(n.pos), path: path.iter().map(|s| s.to_string()).collect(), msg: msg.into() }
+    DeError {
+        pos: Some(n.pos),
+        path: path.iter().map(|s| s.to_string()).collect(),
+        msg: msg.into(),
+    }
 }
 
-pub(crate) fn validate_headers(node: &Node, headers: &BTreeMap<String, String>) -> Result<(), DeError> {
+pub(crate) fn validate_headers(
+    node: &Node,
+    headers: &BTreeMap<String, String>,
+) -> Result<(), DeError> {
     for (k, v) in headers {
         if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            return Err(key_err(node, &["headers", k], format!("{k:?} is not a valid header name")));
+            return Err(key_err(
+                node,
+                &["headers", k],
+                format!("{k:?} is not a valid header name"),
+            ));
         }
         if http::HeaderValue::from_str(v).is_err() {
-            return Err(key_err(node, &["headers", k], "the header value contains invalid characters"));
+            return Err(key_err(
+                node,
+                &["headers", k],
+                "the header value contains invalid characters",
+            ));
         }
     }
     Ok(())

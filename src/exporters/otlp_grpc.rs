@@ -62,7 +62,9 @@ pub fn parse_endpoint(endpoint: &str, insecure: bool) -> Result<Target, String> 
     } else if let Some(r) = endpoint.strip_prefix("http://") {
         (r, false)
     } else if endpoint.contains("://") {
-        return Err(format!("endpoint {endpoint:?}: only http:// and https:// URLs, or host:port"));
+        return Err(format!(
+            "endpoint {endpoint:?}: only http:// and https:// URLs, or host:port"
+        ));
     } else {
         (endpoint, !insecure)
     };
@@ -70,12 +72,18 @@ pub fn parse_endpoint(endpoint: &str, insecure: bool) -> Result<Target, String> 
     let (host, port) = rest
         .rsplit_once(':')
         .ok_or_else(|| format!("endpoint {endpoint:?} needs a port, e.g. gateway:4317"))?;
-    let port: u16 = port.parse().map_err(|_| format!("endpoint {endpoint:?} has an invalid port {port:?}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("endpoint {endpoint:?} has an invalid port {port:?}"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains('/') {
         return Err(format!("endpoint {endpoint:?} has no valid host"));
     }
-    Ok(Target { host: host.to_owned(), port, tls })
+    Ok(Target {
+        host: host.to_owned(),
+        port,
+        tls,
+    })
 }
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
@@ -83,15 +91,26 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     parse_endpoint(&cfg.endpoint, cfg.tls.insecure).map_err(|m| key_err(node, &["endpoint"], m))?;
     cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
     validate_headers(node, &cfg.headers)?;
-    Settings::new(cfg.timeout, cfg.retry_on_failure.clone(), cfg.sending_queue.clone(), node)?;
+    Settings::new(
+        cfg.timeout,
+        cfg.retry_on_failure.clone(),
+        cfg.sending_queue.clone(),
+        node,
+    )?;
     Ok(Box::new(cfg))
 }
 
 impl ExporterConfig for Config {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
-        let settings = Settings::new(self.timeout, self.retry_on_failure.clone(), self.sending_queue.clone(), &Node::null(Default::default()))
-            .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
-        let sender = GrpcSender::new(&self, &ctx.id.to_string()).map_err(|e| BuildError::new(&ctx.id, e))?;
+        let settings = Settings::new(
+            self.timeout,
+            self.retry_on_failure.clone(),
+            self.sending_queue.clone(),
+            &Node::null(Default::default()),
+        )
+        .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
+        let sender =
+            GrpcSender::new(&self, &ctx.id.to_string()).map_err(|e| BuildError::new(&ctx.id, e))?;
         Ok(Helper::build(&ctx, settings, sender))
     }
 }
@@ -121,7 +140,11 @@ impl GrpcSender {
             .keep_alive_while_idle(true);
         let channel = if target.tls {
             let tls = Arc::new(cfg.tls.build(&[b"h2"]).map_err(|e| e.to_string())?);
-            let name = cfg.tls.server_name_override.clone().unwrap_or_else(|| target.host.clone());
+            let name = cfg
+                .tls
+                .server_name_override
+                .clone()
+                .unwrap_or_else(|| target.host.clone());
             let server_name = rustls::pki_types::ServerName::try_from(name.clone())
                 .map_err(|e| format!("invalid TLS server name {name:?}: {e}"))?;
             let (host, port) = (target.host.clone(), target.port);
@@ -130,7 +153,9 @@ impl GrpcSender {
                 async move {
                     let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
                     tcp.set_nodelay(true)?;
-                    let stream = tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await?;
+                    let stream = tokio_rustls::TlsConnector::from(tls)
+                        .connect(server_name, tcp)
+                        .await?;
                     Ok::<_, std::io::Error>(TokioIo::new(stream))
                 }
             });
@@ -140,8 +165,11 @@ impl GrpcSender {
         };
         let mut metadata = tonic::metadata::MetadataMap::new();
         for (k, v) in &cfg.headers {
-            let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|e| e.to_string())?;
-            let val = v.parse().map_err(|_| format!("invalid header value for {k:?}"))?;
+            let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|e| e.to_string())?;
+            let val = v
+                .parse()
+                .map_err(|_| format!("invalid header value for {k:?}"))?;
             metadata.insert(key, val);
         }
         let compression = match cfg.compression {
@@ -149,7 +177,12 @@ impl GrpcSender {
             Compression::Zstd => Some(CompressionEncoding::Zstd),
             Compression::None => None,
         };
-        Ok(GrpcSender { channel, metadata, compression, id: id.to_owned() })
+        Ok(GrpcSender {
+            channel,
+            metadata,
+            compression,
+            id: id.to_owned(),
+        })
     }
 }
 
@@ -163,21 +196,29 @@ impl Sender for GrpcSender {
     type Request = EncodedRequest;
 
     fn encode(&self, batch: Batch) -> Result<EncodedRequest, SendError> {
-        Ok(EncodedRequest { signal: batch.signal(), body: Bytes::from(batch.encode_request()) })
+        Ok(EncodedRequest {
+            signal: batch.signal(),
+            body: Bytes::from(batch.encode_request()),
+        })
     }
 
     fn send<'a>(&'a self, req: &'a EncodedRequest) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone()).accept_compressed(CompressionEncoding::Gzip);
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+                .accept_compressed(CompressionEncoding::Gzip);
             if let Some(c) = self.compression {
                 grpc = grpc.send_compressed(c);
             }
-            grpc.ready().await.map_err(|e| SendError::retryable(format!("connecting: {e}")))?;
+            grpc.ready()
+                .await
+                .map_err(|e| SendError::retryable(format!("connecting: {e}")))?;
             let mut request = tonic::Request::new(req.body.clone());
             *request.metadata_mut() = self.metadata.clone();
             let path = PathAndQuery::from_static(match req.signal {
                 Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                Signal::Metrics => {
+                    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+                }
                 Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
             });
             match grpc.unary(request, path, RawCodec).await {
@@ -196,11 +237,16 @@ pub fn classify(status: &Status) -> SendError {
     let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
     let msg = format!("gRPC status {:?}: {}", status.code(), status.message());
     match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled | Code::OutOfRange | Code::DataLoss => {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::OutOfRange
+        | Code::DataLoss => SendError::Retryable { msg, retry_after },
+        // The server says "slow down" only when it tells us how long to wait.
+        Code::ResourceExhausted if retry_after.is_some() => {
             SendError::Retryable { msg, retry_after }
         }
-        // The server says "slow down" only when it tells us how long to wait.
-        Code::ResourceExhausted if retry_after.is_some() => SendError::Retryable { msg, retry_after },
         _ => SendError::Permanent(msg),
     }
 }
@@ -249,41 +295,82 @@ mod tests {
 
     #[test]
     fn endpoints_as_the_collector_takes_them() {
-        assert_eq!(parse_endpoint("gateway:4317", false).unwrap(), Target { host: "gateway".into(), port: 4317, tls: true });
+        assert_eq!(
+            parse_endpoint("gateway:4317", false).unwrap(),
+            Target {
+                host: "gateway".into(),
+                port: 4317,
+                tls: true
+            }
+        );
         assert!(!parse_endpoint("gateway:4317", true).unwrap().tls);
         assert!(!parse_endpoint("http://gw:4317", false).unwrap().tls);
         assert!(parse_endpoint("https://gw:4317/", true).unwrap().tls);
         assert_eq!(parse_endpoint("[::1]:4317", true).unwrap().host, "::1");
-        assert!(parse_endpoint("YOUR_JAEGER_URL", false).unwrap_err().contains("needs a port"));
+        assert!(
+            parse_endpoint("YOUR_JAEGER_URL", false)
+                .unwrap_err()
+                .contains("needs a port")
+        );
         assert!(parse_endpoint("grpc://x:1", false).is_err());
     }
 
     #[test]
     fn status_codes_are_classified_as_otlp_says() {
-        assert!(matches!(classify(&Status::unavailable("x")), SendError::Retryable { .. }));
-        assert!(matches!(classify(&Status::resource_exhausted("x")), SendError::Permanent(_)));
+        assert!(matches!(
+            classify(&Status::unavailable("x")),
+            SendError::Retryable { .. }
+        ));
+        assert!(matches!(
+            classify(&Status::resource_exhausted("x")),
+            SendError::Permanent(_)
+        ));
         let with_info = Status::with_error_details(
             Code::ResourceExhausted,
             "slow down",
             tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(3))),
         );
-        assert_eq!(classify(&with_info), SendError::Retryable {
-            msg: "gRPC status ResourceExhausted: slow down".into(),
-            retry_after: Some(Duration::from_secs(3))
-        });
-        assert!(matches!(classify(&Status::invalid_argument("x")), SendError::Permanent(_)));
+        assert_eq!(
+            classify(&with_info),
+            SendError::Retryable {
+                msg: "gRPC status ResourceExhausted: slow down".into(),
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert!(matches!(
+            classify(&Status::invalid_argument("x")),
+            SendError::Permanent(_)
+        ));
     }
 
     #[test]
     fn config_errors_point_at_keys() {
         let e = parse(&yaml("endpoint: gw\n").unwrap()).err().unwrap();
-        assert_eq!((e.path_string().as_str(), e.pos.unwrap().line), ("endpoint", 1));
-        let e = parse(&yaml("endpoint: gw:4317\ncompression: brotli\n").unwrap()).err().unwrap();
+        assert_eq!(
+            (e.path_string().as_str(), e.pos.unwrap().line),
+            ("endpoint", 1)
+        );
+        let e = parse(&yaml("endpoint: gw:4317\ncompression: brotli\n").unwrap())
+            .err()
+            .unwrap();
         assert_eq!(e.path_string(), "compression");
-        let e = parse(&yaml("endpoint: gw:4317\nsending_queue:\n  num_consumers: 0\n").unwrap()).err().unwrap();
-        assert_eq!((e.path_string().as_str(), e.pos.unwrap().line), ("sending_queue.num_consumers", 3));
-        let e = parse(&yaml("endpoint: gw:4317\ntimeout: 5\n").unwrap()).err().unwrap();
+        let e = parse(&yaml("endpoint: gw:4317\nsending_queue:\n  num_consumers: 0\n").unwrap())
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.path_string().as_str(), e.pos.unwrap().line),
+            ("sending_queue.num_consumers", 3)
+        );
+        let e = parse(&yaml("endpoint: gw:4317\ntimeout: 5\n").unwrap())
+            .err()
+            .unwrap();
         assert!(e.msg.contains("missing unit"), "{}", e.msg);
-        assert!(parse(&yaml("endpoint: gw:4317\ntls:\n  insecure: true\nsending_queue:\n  batch:\n").unwrap()).is_ok());
+        assert!(
+            parse(
+                &yaml("endpoint: gw:4317\ntls:\n  insecure: true\nsending_queue:\n  batch:\n")
+                    .unwrap()
+            )
+            .is_ok()
+        );
     }
 }

@@ -78,37 +78,67 @@ fn check_url(u: &str) -> Result<(), String> {
     let uri: http::Uri = u.parse().map_err(|e| format!("invalid URL {u:?}: {e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") if uri.host().is_some() => Ok(()),
-        _ => Err(format!("invalid URL {u:?}: needs http:// or https:// and a host")),
+        _ => Err(format!(
+            "invalid URL {u:?}: needs http:// or https:// and a host"
+        )),
     }
 }
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     let mut any = false;
-    for (s, key) in [(Signal::Traces, "traces_endpoint"), (Signal::Metrics, "metrics_endpoint"), (Signal::Logs, "logs_endpoint")] {
+    for (s, key) in [
+        (Signal::Traces, "traces_endpoint"),
+        (Signal::Metrics, "metrics_endpoint"),
+        (Signal::Logs, "logs_endpoint"),
+    ] {
         if let Some(u) = cfg.url(s) {
             any = true;
-            let key = if node.get(key).is_some() { key } else { "endpoint" };
+            let key = if node.get(key).is_some() {
+                key
+            } else {
+                "endpoint"
+            };
             check_url(&u).map_err(|m| key_err(node, &[key], m))?;
         }
     }
     if !any {
-        return Err(key_err(node, &["endpoint"], "set `endpoint` (or traces_endpoint, metrics_endpoint, logs_endpoint)"));
+        return Err(key_err(
+            node,
+            &["endpoint"],
+            "set `endpoint` (or traces_endpoint, metrics_endpoint, logs_endpoint)",
+        ));
     }
     cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
     validate_headers(node, &cfg.headers)?;
-    Settings::new(cfg.timeout, cfg.retry_on_failure.clone(), cfg.sending_queue.clone(), node)?;
+    Settings::new(
+        cfg.timeout,
+        cfg.retry_on_failure.clone(),
+        cfg.sending_queue.clone(),
+        node,
+    )?;
     Ok(Box::new(cfg))
 }
 
 impl ExporterConfig for Config {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
-        let settings = Settings::new(self.timeout, self.retry_on_failure.clone(), self.sending_queue.clone(), &Node::null(Default::default()))
-            .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
-        let tls = self.tls.build(&[b"h2", b"http/1.1"]).map_err(|e| BuildError::new(&ctx.id, e))?;
+        let settings = Settings::new(
+            self.timeout,
+            self.retry_on_failure.clone(),
+            self.sending_queue.clone(),
+            &Node::null(Default::default()),
+        )
+        .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
+        let tls = self
+            .tls
+            .build(&[b"h2", b"http/1.1"])
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
         let mut headers = http::HeaderMap::new();
         for (k, v) in &self.headers {
-            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_str(v),
+            ) {
                 headers.insert(k, v);
             }
         }
@@ -146,14 +176,22 @@ fn json_body(batch: Batch) -> Result<Vec<u8>, serde_json::Error> {
     use opentelemetry_proto::tonic::collector::{logs::v1 as l, metrics::v1 as m, trace::v1 as t};
     match batch {
         Batch::Traces(v) => serde_json::to_vec(&t::ExportTraceServiceRequest { resource_spans: v }),
-        Batch::Metrics(v) => serde_json::to_vec(&m::ExportMetricsServiceRequest { resource_metrics: v }),
+        Batch::Metrics(v) => serde_json::to_vec(&m::ExportMetricsServiceRequest {
+            resource_metrics: v,
+        }),
         Batch::Logs(v) => serde_json::to_vec(&l::ExportLogsServiceRequest { resource_logs: v }),
     }
 }
 
 /// Seconds in a `Retry-After` header (the HTTP-date form is rare from OTLP receivers).
 fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
-    h.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    h.get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 impl Sender for HttpSender {
@@ -162,29 +200,45 @@ impl Sender for HttpSender {
     fn encode(&self, batch: Batch) -> Result<EncodedRequest, SendError> {
         let signal = batch.signal();
         if self.urls[signal.index()].is_none() {
-            return Err(SendError::Permanent(format!("no endpoint configured for {signal}")));
+            return Err(SendError::Permanent(format!(
+                "no endpoint configured for {signal}"
+            )));
         }
         let raw = match self.encoding {
             Encoding::Proto => batch.encode_request(),
-            Encoding::Json => json_body(batch).map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
+            Encoding::Json => json_body(batch)
+                .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
         };
-        Ok(EncodedRequest { signal, body: Bytes::from(self.compression.encode(raw)) })
+        Ok(EncodedRequest {
+            signal,
+            body: Bytes::from(self.compression.encode(raw)),
+        })
     }
 
     fn send<'a>(&'a self, req: &'a EncodedRequest) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             let Some(url) = &self.urls[req.signal.index()] else {
-                return Err(SendError::Permanent(format!("no endpoint configured for {}", req.signal)));
+                return Err(SendError::Permanent(format!(
+                    "no endpoint configured for {}",
+                    req.signal
+                )));
             };
             let ct = match self.encoding {
                 Encoding::Proto => "application/x-protobuf",
                 Encoding::Json => "application/json",
             };
-            let mut rb = self.client.post(url).header(http::header::CONTENT_TYPE, ct).body(req.body.clone());
+            let mut rb = self
+                .client
+                .post(url)
+                .header(http::header::CONTENT_TYPE, ct)
+                .body(req.body.clone());
             if let Some(enc) = self.compression.header_value() {
                 rb = rb.header(http::header::CONTENT_ENCODING, enc);
             }
-            let resp = rb.send().await.map_err(|e| SendError::retryable(format!("POST {url}: {e}")))?;
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| SendError::retryable(format!("POST {url}: {e}")))?;
             let status = resp.status();
             let hint = retry_after(resp.headers());
             let body = resp.bytes().await.unwrap_or_default();
@@ -199,7 +253,10 @@ impl Sender for HttpSender {
             let detail = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
             let msg = format!("POST {url}: HTTP {status}: {detail}");
             Err(match status.as_u16() {
-                429 | 502 | 503 | 504 => SendError::Retryable { msg, retry_after: hint },
+                429 | 502 | 503 | 504 => SendError::Retryable {
+                    msg,
+                    retry_after: hint,
+                },
                 _ => SendError::Permanent(msg),
             })
         })
@@ -213,19 +270,35 @@ mod tests {
 
     #[test]
     fn urls_per_signal() {
-        let c: Config = from_node(&yaml("endpoint: https://otlp.example.com/\ntraces_endpoint: http://t:1/x\n").unwrap()).unwrap();
+        let c: Config = from_node(
+            &yaml("endpoint: https://otlp.example.com/\ntraces_endpoint: http://t:1/x\n").unwrap(),
+        )
+        .unwrap();
         assert_eq!(c.url(Signal::Traces).unwrap(), "http://t:1/x");
-        assert_eq!(c.url(Signal::Logs).unwrap(), "https://otlp.example.com/v1/logs");
+        assert_eq!(
+            c.url(Signal::Logs).unwrap(),
+            "https://otlp.example.com/v1/logs"
+        );
     }
 
     #[test]
     fn validation() {
         let e = parse(&yaml("headers: {a: b}\n").unwrap()).err().unwrap();
         assert!(e.msg.contains("set `endpoint`"));
-        let e = parse(&yaml("endpoint: otlp.example.com:4318\n").unwrap()).err().unwrap();
+        let e = parse(&yaml("endpoint: otlp.example.com:4318\n").unwrap())
+            .err()
+            .unwrap();
         assert_eq!(e.path_string(), "endpoint");
-        let e = parse(&yaml("endpoint: http://x:1\nencoding: xml\n").unwrap()).err().unwrap();
+        let e = parse(&yaml("endpoint: http://x:1\nencoding: xml\n").unwrap())
+            .err()
+            .unwrap();
         assert_eq!(e.path_string(), "encoding");
-        assert!(parse(&yaml("endpoint: http://x:4318\nheaders:\n  Authorization: \"Api-Token abc\"\n").unwrap()).is_ok());
+        assert!(
+            parse(
+                &yaml("endpoint: http://x:4318\nheaders:\n  Authorization: \"Api-Token abc\"\n")
+                    .unwrap()
+            )
+            .is_ok()
+        );
     }
 }

@@ -24,7 +24,10 @@ pub struct Health {
 
 impl Default for Health {
     fn default() -> Self {
-        Health { state: AtomicU8::new(STARTING), since: std::sync::Mutex::new((SystemTime::now(), Instant::now())) }
+        Health {
+            state: AtomicU8::new(STARTING),
+            since: std::sync::Mutex::new((SystemTime::now(), Instant::now())),
+        }
     }
 }
 
@@ -54,13 +57,21 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { endpoint: "0.0.0.0:13133".into(), path: "/".into(), tls: None }
+        Config {
+            endpoint: "0.0.0.0:13133".into(),
+            path: "/".into(),
+            tls: None,
+        }
     }
 }
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
     let cfg: Config = from_node(node)?;
-    let at = |k: &str, m: String| DeError { pos: node.get(k).map(|n| n.pos), path: vec![k.into()], msg: m };
+    let at = |k: &str, m: String| DeError {
+        pos: node.get(k).map(|n| n.pos),
+        path: vec![k.into()],
+        msg: m,
+    };
     crate::server::validate_endpoint(&cfg.endpoint).map_err(|m| at("endpoint", m))?;
     if !cfg.path.starts_with('/') {
         return Err(at("path", "must start with `/`".into()));
@@ -91,16 +102,27 @@ impl Lifecycle for Running {
 async fn status(health: Arc<Health>) -> axum::response::Response {
     let (since, started) = *health.since.lock().unwrap_or_else(|p| p.into_inner());
     if health.is_ready() {
-        let up_since = since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let up_since = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let body = serde_json::json!({
             "status": "Server available",
             "upSince": up_since,
             "uptime": format!("{:.3}s", started.elapsed().as_secs_f64()),
         });
-        (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     } else {
         let body = serde_json::json!({"status": "Server not available"});
-        (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
             .into_response()
     }
 }
@@ -110,18 +132,32 @@ impl ExtensionConfig for Config {
         vec![self.endpoint.clone()]
     }
 
-    fn start(self: Box<Self>, ctx: Context) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>> {
+    fn start(
+        self: Box<Self>,
+        ctx: Context,
+    ) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>> {
         Box::pin(async move {
-            let tls = self.tls.as_ref().map(|t| t.build()).transpose().map_err(|e| BuildError::new(&ctx.id, e))?;
-            let listener = crate::server::bind(&self.endpoint)
-                .await
-                .map_err(|e| BuildError::new(&ctx.id, format!("cannot listen on {}: {e}", self.endpoint)))?;
+            let tls = self
+                .tls
+                .as_ref()
+                .map(|t| t.build())
+                .transpose()
+                .map_err(|e| BuildError::new(&ctx.id, e))?;
+            let listener = crate::server::bind(&self.endpoint).await.map_err(|e| {
+                BuildError::new(&ctx.id, format!("cannot listen on {}: {e}", self.endpoint))
+            })?;
             let health = ctx.health.clone();
-            let router = axum::Router::new().route(&self.path, axum::routing::get(move || status(health.clone())));
+            let router = axum::Router::new().route(
+                &self.path,
+                axum::routing::get(move || status(health.clone())),
+            );
             let stop = tokio_util::sync::CancellationToken::new();
             tracing::info!(extension = %ctx.id, endpoint = %self.endpoint, "health check listening");
             let task = crate::server::serve(listener, tls, router, stop.clone());
-            Ok(Box::new(Running { stop, task: std::sync::Mutex::new(Some(task)) }) as Box<dyn Lifecycle>)
+            Ok(Box::new(Running {
+                stop,
+                task: std::sync::Mutex::new(Some(task)),
+            }) as Box<dyn Lifecycle>)
         })
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{
-    self, BuildError, Context, DynConsumer, Exporter, ExporterConfig, ExtensionConfig, FanOut, Kind, Lifecycle, Parse,
-    Processor, ProcessorConfig, ReceiverConfig,
+    self, BuildError, Context, DynConsumer, Exporter, ExporterConfig, ExtensionConfig, FanOut,
+    Kind, Lifecycle, Parse, Processor, ProcessorConfig, ReceiverConfig,
 };
 use crate::config::{self, ComponentDef, ComponentId, Config, ConfigError, Errors, Pos};
 use crate::extensions::health_check::Health;
@@ -37,16 +37,26 @@ pub fn validate_file(path: &Path) -> Result<Validated, Vec<ConfigError>> {
     finish(cfg, errors)
 }
 
-pub fn validate_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Validated, Vec<ConfigError>> {
+pub fn validate_str(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Validated, Vec<ConfigError>> {
     let mut errors = Errors::new(file);
     let cfg = config::load_str(text, env, &mut errors);
     finish(cfg, errors)
 }
 
 fn finish(cfg: Option<Config>, mut errors: Errors) -> Result<Validated, Vec<ConfigError>> {
-    let Some(cfg) = cfg else { return Err(errors.list) };
+    let Some(cfg) = cfg else {
+        return Err(errors.list);
+    };
     let v = check(cfg, &mut errors);
-    if errors.is_empty() { Ok(v) } else { Err(errors.list) }
+    if errors.is_empty() {
+        Ok(v)
+    } else {
+        Err(errors.list)
+    }
 }
 
 fn check(cfg: Config, errors: &mut Errors) -> Validated {
@@ -105,7 +115,10 @@ fn check(cfg: Config, errors: &mut Errors) -> Validated {
         // One message naming every unsupported type, so a user sees the whole gap at once.
         let mut by_section: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (section, def) in &unsupported {
-            by_section.entry(section).or_default().push(format!("{} (line {})", def.id.kind, def.pos.line));
+            by_section
+                .entry(section)
+                .or_default()
+                .push(format!("{} (line {})", def.id.kind, def.pos.line));
         }
         let list = by_section
             .iter()
@@ -116,10 +129,16 @@ fn check(cfg: Config, errors: &mut Errors) -> Validated {
             unsupported[0].1.pos,
             None,
             None,
-            format!("unsupported component types: {list}. `ferrotel components` lists what ferrotel has"),
+            format!(
+                "unsupported component types: {list}. `ferrotel components` lists what ferrotel has"
+            ),
         );
     }
-    let is_unsupported = |section: &str, id: &ComponentId| unsupported.iter().any(|(s, d)| *s == section && d.id == *id);
+    let is_unsupported = |section: &str, id: &ComponentId| {
+        unsupported
+            .iter()
+            .any(|(s, d)| *s == section && d.id == *id)
+    };
     let defined = |kind: Kind, id: &ComponentId| match kind {
         Kind::Receiver => v.config.receivers.iter().any(|d| d.id == *id),
         Kind::Processor => v.config.processors.iter().any(|d| d.id == *id),
@@ -129,19 +148,39 @@ fn check(cfg: Config, errors: &mut Errors) -> Validated {
 
     for r in &v.config.service_extensions {
         if !defined(Kind::Extension, &r.id) {
-            errors.at(r.pos, Some("service::extensions"), None, format!("extension `{}` is not defined in `extensions`", r.id));
+            errors.at(
+                r.pos,
+                Some("service::extensions"),
+                None,
+                format!("extension `{}` is not defined in `extensions`", r.id),
+            );
         }
     }
     if v.config.pipelines.is_empty() {
-        errors.at(Pos { line: 1, column: 1 }, Some("service"), Some("pipelines"), "no pipelines are defined");
+        errors.at(
+            Pos { line: 1, column: 1 },
+            Some("service"),
+            Some("pipelines"),
+            "no pipelines are defined",
+        );
     }
     for p in &v.config.pipelines {
         let what = format!("service::pipelines::{}", p.id());
         if p.receivers.is_empty() {
-            errors.at(p.pos, Some(&what), Some("receivers"), "a pipeline needs at least one receiver");
+            errors.at(
+                p.pos,
+                Some(&what),
+                Some("receivers"),
+                "a pipeline needs at least one receiver",
+            );
         }
         if p.exporters.is_empty() {
-            errors.at(p.pos, Some(&what), Some("exporters"), "a pipeline needs at least one exporter");
+            errors.at(
+                p.pos,
+                Some(&what),
+                Some("exporters"),
+                "a pipeline needs at least one exporter",
+            );
         }
         for (kind, key, refs) in [
             (Kind::Receiver, "receivers", &p.receivers),
@@ -150,13 +189,23 @@ fn check(cfg: Config, errors: &mut Errors) -> Validated {
         ] {
             for (i, r) in refs.iter().enumerate() {
                 if refs[..i].iter().any(|o| o.id == r.id) {
-                    errors.at(r.pos, Some(&what), Some(key), format!("`{}` is listed twice", r.id));
+                    errors.at(
+                        r.pos,
+                        Some(&what),
+                        Some(key),
+                        format!("`{}` is listed twice", r.id),
+                    );
                     continue;
                 }
                 if !defined(kind, &r.id) {
                     // A connector used as receiver/exporter is already reported as unsupported.
                     if !is_unsupported("connectors", &r.id) {
-                        errors.at(r.pos, Some(&what), Some(key), format!("`{}` is not defined in `{key}`", r.id));
+                        errors.at(
+                            r.pos,
+                            Some(&what),
+                            Some(key),
+                            format!("`{}` is not defined in `{key}`", r.id),
+                        );
                     }
                     continue;
                 }
@@ -165,7 +214,12 @@ fn check(cfg: Config, errors: &mut Errors) -> Validated {
                 }
                 if let Some(f) = component::factory(kind, &r.id.kind) {
                     if !f.signals.contains(&p.signal) {
-                        errors.at(r.pos, Some(&what), Some(key), format!("`{}` does not support {}", r.id, p.signal));
+                        errors.at(
+                            r.pos,
+                            Some(&what),
+                            Some(key),
+                            format!("`{}` does not support {}", r.id, p.signal),
+                        );
                     }
                 }
             }
@@ -179,27 +233,51 @@ fn check(cfg: Config, errors: &mut Errors) -> Validated {
 fn check_ports(v: &Validated, errors: &mut Errors) {
     let mut seen: Vec<(String, u16, String, Pos)> = Vec::new();
     let mut add = |endpoint: &str, owner: String, pos: Pos, errors: &mut Errors| {
-        let Some((host, port)) = endpoint.rsplit_once(':') else { return };
-        let Ok(port) = port.parse::<u16>() else { return };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let Some((host, port)) = endpoint.rsplit_once(':') else {
+            return;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            return;
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let wildcard = |h: &str| matches!(h, "" | "0.0.0.0" | "::");
         for (h, p, o, _) in &seen {
             if *p == port && (wildcard(h) || wildcard(&host) || *h == host) {
-                errors.at(pos, Some(&owner), None, format!("port {port} is also used by {o}"));
+                errors.at(
+                    pos,
+                    Some(&owner),
+                    None,
+                    format!("port {port} is also used by {o}"),
+                );
                 return;
             }
         }
         seen.push((host, port, owner, pos));
     };
     let used_receivers: Vec<&ComponentId> = {
-        let mut ids: Vec<&ComponentId> = v.config.pipelines.iter().flat_map(|p| p.receivers.iter().map(|r| &r.id)).collect();
+        let mut ids: Vec<&ComponentId> = v
+            .config
+            .pipelines
+            .iter()
+            .flat_map(|p| p.receivers.iter().map(|r| &r.id))
+            .collect();
         ids.sort();
         ids.dedup();
         ids
     };
     for id in used_receivers {
-        let Some(rc) = v.receivers.get(id) else { continue };
-        let pos = v.config.receivers.iter().find(|d| d.id == *id).map_or_else(Pos::default, |d| d.pos);
+        let Some(rc) = v.receivers.get(id) else {
+            continue;
+        };
+        let pos = v
+            .config
+            .receivers
+            .iter()
+            .find(|d| d.id == *id)
+            .map_or_else(Pos::default, |d| d.pos);
         for ep in rc.endpoints() {
             add(&ep, format!("receivers::{id}"), pos, errors);
         }
@@ -212,7 +290,12 @@ fn check_ports(v: &Validated, errors: &mut Errors) {
         }
     }
     if let Some(addr) = v.config.telemetry.metrics.listen_address() {
-        add(&addr, "service::telemetry::metrics".into(), Pos { line: 1, column: 1 }, errors);
+        add(
+            &addr,
+            "service::telemetry::metrics".into(),
+            Pos { line: 1, column: 1 },
+            errors,
+        );
     }
 }
 
@@ -230,14 +313,29 @@ pub struct Running {
     metrics_server: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
-fn ctx(id: &ComponentId, telemetry: &Arc<Telemetry>, token: &CancellationToken, health: &Arc<Health>) -> Context {
-    Context { id: id.clone(), telemetry: telemetry.clone(), shutdown: token.clone(), health: health.clone() }
+fn ctx(
+    id: &ComponentId,
+    telemetry: &Arc<Telemetry>,
+    token: &CancellationToken,
+    health: &Arc<Health>,
+) -> Context {
+    Context {
+        id: id.clone(),
+        telemetry: telemetry.clone(),
+        shutdown: token.clone(),
+        health: health.clone(),
+    }
 }
 
 #[cfg(test)]
 pub fn test_context(name: &str) -> Context {
     let id = ComponentId::parse(name).expect("valid id");
-    ctx(&id, &Telemetry::new(&Default::default()), &CancellationToken::new(), &Arc::new(Health::default()))
+    ctx(
+        &id,
+        &Telemetry::new(&Default::default()),
+        &CancellationToken::new(),
+        &Arc::new(Health::default()),
+    )
 }
 
 /// Builds and starts everything; on a failure, stops what was started and returns the error.
@@ -272,23 +370,38 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
 async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
     let (telemetry, token, health) = (r.telemetry.clone(), r.token.clone(), r.health.clone());
     if let Some(addr) = v.config.telemetry.metrics.listen_address() {
-        let id = ComponentId { kind: "telemetry".into(), name: None };
-        let listener = crate::server::bind(&addr)
-            .await
-            .map_err(|e| BuildError::new(&id, format!("cannot listen on {addr} for self-metrics: {e}")))?;
+        let id = ComponentId {
+            kind: "telemetry".into(),
+            name: None,
+        };
+        let listener = crate::server::bind(&addr).await.map_err(|e| {
+            BuildError::new(
+                &id,
+                format!("cannot listen on {addr} for self-metrics: {e}"),
+            )
+        })?;
         let t = telemetry.clone();
         let router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let t = t.clone();
                 async move {
-                    ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], t.encode())
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        t.encode(),
+                    )
                 }
             }),
         );
         let stop = CancellationToken::new();
         tracing::info!(address = %addr, "self-metrics listening on /metrics");
-        r.metrics_server = Some((stop.clone(), crate::server::serve(listener, None, router, stop)));
+        r.metrics_server = Some((
+            stop.clone(),
+            crate::server::serve(listener, None, router, stop),
+        ));
     }
     for rf in &v.config.service_extensions {
         if let Some(cfg) = v.extensions.remove(&rf.id) {
@@ -313,18 +426,28 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
     // Pipelines: fan-out to exporters, wrapped by processors from last to first.
     let mut heads: Vec<(Signal, Vec<ComponentId>, DynConsumer)> = Vec::new();
     for p in &v.config.pipelines {
-        let outs: Vec<DynConsumer> = p.exporters.iter().filter_map(|e| exporters.get(&e.id).cloned().map(|x| x as DynConsumer)).collect();
+        let outs: Vec<DynConsumer> = p
+            .exporters
+            .iter()
+            .filter_map(|e| exporters.get(&e.id).cloned().map(|x| x as DynConsumer))
+            .collect();
         let mut next = FanOut::build(outs);
         let mut procs = Vec::new();
         for pr in p.processors.iter().rev() {
-            let Some(cfg) = v.processors.get(&pr.id) else { continue };
+            let Some(cfg) = v.processors.get(&pr.id) else {
+                continue;
+            };
             let proc = cfg.build(ctx(&pr.id, &telemetry, &token, &health), p.signal, next)?;
             next = proc.clone();
             procs.push(proc);
         }
         procs.reverse();
         r.processors.push(procs);
-        heads.push((p.signal, p.receivers.iter().map(|x| x.id.clone()).collect(), next));
+        heads.push((
+            p.signal,
+            p.receivers.iter().map(|x| x.id.clone()).collect(),
+            next,
+        ));
     }
     // Receivers last, so no data arrives before its path exists.
     let mut ids: Vec<ComponentId> = heads.iter().flat_map(|(_, rs, _)| rs.clone()).collect();
@@ -340,7 +463,9 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
             (!cs.is_empty()).then(|| FanOut::build(cs))
         });
         if let Some(cfg) = v.receivers.remove(&id) {
-            let running = cfg.start(ctx(&id, &telemetry, &token, &health), consumers).await?;
+            let running = cfg
+                .start(ctx(&id, &telemetry, &token, &health), consumers)
+                .await?;
             r.receivers.push((id, running));
         }
     }
@@ -393,21 +518,40 @@ mod tests {
 
     #[test]
     fn a_minimal_config_is_valid() {
-        let e = errors_of(&format!("{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"));
+        let e = errors_of(&format!(
+            "{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"
+        ));
         assert!(e.is_empty(), "{e:?}");
     }
 
     #[test]
     fn undefined_component_in_a_pipeline() {
-        let e = errors_of(&format!("{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [debug]\n"));
-        assert_eq!(e, vec!["t.yaml:11:20: service::pipelines::traces: `processors`: `batch` is not defined in `processors`"]);
+        let e = errors_of(&format!(
+            "{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [debug]\n"
+        ));
+        assert_eq!(
+            e,
+            vec![
+                "t.yaml:11:20: service::pipelines::traces: `processors`: `batch` is not defined in `processors`"
+            ]
+        );
     }
 
     #[test]
     fn empty_pipeline_and_unknown_signal() {
-        let e = errors_of(&format!("{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n    profiles:\n      receivers: [otlp]\n"));
-        assert!(e.iter().any(|m| m.contains("t.yaml:9:5") && m.contains("needs at least one exporter")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("t.yaml:11:5") && m.contains("unknown signal \"profiles\"")), "{e:?}");
+        let e = errors_of(&format!(
+            "{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n    profiles:\n      receivers: [otlp]\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|m| m.contains("t.yaml:9:5") && m.contains("needs at least one exporter")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("t.yaml:11:5") && m.contains("unknown signal \"profiles\"")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -415,6 +559,10 @@ mod tests {
         let e = errors_of(
             "receivers:\n  otlp:\n    protocols:\n      grpc:\n  otlp/2:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:4317\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp, otlp/2]\n      exporters: [debug]\n",
         );
-        assert!(e.iter().any(|m| m.contains("port 4317 is also used by receivers::otlp")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("port 4317 is also used by receivers::otlp")),
+            "{e:?}"
+        );
     }
 }

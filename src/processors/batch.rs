@@ -13,8 +13,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Lifecycle, Processor,
-    ProcessorConfig,
+    BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Lifecycle,
+    Processor, ProcessorConfig,
 };
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::{Batch, Signal};
@@ -34,7 +34,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { timeout: Duration::from_millis(200), send_batch_size: 8192, send_batch_max_size: 0 }
+        Config {
+            timeout: Duration::from_millis(200),
+            send_batch_size: 8192,
+            send_batch_max_size: 0,
+        }
     }
 }
 
@@ -54,7 +58,12 @@ pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
 }
 
 impl ProcessorConfig for Config {
-    fn build(&self, ctx: Context, signal: Signal, next: DynConsumer) -> Result<Arc<dyn Processor>, BuildError> {
+    fn build(
+        &self,
+        ctx: Context,
+        signal: Signal,
+        next: DynConsumer,
+    ) -> Result<Arc<dyn Processor>, BuildError> {
         let labels = ProcessorLabels {
             processor: ctx.id.to_string(),
             pipeline: String::new(),
@@ -108,7 +117,8 @@ impl Consumer for Batcher {
                 .send(Msg::Data(batch, done))
                 .await
                 .map_err(|_| ConsumeError::retryable("the batch processor is shutting down"))?;
-            wait.await.unwrap_or_else(|_| Err(ConsumeError::retryable("the batch processor stopped")))
+            wait.await
+                .unwrap_or_else(|_| Err(ConsumeError::retryable("the batch processor stopped")))
         })
     }
 }
@@ -124,13 +134,22 @@ impl Lifecycle for Batcher {
     }
 }
 
-async fn run(cfg: Config, signal: Signal, next: DynConsumer, stats: Stats, mut rx: mpsc::Receiver<Msg>) {
+async fn run(
+    cfg: Config,
+    signal: Signal,
+    next: DynConsumer,
+    stats: Stats,
+    mut rx: mpsc::Receiver<Msg>,
+) {
     let flushes = Arc::new(Semaphore::new(MAX_CONCURRENT_FLUSHES));
     let mut pending = Batch::empty(signal);
     let mut pending_items = 0usize;
     let mut waiters: Vec<oneshot::Sender<ConsumeResult>> = Vec::new();
     let mut deadline: Option<Instant> = None;
-    let flush = |pending: &mut Batch, waiters: &mut Vec<oneshot::Sender<ConsumeResult>>, items: &mut usize, permit: tokio::sync::OwnedSemaphorePermit| {
+    let flush = |pending: &mut Batch,
+                 waiters: &mut Vec<oneshot::Sender<ConsumeResult>>,
+                 items: &mut usize,
+                 permit: tokio::sync::OwnedSemaphorePermit| {
         let batch = std::mem::replace(pending, Batch::empty(signal));
         let ws = std::mem::take(waiters);
         stats.outgoing.inc_by(*items as u64);
@@ -230,17 +249,28 @@ mod tests {
     }
 
     fn cfg(size: usize, max: usize, timeout_ms: u64) -> Config {
-        Config { timeout: Duration::from_millis(timeout_ms), send_batch_size: size, send_batch_max_size: max }
+        Config {
+            timeout: Duration::from_millis(timeout_ms),
+            send_batch_size: size,
+            send_batch_max_size: max,
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn size_trigger_merges_and_max_size_splits() {
         let sink = Arc::new(Sink::default());
-        let b = Arc::new(Batcher::start(cfg(10, 12, 10_000), Signal::Traces, sink.clone(), Stats::default()));
+        let b = Arc::new(Batcher::start(
+            cfg(10, 12, 10_000),
+            Signal::Traces,
+            sink.clone(),
+            Stats::default(),
+        ));
         let mut tasks = Vec::new();
         for _ in 0..3 {
             let b = b.clone();
-            tasks.push(tokio::spawn(async move { b.consume(testdata::spans("a", 1, 4)).await }));
+            tasks.push(tokio::spawn(async move {
+                b.consume(testdata::spans("a", 1, 4)).await
+            }));
         }
         for t in tasks {
             t.await.unwrap().unwrap();
@@ -255,7 +285,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn timeout_trigger_sends_a_small_batch() {
         let sink = Arc::new(Sink::default());
-        let b = Batcher::start(cfg(100, 0, 200), Signal::Logs, sink.clone(), Stats::default());
+        let b = Batcher::start(
+            cfg(100, 0, 200),
+            Signal::Logs,
+            sink.clone(),
+            Stats::default(),
+        );
         let started = Instant::now();
         b.consume(testdata::logs(3)).await.unwrap();
         assert_eq!(*sink.0.lock().unwrap(), vec![3]);
@@ -270,7 +305,12 @@ mod tests {
                 Box::pin(async { Err(ConsumeError::retryable("queue full")) })
             }
         }
-        let b = Arc::new(Batcher::start(cfg(4, 0, 50), Signal::Logs, Arc::new(Refuse), Stats::default()));
+        let b = Arc::new(Batcher::start(
+            cfg(4, 0, 50),
+            Signal::Logs,
+            Arc::new(Refuse),
+            Stats::default(),
+        ));
         let (b1, b2) = (b.clone(), b.clone());
         let (r1, r2) = tokio::join!(b1.consume(testdata::logs(2)), b2.consume(testdata::logs(2)));
         assert_eq!(r1, Err(ConsumeError::retryable("queue full")));
@@ -280,7 +320,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_flushes_pending_items() {
         let sink = Arc::new(Sink::default());
-        let b = Arc::new(Batcher::start(cfg(100, 0, 60_000), Signal::Logs, sink.clone(), Stats::default()));
+        let b = Arc::new(Batcher::start(
+            cfg(100, 0, 60_000),
+            Signal::Logs,
+            sink.clone(),
+            Stats::default(),
+        ));
         let b2 = b.clone();
         let t = tokio::spawn(async move { b2.consume(testdata::logs(5)).await });
         tokio::task::yield_now().await;
@@ -292,8 +337,12 @@ mod tests {
 
     #[test]
     fn max_below_size_is_refused_with_its_key() {
-        let n = crate::config::node::parse("send_batch_size: 100\nsend_batch_max_size: 10\n").unwrap();
+        let n =
+            crate::config::node::parse("send_batch_size: 100\nsend_batch_max_size: 10\n").unwrap();
         let e = parse(&n).err().unwrap();
-        assert_eq!((e.path_string().as_str(), e.pos.unwrap().line), ("send_batch_max_size", 2));
+        assert_eq!(
+            (e.path_string().as_str(), e.pos.unwrap().line),
+            ("send_batch_max_size", 2)
+        );
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Lifecycle, Processor,
-    ProcessorConfig,
+    BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Lifecycle,
+    Processor, ProcessorConfig,
 };
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::{Batch, Signal};
@@ -41,7 +41,11 @@ pub struct Limits {
 }
 
 fn err(node: &Node, key: &str, msg: String) -> DeError {
-    DeError { pos: node.get(key).map(|n| n.pos).or(Some(node.pos)), path: vec![key.into()], msg }
+    DeError {
+        pos: node.get(key).map(|n| n.pos).or(Some(node.pos)),
+        path: vec![key.into()],
+        msg,
+    }
 }
 
 impl Config {
@@ -49,30 +53,55 @@ impl Config {
     pub fn limits(&self, available: u64) -> Limits {
         let (hard, spike) = if self.limit_mib > 0 {
             let hard = self.limit_mib * MIB;
-            let spike = if self.spike_limit_mib > 0 { self.spike_limit_mib * MIB } else { hard / 5 };
+            let spike = if self.spike_limit_mib > 0 {
+                self.spike_limit_mib * MIB
+            } else {
+                hard / 5
+            };
             (hard, spike)
         } else {
             let hard = available / 100 * self.limit_percentage;
             (hard, available / 100 * self.spike_limit_percentage)
         };
-        Limits { hard, soft: hard.saturating_sub(spike) }
+        Limits {
+            hard,
+            soft: hard.saturating_sub(spike),
+        }
     }
 }
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     if cfg.check_interval.is_zero() {
-        return Err(err(node, "check_interval", "must be greater than zero, e.g. 1s".into()));
+        return Err(err(
+            node,
+            "check_interval",
+            "must be greater than zero, e.g. 1s".into(),
+        ));
     }
     match (cfg.limit_mib > 0, cfg.limit_percentage > 0) {
-        (false, false) => return Err(err(node, "limit_mib", "set limit_mib or limit_percentage".into())),
+        (false, false) => {
+            return Err(err(
+                node,
+                "limit_mib",
+                "set limit_mib or limit_percentage".into(),
+            ));
+        }
         (true, true) => {
-            return Err(err(node, "limit_percentage", "set either limit_mib or limit_percentage, not both".into()));
+            return Err(err(
+                node,
+                "limit_percentage",
+                "set either limit_mib or limit_percentage, not both".into(),
+            ));
         }
         _ => {}
     }
     if cfg.limit_mib > 0 && cfg.spike_limit_mib >= cfg.limit_mib {
-        return Err(err(node, "spike_limit_mib", format!("must be below limit_mib ({})", cfg.limit_mib)));
+        return Err(err(
+            node,
+            "spike_limit_mib",
+            format!("must be below limit_mib ({})", cfg.limit_mib),
+        ));
     }
     if cfg.limit_percentage > 100 {
         return Err(err(node, "limit_percentage", "must be at most 100".into()));
@@ -84,20 +113,32 @@ pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
             format!("must be below limit_percentage ({})", cfg.limit_percentage),
         ));
     }
-    Ok(Box::new(Shared { cfg, state: OnceLock::new() }))
+    Ok(Box::new(Shared {
+        cfg,
+        state: OnceLock::new(),
+    }))
 }
 
 /// Memory available to this process: the cgroup limit when there is one, else physical RAM.
 pub fn available_memory() -> u64 {
-    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
             let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+            line.split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+                .map(|kb| kb * 1024)
         })
         .unwrap_or(u64::MAX);
-    let cgroup = read("/sys/fs/cgroup/memory.max").or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
     match cgroup {
         Some(c) if c < total => c,
         _ => total,
@@ -127,17 +168,30 @@ impl Shared {
                     soft_limit_mib = limits.soft / MIB,
                     "memory limiter"
                 );
-                let st = Arc::new(State { refusing: AtomicBool::new(false), last_rss: AtomicU64::new(0) });
-                spawn_checker(st.clone(), limits, self.cfg.check_interval, ctx.clone(), || {
-                    crate::telemetry::process_stats().rss_bytes
+                let st = Arc::new(State {
+                    refusing: AtomicBool::new(false),
+                    last_rss: AtomicU64::new(0),
                 });
+                spawn_checker(
+                    st.clone(),
+                    limits,
+                    self.cfg.check_interval,
+                    ctx.clone(),
+                    || crate::telemetry::process_stats().rss_bytes,
+                );
                 st
             })
             .clone()
     }
 }
 
-fn spawn_checker(st: Arc<State>, limits: Limits, every: Duration, ctx: Context, measure: fn() -> u64) {
+fn spawn_checker(
+    st: Arc<State>,
+    limits: Limits,
+    every: Duration,
+    ctx: Context,
+    measure: fn() -> u64,
+) {
     let check = move |st: &State| {
         let rss = measure();
         st.last_rss.store(rss, Ordering::Relaxed);
@@ -165,13 +219,30 @@ fn spawn_checker(st: Arc<State>, limits: Limits, every: Duration, ctx: Context, 
 }
 
 impl ProcessorConfig for Shared {
-    fn build(&self, ctx: Context, signal: Signal, next: DynConsumer) -> Result<Arc<dyn Processor>, BuildError> {
-        let labels = ProcessorLabels { processor: ctx.id.to_string(), pipeline: String::new(), otel_signal: signal.to_string() };
+    fn build(
+        &self,
+        ctx: Context,
+        signal: Signal,
+        next: DynConsumer,
+    ) -> Result<Arc<dyn Processor>, BuildError> {
+        let labels = ProcessorLabels {
+            processor: ctx.id.to_string(),
+            pipeline: String::new(),
+            otel_signal: signal.to_string(),
+        };
         Ok(Arc::new(Limiter {
             state: self.state(&ctx),
             next,
-            refused: ctx.telemetry.processor_refused.get_or_create(&labels).clone(),
-            passed: ctx.telemetry.processor_outgoing.get_or_create(&labels).clone(),
+            refused: ctx
+                .telemetry
+                .processor_refused
+                .get_or_create(&labels)
+                .clone(),
+            passed: ctx
+                .telemetry
+                .processor_outgoing
+                .get_or_create(&labels)
+                .clone(),
         }))
     }
 }
@@ -214,22 +285,65 @@ mod tests {
 
     #[test]
     fn limits_from_mib_and_percentages() {
-        let c = Config { limit_mib: 1000, spike_limit_mib: 200, ..Default::default() };
-        assert_eq!(c.limits(0), Limits { hard: 1000 * MIB, soft: 800 * MIB });
-        let c = Config { limit_mib: 500, ..Default::default() };
+        let c = Config {
+            limit_mib: 1000,
+            spike_limit_mib: 200,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.limits(0),
+            Limits {
+                hard: 1000 * MIB,
+                soft: 800 * MIB
+            }
+        );
+        let c = Config {
+            limit_mib: 500,
+            ..Default::default()
+        };
         assert_eq!(c.limits(0).soft, 400 * MIB);
-        let c = Config { limit_percentage: 80, spike_limit_percentage: 25, ..Default::default() };
-        assert_eq!(c.limits(1000 * MIB), Limits { hard: 800 * MIB, soft: 550 * MIB });
+        let c = Config {
+            limit_percentage: 80,
+            spike_limit_percentage: 25,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.limits(1000 * MIB),
+            Limits {
+                hard: 800 * MIB,
+                soft: 550 * MIB
+            }
+        );
     }
 
     #[test]
     fn validation() {
         let e = |s: &str| parse(&yaml(s).unwrap()).err().unwrap();
         assert_eq!(e("limit_mib: 100\n").path_string(), "check_interval");
-        assert!(e("check_interval: 1s\n").msg.contains("limit_mib or limit_percentage"));
-        assert_eq!(e("check_interval: 1s\nlimit_mib: 100\nspike_limit_mib: 100\n").pos.unwrap().line, 3);
-        assert!(e("check_interval: 1s\nlimit_percentage: 80\nspike_limit_percentage: 90\n").msg.contains("below"));
-        assert!(parse(&yaml("check_interval: 5s\nlimit_percentage: 80\nspike_limit_percentage: 25\n").unwrap()).is_ok());
+        assert!(
+            e("check_interval: 1s\n")
+                .msg
+                .contains("limit_mib or limit_percentage")
+        );
+        assert_eq!(
+            e("check_interval: 1s\nlimit_mib: 100\nspike_limit_mib: 100\n")
+                .pos
+                .unwrap()
+                .line,
+            3
+        );
+        assert!(
+            e("check_interval: 1s\nlimit_percentage: 80\nspike_limit_percentage: 90\n")
+                .msg
+                .contains("below")
+        );
+        assert!(
+            parse(
+                &yaml("check_interval: 5s\nlimit_percentage: 80\nspike_limit_percentage: 25\n")
+                    .unwrap()
+            )
+            .is_ok()
+        );
     }
 
     #[tokio::test]
@@ -240,15 +354,32 @@ mod tests {
                 Box::pin(async { Ok(()) })
             }
         }
-        let st = Arc::new(State { refusing: AtomicBool::new(false), last_rss: AtomicU64::new(0) });
+        let st = Arc::new(State {
+            refusing: AtomicBool::new(false),
+            last_rss: AtomicU64::new(0),
+        });
         let ctx = crate::pipeline::test_context("memory_limiter");
         // 1 MiB hard limit: any real process is above it.
-        spawn_checker(st.clone(), Limits { hard: MIB, soft: MIB / 2 }, Duration::from_secs(3600), ctx.clone(), || {
-            crate::telemetry::process_stats().rss_bytes
-        });
-        let l = Limiter { state: st.clone(), next: Arc::new(Ok_), refused: Default::default(), passed: Default::default() };
+        spawn_checker(
+            st.clone(),
+            Limits {
+                hard: MIB,
+                soft: MIB / 2,
+            },
+            Duration::from_secs(3600),
+            ctx.clone(),
+            || crate::telemetry::process_stats().rss_bytes,
+        );
+        let l = Limiter {
+            state: st.clone(),
+            next: Arc::new(Ok_),
+            refused: Default::default(),
+            passed: Default::default(),
+        };
         match l.consume(testdata::logs(3)).await {
-            Err(ConsumeError::Retryable { reason, .. }) => assert!(reason.contains("high memory usage")),
+            Err(ConsumeError::Retryable { reason, .. }) => {
+                assert!(reason.contains("high memory usage"))
+            }
             other => panic!("expected a retryable refusal, got {other:?}"),
         }
         assert_eq!(l.refused.get(), 3);

@@ -72,14 +72,22 @@ impl Batch {
     /// Spans, metric data points or log records: the unit the Collector counts.
     pub fn item_count(&self) -> usize {
         match self {
-            Batch::Traces(rs) => rs.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum(),
+            Batch::Traces(rs) => rs
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum(),
             Batch::Metrics(rm) => rm
                 .iter()
                 .flat_map(|r| &r.scope_metrics)
                 .flat_map(|s| &s.metrics)
                 .map(|m| m.data.as_ref().map_or(0, data_point_count))
                 .sum(),
-            Batch::Logs(rl) => rl.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum(),
+            Batch::Logs(rl) => rl
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum(),
         }
     }
 
@@ -109,9 +117,15 @@ impl Batch {
         // moving the batch into a request struct just to serialize it.
         let mut buf = Vec::with_capacity(self.encoded_len());
         match self {
-            Batch::Traces(v) => v.iter().for_each(|m| prost::encoding::message::encode(1, m, &mut buf)),
-            Batch::Metrics(v) => v.iter().for_each(|m| prost::encoding::message::encode(1, m, &mut buf)),
-            Batch::Logs(v) => v.iter().for_each(|m| prost::encoding::message::encode(1, m, &mut buf)),
+            Batch::Traces(v) => v
+                .iter()
+                .for_each(|m| prost::encoding::message::encode(1, m, &mut buf)),
+            Batch::Metrics(v) => v
+                .iter()
+                .for_each(|m| prost::encoding::message::encode(1, m, &mut buf)),
+            Batch::Logs(v) => v
+                .iter()
+                .for_each(|m| prost::encoding::message::encode(1, m, &mut buf)),
         }
         buf
     }
@@ -138,9 +152,13 @@ pub fn data_point_count(d: &Data) -> usize {
 #[cfg(test)]
 pub mod testdata {
     //! Small batches for unit tests.
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, InstrumentationScope, KeyValue, any_value,
+    };
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ScopeLogs};
-    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, ScopeMetrics, number_data_point};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ScopeMetrics, number_data_point,
+    };
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
 
@@ -149,13 +167,18 @@ pub mod testdata {
     pub fn kv(k: &str, v: &str) -> KeyValue {
         KeyValue {
             key: k.into(),
-            value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
             ..Default::default()
         }
     }
 
     pub fn resource(service: &str) -> Option<Resource> {
-        Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() })
+        Some(Resource {
+            attributes: vec![kv("service.name", service)],
+            ..Default::default()
+        })
     }
 
     /// `per_scope` spans in each of `scopes` scopes of one resource; span names are `s<i>`.
@@ -163,7 +186,10 @@ pub mod testdata {
         let mut n = 0u64;
         let scope_spans = (0..scopes)
             .map(|si| ScopeSpans {
-                scope: Some(InstrumentationScope { name: format!("scope{si}"), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: format!("scope{si}"),
+                    ..Default::default()
+                }),
                 spans: (0..per_scope)
                     .map(|_| {
                         n += 1;
@@ -178,12 +204,19 @@ pub mod testdata {
                 ..Default::default()
             })
             .collect();
-        Batch::Traces(vec![ResourceSpans { resource: resource(service), scope_spans, ..Default::default() }])
+        Batch::Traces(vec![ResourceSpans {
+            resource: resource(service),
+            scope_spans,
+            ..Default::default()
+        }])
     }
 
     pub fn gauge(points: usize) -> Batch {
         let dps = (0..points)
-            .map(|i| NumberDataPoint { value: Some(number_data_point::Value::AsInt(i as i64)), ..Default::default() })
+            .map(|i| NumberDataPoint {
+                value: Some(number_data_point::Value::AsInt(i as i64)),
+                ..Default::default()
+            })
             .collect();
         Batch::Metrics(vec![ResourceMetrics {
             resource: resource("m"),
@@ -204,7 +237,10 @@ pub mod testdata {
             resource: resource("l"),
             scope_logs: vec![ScopeLogs {
                 log_records: (0..n)
-                    .map(|i| LogRecord { severity_text: format!("{i}"), ..Default::default() })
+                    .map(|i| LogRecord {
+                        severity_text: format!("{i}"),
+                        ..Default::default()
+                    })
                     .collect(),
                 ..Default::default()
             }],
@@ -224,7 +260,11 @@ mod tests {
         assert_eq!(b.item_count(), 6);
         let bytes = b.encode_request();
         assert_eq!(bytes.len(), b.encoded_len());
-        let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+        let req =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                &bytes[..],
+            )
+            .unwrap();
         assert_eq!(Batch::Traces(req.resource_spans), b);
         assert_eq!(testdata::gauge(4).item_count(), 4);
         assert_eq!(testdata::logs(5).item_count(), 5);

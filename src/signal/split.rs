@@ -3,7 +3,9 @@
 //! Items are moved, never cloned; a resource or scope header is cloned only when its items
 //! straddle two chunks.
 
-use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics, metric::Data};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Metric, ResourceMetrics, ScopeMetrics, metric::Data,
+};
 
 use super::{Batch, data_point_count};
 
@@ -17,7 +19,10 @@ impl Batch {
         match self {
             Batch::Traces(v) => split_two_level!(v, max, scope_spans, spans, Traces),
             Batch::Logs(v) => split_two_level!(v, max, scope_logs, log_records, Logs),
-            Batch::Metrics(v) => split_metrics(v, max).into_iter().map(Batch::Metrics).collect(),
+            Batch::Metrics(v) => split_metrics(v, max)
+                .into_iter()
+                .map(Batch::Metrics)
+                .collect(),
         }
     }
 }
@@ -36,7 +41,11 @@ macro_rules! split_two_level {
                 let mut items = std::mem::take(&mut s.$items);
                 while !items.is_empty() {
                     let room = max - cur_n;
-                    let rest = if items.len() > room { items.split_off(room) } else { Vec::new() };
+                    let rest = if items.len() > room {
+                        items.split_off(room)
+                    } else {
+                        Vec::new()
+                    };
                     cur_n += items.len();
                     let mut s_out = s.clone();
                     s_out.$items = items;
@@ -86,12 +95,12 @@ fn take_points(m: &mut Metric, n: usize) -> Metric {
             data_points: front(&mut h.data_points, n),
             aggregation_temporality: h.aggregation_temporality,
         }),
-        Data::ExponentialHistogram(h) => {
-            Data::ExponentialHistogram(opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram {
+        Data::ExponentialHistogram(h) => Data::ExponentialHistogram(
+            opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram {
                 data_points: front(&mut h.data_points, n),
                 aggregation_temporality: h.aggregation_temporality,
-            })
-        }
+            },
+        ),
         Data::Summary(s) => Data::Summary(opentelemetry_proto::tonic::metrics::v1::Summary {
             data_points: front(&mut s.data_points, n),
         }),
@@ -108,7 +117,10 @@ fn split_metrics(res: Vec<ResourceMetrics>, max: usize) -> Vec<Vec<ResourceMetri
         let mut r_out = r.clone();
         for mut s in scopes {
             let metrics = std::mem::take(&mut s.metrics);
-            let mut s_out = ScopeMetrics { metrics: Vec::new(), ..s.clone() };
+            let mut s_out = ScopeMetrics {
+                metrics: Vec::new(),
+                ..s.clone()
+            };
             for mut m in metrics {
                 loop {
                     let points = m.data.as_ref().map_or(0, data_point_count);
@@ -117,7 +129,13 @@ fn split_metrics(res: Vec<ResourceMetrics>, max: usize) -> Vec<Vec<ResourceMetri
                         cur_n += points;
                         s_out.metrics.push(m);
                         if cur_n == max {
-                            r_out.scope_metrics.push(std::mem::replace(&mut s_out, ScopeMetrics { metrics: Vec::new(), ..s.clone() }));
+                            r_out.scope_metrics.push(std::mem::replace(
+                                &mut s_out,
+                                ScopeMetrics {
+                                    metrics: Vec::new(),
+                                    ..s.clone()
+                                },
+                            ));
                             cur.push(std::mem::replace(&mut r_out, r.clone()));
                             out.push(std::mem::take(&mut cur));
                             cur_n = 0;
@@ -125,7 +143,13 @@ fn split_metrics(res: Vec<ResourceMetrics>, max: usize) -> Vec<Vec<ResourceMetri
                         break;
                     }
                     s_out.metrics.push(take_points(&mut m, room));
-                    r_out.scope_metrics.push(std::mem::replace(&mut s_out, ScopeMetrics { metrics: Vec::new(), ..s.clone() }));
+                    r_out.scope_metrics.push(std::mem::replace(
+                        &mut s_out,
+                        ScopeMetrics {
+                            metrics: Vec::new(),
+                            ..s.clone()
+                        },
+                    ));
                     cur.push(std::mem::replace(&mut r_out, r.clone()));
                     out.push(std::mem::take(&mut cur));
                     cur_n = 0;
@@ -152,7 +176,12 @@ mod tests {
 
     fn span_names(b: &Batch) -> Vec<String> {
         match b {
-            Batch::Traces(v) => v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect(),
+            Batch::Traces(v) => v
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .map(|s| s.name.clone())
+                .collect(),
             _ => unreachable!(),
         }
     }
@@ -163,27 +192,42 @@ mod tests {
         b.append(testdata::spans("b", 1, 5)).unwrap();
         let all = span_names(&b);
         let parts = b.split(5);
-        assert_eq!(parts.iter().map(Batch::item_count).collect::<Vec<_>>(), vec![5, 5, 5, 2]);
+        assert_eq!(
+            parts.iter().map(Batch::item_count).collect::<Vec<_>>(),
+            vec![5, 5, 5, 2]
+        );
         let joined: Vec<String> = parts.iter().flat_map(span_names).collect();
         // Names repeat across the two resources, so compare the full sequence.
         assert_eq!(joined, all);
         // Every chunk keeps its resource and scope headers.
         for p in &parts {
             let Batch::Traces(v) = p else { unreachable!() };
-            assert!(v.iter().all(|r| r.resource.is_some() && r.scope_spans.iter().all(|s| s.scope.is_some())));
+            assert!(
+                v.iter().all(
+                    |r| r.resource.is_some() && r.scope_spans.iter().all(|s| s.scope.is_some())
+                )
+            );
         }
     }
 
     #[test]
     fn splits_one_metric_by_data_points_and_logs_by_records() {
         let parts = testdata::gauge(10).split(4);
-        assert_eq!(parts.iter().map(Batch::item_count).collect::<Vec<_>>(), vec![4, 4, 2]);
-        let Batch::Metrics(v) = &parts[2] else { unreachable!() };
+        assert_eq!(
+            parts.iter().map(Batch::item_count).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
+        let Batch::Metrics(v) = &parts[2] else {
+            unreachable!()
+        };
         assert_eq!(v[0].scope_metrics[0].metrics[0].name, "g");
         let parts = testdata::logs(7).split(7);
         assert_eq!(parts.len(), 1);
         let parts = testdata::logs(7).split(3);
-        assert_eq!(parts.iter().map(Batch::item_count).collect::<Vec<_>>(), vec![3, 3, 1]);
+        assert_eq!(
+            parts.iter().map(Batch::item_count).collect::<Vec<_>>(),
+            vec![3, 3, 1]
+        );
     }
 
     #[test]

@@ -10,7 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 pub fn repo() -> PathBuf {
@@ -20,7 +24,9 @@ pub fn repo() -> PathBuf {
 /// The Python with the OpenTelemetry SDK: `$FERROTEL_TEST_PYTHON`, else `.venv/bin/python`
 /// (created by `.ci/run`).
 pub fn python() -> PathBuf {
-    let p = std::env::var_os("FERROTEL_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
+    let p = std::env::var_os("FERROTEL_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
     assert!(
         p.exists(),
         "no Python with the OpenTelemetry SDK at {}: run .ci/run once, or set FERROTEL_TEST_PYTHON",
@@ -30,17 +36,36 @@ pub fn python() -> PathBuf {
 }
 
 /// Runs the SDK client script and returns its JSON report.
-pub fn sdk_send(endpoint: &str, protocol: &str, signals: &str, count: usize, run_id: &str, extra: &[&str]) -> (bool, serde_json::Value, String) {
+pub fn sdk_send(
+    endpoint: &str,
+    protocol: &str,
+    signals: &str,
+    count: usize,
+    run_id: &str,
+    extra: &[&str],
+) -> (bool, serde_json::Value, String) {
     let out = Command::new(python())
         .arg(repo().join("tests/e2e/sdk_client.py"))
-        .args(["--endpoint", endpoint, "--protocol", protocol, "--signals", signals, "--run-id", run_id])
+        .args([
+            "--endpoint",
+            endpoint,
+            "--protocol",
+            protocol,
+            "--signals",
+            signals,
+            "--run-id",
+            run_id,
+        ])
         .args(["--count", &count.to_string()])
         .args(extra)
         .output()
         .expect("run the SDK client");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("SDK client printed no JSON ({e}); stdout: {} stderr: {stderr}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "SDK client printed no JSON ({e}); stdout: {} stderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     });
     (out.status.success(), json, stderr)
 }
@@ -57,23 +82,44 @@ pub struct Collector {
 impl Collector {
     /// Starts `ferrotel --config <text>` and waits until its health check says ready (when
     /// `health` is given) or its first listener accepts.
-    pub fn start(config: &str, env: &[(&str, String)], health: Option<u16>, metrics: Option<u16>) -> Collector {
+    pub fn start(
+        config: &str,
+        env: &[(&str, String)],
+        health: Option<u16>,
+        metrics: Option<u16>,
+    ) -> Collector {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("config.yaml");
         std::fs::write(&cfg, config).expect("write config");
         Self::start_file(&cfg, env, health, metrics, dir)
     }
 
-    pub fn start_file(cfg: &Path, env: &[(&str, String)], health: Option<u16>, metrics: Option<u16>, dir: tempfile::TempDir) -> Collector {
+    pub fn start_file(
+        cfg: &Path,
+        env: &[(&str, String)],
+        health: Option<u16>,
+        metrics: Option<u16>,
+        dir: tempfile::TempDir,
+    ) -> Collector {
         let log = dir.path().join("ferrotel.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrotel"));
-        cmd.arg("--config").arg(cfg).stdout(Stdio::null()).stderr(logf).env("RUST_LOG", "info");
+        cmd.arg("--config")
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn ferrotel");
-        let mut c = Collector { child: Some(child), log, health, metrics, _dir: dir };
+        let mut c = Collector {
+            child: Some(child),
+            log,
+            health,
+            metrics,
+            _dir: dir,
+        };
         if let Some(h) = health {
             c.wait_ready(h);
         }
@@ -83,8 +129,15 @@ impl Collector {
     fn wait_ready(&mut self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("ferrotel exited with {st} during start-up:\n{}", self.logs());
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "ferrotel exited with {st} during start-up:\n{}",
+                    self.logs()
+                );
             }
             if http_get(port, "/").is_some_and(|(code, _)| code == 200) {
                 return;
@@ -105,7 +158,9 @@ impl Collector {
     /// The self-metrics text.
     pub fn self_metrics(&self) -> String {
         let port = self.metrics.expect("metrics port");
-        http_get(port, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     /// One self-metric value with all its labels as written, e.g.
@@ -125,15 +180,24 @@ impl Collector {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("ferrotel did not stop within 30s of SIGTERM:\n{}", self.logs());
+                panic!(
+                    "ferrotel did not stop within 30s of SIGTERM:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn rss_bytes(&self) -> u64 {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid())).unwrap_or_default();
-        statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+        let statm =
+            std::fs::read_to_string(format!("/proc/{}/statm", self.pid())).unwrap_or_default();
+        statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 4096
     }
 }
 
@@ -147,12 +211,19 @@ impl Drop for Collector {
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 pub fn parse_metric(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
@@ -161,12 +232,19 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     // Chunked bodies: good enough to search in.
     Some((code, body))
 }
@@ -222,7 +300,12 @@ pub struct Ports {
 
 impl Ports {
     pub fn new() -> Self {
-        Ports { grpc: free_port(), http: free_port(), health: free_port(), metrics: free_port() }
+        Ports {
+            grpc: free_port(),
+            http: free_port(),
+            health: free_port(),
+            metrics: free_port(),
+        }
     }
 
     /// The environment the ready configs read their listen addresses from.
@@ -230,8 +313,14 @@ impl Ports {
         vec![
             ("FERROTEL_GRPC_ENDPOINT", format!("127.0.0.1:{}", self.grpc)),
             ("FERROTEL_HTTP_ENDPOINT", format!("127.0.0.1:{}", self.http)),
-            ("FERROTEL_HEALTH_ENDPOINT", format!("127.0.0.1:{}", self.health)),
-            ("FERROTEL_METRICS_ENDPOINT", format!("127.0.0.1:{}", self.metrics)),
+            (
+                "FERROTEL_HEALTH_ENDPOINT",
+                format!("127.0.0.1:{}", self.health),
+            ),
+            (
+                "FERROTEL_METRICS_ENDPOINT",
+                format!("127.0.0.1:{}", self.metrics),
+            ),
         ]
     }
 }

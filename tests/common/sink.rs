@@ -4,12 +4,24 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -25,10 +37,22 @@ pub struct Store {
 
 impl Store {
     pub fn span_count(&self) -> usize {
-        self.spans.lock().unwrap().iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
     }
     pub fn log_count(&self) -> usize {
-        self.logs.lock().unwrap().iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum()
     }
 }
 
@@ -37,33 +61,58 @@ struct Svc(Arc<Store>);
 
 impl Svc {
     fn check(&self) -> Result<(), Status> {
-        if self.0.refuse.load(Ordering::SeqCst) { Err(Status::unavailable("sink is down")) } else { Ok(()) }
+        if self.0.refuse.load(Ordering::SeqCst) {
+            Err(Status::unavailable("sink is down"))
+        } else {
+            Ok(())
+        }
     }
 }
 
 #[tonic::async_trait]
 impl TraceService for Svc {
-    async fn export(&self, r: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(
+        &self,
+        r: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         self.check()?;
-        self.0.spans.lock().unwrap().extend(r.into_inner().resource_spans);
+        self.0
+            .spans
+            .lock()
+            .unwrap()
+            .extend(r.into_inner().resource_spans);
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
 
 #[tonic::async_trait]
 impl MetricsService for Svc {
-    async fn export(&self, r: Request<ExportMetricsServiceRequest>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        r: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         self.check()?;
-        self.0.metrics.lock().unwrap().extend(r.into_inner().resource_metrics);
+        self.0
+            .metrics
+            .lock()
+            .unwrap()
+            .extend(r.into_inner().resource_metrics);
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
 
 #[tonic::async_trait]
 impl LogsService for Svc {
-    async fn export(&self, r: Request<ExportLogsServiceRequest>) -> Result<Response<ExportLogsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        r: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         self.check()?;
-        self.0.logs.lock().unwrap().extend(r.into_inner().resource_logs);
+        self.0
+            .logs
+            .lock()
+            .unwrap()
+            .extend(r.into_inner().resource_logs);
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -81,23 +130,42 @@ impl Sink {
     }
 
     pub fn start_on(port: u16) -> Sink {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let store = Arc::new(Store::default());
         let svc = Svc(store.clone());
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         rt.spawn(async move {
-            let listener = tokio::net::TcpListener::bind(addr).await.expect("bind sink");
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .expect("bind sink");
             let _ = ready_tx.send(());
             tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(svc.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip))
-                .add_service(MetricsServiceServer::new(svc.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip))
-                .add_service(LogsServiceServer::new(svc).accept_compressed(tonic::codec::CompressionEncoding::Gzip))
+                .add_service(
+                    TraceServiceServer::new(svc.clone())
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                )
+                .add_service(
+                    MetricsServiceServer::new(svc.clone())
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                )
+                .add_service(
+                    LogsServiceServer::new(svc)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                )
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
                 .expect("sink server");
         });
         ready_rx.recv().unwrap();
-        Sink { store, port, _rt: rt }
+        Sink {
+            store,
+            port,
+            _rt: rt,
+        }
     }
 }

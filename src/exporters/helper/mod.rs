@@ -12,7 +12,9 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::component::{BoxFuture, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Exporter, Lifecycle};
+use crate::component::{
+    BoxFuture, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Exporter, Lifecycle,
+};
 use crate::config::{DeError, Node, units};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::{DropLabels, ExporterLabels, SignalCounters};
@@ -105,7 +107,12 @@ pub struct QueueBatchConfig {
 
 impl Default for QueueBatchConfig {
     fn default() -> Self {
-        QueueBatchConfig { flush_timeout: Duration::from_millis(200), min_size: 8192, max_size: 0, sizer: "items".into() }
+        QueueBatchConfig {
+            flush_timeout: Duration::from_millis(200),
+            min_size: 8192,
+            max_size: 0,
+            sizer: "items".into(),
+        }
     }
 }
 
@@ -119,7 +126,12 @@ pub struct Settings {
 
 impl Settings {
     /// Validates the helper keys; `node` is the exporter's config node (for positions).
-    pub fn new(timeout: Duration, retry: RetryConfig, queue: QueueConfig, node: &Node) -> Result<Self, DeError> {
+    pub fn new(
+        timeout: Duration,
+        retry: RetryConfig,
+        queue: QueueConfig,
+        node: &Node,
+    ) -> Result<Self, DeError> {
         let at = |path: &[&str], msg: String| {
             let mut n = node;
             for p in path {
@@ -127,28 +139,50 @@ impl Settings {
                     n = c;
                 }
             }
-            DeError { pos: Some(n.pos), path: path.iter().map(|s| s.to_string()).collect(), msg }
+            DeError {
+                pos: Some(n.pos),
+                path: path.iter().map(|s| s.to_string()).collect(),
+                msg,
+            }
         };
         if retry.multiplier < 1.0 {
-            return Err(at(&["retry_on_failure", "multiplier"], "must be at least 1".into()));
+            return Err(at(
+                &["retry_on_failure", "multiplier"],
+                "must be at least 1".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&retry.randomization_factor) {
-            return Err(at(&["retry_on_failure", "randomization_factor"], "must be between 0 and 1".into()));
+            return Err(at(
+                &["retry_on_failure", "randomization_factor"],
+                "must be between 0 and 1".into(),
+            ));
         }
         if retry.enabled && retry.initial_interval.is_zero() {
-            return Err(at(&["retry_on_failure", "initial_interval"], "must be greater than zero".into()));
+            return Err(at(
+                &["retry_on_failure", "initial_interval"],
+                "must be greater than zero".into(),
+            ));
         }
         if queue.enabled {
             if queue.num_consumers == 0 {
-                return Err(at(&["sending_queue", "num_consumers"], "must be at least 1".into()));
+                return Err(at(
+                    &["sending_queue", "num_consumers"],
+                    "must be at least 1".into(),
+                ));
             }
             if queue.queue_size == 0 {
-                return Err(at(&["sending_queue", "queue_size"], "must be at least 1".into()));
+                return Err(at(
+                    &["sending_queue", "queue_size"],
+                    "must be at least 1".into(),
+                ));
             }
             if queue.sizer != "requests" {
                 return Err(at(
                     &["sending_queue", "sizer"],
-                    format!("sizer {:?} is not supported yet; use `requests`", queue.sizer),
+                    format!(
+                        "sizer {:?} is not supported yet; use `requests`",
+                        queue.sizer
+                    ),
                 ));
             }
             if queue.storage.is_some() {
@@ -160,13 +194,23 @@ impl Settings {
         }
         if let Some(b) = &queue.batch {
             if b.sizer != "items" {
-                return Err(at(&["sending_queue", "batch", "sizer"], format!("sizer {:?} is not supported yet; use `items`", b.sizer)));
+                return Err(at(
+                    &["sending_queue", "batch", "sizer"],
+                    format!("sizer {:?} is not supported yet; use `items`", b.sizer),
+                ));
             }
             if b.max_size != 0 && b.max_size < b.min_size {
-                return Err(at(&["sending_queue", "batch", "max_size"], "must be 0 or at least min_size".into()));
+                return Err(at(
+                    &["sending_queue", "batch", "max_size"],
+                    "must be 0 or at least min_size".into(),
+                ));
             }
         }
-        Ok(Settings { timeout, retry, queue })
+        Ok(Settings {
+            timeout,
+            retry,
+            queue,
+        })
     }
 }
 
@@ -174,14 +218,20 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SendError {
     #[error("{msg}")]
-    Retryable { msg: String, retry_after: Option<Duration> },
+    Retryable {
+        msg: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{0}")]
     Permanent(String),
 }
 
 impl SendError {
     pub fn retryable(msg: impl Into<String>) -> Self {
-        SendError::Retryable { msg: msg.into(), retry_after: None }
+        SendError::Retryable {
+            msg: msg.into(),
+            retry_after: None,
+        }
     }
 }
 
@@ -222,11 +272,18 @@ pub struct Helper<S: Sender> {
 
 impl<S: Sender> Helper<S> {
     pub fn build(ctx: &Context, settings: Settings, sender: S) -> Arc<dyn Exporter> {
-        let labels = ExporterLabels { exporter: ctx.id.to_string() };
+        let labels = ExporterLabels {
+            exporter: ctx.id.to_string(),
+        };
         let t = &ctx.telemetry;
-        let queue = settings.queue.enabled.then(|| Queue::new(settings.queue.queue_size));
+        let queue = settings
+            .queue
+            .enabled
+            .then(|| Queue::new(settings.queue.queue_size));
         if let Some(q) = &queue {
-            t.exporter_queue_capacity.get_or_create(&labels).set(q.capacity() as i64);
+            t.exporter_queue_capacity
+                .get_or_create(&labels)
+                .set(q.capacity() as i64);
         }
         let inner = Arc::new(Inner {
             sender,
@@ -258,7 +315,11 @@ impl<S: Sender> Helper<S> {
                 crate::processors::batch::Batcher::start(cfg.clone(), s, front, Default::default())
             })
         });
-        Arc::new(Helper { inner, batchers, workers: std::sync::Mutex::new(workers) })
+        Arc::new(Helper {
+            inner,
+            batchers,
+            workers: std::sync::Mutex::new(workers),
+        })
     }
 }
 
@@ -288,7 +349,8 @@ impl<S: Sender> Lifecycle for Helper<S> {
                     b.shutdown(deadline).await;
                 }
             }
-            let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+            let workers =
+                std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
             if let Some(q) = &self.inner.queue {
                 // Workers drain what is queued, then stop; at the deadline retries are cut short.
                 q.close();
@@ -306,7 +368,11 @@ impl<S: Sender> Lifecycle for Helper<S> {
                 let mut left = 0;
                 while let Some(job) = q.try_pop() {
                     left += 1;
-                    self.inner.give_up(&job, "shutdown", "the collector stopped before it could be sent");
+                    self.inner.give_up(
+                        &job,
+                        "shutdown",
+                        "the collector stopped before it could be sent",
+                    );
                 }
                 self.inner.queue_size.set(0);
                 if left > 0 {
@@ -327,7 +393,11 @@ impl<S: Sender> Inner<S> {
         let req = match self.sender.encode(batch) {
             Ok(r) => r,
             Err(e) => {
-                let job = Job { req: (), signal, items };
+                let job = Job {
+                    req: (),
+                    signal,
+                    items,
+                };
                 self.give_up(&job, "encode_error", &e.to_string());
                 return Err(ConsumeError::Permanent(e.to_string()));
             }
@@ -336,7 +406,10 @@ impl<S: Sender> Inner<S> {
         let Some(q) = &self.queue else {
             return match self.send_with_retry(&job).await {
                 Ok(()) => Ok(()),
-                Err(SendError::Retryable { msg, retry_after }) => Err(ConsumeError::Retryable { reason: msg, retry_after }),
+                Err(SendError::Retryable { msg, retry_after }) => Err(ConsumeError::Retryable {
+                    reason: msg,
+                    retry_after,
+                }),
                 Err(SendError::Permanent(msg)) => Err(ConsumeError::Permanent(msg)),
             };
         };
@@ -347,7 +420,9 @@ impl<S: Sender> Inner<S> {
                     self.queue_size.set(q.len() as i64);
                     return Ok(());
                 }
-                Err(back) if self.settings.queue.block_on_overflow && !self.hard_stop.is_cancelled() => {
+                Err(back)
+                    if self.settings.queue.block_on_overflow && !self.hard_stop.is_cancelled() =>
+                {
                     job = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -375,7 +450,10 @@ impl<S: Sender> Inner<S> {
         self.failed.add(job.signal, job.items);
         self.telemetry
             .exporter_dropped_items
-            .get_or_create(&DropLabels { exporter: self.id.clone(), reason: reason.into() })
+            .get_or_create(&DropLabels {
+                exporter: self.id.clone(),
+                reason: reason.into(),
+            })
             .inc_by(job.items as u64);
         tracing::error!(exporter = %self.id, items = job.items, signal = %job.signal, reason, error = msg, "dropping data");
     }
@@ -413,7 +491,9 @@ impl<S: Sender> Inner<S> {
                 return Err(err);
             }
             let wait = hint.unwrap_or_else(|| jitter(interval, retry.randomization_factor));
-            if !retry.max_elapsed_time.is_zero() && started.elapsed() + wait > retry.max_elapsed_time {
+            if !retry.max_elapsed_time.is_zero()
+                && started.elapsed() + wait > retry.max_elapsed_time
+            {
                 self.give_up(job, "retries_exhausted", &msg);
                 return Err(err);
             }
@@ -425,7 +505,9 @@ impl<S: Sender> Inner<S> {
                     return Err(SendError::Permanent("shutdown".into()));
                 }
             }
-            interval = Duration::from_secs_f64((interval.as_secs_f64() * retry.multiplier).min(retry.max_interval.as_secs_f64()));
+            interval = Duration::from_secs_f64(
+                (interval.as_secs_f64() * retry.multiplier).min(retry.max_interval.as_secs_f64()),
+            );
         }
     }
 }
@@ -471,13 +553,26 @@ mod tests {
     fn settings(queue: bool, queue_size: usize) -> Settings {
         Settings {
             timeout: Duration::from_secs(5),
-            retry: RetryConfig { initial_interval: Duration::from_millis(100), max_elapsed_time: Duration::from_secs(10), ..Default::default() },
-            queue: QueueConfig { enabled: queue, num_consumers: 1, queue_size, ..Default::default() },
+            retry: RetryConfig {
+                initial_interval: Duration::from_millis(100),
+                max_elapsed_time: Duration::from_secs(10),
+                ..Default::default()
+            },
+            queue: QueueConfig {
+                enabled: queue,
+                num_consumers: 1,
+                queue_size,
+                ..Default::default()
+            },
         }
     }
 
     fn flaky(fail: usize, err: SendError) -> Arc<Flaky> {
-        Arc::new(Flaky { fail: AtomicUsize::new(fail), err, delivered: Mutex::new(vec![]) })
+        Arc::new(Flaky {
+            fail: AtomicUsize::new(fail),
+            err,
+            delivered: Mutex::new(vec![]),
+        })
     }
 
     #[tokio::test(start_paused = true)]
@@ -488,7 +583,10 @@ mod tests {
         e.consume(testdata::spans("a", 1, 4)).await.unwrap();
         assert_eq!(*f.delivered.lock().unwrap(), vec![4]);
         let text = ctx.telemetry.encode();
-        assert!(text.contains("otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 4"), "{text}");
+        assert!(
+            text.contains("otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 4"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -496,20 +594,37 @@ mod tests {
         let ctx = crate::pipeline::test_context("otlp");
         let f = flaky(1, SendError::Permanent("400 bad request".into()));
         let e = Helper::build(&ctx, settings(false, 1), f.clone());
-        assert!(matches!(e.consume(testdata::logs(2)).await, Err(ConsumeError::Permanent(_))));
+        assert!(matches!(
+            e.consume(testdata::logs(2)).await,
+            Err(ConsumeError::Permanent(_))
+        ));
         assert!(f.delivered.lock().unwrap().is_empty());
         let text = ctx.telemetry.encode();
-        assert!(text.contains("otelcol_exporter_send_failed_log_records_total{exporter=\"otlp\"} 2"), "{text}");
-        assert!(text.contains("otelcol_exporter_dropped_items_total{exporter=\"otlp\",reason=\"permanent_error\"} 2"));
+        assert!(
+            text.contains("otelcol_exporter_send_failed_log_records_total{exporter=\"otlp\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "otelcol_exporter_dropped_items_total{exporter=\"otlp\",reason=\"permanent_error\"} 2"
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_hint_is_honoured_and_max_elapsed_gives_up() {
         let ctx = crate::pipeline::test_context("otlp");
-        let f = flaky(100, SendError::Retryable { msg: "429".into(), retry_after: Some(Duration::from_secs(4)) });
+        let f = flaky(
+            100,
+            SendError::Retryable {
+                msg: "429".into(),
+                retry_after: Some(Duration::from_secs(4)),
+            },
+        );
         let e = Helper::build(&ctx, settings(false, 1), f.clone());
         let t0 = Instant::now();
-        assert!(matches!(e.consume(testdata::logs(1)).await, Err(ConsumeError::Retryable { .. })));
+        assert!(matches!(
+            e.consume(testdata::logs(1)).await,
+            Err(ConsumeError::Retryable { .. })
+        ));
         // 4s waits within a 10s budget: two retries (8s), the third would pass 10s.
         assert_eq!(f.fail.load(Ordering::SeqCst), 97);
         assert_eq!(t0.elapsed(), Duration::from_secs(8));
@@ -526,13 +641,19 @@ mod tests {
         e.consume(testdata::logs(1)).await.unwrap();
         e.consume(testdata::logs(1)).await.unwrap();
         let r = e.consume(testdata::logs(1)).await;
-        assert!(matches!(r, Err(ConsumeError::Retryable { ref reason, .. }) if reason.contains("queue") ), "{r:?}");
+        assert!(
+            matches!(r, Err(ConsumeError::Retryable { ref reason, .. }) if reason.contains("queue") ),
+            "{r:?}"
+        );
         // The backend recovers: everything accepted is delivered before shutdown returns.
         f.fail.store(0, Ordering::SeqCst);
         e.shutdown(Instant::now() + Duration::from_secs(60)).await;
         assert_eq!(f.delivered.lock().unwrap().len(), 3);
         let text = ctx.telemetry.encode();
-        assert!(text.contains("otelcol_exporter_enqueue_failed_log_records_total{exporter=\"otlp\"} 1"), "{text}");
+        assert!(
+            text.contains("otelcol_exporter_enqueue_failed_log_records_total{exporter=\"otlp\"} 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -540,7 +661,10 @@ mod tests {
         let ctx = crate::pipeline::test_context("otlp");
         let f = flaky(0, SendError::retryable("x"));
         let mut s = settings(true, 10);
-        s.queue.batch = Some(QueueBatchConfig { min_size: 6, ..Default::default() });
+        s.queue.batch = Some(QueueBatchConfig {
+            min_size: 6,
+            ..Default::default()
+        });
         let e = Arc::new(Helper::build(&ctx, s, f.clone()));
         let (a, b) = (e.clone(), e.clone());
         let (r1, r2) = tokio::join!(a.consume(testdata::logs(3)), b.consume(testdata::logs(3)));

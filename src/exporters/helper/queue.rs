@@ -11,7 +11,10 @@ pub struct Queue<T> {
 
 impl<T> Queue<T> {
     pub fn new(capacity: usize) -> Self {
-        Queue { items: ArrayQueue::new(capacity.max(1)), ready: Semaphore::new(0) }
+        Queue {
+            items: ArrayQueue::new(capacity.max(1)),
+            ready: Semaphore::new(0),
+        }
     }
 
     /// Adds an item, or gives it back when the queue is full or closed.

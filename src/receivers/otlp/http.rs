@@ -8,7 +8,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -56,8 +58,15 @@ pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
         (Signal::Metrics, &cfg.metrics_url_path),
         (Signal::Logs, &cfg.logs_url_path),
     ] {
-        let Some(entry) = entry_for(&entries, signal) else { continue };
-        let st = SignalState { signal, entry, limit: cfg.max_request_body_size, cors: cors.clone() };
+        let Some(entry) = entry_for(&entries, signal) else {
+            continue;
+        };
+        let st = SignalState {
+            signal,
+            entry,
+            limit: cfg.max_request_body_size,
+            cors: cors.clone(),
+        };
         r = r.route(
             path,
             post(handle)
@@ -72,20 +81,31 @@ pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
 
 fn media_type(headers: &HeaderMap) -> Option<String> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    Some(
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 fn error_response(status: StatusCode, enc: Encoding, msg: String) -> Response {
     let code = match status {
-        StatusCode::BAD_REQUEST => 3,               // INVALID_ARGUMENT
-        StatusCode::PAYLOAD_TOO_LARGE => 8,         // RESOURCE_EXHAUSTED
-        StatusCode::SERVICE_UNAVAILABLE => 14,      // UNAVAILABLE
+        StatusCode::BAD_REQUEST => 3,          // INVALID_ARGUMENT
+        StatusCode::PAYLOAD_TOO_LARGE => 8,    // RESOURCE_EXHAUSTED
+        StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
         StatusCode::TOO_MANY_REQUESTS => 8,
-        _ => 2,                                     // UNKNOWN
+        _ => 2, // UNKNOWN
     };
     let st = RpcStatus { code, message: msg };
     match enc {
-        Encoding::Protobuf => (status, [(header::CONTENT_TYPE, PROTOBUF)], st.encode_to_vec()).into_response(),
+        Encoding::Protobuf => (
+            status,
+            [(header::CONTENT_TYPE, PROTOBUF)],
+            st.encode_to_vec(),
+        )
+            .into_response(),
         Encoding::Json => (
             status,
             [(header::CONTENT_TYPE, JSON)],
@@ -96,7 +116,9 @@ fn error_response(status: StatusCode, enc: Encoding, msg: String) -> Response {
 }
 
 fn origin_allowed(cors: &CorsConfig, origin: &str) -> bool {
-    cors.allowed_origins.iter().any(|p| wildcard_match(p, origin))
+    cors.allowed_origins
+        .iter()
+        .any(|p| wildcard_match(p, origin))
 }
 
 /// `*` matches any run of characters (`https://*.example.com`, `http://*`).
@@ -120,7 +142,9 @@ fn wildcard_match(pattern: &str, s: &str) -> bool {
 }
 
 fn add_cors(resp: &mut Response, cors: &Option<Arc<CorsConfig>>, headers: &HeaderMap) {
-    let (Some(cors), Some(origin)) = (cors, headers.get(header::ORIGIN)) else { return };
+    let (Some(cors), Some(origin)) = (cors, headers.get(header::ORIGIN)) else {
+        return;
+    };
     if origin.to_str().is_ok_and(|o| origin_allowed(cors, o)) {
         let h = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
@@ -129,7 +153,9 @@ fn add_cors(resp: &mut Response, cors: &Option<Arc<CorsConfig>>, headers: &Heade
 }
 
 async fn preflight(State(st): State<SignalState>, headers: HeaderMap) -> Response {
-    let Some(cors) = &st.cors else { return StatusCode::METHOD_NOT_ALLOWED.into_response() };
+    let Some(cors) = &st.cors else {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
     let origin_ok = headers
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
@@ -140,19 +166,30 @@ async fn preflight(State(st): State<SignalState>, headers: HeaderMap) -> Respons
     let mut resp = StatusCode::NO_CONTENT.into_response();
     add_cors(&mut resp, &st.cors, &headers);
     let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
     let mut allowed = vec!["Content-Type".to_string(), "Content-Encoding".to_string()];
     allowed.extend(cors.allowed_headers.iter().cloned());
     if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
     }
     if cors.max_age > 0 {
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(cors.max_age));
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from(cors.max_age),
+        );
     }
     resp
 }
 
-async fn handle(State(st): State<SignalState>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(st): State<SignalState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut resp = handle_inner(&st, &headers, body).await;
     debug_assert_eq!(method, Method::POST);
     add_cors(&mut resp, &st.cors, &headers);
@@ -165,18 +202,35 @@ async fn handle_inner(st: &SignalState, headers: &HeaderMap, body: Bytes) -> Res
         Some(JSON) => Encoding::Json,
         other => {
             let msg = match other {
-                None => "missing Content-Type; use application/x-protobuf or application/json".to_string(),
-                Some(t) => format!("unsupported media type {t:?}; use application/x-protobuf or application/json"),
+                None => "missing Content-Type; use application/x-protobuf or application/json"
+                    .to_string(),
+                Some(t) => format!(
+                    "unsupported media type {t:?}; use application/x-protobuf or application/json"
+                ),
             };
-            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(header::CONTENT_TYPE, "text/plain")], msg).into_response();
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                [(header::CONTENT_TYPE, "text/plain")],
+                msg,
+            )
+                .into_response();
         }
     };
-    let content_encoding = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("invalid"));
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("invalid"));
     let raw = match compression::decode(content_encoding.unwrap_or(""), &body, st.limit) {
         Ok(b) => b,
-        Err(e @ DecodeError::TooLarge(_)) => return error_response(StatusCode::PAYLOAD_TOO_LARGE, enc, e.to_string()),
+        Err(e @ DecodeError::TooLarge(_)) => {
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, enc, e.to_string());
+        }
         Err(e @ DecodeError::Unsupported(_)) => {
-            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(header::CONTENT_TYPE, "text/plain")], e.to_string()).into_response();
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                [(header::CONTENT_TYPE, "text/plain")],
+                e.to_string(),
+            )
+                .into_response();
         }
         Err(e) => return error_response(StatusCode::BAD_REQUEST, enc, e.to_string()),
     };
@@ -187,13 +241,19 @@ async fn handle_inner(st: &SignalState, headers: &HeaderMap, body: Bytes) -> Res
     let (rejected, why) = reject_invalid(&mut batch);
     match st.entry.push(batch).await {
         Ok(()) => success(st.signal, enc, rejected, why),
-        Err(ConsumeError::Retryable { reason, retry_after }) => {
+        Err(ConsumeError::Retryable {
+            reason,
+            retry_after,
+        }) => {
             let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, enc, reason);
             let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             r
         }
-        Err(ConsumeError::Permanent(reason)) => error_response(StatusCode::BAD_REQUEST, enc, reason),
+        Err(ConsumeError::Permanent(reason)) => {
+            error_response(StatusCode::BAD_REQUEST, enc, reason)
+        }
     }
 }
 
@@ -205,24 +265,36 @@ fn decode(signal: Signal, enc: Encoding, raw: &[u8]) -> Result<Batch, String> {
         return Ok(Batch::empty(signal));
     }
     let batch = match (signal, enc) {
-        (Signal::Traces, Encoding::Protobuf) => {
-            Batch::Traces(ExportTraceServiceRequest::decode(raw).map_err(proto_err)?.resource_spans)
-        }
-        (Signal::Metrics, Encoding::Protobuf) => {
-            Batch::Metrics(ExportMetricsServiceRequest::decode(raw).map_err(proto_err)?.resource_metrics)
-        }
-        (Signal::Logs, Encoding::Protobuf) => {
-            Batch::Logs(ExportLogsServiceRequest::decode(raw).map_err(proto_err)?.resource_logs)
-        }
-        (Signal::Traces, Encoding::Json) => {
-            Batch::Traces(serde_json::from_slice::<ExportTraceServiceRequest>(raw).map_err(json_err)?.resource_spans)
-        }
-        (Signal::Metrics, Encoding::Json) => Batch::Metrics(
-            serde_json::from_slice::<ExportMetricsServiceRequest>(raw).map_err(json_err)?.resource_metrics,
+        (Signal::Traces, Encoding::Protobuf) => Batch::Traces(
+            ExportTraceServiceRequest::decode(raw)
+                .map_err(proto_err)?
+                .resource_spans,
         ),
-        (Signal::Logs, Encoding::Json) => {
-            Batch::Logs(serde_json::from_slice::<ExportLogsServiceRequest>(raw).map_err(json_err)?.resource_logs)
-        }
+        (Signal::Metrics, Encoding::Protobuf) => Batch::Metrics(
+            ExportMetricsServiceRequest::decode(raw)
+                .map_err(proto_err)?
+                .resource_metrics,
+        ),
+        (Signal::Logs, Encoding::Protobuf) => Batch::Logs(
+            ExportLogsServiceRequest::decode(raw)
+                .map_err(proto_err)?
+                .resource_logs,
+        ),
+        (Signal::Traces, Encoding::Json) => Batch::Traces(
+            serde_json::from_slice::<ExportTraceServiceRequest>(raw)
+                .map_err(json_err)?
+                .resource_spans,
+        ),
+        (Signal::Metrics, Encoding::Json) => Batch::Metrics(
+            serde_json::from_slice::<ExportMetricsServiceRequest>(raw)
+                .map_err(json_err)?
+                .resource_metrics,
+        ),
+        (Signal::Logs, Encoding::Json) => Batch::Logs(
+            serde_json::from_slice::<ExportLogsServiceRequest>(raw)
+                .map_err(json_err)?
+                .resource_logs,
+        ),
     };
     if enc == Encoding::Json {
         check_json_ids(&batch)?;
@@ -232,10 +304,18 @@ fn decode(signal: Signal, enc: Encoding, raw: &[u8]) -> Result<Batch, String> {
 
 /// OTLP/JSON carries ids as hex; a hex string of the wrong length is a malformed request.
 fn check_json_ids(batch: &Batch) -> Result<(), String> {
-    let bad = |what: &str, got: usize, want: &str| Err(format!("invalid OTLP/JSON: {what} must be {want} bytes of hex, got {got} bytes"));
+    let bad = |what: &str, got: usize, want: &str| {
+        Err(format!(
+            "invalid OTLP/JSON: {what} must be {want} bytes of hex, got {got} bytes"
+        ))
+    };
     match batch {
         Batch::Traces(rs) => {
-            for sp in rs.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+            for sp in rs
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+            {
                 if !matches!(sp.trace_id.len(), 0 | 16) {
                     return bad("traceId", sp.trace_id.len(), "16");
                 }
@@ -253,7 +333,11 @@ fn check_json_ids(batch: &Batch) -> Result<(), String> {
             }
         }
         Batch::Logs(rl) => {
-            for l in rl.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
+            for l in rl
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .flat_map(|s| &s.log_records)
+            {
                 if !matches!(l.trace_id.len(), 0 | 16) {
                     return bad("traceId", l.trace_id.len(), "16");
                 }
@@ -272,18 +356,24 @@ fn success(signal: Signal, enc: Encoding, rejected: i64, why: String) -> Respons
         Encoding::Protobuf => {
             let body = match signal {
                 Signal::Traces => ExportTraceServiceResponse {
-                    partial_success: (rejected > 0)
-                        .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message: why }),
+                    partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
+                        rejected_spans: rejected,
+                        error_message: why,
+                    }),
                 }
                 .encode_to_vec(),
                 Signal::Metrics => ExportMetricsServiceResponse {
-                    partial_success: (rejected > 0)
-                        .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message: why }),
+                    partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
+                        rejected_data_points: rejected,
+                        error_message: why,
+                    }),
                 }
                 .encode_to_vec(),
                 Signal::Logs => ExportLogsServiceResponse {
-                    partial_success: (rejected > 0)
-                        .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: why }),
+                    partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
+                        rejected_log_records: rejected,
+                        error_message: why,
+                    }),
                 }
                 .encode_to_vec(),
             };
@@ -313,8 +403,14 @@ mod tests {
     #[test]
     fn wildcards() {
         assert!(wildcard_match("http://*", "http://localhost:3000"));
-        assert!(wildcard_match("https://*.example.com", "https://app.example.com"));
-        assert!(!wildcard_match("https://*.example.com", "https://example.org"));
+        assert!(wildcard_match(
+            "https://*.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!wildcard_match(
+            "https://*.example.com",
+            "https://example.org"
+        ));
         assert!(wildcard_match("https://exact.io", "https://exact.io"));
         assert!(!wildcard_match("http://*", "https://x"));
     }
@@ -328,7 +424,10 @@ mod tests {
         let b = decode(Signal::Traces, Encoding::Json, body).unwrap();
         let Batch::Traces(rs) = b else { unreachable!() };
         let sp = &rs[0].scope_spans[0].spans[0];
-        assert_eq!(hex::encode(&sp.trace_id), "5b8efff798038103d269b633813fc60c");
+        assert_eq!(
+            hex::encode(&sp.trace_id),
+            "5b8efff798038103d269b633813fc60c"
+        );
         assert_eq!(sp.kind, 2);
         assert_eq!(sp.start_time_unix_nano, 1544712660000000000);
         assert_eq!(sp.end_time_unix_nano, 1544712661000000000);
@@ -339,8 +438,20 @@ mod tests {
         let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8e","spanId":"eee19b7ec3c1b174","name":"x"}]}]}]}"#;
         let e = decode(Signal::Traces, Encoding::Json, body).unwrap_err();
         assert!(e.contains("traceId must be 16 bytes"), "{e}");
-        assert!(decode(Signal::Logs, Encoding::Json, b"{\"resourceLogs\": [").unwrap_err().contains("invalid OTLP/JSON logs"));
-        assert!(decode(Signal::Metrics, Encoding::Protobuf, b"\xff\xff\xff").unwrap_err().contains("invalid OTLP/protobuf metrics"));
-        assert!(decode(Signal::Traces, Encoding::Protobuf, b"").unwrap().is_empty());
+        assert!(
+            decode(Signal::Logs, Encoding::Json, b"{\"resourceLogs\": [")
+                .unwrap_err()
+                .contains("invalid OTLP/JSON logs")
+        );
+        assert!(
+            decode(Signal::Metrics, Encoding::Protobuf, b"\xff\xff\xff")
+                .unwrap_err()
+                .contains("invalid OTLP/protobuf metrics")
+        );
+        assert!(
+            decode(Signal::Traces, Encoding::Protobuf, b"")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

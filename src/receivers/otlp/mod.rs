@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, Context, DynConsumer, Lifecycle, ReceiverConfig, SignalConsumers,
+    BoxFuture, BuildError, ConsumeError, Context, DynConsumer, Lifecycle, ReceiverConfig,
+    SignalConsumers,
 };
 use crate::config::{DeError, Node, from_node};
 use crate::signal::{Batch, Signal};
@@ -112,33 +113,51 @@ fn de_err(path: &[&str], node: &Node, msg: impl Into<String>) -> DeError {
             None => break,
         }
     }
-    DeError { pos, path: path.iter().map(|s| s.to_string()).collect(), msg: msg.into() }
+    DeError {
+        pos,
+        path: path.iter().map(|s| s.to_string()).collect(),
+        msg: msg.into(),
+    }
 }
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     let p = &cfg.protocols;
     if p.grpc.is_none() && p.http.is_none() {
-        return Err(de_err(&["protocols"], node, "must enable at least one protocol (grpc or http)"));
+        return Err(de_err(
+            &["protocols"],
+            node,
+            "must enable at least one protocol (grpc or http)",
+        ));
     }
     if let Some(g) = &p.grpc {
         crate::server::validate_endpoint(&g.endpoint)
             .map_err(|m| de_err(&["protocols", "grpc", "endpoint"], node, m))?;
         if g.transport != "tcp" {
-            return Err(de_err(&["protocols", "grpc", "transport"], node, "only `tcp` is supported"));
+            return Err(de_err(
+                &["protocols", "grpc", "transport"],
+                node,
+                "only `tcp` is supported",
+            ));
         }
         if g.max_recv_msg_size_mib == 0 {
-            return Err(de_err(&["protocols", "grpc", "max_recv_msg_size_mib"], node, "must be at least 1"));
+            return Err(de_err(
+                &["protocols", "grpc", "max_recv_msg_size_mib"],
+                node,
+                "must be at least 1",
+            ));
         }
         if let Some(t) = &g.tls {
-            t.validate().map_err(|m| de_err(&["protocols", "grpc", "tls"], node, m))?;
+            t.validate()
+                .map_err(|m| de_err(&["protocols", "grpc", "tls"], node, m))?;
         }
     }
     if let Some(h) = &p.http {
         crate::server::validate_endpoint(&h.endpoint)
             .map_err(|m| de_err(&["protocols", "http", "endpoint"], node, m))?;
         if let Some(t) = &h.tls {
-            t.validate().map_err(|m| de_err(&["protocols", "http", "tls"], node, m))?;
+            t.validate()
+                .map_err(|m| de_err(&["protocols", "http", "tls"], node, m))?;
         }
         for (key, path) in [
             ("traces_url_path", &h.traces_url_path),
@@ -146,11 +165,19 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
             ("logs_url_path", &h.logs_url_path),
         ] {
             if !path.starts_with('/') {
-                return Err(de_err(&["protocols", "http", key], node, "must start with `/`"));
+                return Err(de_err(
+                    &["protocols", "http", key],
+                    node,
+                    "must start with `/`",
+                ));
             }
         }
         if h.max_request_body_size == 0 {
-            return Err(de_err(&["protocols", "http", "max_request_body_size"], node, "must be positive"));
+            return Err(de_err(
+                &["protocols", "http", "max_request_body_size"],
+                node,
+                "must be positive",
+            ));
         }
     }
     Ok(Box::new(cfg))
@@ -165,7 +192,10 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn new(ctx: &Context, transport: &str, consumer: DynConsumer) -> Self {
-        let labels = ReceiverLabels { receiver: ctx.id.to_string(), transport: transport.into() };
+        let labels = ReceiverLabels {
+            receiver: ctx.id.to_string(),
+            transport: transport.into(),
+        };
         Entry {
             consumer,
             accepted: ctx.telemetry.receiver_accepted.handles(&labels),
@@ -289,29 +319,62 @@ impl ReceiverConfig for Config {
             let mut tasks = Vec::new();
             if let Some(g) = &self.protocols.grpc {
                 let entries = entries(&ctx, "grpc", &consumers);
-                let tls = g.tls.as_ref().map(|t| t.build()).transpose().map_err(|e| BuildError::new(&ctx.id, e))?;
-                let listener = crate::server::bind(&g.endpoint)
-                    .await
-                    .map_err(|e| BuildError::new(&ctx.id, format!("cannot listen on {} (grpc): {e}", g.endpoint)))?;
+                let tls = g
+                    .tls
+                    .as_ref()
+                    .map(|t| t.build())
+                    .transpose()
+                    .map_err(|e| BuildError::new(&ctx.id, e))?;
+                let listener = crate::server::bind(&g.endpoint).await.map_err(|e| {
+                    BuildError::new(
+                        &ctx.id,
+                        format!("cannot listen on {} (grpc): {e}", g.endpoint),
+                    )
+                })?;
                 tracing::info!(receiver = %ctx.id, endpoint = %g.endpoint, tls = tls.is_some(), "OTLP gRPC listening");
-                tasks.push(crate::server::serve(listener, tls, grpc::router(g, entries), stop.clone()));
+                tasks.push(crate::server::serve(
+                    listener,
+                    tls,
+                    grpc::router(g, entries),
+                    stop.clone(),
+                ));
             }
             if let Some(h) = &self.protocols.http {
                 let entries = entries(&ctx, "http", &consumers);
-                let tls = h.tls.as_ref().map(|t| t.build()).transpose().map_err(|e| BuildError::new(&ctx.id, e))?;
-                let listener = crate::server::bind(&h.endpoint)
-                    .await
-                    .map_err(|e| BuildError::new(&ctx.id, format!("cannot listen on {} (http): {e}", h.endpoint)))?;
+                let tls = h
+                    .tls
+                    .as_ref()
+                    .map(|t| t.build())
+                    .transpose()
+                    .map_err(|e| BuildError::new(&ctx.id, e))?;
+                let listener = crate::server::bind(&h.endpoint).await.map_err(|e| {
+                    BuildError::new(
+                        &ctx.id,
+                        format!("cannot listen on {} (http): {e}", h.endpoint),
+                    )
+                })?;
                 tracing::info!(receiver = %ctx.id, endpoint = %h.endpoint, tls = tls.is_some(), "OTLP HTTP listening");
-                tasks.push(crate::server::serve(listener, tls, http::router(h, entries), stop.clone()));
+                tasks.push(crate::server::serve(
+                    listener,
+                    tls,
+                    http::router(h, entries),
+                    stop.clone(),
+                ));
             }
-            Ok(Box::new(Running { shutdown: stop, tasks }) as Box<dyn Lifecycle>)
+            Ok(Box::new(Running {
+                shutdown: stop,
+                tasks,
+            }) as Box<dyn Lifecycle>)
         })
     }
 }
 
 fn entries(ctx: &Context, transport: &str, consumers: &SignalConsumers) -> [Option<Arc<Entry>>; 3] {
-    std::array::from_fn(|i| consumers[i].as_ref().map(|c| Arc::new(Entry::new(ctx, transport, c.clone()))))
+    std::array::from_fn(|i| {
+        consumers[i]
+            .as_ref()
+            .map(|c| Arc::new(Entry::new(ctx, transport, c.clone())))
+    })
 }
 
 pub(crate) fn entry_for(entries: &[Option<Arc<Entry>>; 3], s: Signal) -> Option<Arc<Entry>> {
@@ -328,7 +391,10 @@ mod tests {
         let n = yaml("protocols:\n  grpc:\n  http:\n").unwrap();
         let c: Config = from_node(&n).unwrap();
         assert_eq!(c.protocols.grpc.unwrap(), GrpcConfig::default());
-        assert_eq!(c.protocols.http.unwrap().max_request_body_size, 20 * 1024 * 1024);
+        assert_eq!(
+            c.protocols.http.unwrap().max_request_body_size,
+            20 * 1024 * 1024
+        );
     }
 
     #[test]
@@ -338,9 +404,18 @@ mod tests {
         assert_eq!(e.path_string(), "protocols.grpc.endpoint");
         assert_eq!(e.pos.unwrap().line, 3);
         let n = yaml("protocols: {}\n").unwrap();
-        assert!(parse(&n).err().unwrap().msg.contains("at least one protocol"));
+        assert!(
+            parse(&n)
+                .err()
+                .unwrap()
+                .msg
+                .contains("at least one protocol")
+        );
         let n = yaml("protocols:\n  http:\n    max_request_body_size: 1k\n").unwrap();
-        assert_eq!(parse(&n).err().unwrap().path_string(), "protocols.http.max_request_body_size");
+        assert_eq!(
+            parse(&n).err().unwrap().path_string(),
+            "protocols.http.max_request_body_size"
+        );
     }
 
     #[test]
