@@ -120,7 +120,16 @@ impl LogsService for Svc {
 pub struct Sink {
     pub store: Arc<Store>,
     pub port: u16,
-    _rt: tokio::runtime::Runtime,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // Tests may drop the sink inside their own runtime: do not block there.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Sink {
@@ -165,7 +174,7 @@ impl Sink {
         Sink {
             store,
             port,
-            _rt: rt,
+            rt: Some(rt),
         }
     }
 }
