@@ -20,7 +20,11 @@ fn request(first: u64) -> ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             scope_logs: vec![ScopeLogs {
                 log_records: (first..first + PER_REQUEST)
-                    .map(|i| LogRecord { time_unix_nano: i, severity_text: "INFO".into(), ..Default::default() })
+                    .map(|i| LogRecord {
+                        time_unix_nano: i,
+                        severity_text: "INFO".into(),
+                        ..Default::default()
+                    })
                     .collect(),
                 ..Default::default()
             }],
@@ -31,13 +35,26 @@ fn request(first: u64) -> ExportLogsServiceRequest {
 
 #[test]
 fn sigterm_under_load_delivers_everything_acknowledged() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let sink = Sink::start();
     let p = Ports::new();
     let mut env = p.env();
-    env.push(("FERROTEL_GATEWAY_ENDPOINT", format!("127.0.0.1:{}", sink.port)));
+    env.push((
+        "FERROTEL_GATEWAY_ENDPOINT",
+        format!("127.0.0.1:{}", sink.port),
+    ));
     // The ready agent config as shipped (memory_limiter, batch, otlp_grpc with a queue).
-    let mut agent = Collector::start_file(&common::repo().join("pipelines/agent.yaml"), &env, Some(p.health), Some(p.metrics), tempfile::tempdir().unwrap());
+    let mut agent = Collector::start_file(
+        &common::repo().join("pipelines/agent.yaml"),
+        &env,
+        Some(p.health),
+        Some(p.metrics),
+        tempfile::tempdir().unwrap(),
+    );
 
     let acked: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -47,7 +64,9 @@ fn sigterm_under_load_delivers_everything_acknowledged() {
         let (acked, stop, next) = (acked.clone(), stop.clone(), next.clone());
         let url = format!("http://127.0.0.1:{}", p.grpc);
         tasks.push(rt.spawn(async move {
-            let Ok(mut client) = LogsServiceClient::connect(url).await else { return };
+            let Ok(mut client) = LogsServiceClient::connect(url).await else {
+                return;
+            };
             while !stop.load(Ordering::SeqCst) {
                 let first = next.fetch_add(PER_REQUEST, Ordering::SeqCst);
                 match client.export(request(first)).await {
@@ -58,7 +77,9 @@ fn sigterm_under_load_delivers_everything_acknowledged() {
             }
         }));
     }
-    wait_until("steady load", Duration::from_secs(10), || acked.lock().unwrap().len() > 2000);
+    wait_until("steady load", Duration::from_secs(10), || {
+        acked.lock().unwrap().len() > 2000
+    });
     let status = agent.terminate();
     stop.store(true, Ordering::SeqCst);
     for t in tasks {
@@ -67,11 +88,28 @@ fn sigterm_under_load_delivers_everything_acknowledged() {
     assert!(status.success(), "exit status {status}:\n{}", agent.logs());
     let acked = acked.lock().unwrap().clone();
     let mut delivered = HashSet::new();
-    for l in sink.store.logs.lock().unwrap().iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
-        assert!(delivered.insert(l.time_unix_nano), "record {} delivered twice", l.time_unix_nano);
+    for l in sink
+        .store
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .flat_map(|s| &s.log_records)
+    {
+        assert!(
+            delivered.insert(l.time_unix_nano),
+            "record {} delivered twice",
+            l.time_unix_nano
+        );
     }
     let missing: Vec<_> = acked.difference(&delivered).take(5).collect();
-    assert!(missing.is_empty(), "{} acknowledged records lost, e.g. {missing:?}:\n{}", acked.difference(&delivered).count(), agent.logs());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records lost, e.g. {missing:?}:\n{}",
+        acked.difference(&delivered).count(),
+        agent.logs()
+    );
     assert!(agent.logs().contains("shutdown complete"));
     rt.shutdown_background();
 }

@@ -58,6 +58,10 @@ pub fn sdk_send(
         ])
         .args(["--count", &count.to_string()])
         .args(extra)
+        // `requests` lets these override the CA the SDK is given (its `verify`); a machine-wide
+        // bundle must not decide which server the test trusts.
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
         .output()
         .expect("run the SDK client");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

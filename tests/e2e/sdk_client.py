@@ -63,7 +63,8 @@ class RecMetric(Recording, MetricExporter):
         )
 
 
-def exporters(protocol, endpoint, compression):
+def exporters(protocol, endpoint, compression, ca=None, cert=None, key=None, timeout=10):
+    read = lambda p: open(p, "rb").read() if p else None
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -71,7 +72,12 @@ def exporters(protocol, endpoint, compression):
         from grpc import Compression
 
         comp = Compression.Gzip if compression == "gzip" else Compression.NoCompression
-        kw = dict(endpoint=endpoint, insecure=True, compression=comp, timeout=10)
+        kw = dict(endpoint=endpoint, insecure=True, compression=comp, timeout=timeout)
+        if ca:
+            import grpc
+
+            creds = grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
+            kw.update(insecure=False, credentials=creds)
         return OTLPSpanExporter(**kw), OTLPMetricExporter(**kw), OTLPLogExporter(**kw)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -80,10 +86,13 @@ def exporters(protocol, endpoint, compression):
 
     comp = Compression.Gzip if compression == "gzip" else Compression.NoCompression
     base = endpoint.rstrip("/")
+    kw = dict(compression=comp, timeout=timeout)
+    if ca:
+        kw.update(certificate_file=ca, client_key_file=key, client_certificate_file=cert)
     return (
-        OTLPSpanExporter(endpoint=base + "/v1/traces", compression=comp, timeout=10),
-        OTLPMetricExporter(endpoint=base + "/v1/metrics", compression=comp, timeout=10),
-        OTLPLogExporter(endpoint=base + "/v1/logs", compression=comp, timeout=10),
+        OTLPSpanExporter(endpoint=base + "/v1/traces", **kw),
+        OTLPMetricExporter(endpoint=base + "/v1/metrics", **kw),
+        OTLPLogExporter(endpoint=base + "/v1/logs", **kw),
     )
 
 
@@ -95,11 +104,15 @@ def main():
     ap.add_argument("--signals", default="traces,metrics,logs")
     ap.add_argument("--count", type=int, default=10)
     ap.add_argument("--run-id", required=True)
+    ap.add_argument("--timeout", type=float, default=10, help="export timeout, seconds")
+    ap.add_argument("--ca-file", help="CA to verify the server with (turns TLS on)")
+    ap.add_argument("--client-cert", help="client certificate for mTLS")
+    ap.add_argument("--client-key", help="client key for mTLS")
     a = ap.parse_args()
     signals = set(a.signals.split(","))
 
     resource = Resource.create({"service.name": "sdk-e2e", "run.id": a.run_id, "deployment.environment": "test"})
-    span_exp, metric_exp, log_exp = exporters(a.protocol, a.endpoint, a.compression)
+    span_exp, metric_exp, log_exp = exporters(a.protocol, a.endpoint, a.compression, a.ca_file, a.client_cert, a.client_key, a.timeout)
     out = {"run_id": a.run_id, "spans": [], "logs": [], "metrics": {}}
     ok = True
 
