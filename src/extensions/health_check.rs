@@ -161,3 +161,31 @@ impl ExtensionConfig for Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unavailable_until_ready_and_again_while_stopping() {
+        let h = Arc::new(Health::default());
+        assert_eq!(
+            status(h.clone()).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        h.set_ready();
+        assert_eq!(status(h.clone()).await.status(), StatusCode::OK);
+        h.set_stopping();
+        assert_eq!(
+            status(h.clone()).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn config() {
+        let n = crate::config::node::parse("endpoint: 127.0.0.1:1\npath: health\n").unwrap();
+        assert_eq!(parse(&n).err().unwrap().path_string(), "path");
+        assert!(parse(&crate::config::Node::null(Default::default())).is_ok());
+    }
+}
