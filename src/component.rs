@@ -19,6 +19,11 @@ use crate::telemetry::Telemetry;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why a stage did not take a batch. Travels back to the receiver, which answers the client.
+///
+/// Ownership rule: a stage that refuses retryably *before* taking the data gives the batch back
+/// in `returned`, so a buffering caller (the batch processor) can redeliver it without having
+/// kept a copy. A `Permanent` error means the data is gone and the stage that returned it has
+/// counted it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConsumeError {
     /// Try again later (queue full, memory limit, downstream unavailable). Receivers answer
@@ -27,8 +32,10 @@ pub enum ConsumeError {
     Retryable {
         reason: String,
         retry_after: Option<Duration>,
+        /// The refused batch, when the refusing stage did not keep it.
+        returned: Option<Box<Batch>>,
     },
-    /// The data itself was refused; retrying will not help.
+    /// The data was dropped (and counted) or refused for good; retrying will not help.
     #[error("{0}")]
     Permanent(String),
 }
@@ -38,6 +45,16 @@ impl ConsumeError {
         ConsumeError::Retryable {
             reason: reason.into(),
             retry_after: None,
+            returned: None,
+        }
+    }
+
+    /// A retryable refusal that gives the batch back.
+    pub fn refuse(reason: impl Into<String>, batch: Batch) -> Self {
+        ConsumeError::Retryable {
+            reason: reason.into(),
+            retry_after: None,
+            returned: Some(Box::new(batch)),
         }
     }
 }

@@ -36,6 +36,13 @@ pub struct ProcessorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessorDropLabels {
+    pub processor: String,
+    pub otel_signal: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     pub exporter: String,
     pub reason: String,
@@ -105,6 +112,8 @@ pub struct Telemetry {
     pub processor_incoming: Family<ProcessorLabels, Counter>,
     pub processor_outgoing: Family<ProcessorLabels, Counter>,
     pub processor_refused: Family<ProcessorLabels, Counter>,
+    /// Items a processor had accepted and then gave up, by reason.
+    pub processor_dropped: Family<ProcessorDropLabels, Counter>,
     pub batch_size_trigger: Family<ProcessorLabels, Counter>,
     pub batch_timeout_trigger: Family<ProcessorLabels, Counter>,
     process_rss: Gauge,
@@ -182,6 +191,12 @@ impl Telemetry {
             "otelcol_processor_refused_items",
             "Items the processor refused (retryable)",
         );
+        let processor_dropped: Family<ProcessorDropLabels, Counter> = Family::default();
+        reg.register(
+            "otelcol_processor_dropped_items",
+            "Items a processor accepted and then gave up, by reason",
+            processor_dropped.clone(),
+        );
         let batch_size_trigger = pfam(
             reg,
             "otelcol_processor_batch_batch_size_trigger_send",
@@ -237,6 +252,7 @@ impl Telemetry {
             processor_incoming,
             processor_outgoing,
             processor_refused,
+            processor_dropped,
             batch_size_trigger,
             batch_timeout_trigger,
             process_rss,

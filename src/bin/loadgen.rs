@@ -1,1 +1,396 @@
-fn main() {}
+//! `ferrotel-loadgen`: OTLP load for benchmarks.
+//!
+//! `send` drives an OTLP endpoint over gRPC or HTTP at a fixed rate or flat out and reports the
+//! items the endpoint accepted per second, refusals (retryable answers) and errors. `sink` is a
+//! counting OTLP/gRPC endpoint to export into. Requests are encoded once and resent, so the
+//! generator spends its CPU on the wire, not on building messages.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
+use prost::Message;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "ferrotel-loadgen",
+    version,
+    about = "OTLP load generator and counting sink"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Send spans to an OTLP endpoint.
+    Send {
+        /// `host:port` for gRPC, `http://host:port` for HTTP.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        endpoint: String,
+        #[arg(long, default_value = "grpc", value_parser = ["grpc", "http"])]
+        protocol: String,
+        /// Spans per second in total; 0 = as fast as the endpoint accepts.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 100)]
+        spans_per_request: usize,
+        #[arg(long, default_value_t = 10)]
+        attrs_per_span: usize,
+        /// Concurrent connections (each with one request in flight).
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Print a line per second.
+        #[arg(long)]
+        progress: bool,
+    },
+    /// A counting OTLP/gRPC traces endpoint; prints spans received per second.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:5317")]
+        listen: String,
+    },
+}
+
+fn request(spans: usize, attrs: usize, seed: u64) -> ExportTraceServiceRequest {
+    let kv = |k: String, v: any_value::Value| KeyValue {
+        key: k,
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv(
+                        "service.name".into(),
+                        any_value::Value::StringValue("loadgen".into()),
+                    ),
+                    kv(
+                        "host.name".into(),
+                        any_value::Value::StringValue("bench".into()),
+                    ),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "ferrotel-loadgen".into(),
+                    ..Default::default()
+                }),
+                spans: (0..spans as u64)
+                    .map(|i| {
+                        let id = seed.wrapping_mul(1_000_003).wrapping_add(i + 1);
+                        Span {
+                            trace_id: [id.to_be_bytes(), (id ^ 0x5555).to_be_bytes()].concat(),
+                            span_id: id.to_be_bytes().to_vec(),
+                            name: format!("GET /api/v1/items/{}", i % 16),
+                            kind: span::SpanKind::Server as i32,
+                            start_time_unix_nano: now,
+                            end_time_unix_nano: now + 1_000_000,
+                            attributes: (0..attrs)
+                                .map(|a| match a % 3 {
+                                    0 => kv(
+                                        format!("attr.str.{a}"),
+                                        any_value::Value::StringValue(format!(
+                                            "value-{a}-{}",
+                                            i % 7
+                                        )),
+                                    ),
+                                    1 => kv(
+                                        format!("attr.int.{a}"),
+                                        any_value::Value::IntValue((i * a as u64) as i64),
+                                    ),
+                                    _ => kv(
+                                        format!("attr.bool.{a}"),
+                                        any_value::Value::BoolValue(i % 2 == 0),
+                                    ),
+                                })
+                                .collect(),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    spans: AtomicU64,
+    refused: AtomicU64,
+    errors: AtomicU64,
+}
+
+enum Outcome {
+    Ok,
+    Refused,
+    Error(String),
+}
+
+async fn send_grpc(channel: &tonic::transport::Channel, body: &Bytes) -> Outcome {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    if let Err(e) = grpc.ready().await {
+        return Outcome::Error(e.to_string());
+    }
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    match grpc
+        .unary(
+            tonic::Request::new(body.clone()),
+            path,
+            ferrotel::exporters::otlp_grpc::RawCodec,
+        )
+        .await
+    {
+        Ok(_) => Outcome::Ok,
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+            ) =>
+        {
+            Outcome::Refused
+        }
+        Err(s) => Outcome::Error(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+async fn send_http(client: &reqwest::Client, url: &str, body: &Bytes) -> Outcome {
+    match client
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .body(body.clone())
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => Outcome::Ok,
+        Ok(r) if matches!(r.status().as_u16(), 429 | 503) => Outcome::Refused,
+        Ok(r) => Outcome::Error(format!("HTTP {}", r.status())),
+        Err(e) => Outcome::Error(e.to_string()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_send(
+    endpoint: String,
+    protocol: String,
+    rate: u64,
+    spans: usize,
+    attrs: usize,
+    concurrency: usize,
+    duration: f64,
+    progress: bool,
+) -> anyhow::Result<()> {
+    // A few distinct requests, rotated, so ids differ between consecutive requests.
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
+        (0..16)
+            .map(|s| Bytes::from(request(spans, attrs, s).encode_to_vec()))
+            .collect(),
+    );
+    let stats = Arc::new(Stats::default());
+    let end = Instant::now() + Duration::from_secs_f64(duration);
+    let per_worker_interval = (rate > 0).then(|| {
+        let requests_per_sec = rate as f64 / spans as f64 / concurrency as f64;
+        Duration::from_secs_f64(1.0 / requests_per_sec)
+    });
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (bodies, stats, endpoint, protocol) = (
+            bodies.clone(),
+            stats.clone(),
+            endpoint.clone(),
+            protocol.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let channel = if protocol == "grpc" {
+                let uri = if endpoint.starts_with("http") {
+                    endpoint.clone()
+                } else {
+                    format!("http://{endpoint}")
+                };
+                Some(
+                    tonic::transport::Endpoint::from_shared(uri)?
+                        .tcp_nodelay(true)
+                        .connect_lazy(),
+                )
+            } else {
+                None
+            };
+            let client = reqwest::Client::new();
+            let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+            let mut tick = per_worker_interval.map(|i| {
+                let mut t = tokio::time::interval_at(
+                    tokio::time::Instant::now() + i.mul_f64(w as f64 / concurrency as f64),
+                    i,
+                );
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                t
+            });
+            let mut i = w;
+            let mut last_error = String::new();
+            while Instant::now() < end {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                let body = &bodies[i % bodies.len()];
+                i += 1;
+                let outcome = match &channel {
+                    Some(ch) => send_grpc(ch, body).await,
+                    None => send_http(&client, &url, body).await,
+                };
+                match outcome {
+                    Outcome::Ok => drop(stats.spans.fetch_add(spans as u64, Ordering::Relaxed)),
+                    Outcome::Refused => {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Outcome::Error(e) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        last_error = e;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            anyhow::Ok(last_error)
+        }));
+    }
+    let started = Instant::now();
+    if progress {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut t = tokio::time::interval(Duration::from_secs(1));
+            t.tick().await;
+            loop {
+                t.tick().await;
+                let now = stats.spans.load(Ordering::Relaxed);
+                eprintln!(
+                    "{:>6.1}s  {:>10} spans/s",
+                    started.elapsed().as_secs_f64(),
+                    now - last
+                );
+                last = now;
+            }
+        });
+    }
+    let mut last_error = String::new();
+    for t in tasks {
+        if let Ok(Ok(e)) = t.await {
+            if !e.is_empty() {
+                last_error = e;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = stats.spans.load(Ordering::Relaxed);
+    println!(
+        "{{\"accepted_spans\": {n}, \"seconds\": {secs:.3}, \"spans_per_sec\": {:.0}, \"refused_requests\": {}, \"errors\": {}, \"last_error\": {:?}}}",
+        n as f64 / secs,
+        stats.refused.load(Ordering::Relaxed),
+        stats.errors.load(Ordering::Relaxed),
+        last_error
+    );
+    Ok(())
+}
+
+struct CountingSink(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for CountingSink {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = req
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn run_sink(listen: String) -> anyhow::Result<()> {
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let mut last = 0;
+        let mut t = tokio::time::interval(Duration::from_secs(1));
+        t.tick().await;
+        loop {
+            t.tick().await;
+            let now = c.load(Ordering::Relaxed);
+            println!(
+                "{{\"total_spans\": {now}, \"spans_last_second\": {}}}",
+                now - last
+            );
+            last = now;
+        }
+    });
+    let svc = TraceServiceServer::new(CountingSink(count))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+        .max_decoding_message_size(64 << 20);
+    tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve(listen.parse()?)
+        .await?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Send {
+            endpoint,
+            protocol,
+            rate,
+            spans_per_request,
+            attrs_per_span,
+            concurrency,
+            duration,
+            progress,
+        } => rt.block_on(run_send(
+            endpoint,
+            protocol,
+            rate,
+            spans_per_request,
+            attrs_per_span,
+            concurrency,
+            duration,
+            progress,
+        )),
+        Cmd::Sink { listen } => rt.block_on(run_sink(listen)),
+    }
+}

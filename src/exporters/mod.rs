@@ -10,13 +10,13 @@ use crate::config::{DeError, Node};
 /// The shape shared by the three OTLP export responses: `partial_success = 1` holding
 /// `rejected_* = 1` and `error_message = 2`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ExportResponse {
+pub struct ExportResponse {
     #[prost(message, optional, tag = "1")]
     pub partial_success: Option<PartialSuccess>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct PartialSuccess {
+pub struct PartialSuccess {
     #[prost(int64, tag = "1")]
     pub rejected: i64,
     #[prost(string, tag = "2")]

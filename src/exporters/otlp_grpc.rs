@@ -251,13 +251,14 @@ pub fn classify(status: &Status) -> SendError {
     }
 }
 
-/// Sends already-encoded request bytes; decodes the response.
-#[derive(Clone, Copy)]
-struct RawCodec;
+/// Sends already-encoded request bytes (encode once, send on every retry); decodes the
+/// response. Public so the load generator can send pre-encoded requests too.
+#[derive(Clone, Copy, Default)]
+pub struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;
-    type Decode = ExportResponse;
+    type Decode = super::ExportResponse;
     type Encoder = RawCodec;
     type Decoder = RawCodec;
     fn encoder(&mut self) -> Self::Encoder {

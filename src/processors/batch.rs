@@ -1,13 +1,19 @@
 //! `batch` processor: groups incoming batches until `send_batch_size` items or `timeout`, and
 //! splits what it sends to at most `send_batch_max_size` items.
 //!
-//! Unlike the Collector's batch processor, a caller's `consume` completes only when the batch
-//! holding its items has been handed downstream, and with downstream's result: a full exporter
-//! queue travels back to the receiver as a retryable refusal instead of being dropped here.
+//! A batch is acknowledged once it is buffered, as in the Collector, so a client with one export
+//! in flight is not slowed to one request per `timeout`. Unlike the Collector's batch processor,
+//! nothing acknowledged is dropped when downstream refuses: a retryable refusal (an exporter's
+//! full queue) hands the batch back, it is redelivered with backoff, and the buffer is bounded:
+//! past [`Batcher::max_buffered`] items new data is refused with a retryable error, which travels
+//! back to the client. Only a permanent error or the shutdown deadline drops data, counted.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -18,7 +24,7 @@ use crate::component::{
 };
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::{Batch, Signal};
-use crate::telemetry::ProcessorLabels;
+use crate::telemetry::{ProcessorDropLabels, ProcessorLabels};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -64,17 +70,30 @@ impl ProcessorConfig for Config {
         signal: Signal,
         next: DynConsumer,
     ) -> Result<Arc<dyn Processor>, BuildError> {
+        let id = ctx.id.to_string();
         let labels = ProcessorLabels {
-            processor: ctx.id.to_string(),
+            processor: id.clone(),
             pipeline: String::new(),
             otel_signal: signal.to_string(),
         };
         let t = &ctx.telemetry;
+        let dropped = |reason: &str| {
+            t.processor_dropped
+                .get_or_create(&ProcessorDropLabels {
+                    processor: id.clone(),
+                    otel_signal: signal.to_string(),
+                    reason: reason.into(),
+                })
+                .clone()
+        };
         let stats = Stats {
             incoming: t.processor_incoming.get_or_create(&labels).clone(),
             outgoing: t.processor_outgoing.get_or_create(&labels).clone(),
+            refused: t.processor_refused.get_or_create(&labels).clone(),
             size_trigger: t.batch_size_trigger.get_or_create(&labels).clone(),
             timeout_trigger: t.batch_timeout_trigger.get_or_create(&labels).clone(),
+            dropped_unreturned: dropped("refused_without_data"),
+            dropped_shutdown: dropped("shutdown"),
         };
         Ok(Arc::new(Batcher::start(self.clone(), signal, next, stats)))
     }
@@ -82,154 +101,314 @@ impl ProcessorConfig for Config {
 
 #[derive(Clone, Default)]
 pub struct Stats {
-    pub incoming: prometheus_client::metrics::counter::Counter,
-    pub outgoing: prometheus_client::metrics::counter::Counter,
-    pub size_trigger: prometheus_client::metrics::counter::Counter,
-    pub timeout_trigger: prometheus_client::metrics::counter::Counter,
+    pub incoming: Counter,
+    pub outgoing: Counter,
+    pub refused: Counter,
+    pub size_trigger: Counter,
+    pub timeout_trigger: Counter,
+    /// Refused retryably by a downstream stage that did not give the batch back.
+    pub dropped_unreturned: Counter,
+    pub dropped_shutdown: Counter,
 }
 
 enum Msg {
-    Data(Batch, oneshot::Sender<ConsumeResult>),
-    Shutdown(oneshot::Sender<()>),
+    Data(Batch),
+    Shutdown(Instant, oneshot::Sender<()>),
 }
 
 /// The batching engine, also used by the exporter helper for `sending_queue.batch`.
 pub struct Batcher {
     tx: mpsc::Sender<Msg>,
+    /// Items acknowledged but not yet taken by downstream.
+    buffered: Arc<AtomicUsize>,
+    /// Set while downstream refuses (batches wait for redelivery): new data is refused too, so
+    /// the refusal travels back to clients at once.
+    blocked: Arc<AtomicBool>,
+    max_buffered: usize,
+    refused: Counter,
 }
 
-/// Flushes handed downstream at the same time; more waits (backpressure).
+/// Flushes handed downstream at the same time; more waits.
 const MAX_CONCURRENT_FLUSHES: usize = 32;
+/// Redelivery of a refused batch starts after this and doubles up to `MAX_RETRY_DELAY`.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 impl Batcher {
     pub fn start(cfg: Config, signal: Signal, next: DynConsumer, stats: Stats) -> Self {
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(cfg, signal, next, stats, rx));
-        Batcher { tx }
+        let (tx, rx) = mpsc::channel(256);
+        let buffered = Arc::new(AtomicUsize::new(0));
+        let blocked = Arc::new(AtomicBool::new(false));
+        let max_buffered = Self::max_buffered(&cfg);
+        let refused = stats.refused.clone();
+        tokio::spawn(Run::new(cfg, signal, next, stats, buffered.clone(), blocked.clone()).run(rx));
+        Batcher {
+            tx,
+            buffered,
+            blocked,
+            max_buffered,
+            refused,
+        }
+    }
+
+    /// The most items held (pending, in flight or waiting for redelivery) before new data is
+    /// refused: two outgoing batches.
+    pub fn max_buffered(cfg: &Config) -> usize {
+        cfg.send_batch_max_size.max(cfg.send_batch_size).max(1024) * 2
     }
 }
 
 impl Consumer for Batcher {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
         Box::pin(async move {
-            let (done, wait) = oneshot::channel();
-            self.tx
-                .send(Msg::Data(batch, done))
-                .await
-                .map_err(|_| ConsumeError::retryable("the batch processor is shutting down"))?;
-            wait.await
-                .unwrap_or_else(|_| Err(ConsumeError::retryable("the batch processor stopped")))
+            let n = batch.item_count();
+            if self.blocked.load(Ordering::Acquire) {
+                self.refused.inc_by(n as u64);
+                return Err(ConsumeError::refuse(
+                    "downstream is refusing data (e.g. an exporter queue is full); retry later",
+                    batch,
+                ));
+            }
+            let before = self.buffered.fetch_add(n, Ordering::AcqRel);
+            // An empty buffer takes any batch, so one oversized request is never refused forever.
+            if before > 0 && before + n > self.max_buffered {
+                self.buffered.fetch_sub(n, Ordering::AcqRel);
+                self.refused.inc_by(n as u64);
+                return Err(ConsumeError::refuse(
+                    format!(
+                        "the batch processor holds {before} items that downstream has not taken yet; retry later"
+                    ),
+                    batch,
+                ));
+            }
+            if let Err(mpsc::error::SendError(msg)) = self.tx.send(Msg::Data(batch)).await {
+                self.buffered.fetch_sub(n, Ordering::AcqRel);
+                let Msg::Data(batch) = msg else {
+                    unreachable!("only data is sent here")
+                };
+                return Err(ConsumeError::refuse(
+                    "the batch processor is shutting down",
+                    batch,
+                ));
+            }
+            Ok(())
         })
     }
 }
 
 impl Lifecycle for Batcher {
-    fn shutdown(&self, _deadline: Instant) -> BoxFuture<'_, ()> {
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let (done, wait) = oneshot::channel();
-            if self.tx.send(Msg::Shutdown(done)).await.is_ok() {
+            if self.tx.send(Msg::Shutdown(deadline, done)).await.is_ok() {
                 let _ = wait.await;
             }
         })
     }
 }
 
-async fn run(
+/// The batcher's task: owns the pending batch and the batches waiting for redelivery.
+struct Run {
     cfg: Config,
     signal: Signal,
     next: DynConsumer,
     stats: Stats,
-    mut rx: mpsc::Receiver<Msg>,
-) {
-    let flushes = Arc::new(Semaphore::new(MAX_CONCURRENT_FLUSHES));
-    let mut pending = Batch::empty(signal);
-    let mut pending_items = 0usize;
-    let mut waiters: Vec<oneshot::Sender<ConsumeResult>> = Vec::new();
-    let mut deadline: Option<Instant> = None;
-    let flush = |pending: &mut Batch,
-                 waiters: &mut Vec<oneshot::Sender<ConsumeResult>>,
-                 items: &mut usize,
-                 permit: tokio::sync::OwnedSemaphorePermit| {
-        let batch = std::mem::replace(pending, Batch::empty(signal));
-        let ws = std::mem::take(waiters);
-        stats.outgoing.inc_by(*items as u64);
-        *items = 0;
-        let next = next.clone();
-        let max = cfg.send_batch_max_size;
+    buffered: Arc<AtomicUsize>,
+    blocked: Arc<AtomicBool>,
+    flushes: Arc<Semaphore>,
+    pending: Batch,
+    pending_items: usize,
+    /// Batches downstream refused (retryably), oldest first.
+    retry: VecDeque<Batch>,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    results_tx: mpsc::Sender<(usize, ConsumeResult)>,
+    results_rx: mpsc::Receiver<(usize, ConsumeResult)>,
+}
+
+impl Run {
+    fn new(
+        cfg: Config,
+        signal: Signal,
+        next: DynConsumer,
+        stats: Stats,
+        buffered: Arc<AtomicUsize>,
+        blocked: Arc<AtomicBool>,
+    ) -> Self {
+        let (results_tx, results_rx) = mpsc::channel(MAX_CONCURRENT_FLUSHES);
+        Run {
+            cfg,
+            signal,
+            next,
+            stats,
+            buffered,
+            blocked,
+            flushes: Arc::new(Semaphore::new(MAX_CONCURRENT_FLUSHES)),
+            pending: Batch::empty(signal),
+            pending_items: 0,
+            retry: VecDeque::new(),
+            retry_at: None,
+            retry_delay: FIRST_RETRY_DELAY,
+            results_tx,
+            results_rx,
+        }
+    }
+
+    /// Hands `batch` downstream in a task of its own; the outcome comes back on `results`.
+    async fn send(&self, batch: Batch) {
+        let Ok(permit) = self.flushes.clone().acquire_owned().await else {
+            return;
+        };
+        let (next, results, max) = (
+            self.next.clone(),
+            self.results_tx.clone(),
+            self.cfg.send_batch_max_size,
+        );
         tokio::spawn(async move {
             let _permit = permit;
-            let mut result = Ok(());
             for chunk in batch.split(max) {
-                if let Err(e) = next.consume(chunk).await {
-                    result = Err(e);
-                }
-            }
-            for w in ws {
-                let _ = w.send(result.clone());
+                let n = chunk.item_count();
+                let r = next.consume(chunk).await;
+                let _ = results.send((n, r)).await;
             }
         });
-    };
-    loop {
-        let timer = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+    }
+
+    async fn flush_pending(&mut self) {
+        if self.pending_items == 0 {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.pending, Batch::empty(self.signal));
+        self.pending_items = 0;
+        self.send(batch).await;
+    }
+
+    fn on_result(&mut self, n: usize, r: ConsumeResult) {
+        match r {
+            Ok(()) => {
+                self.stats.outgoing.inc_by(n as u64);
+                self.buffered.fetch_sub(n, Ordering::AcqRel);
+                self.retry_delay = FIRST_RETRY_DELAY;
+                if self.retry.is_empty() {
+                    self.blocked.store(false, Ordering::Release);
+                }
             }
-        };
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(Msg::Data(batch, done)) => {
-                    let n = batch.item_count();
-                    stats.incoming.inc_by(n as u64);
-                    if n == 0 {
-                        let _ = done.send(Ok(()));
-                        continue;
-                    }
-                    if pending.append(batch).is_err() {
-                        let _ = done.send(Err(ConsumeError::Permanent(format!("batch processor of a {signal} pipeline got another signal"))));
-                        continue;
-                    }
-                    pending_items += n;
-                    waiters.push(done);
-                    let size_reached = cfg.send_batch_size > 0 && pending_items >= cfg.send_batch_size;
-                    if size_reached || cfg.timeout.is_zero() {
-                        if size_reached {
-                            stats.size_trigger.inc();
-                        }
-                        let Ok(permit) = flushes.clone().acquire_owned().await else { break };
-                        flush(&mut pending, &mut waiters, &mut pending_items, permit);
-                        deadline = None;
-                    } else if deadline.is_none() {
-                        deadline = Some(Instant::now() + cfg.timeout);
-                    }
-                }
-                Some(Msg::Shutdown(done)) => {
-                    rx.close();
-                    // Whatever is still queued in the channel is flushed too.
-                    while let Ok(Msg::Data(b, w)) = rx.try_recv() {
-                        pending_items += b.item_count();
-                        let _ = pending.append(b);
-                        waiters.push(w);
-                    }
-                    if !waiters.is_empty() {
-                        if let Ok(permit) = flushes.clone().acquire_owned().await {
-                            flush(&mut pending, &mut waiters, &mut pending_items, permit);
-                        }
-                    }
-                    // Wait for every flush in flight.
-                    let _ = flushes.acquire_many(MAX_CONCURRENT_FLUSHES as u32).await;
-                    let _ = done.send(());
-                    return;
-                }
-                None => return,
-            },
-            _ = timer => {
-                stats.timeout_trigger.inc();
-                deadline = None;
-                let Ok(permit) = flushes.clone().acquire_owned().await else { break };
-                flush(&mut pending, &mut waiters, &mut pending_items, permit);
+            Err(ConsumeError::Retryable {
+                reason,
+                retry_after,
+                returned: Some(batch),
+            }) => {
+                tracing::debug!(signal = %self.signal, items = n, %reason, "downstream refused a batch; it will be redelivered");
+                self.blocked.store(true, Ordering::Release);
+                self.retry.push_back(*batch);
+                let delay = retry_after.unwrap_or(self.retry_delay).min(MAX_RETRY_DELAY);
+                self.retry_at.get_or_insert(Instant::now() + delay);
+                self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
+            }
+            Err(ConsumeError::Retryable {
+                reason,
+                returned: None,
+                ..
+            }) => {
+                tracing::error!(signal = %self.signal, items = n, %reason, "downstream refused a batch without giving it back; dropped");
+                self.stats.dropped_unreturned.inc_by(n as u64);
+                self.buffered.fetch_sub(n, Ordering::AcqRel);
+            }
+            Err(ConsumeError::Permanent(reason)) => {
+                // Dropped and counted downstream.
+                tracing::debug!(signal = %self.signal, items = n, %reason, "downstream dropped a batch");
+                self.buffered.fetch_sub(n, Ordering::AcqRel);
             }
         }
+    }
+
+    async fn redeliver(&mut self) {
+        self.retry_at = None;
+        while let Some(b) = self.retry.pop_front() {
+            self.send(b).await;
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let timer = sleep_until(deadline);
+            let retry_timer = sleep_until(self.retry_at);
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Data(batch)) => {
+                        let n = batch.item_count();
+                        self.stats.incoming.inc_by(n as u64);
+                        if n == 0 || self.pending.append(batch).is_err() {
+                            self.buffered.fetch_sub(n, Ordering::AcqRel);
+                            continue;
+                        }
+                        self.pending_items += n;
+                        let size_reached = self.cfg.send_batch_size > 0 && self.pending_items >= self.cfg.send_batch_size;
+                        if size_reached || self.cfg.timeout.is_zero() {
+                            if size_reached {
+                                self.stats.size_trigger.inc();
+                            }
+                            self.flush_pending().await;
+                            deadline = None;
+                        } else if deadline.is_none() {
+                            deadline = Some(Instant::now() + self.cfg.timeout);
+                        }
+                    }
+                    Some(Msg::Shutdown(until, done)) => {
+                        rx.close();
+                        while let Ok(Msg::Data(b)) = rx.try_recv() {
+                            self.pending_items += b.item_count();
+                            let _ = self.pending.append(b);
+                        }
+                        self.drain(until).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                Some((n, r)) = self.results_rx.recv() => self.on_result(n, r),
+                _ = timer => {
+                    self.stats.timeout_trigger.inc();
+                    deadline = None;
+                    self.flush_pending().await;
+                }
+                _ = retry_timer => self.redeliver().await,
+            }
+        }
+    }
+
+    /// At shutdown: deliver everything held, redelivering refused batches until `until`; what is
+    /// still held then is dropped and counted.
+    async fn drain(&mut self, until: Instant) {
+        self.flush_pending().await;
+        loop {
+            let idle = self.flushes.available_permits() == MAX_CONCURRENT_FLUSHES
+                && self.results_rx.is_empty();
+            if idle && self.retry.is_empty() {
+                return;
+            }
+            let retry_timer = sleep_until(self.retry_at);
+            tokio::select! {
+                Some((n, r)) = self.results_rx.recv() => self.on_result(n, r),
+                _ = retry_timer => self.redeliver().await,
+                _ = tokio::time::sleep_until(until) => {
+                    let left = self.buffered.swap(0, Ordering::AcqRel);
+                    if left > 0 {
+                        self.stats.dropped_shutdown.inc_by(left as u64);
+                        tracing::error!(signal = %self.signal, items = left, "shutdown deadline passed: batched items dropped");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -239,11 +418,18 @@ mod tests {
     use crate::signal::testdata;
     use std::sync::Mutex;
 
+    /// Records item counts; refuses (giving the batch back) while `refuse` is set.
     #[derive(Default)]
-    struct Sink(Mutex<Vec<usize>>);
+    struct Sink {
+        got: Mutex<Vec<usize>>,
+        refuse: AtomicBool,
+    }
     impl Consumer for Sink {
         fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
-            self.0.lock().unwrap().push(batch.item_count());
+            if self.refuse.load(Ordering::SeqCst) {
+                return Box::pin(async move { Err(ConsumeError::refuse("queue full", batch)) });
+            }
+            self.got.lock().unwrap().push(batch.item_count());
             Box::pin(async { Ok(()) })
         }
     }
@@ -256,30 +442,31 @@ mod tests {
         }
     }
 
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn size_trigger_merges_and_max_size_splits() {
+    async fn acknowledges_at_once_then_merges_by_size_and_splits_by_max() {
         let sink = Arc::new(Sink::default());
-        let b = Arc::new(Batcher::start(
+        let b = Batcher::start(
             cfg(10, 12, 10_000),
             Signal::Traces,
             sink.clone(),
             Stats::default(),
-        ));
-        let mut tasks = Vec::new();
+        );
         for _ in 0..3 {
-            let b = b.clone();
-            tasks.push(tokio::spawn(async move {
-                b.consume(testdata::spans("a", 1, 4)).await
-            }));
+            // Returns before anything is sent: acknowledgement on buffering.
+            b.consume(testdata::spans("a", 1, 4)).await.unwrap();
         }
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        // 4 + 4 + 4 = 12 pending ≥ 10 → one flush of 12 items, within the max of 12.
-        assert_eq!(*sink.0.lock().unwrap(), vec![12]);
-        // One big batch is split to the max size.
+        settle().await;
+        // 4 + 4 + 4 = 12 pending >= 10: one flush of 12 items, within the max of 12.
+        assert_eq!(*sink.got.lock().unwrap(), vec![12]);
         b.consume(testdata::spans("a", 2, 15)).await.unwrap();
-        assert_eq!(sink.0.lock().unwrap()[1..], [12, 12, 6]);
+        settle().await;
+        assert_eq!(sink.got.lock().unwrap()[1..], [12, 12, 6]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -291,48 +478,79 @@ mod tests {
             sink.clone(),
             Stats::default(),
         );
-        let started = Instant::now();
         b.consume(testdata::logs(3)).await.unwrap();
-        assert_eq!(*sink.0.lock().unwrap(), vec![3]);
-        assert!(started.elapsed() >= Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(sink.got.lock().unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        settle().await;
+        assert_eq!(*sink.got.lock().unwrap(), vec![3]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn downstream_errors_reach_every_caller_of_the_batch() {
-        struct Refuse;
-        impl Consumer for Refuse {
-            fn consume(&self, _: Batch) -> BoxFuture<'_, ConsumeResult> {
-                Box::pin(async { Err(ConsumeError::retryable("queue full")) })
+    async fn refused_batches_are_kept_and_redelivered_and_the_buffer_is_bounded() {
+        let sink = Arc::new(Sink::default());
+        sink.refuse.store(true, Ordering::SeqCst);
+        let c = cfg(1024, 0, 60_000);
+        let max = Batcher::max_buffered(&c);
+        let b = Batcher::start(c, Signal::Logs, sink.clone(), Stats::default());
+        // Without timer flushes, the buffer fills to its bound, then refuses.
+        let mut accepted = 0;
+        loop {
+            match b.consume(testdata::logs(512)).await {
+                Ok(()) => accepted += 512,
+                Err(ConsumeError::Retryable {
+                    returned: Some(back),
+                    ..
+                }) => {
+                    assert_eq!(back.item_count(), 512, "the refused batch comes back whole");
+                    break;
+                }
+                Err(e) => panic!("{e:?}"),
             }
         }
-        let b = Arc::new(Batcher::start(
-            cfg(4, 0, 50),
-            Signal::Logs,
-            Arc::new(Refuse),
-            Stats::default(),
+        assert_eq!(accepted, max);
+        // Once a flush is refused downstream, new data is refused at once, even small.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(matches!(
+            b.consume(testdata::logs(1)).await,
+            Err(ConsumeError::Retryable {
+                returned: Some(_),
+                ..
+            })
         ));
-        let (b1, b2) = (b.clone(), b.clone());
-        let (r1, r2) = tokio::join!(b1.consume(testdata::logs(2)), b2.consume(testdata::logs(2)));
-        assert_eq!(r1, Err(ConsumeError::retryable("queue full")));
-        assert_eq!(r2, Err(ConsumeError::retryable("queue full")));
+        // Downstream recovers: everything acknowledged arrives, nothing twice.
+        sink.refuse.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(sink.got.lock().unwrap().iter().sum::<usize>(), max);
+        b.consume(testdata::logs(1)).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
-    async fn shutdown_flushes_pending_items() {
+    async fn shutdown_flushes_and_counts_what_cannot_be_delivered_by_the_deadline() {
         let sink = Arc::new(Sink::default());
-        let b = Arc::new(Batcher::start(
+        let stats = Stats::default();
+        let b = Batcher::start(
             cfg(100, 0, 60_000),
             Signal::Logs,
             sink.clone(),
-            Stats::default(),
-        ));
-        let b2 = b.clone();
-        let t = tokio::spawn(async move { b2.consume(testdata::logs(5)).await });
-        tokio::task::yield_now().await;
-        b.shutdown(Instant::now()).await;
-        t.await.unwrap().unwrap();
-        assert_eq!(*sink.0.lock().unwrap(), vec![5]);
+            stats.clone(),
+        );
+        b.consume(testdata::logs(5)).await.unwrap();
+        b.shutdown(Instant::now() + Duration::from_secs(1)).await;
+        assert_eq!(*sink.got.lock().unwrap(), vec![5]);
         assert!(b.consume(testdata::logs(1)).await.is_err());
+
+        let sink = Arc::new(Sink::default());
+        sink.refuse.store(true, Ordering::SeqCst);
+        let b = Batcher::start(
+            cfg(100, 0, 60_000),
+            Signal::Logs,
+            sink.clone(),
+            stats.clone(),
+        );
+        b.consume(testdata::logs(7)).await.unwrap();
+        b.shutdown(Instant::now() + Duration::from_secs(1)).await;
+        assert_eq!(stats.dropped_shutdown.get(), 7);
     }
 
     #[test]

@@ -260,10 +260,10 @@ impl Consumer for Limiter {
             self.refused.inc_by(batch.item_count() as u64);
             let rss = self.state.last_rss.load(Ordering::Relaxed) / MIB;
             return Box::pin(async move {
-                Err(ConsumeError::Retryable {
-                    reason: format!("data refused due to high memory usage ({rss} MiB resident)"),
-                    retry_after: None,
-                })
+                Err(ConsumeError::refuse(
+                    format!("data refused due to high memory usage ({rss} MiB resident)"),
+                    batch,
+                ))
             });
         }
         self.passed.inc_by(batch.item_count() as u64);

@@ -390,6 +390,16 @@ impl<S: Sender> Inner<S> {
         if items == 0 {
             return Ok(());
         }
+        if let Some(q) = &self.queue {
+            // Full: refuse before taking the batch, and give it back to the caller.
+            if q.len() >= q.capacity() && !self.settings.queue.block_on_overflow {
+                self.enqueue_failed.add(signal, items);
+                return Err(ConsumeError::refuse(
+                    format!("sending queue of exporter {} is full", self.id),
+                    batch,
+                ));
+            }
+        }
         let req = match self.sender.encode(batch) {
             Ok(r) => r,
             Err(e) => {
@@ -404,15 +414,15 @@ impl<S: Sender> Inner<S> {
         };
         let job = Job { req, signal, items };
         let Some(q) = &self.queue else {
-            return match self.send_with_retry(&job).await {
-                Ok(()) => Ok(()),
-                Err(SendError::Retryable { msg, retry_after }) => Err(ConsumeError::Retryable {
-                    reason: msg,
-                    retry_after,
-                }),
-                Err(SendError::Permanent(msg)) => Err(ConsumeError::Permanent(msg)),
-            };
+            // Without a queue the caller waits for the outcome; a final failure has been
+            // counted (send_failed), so it is permanent for the caller.
+            return self
+                .send_with_retry(&job)
+                .await
+                .map_err(|e| ConsumeError::Permanent(e.to_string()));
         };
+        // Another producer may have taken the last slot since the check in `accept`: wait for
+        // room rather than drop what is already encoded.
         let mut job = job;
         loop {
             match q.push(job) {
@@ -420,18 +430,17 @@ impl<S: Sender> Inner<S> {
                     self.queue_size.set(q.len() as i64);
                     return Ok(());
                 }
-                Err(back)
-                    if self.settings.queue.block_on_overflow && !self.hard_stop.is_cancelled() =>
-                {
+                Err(back) if !self.hard_stop.is_cancelled() => {
                     job = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err(_) => {
-                    self.enqueue_failed.add(signal, items);
-                    return Err(ConsumeError::Retryable {
-                        reason: format!("sending queue of exporter {} is full", self.id),
-                        retry_after: None,
-                    });
+                Err(back) => {
+                    self.give_up(
+                        &back,
+                        "shutdown",
+                        "the collector stopped before it could be queued",
+                    );
+                    return Err(ConsumeError::Permanent("shutting down".into()));
                 }
             }
         }
@@ -621,10 +630,16 @@ mod tests {
         );
         let e = Helper::build(&ctx, settings(false, 1), f.clone());
         let t0 = Instant::now();
+        // Without a queue the caller waits; a final failure is counted and permanent for it.
         assert!(matches!(
             e.consume(testdata::logs(1)).await,
-            Err(ConsumeError::Retryable { .. })
+            Err(ConsumeError::Permanent(_))
         ));
+        assert!(
+            ctx.telemetry
+                .encode()
+                .contains("reason=\"retries_exhausted\"} 1")
+        );
         // 4s waits within a 10s budget: two retries (8s), the third would pass 10s.
         assert_eq!(f.fail.load(Ordering::SeqCst), 97);
         assert_eq!(t0.elapsed(), Duration::from_secs(8));

@@ -36,6 +36,7 @@ pub(crate) fn status_of(e: ConsumeError) -> Status {
         ConsumeError::Retryable {
             reason,
             retry_after,
+            ..
         } => {
             let delay = retry_after.unwrap_or(Duration::from_secs(1));
             Status::with_error_details(

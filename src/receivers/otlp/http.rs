@@ -244,6 +244,7 @@ async fn handle_inner(st: &SignalState, headers: &HeaderMap, body: Bytes) -> Res
         Err(ConsumeError::Retryable {
             reason,
             retry_after,
+            ..
         }) => {
             let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, enc, reason);
             let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
