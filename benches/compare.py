@@ -64,8 +64,12 @@ def loadgen(endpoint, seconds, rate=0, concurrency=8, spans=100, attrs=10):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+COMPRESSION = "gzip"
+
+
 def start_ferrotel(grpc, sink, tmp):
-    env = dict(os.environ, BENCH_GRPC="127.0.0.1:%d" % grpc, BENCH_SINK="127.0.0.1:%d" % sink, RUST_LOG="warn")
+    env = dict(os.environ, BENCH_GRPC="127.0.0.1:%d" % grpc, BENCH_SINK="127.0.0.1:%d" % sink, RUST_LOG="warn",
+               BENCH_COMPRESSION=COMPRESSION)
     return subprocess.Popen([os.path.join(REL, "ferrotel"), "--config", os.path.join(ROOT, "benches", "passthrough.yaml")],
                             env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "ferrotel.log"), "w"))
 
@@ -75,7 +79,7 @@ def start_rotel(binary, grpc, sink, tmp):
     return subprocess.Popen(
         [binary, "start", "--otlp-grpc-endpoint", "127.0.0.1:%d" % grpc, "--otlp-http-endpoint", "127.0.0.1:%d" % http,
          "--exporter", "otlp", "--otlp-exporter-endpoint", "http://127.0.0.1:%d" % sink,
-         "--otlp-exporter-protocol", "grpc", "--otlp-exporter-compression", "gzip",
+         "--otlp-exporter-protocol", "grpc", "--otlp-exporter-compression", COMPRESSION,
          "--batch-max-size", "8192", "--batch-timeout", "200ms",
          "--pid-file", os.path.join(tmp, "rotel.pid"), "--log-file", os.path.join(tmp, "rotel.log")],
         stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "rotel.err"), "w"))
@@ -134,7 +138,10 @@ def main():
         pass
     ap.add_argument("--rotel", default=default_rotel)
     ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--compression", choices=["gzip", "none"], default="gzip", help="exporter compression, both collectors")
     a = ap.parse_args()
+    global COMPRESSION
+    COMPRESSION = a.compression
     results = [measure("ferrotel", start_ferrotel, a.seconds)]
     if a.rotel:
         results.append(measure("rotel", lambda g, s, t: start_rotel(a.rotel, g, s, t), a.seconds))
