@@ -13,7 +13,11 @@ use prost::Message;
 
 /// `spans` spans with `attrs` attributes each, as the load generator sends them.
 fn request(spans: usize, attrs: usize) -> ExportTraceServiceRequest {
-    let kv = |k: String, v: any_value::Value| KeyValue { key: k, value: Some(AnyValue { value: Some(v) }), ..Default::default() };
+    let kv = |k: String, v: any_value::Value| KeyValue {
+        key: k,
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    };
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
@@ -26,9 +30,18 @@ fn request(spans: usize, attrs: usize) -> ExportTraceServiceRequest {
                         end_time_unix_nano: 1_700_000_000_001_000_000 + i,
                         attributes: (0..attrs)
                             .map(|a| match a % 3 {
-                                0 => kv(format!("attr.str.{a}"), any_value::Value::StringValue(format!("value-{a}-{}", i % 7))),
-                                1 => kv(format!("attr.int.{a}"), any_value::Value::IntValue(i as i64)),
-                                _ => kv(format!("attr.bool.{a}"), any_value::Value::BoolValue(i % 2 == 0)),
+                                0 => kv(
+                                    format!("attr.str.{a}"),
+                                    any_value::Value::StringValue(format!("value-{a}-{}", i % 7)),
+                                ),
+                                1 => kv(
+                                    format!("attr.int.{a}"),
+                                    any_value::Value::IntValue(i as i64),
+                                ),
+                                _ => kv(
+                                    format!("attr.bool.{a}"),
+                                    any_value::Value::BoolValue(i % 2 == 0),
+                                ),
                             })
                             .collect(),
                         ..Default::default()
@@ -47,9 +60,13 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("otlp");
     g.throughput(Throughput::Elements(1000));
-    g.bench_function("decode_1000_spans", |b| b.iter(|| ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap()));
+    g.bench_function("decode_1000_spans", |b| {
+        b.iter(|| ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap())
+    });
     let batch = Batch::Traces(req.resource_spans.clone());
-    g.bench_function("encode_1000_spans", |b| b.iter(|| black_box(&batch).encode_request()));
+    g.bench_function("encode_1000_spans", |b| {
+        b.iter(|| black_box(&batch).encode_request())
+    });
     g.bench_function("gzip6_1000_spans", |b| {
         b.iter(|| {
             use std::io::Write;
@@ -58,15 +75,23 @@ fn benches(c: &mut Criterion) {
             e.finish().unwrap()
         })
     });
-    g.bench_function("gzip_fast_1000_spans", |b| b.iter(|| Compression::Gzip.encode(black_box(bytes.clone()))));
-    g.bench_function("zstd_1000_spans", |b| b.iter(|| Compression::Zstd.encode(black_box(bytes.clone()))));
+    g.bench_function("gzip_fast_1000_spans", |b| {
+        b.iter(|| Compression::Gzip.encode(black_box(bytes.clone())))
+    });
+    g.bench_function("zstd_1000_spans", |b| {
+        b.iter(|| Compression::Zstd.encode(black_box(bytes.clone())))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("batch");
     g.throughput(Throughput::Elements(10 * 1000));
     g.bench_function("merge_10x1000_spans", |b| {
         b.iter_batched(
-            || (0..10).map(|_| Batch::Traces(req.resource_spans.clone())).collect::<Vec<_>>(),
+            || {
+                (0..10)
+                    .map(|_| Batch::Traces(req.resource_spans.clone()))
+                    .collect::<Vec<_>>()
+            },
             |parts| {
                 let mut acc = Batch::empty(ferrotel::signal::Signal::Traces);
                 for p in parts {
@@ -78,8 +103,12 @@ fn benches(c: &mut Criterion) {
         )
     });
     let big = Batch::Traces(request(10_000, 10).resource_spans);
-    g.bench_function("split_10000_into_1024", |b| b.iter_batched(|| big.clone(), |b| b.split(1024), BatchSize::SmallInput));
-    g.bench_function("item_count_10000", |b| b.iter(|| black_box(&big).item_count()));
+    g.bench_function("split_10000_into_1024", |b| {
+        b.iter_batched(|| big.clone(), |b| b.split(1024), BatchSize::SmallInput)
+    });
+    g.bench_function("item_count_10000", |b| {
+        b.iter(|| black_box(&big).item_count())
+    });
     g.finish();
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde::Deserialize;
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings};
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
 use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::config::{DeError, Node, from_node, units};
@@ -111,28 +111,22 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             ));
         }
     }
-    Settings::new(
+    let settings = Settings::new(
         cfg.timeout,
         cfg.retry_on_failure.clone(),
         cfg.sending_queue.clone(),
         node,
     )?;
-    Ok(Box::new(cfg))
+    Ok(Box::new(Validated { cfg, settings }))
 }
 
-impl ExporterConfig for Config {
+impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
-        let settings = Settings::new(
-            self.timeout,
-            self.retry_on_failure.clone(),
-            self.sending_queue.clone(),
-            &Node::null(Default::default()),
-        )
-        .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
+        let Validated { cfg, settings } = *self;
         let sender = DebugSender {
-            verbosity: self.effective_verbosity(),
-            initial: self.sampling_initial,
-            thereafter: self.sampling_thereafter.max(1),
+            verbosity: cfg.effective_verbosity(),
+            initial: cfg.sampling_initial,
+            thereafter: cfg.sampling_thereafter.max(1),
             window: AtomicU64::new(0),
             count: AtomicU64::new(0),
             id: ctx.id.to_string(),

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings};
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
 use super::{ExportResponse, key_err, log_partial_success, validate_headers};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
@@ -91,26 +91,20 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     parse_endpoint(&cfg.endpoint, cfg.tls.insecure).map_err(|m| key_err(node, &["endpoint"], m))?;
     cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
     validate_headers(node, &cfg.headers)?;
-    Settings::new(
+    let settings = Settings::new(
         cfg.timeout,
         cfg.retry_on_failure.clone(),
         cfg.sending_queue.clone(),
         node,
     )?;
-    Ok(Box::new(cfg))
+    Ok(Box::new(Validated { cfg, settings }))
 }
 
-impl ExporterConfig for Config {
+impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
-        let settings = Settings::new(
-            self.timeout,
-            self.retry_on_failure.clone(),
-            self.sending_queue.clone(),
-            &Node::null(Default::default()),
-        )
-        .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
+        let Validated { cfg, settings } = *self;
         let sender =
-            GrpcSender::new(&self, &ctx.id.to_string()).map_err(|e| BuildError::new(&ctx.id, e))?;
+            GrpcSender::new(&cfg, &ctx.id.to_string()).map_err(|e| BuildError::new(&ctx.id, e))?;
         Ok(Helper::build(&ctx, settings, sender))
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings};
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
 use super::{ExportResponse, key_err, log_partial_success, validate_headers};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
@@ -111,30 +111,24 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     }
     cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
     validate_headers(node, &cfg.headers)?;
-    Settings::new(
+    let settings = Settings::new(
         cfg.timeout,
         cfg.retry_on_failure.clone(),
         cfg.sending_queue.clone(),
         node,
     )?;
-    Ok(Box::new(cfg))
+    Ok(Box::new(Validated { cfg, settings }))
 }
 
-impl ExporterConfig for Config {
+impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
-        let settings = Settings::new(
-            self.timeout,
-            self.retry_on_failure.clone(),
-            self.sending_queue.clone(),
-            &Node::null(Default::default()),
-        )
-        .map_err(|e| BuildError::new(&ctx.id, e.msg))?;
-        let tls = self
+        let Validated { cfg, settings } = *self;
+        let tls = cfg
             .tls
             .build(&[b"h2", b"http/1.1"])
             .map_err(|e| BuildError::new(&ctx.id, e))?;
         let mut headers = http::HeaderMap::new();
-        for (k, v) in &self.headers {
+        for (k, v) in &cfg.headers {
             if let (Ok(k), Ok(v)) = (
                 http::HeaderName::from_bytes(k.as_bytes()),
                 http::HeaderValue::from_str(v),
@@ -150,9 +144,9 @@ impl ExporterConfig for Config {
             .map_err(|e| BuildError::new(&ctx.id, e))?;
         let sender = HttpSender {
             client,
-            urls: Signal::ALL.map(|s| self.url(s)),
-            compression: self.compression,
-            encoding: self.encoding,
+            urls: Signal::ALL.map(|s| cfg.url(s)),
+            compression: cfg.compression,
+            encoding: cfg.encoding,
             id: ctx.id.to_string(),
         };
         Ok(Helper::build(&ctx, settings, sender))

@@ -214,6 +214,13 @@ impl Settings {
     }
 }
 
+/// An exporter's own config with its helper settings, both validated at parse time; what
+/// `parse` returns and `build` consumes.
+pub struct Validated<C> {
+    pub cfg: C,
+    pub settings: Settings,
+}
+
 /// Why one send failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SendError {
