@@ -104,10 +104,12 @@ impl Compression {
         }
     }
 
-    pub fn encode(self, data: Vec<u8>) -> Vec<u8> {
+    /// Compresses `data`; `None` hands it back without a copy. Compressing into memory cannot
+    /// fail short of allocation failure.
+    pub fn encode(self, data: bytes::Bytes) -> bytes::Bytes {
         use std::io::Write;
-        match self {
-            Compression::None => data,
+        bytes::Bytes::from(match self {
+            Compression::None => return data,
             Compression::Gzip => {
                 let mut e = flate2::write::GzEncoder::new(
                     Vec::with_capacity(data.len() / 4),
@@ -117,8 +119,8 @@ impl Compression {
                 let _ = e.write_all(&data);
                 e.finish().unwrap_or_default()
             }
-            Compression::Zstd => zstd::bulk::compress(&data, 1).unwrap_or(data),
-        }
+            Compression::Zstd => zstd::bulk::compress(&data, 1).unwrap_or_default(),
+        })
     }
 }
 
@@ -130,7 +132,7 @@ mod tests {
     fn round_trips_and_limits() {
         let data = vec![7u8; 10_000];
         for c in [Compression::Gzip, Compression::Zstd] {
-            let enc = c.encode(data.clone());
+            let enc = c.encode(bytes::Bytes::from(data.clone()));
             assert_eq!(
                 decode(c.header_value().unwrap(), &enc, 10_000).unwrap(),
                 data

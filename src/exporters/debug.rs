@@ -197,6 +197,12 @@ fn attrs(kvs: &[KeyValue]) -> String {
 
 /// Renders a batch at the given verbosity.
 pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
+    if batch.is_encoded() {
+        return match batch.clone().into_decoded() {
+            Ok(d) => render(&d, verbosity),
+            Err(e) => format!("undecodable batch: {e}\n"),
+        };
+    }
     let mut out = String::new();
     let n = batch.item_count();
     let _ = match batch {
@@ -215,6 +221,7 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
             "Logs\t{{\"resource logs\": {}, \"log records\": {n}}}",
             v.len()
         ),
+        Batch::Encoded(_) => Ok(()),
     };
     match verbosity {
         Verbosity::Basic => {}
@@ -258,12 +265,14 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
                     );
                 }
             }
+            Batch::Encoded(_) => {}
         },
         Verbosity::Detailed => {
             let _ = match batch {
                 Batch::Traces(v) => writeln!(out, "{v:#?}"),
                 Batch::Metrics(v) => writeln!(out, "{v:#?}"),
                 Batch::Logs(v) => writeln!(out, "{v:#?}"),
+                Batch::Encoded(_) => Ok(()),
             };
         }
     }
@@ -274,7 +283,9 @@ impl Sender for DebugSender {
     type Request = Batch;
 
     fn encode(&self, batch: Batch) -> Result<Batch, SendError> {
-        Ok(batch)
+        batch
+            .into_decoded()
+            .map_err(|e| SendError::Permanent(format!("undecodable batch: {e}")))
     }
 
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), SendError>> {

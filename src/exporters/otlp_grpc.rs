@@ -192,7 +192,7 @@ impl Sender for GrpcSender {
     fn encode(&self, batch: Batch) -> Result<EncodedRequest, SendError> {
         Ok(EncodedRequest {
             signal: batch.signal(),
-            body: Bytes::from(batch.encode_request()),
+            body: batch.into_request_bytes(),
         })
     }
 

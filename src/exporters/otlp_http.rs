@@ -166,15 +166,18 @@ pub struct EncodedRequest {
     body: Bytes,
 }
 
-fn json_body(batch: Batch) -> Result<Vec<u8>, serde_json::Error> {
+fn json_body(batch: Batch) -> Result<Vec<u8>, String> {
     use opentelemetry_proto::tonic::collector::{logs::v1 as l, metrics::v1 as m, trace::v1 as t};
-    match batch {
+    let batch = batch.into_decoded().map_err(|e| e.to_string())?;
+    let json = match batch {
         Batch::Traces(v) => serde_json::to_vec(&t::ExportTraceServiceRequest { resource_spans: v }),
         Batch::Metrics(v) => serde_json::to_vec(&m::ExportMetricsServiceRequest {
             resource_metrics: v,
         }),
         Batch::Logs(v) => serde_json::to_vec(&l::ExportLogsServiceRequest { resource_logs: v }),
-    }
+        Batch::Encoded(_) => return Err("the batch could not be decoded".into()),
+    };
+    json.map_err(|e| e.to_string())
 }
 
 /// Seconds in a `Retry-After` header (the HTTP-date form is rare from OTLP receivers).
@@ -199,13 +202,15 @@ impl Sender for HttpSender {
             )));
         }
         let raw = match self.encoding {
-            Encoding::Proto => batch.encode_request(),
-            Encoding::Json => json_body(batch)
-                .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
+            Encoding::Proto => batch.into_request_bytes(),
+            Encoding::Json => Bytes::from(
+                json_body(batch)
+                    .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
+            ),
         };
         Ok(EncodedRequest {
             signal,
-            body: Bytes::from(self.compression.encode(raw)),
+            body: self.compression.encode(raw),
         })
     }
 

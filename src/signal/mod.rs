@@ -1,9 +1,12 @@
 //! The in-memory unit of data: OTLP protobuf messages, moved (not copied) between stages.
 
 pub mod split;
+pub mod wire;
+mod wire_schema;
 
 use std::fmt;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric::Data};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -44,12 +47,38 @@ impl fmt::Display for Signal {
     }
 }
 
-/// A batch of one signal: the `resource_*` list of an OTLP export request.
+/// A batch of one signal: the `resource_*` list of an OTLP export request, decoded, or still in
+/// its wire form.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Batch {
     Traces(Vec<ResourceSpans>),
     Metrics(Vec<ResourceMetrics>),
     Logs(Vec<ResourceLogs>),
+    /// An export request as it arrived, validated by [`wire::scan`] (so prost decodes it) and
+    /// not decoded: a pipeline whose processors do not look inside passes it through untouched.
+    /// Two requests of one signal concatenated are the request holding both
+    /// (`repeated Resource* = 1`), so merging is appending parts.
+    Encoded(Encoded),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    signal: Signal,
+    parts: Vec<Bytes>,
+    items: usize,
+    len: usize,
+}
+
+impl Encoded {
+    /// `bytes` must have passed [`wire::scan`] for `signal`, which gave `items`.
+    pub fn new(signal: Signal, bytes: Bytes, items: usize) -> Self {
+        Encoded {
+            signal,
+            len: bytes.len(),
+            parts: vec![bytes],
+            items,
+        }
+    }
 }
 
 impl Batch {
@@ -66,6 +95,7 @@ impl Batch {
             Batch::Traces(_) => Signal::Traces,
             Batch::Metrics(_) => Signal::Metrics,
             Batch::Logs(_) => Signal::Logs,
+            Batch::Encoded(e) => e.signal,
         }
     }
 
@@ -88,6 +118,7 @@ impl Batch {
                 .flat_map(|r| &r.scope_logs)
                 .map(|s| s.log_records.len())
                 .sum(),
+            Batch::Encoded(e) => e.items,
         }
     }
 
@@ -96,19 +127,93 @@ impl Batch {
             Batch::Traces(v) => v.is_empty(),
             Batch::Metrics(v) => v.is_empty(),
             Batch::Logs(v) => v.is_empty(),
+            Batch::Encoded(e) => e.len == 0,
         }
     }
 
-    /// Appends `other` (same signal) by moving its resources; no item is copied.
-    /// Returns `other` back if the signals differ.
+    pub fn is_encoded(&self) -> bool {
+        matches!(self, Batch::Encoded(_))
+    }
+
+    /// Appends `other` (same signal) without copying items: decoded resources are moved, encoded
+    /// parts appended. When one side is encoded and the other not, the decoded side is encoded
+    /// (cheaper than decoding) and the result stays encoded. Returns `other` back if the signals
+    /// differ.
     pub fn append(&mut self, other: Batch) -> Result<(), Batch> {
-        match (self, other) {
+        if self.signal() != other.signal() {
+            return Err(other);
+        }
+        match (&mut *self, other) {
             (Batch::Traces(a), Batch::Traces(b)) => a.extend(b),
             (Batch::Metrics(a), Batch::Metrics(b)) => a.extend(b),
             (Batch::Logs(a), Batch::Logs(b)) => a.extend(b),
-            (_, other) => return Err(other),
+            (Batch::Encoded(a), other) => {
+                let b = other.into_encoded();
+                a.items += b.items;
+                a.len += b.len;
+                a.parts.extend(b.parts);
+            }
+            (this, other) => {
+                let mut a = std::mem::replace(this, Batch::empty(other.signal())).into_encoded();
+                let b = other.into_encoded();
+                a.items += b.items;
+                a.len += b.len;
+                a.parts.extend(b.parts);
+                *this = Batch::Encoded(a);
+            }
         }
         Ok(())
+    }
+
+    fn into_encoded(self) -> Encoded {
+        match self {
+            Batch::Encoded(e) => e,
+            decoded => {
+                let items = decoded.item_count();
+                Encoded::new(
+                    decoded.signal(),
+                    Bytes::from(decoded.encode_request()),
+                    items,
+                )
+            }
+        }
+    }
+
+    /// The decoded form, for stages that look inside. Decoding cannot fail on what the scanner
+    /// accepted; the error is kept for the contract's sake.
+    pub fn into_decoded(self) -> Result<Batch, prost::DecodeError> {
+        use opentelemetry_proto::tonic::collector::{
+            logs::v1 as l, metrics::v1 as m, trace::v1 as t,
+        };
+        use prost::Message;
+        let Batch::Encoded(e) = self else {
+            return Ok(self);
+        };
+        let mut out = Batch::empty(e.signal);
+        for part in e.parts {
+            match &mut out {
+                Batch::Traces(v) => {
+                    v.extend(t::ExportTraceServiceRequest::decode(part)?.resource_spans)
+                }
+                Batch::Metrics(v) => {
+                    v.extend(m::ExportMetricsServiceRequest::decode(part)?.resource_metrics)
+                }
+                Batch::Logs(v) => {
+                    v.extend(l::ExportLogsServiceRequest::decode(part)?.resource_logs)
+                }
+                Batch::Encoded(_) => unreachable!("empty() is decoded"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The matching OTLP `Export*ServiceRequest` protobuf, without a copy when the batch is one
+    /// encoded part.
+    pub fn into_request_bytes(self) -> Bytes {
+        match self {
+            Batch::Encoded(mut e) if e.parts.len() == 1 => e.parts.pop().unwrap_or_default(),
+            other => Bytes::from(other.encode_request()),
+        }
     }
 
     /// Encodes as the matching OTLP `Export*ServiceRequest` protobuf.
@@ -126,6 +231,7 @@ impl Batch {
             Batch::Logs(v) => v
                 .iter()
                 .for_each(|m| prost::encoding::message::encode(1, m, &mut buf)),
+            Batch::Encoded(e) => e.parts.iter().for_each(|p| buf.extend_from_slice(p)),
         }
         buf
     }
@@ -135,6 +241,7 @@ impl Batch {
             Batch::Traces(v) => prost::encoding::message::encoded_len_repeated(1, v),
             Batch::Metrics(v) => prost::encoding::message::encoded_len_repeated(1, v),
             Batch::Logs(v) => prost::encoding::message::encoded_len_repeated(1, v),
+            Batch::Encoded(e) => e.len,
         }
     }
 }
@@ -268,6 +375,41 @@ mod tests {
         assert_eq!(Batch::Traces(req.resource_spans), b);
         assert_eq!(testdata::gauge(4).item_count(), 4);
         assert_eq!(testdata::logs(5).item_count(), 5);
+    }
+
+    #[test]
+    fn encoded_batches_merge_by_appending_and_decode_to_the_same_data() {
+        let (a, b) = (testdata::spans("a", 1, 2), testdata::spans("b", 2, 3));
+        let enc = |x: &Batch| {
+            Batch::Encoded(Encoded::new(
+                x.signal(),
+                Bytes::from(x.encode_request()),
+                x.item_count(),
+            ))
+        };
+        let mut merged = enc(&a);
+        merged.append(enc(&b)).unwrap();
+        // Mixed: a decoded batch joins an encoded one.
+        merged.append(testdata::spans("c", 1, 1)).unwrap();
+        assert!(merged.is_encoded());
+        assert_eq!(merged.item_count(), 2 + 6 + 1);
+        let mut expected = a.clone();
+        expected.append(b.clone()).unwrap();
+        expected.append(testdata::spans("c", 1, 1)).unwrap();
+        assert_eq!(merged.clone().into_decoded().unwrap(), expected);
+        assert_eq!(&merged.encode_request()[..], &expected.encode_request()[..]);
+        // A decoded batch taking an encoded one becomes encoded.
+        let mut d = a.clone();
+        d.append(enc(&b)).unwrap();
+        assert!(d.is_encoded() && d.item_count() == 8);
+        assert!(enc(&a).append(testdata::logs(1)).is_err());
+        // One part passes through without a copy.
+        let one = enc(&a);
+        let Batch::Encoded(e) = &one else {
+            unreachable!()
+        };
+        let ptr = e.parts[0].as_ptr();
+        assert_eq!(one.into_request_bytes().as_ptr(), ptr);
     }
 
     #[test]

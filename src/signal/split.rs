@@ -16,13 +16,22 @@ impl Batch {
         if max == 0 || self.item_count() <= max {
             return vec![self];
         }
-        match self {
+        // Splitting inside a resource needs the structure: decode (the scanner guarantees it).
+        let decoded = match self {
+            Batch::Encoded(_) => match self.clone().into_decoded() {
+                Ok(d) => d,
+                Err(_) => return vec![self],
+            },
+            d => d,
+        };
+        match decoded {
             Batch::Traces(v) => split_two_level!(v, max, scope_spans, spans, Traces),
             Batch::Logs(v) => split_two_level!(v, max, scope_logs, log_records, Logs),
             Batch::Metrics(v) => split_metrics(v, max)
                 .into_iter()
                 .map(Batch::Metrics)
                 .collect(),
+            Batch::Encoded(_) => unreachable!("decoded above"),
         }
     }
 }

@@ -1,33 +1,29 @@
 //! OTLP/gRPC services for traces, metrics and logs.
+//!
+//! These are tonic services written by hand rather than the generated ones, because the
+//! generated ones always decode the request: here the request body arrives as bytes (tonic has
+//! already checked its size and decompressed it), is validated by the wire scan and, when no
+//! processor needs to look inside, travels on encoded.
 
+use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
+use bytes::{Buf, Bytes};
+use prost::Message;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
 };
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use tonic::codec::CompressionEncoding;
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{Entry, GrpcConfig, entry_for, reject_invalid};
-use crate::component::ConsumeError;
-use crate::signal::{Batch, Signal};
+use super::{Entry, GrpcConfig, decode_protobuf, entry_for, reject_invalid};
+use crate::component::{BoxFuture, ConsumeError};
+use crate::exporters::{ExportResponse, PartialSuccess};
+use crate::signal::Signal;
 
 /// Maps a pipeline refusal to a gRPC status the OTLP exporters of the SDKs understand:
 /// retryable → `UNAVAILABLE` with `RetryInfo`, permanent → `INVALID_ARGUMENT`.
@@ -49,84 +45,174 @@ pub(crate) fn status_of(e: ConsumeError) -> Status {
     }
 }
 
-struct Svc(Arc<Entry>);
-
-async fn export(entry: &Entry, mut batch: Batch) -> Result<(i64, String), Status> {
-    let (rejected, why) = reject_invalid(&mut batch);
-    entry.push(batch).await.map_err(status_of)?;
-    Ok((rejected, why))
+/// The three OTLP services differ only by name, path and signal.
+pub(crate) trait OtlpService: Send + Sync + 'static {
+    const NAME: &'static str;
+    const PATH: &'static str;
+    const SIGNAL: Signal;
 }
 
-#[tonic::async_trait]
-impl TraceService for Svc {
-    async fn export(
-        &self,
-        req: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let (rejected, why) =
-            export(&self.0, Batch::Traces(req.into_inner().resource_spans)).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
-                rejected_spans: rejected,
-                error_message: why,
-            }),
-        }))
+pub(crate) struct TraceSvc;
+pub(crate) struct MetricsSvc;
+pub(crate) struct LogsSvc;
+
+impl OtlpService for TraceSvc {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    const SIGNAL: Signal = Signal::Traces;
+}
+impl OtlpService for MetricsSvc {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    const SIGNAL: Signal = Signal::Metrics;
+}
+impl OtlpService for LogsSvc {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    const SIGNAL: Signal = Signal::Logs;
+}
+
+/// One OTLP gRPC service (a tower service for tonic's router).
+pub(crate) struct Server<S> {
+    entry: Arc<Entry>,
+    max_message: usize,
+    _svc: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Server<S> {
+    fn clone(&self) -> Self {
+        Server {
+            entry: self.entry.clone(),
+            max_message: self.max_message,
+            _svc: PhantomData,
+        }
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Svc {
-    async fn export(
-        &self,
-        req: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let (rejected, why) =
-            export(&self.0, Batch::Metrics(req.into_inner().resource_metrics)).await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
-                rejected_data_points: rejected,
-                error_message: why,
-            }),
-        }))
+impl<S: OtlpService> NamedService for Server<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: OtlpService, B> tower::Service<http::Request<B>> for Server<S>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != S::PATH {
+            return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        let export = Export {
+            entry: self.entry.clone(),
+            signal: S::SIGNAL,
+        };
+        let max_message = self.max_message;
+        Box::pin(async move {
+            let mut accept = EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            accept.enable(CompressionEncoding::Zstd);
+            let mut grpc = Grpc::new(RawCodec)
+                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(max_message), None);
+            Ok(grpc.unary(export, req).await)
+        })
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for Svc {
-    async fn export(
-        &self,
-        req: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let (rejected, why) = export(&self.0, Batch::Logs(req.into_inner().resource_logs)).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
-                rejected_log_records: rejected,
-                error_message: why,
-            }),
-        }))
+struct Export {
+    entry: Arc<Entry>,
+    signal: Signal,
+}
+
+impl UnaryService<Bytes> for Export {
+    type Response = ExportResponse;
+    type Future = BoxFuture<'static, Result<Response<ExportResponse>, Status>>;
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let (entry, signal) = (self.entry.clone(), self.signal);
+        Box::pin(async move {
+            let mut batch =
+                decode_protobuf(signal, req.into_inner()).map_err(Status::invalid_argument)?;
+            let (rejected, why) = reject_invalid(&mut batch);
+            entry.push(batch).await.map_err(status_of)?;
+            Ok(Response::new(ExportResponse {
+                partial_success: (rejected > 0).then_some(PartialSuccess {
+                    rejected,
+                    error_message: why,
+                }),
+            }))
+        })
+    }
+}
+
+/// Request bodies in as bytes, responses out as protobuf.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = ExportResponse;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        *self
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = ExportResponse;
+    type Error = Status;
+    fn encode(&mut self, item: ExportResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
     }
 }
 
 /// The gRPC services of the signals that have pipelines, as one axum router.
 pub(super) fn router(cfg: &GrpcConfig, entries: [Option<Arc<Entry>>; 3]) -> axum::Router {
-    let limit =
+    let max_message =
         usize::try_from(cfg.max_recv_msg_size_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let mut routes = tonic::service::Routes::default();
-    macro_rules! add {
-        ($signal:expr, $server:ident) => {
-            if let Some(e) = entry_for(&entries, $signal) {
-                routes = routes.add_service(
-                    $server::new(Svc(e))
-                        .max_decoding_message_size(limit)
-                        .accept_compressed(CompressionEncoding::Gzip)
-                        .accept_compressed(CompressionEncoding::Zstd)
-                        .send_compressed(CompressionEncoding::Gzip),
-                );
-            }
-        };
+    if let Some(entry) = entry_for(&entries, Signal::Traces) {
+        routes = routes.add_service(Server::<TraceSvc> {
+            entry,
+            max_message,
+            _svc: PhantomData,
+        });
     }
-    add!(Signal::Traces, TraceServiceServer);
-    add!(Signal::Metrics, MetricsServiceServer);
-    add!(Signal::Logs, LogsServiceServer);
+    if let Some(entry) = entry_for(&entries, Signal::Metrics) {
+        routes = routes.add_service(Server::<MetricsSvc> {
+            entry,
+            max_message,
+            _svc: PhantomData,
+        });
+    }
+    if let Some(entry) = entry_for(&entries, Signal::Logs) {
+        routes = routes.add_service(Server::<LogsSvc> {
+            entry,
+            max_message,
+            _svc: PhantomData,
+        });
+    }
     routes.prepare().into_axum_router()
 }

@@ -234,7 +234,7 @@ async fn handle_inner(st: &SignalState, headers: &HeaderMap, body: Bytes) -> Res
         }
         Err(e) => return error_response(StatusCode::BAD_REQUEST, enc, e.to_string()),
     };
-    let mut batch = match decode(st.signal, enc, &raw) {
+    let mut batch = match decode(st.signal, enc, raw) {
         Ok(b) => b,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, enc, msg),
     };
@@ -259,39 +259,27 @@ async fn handle_inner(st: &SignalState, headers: &HeaderMap, body: Bytes) -> Res
 }
 
 /// Decodes the request body. An empty body is a valid empty request.
-fn decode(signal: Signal, enc: Encoding, raw: &[u8]) -> Result<Batch, String> {
-    let proto_err = |e: prost::DecodeError| format!("invalid OTLP/protobuf {signal} request: {e}");
+fn decode(signal: Signal, enc: Encoding, raw: Vec<u8>) -> Result<Batch, String> {
+    if enc == Encoding::Protobuf {
+        return super::decode_protobuf(signal, axum::body::Bytes::from(raw));
+    }
     let json_err = |e: serde_json::Error| format!("invalid OTLP/JSON {signal} request: {e}");
-    if raw.is_empty() || (enc == Encoding::Json && raw.iter().all(u8::is_ascii_whitespace)) {
+    if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(Batch::empty(signal));
     }
-    let batch = match (signal, enc) {
-        (Signal::Traces, Encoding::Protobuf) => Batch::Traces(
-            ExportTraceServiceRequest::decode(raw)
-                .map_err(proto_err)?
-                .resource_spans,
-        ),
-        (Signal::Metrics, Encoding::Protobuf) => Batch::Metrics(
-            ExportMetricsServiceRequest::decode(raw)
-                .map_err(proto_err)?
-                .resource_metrics,
-        ),
-        (Signal::Logs, Encoding::Protobuf) => Batch::Logs(
-            ExportLogsServiceRequest::decode(raw)
-                .map_err(proto_err)?
-                .resource_logs,
-        ),
-        (Signal::Traces, Encoding::Json) => Batch::Traces(
+    let raw = &raw[..];
+    let batch = match signal {
+        Signal::Traces => Batch::Traces(
             serde_json::from_slice::<ExportTraceServiceRequest>(raw)
                 .map_err(json_err)?
                 .resource_spans,
         ),
-        (Signal::Metrics, Encoding::Json) => Batch::Metrics(
+        Signal::Metrics => Batch::Metrics(
             serde_json::from_slice::<ExportMetricsServiceRequest>(raw)
                 .map_err(json_err)?
                 .resource_metrics,
         ),
-        (Signal::Logs, Encoding::Json) => Batch::Logs(
+        Signal::Logs => Batch::Logs(
             serde_json::from_slice::<ExportLogsServiceRequest>(raw)
                 .map_err(json_err)?
                 .resource_logs,
@@ -347,7 +335,7 @@ fn check_json_ids(batch: &Batch) -> Result<(), String> {
                 }
             }
         }
-        Batch::Metrics(_) => {}
+        Batch::Metrics(_) | Batch::Encoded(_) => {}
     }
     Ok(())
 }
@@ -422,7 +410,7 @@ mod tests {
             "scopeSpans":[{"scope":{"name":"lib"},"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
             "name":"op","kind":2,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":1544712661000000000,
             "attributes":[{"key":"n","value":{"intValue":"42"}}]}]}]}]}"#;
-        let b = decode(Signal::Traces, Encoding::Json, body).unwrap();
+        let b = decode(Signal::Traces, Encoding::Json, body.to_vec()).unwrap();
         let Batch::Traces(rs) = b else { unreachable!() };
         let sp = &rs[0].scope_spans[0].spans[0];
         assert_eq!(
@@ -437,20 +425,28 @@ mod tests {
     #[test]
     fn json_with_a_short_trace_id_is_refused() {
         let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8e","spanId":"eee19b7ec3c1b174","name":"x"}]}]}]}"#;
-        let e = decode(Signal::Traces, Encoding::Json, body).unwrap_err();
+        let e = decode(Signal::Traces, Encoding::Json, body.to_vec()).unwrap_err();
         assert!(e.contains("traceId must be 16 bytes"), "{e}");
         assert!(
-            decode(Signal::Logs, Encoding::Json, b"{\"resourceLogs\": [")
-                .unwrap_err()
-                .contains("invalid OTLP/JSON logs")
+            decode(
+                Signal::Logs,
+                Encoding::Json,
+                b"{\"resourceLogs\": [".to_vec()
+            )
+            .unwrap_err()
+            .contains("invalid OTLP/JSON logs")
         );
         assert!(
-            decode(Signal::Metrics, Encoding::Protobuf, b"\xff\xff\xff")
-                .unwrap_err()
-                .contains("invalid OTLP/protobuf metrics")
+            decode(
+                Signal::Metrics,
+                Encoding::Protobuf,
+                b"\xff\xff\xff".to_vec()
+            )
+            .unwrap_err()
+            .contains("invalid OTLP/protobuf metrics")
         );
         assert!(
-            decode(Signal::Traces, Encoding::Protobuf, b"")
+            decode(Signal::Traces, Encoding::Protobuf, Vec::new())
                 .unwrap()
                 .is_empty()
         );

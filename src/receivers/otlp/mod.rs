@@ -221,6 +221,42 @@ impl Entry {
     }
 }
 
+/// Reads an OTLP/protobuf export request. A request that passes the wire scan with valid ids is
+/// kept encoded (passed through without decoding); one with invalid ids is decoded so that
+/// [`reject_invalid`] can drop just those items. An empty body is an empty request.
+pub(crate) fn decode_protobuf(signal: Signal, body: bytes::Bytes) -> Result<Batch, String> {
+    use opentelemetry_proto::tonic::collector::{logs::v1 as l, metrics::v1 as m, trace::v1 as t};
+    use prost::Message;
+    if body.is_empty() {
+        return Ok(Batch::empty(signal));
+    }
+    let scan = crate::signal::wire::scan(signal, &body)
+        .map_err(|e| format!("invalid OTLP/protobuf {signal} request: {e}"))?;
+    if scan.ids_ok {
+        return Ok(Batch::Encoded(crate::signal::Encoded::new(
+            signal, body, scan.items,
+        )));
+    }
+    let err = |e: prost::DecodeError| format!("invalid OTLP/protobuf {signal} request: {e}");
+    Ok(match signal {
+        Signal::Traces => Batch::Traces(
+            t::ExportTraceServiceRequest::decode(body)
+                .map_err(err)?
+                .resource_spans,
+        ),
+        Signal::Metrics => Batch::Metrics(
+            m::ExportMetricsServiceRequest::decode(body)
+                .map_err(err)?
+                .resource_metrics,
+        ),
+        Signal::Logs => Batch::Logs(
+            l::ExportLogsServiceRequest::decode(body)
+                .map_err(err)?
+                .resource_logs,
+        ),
+    })
+}
+
 /// Removes spans and log records whose ids have the wrong length (a trace id is 16 bytes, a span
 /// id 8), returning how many were removed and why. They are reported to the client through
 /// `partial_success`; the rest of the request goes on.
@@ -270,7 +306,8 @@ pub(crate) fn reject_invalid(batch: &mut Batch) -> (i64, String) {
                 });
             }
         }
-        Batch::Metrics(_) => {}
+        // Metrics carry no ids; encoded batches were checked by the wire scan.
+        Batch::Metrics(_) | Batch::Encoded(_) => {}
     }
     (rejected, why)
 }
