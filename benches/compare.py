@@ -114,11 +114,18 @@ def measure(name, start, seconds):
     r["cpu_s_per_million"] = cpu / (sat["accepted_spans"] / 1e6)
     r["spans_per_cpu_s"] = sat["accepted_spans"] / cpu
     r["sat_peak_rss_mib"] = rss_mib(proc.pid)
-    time.sleep(1.5)
-    with open(os.path.join(tmp, "sink.log")) as f:
-        lines = [l for l in f.read().splitlines() if l.startswith("{")]
-    r["sink_total"] = json.loads(lines[-1])["total_spans"] if lines else 0
+    # Everything accepted must reach the sink: wait for the queues to drain (and say how long).
     r["accepted_total"] = steady["accepted_spans"] + sat["accepted_spans"]
+    t_drain = time.monotonic()
+    r["sink_total"] = 0
+    while time.monotonic() - t_drain < 120:
+        with open(os.path.join(tmp, "sink.log")) as f:
+            lines = [l for l in f.read().splitlines() if l.startswith("{")]
+        r["sink_total"] = json.loads(lines[-1])["total_spans"] if lines else 0
+        if r["sink_total"] >= r["accepted_total"]:
+            break
+        time.sleep(0.5)
+    r["drain_s"] = time.monotonic() - t_drain
     proc.terminate()
     proc.wait(timeout=30)
     sink.terminate()
@@ -152,6 +159,7 @@ def main():
             ("steady_rss_mib", "RSS at 10k spans/s (MiB)", "%.1f"), ("sat_peak_rss_mib", "RSS after saturation (MiB)", "%.1f"),
             ("idle_rss_mib", "idle RSS (MiB)", "%.1f"), ("startup_ms", "startup to listening (ms)", "%.0f"),
             ("accepted_total", "spans accepted (total)", "%d"), ("sink_total", "spans at the sink (total)", "%d"),
+            ("drain_s", "seconds until the sink had them all", "%.1f"),
             ("sat_refused", "refused requests at saturation", "%d"), ("sat_errors", "errors at saturation", "%d")]
     print("| metric | " + " | ".join(r["name"] for r in results) + (" | ratio ferrotel/rotel |" if len(results) == 2 else " |"))
     print("|---|" + "---|" * len(results) + ("---|" if len(results) == 2 else ""))

@@ -104,22 +104,33 @@ impl Compression {
         }
     }
 
-    /// Compresses `data`; `None` hands it back without a copy. Compressing into memory cannot
-    /// fail short of allocation failure.
+    /// Compresses `data` with the fast levels (gzip 1, zstd 1); `None` hands it back without a
+    /// copy.
     pub fn encode(self, data: bytes::Bytes) -> bytes::Bytes {
+        self.encode_with_level(data, 1, 1)
+    }
+
+    /// Compresses `data` at the given gzip and zstd levels. Compressing into memory cannot fail
+    /// short of allocation failure.
+    pub fn encode_with_level(
+        self,
+        data: bytes::Bytes,
+        gzip_level: u32,
+        zstd_level: i32,
+    ) -> bytes::Bytes {
         use std::io::Write;
         bytes::Bytes::from(match self {
             Compression::None => return data,
             Compression::Gzip => {
                 let mut e = flate2::write::GzEncoder::new(
                     Vec::with_capacity(data.len() / 4),
-                    flate2::Compression::fast(),
+                    flate2::Compression::new(gzip_level),
                 );
                 // Writing into a Vec cannot fail.
                 let _ = e.write_all(&data);
                 e.finish().unwrap_or_default()
             }
-            Compression::Zstd => zstd::bulk::compress(&data, 1).unwrap_or_default(),
+            Compression::Zstd => zstd::bulk::compress(&data, zstd_level).unwrap_or_default(),
         })
     }
 }

@@ -152,21 +152,16 @@ enum Outcome {
 }
 
 async fn send_grpc(channel: &tonic::transport::Channel, body: &Bytes) -> Outcome {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    if let Err(e) = grpc.ready().await {
-        return Outcome::Error(e.to_string());
-    }
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
-    match grpc
-        .unary(
-            tonic::Request::new(body.clone()),
-            path,
-            ferrotel::exporters::otlp_grpc::RawCodec,
-        )
-        .await
-    {
+    use ferrotel::exporters::otlp_grpc::{UnaryCall, unary};
+    let no_headers = http::HeaderMap::new();
+    let call = UnaryCall {
+        path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        payload: body.clone(),
+        encoding: None,
+        headers: &no_headers,
+        timeout: None,
+    };
+    match unary(channel, call).await {
         Ok(_) => Outcome::Ok,
         Err(s)
             if matches!(

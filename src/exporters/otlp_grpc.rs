@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
-use http::uri::PathAndQuery;
+use std::convert::Infallible;
+
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use prost::Message;
 use serde::Deserialize;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -111,8 +111,9 @@ impl ExporterConfig for Validated<Config> {
 
 pub struct GrpcSender {
     channel: Channel,
-    metadata: tonic::metadata::MetadataMap,
-    compression: Option<CompressionEncoding>,
+    headers: http::HeaderMap,
+    compression: Compression,
+    timeout: Duration,
     id: String,
 }
 
@@ -157,73 +158,190 @@ impl GrpcSender {
         } else {
             endpoint.connect_lazy()
         };
-        let mut metadata = tonic::metadata::MetadataMap::new();
+        let mut headers = http::HeaderMap::new();
         for (k, v) in &cfg.headers {
-            let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
                 .map_err(|e| e.to_string())?;
-            let val = v
-                .parse()
+            let val = http::HeaderValue::from_str(v)
                 .map_err(|_| format!("invalid header value for {k:?}"))?;
-            metadata.insert(key, val);
+            headers.insert(name, val);
         }
-        let compression = match cfg.compression {
-            Compression::Gzip => Some(CompressionEncoding::Gzip),
-            Compression::Zstd => Some(CompressionEncoding::Zstd),
-            Compression::None => None,
-        };
         Ok(GrpcSender {
             channel,
-            metadata,
-            compression,
+            headers,
+            compression: cfg.compression,
+            timeout: cfg.timeout,
             id: id.to_owned(),
         })
     }
 }
 
-/// An encoded `Export*ServiceRequest`.
+/// An export request, encoded and compressed once, resent as is on every retry.
 pub struct EncodedRequest {
     signal: Signal,
-    body: Bytes,
+    payload: Bytes,
+}
+
+fn path(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    }
 }
 
 impl Sender for GrpcSender {
     type Request = EncodedRequest;
 
     fn encode(&self, batch: Batch) -> Result<EncodedRequest, SendError> {
-        Ok(EncodedRequest {
-            signal: batch.signal(),
-            body: batch.into_request_bytes(),
-        })
+        let signal = batch.signal();
+        // gzip at level 6 and zstd at its default level: what tonic and grpc-go use.
+        let payload = self.compression.encode_with_level(
+            batch.into_request_bytes(),
+            6,
+            zstd::DEFAULT_COMPRESSION_LEVEL,
+        );
+        Ok(EncodedRequest { signal, payload })
     }
 
     fn send<'a>(&'a self, req: &'a EncodedRequest) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone())
-                .accept_compressed(CompressionEncoding::Gzip);
-            if let Some(c) = self.compression {
-                grpc = grpc.send_compressed(c);
-            }
-            grpc.ready()
-                .await
-                .map_err(|e| SendError::retryable(format!("connecting: {e}")))?;
-            let mut request = tonic::Request::new(req.body.clone());
-            *request.metadata_mut() = self.metadata.clone();
-            let path = PathAndQuery::from_static(match req.signal {
-                Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                Signal::Metrics => {
-                    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
-                }
-                Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-            });
-            match grpc.unary(request, path, RawCodec).await {
+            let call = UnaryCall {
+                path: path(req.signal),
+                payload: req.payload.clone(),
+                encoding: self.compression.header_value(),
+                headers: &self.headers,
+                timeout: Some(self.timeout),
+            };
+            match unary(&self.channel, call).await {
                 Ok(resp) => {
-                    log_partial_success(&self.id, resp.get_ref());
+                    log_partial_success(&self.id, &resp);
                     Ok(())
                 }
                 Err(status) => Err(classify(&status)),
             }
         })
     }
+}
+
+/// One gRPC unary call with an already encoded (and possibly compressed) message.
+pub struct UnaryCall<'a> {
+    pub path: &'static str,
+    pub payload: Bytes,
+    /// `grpc-encoding` of the payload (`gzip`, `zstd`), `None` when not compressed.
+    pub encoding: Option<&'static str>,
+    pub headers: &'a http::HeaderMap,
+    pub timeout: Option<Duration>,
+}
+
+/// Sends a unary gRPC request whose message is already framed-ready bytes, and reads the OTLP
+/// export response. tonic's own client compresses on every call at a fixed level; framing the
+/// message here lets a request be compressed once, before it is queued.
+pub async fn unary(channel: &Channel, call: UnaryCall<'_>) -> Result<ExportResponse, Status> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut header = [0u8; 5];
+    header[0] = u8::from(call.encoding.is_some());
+    let len = u32::try_from(call.payload.len())
+        .map_err(|_| Status::resource_exhausted("message over 4 GiB"))?;
+    header[1..].copy_from_slice(&len.to_be_bytes());
+    // Two frames: the 5-byte prefix and the payload, which is not copied.
+    let frames = futures::stream::iter([
+        Ok::<_, Infallible>(http_body::Frame::data(Bytes::copy_from_slice(&header))),
+        Ok(http_body::Frame::data(call.payload)),
+    ]);
+    let mut rb = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(call.path)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header("grpc-accept-encoding", "gzip")
+        .header(
+            http::header::USER_AGENT,
+            concat!("ferrotel/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Some(enc) = call.encoding {
+        rb = rb.header("grpc-encoding", enc);
+    }
+    if let Some(t) = call.timeout {
+        rb = rb.header(
+            "grpc-timeout",
+            format!("{}m", t.as_millis().clamp(1, 99_999_999)),
+        );
+    }
+    let mut request = rb
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+            frames,
+        )))
+        .map_err(|e| Status::internal(e.to_string()))?;
+    request
+        .headers_mut()
+        .extend(call.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let response = channel
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
+    let (parts, body) = response.into_parts();
+    let collected = body
+        .collect()
+        .await
+        .map_err(|e| Status::unavailable(format!("reading the response: {e}")))?;
+    let trailers = collected.trailers().cloned();
+    let data = collected.to_bytes();
+    if parts.status != http::StatusCode::OK {
+        return Err(Status::new(
+            http_to_grpc(parts.status),
+            format!("HTTP {} from the gRPC server", parts.status),
+        ));
+    }
+    let status = trailers
+        .as_ref()
+        .and_then(Status::from_header_map)
+        .or_else(|| Status::from_header_map(&parts.headers))
+        .ok_or_else(|| Status::internal("the response has no grpc-status"))?;
+    if status.code() != Code::Ok {
+        return Err(status);
+    }
+    decode_response(
+        &data,
+        parts
+            .headers
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// The gRPC spec's mapping for responses that are not HTTP 200.
+fn http_to_grpc(status: http::StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+fn decode_response(data: &[u8], encoding: Option<&str>) -> Result<ExportResponse, Status> {
+    if data.len() < 5 {
+        return Ok(ExportResponse::default());
+    }
+    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    let body = data
+        .get(5..5 + len)
+        .ok_or_else(|| Status::internal("truncated gRPC response"))?;
+    let plain;
+    let body = if data[0] == 1 {
+        plain = crate::compression::decode(encoding.unwrap_or("identity"), body, 1 << 20)
+            .map_err(|e| Status::internal(format!("gRPC response: {e}")))?;
+        &plain[..]
+    } else {
+        body
+    };
+    ExportResponse::decode(body)
+        .map_err(|e| Status::internal(format!("invalid export response: {e}")))
 }
 
 /// OTLP's retry rules for gRPC status codes.
@@ -245,48 +363,77 @@ pub fn classify(status: &Status) -> SendError {
     }
 }
 
-/// Sends already-encoded request bytes (encode once, send on every retry); decodes the
-/// response. Public so the load generator can send pre-encoded requests too.
-#[derive(Clone, Copy, Default)]
-pub struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = super::ExportResponse;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        *self
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = ExportResponse;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ExportResponse>, Status> {
-        let n = src.remaining();
-        ExportResponse::decode(src.copy_to_bytes(n))
-            .map(Some)
-            .map_err(|e| Status::internal(format!("invalid export response: {e}")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::node::parse as yaml;
+    use tonic::codec::CompressionEncoding;
+
+    /// A real gRPC server (tonic, on loopback) answering UNAVAILABLE with RetryInfo, then
+    /// RESOURCE_EXHAUSTED without it: the hint must survive the trip through the trailers.
+    #[tokio::test]
+    async fn retry_info_from_a_real_server_is_honoured() {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+            TraceService, TraceServiceServer,
+        };
+        use opentelemetry_proto::tonic::collector::trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+        };
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Refusing(AtomicUsize);
+        #[tonic::async_trait]
+        impl TraceService for Refusing {
+            async fn export(
+                &self,
+                req: tonic::Request<ExportTraceServiceRequest>,
+            ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+                assert_eq!(
+                    req.into_inner().resource_spans.len(),
+                    1,
+                    "the message arrives whole, gzip-decoded"
+                );
+                Err(match self.0.fetch_add(1, Ordering::SeqCst) {
+                    0 => Status::with_error_details(
+                        Code::Unavailable,
+                        "busy",
+                        tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(7))),
+                    ),
+                    _ => Status::resource_exhausted("full"),
+                })
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    TraceServiceServer::new(Refusing(AtomicUsize::new(0)))
+                        .accept_compressed(CompressionEncoding::Gzip),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let cfg: Config = from_node(
+            &yaml(&format!(
+                "endpoint: 127.0.0.1:{port}\ntls: {{insecure: true}}\n"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let sender = GrpcSender::new(&cfg, "t").unwrap();
+        let req = sender
+            .encode(crate::signal::testdata::spans("a", 1, 3))
+            .unwrap();
+        assert_eq!(
+            sender.send(&req).await,
+            Err(SendError::Retryable {
+                msg: "gRPC status Unavailable: busy".into(),
+                retry_after: Some(Duration::from_secs(7))
+            })
+        );
+        assert!(
+            matches!(sender.send(&req).await, Err(SendError::Permanent(m)) if m.contains("ResourceExhausted"))
+        );
+    }
 
     #[test]
     fn endpoints_as_the_collector_takes_them() {
