@@ -106,32 +106,30 @@ impl Compression {
 
     /// Compresses `data` with the fast levels (gzip 1, zstd 1); `None` hands it back without a
     /// copy.
-    pub fn encode(self, data: bytes::Bytes) -> bytes::Bytes {
+    pub fn encode(self, data: bytes::Bytes) -> std::io::Result<bytes::Bytes> {
         self.encode_with_level(data, 1, 1)
     }
 
-    /// Compresses `data` at the given gzip and zstd levels. Compressing into memory cannot fail
-    /// short of allocation failure.
+    /// Compresses `data` at the given gzip and zstd levels.
     pub fn encode_with_level(
         self,
         data: bytes::Bytes,
         gzip_level: u32,
         zstd_level: i32,
-    ) -> bytes::Bytes {
+    ) -> std::io::Result<bytes::Bytes> {
         use std::io::Write;
-        bytes::Bytes::from(match self {
-            Compression::None => return data,
+        Ok(bytes::Bytes::from(match self {
+            Compression::None => return Ok(data),
             Compression::Gzip => {
                 let mut e = flate2::write::GzEncoder::new(
                     Vec::with_capacity(data.len() / 4),
                     flate2::Compression::new(gzip_level),
                 );
-                // Writing into a Vec cannot fail.
-                let _ = e.write_all(&data);
-                e.finish().unwrap_or_default()
+                e.write_all(&data)?;
+                e.finish()?
             }
-            Compression::Zstd => zstd::bulk::compress(&data, zstd_level).unwrap_or_default(),
-        })
+            Compression::Zstd => zstd::bulk::compress(&data, zstd_level)?,
+        }))
     }
 }
 
@@ -143,7 +141,7 @@ mod tests {
     fn round_trips_and_limits() {
         let data = vec![7u8; 10_000];
         for c in [Compression::Gzip, Compression::Zstd] {
-            let enc = c.encode(bytes::Bytes::from(data.clone()));
+            let enc = c.encode(bytes::Bytes::from(data.clone())).unwrap();
             assert_eq!(
                 decode(c.header_value().unwrap(), &enc, 10_000).unwrap(),
                 data

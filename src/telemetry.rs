@@ -148,7 +148,7 @@ impl Telemetry {
         let exporter_enqueue_failed = PerSignal::register(
             reg,
             "otelcol_exporter_enqueue_failed",
-            "Items refused because the sending queue was full",
+            "Items refused because the sending queue was full (per attempt: a batch processor retries them)",
         );
         let gauge = |reg: &mut Registry, name: &str, help: &str| {
             let f: Family<ExporterLabels, Gauge> = Family::default();

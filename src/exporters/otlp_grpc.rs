@@ -196,11 +196,14 @@ impl Sender for GrpcSender {
     fn encode(&self, batch: Batch) -> Result<EncodedRequest, SendError> {
         let signal = batch.signal();
         // gzip at level 6 and zstd at its default level: what tonic and grpc-go use.
-        let payload = self.compression.encode_with_level(
-            batch.into_request_bytes(),
-            6,
-            zstd::DEFAULT_COMPRESSION_LEVEL,
-        );
+        let payload = self
+            .compression
+            .encode_with_level(
+                batch.into_request_bytes(),
+                6,
+                zstd::DEFAULT_COMPRESSION_LEVEL,
+            )
+            .map_err(|e| SendError::Permanent(format!("compression failed: {e}")))?;
         Ok(EncodedRequest { signal, payload })
     }
 

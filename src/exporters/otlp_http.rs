@@ -210,7 +210,10 @@ impl Sender for HttpSender {
         };
         Ok(EncodedRequest {
             signal,
-            body: self.compression.encode(raw),
+            body: self
+                .compression
+                .encode(raw)
+                .map_err(|e| SendError::Permanent(format!("compression failed: {e}")))?,
         })
     }
 

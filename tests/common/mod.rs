@@ -176,7 +176,7 @@ impl Collector {
     /// SIGTERM, then wait for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        unsafe_kill(child.id(), 15);
+        send_signal(child.id(), 15);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = child.try_wait().expect("wait") {
@@ -214,7 +214,7 @@ impl Drop for Collector {
     }
 }
 
-fn unsafe_kill(pid: u32, sig: i32) {
+fn send_signal(pid: u32, sig: i32) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -184,14 +184,8 @@ async fn preflight(State(st): State<SignalState>, headers: HeaderMap) -> Respons
     resp
 }
 
-async fn handle(
-    State(st): State<SignalState>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(State(st): State<SignalState>, headers: HeaderMap, body: Bytes) -> Response {
     let mut resp = handle_inner(&st, &headers, body).await;
-    debug_assert_eq!(method, Method::POST);
     add_cors(&mut resp, &st.cors, &headers);
     resp
 }

@@ -314,22 +314,16 @@ pub(crate) fn reject_invalid(batch: &mut Batch) -> (i64, String) {
 
 struct Running {
     shutdown: tokio_util::sync::CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Lifecycle for Running {
     fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.shutdown.cancel();
-            for t in &self.tasks {
-                // In-flight requests finish (they are already in the pipeline) or the deadline hits.
-                let _ = tokio::time::timeout_at(deadline, async {
-                    while !t.is_finished() {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                })
-                .await;
-            }
+            let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            // In-flight requests finish (their data is already in the pipeline) or the deadline hits.
+            let _ = tokio::time::timeout_at(deadline, futures::future::join_all(tasks)).await;
         })
     }
 }
@@ -400,7 +394,7 @@ impl ReceiverConfig for Config {
             }
             Ok(Box::new(Running {
                 shutdown: stop,
-                tasks,
+                tasks: std::sync::Mutex::new(tasks),
             }) as Box<dyn Lifecycle>)
         })
     }
