@@ -217,6 +217,7 @@ pub enum Stability {
     Deprecated,
 }
 
+#[derive(Clone, Copy)]
 pub enum Parse {
     Receiver(fn(&Node) -> Result<Box<dyn ReceiverConfig>, DeError>),
     Processor(fn(&Node) -> Result<Box<dyn ProcessorConfig>, DeError>),
@@ -298,7 +299,12 @@ pub static FACTORIES: &[Factory] = &[
 
 /// Finds the factory of a component type by its name or an alias.
 pub fn factory(kind: Kind, type_name: &str) -> Option<&'static Factory> {
-    FACTORIES
+    find_in(FACTORIES, kind, type_name)
+}
+
+/// Looks a component type up in a given table (tests validate against tables of their own).
+pub fn find_in<'a>(table: &'a [Factory], kind: Kind, type_name: &str) -> Option<&'a Factory> {
+    table
         .iter()
         .find(|f| f.kind == kind && (f.name == type_name || f.aliases.contains(&type_name)))
 }

@@ -51,7 +51,7 @@ fn finish(cfg: Option<Config>, mut errors: Errors) -> Result<Validated, Vec<Conf
     let Some(cfg) = cfg else {
         return Err(errors.list);
     };
-    let v = check(cfg, &mut errors);
+    let v = check(cfg, component::FACTORIES, &mut errors);
     if errors.is_empty() {
         Ok(v)
     } else {
@@ -59,7 +59,7 @@ fn finish(cfg: Option<Config>, mut errors: Errors) -> Result<Validated, Vec<Conf
     }
 }
 
-fn check(cfg: Config, errors: &mut Errors) -> Validated {
+fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> Validated {
     let mut v = Validated {
         receivers: BTreeMap::new(),
         processors: BTreeMap::new(),
@@ -77,7 +77,7 @@ fn check(cfg: Config, errors: &mut Errors) -> Validated {
     ];
     for (kind, defs) in sections {
         for def in defs {
-            let Some(f) = component::factory(kind, &def.id.kind) else {
+            let Some(f) = component::find_in(factories, kind, &def.id.kind) else {
                 unsupported.push((kind.section(), def));
                 continue;
             };
@@ -212,7 +212,7 @@ fn check(cfg: Config, errors: &mut Errors) -> Validated {
                 if is_unsupported(kind.section(), &r.id) {
                     continue;
                 }
-                if let Some(f) = component::factory(kind, &r.id.kind) {
+                if let Some(f) = component::find_in(factories, kind, &r.id.kind) {
                     if !f.signals.contains(&p.signal) {
                         errors.at(
                             r.pos,
@@ -551,6 +551,36 @@ mod tests {
             e.iter()
                 .any(|m| m.contains("t.yaml:11:5") && m.contains("unknown signal \"profiles\"")),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_component_used_with_a_signal_it_lacks_is_refused() {
+        use crate::component::{FACTORIES, Factory};
+        // Today every component has every signal; check the rule with a `debug` that lacks logs.
+        let table: Vec<Factory> = FACTORIES
+            .iter()
+            .map(|f| Factory {
+                signals: if f.name == "debug" {
+                    &[Signal::Traces, Signal::Metrics]
+                } else {
+                    f.signals
+                },
+                ..*f
+            })
+            .collect();
+        let yaml = format!(
+            "{BASE}service:\n  pipelines:\n    logs:\n      receivers: [otlp]\n      exporters: [debug]\n"
+        );
+        let mut errors = Errors::new("t.yaml");
+        let cfg = config::load_str(&yaml, &|_| None, &mut errors).unwrap();
+        check(cfg, &table, &mut errors);
+        let msgs: Vec<String> = errors.list.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "t.yaml:11:19: service::pipelines::logs: `exporters`: `debug` does not support logs"
+            ]
         );
     }
 
