@@ -12,6 +12,7 @@ pub mod exporters;
 pub mod extensions;
 pub mod pipeline;
 pub mod processors;
+pub mod proto;
 pub mod receivers;
 pub mod server;
 pub mod signal;
