@@ -288,6 +288,14 @@ pub static FACTORIES: &[Factory] = &[
         parse: Parse::Exporter(crate::exporters::debug::parse),
     },
     Factory {
+        kind: Kind::Exporter,
+        name: "zipkin",
+        aliases: &[],
+        signals: &[Signal::Traces],
+        stability: Stability::Alpha,
+        parse: Parse::Exporter(crate::exporters::zipkin::parse),
+    },
+    Factory {
         kind: Kind::Extension,
         name: "health_check",
         aliases: &[],

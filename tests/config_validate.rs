@@ -219,10 +219,7 @@ const CORPUS: &[(&str, Expect)] = &[
         "11-dynatrace-load-balancing-k8s.yaml",
         Expect::Unsupported(&["exporters: load_balancing"]),
     ),
-    (
-        "12-dotnet-zipkin-bom.yaml",
-        Expect::Unsupported(&["exporters: zipkin"]),
-    ),
+    ("12-dotnet-zipkin-bom.yaml", Expect::Valid),
     ("13-dotnet-otlp-tls-mtls.yaml", Expect::Valid),
     ("14-newrelic-lambda-otlphttp-logging.yaml", Expect::Valid),
     (
@@ -315,7 +312,7 @@ fn collector_config_corpus() {
     }
 }
 
-/// The valid corpus files that can start here also run: started unchanged, they serve their
+/// The valid corpus files that can start here also run (01, 12, 14): started unchanged, they serve their
 /// health check or ports, and stop cleanly on SIGTERM. (13 needs certificate files under
 /// /cfg/certs that do not exist here: validated only.)
 #[test]
@@ -352,6 +349,24 @@ fn valid_corpus_files_run_unchanged() {
         c.logs().contains("deprecated name of `debug`"),
         "{}",
         c.logs()
+    );
+    assert!(c.terminate().success(), "{}", c.logs());
+    // 12: starts with a UTF-8 byte-order mark; OTLP/HTTP on 0.0.0.0:4318 → batch → zipkin.
+    let mut c = common::Collector::start_file(
+        &dir.join(CORPUS[11].0),
+        &env,
+        None,
+        Some(8888),
+        tempfile::tempdir().unwrap(),
+    );
+    common::wait_until(
+        "12 listening on 4318",
+        std::time::Duration::from_secs(10),
+        || std::net::TcpStream::connect("127.0.0.1:4318").is_ok(),
+    );
+    assert!(
+        c.self_metrics()
+            .contains("otelcol_exporter_queue_capacity{exporter=\"zipkin\"} 1000")
     );
     assert!(c.terminate().success(), "{}", c.logs());
 }

@@ -2,6 +2,7 @@ pub mod debug;
 pub mod helper;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod zipkin;
 
 use std::collections::BTreeMap;
 

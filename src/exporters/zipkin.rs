@@ -1,0 +1,565 @@
+//! `zipkin` exporter: spans to a Zipkin v2 endpoint (`POST /api/v2/spans`, a JSON list),
+//! translated as the OpenTelemetry specification's "OpenTelemetry to Zipkin Transformation"
+//! says.
+//!
+//! Mapping: service name from `service.name` (else `default_service_name`); kind SERVER, CLIENT,
+//! PRODUCER, CONSUMER (INTERNAL omitted); `timestamp`/`duration` in microseconds; attributes and
+//! resource attributes (except `service.name`) as tags, non-strings stringified (arrays as JSON);
+//! status as `otel.status_code` (`OK`/`ERROR`, unset → absent) and `error` (the description) for
+//! errors; events as annotations (`name`, or `name: {attributes as JSON}`); the scope as
+//! `otel.scope.name`/`otel.scope.version`; dropped counts as `otel.dropped_*_count`; links, which
+//! Zipkin has no field for, as `otel.link.<i>` = `<trace id>-<span id>`; the remote endpoint of
+//! CLIENT and PRODUCER spans from the ranked peer attributes; a trace id whose upper 64 bits are
+//! zero as 16 hex digits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
+use super::key_err;
+use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::compression::Compression;
+use crate::config::{DeError, Node, from_node, units};
+use crate::signal::Batch;
+use crate::tls::ClientTlsConfig;
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+    Proto,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Zipkin v2 spans URL, e.g. `http://zipkin:9411/api/v2/spans`.
+    pub endpoint: String,
+    /// `json` (default). `proto` is not implemented yet and is refused at validation.
+    #[serde(default)]
+    pub format: Format,
+    /// Service name for spans whose resource has no `service.name`. Default `unknown_service`.
+    #[serde(default = "default_service")]
+    pub default_service_name: String,
+    /// `gzip`, `zstd` or `none` (default; Zipkin servers accept gzip).
+    #[serde(default = "no_compression")]
+    pub compression: Compression,
+    #[serde(default)]
+    pub tls: ClientTlsConfig,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Per request. Default 5s.
+    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    #[serde(default)]
+    pub sending_queue: QueueConfig,
+}
+
+fn default_service() -> String {
+    "unknown_service".into()
+}
+fn no_compression() -> Compression {
+    Compression::None
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
+    let cfg: Config = from_node(node)?;
+    let uri: http::Uri = cfg
+        .endpoint
+        .parse()
+        .map_err(|e| key_err(node, &["endpoint"], format!("invalid URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
+        return Err(key_err(
+            node,
+            &["endpoint"],
+            "needs an http:// or https:// URL, e.g. http://zipkin:9411/api/v2/spans",
+        ));
+    }
+    if cfg.format == Format::Proto {
+        return Err(key_err(
+            node,
+            &["format"],
+            "`proto` is not implemented yet; use `json`",
+        ));
+    }
+    cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
+    super::validate_headers(node, &cfg.headers)?;
+    let settings = Settings::new(
+        cfg.timeout,
+        cfg.retry_on_failure.clone(),
+        cfg.sending_queue.clone(),
+        node,
+    )?;
+    Ok(Box::new(Validated { cfg, settings }))
+}
+
+impl ExporterConfig for Validated<Config> {
+    fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
+        let Validated { cfg, settings } = *self;
+        let tls = cfg
+            .tls
+            .build(&[b"h2", b"http/1.1"])
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_str(v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .default_headers(headers)
+            .user_agent(concat!("ferrotel/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
+        let sender = ZipkinSender {
+            client,
+            url: cfg.endpoint,
+            default_service: cfg.default_service_name,
+            compression: cfg.compression,
+        };
+        Ok(Helper::build(&ctx, settings, sender))
+    }
+}
+
+pub struct ZipkinSender {
+    client: reqwest::Client,
+    url: String,
+    default_service: String,
+    compression: Compression,
+}
+
+/// A Zipkin v2 span, as the API's JSON schema defines it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ZipkinSpan {
+    pub trace_id: String,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub timestamp: u64,
+    pub duration: u64,
+    pub local_endpoint: Endpoint,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_endpoint: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub annotations: Vec<Annotation>,
+    #[serde(skip_serializing_if = "Map::is_empty", default)]
+    pub tags: Map<String, Value>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Annotation {
+    pub timestamp: u64,
+    pub value: String,
+}
+
+fn any_to_json(v: &AnyValue) -> Value {
+    match &v.value {
+        None => Value::Null,
+        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => Value::from(*i),
+        Some(any_value::Value::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+        }
+        Some(any_value::Value::BytesValue(b)) => {
+            use base64_engine::Engine;
+            Value::String(base64_engine::STANDARD.encode(b))
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            Value::Array(a.values.iter().map(any_to_json).collect())
+        }
+        Some(any_value::Value::KvlistValue(kv)) => Value::Object(
+            kv.values
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value.as_ref().map_or(Value::Null, any_to_json),
+                    )
+                })
+                .collect(),
+        ),
+        Some(any_value::Value::StringValueStrindex(i)) => Value::from(*i),
+    }
+}
+
+/// Zipkin tags are strings: strings as they are, others as their JSON text (`true`, `42`,
+/// `1.5`, `["a","b"]`).
+fn tag_value(v: &Option<AnyValue>) -> String {
+    match v.as_ref().map(any_to_json) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s,
+        Some(other) => other.to_string(),
+    }
+}
+
+fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) if !s.is_empty() => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+fn int_attr(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::IntValue(i) => Some(*i),
+            any_value::Value::StringValue(s) => s.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+/// The remote endpoint of a CLIENT or PRODUCER span, from the spec's ranked peer attributes
+/// (current and older semantic convention names).
+fn remote_endpoint(attrs: &[KeyValue]) -> Option<Endpoint> {
+    let port = int_attr(attrs, "server.port")
+        .or_else(|| int_attr(attrs, "network.peer.port"))
+        .or_else(|| int_attr(attrs, "net.peer.port"))
+        .and_then(|p| u16::try_from(p).ok());
+    for key in [
+        "peer.service",
+        "server.address",
+        "net.peer.name",
+        "network.peer.address",
+        "net.sock.peer.addr",
+        "net.peer.ip",
+        "peer.hostname",
+        "peer.address",
+        "http.host",
+        "db.name",
+    ] {
+        if let Some(v) = str_attr(attrs, key) {
+            let mut ep = Endpoint {
+                port,
+                ..Default::default()
+            };
+            match v.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(ip)) => ep.ipv4 = Some(ip.to_string()),
+                Ok(std::net::IpAddr::V6(ip)) => ep.ipv6 = Some(ip.to_string()),
+                Err(_) => ep.service_name = Some(v.to_owned()),
+            }
+            return Some(ep);
+        }
+    }
+    None
+}
+
+/// 32 hex digits, or 16 when the upper 64 bits are zero (a 64-bit Zipkin trace id).
+fn trace_id_hex(id: &[u8]) -> String {
+    if id.len() == 16 && id[..8].iter().all(|b| *b == 0) {
+        hex::encode(&id[8..])
+    } else {
+        hex::encode(id)
+    }
+}
+
+/// Translates a batch of spans into Zipkin v2 spans.
+pub fn translate(batch: &Batch, default_service: &str) -> Vec<ZipkinSpan> {
+    let Batch::Traces(resources) = batch else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(batch.item_count());
+    for rs in resources {
+        let res_attrs: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+        let service = str_attr(res_attrs, "service.name")
+            .unwrap_or(default_service)
+            .to_owned();
+        for ss in &rs.scope_spans {
+            for span in &ss.spans {
+                let mut z = span_to_zipkin(span, &service);
+                if let Some(scope) = &ss.scope {
+                    if !scope.name.is_empty() {
+                        z.tags
+                            .insert("otel.scope.name".into(), Value::String(scope.name.clone()));
+                    }
+                    if !scope.version.is_empty() {
+                        z.tags.insert(
+                            "otel.scope.version".into(),
+                            Value::String(scope.version.clone()),
+                        );
+                    }
+                }
+                for kv in res_attrs.iter().filter(|kv| kv.key != "service.name") {
+                    // Span attributes win over resource attributes of the same name.
+                    z.tags
+                        .entry(kv.key.clone())
+                        .or_insert_with(|| Value::String(tag_value(&kv.value)));
+                }
+                out.push(z);
+            }
+        }
+    }
+    out
+}
+
+fn span_to_zipkin(span: &Span, service: &str) -> ZipkinSpan {
+    let kind = match SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified) {
+        SpanKind::Server => Some("SERVER"),
+        SpanKind::Client => Some("CLIENT"),
+        SpanKind::Producer => Some("PRODUCER"),
+        SpanKind::Consumer => Some("CONSUMER"),
+        SpanKind::Internal | SpanKind::Unspecified => None,
+    };
+    let mut tags: Map<String, Value> = span
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), Value::String(tag_value(&kv.value))))
+        .collect();
+    if let Some(st) = &span.status {
+        match StatusCode::try_from(st.code).unwrap_or(StatusCode::Unset) {
+            StatusCode::Ok => drop(tags.insert("otel.status_code".into(), "OK".into())),
+            StatusCode::Error => {
+                tags.insert("otel.status_code".into(), "ERROR".into());
+                tags.insert("error".into(), Value::String(st.message.clone()));
+            }
+            StatusCode::Unset => {}
+        }
+    }
+    for (n, key) in [
+        (
+            span.dropped_attributes_count,
+            "otel.dropped_attributes_count",
+        ),
+        (span.dropped_events_count, "otel.dropped_events_count"),
+        (span.dropped_links_count, "otel.dropped_links_count"),
+    ] {
+        if n > 0 {
+            tags.insert(key.into(), Value::String(n.to_string()));
+        }
+    }
+    for (i, l) in span.links.iter().enumerate() {
+        tags.insert(
+            format!("otel.link.{i}"),
+            Value::String(format!(
+                "{}-{}",
+                hex::encode(&l.trace_id),
+                hex::encode(&l.span_id)
+            )),
+        );
+    }
+    let annotations = span
+        .events
+        .iter()
+        .map(|e| Annotation {
+            timestamp: e.time_unix_nano / 1000,
+            value: if e.attributes.is_empty() {
+                e.name.clone()
+            } else {
+                let attrs: Map<String, Value> = e
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        (
+                            kv.key.clone(),
+                            kv.value.as_ref().map_or(Value::Null, any_to_json),
+                        )
+                    })
+                    .collect();
+                Value::Object(
+                    [(e.name.clone(), Value::Object(attrs))]
+                        .into_iter()
+                        .collect(),
+                )
+                .to_string()
+            },
+        })
+        .collect();
+    let remote = matches!(kind, Some("CLIENT") | Some("PRODUCER"))
+        .then(|| remote_endpoint(&span.attributes))
+        .flatten();
+    ZipkinSpan {
+        trace_id: trace_id_hex(&span.trace_id),
+        id: hex::encode(&span.span_id),
+        parent_id: (!span.parent_span_id.is_empty()).then(|| hex::encode(&span.parent_span_id)),
+        name: span.name.clone(),
+        kind: kind.map(str::to_owned),
+        timestamp: span.start_time_unix_nano / 1000,
+        duration: span
+            .end_time_unix_nano
+            .saturating_sub(span.start_time_unix_nano)
+            / 1000,
+        local_endpoint: Endpoint {
+            service_name: Some(service.to_owned()),
+            ..Default::default()
+        },
+        remote_endpoint: remote,
+        annotations,
+        tags,
+    }
+}
+
+mod base64_engine {
+    pub use base64::Engine;
+    pub use base64::engine::general_purpose::STANDARD;
+}
+
+/// Retry rules of an HTTP backend: 429 and 5xx are retryable (with `Retry-After`), any other
+/// non-2xx is permanent.
+pub(crate) fn classify_http(
+    status: reqwest::StatusCode,
+    headers: &http::HeaderMap,
+    msg: String,
+) -> SendError {
+    let retry_after = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    if status.as_u16() == 429 || status.is_server_error() {
+        SendError::Retryable { msg, retry_after }
+    } else {
+        SendError::Permanent(msg)
+    }
+}
+
+pub struct EncodedSpans {
+    body: Bytes,
+}
+
+impl Sender for ZipkinSender {
+    type Request = EncodedSpans;
+
+    fn encode(&self, batch: Batch) -> Result<EncodedSpans, SendError> {
+        let batch = batch
+            .into_decoded()
+            .map_err(|e| SendError::Permanent(format!("undecodable batch: {e}")))?;
+        let spans = translate(&batch, &self.default_service);
+        let json = serde_json::to_vec(&spans)
+            .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?;
+        let body = self
+            .compression
+            .encode(Bytes::from(json))
+            .map_err(|e| SendError::Permanent(format!("compression failed: {e}")))?;
+        Ok(EncodedSpans { body })
+    }
+
+    fn send<'a>(&'a self, req: &'a EncodedSpans) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let mut rb = self
+                .client
+                .post(&self.url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(req.body.clone());
+            if let Some(enc) = self.compression.header_value() {
+                rb = rb.header(http::header::CONTENT_ENCODING, enc);
+            }
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| SendError::retryable(format!("POST {}: {e}", self.url)))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await.unwrap_or_default();
+            let detail = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
+            Err(classify_http(
+                status,
+                &headers,
+                format!("POST {}: HTTP {status}: {detail}", self.url),
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node::parse as yaml;
+
+    #[test]
+    fn config() {
+        assert!(parse(&yaml("endpoint: http://zipkin:9411/api/v2/spans\n").unwrap()).is_ok());
+        assert_eq!(
+            parse(&yaml("endpoint: zipkin:9411\n").unwrap())
+                .err()
+                .unwrap()
+                .path_string(),
+            "endpoint"
+        );
+        let e = parse(&yaml("endpoint: http://z:9411/api/v2/spans\nformat: proto\n").unwrap())
+            .err()
+            .unwrap();
+        assert!(e.msg.contains("not implemented yet"), "{}", e.msg);
+        assert_eq!(
+            parse(&yaml("endpoint: http://z:1/x\nformat: thrift\n").unwrap())
+                .err()
+                .unwrap()
+                .path_string(),
+            "format"
+        );
+    }
+
+    #[test]
+    fn http_classification() {
+        let h = http::HeaderMap::new();
+        assert!(matches!(
+            classify_http(reqwest::StatusCode::BAD_REQUEST, &h, "x".into()),
+            SendError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify_http(reqwest::StatusCode::INTERNAL_SERVER_ERROR, &h, "x".into()),
+            SendError::Retryable { .. }
+        ));
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("3"),
+        );
+        assert_eq!(
+            classify_http(reqwest::StatusCode::TOO_MANY_REQUESTS, &h, "x".into()),
+            SendError::Retryable {
+                msg: "x".into(),
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+    }
+
+    #[test]
+    fn sixty_four_bit_trace_ids() {
+        let mut id = vec![0u8; 8];
+        id.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(trace_id_hex(&id), "0102030405060708");
+        assert_eq!(
+            trace_id_hex(&[0xab; 16]),
+            "abababababababababababababababab"
+        );
+    }
+}
