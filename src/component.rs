@@ -289,6 +289,14 @@ pub static FACTORIES: &[Factory] = &[
     },
     Factory {
         kind: Kind::Exporter,
+        name: "jaeger",
+        aliases: &[],
+        signals: &[Signal::Traces],
+        stability: Stability::Alpha,
+        parse: Parse::Exporter(crate::exporters::jaeger::parse),
+    },
+    Factory {
+        kind: Kind::Exporter,
         name: "zipkin",
         aliases: &[],
         signals: &[Signal::Traces],

@@ -6,6 +6,12 @@ pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 
+/// Jaeger api_v2 model and CollectorService (`proto/jaeger/`).
+#[allow(clippy::all, missing_docs)]
+pub mod jaeger {
+    include!(concat!(env!("OUT_DIR"), "/jaeger.api_v2.rs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::prometheus::*;

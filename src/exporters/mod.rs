@@ -1,5 +1,6 @@
 pub mod debug;
 pub mod helper;
+pub mod jaeger;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod zipkin;

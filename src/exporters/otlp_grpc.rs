@@ -117,58 +117,66 @@ pub struct GrpcSender {
     id: String,
 }
 
+/// A lazily connecting gRPC channel to `endpoint` (as the Collector takes it), with TLS done by
+/// our rustls config. Shared by the gRPC exporters.
+pub fn channel(endpoint: &str, tls: &ClientTlsConfig) -> Result<Channel, String> {
+    let target = parse_endpoint(endpoint, tls.insecure)?;
+    // The URI only names the peer; TLS (when on) is done by our connector, so the scheme
+    // stays http.
+    let uri = if target.host.contains(':') {
+        format!("http://[{}]:{}", target.host, target.port)
+    } else {
+        format!("http://{}:{}", target.host, target.port)
+    };
+    let ep = Endpoint::from_shared(uri)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    if !target.tls {
+        return Ok(ep.connect_lazy());
+    }
+    let config = Arc::new(tls.build(&[b"h2"]).map_err(|e| e.to_string())?);
+    let name = tls
+        .server_name_override
+        .clone()
+        .unwrap_or_else(|| target.host.clone());
+    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+        .map_err(|e| format!("invalid TLS server name {name:?}: {e}"))?;
+    let (host, port) = (target.host.clone(), target.port);
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let (config, server_name, host) = (config.clone(), server_name.clone(), host.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(server_name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        }
+    });
+    Ok(ep.connect_with_connector_lazy(connector))
+}
+
+/// gRPC metadata from a `headers` config map.
+pub fn metadata(headers: &BTreeMap<String, String>) -> Result<http::HeaderMap, String> {
+    let mut out = http::HeaderMap::new();
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let val = http::HeaderValue::from_str(v)
+            .map_err(|_| format!("invalid header value for {k:?}"))?;
+        out.insert(name, val);
+    }
+    Ok(out)
+}
+
 impl GrpcSender {
     pub fn new(cfg: &Config, id: &str) -> Result<Self, String> {
-        let target = parse_endpoint(&cfg.endpoint, cfg.tls.insecure)?;
-        // The URI only names the peer; TLS (when on) is done by our connector with our rustls
-        // config, so the scheme stays http.
-        let uri = if target.host.contains(':') {
-            format!("http://[{}]:{}", target.host, target.port)
-        } else {
-            format!("http://{}:{}", target.host, target.port)
-        };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        let channel = if target.tls {
-            let tls = Arc::new(cfg.tls.build(&[b"h2"]).map_err(|e| e.to_string())?);
-            let name = cfg
-                .tls
-                .server_name_override
-                .clone()
-                .unwrap_or_else(|| target.host.clone());
-            let server_name = rustls::pki_types::ServerName::try_from(name.clone())
-                .map_err(|e| format!("invalid TLS server name {name:?}: {e}"))?;
-            let (host, port) = (target.host.clone(), target.port);
-            let connector = tower::service_fn(move |_uri: http::Uri| {
-                let (tls, server_name, host) = (tls.clone(), server_name.clone(), host.clone());
-                async move {
-                    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-                    tcp.set_nodelay(true)?;
-                    let stream = tokio_rustls::TlsConnector::from(tls)
-                        .connect(server_name, tcp)
-                        .await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
-                }
-            });
-            endpoint.connect_with_connector_lazy(connector)
-        } else {
-            endpoint.connect_lazy()
-        };
-        let mut headers = http::HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .map_err(|e| e.to_string())?;
-            let val = http::HeaderValue::from_str(v)
-                .map_err(|_| format!("invalid header value for {k:?}"))?;
-            headers.insert(name, val);
-        }
         Ok(GrpcSender {
-            channel,
-            headers,
+            channel: channel(&cfg.endpoint, &cfg.tls)?,
+            headers: metadata(&cfg.headers)?,
             compression: cfg.compression,
             timeout: cfg.timeout,
             id: id.to_owned(),

@@ -1,0 +1,402 @@
+//! `jaeger` exporter: spans to Jaeger's `jaeger.api_v2.CollectorService/PostSpans` over gRPC
+//! (port 14250), for Jaeger deployments older than 1.35. Jaeger 1.35+ and Jaeger v2 take OTLP:
+//! use `otlp_grpc` to their port 4317 instead.
+//!
+//! Translation as the OpenTelemetry specification's Jaeger mapping says: one `Batch` per resource,
+//! its `Process` named by `service.name` (else `unknown_service`) with the other resource
+//! attributes as typed tags; the parent as a `CHILD_OF` reference and links as `FOLLOWS_FROM`;
+//! attributes as typed tags (arrays and maps as JSON strings); `span.kind` (lowercase);
+//! `otel.status_code`, `otel.status_description` and `error=true` for errors; events as logs
+//! with an `event` field; the scope as `otel.scope.name`/`otel.scope.version`; dropped counts as
+//! `otel.dropped_*_count`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, span::SpanKind, status::StatusCode};
+use serde::Deserialize;
+use tonic::transport::Channel;
+
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
+use super::{key_err, otlp_grpc};
+use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::config::{DeError, Node, from_node, units};
+use crate::proto::jaeger as j;
+use crate::signal::Batch;
+use crate::tls::ClientTlsConfig;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `host:port` of the Jaeger collector's gRPC port, e.g. `jaeger-collector:14250`.
+    pub endpoint: String,
+    #[serde(default)]
+    pub tls: ClientTlsConfig,
+    /// Sent as gRPC metadata.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Per request. Default 5s.
+    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    #[serde(default)]
+    pub sending_queue: QueueConfig,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
+    let cfg: Config = from_node(node)?;
+    otlp_grpc::parse_endpoint(&cfg.endpoint, cfg.tls.insecure)
+        .map_err(|m| key_err(node, &["endpoint"], m))?;
+    cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
+    super::validate_headers(node, &cfg.headers)?;
+    let settings = Settings::new(
+        cfg.timeout,
+        cfg.retry_on_failure.clone(),
+        cfg.sending_queue.clone(),
+        node,
+    )?;
+    Ok(Box::new(Validated { cfg, settings }))
+}
+
+impl ExporterConfig for Validated<Config> {
+    fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
+        let Validated { cfg, settings } = *self;
+        let sender = JaegerSender {
+            channel: otlp_grpc::channel(&cfg.endpoint, &cfg.tls)
+                .map_err(|e| BuildError::new(&ctx.id, e))?,
+            headers: otlp_grpc::metadata(&cfg.headers).map_err(|e| BuildError::new(&ctx.id, e))?,
+            timeout: cfg.timeout,
+        };
+        Ok(Helper::build(&ctx, settings, sender))
+    }
+}
+
+fn tag(key: &str, v: &Option<AnyValue>) -> j::KeyValue {
+    let mut kv = j::KeyValue {
+        key: key.to_owned(),
+        ..Default::default()
+    };
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::BoolValue(b)) => {
+            kv.v_type = j::ValueType::Bool as i32;
+            kv.v_bool = *b;
+        }
+        Some(any_value::Value::IntValue(i)) => {
+            kv.v_type = j::ValueType::Int64 as i32;
+            kv.v_int64 = *i;
+        }
+        Some(any_value::Value::DoubleValue(d)) => {
+            kv.v_type = j::ValueType::Float64 as i32;
+            kv.v_float64 = *d;
+        }
+        Some(any_value::Value::BytesValue(b)) => {
+            kv.v_type = j::ValueType::Binary as i32;
+            kv.v_binary = b.clone();
+        }
+        Some(any_value::Value::StringValue(s)) => kv.v_str = s.clone(),
+        // Arrays and maps: their JSON text, as the specification's non-OTLP mapping says.
+        Some(any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_)) => {
+            kv.v_str = v.as_ref().map(json).unwrap_or_default().to_string();
+        }
+        Some(any_value::Value::StringValueStrindex(i)) => {
+            kv.v_type = j::ValueType::Int64 as i32;
+            kv.v_int64 = i64::from(*i);
+        }
+        None => {}
+    }
+    kv
+}
+
+fn json(v: &AnyValue) -> serde_json::Value {
+    use serde_json::Value;
+    match &v.value {
+        None => Value::Null,
+        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => Value::from(*i),
+        Some(any_value::Value::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+        }
+        Some(any_value::Value::BytesValue(b)) => Value::String(hex::encode(b)),
+        Some(any_value::Value::ArrayValue(a)) => Value::Array(a.values.iter().map(json).collect()),
+        Some(any_value::Value::KvlistValue(kv)) => Value::Object(
+            kv.values
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, json)))
+                .collect(),
+        ),
+        Some(any_value::Value::StringValueStrindex(i)) => Value::from(*i),
+    }
+}
+
+fn str_tag(key: &str, v: impl Into<String>) -> j::KeyValue {
+    j::KeyValue {
+        key: key.into(),
+        v_str: v.into(),
+        ..Default::default()
+    }
+}
+
+fn timestamp(nanos: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (nanos / 1_000_000_000) as i64,
+        nanos: (nanos % 1_000_000_000) as i32,
+    }
+}
+
+fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+/// One Jaeger batch per resource.
+pub fn translate(resources: &[ResourceSpans]) -> Vec<j::Batch> {
+    resources
+        .iter()
+        .map(|rs| {
+            let res_attrs: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+            let process = j::Process {
+                service_name: attr_str(res_attrs, "service.name")
+                    .unwrap_or("unknown_service")
+                    .to_owned(),
+                tags: res_attrs
+                    .iter()
+                    .filter(|kv| kv.key != "service.name")
+                    .map(|kv| tag(&kv.key, &kv.value))
+                    .collect(),
+            };
+            let mut spans = Vec::new();
+            for ss in &rs.scope_spans {
+                for sp in &ss.spans {
+                    let mut tags: Vec<j::KeyValue> = sp
+                        .attributes
+                        .iter()
+                        .map(|kv| tag(&kv.key, &kv.value))
+                        .collect();
+                    let kind = match SpanKind::try_from(sp.kind).unwrap_or(SpanKind::Unspecified) {
+                        SpanKind::Server => Some("server"),
+                        SpanKind::Client => Some("client"),
+                        SpanKind::Producer => Some("producer"),
+                        SpanKind::Consumer => Some("consumer"),
+                        SpanKind::Internal => Some("internal"),
+                        SpanKind::Unspecified => None,
+                    };
+                    if let Some(k) = kind {
+                        tags.push(str_tag("span.kind", k));
+                    }
+                    if let Some(st) = &sp.status {
+                        match StatusCode::try_from(st.code).unwrap_or(StatusCode::Unset) {
+                            StatusCode::Ok => tags.push(str_tag("otel.status_code", "OK")),
+                            StatusCode::Error => {
+                                tags.push(str_tag("otel.status_code", "ERROR"));
+                                if !st.message.is_empty() {
+                                    tags.push(str_tag(
+                                        "otel.status_description",
+                                        st.message.clone(),
+                                    ));
+                                }
+                                tags.push(j::KeyValue {
+                                    key: "error".into(),
+                                    v_type: j::ValueType::Bool as i32,
+                                    v_bool: true,
+                                    ..Default::default()
+                                });
+                            }
+                            StatusCode::Unset => {}
+                        }
+                    }
+                    if let Some(scope) = &ss.scope {
+                        if !scope.name.is_empty() {
+                            tags.push(str_tag("otel.scope.name", scope.name.clone()));
+                        }
+                        if !scope.version.is_empty() {
+                            tags.push(str_tag("otel.scope.version", scope.version.clone()));
+                        }
+                    }
+                    for (n, key) in [
+                        (sp.dropped_attributes_count, "otel.dropped_attributes_count"),
+                        (sp.dropped_events_count, "otel.dropped_events_count"),
+                        (sp.dropped_links_count, "otel.dropped_links_count"),
+                    ] {
+                        if n > 0 {
+                            tags.push(j::KeyValue {
+                                key: key.into(),
+                                v_type: j::ValueType::Int64 as i32,
+                                v_int64: i64::from(n),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                    let mut references = Vec::new();
+                    if !sp.parent_span_id.is_empty() {
+                        references.push(j::SpanRef {
+                            trace_id: sp.trace_id.clone(),
+                            span_id: sp.parent_span_id.clone(),
+                            ref_type: j::SpanRefType::ChildOf as i32,
+                        });
+                    }
+                    references.extend(sp.links.iter().map(|l| j::SpanRef {
+                        trace_id: l.trace_id.clone(),
+                        span_id: l.span_id.clone(),
+                        ref_type: j::SpanRefType::FollowsFrom as i32,
+                    }));
+                    let logs = sp
+                        .events
+                        .iter()
+                        .map(|e| {
+                            let mut fields = vec![str_tag("event", e.name.clone())];
+                            fields.extend(e.attributes.iter().map(|kv| tag(&kv.key, &kv.value)));
+                            j::Log {
+                                timestamp: Some(timestamp(e.time_unix_nano)),
+                                fields,
+                            }
+                        })
+                        .collect();
+                    let dur = sp
+                        .end_time_unix_nano
+                        .saturating_sub(sp.start_time_unix_nano);
+                    spans.push(j::Span {
+                        trace_id: sp.trace_id.clone(),
+                        span_id: sp.span_id.clone(),
+                        operation_name: sp.name.clone(),
+                        references,
+                        // Sampled: whatever reaches an exporter was kept.
+                        flags: 1,
+                        start_time: Some(timestamp(sp.start_time_unix_nano)),
+                        duration: Some(prost_types::Duration {
+                            seconds: (dur / 1_000_000_000) as i64,
+                            nanos: (dur % 1_000_000_000) as i32,
+                        }),
+                        tags,
+                        logs,
+                        ..Default::default()
+                    });
+                }
+            }
+            j::Batch {
+                spans,
+                process: Some(process),
+            }
+        })
+        .collect()
+}
+
+pub struct JaegerSender {
+    channel: Channel,
+    headers: http::HeaderMap,
+    timeout: Duration,
+}
+
+/// The batches of one export, and how many were accepted already: a retry resumes there, so a
+/// batch Jaeger took is not sent twice.
+pub struct Batches {
+    batches: Vec<j::Batch>,
+    done: AtomicUsize,
+}
+
+impl Sender for JaegerSender {
+    type Request = Batches;
+
+    fn encode(&self, batch: Batch) -> Result<Batches, SendError> {
+        let Batch::Traces(resources) = batch
+            .into_decoded()
+            .map_err(|e| SendError::Permanent(format!("undecodable batch: {e}")))?
+        else {
+            return Err(SendError::Permanent(
+                "the jaeger exporter takes traces only".into(),
+            ));
+        };
+        Ok(Batches {
+            batches: translate(&resources),
+            done: AtomicUsize::new(0),
+        })
+    }
+
+    fn send<'a>(&'a self, req: &'a Batches) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let mut client =
+                j::collector_service_client::CollectorServiceClient::new(self.channel.clone());
+            while let Some(b) = req.batches.get(req.done.load(Ordering::Acquire)) {
+                let mut request = tonic::Request::new(j::PostSpansRequest {
+                    batch: Some(b.clone()),
+                });
+                request
+                    .metadata_mut()
+                    .as_mut()
+                    .extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+                request.set_timeout(self.timeout);
+                client
+                    .post_spans(request)
+                    .await
+                    .map_err(|s| otlp_grpc::classify(&s))?;
+                req.done.fetch_add(1, Ordering::AcqRel);
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node::parse as yaml;
+
+    #[test]
+    fn config() {
+        assert!(parse(&yaml("endpoint: jaeger:14250\ntls: {insecure: true}\n").unwrap()).is_ok());
+        assert_eq!(
+            parse(&yaml("endpoint: jaeger\n").unwrap())
+                .err()
+                .unwrap()
+                .path_string(),
+            "endpoint"
+        );
+    }
+
+    #[test]
+    fn typed_tags() {
+        let v = |x: any_value::Value| Some(AnyValue { value: Some(x) });
+        assert_eq!(
+            tag("b", &v(any_value::Value::BoolValue(true))).v_type,
+            j::ValueType::Bool as i32
+        );
+        assert_eq!(tag("i", &v(any_value::Value::IntValue(7))).v_int64, 7);
+        assert_eq!(
+            tag("d", &v(any_value::Value::DoubleValue(0.5))).v_float64,
+            0.5
+        );
+        let arr = tag(
+            "a",
+            &v(any_value::Value::ArrayValue(
+                opentelemetry_proto::tonic::common::v1::ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(any_value::Value::IntValue(1)),
+                    }],
+                },
+            )),
+        );
+        assert_eq!(
+            (arr.v_type, arr.v_str.as_str()),
+            (j::ValueType::String as i32, "[1]")
+        );
+        assert_eq!(
+            timestamp(1_500_000_000_250),
+            prost_types::Timestamp {
+                seconds: 1500,
+                nanos: 250
+            }
+        );
+    }
+}
