@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/prometheus/remote.proto",
         "proto/jaeger/model.proto",
         "proto/jaeger/collector.proto",
+        "proto/loki/push.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

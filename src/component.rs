@@ -297,6 +297,14 @@ pub static FACTORIES: &[Factory] = &[
     },
     Factory {
         kind: Kind::Exporter,
+        name: "loki",
+        aliases: &[],
+        signals: &[Signal::Logs],
+        stability: Stability::Alpha,
+        parse: Parse::Exporter(crate::exporters::loki::parse),
+    },
+    Factory {
+        kind: Kind::Exporter,
         name: "zipkin",
         aliases: &[],
         signals: &[Signal::Traces],

@@ -12,6 +12,12 @@ pub mod jaeger {
     include!(concat!(env!("OUT_DIR"), "/jaeger.api_v2.rs"));
 }
 
+/// Loki's push API (`proto/loki/push.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod loki {
+    include!(concat!(env!("OUT_DIR"), "/logproto.rs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::prometheus::*;

@@ -177,7 +177,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ("01-helm-deployment-otlp-traces.yaml", Expect::Valid),
     (
         "02-istio-loki-attributes.yaml",
-        Expect::Unsupported(&["exporters: loki", "processors: attributes"]),
+        Expect::Unsupported(&["processors: attributes (line 8)"]),
     ),
     (
         "03-jaeger-otel-demo-k8sattributes.yaml",

@@ -1,11 +1,13 @@
 pub mod debug;
 pub mod helper;
 pub mod jaeger;
+pub mod loki;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod zipkin;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::config::{DeError, Node};
 
@@ -69,4 +71,23 @@ pub(crate) fn validate_headers(
         }
     }
     Ok(())
+}
+
+/// Retry rules of an HTTP backend: 429 and 5xx are retryable (with `Retry-After`), any other
+/// non-2xx is permanent.
+pub(crate) fn classify_http(
+    status: reqwest::StatusCode,
+    headers: &http::HeaderMap,
+    msg: String,
+) -> helper::SendError {
+    let retry_after = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    if status.as_u16() == 429 || status.is_server_error() {
+        helper::SendError::Retryable { msg, retry_after }
+    } else {
+        helper::SendError::Permanent(msg)
+    }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
-use super::key_err;
+use super::{classify_http, key_err};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
 use crate::config::{DeError, Node, from_node, units};
@@ -427,25 +427,6 @@ fn span_to_zipkin(span: &Span, service: &str) -> ZipkinSpan {
 mod base64_engine {
     pub use base64::Engine;
     pub use base64::engine::general_purpose::STANDARD;
-}
-
-/// Retry rules of an HTTP backend: 429 and 5xx are retryable (with `Retry-After`), any other
-/// non-2xx is permanent.
-pub(crate) fn classify_http(
-    status: reqwest::StatusCode,
-    headers: &http::HeaderMap,
-    msg: String,
-) -> SendError {
-    let retry_after = headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    if status.as_u16() == 429 || status.is_server_error() {
-        SendError::Retryable { msg, retry_after }
-    } else {
-        SendError::Permanent(msg)
-    }
 }
 
 pub struct EncodedSpans {

@@ -1,0 +1,441 @@
+//! The `loki` exporter. No Loki server can be installed here, so the far end is an HTTP server in
+//! this test that takes what Loki's push API takes (a spec-based test, not a real Loki):
+//! `POST /loki/api/v1/push`, `Content-Type: application/x-protobuf` with `Content-Encoding:
+//! snappy` (block format), a `logproto.PushRequest` decoded with the push proto; label strings in
+//! Prometheus syntax; entries of a stream in time order; the tenant in `X-Scope-OrgID`. It
+//! answers from a script of statuses to test the failure behaviour.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Collector, free_port, wait_until};
+use ferrotel::proto::loki as lp;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+#[derive(Default)]
+struct Loki {
+    script: Mutex<VecDeque<(u16, Option<&'static str>)>>,
+    /// (tenant, stream labels, entries)
+    got: Mutex<Vec<(Option<String>, String, Vec<lp::EntryAdapter>)>>,
+    calls: Mutex<usize>,
+}
+
+fn label_string_ok(s: &str) -> bool {
+    // {name="value", ...}: names [a-zA-Z_][a-zA-Z0-9_]*, values with \" and \\ escapes.
+    let Some(inner) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
+        return false;
+    };
+    let mut rest = inner;
+    while !rest.is_empty() {
+        let Some(eq) = rest.find("=\"") else {
+            return false;
+        };
+        let name = &rest[..eq];
+        if !name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return false;
+        }
+        let mut chars = rest[eq + 2..].char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    end = Some(eq + 2 + i + 1);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(e) = end else { return false };
+        rest = rest[e..].strip_prefix(", ").unwrap_or(&rest[e..]);
+    }
+    true
+}
+
+fn loki(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Loki> {
+    let state = Arc::new(Loki::default());
+    let st = state.clone();
+    rt.spawn(async move {
+        let app = axum::Router::new().route(
+            "/loki/api/v1/push",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let st = st.clone();
+                    async move {
+                        use axum::http::StatusCode;
+                        *st.calls.lock().unwrap() += 1;
+                        if let Some((code, ra)) = st.script.lock().unwrap().pop_front() {
+                            let mut r =
+                                axum::response::Response::new(axum::body::Body::from("scripted"));
+                            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+                            if let Some(ra) = ra {
+                                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+                            }
+                            return r;
+                        }
+                        let bad = |m: String| {
+                            let mut r = axum::response::Response::new(axum::body::Body::from(m));
+                            *r.status_mut() = StatusCode::BAD_REQUEST;
+                            r
+                        };
+                        if headers.get("content-type").map(|v| v.as_bytes())
+                            != Some(b"application/x-protobuf")
+                            || headers.get("content-encoding").map(|v| v.as_bytes())
+                                != Some(b"snappy")
+                        {
+                            return bad(format!("wrong headers {headers:?}"));
+                        }
+                        let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+                            Ok(r) => r,
+                            Err(e) => return bad(format!("snappy: {e}")),
+                        };
+                        let req = match lp::PushRequest::decode(&raw[..]) {
+                            Ok(r) => r,
+                            Err(e) => return bad(format!("proto: {e}")),
+                        };
+                        let tenant = headers
+                            .get("x-scope-orgid")
+                            .map(|v| v.to_str().unwrap().to_owned());
+                        for s in req.streams {
+                            if !label_string_ok(&s.labels) {
+                                return bad(format!("labels {}", s.labels));
+                            }
+                            let ts: Vec<_> = s
+                                .entries
+                                .iter()
+                                .map(|e| e.timestamp.map(|t| (t.seconds, t.nanos)))
+                                .collect();
+                            if ts.windows(2).any(|w| w[0] > w[1]) {
+                                return bad("entries out of order".into());
+                            }
+                            st.got
+                                .lock()
+                                .unwrap()
+                                .push((tenant.clone(), s.labels, s.entries));
+                        }
+                        axum::response::Response::new(axum::body::Body::empty())
+                    }
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+    state
+}
+
+fn collector(lport: u16, extra: &str) -> (Collector, u16) {
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+exporters:
+  loki:
+    endpoint: "http://127.0.0.1:{lport}/loki/api/v1/push"
+    timeout: 1s
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }}
+{extra}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    logs: {{ receivers: [otlp], exporters: [loki] }}
+"#
+    );
+    (
+        Collector::start(&cfg, &[], Some(health), Some(metrics)),
+        grpc,
+    )
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn send(rt: &tokio::runtime::Runtime, grpc: u16, req: ExportLogsServiceRequest) {
+    rt.block_on(async {
+        let mut c = LogsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .unwrap();
+        c.export(req).await.unwrap();
+    });
+}
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn record(t: u64, sev: &str, body: &str, attrs: Vec<KeyValue>) -> LogRecord {
+    LogRecord {
+        time_unix_nano: t,
+        severity_text: sev.into(),
+        body: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(body.into())),
+        }),
+        attributes: attrs,
+        trace_id: vec![0x11; 16],
+        span_id: vec![0x22; 8],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn streams_labels_lines_and_tenants() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let lport = free_port();
+    let lk = loki(&rt, lport);
+    let (_c, grpc) = collector(lport, "    labels: { resource: [deployment.environment] }");
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![
+            ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", "checkout"),
+                        kv("service.namespace", "shop"),
+                        kv("deployment.environment", "prod"),
+                        kv("k8s.namespace.name", "payments"),
+                        kv("host.name", "node-1"),
+                        kv("loki.resource.labels", "k8s.namespace.name"),
+                        kv("loki.tenant", "tenant.attr"),
+                        kv("tenant.attr", "team-a"),
+                    ],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "app.logger".into(),
+                        version: "2".into(),
+                        ..Default::default()
+                    }),
+                    // Out of order on purpose: Loki needs them sorted.
+                    log_records: vec![
+                        record(
+                            T0 + 300,
+                            "ERROR",
+                            "disk full ✗",
+                            vec![
+                                kv("http.method", "GET"),
+                                kv("path", "/x"),
+                                kv("loki.attribute.labels", "http.method"),
+                            ],
+                        ),
+                        record(
+                            T0 + 100,
+                            "ERROR",
+                            "first",
+                            vec![
+                                kv("http.method", "GET"),
+                                kv("path", "/y"),
+                                kv("loki.attribute.labels", "http.method"),
+                            ],
+                        ),
+                        record(T0 + 200, "INFO", "ok", vec![]),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            // An empty resource: no job, no tenant.
+            ResourceLogs {
+                resource: None,
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![record(T0, "", "bare", vec![])],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+    };
+    send(&rt, grpc, req);
+    wait_until("four entries at loki", Duration::from_secs(10), || {
+        lk.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, e)| e.len())
+            .sum::<usize>()
+            == 4
+    });
+    let got = lk.got.lock().unwrap();
+    let stream = |labels: &str| {
+        got.iter().find(|(_, l, _)| l == labels).unwrap_or_else(|| {
+            panic!(
+                "stream {labels} in {:?}",
+                got.iter().map(|g| &g.1).collect::<Vec<_>>()
+            )
+        })
+    };
+
+    let (tenant, _, errors) = stream(
+        "{deployment_environment=\"prod\", exporter=\"OTLP\", http_method=\"GET\", job=\"shop/checkout\", k8s_namespace_name=\"payments\", level=\"error\"}",
+    );
+    assert_eq!(tenant.as_deref(), Some("team-a"));
+    assert_eq!(errors.len(), 2);
+    assert_eq!(
+        errors[0].timestamp,
+        Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 100
+        }),
+        "sorted by time"
+    );
+    let line: serde_json::Value = serde_json::from_str(&errors[0].line).unwrap();
+    assert_eq!(
+        line,
+        serde_json::json!({
+            "body": "first",
+            "attributes": {"path": "/y"},
+            "resources": {"service.name": "checkout", "service.namespace": "shop", "host.name": "node-1", "tenant.attr": "team-a"},
+            "instrumentation_scope": {"name": "app.logger", "version": "2"},
+            "traceid": "11".repeat(16),
+            "spanid": "22".repeat(8),
+            "severity": "ERROR"
+        })
+    );
+    let second: serde_json::Value = serde_json::from_str(&errors[1].line).unwrap();
+    assert_eq!(second["body"], "disk full ✗");
+
+    let (_, _, info) = stream(
+        "{deployment_environment=\"prod\", exporter=\"OTLP\", job=\"shop/checkout\", k8s_namespace_name=\"payments\", level=\"info\"}",
+    );
+    assert_eq!(info.len(), 1);
+
+    let (tenant, _, bare) = stream("{exporter=\"OTLP\"}");
+    assert_eq!(tenant, &None);
+    let line: serde_json::Value = serde_json::from_str(&bare[0].line).unwrap();
+    assert_eq!(line["body"], "bare");
+}
+
+#[test]
+fn logfmt_lines_and_structured_metadata() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let lport = free_port();
+    let lk = loki(&rt, lport);
+    let (_c, grpc) = collector(
+        lport,
+        "    format: logfmt\n    structured_metadata: true\n    tenant_id: fixed",
+    );
+    send(
+        &rt,
+        grpc,
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "api"), kv("region", "eu")],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![record(T0, "WARN", "slow query", vec![kv("db", "orders")])],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        },
+    );
+    wait_until("one entry", Duration::from_secs(10), || {
+        lk.got.lock().unwrap().len() == 1
+    });
+    let got = lk.got.lock().unwrap();
+    let (tenant, labels, entries) = &got[0];
+    assert_eq!(tenant.as_deref(), Some("fixed"));
+    assert_eq!(labels, "{exporter=\"OTLP\", job=\"api\", level=\"warn\"}");
+    assert_eq!(entries[0].line, "body=\"slow query\" severity=WARN");
+    let md: Vec<(String, String)> = entries[0]
+        .structured_metadata
+        .iter()
+        .map(|p| (p.name.clone(), p.value.clone()))
+        .collect();
+    assert_eq!(
+        md,
+        vec![
+            ("db".into(), "orders".into()),
+            ("service_name".into(), "api".into()),
+            ("region".into(), "eu".into()),
+            ("trace_id".into(), "11".repeat(16)),
+            ("span_id".into(), "22".repeat(8)),
+        ]
+    );
+}
+
+#[test]
+fn failure_behaviour() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let lport = free_port();
+    let lk = loki(&rt, lport);
+    let (c, grpc) = collector(lport, "");
+    let one = |body: &str| ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record(T0, "INFO", body, vec![])],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    lk.script.lock().unwrap().push_back((500, None));
+    send(&rt, grpc, one("after 500"));
+    wait_until("delivered after a 500", Duration::from_secs(10), || {
+        lk.got.lock().unwrap().len() == 1
+    });
+    assert_eq!(*lk.calls.lock().unwrap(), 2);
+
+    lk.script.lock().unwrap().push_back((400, None));
+    send(&rt, grpc, one("refused"));
+    wait_until("the 400 counted", Duration::from_secs(10), || {
+        c.metric("otelcol_exporter_send_failed_log_records_total{exporter=\"loki\"}") == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(*lk.calls.lock().unwrap(), 3, "a 400 is not retried");
+
+    lk.script.lock().unwrap().push_back((429, Some("2")));
+    let t = std::time::Instant::now();
+    send(&rt, grpc, one("after 429"));
+    wait_until("delivered after a 429", Duration::from_secs(10), || {
+        lk.got.lock().unwrap().len() == 2
+    });
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "Retry-After ignored: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        c.metric("otelcol_exporter_sent_log_records_total{exporter=\"loki\"}"),
+        2.0
+    );
+}
