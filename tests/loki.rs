@@ -20,11 +20,14 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+/// One received stream: tenant, labels, entries.
+type Received = (Option<String>, String, Vec<lp::EntryAdapter>);
+
 #[derive(Default)]
 struct Loki {
     script: Mutex<VecDeque<(u16, Option<&'static str>)>>,
     /// (tenant, stream labels, entries)
-    got: Mutex<Vec<(Option<String>, String, Vec<lp::EntryAdapter>)>>,
+    got: Mutex<Vec<Received>>,
     calls: Mutex<usize>,
 }
 
