@@ -370,3 +370,20 @@ fn valid_corpus_files_run_unchanged() {
     );
     assert!(c.terminate().success(), "{}", c.logs());
 }
+
+/// Every config shipped in `pipelines/` and `pipelines/examples/` passes `ferrotel validate`.
+#[test]
+fn shipped_configs_validate() {
+    let mut n = 0;
+    for dir in ["pipelines", "pipelines/examples"] {
+        for entry in std::fs::read_dir(common::repo().join(dir)).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                let (ok, out) = validate_file(&p, &[]);
+                assert!(ok, "{}:\n{out}", p.display());
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 6, "found {n} configs");
+}
