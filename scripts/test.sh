@@ -12,4 +12,14 @@ if ! .venv/bin/python -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.
 fi
 export FERROTEL_TEST_PYTHON="$PWD/.venv/bin/python"
 
+# A real Prometheus server for the remote-write test (Debian's package; the test starts it).
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "warning: prometheus is not installed (apt-get install prometheus); the remote-write test will fail" >&2
+  fi
+fi
+
 cargo test --all-targets "$@"

@@ -305,6 +305,14 @@ pub static FACTORIES: &[Factory] = &[
     },
     Factory {
         kind: Kind::Exporter,
+        name: "prometheus_remote_write",
+        aliases: &["prometheusremotewrite"],
+        signals: &[Signal::Metrics],
+        stability: Stability::Alpha,
+        parse: Parse::Exporter(crate::exporters::prometheus_remote_write::parse),
+    },
+    Factory {
+        kind: Kind::Exporter,
         name: "zipkin",
         aliases: &[],
         signals: &[Signal::Traces],

@@ -195,20 +195,18 @@ const CORPUS: &[(&str, Expect)] = &[
         "06-otelio-gateway-tail-sampling.yaml",
         Expect::Unsupported(&["processors: tail_sampling"]),
     ),
-    (
-        "07-otelio-agent-prometheusremotewrite.yaml",
-        Expect::Unsupported(&["exporters: prometheusremotewrite"]),
-    ),
+    ("07-otelio-agent-prometheusremotewrite.yaml", Expect::Valid),
     (
         "08-otelio-blog-probabilistic-sampler.yaml",
         Expect::Unsupported(&["processors: probabilistic_sampler"]),
     ),
-    // Its `otlp` endpoint is a placeholder without a port, which the Collector refuses too.
+    // Its endpoints are placeholders (no URL, no port), which the Collector refuses too.
     (
         "09-otelio-blog-llm-prw-otlp.yaml",
         Expect::Refused(&[
+            "exporters::prometheusremotewrite: `endpoint`: needs an http:// or https:// URL",
             "exporters::otlp: `endpoint`: endpoint \"YOUR_JAEGER_URL\" needs a port",
-            "exporters: prometheusremotewrite",
+            "2 error(s)",
         ]),
     ),
     (
@@ -312,7 +310,7 @@ fn collector_config_corpus() {
     }
 }
 
-/// The valid corpus files that can start here also run (01, 12, 14): started unchanged, they serve their
+/// The valid corpus files that can start here also run (01, 07, 12, 14): started unchanged, they serve their
 /// health check or ports, and stop cleanly on SIGTERM. (13 needs certificate files under
 /// /cfg/certs that do not exist here: validated only.)
 #[test]
@@ -349,6 +347,20 @@ fn valid_corpus_files_run_unchanged() {
         c.logs().contains("deprecated name of `debug`"),
         "{}",
         c.logs()
+    );
+    assert!(c.terminate().success(), "{}", c.logs());
+    // 07: OTLP/HTTP → prometheusremotewrite with `sending_queue: batch:` (null: on, defaults).
+    let mut c = common::Collector::start_file(
+        &dir.join(CORPUS[6].0),
+        &env,
+        None,
+        Some(8888),
+        tempfile::tempdir().unwrap(),
+    );
+    common::wait_until(
+        "07 listening on 4318",
+        std::time::Duration::from_secs(10),
+        || std::net::TcpStream::connect("127.0.0.1:4318").is_ok(),
     );
     assert!(c.terminate().success(), "{}", c.logs());
     // 12: starts with a UTF-8 byte-order mark; OTLP/HTTP on 0.0.0.0:4318 → batch → zipkin.

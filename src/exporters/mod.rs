@@ -4,6 +4,7 @@ pub mod jaeger;
 pub mod loki;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod prometheus_remote_write;
 pub mod zipkin;
 
 use std::collections::BTreeMap;

@@ -44,7 +44,21 @@ pub fn sdk_send(
     run_id: &str,
     extra: &[&str],
 ) -> (bool, serde_json::Value, String) {
+    sdk_send_env(endpoint, protocol, signals, count, run_id, extra, &[])
+}
+
+/// [`sdk_send`] with extra environment for the SDK (e.g. the temporality preference).
+pub fn sdk_send_env(
+    endpoint: &str,
+    protocol: &str,
+    signals: &str,
+    count: usize,
+    run_id: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, serde_json::Value, String) {
     let out = Command::new(python())
+        .envs(env.iter().copied())
         .arg(repo().join("tests/e2e/sdk_client.py"))
         .args([
             "--endpoint",

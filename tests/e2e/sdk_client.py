@@ -105,13 +105,14 @@ def main():
     ap.add_argument("--count", type=int, default=10)
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--timeout", type=float, default=10, help="export timeout, seconds")
+    ap.add_argument("--service", default="sdk-e2e", help="service.name of the resource")
     ap.add_argument("--ca-file", help="CA to verify the server with (turns TLS on)")
     ap.add_argument("--client-cert", help="client certificate for mTLS")
     ap.add_argument("--client-key", help="client key for mTLS")
     a = ap.parse_args()
     signals = set(a.signals.split(","))
 
-    resource = Resource.create({"service.name": "sdk-e2e", "run.id": a.run_id, "deployment.environment": "test"})
+    resource = Resource.create({"service.name": a.service, "run.id": a.run_id, "deployment.environment": "test"})
     span_exp, metric_exp, log_exp = exporters(a.protocol, a.endpoint, a.compression, a.ca_file, a.client_cert, a.client_key, a.timeout)
     out = {"run_id": a.run_id, "spans": [], "logs": [], "metrics": {}}
     ok = True

@@ -1,0 +1,446 @@
+//! `prometheus_remote_write` against a real Prometheus server (Debian's `prometheus`, started
+//! here on 127.0.0.1 with `--web.enable-remote-write-receiver`): the official OpenTelemetry
+//! Python SDK → ferrotel → Prometheus, then Prometheus' HTTP API is queried for names, labels,
+//! values, histogram buckets, `target_info`, a counter reset and converted delta input.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Collector, free_port, http_get, sdk_send_env, wait_until};
+
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn prometheus() -> Prometheus {
+    let bin = std::env::var("FERROTEL_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1m\n").unwrap();
+    let port = free_port();
+    let child = Command::new(&bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .arg("--enable-feature=native-histograms")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): install Debian's prometheus package (scripts/test.sh does)"));
+    wait_until("prometheus ready", Duration::from_secs(30), || {
+        http_get(port, "/-/ready").is_some_and(|(c, _)| c == 200)
+    });
+    Prometheus {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs an instant query; returns the result vector.
+fn query(rt: &tokio::runtime::Runtime, port: u16, q: &str) -> Vec<serde_json::Value> {
+    let url = format!("http://127.0.0.1:{port}/api/v1/query?query={}", encode(q));
+    let body = rt.block_on(async { reqwest::get(&url).await.unwrap().bytes().await.unwrap() });
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["status"], "success", "{q}: {v}");
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+fn value(rt: &tokio::runtime::Runtime, port: u16, q: &str) -> Option<f64> {
+    query(rt, port, q)
+        .first()
+        .and_then(|r| r["value"][1].as_str())
+        .and_then(|s| s.parse().ok())
+}
+
+#[test]
+fn sdk_to_ferrotel_to_prometheus() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let prom = prometheus();
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+processors:
+  batch: {{ timeout: 100ms }}
+exporters:
+  prometheusremotewrite:
+    endpoint: "http://127.0.0.1:{port}/api/v1/write"
+    external_labels: {{ cluster: ci }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    metrics: {{ receivers: [otlp], processors: [batch], exporters: [prometheusremotewrite] }}
+"#,
+        port = prom.port
+    );
+    let c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    let ep = format!("127.0.0.1:{grpc}");
+    // The SDK gives each process a random service.instance.id (the `instance` label); a restart
+    // that keeps its instance id is what makes a counter reset in one series.
+    let fixed = [("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=prw-1")];
+    let (ok, report, err) = sdk_send_env(
+        &ep,
+        "grpc",
+        "metrics",
+        6,
+        "r1",
+        &["--service", "prw-cum"],
+        &fixed,
+    );
+    assert!(ok, "{err}");
+    let total = report["metrics"]["counter_total"].as_f64().unwrap();
+    let p = prom.port;
+    wait_until("the counter in prometheus", Duration::from_secs(20), || {
+        value(&rt, p, "sum(e2e_requests_total{job=\"prw-cum\"})") == Some(total)
+    });
+
+    // Names and labels: `_total`, scope, job, external label, the point's attribute.
+    let series = query(&rt, p, "e2e_requests_total{job=\"prw-cum\", route=\"/r0\"}");
+    assert_eq!(series.len(), 1, "{series:?}");
+    let m = &series[0]["metric"];
+    assert_eq!(m["cluster"], "ci");
+    assert_eq!(m["instance"], "prw-1");
+    assert_eq!(m["otel_scope_name"], "ferrotel.e2e");
+    assert_eq!(m["otel_scope_version"], "1.2.3");
+    // Histogram: unit suffix, cumulative buckets with +Inf, sum and count. Values 0,10,...,50.
+    assert_eq!(
+        value(
+            &rt,
+            p,
+            "e2e_latency_milliseconds_bucket{job=\"prw-cum\", le=\"+Inf\"}"
+        ),
+        Some(6.0)
+    );
+    assert_eq!(
+        value(
+            &rt,
+            p,
+            "e2e_latency_milliseconds_bucket{job=\"prw-cum\", le=\"10\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &rt,
+            p,
+            "e2e_latency_milliseconds_bucket{job=\"prw-cum\", le=\"25\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&rt, p, "e2e_latency_milliseconds_count{job=\"prw-cum\"}"),
+        Some(6.0)
+    );
+    assert_eq!(
+        value(&rt, p, "e2e_latency_milliseconds_sum{job=\"prw-cum\"}"),
+        Some(150.0)
+    );
+    // Gauge, and target_info with the resource attributes.
+    assert_eq!(
+        value(&rt, p, "e2e_temperature{job=\"prw-cum\", room=\"a\"}"),
+        Some(21.5)
+    );
+    assert_eq!(
+        value(
+            &rt,
+            p,
+            "target_info{job=\"prw-cum\", run_id=\"r1\", deployment_environment=\"test\"}"
+        ),
+        Some(1.0)
+    );
+
+    // A counter reset: a new SDK process starts the counter over.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (ok, _, err) = sdk_send_env(
+        &ep,
+        "grpc",
+        "metrics",
+        1,
+        "r2",
+        &["--service", "prw-cum"],
+        &fixed,
+    );
+    assert!(ok, "{err}");
+    wait_until("the reset in prometheus", Duration::from_secs(20), || {
+        value(
+            &rt,
+            p,
+            "resets(e2e_requests_total{job=\"prw-cum\", route=\"/r0\"}[10m])",
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        value(&rt, p, "e2e_requests_total{job=\"prw-cum\", route=\"/r0\"}"),
+        Some(1.0)
+    );
+
+    // Delta input: the SDK sends delta temporality; ferrotel writes cumulative series.
+    let delta = [("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")];
+    let (ok, report, err) = sdk_send_env(
+        &ep,
+        "grpc",
+        "metrics",
+        5,
+        "r3",
+        &["--service", "prw-delta"],
+        &delta,
+    );
+    assert!(ok, "{err}");
+    let total = report["metrics"]["counter_total"].as_f64().unwrap();
+    wait_until(
+        "converted deltas in prometheus",
+        Duration::from_secs(20),
+        || value(&rt, p, "sum(e2e_requests_total{job=\"prw-delta\"})") == Some(total),
+    );
+    assert_eq!(
+        value(&rt, p, "e2e_latency_milliseconds_count{job=\"prw-delta\"}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        c.metric(
+            "otelcol_exporter_send_failed_metric_points_total{exporter=\"prometheusremotewrite\"}"
+        ),
+        0.0
+    );
+}
+
+/// Failure behaviour. A real Prometheus cannot be told to answer 500 or 429, so this part uses a
+/// stand-in that checks each request against the remote-write 1.0 specification (headers, snappy
+/// block format, `WriteRequest`, labels sorted, unique, non-empty, `__name__` present, valid
+/// names, samples in time order) and answers from a script.
+#[test]
+fn failure_behaviour_against_a_spec_checking_receiver() {
+    use ferrotel::proto::prometheus as pb;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    use prost::Message;
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Rw {
+        script: Mutex<VecDeque<(u16, Option<&'static str>)>>,
+        samples: Mutex<Vec<(String, f64)>>,
+        calls: Mutex<usize>,
+    }
+    fn check(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<pb::WriteRequest, String> {
+        let h = |k: &str| {
+            headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        if h("content-encoding") != "snappy"
+            || h("content-type") != "application/x-protobuf"
+            || h("x-prometheus-remote-write-version") != "0.1.0"
+            || h("user-agent").is_empty()
+        {
+            return Err(format!("headers {headers:?}"));
+        }
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .map_err(|e| e.to_string())?;
+        let req = pb::WriteRequest::decode(&raw[..]).map_err(|e| e.to_string())?;
+        for ts in &req.timeseries {
+            let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted != names || !names.contains(&"__name__") {
+                return Err(format!(
+                    "labels not sorted/unique or no __name__: {names:?}"
+                ));
+            }
+            for l in &ts.labels {
+                let ok_name = l
+                    .name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && l.name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ok_name || l.value.is_empty() {
+                    return Err(format!("bad label {l:?}"));
+                }
+            }
+            if ts
+                .samples
+                .windows(2)
+                .any(|w| w[0].timestamp > w[1].timestamp)
+            {
+                return Err("samples out of order".into());
+            }
+        }
+        Ok(req)
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = Arc::new(Rw::default());
+    let port = free_port();
+    let st = state.clone();
+    rt.spawn(async move {
+        let app = axum::Router::new().route(
+            "/api/v1/write",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let st = st.clone();
+                    async move {
+                        *st.calls.lock().unwrap() += 1;
+                        let mut resp = axum::response::Response::new(axum::body::Body::empty());
+                        if let Some((code, ra)) = st.script.lock().unwrap().pop_front() {
+                            *resp.status_mut() = axum::http::StatusCode::from_u16(code).unwrap();
+                            if let Some(ra) = ra {
+                                resp.headers_mut()
+                                    .insert("retry-after", ra.parse().unwrap());
+                            }
+                            return resp;
+                        }
+                        match check(&headers, &body) {
+                            Ok(req) => {
+                                let mut s = st.samples.lock().unwrap();
+                                for ts in req.timeseries {
+                                    let name = ts
+                                        .labels
+                                        .iter()
+                                        .find(|l| l.name == "__name__")
+                                        .unwrap()
+                                        .value
+                                        .clone();
+                                    s.extend(ts.samples.iter().map(|x| (name.clone(), x.value)));
+                                }
+                                *resp.status_mut() = axum::http::StatusCode::NO_CONTENT;
+                            }
+                            Err(e) => {
+                                *resp.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+                                *resp.body_mut() = axum::body::Body::from(e);
+                            }
+                        }
+                        resp
+                    }
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let c = Collector::start(
+        &format!(
+            r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+exporters:
+  prometheus_remote_write:
+    endpoint: "http://127.0.0.1:{port}/api/v1/write"
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    metrics: {{ receivers: [otlp], exporters: [prometheus_remote_write] }}
+"#
+        ),
+        &[],
+        Some(health),
+        Some(metrics),
+    );
+    let gauge = |v: f64| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "queue.depth".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            time_unix_nano: 1_700_000_000_000_000_000 + (v as u64) * 1_000_000,
+                            value: Some(number_data_point::Value::AsDouble(v)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let send = |v: f64| {
+        rt.block_on(async {
+            let mut m = MetricsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+                .await
+                .unwrap();
+            m.export(gauge(v)).await.unwrap();
+        })
+    };
+    state.script.lock().unwrap().push_back((500, None));
+    send(1.0);
+    wait_until("delivered after a 500", Duration::from_secs(10), || {
+        state.samples.lock().unwrap().len() == 1
+    });
+    assert_eq!(*state.calls.lock().unwrap(), 2);
+    assert_eq!(
+        state.samples.lock().unwrap()[0],
+        ("queue_depth".to_string(), 1.0)
+    );
+
+    state.script.lock().unwrap().push_back((400, None));
+    send(2.0);
+    wait_until("the 400 counted", Duration::from_secs(10), || {
+        c.metric("otelcol_exporter_send_failed_metric_points_total{exporter=\"prometheus_remote_write\"}") == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(*state.calls.lock().unwrap(), 3, "a 400 is not retried");
+
+    state.script.lock().unwrap().push_back((429, Some("2")));
+    let t = std::time::Instant::now();
+    send(3.0);
+    wait_until("delivered after a 429", Duration::from_secs(10), || {
+        state.samples.lock().unwrap().len() == 2
+    });
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "Retry-After ignored: {:?}",
+        t.elapsed()
+    );
+}
