@@ -580,35 +580,20 @@ impl Translator {
                                 let stale = p.flags & 1 == 1;
                                 let val =
                                     |v: f64| if stale { f64::from_bits(STALE_NAN) } else { v };
+                                let labels = PointLabels::new(&scoped, &p.attributes);
                                 for q in &p.quantile_values {
                                     push(
-                                        point_labels(
-                                            &scoped,
-                                            &p.attributes,
-                                            &[("quantile", fmt_float(q.quantile))],
+                                        labels.series(
                                             &name,
+                                            Some(("quantile", fmt_float(q.quantile))),
                                         ),
                                         val(q.value),
                                         ts,
                                     );
                                 }
+                                push(labels.series(&format!("{name}_sum"), None), val(p.sum), ts);
                                 push(
-                                    point_labels(
-                                        &scoped,
-                                        &p.attributes,
-                                        &[],
-                                        &format!("{name}_sum"),
-                                    ),
-                                    val(p.sum),
-                                    ts,
-                                );
-                                push(
-                                    point_labels(
-                                        &scoped,
-                                        &p.attributes,
-                                        &[],
-                                        &format!("{name}_count"),
-                                    ),
+                                    labels.series(&format!("{name}_count"), None),
                                     val(p.count as f64),
                                     ts,
                                 );
@@ -691,6 +676,37 @@ fn point_labels(
     l.with(extra, name)
 }
 
+/// A point's labels computed once; each series of the point (histogram buckets, sum, count,
+/// quantiles) is derived by naming it and adding at most one label.
+struct PointLabels(Vec<pb::Label>);
+
+impl PointLabels {
+    fn new(scoped: &LabelSet, attrs: &[KeyValue]) -> Self {
+        PointLabels(point_labels(scoped, attrs, &[], ""))
+    }
+
+    fn series(&self, name: &str, extra: Option<(&str, String)>) -> Vec<pb::Label> {
+        let mut v = Vec::with_capacity(self.0.len() + 1);
+        v.extend(self.0.iter().cloned());
+        if let Some(l) = v.iter_mut().find(|l| l.name == "__name__") {
+            l.value = name.to_owned();
+        }
+        if let Some((k, val)) = extra {
+            match v.binary_search_by(|l| l.name.as_str().cmp(k)) {
+                Ok(i) => v[i].value = val,
+                Err(i) => v.insert(
+                    i,
+                    pb::Label {
+                        name: k.to_owned(),
+                        value: val,
+                    },
+                ),
+            }
+        }
+        v
+    }
+}
+
 /// Prometheus' float format for `le` and `quantile` (`0.5`, `1`, `+Inf`).
 fn fmt_float(f: f64) -> String {
     if f.is_infinite() {
@@ -714,46 +730,33 @@ fn histogram(
 ) {
     let stale = p.flags & 1 == 1;
     let val = |v: f64| if stale { f64::from_bits(STALE_NAN) } else { v };
+    let labels = PointLabels::new(scoped, &p.attributes);
+    let bucket = format!("{name}_bucket");
     let mut cumulative = 0u64;
     for (i, c) in p.bucket_counts.iter().enumerate() {
         cumulative += c;
-        let le = p
-            .explicit_bounds
-            .get(i)
-            .map_or_else(|| "+Inf".to_owned(), |b| fmt_float(*b));
-        if le == "+Inf" {
+        let Some(bound) = p.explicit_bounds.get(i) else {
+            break;
+        };
+        if bound.is_infinite() && *bound > 0.0 {
             break;
         }
         push(
-            point_labels(
-                scoped,
-                &p.attributes,
-                &[("le", le)],
-                &format!("{name}_bucket"),
-            ),
+            labels.series(&bucket, Some(("le", fmt_float(*bound)))),
             val(cumulative as f64),
             ts,
         );
     }
     push(
-        point_labels(
-            scoped,
-            &p.attributes,
-            &[("le", "+Inf".into())],
-            &format!("{name}_bucket"),
-        ),
+        labels.series(&bucket, Some(("le", "+Inf".into()))),
         val(p.count as f64),
         ts,
     );
     if let Some(sum) = p.sum {
-        push(
-            point_labels(scoped, &p.attributes, &[], &format!("{name}_sum")),
-            val(sum),
-            ts,
-        );
+        push(labels.series(&format!("{name}_sum"), None), val(sum), ts);
     }
     push(
-        point_labels(scoped, &p.attributes, &[], &format!("{name}_count")),
+        labels.series(&format!("{name}_count"), None),
         val(p.count as f64),
         ts,
     );

@@ -1,0 +1,216 @@
+//! Criterion benches of the backend translations (items per second on one core) and of the
+//! snappy + protobuf encoding of remote-write and Loki requests.
+//! Run: `cargo bench --bench exporters`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ferrotel::config::{from_node, node::parse};
+use ferrotel::exporters::{jaeger, loki, prometheus_remote_write as prw, zipkin};
+use ferrotel::signal::Batch;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource() -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![
+            kv("service.name", "checkout"),
+            kv("service.instance.id", "i-1"),
+            kv("host.name", "node-1"),
+            kv("k8s.namespace.name", "prod"),
+        ],
+        ..Default::default()
+    })
+}
+
+/// 1000 data points: 250 gauge, 250 counter, 500 in 10-bucket histograms (counted as points).
+fn metrics() -> (Vec<ResourceMetrics>, u64) {
+    let attrs = |i: usize| vec![kv("route", &format!("/r{}", i % 20)), kv("method", "GET")];
+    let num = |i: usize| NumberDataPoint {
+        attributes: attrs(i),
+        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+        value: Some(number_data_point::Value::AsDouble(i as f64)),
+        ..Default::default()
+    };
+    let metrics = vec![
+        Metric {
+            name: "queue.depth".into(),
+            unit: "1".into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: (0..250).map(num).collect(),
+            })),
+            ..Default::default()
+        },
+        Metric {
+            name: "http.requests".into(),
+            unit: "1".into(),
+            data: Some(Data::Sum(Sum {
+                data_points: (0..250).map(num).collect(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        },
+        Metric {
+            name: "http.duration".into(),
+            unit: "ms".into(),
+            data: Some(Data::Histogram(Histogram {
+                data_points: (0..500)
+                    .map(|i| HistogramDataPoint {
+                        attributes: attrs(i),
+                        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                        count: 55,
+                        sum: Some(1000.0),
+                        bucket_counts: (0..10).collect(),
+                        explicit_bounds: (1..10).map(|b| b as f64 * 10.0).collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            })),
+            ..Default::default()
+        },
+    ];
+    let rm = vec![ResourceMetrics {
+        resource: resource(),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(InstrumentationScope {
+                name: "bench".into(),
+                ..Default::default()
+            }),
+            metrics,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }];
+    (rm, 1000)
+}
+
+fn logs() -> Vec<ResourceLogs> {
+    vec![ResourceLogs {
+        resource: resource(),
+        scope_logs: vec![ScopeLogs {
+            log_records: (0..1000)
+                .map(|i| LogRecord {
+                    time_unix_nano: 1_700_000_000_000_000_000 + i,
+                    severity_text: if i % 10 == 0 {
+                        "ERROR".into()
+                    } else {
+                        "INFO".into()
+                    },
+                    body: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!(
+                            "request {i} served in {} ms",
+                            i % 97
+                        ))),
+                    }),
+                    attributes: vec![
+                        kv("http.route", "/api/items"),
+                        kv("user.id", &format!("u{}", i % 50)),
+                    ],
+                    trace_id: vec![7; 16],
+                    span_id: vec![8; 8],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }]
+}
+
+fn spans() -> Vec<ResourceSpans> {
+    vec![ResourceSpans {
+        resource: resource(),
+        scope_spans: vec![ScopeSpans {
+            spans: (0..1000u64)
+                .map(|i| Span {
+                    trace_id: [i.to_be_bytes(), i.to_le_bytes()].concat(),
+                    span_id: i.to_be_bytes().to_vec(),
+                    name: "GET /api/items".into(),
+                    kind: 2,
+                    start_time_unix_nano: 1_700_000_000_000_000_000 + i,
+                    end_time_unix_nano: 1_700_000_000_001_000_000 + i,
+                    attributes: (0..10).map(|a| kv(&format!("attr.{a}"), "value")).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }]
+}
+
+fn benches(c: &mut Criterion) {
+    let (rm, points) = metrics();
+    let prw_cfg: prw::Config =
+        from_node(&parse("endpoint: http://p:9090/api/v1/write\n").unwrap()).unwrap();
+    let translator = prw::Translator::new(prw_cfg);
+    let mut g = c.benchmark_group("prometheus_remote_write");
+    g.throughput(Throughput::Elements(points));
+    g.bench_function("translate_1000_points", |b| {
+        b.iter(|| translator.translate(black_box(&rm)))
+    });
+    g.bench_function("translate_encode_snappy_1000_points", |b| {
+        b.iter(|| {
+            use prost::Message;
+            let out = translator.translate(black_box(&rm));
+            let req = ferrotel::proto::prometheus::WriteRequest {
+                timeseries: out.series,
+                metadata: vec![],
+            };
+            snap::raw::Encoder::new()
+                .compress_vec(&req.encode_to_vec())
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    let lg = logs();
+    let loki_cfg: loki::Config = from_node(
+        &parse(
+            "endpoint: http://l:3100/loki/api/v1/push\nlabels: {resource: [k8s.namespace.name]}\n",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("loki");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("translate_1000_lines", |b| {
+        b.iter(|| loki::translate(black_box(&lg), &loki_cfg))
+    });
+    g.finish();
+
+    let sp = spans();
+    let batch = Batch::Traces(sp.clone());
+    let mut g = c.benchmark_group("traces");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("zipkin_translate_json_1000_spans", |b| {
+        b.iter(|| {
+            serde_json::to_vec(&zipkin::translate(black_box(&batch), "unknown_service")).unwrap()
+        })
+    });
+    g.bench_function("jaeger_translate_1000_spans", |b| {
+        b.iter(|| jaeger::translate(black_box(&sp)))
+    });
+    g.finish();
+}
+
+criterion_group!(exporters, benches);
+criterion_main!(exporters);
