@@ -92,3 +92,30 @@ pub(crate) fn classify_http(
         helper::SendError::Permanent(msg)
     }
 }
+
+/// The HTTP client of an HTTP exporter: our rustls config (HTTP/2 or 1.1 by ALPN), the configured
+/// headers on every request, ferrotel's user agent.
+pub(crate) fn http_client(
+    tls: &crate::tls::ClientTlsConfig,
+    headers: &BTreeMap<String, String>,
+) -> Result<reqwest::Client, String> {
+    let tls = tls
+        .build(&[b"h2", b"http/1.1"])
+        .map_err(|e| e.to_string())?;
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        // Validated at parse time (`validate_headers`).
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            map.insert(k, v);
+        }
+    }
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .default_headers(map)
+        .user_agent(concat!("ferrotel/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}

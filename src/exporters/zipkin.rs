@@ -108,25 +108,8 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let tls = cfg
-            .tls
-            .build(&[b"h2", b"http/1.1"])
-            .map_err(|e| BuildError::new(&ctx.id, e))?;
-        let mut headers = http::HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            if let (Ok(k), Ok(v)) = (
-                http::HeaderName::from_bytes(k.as_bytes()),
-                http::HeaderValue::from_str(v),
-            ) {
-                headers.insert(k, v);
-            }
-        }
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .default_headers(headers)
-            .user_agent(concat!("ferrotel/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BuildError::new(&ctx.id, e))?;
+        let client =
+            super::http_client(&cfg.tls, &cfg.headers).map_err(|e| BuildError::new(&ctx.id, e))?;
         let sender = ZipkinSender {
             client,
             url: cfg.endpoint,
