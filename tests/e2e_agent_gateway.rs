@@ -285,11 +285,11 @@ fn sdk_to_agent_to_gateway_over_grpc_and_http() {
             .metric("otelcol_exporter_sent_spans_total{exporter=\"otlp_grpc/gateway\"}")
             == 100.0
     });
-    assert_eq!(
+    wait_until("gateway exporter counted", Duration::from_secs(5), || {
         c.gateway
-            .metric("otelcol_exporter_sent_spans_total{exporter=\"otlp_grpc/sink\"}"),
-        100.0
-    );
+            .metric("otelcol_exporter_sent_spans_total{exporter=\"otlp_grpc/sink\"}")
+            == 100.0
+    });
     assert_eq!(
         c.agent
             .metric("otelcol_exporter_send_failed_spans_total{exporter=\"otlp_grpc/gateway\"}"),

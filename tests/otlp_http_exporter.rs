@@ -146,9 +146,10 @@ service:
         );
     }
     assert_eq!(seen.len(), 10);
-    assert_eq!(
-        a.metric("otelcol_exporter_sent_log_records_total{exporter=\"otlphttp\"}"),
-        10.0
+    wait_until(
+        "ten records counted as sent",
+        Duration::from_secs(5),
+        || a.metric("otelcol_exporter_sent_log_records_total{exporter=\"otlphttp\"}") == 10.0,
     );
     assert_eq!(
         a.metric("otelcol_exporter_send_failed_log_records_total{exporter=\"otlphttp\"}"),

@@ -517,9 +517,10 @@ fn failure_behaviour() {
         "{}",
         c.logs()
     );
-    assert_eq!(
-        c.metric("otelcol_exporter_sent_spans_total{exporter=\"zipkin\"}"),
-        3.0
+    wait_until(
+        "three spans counted as sent",
+        Duration::from_secs(5),
+        || c.metric("otelcol_exporter_sent_spans_total{exporter=\"zipkin\"}") == 3.0,
     );
 }
 
