@@ -29,6 +29,8 @@ struct Loki {
     /// (tenant, stream labels, entries)
     got: Mutex<Vec<Received>>,
     calls: Mutex<usize>,
+    /// Delays the next answer (a slow backend), once.
+    delay_ms: Mutex<u64>,
 }
 
 fn label_string_ok(s: &str) -> bool {
@@ -82,6 +84,10 @@ fn loki(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Loki> {
                     async move {
                         use axum::http::StatusCode;
                         *st.calls.lock().unwrap() += 1;
+                        let delay = std::mem::take(&mut *st.delay_ms.lock().unwrap());
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
                         if let Some((code, ra)) = st.script.lock().unwrap().pop_front() {
                             let mut r =
                                 axum::response::Response::new(axum::body::Body::from("scripted"));
@@ -441,4 +447,77 @@ fn failure_behaviour() {
     wait_until("two pushes counted", Duration::from_secs(5), || {
         c.metric("otelcol_exporter_sent_log_records_total{exporter=\"loki\"}") == 2.0
     });
+}
+
+#[test]
+fn slow_backend_and_backend_down() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let lport = free_port();
+    // Down first: a 2-request queue fills, refusals reach the client retryably.
+    let (c, grpc) = collector(
+        lport,
+        "    sending_queue: { queue_size: 2, num_consumers: 1 }",
+    );
+    let one = |body: String| ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record(T0, "INFO", &body, vec![])],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    rt.block_on(async {
+        let mut client = LogsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .unwrap();
+        for i in 0..10 {
+            match client.export(one(format!("down {i}"))).await {
+                Ok(_) => accepted += 1,
+                Err(st) => {
+                    assert_eq!(st.code(), tonic::Code::Unavailable);
+                    refused += 1;
+                }
+            }
+        }
+    });
+    assert!(
+        accepted > 0 && refused > 0,
+        "accepted {accepted}, refused {refused}"
+    );
+    let lk = loki(&rt, lport);
+    wait_until(
+        "everything accepted at loki",
+        Duration::from_secs(20),
+        || {
+            lk.got
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, _, e)| e.len())
+                .sum::<usize>()
+                == accepted
+        },
+    );
+    // Slow: the next answer takes 3s, over the 1s timeout; the push is retried and arrives.
+    *lk.delay_ms.lock().unwrap() = 3000;
+    send(&rt, grpc, one("slow".into()));
+    wait_until("the slow push retried", Duration::from_secs(15), || {
+        lk.got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, _, e)| e)
+            .any(|e| e.line.contains("\"slow\""))
+    });
+    assert!(
+        c.logs().contains("request timed out after 1s"),
+        "{}",
+        c.logs()
+    );
 }

@@ -255,6 +255,7 @@ fn failure_behaviour_against_a_spec_checking_receiver() {
         script: Mutex<VecDeque<(u16, Option<&'static str>)>>,
         samples: Mutex<Vec<(String, f64)>>,
         calls: Mutex<usize>,
+        delay_ms: Mutex<u64>,
     }
     fn check(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<pb::WriteRequest, String> {
         let h = |k: &str| {
@@ -315,54 +316,6 @@ fn failure_behaviour_against_a_spec_checking_receiver() {
         .unwrap();
     let state = Arc::new(Rw::default());
     let port = free_port();
-    let st = state.clone();
-    rt.spawn(async move {
-        let app = axum::Router::new().route(
-            "/api/v1/write",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let st = st.clone();
-                    async move {
-                        *st.calls.lock().unwrap() += 1;
-                        let mut resp = axum::response::Response::new(axum::body::Body::empty());
-                        if let Some((code, ra)) = st.script.lock().unwrap().pop_front() {
-                            *resp.status_mut() = axum::http::StatusCode::from_u16(code).unwrap();
-                            if let Some(ra) = ra {
-                                resp.headers_mut()
-                                    .insert("retry-after", ra.parse().unwrap());
-                            }
-                            return resp;
-                        }
-                        match check(&headers, &body) {
-                            Ok(req) => {
-                                let mut s = st.samples.lock().unwrap();
-                                for ts in req.timeseries {
-                                    let name = ts
-                                        .labels
-                                        .iter()
-                                        .find(|l| l.name == "__name__")
-                                        .unwrap()
-                                        .value
-                                        .clone();
-                                    s.extend(ts.samples.iter().map(|x| (name.clone(), x.value)));
-                                }
-                                *resp.status_mut() = axum::http::StatusCode::NO_CONTENT;
-                            }
-                            Err(e) => {
-                                *resp.status_mut() = axum::http::StatusCode::BAD_REQUEST;
-                                *resp.body_mut() = axum::body::Body::from(e);
-                            }
-                        }
-                        resp
-                    }
-                },
-            ),
-        );
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        axum::serve(l, app).await.unwrap();
-    });
     let (grpc, health, metrics) = (free_port(), free_port(), free_port());
     let c = Collector::start(
         &format!(
@@ -372,6 +325,8 @@ receivers:
 exporters:
   prometheus_remote_write:
     endpoint: "http://127.0.0.1:{port}/api/v1/write"
+    timeout: 1s
+    sending_queue: {{ queue_size: 2 }}
     retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }}
 extensions:
   health_check: {{ endpoint: "127.0.0.1:{health}" }}
@@ -413,12 +368,91 @@ service:
             m.export(gauge(v)).await.unwrap();
         })
     };
+    // Down: the receiver is not up yet; a 2-request queue fills and the refusal reaches the client.
+    let (mut accepted, mut refused) = (0, 0);
+    rt.block_on(async {
+        let mut m = MetricsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .unwrap();
+        for i in 0..10 {
+            match m.export(gauge(100.0 + i as f64)).await {
+                Ok(_) => accepted += 1,
+                Err(st) => {
+                    assert_eq!(st.code(), tonic::Code::Unavailable);
+                    refused += 1;
+                }
+            }
+        }
+    });
+    assert!(
+        accepted > 0 && refused > 0,
+        "accepted {accepted}, refused {refused}"
+    );
+    let st = state.clone();
+    rt.spawn(async move {
+        let app = axum::Router::new().route(
+            "/api/v1/write",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let st = st.clone();
+                    async move {
+                        *st.calls.lock().unwrap() += 1;
+                        let delay = std::mem::take(&mut *st.delay_ms.lock().unwrap());
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        let mut resp = axum::response::Response::new(axum::body::Body::empty());
+                        if let Some((code, ra)) = st.script.lock().unwrap().pop_front() {
+                            *resp.status_mut() = axum::http::StatusCode::from_u16(code).unwrap();
+                            if let Some(ra) = ra {
+                                resp.headers_mut()
+                                    .insert("retry-after", ra.parse().unwrap());
+                            }
+                            return resp;
+                        }
+                        match check(&headers, &body) {
+                            Ok(req) => {
+                                let mut s = st.samples.lock().unwrap();
+                                for ts in req.timeseries {
+                                    let name = ts
+                                        .labels
+                                        .iter()
+                                        .find(|l| l.name == "__name__")
+                                        .unwrap()
+                                        .value
+                                        .clone();
+                                    s.extend(ts.samples.iter().map(|x| (name.clone(), x.value)));
+                                }
+                                *resp.status_mut() = axum::http::StatusCode::NO_CONTENT;
+                            }
+                            Err(e) => {
+                                *resp.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+                                *resp.body_mut() = axum::body::Body::from(e);
+                            }
+                        }
+                        resp
+                    }
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+    wait_until(
+        "the queued points after the receiver came up",
+        Duration::from_secs(20),
+        || state.samples.lock().unwrap().len() == accepted,
+    );
+    state.samples.lock().unwrap().clear();
+    let calls0 = *state.calls.lock().unwrap();
     state.script.lock().unwrap().push_back((500, None));
     send(1.0);
     wait_until("delivered after a 500", Duration::from_secs(10), || {
         state.samples.lock().unwrap().len() == 1
     });
-    assert_eq!(*state.calls.lock().unwrap(), 2);
+    assert_eq!(*state.calls.lock().unwrap(), calls0 + 2);
     assert_eq!(
         state.samples.lock().unwrap()[0],
         ("queue_depth".to_string(), 1.0)
@@ -430,7 +464,11 @@ service:
         c.metric("otelcol_exporter_send_failed_metric_points_total{exporter=\"prometheus_remote_write\"}") == 1.0
     });
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(*state.calls.lock().unwrap(), 3, "a 400 is not retried");
+    assert_eq!(
+        *state.calls.lock().unwrap(),
+        calls0 + 3,
+        "a 400 is not retried"
+    );
 
     state.script.lock().unwrap().push_back((429, Some("2")));
     let t = std::time::Instant::now();
@@ -442,5 +480,17 @@ service:
         t.elapsed() >= Duration::from_secs(2),
         "Retry-After ignored: {:?}",
         t.elapsed()
+    );
+
+    // Slow: the next answer takes 3s, over the 1s timeout; the write is retried and arrives.
+    *state.delay_ms.lock().unwrap() = 3000;
+    send(4.0);
+    wait_until("the slow write retried", Duration::from_secs(15), || {
+        state.samples.lock().unwrap().iter().any(|(_, v)| *v == 4.0)
+    });
+    assert!(
+        c.logs().contains("request timed out after 1s"),
+        "{}",
+        c.logs()
     );
 }
