@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/jaeger/model.proto",
         "proto/jaeger/collector.proto",
         "proto/loki/push.proto",
+        "proto/zipkin/zipkin.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

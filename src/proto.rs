@@ -18,6 +18,12 @@ pub mod loki {
     include!(concat!(env!("OUT_DIR"), "/logproto.rs"));
 }
 
+/// Zipkin v2 protobuf model (`proto/zipkin/zipkin.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod zipkin {
+    include!(concat!(env!("OUT_DIR"), "/zipkin.proto3.rs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::prometheus::*;

@@ -612,3 +612,93 @@ fn zipkin_on(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Server> {
     });
     state
 }
+
+/// `format: proto`: the body is the zipkin2 protobuf `ListOfSpans` (decoded here with the model
+/// written from zipkin-api's `zipkin.proto`; spec-based, not a real Zipkin).
+#[test]
+fn proto_format() {
+    use ferrotel::proto::zipkin as zp;
+    use prost::Message;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let got: Arc<Mutex<Vec<zp::Span>>> = Arc::default();
+    let port = free_port();
+    let g = got.clone();
+    rt.spawn(async move {
+        let app = axum::Router::new().route(
+            "/api/v2/spans",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let g = g.clone();
+                    async move {
+                        if headers.get("content-type").map(|v| v.as_bytes())
+                            != Some(b"application/x-protobuf")
+                        {
+                            return axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                        }
+                        match zp::ListOfSpans::decode(&body[..]) {
+                            Ok(l) => {
+                                g.lock().unwrap().extend(l.spans);
+                                axum::http::StatusCode::ACCEPTED
+                            }
+                            Err(_) => axum::http::StatusCode::BAD_REQUEST,
+                        }
+                    }
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+    let (_c, grpc, _) = collector(port, "    format: proto");
+    send(&rt, grpc, edge_case_request());
+    wait_until("three spans", Duration::from_secs(10), || {
+        got.lock().unwrap().len() == 3
+    });
+    let spans = got.lock().unwrap();
+    let by_id = |b: u8| spans.iter().find(|s| s.id == vec![b; 8]).unwrap();
+    let root = by_id(1);
+    assert_eq!(
+        hex::encode(&root.trace_id),
+        "5b8efff798038103d269b633813fc60c"
+    );
+    assert!(root.parent_id.is_empty());
+    assert_eq!(
+        (root.kind, root.name.as_str()),
+        (zp::span::Kind::Server as i32, "GET /ünïcode ✓")
+    );
+    assert_eq!((root.timestamp, root.duration), (T0 / 1000, 1500));
+    assert_eq!(
+        root.local_endpoint.as_ref().unwrap().service_name,
+        "checkout"
+    );
+    assert_eq!(
+        root.tags.get("otel.status_code").map(String::as_str),
+        Some("OK")
+    );
+    assert_eq!(
+        root.tags.get("tags").map(String::as_str),
+        Some("[\"a\",\"b\"]")
+    );
+    assert_eq!(root.annotations[1].value, "{\"retry\":{\"attempt\":2}}");
+    let client = by_id(2);
+    assert_eq!(client.parent_id, vec![1; 8]);
+    assert_eq!(client.kind, zp::span::Kind::Client as i32);
+    let remote = client.remote_endpoint.as_ref().unwrap();
+    assert_eq!(
+        (remote.service_name.as_str(), remote.port),
+        ("postgres", 5432)
+    );
+    assert_eq!(
+        client.tags.get("error").map(String::as_str),
+        Some("connection reset")
+    );
+    let internal = by_id(3);
+    assert_eq!(internal.trace_id.len(), 8, "a 64-bit trace id is 8 bytes");
+    assert_eq!(internal.kind, zp::span::Kind::SpanKindUnspecified as i32);
+}

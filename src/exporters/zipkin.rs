@@ -42,7 +42,7 @@ pub enum Format {
 pub struct Config {
     /// The Zipkin v2 spans URL, e.g. `http://zipkin:9411/api/v2/spans`.
     pub endpoint: String,
-    /// `json` (default). `proto` is not implemented yet and is refused at validation.
+    /// `json` (default) or `proto` (the zipkin2 protobuf `ListOfSpans`).
     #[serde(default)]
     pub format: Format,
     /// Service name for spans whose resource has no `service.name`. Default `unknown_service`.
@@ -87,13 +87,6 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             "needs an http:// or https:// URL, e.g. http://zipkin:9411/api/v2/spans",
         ));
     }
-    if cfg.format == Format::Proto {
-        return Err(key_err(
-            node,
-            &["format"],
-            "`proto` is not implemented yet; use `json`",
-        ));
-    }
     cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
     super::validate_headers(node, &cfg.headers)?;
     let settings = Settings::new(
@@ -115,6 +108,7 @@ impl ExporterConfig for Validated<Config> {
             url: cfg.endpoint,
             default_service: cfg.default_service_name,
             compression: cfg.compression,
+            format: cfg.format,
         };
         Ok(Helper::build(&ctx, settings, sender))
     }
@@ -125,6 +119,7 @@ pub struct ZipkinSender {
     url: String,
     default_service: String,
     compression: Compression,
+    format: Format,
 }
 
 /// A Zipkin v2 span, as the API's JSON schema defines it.
@@ -412,6 +407,77 @@ mod base64_engine {
     pub use base64::engine::general_purpose::STANDARD;
 }
 
+fn endpoint_proto(e: &Endpoint) -> crate::proto::zipkin::Endpoint {
+    crate::proto::zipkin::Endpoint {
+        service_name: e.service_name.clone().unwrap_or_default(),
+        ipv4: e
+            .ipv4
+            .as_deref()
+            .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            .map(|a| a.octets().to_vec())
+            .unwrap_or_default(),
+        ipv6: e
+            .ipv6
+            .as_deref()
+            .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+            .map(|a| a.octets().to_vec())
+            .unwrap_or_default(),
+        port: e.port.map_or(0, i32::from),
+    }
+}
+
+/// The same spans in the zipkin2 protobuf model (ids as bytes, kind as an enum).
+pub fn to_proto(spans: &[ZipkinSpan]) -> crate::proto::zipkin::ListOfSpans {
+    use crate::proto::zipkin as zp;
+    let kind = |k: Option<&str>| match k {
+        Some("CLIENT") => zp::span::Kind::Client,
+        Some("SERVER") => zp::span::Kind::Server,
+        Some("PRODUCER") => zp::span::Kind::Producer,
+        Some("CONSUMER") => zp::span::Kind::Consumer,
+        _ => zp::span::Kind::SpanKindUnspecified,
+    } as i32;
+    zp::ListOfSpans {
+        spans: spans
+            .iter()
+            .map(|s| zp::Span {
+                trace_id: hex::decode(&s.trace_id).unwrap_or_default(),
+                parent_id: s
+                    .parent_id
+                    .as_deref()
+                    .and_then(|p| hex::decode(p).ok())
+                    .unwrap_or_default(),
+                id: hex::decode(&s.id).unwrap_or_default(),
+                kind: kind(s.kind.as_deref()),
+                name: s.name.clone(),
+                timestamp: s.timestamp,
+                duration: s.duration,
+                local_endpoint: Some(endpoint_proto(&s.local_endpoint)),
+                remote_endpoint: s.remote_endpoint.as_ref().map(endpoint_proto),
+                annotations: s
+                    .annotations
+                    .iter()
+                    .map(|a| zp::Annotation {
+                        timestamp: a.timestamp,
+                        value: a.value.clone(),
+                    })
+                    .collect(),
+                tags: s
+                    .tags
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                        )
+                    })
+                    .collect(),
+                debug: false,
+                shared: false,
+            })
+            .collect(),
+    }
+}
+
 pub struct EncodedSpans {
     body: Bytes,
 }
@@ -424,8 +490,15 @@ impl Sender for ZipkinSender {
             .into_decoded()
             .map_err(|e| SendError::Permanent(format!("undecodable batch: {e}")))?;
         let spans = translate(&batch, &self.default_service);
-        let json = serde_json::to_vec(&spans)
-            .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?;
+        let body = match self.format {
+            Format::Json => serde_json::to_vec(&spans)
+                .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
+            Format::Proto => {
+                use prost::Message;
+                to_proto(&spans).encode_to_vec()
+            }
+        };
+        let json = body;
         let body = self
             .compression
             .encode(Bytes::from(json))
@@ -438,7 +511,14 @@ impl Sender for ZipkinSender {
             let mut rb = self
                 .client
                 .post(&self.url)
-                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(
+                    http::header::CONTENT_TYPE,
+                    if self.format == Format::Proto {
+                        "application/x-protobuf"
+                    } else {
+                        "application/json"
+                    },
+                )
                 .body(req.body.clone());
             if let Some(enc) = self.compression.header_value() {
                 rb = rb.header(http::header::CONTENT_ENCODING, enc);
@@ -478,10 +558,17 @@ mod tests {
                 .path_string(),
             "endpoint"
         );
-        let e = parse(&yaml("endpoint: http://z:9411/api/v2/spans\nformat: proto\n").unwrap())
-            .err()
-            .unwrap();
-        assert!(e.msg.contains("not implemented yet"), "{}", e.msg);
+        assert!(
+            parse(
+                &yaml(
+                    "endpoint: http://z:9411/api/v2/spans
+format: proto
+"
+                )
+                .unwrap()
+            )
+            .is_ok()
+        );
         assert_eq!(
             parse(&yaml("endpoint: http://z:1/x\nformat: thrift\n").unwrap())
                 .err()
