@@ -204,7 +204,7 @@ const CORPUS: &[(&str, Expect)] = &[
     (
         "09-otelio-blog-llm-prw-otlp.yaml",
         Expect::Refused(&[
-            "exporters::prometheusremotewrite: `endpoint`: needs an http:// or https:// URL",
+            "exporters::prometheusremotewrite: `endpoint`: invalid URL \"YOUR_PROMETHEUS_REMOTE_WRITE_URL\": needs http:// or https:// and a host",
             "exporters::otlp: `endpoint`: endpoint \"YOUR_JAEGER_URL\" needs a port",
             "2 error(s)",
         ]),

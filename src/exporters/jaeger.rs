@@ -104,7 +104,11 @@ fn tag(key: &str, v: &Option<AnyValue>) -> j::KeyValue {
         Some(any_value::Value::StringValue(s)) => kv.v_str = s.clone(),
         // Arrays and maps: their JSON text, as the specification's non-OTLP mapping says.
         Some(any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_)) => {
-            kv.v_str = v.as_ref().map(json).unwrap_or_default().to_string();
+            kv.v_str = v
+                .as_ref()
+                .map(super::any_value_json)
+                .unwrap_or_default()
+                .to_string();
         }
         Some(any_value::Value::StringValueStrindex(i)) => {
             kv.v_type = j::ValueType::Int64 as i32;
@@ -113,28 +117,6 @@ fn tag(key: &str, v: &Option<AnyValue>) -> j::KeyValue {
         None => {}
     }
     kv
-}
-
-fn json(v: &AnyValue) -> serde_json::Value {
-    use serde_json::Value;
-    match &v.value {
-        None => Value::Null,
-        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => Value::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
-        }
-        Some(any_value::Value::BytesValue(b)) => Value::String(hex::encode(b)),
-        Some(any_value::Value::ArrayValue(a)) => Value::Array(a.values.iter().map(json).collect()),
-        Some(any_value::Value::KvlistValue(kv)) => Value::Object(
-            kv.values
-                .iter()
-                .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, json)))
-                .collect(),
-        ),
-        Some(any_value::Value::StringValueStrindex(i)) => Value::from(*i),
-    }
 }
 
 fn str_tag(key: &str, v: impl Into<String>) -> j::KeyValue {

@@ -105,17 +105,13 @@ fn default_timeout() -> Duration {
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;
-    let uri: http::Uri = cfg
-        .endpoint
-        .parse()
-        .map_err(|e| key_err(node, &["endpoint"], format!("invalid URL: {e}")))?;
-    if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
-        return Err(key_err(
+    super::check_http_url(&cfg.endpoint).map_err(|m| {
+        key_err(
             node,
             &["endpoint"],
-            "needs an http:// or https:// URL, e.g. http://loki:3100/loki/api/v1/push",
-        ));
-    }
+            format!("{m}, e.g. http://loki:3100/loki/api/v1/push"),
+        )
+    })?;
     if cfg.max_request_size < 1024 {
         return Err(key_err(
             node,
@@ -195,28 +191,11 @@ fn text(v: &Option<AnyValue>) -> String {
     match v.as_ref().and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         None => String::new(),
-        _ => v.as_ref().map(json).unwrap_or(Value::Null).to_string(),
-    }
-}
-
-fn json(v: &AnyValue) -> Value {
-    match &v.value {
-        None => Value::Null,
-        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => Value::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
-        }
-        Some(any_value::Value::BytesValue(b)) => Value::String(hex::encode(b)),
-        Some(any_value::Value::ArrayValue(a)) => Value::Array(a.values.iter().map(json).collect()),
-        Some(any_value::Value::KvlistValue(kv)) => Value::Object(
-            kv.values
-                .iter()
-                .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, json)))
-                .collect(),
-        ),
-        Some(any_value::Value::StringValueStrindex(i)) => Value::from(*i),
+        _ => v
+            .as_ref()
+            .map(super::any_value_json)
+            .unwrap_or(Value::Null)
+            .to_string(),
     }
 }
 
@@ -349,14 +328,19 @@ pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<St
                     LineFormat::Raw => body,
                     LineFormat::Json => {
                         let mut m = Map::new();
-                        m.insert("body".into(), rec.body.as_ref().map_or(Value::Null, json));
+                        m.insert(
+                            "body".into(),
+                            rec.body.as_ref().map_or(Value::Null, super::any_value_json),
+                        );
                         let obj = |kvs: &[&KeyValue]| -> Value {
                             Value::Object(
                                 kvs.iter()
                                     .map(|kv| {
                                         (
                                             kv.key.clone(),
-                                            kv.value.as_ref().map_or(Value::Null, json),
+                                            kv.value
+                                                .as_ref()
+                                                .map_or(Value::Null, super::any_value_json),
                                         )
                                     })
                                     .collect(),

@@ -119,3 +119,50 @@ pub(crate) fn http_client(
         .build()
         .map_err(|e| e.to_string())
 }
+
+/// An OTLP `AnyValue` as JSON, as the specification's mapping to non-OTLP formats says: arrays and
+/// maps as JSON arrays and objects, bytes as base64. Shared by the zipkin, jaeger and loki
+/// translations.
+pub(crate) fn any_value_json(
+    v: &opentelemetry_proto::tonic::common::v1::AnyValue,
+) -> serde_json::Value {
+    use base64::Engine;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use serde_json::Value;
+    match &v.value {
+        None => Value::Null,
+        Some(V::StringValue(s)) => Value::String(s.clone()),
+        Some(V::BoolValue(b)) => Value::Bool(*b),
+        Some(V::IntValue(i)) => Value::from(*i),
+        Some(V::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+        }
+        Some(V::BytesValue(b)) => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        Some(V::ArrayValue(a)) => Value::Array(a.values.iter().map(any_value_json).collect()),
+        Some(V::KvlistValue(kv)) => Value::Object(
+            kv.values
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value.as_ref().map_or(Value::Null, any_value_json),
+                    )
+                })
+                .collect(),
+        ),
+        Some(V::StringValueStrindex(i)) => Value::from(*i),
+    }
+}
+
+/// Checks an exporter endpoint URL: `http://` or `https://` with a host.
+pub(crate) fn check_http_url(u: &str) -> Result<(), String> {
+    let uri: http::Uri = u.parse().map_err(|e| format!("invalid URL {u:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.host().is_some() => Ok(()),
+        _ => Err(format!(
+            "invalid URL {u:?}: needs http:// or https:// and a host"
+        )),
+    }
+}

@@ -74,16 +74,6 @@ impl Config {
     }
 }
 
-fn check_url(u: &str) -> Result<(), String> {
-    let uri: http::Uri = u.parse().map_err(|e| format!("invalid URL {u:?}: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") if uri.host().is_some() => Ok(()),
-        _ => Err(format!(
-            "invalid URL {u:?}: needs http:// or https:// and a host"
-        )),
-    }
-}
-
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     let mut any = false;
@@ -99,7 +89,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             } else {
                 "endpoint"
             };
-            check_url(&u).map_err(|m| key_err(node, &[key], m))?;
+            super::check_http_url(&u).map_err(|m| key_err(node, &[key], m))?;
         }
     }
     if !any {

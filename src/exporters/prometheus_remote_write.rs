@@ -128,17 +128,13 @@ fn default_timeout() -> Duration {
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let mut cfg: Config = from_node(node)?;
-    let uri: http::Uri = cfg
-        .endpoint
-        .parse()
-        .map_err(|e| key_err(node, &["endpoint"], format!("invalid URL: {e}")))?;
-    if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
-        return Err(key_err(
+    super::check_http_url(&cfg.endpoint).map_err(|m| {
+        key_err(
             node,
             &["endpoint"],
-            "needs an http:// or https:// URL, e.g. http://prometheus:9090/api/v1/write",
-        ));
-    }
+            format!("{m}, e.g. http://prometheus:9090/api/v1/write"),
+        )
+    })?;
     let (queue_key, queue_node) = match (&cfg.remote_write_queue, node.get("remote_write_queue")) {
         (Some(q), n) => {
             cfg.sending_queue = q.clone();

@@ -76,17 +76,13 @@ fn default_timeout() -> Duration {
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;
-    let uri: http::Uri = cfg
-        .endpoint
-        .parse()
-        .map_err(|e| key_err(node, &["endpoint"], format!("invalid URL: {e}")))?;
-    if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
-        return Err(key_err(
+    super::check_http_url(&cfg.endpoint).map_err(|m| {
+        key_err(
             node,
             &["endpoint"],
-            "needs an http:// or https:// URL, e.g. http://zipkin:9411/api/v2/spans",
-        ));
-    }
+            format!("{m}, e.g. http://zipkin:9411/api/v2/spans"),
+        )
+    })?;
     cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
     super::validate_headers(node, &cfg.headers)?;
     let settings = Settings::new(
@@ -163,41 +159,10 @@ pub struct Annotation {
     pub value: String,
 }
 
-fn any_to_json(v: &AnyValue) -> Value {
-    match &v.value {
-        None => Value::Null,
-        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => Value::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
-        }
-        Some(any_value::Value::BytesValue(b)) => {
-            use base64_engine::Engine;
-            Value::String(base64_engine::STANDARD.encode(b))
-        }
-        Some(any_value::Value::ArrayValue(a)) => {
-            Value::Array(a.values.iter().map(any_to_json).collect())
-        }
-        Some(any_value::Value::KvlistValue(kv)) => Value::Object(
-            kv.values
-                .iter()
-                .map(|kv| {
-                    (
-                        kv.key.clone(),
-                        kv.value.as_ref().map_or(Value::Null, any_to_json),
-                    )
-                })
-                .collect(),
-        ),
-        Some(any_value::Value::StringValueStrindex(i)) => Value::from(*i),
-    }
-}
-
 /// Zipkin tags are strings: strings as they are, others as their JSON text (`true`, `42`,
 /// `1.5`, `["a","b"]`).
 fn tag_value(v: &Option<AnyValue>) -> String {
-    match v.as_ref().map(any_to_json) {
+    match v.as_ref().map(super::any_value_json) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s,
         Some(other) => other.to_string(),
@@ -365,7 +330,7 @@ fn span_to_zipkin(span: &Span, service: &str) -> ZipkinSpan {
                     .map(|kv| {
                         (
                             kv.key.clone(),
-                            kv.value.as_ref().map_or(Value::Null, any_to_json),
+                            kv.value.as_ref().map_or(Value::Null, super::any_value_json),
                         )
                     })
                     .collect();
@@ -400,11 +365,6 @@ fn span_to_zipkin(span: &Span, service: &str) -> ZipkinSpan {
         annotations,
         tags,
     }
-}
-
-mod base64_engine {
-    pub use base64::Engine;
-    pub use base64::engine::general_purpose::STANDARD;
 }
 
 fn endpoint_proto(e: &Endpoint) -> crate::proto::zipkin::Endpoint {
