@@ -17,6 +17,10 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
+// The allocator the `ferrotel` binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
         key: k.into(),
@@ -41,7 +45,12 @@ fn resource() -> Option<Resource> {
 
 /// 1000 data points: 250 gauge, 250 counter, 500 in 10-bucket histograms (counted as points).
 fn metrics() -> (Vec<ResourceMetrics>, u64) {
-    let attrs = |i: usize| vec![kv("route", &format!("/r{}", i % 20)), kv("method", "GET")];
+    let attrs = |i: usize| {
+        vec![
+            kv("http.route", &format!("/r{}", i % 20)),
+            kv("http.request.method", "GET"),
+        ]
+    };
     let num = |i: usize| NumberDataPoint {
         attributes: attrs(i),
         time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
@@ -164,20 +173,43 @@ fn benches(c: &mut Criterion) {
     let translator = prw::Translator::new(prw_cfg);
     let mut g = c.benchmark_group("prometheus_remote_write");
     g.throughput(Throughput::Elements(points));
-    g.bench_function("translate_1000_points", |b| {
-        b.iter(|| translator.translate(black_box(&rm)))
+    // Translation includes the protobuf encoding: requests are written straight from OTLP.
+    g.bench_function("translate_encode_1000_points", |b| {
+        b.iter(|| translator.translate(black_box(&rm), 1))
     });
-    g.bench_function("translate_encode_snappy_1000_points", |b| {
+    g.bench_function("translate_encode_5_shards_1000_points", |b| {
+        b.iter(|| translator.translate(black_box(&rm), 5))
+    });
+    // The exporter's whole encode step: the batch arrives as OTLP protobuf bytes.
+    let otlp = {
+        use prost::Message;
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+            resource_metrics: rm.clone(),
+        }
+        .encode_to_vec()
+    };
+    g.bench_function("otlp_decode_translate_encode_snappy_1000_points", |b| {
         b.iter(|| {
             use prost::Message;
-            let out = translator.translate(black_box(&rm));
-            let req = ferrotel::proto::prometheus::WriteRequest {
-                timeseries: out.series,
-                metadata: vec![],
-            };
-            snap::raw::Encoder::new()
-                .compress_vec(&req.encode_to_vec())
-                .unwrap()
+            let req = opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(
+                black_box(&otlp[..]),
+            )
+            .unwrap();
+            let mut enc = snap::raw::Encoder::new();
+            for shard in translator.translate(&req.resource_metrics, 5).shards {
+                for body in shard.bodies {
+                    black_box(enc.compress_vec(&body).unwrap());
+                }
+            }
+        })
+    });
+    let bodies = translator.translate(&rm, 1).shards.remove(0).bodies;
+    g.bench_function("snappy_1000_points", |b| {
+        b.iter(|| {
+            let mut enc = snap::raw::Encoder::new();
+            for body in black_box(&bodies) {
+                black_box(enc.compress_vec(body).unwrap());
+            }
         })
     });
     g.finish();
@@ -194,6 +226,39 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.bench_function("translate_1000_lines", |b| {
         b.iter(|| loki::translate(black_box(&lg), &loki_cfg))
+    });
+    let otlp = {
+        use prost::Message;
+        opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+            resource_logs: lg.clone(),
+        }
+        .encode_to_vec()
+    };
+    g.bench_function("otlp_decode_translate_encode_snappy_1000_lines", |b| {
+        b.iter(|| {
+            use prost::Message;
+            let req =
+                opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::decode(
+                    black_box(&otlp[..]),
+                )
+                .unwrap();
+            let mut enc = snap::raw::Encoder::new();
+            for (_, streams) in loki::translate(&req.resource_logs, &loki_cfg) {
+                for push in loki::requests(streams, 4 << 20) {
+                    black_box(enc.compress_vec(&push.encode_to_vec()).unwrap());
+                }
+            }
+        })
+    });
+    let streams = loki::translate(&lg, &loki_cfg).remove(&None).unwrap();
+    g.bench_function("encode_protobuf_snappy_1000_lines", |b| {
+        b.iter(|| {
+            let mut enc = snap::raw::Encoder::new();
+            for req in loki::requests(black_box(streams.clone()), 4 << 20) {
+                use prost::Message;
+                black_box(enc.compress_vec(&req.encode_to_vec()).unwrap());
+            }
+        })
     });
     g.finish();
 

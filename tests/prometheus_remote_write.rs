@@ -494,3 +494,170 @@ service:
         c.logs()
     );
 }
+
+/// Parallel shards against a stand-in receiver that appends like Prometheus does (a sample
+/// older than the last one of its series would be refused as out of order) and answers after a
+/// random delay, sometimes with 503: with `num_consumers: 4`, requests are in flight in
+/// parallel, every sample arrives exactly once, and no series ever sees its samples reordered.
+#[test]
+fn parallel_shards_never_reorder_a_series() {
+    use ferrotel::proto::prometheus as pb;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    use prost::Message;
+    use rand::Rng;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const SERIES: usize = 40;
+    const EXPORTS: usize = 60;
+
+    #[derive(Default)]
+    struct Appender {
+        /// series → timestamps in the order they were appended.
+        appended: Mutex<HashMap<String, Vec<i64>>>,
+        out_of_order: Mutex<Vec<String>>,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        calls: AtomicUsize,
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = Arc::new(Appender::default());
+    let port = free_port();
+    let st = state.clone();
+    rt.spawn(async move {
+        let app = axum::Router::new().route(
+            "/api/v1/write",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let st = st.clone();
+                async move {
+                    let n = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    st.max_in_flight.fetch_max(n, Ordering::SeqCst);
+                    let call = st.calls.fetch_add(1, Ordering::SeqCst);
+                    let delay = rand::rng().random_range(0..15);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let status = if call % 9 == 4 {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+                        let req = pb::WriteRequest::decode(&raw[..]).unwrap();
+                        let mut appended = st.appended.lock().unwrap();
+                        for ts in req.timeseries {
+                            let key = format!("{:?}", ts.labels);
+                            let seen = appended.entry(key.clone()).or_default();
+                            for s in ts.samples {
+                                if seen.last().is_some_and(|&last| s.timestamp <= last) {
+                                    st.out_of_order.lock().unwrap().push(format!(
+                                        "{key}: {} after {:?}",
+                                        s.timestamp,
+                                        seen.last()
+                                    ));
+                                }
+                                seen.push(s.timestamp);
+                            }
+                        }
+                        axum::http::StatusCode::NO_CONTENT
+                    };
+                    st.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    status
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+    let (grpc, health) = (free_port(), free_port());
+    let _c = Collector::start(
+        &format!(
+            r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+exporters:
+  prometheus_remote_write:
+    endpoint: "http://127.0.0.1:{port}/api/v1/write"
+    target_info: {{ enabled: false }}
+    remote_write_queue: {{ num_consumers: 4, queue_size: 1000 }}
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 50ms }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  pipelines:
+    metrics: {{ receivers: [otlp], exporters: [prometheus_remote_write] }}
+"#
+        ),
+        &[],
+        Some(health),
+        None,
+    );
+    let export = |round: usize| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "shard.test".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: (0..SERIES)
+                            .map(|i| NumberDataPoint {
+                                attributes: vec![KeyValue {
+                                    key: "series".into(),
+                                    value: Some(AnyValue {
+                                        value: Some(any_value::Value::IntValue(i as i64)),
+                                    }),
+                                    ..Default::default()
+                                }],
+                                time_unix_nano: 1_700_000_000_000_000_000
+                                    + round as u64 * 1_000_000,
+                                value: Some(number_data_point::Value::AsDouble(round as f64)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    rt.block_on(async {
+        let mut m = MetricsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .unwrap();
+        for round in 0..EXPORTS {
+            m.export(export(round)).await.unwrap();
+        }
+    });
+    wait_until("every sample appended", Duration::from_secs(60), || {
+        let a = state.appended.lock().unwrap();
+        a.len() == SERIES && a.values().all(|v| v.len() >= EXPORTS)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let out_of_order = state.out_of_order.lock().unwrap();
+    assert!(
+        out_of_order.is_empty(),
+        "reordered: {:?}",
+        &out_of_order[..]
+    );
+    let appended = state.appended.lock().unwrap();
+    let want: Vec<i64> = (0..EXPORTS as i64).map(|r| 1_700_000_000_000 + r).collect();
+    for (series, ts) in appended.iter() {
+        assert_eq!(ts, &want, "{series}: lost or repeated samples");
+    }
+    let max = state.max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        max > 1,
+        "the shards never sent in parallel (max in flight {max})"
+    );
+    assert!(max <= 4, "more requests in flight ({max}) than shards");
+}

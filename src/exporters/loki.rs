@@ -12,7 +12,9 @@
 //! different tenants go in different requests. Entries are sorted by timestamp within each
 //! stream, and requests are split to stay under `max_request_size`.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -164,38 +166,42 @@ pub fn label_name(s: &str) -> String {
     out
 }
 
-/// `{a="x", b="y"}` with keys sorted and values escaped as Prometheus label values.
-fn label_string(labels: &BTreeMap<String, String>) -> String {
-    let mut s = String::from("{");
-    for (i, (k, v)) in labels.iter().enumerate() {
+/// Appends `{a="x", b="y"}` (labels given sorted), values escaped as Prometheus label values.
+fn label_string<'a>(s: &mut String, labels: impl Iterator<Item = (&'a str, &'a str)>) {
+    s.push('{');
+    for (i, (k, v)) in labels.enumerate() {
         if i > 0 {
             s.push_str(", ");
         }
         s.push_str(k);
         s.push_str("=\"");
-        for c in v.chars() {
-            match c {
-                '\\' => s.push_str("\\\\"),
-                '"' => s.push_str("\\\""),
-                '\n' => s.push_str("\\n"),
-                c => s.push(c),
+        if v.contains(['\\', '"', '\n']) {
+            for c in v.chars() {
+                match c {
+                    '\\' => s.push_str("\\\\"),
+                    '"' => s.push_str("\\\""),
+                    '\n' => s.push_str("\\n"),
+                    c => s.push(c),
+                }
             }
+        } else {
+            s.push_str(v);
         }
         s.push('"');
     }
     s.push('}');
-    s
 }
 
-fn text(v: &Option<AnyValue>) -> String {
+fn text(v: &Option<AnyValue>) -> Cow<'_, str> {
     match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        None => String::new(),
-        _ => v
-            .as_ref()
-            .map(super::any_value_json)
-            .unwrap_or(Value::Null)
-            .to_string(),
+        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
+        None => Cow::Borrowed(""),
+        _ => Cow::Owned(
+            v.as_ref()
+                .map(super::any_value_json)
+                .unwrap_or(Value::Null)
+                .to_string(),
+        ),
     }
 }
 
@@ -226,179 +232,194 @@ type Streams = BTreeMap<String, Vec<lp::EntryAdapter>>;
 
 /// Groups records into tenants and streams, entries sorted by timestamp.
 pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<String>, Streams> {
-    let mut tenants: BTreeMap<Option<String>, Streams> = BTreeMap::new();
+    // Per tenant: stream label string → index into `streams`.
+    let mut tenants: Vec<(Option<String>, HashMap<String, usize>)> = Vec::new();
+    let mut streams: Vec<(usize, Vec<lp::EntryAdapter>)> = Vec::new();
+    let mut key = String::new();
     for rl in resources {
         let res: &[KeyValue] = rl.resource.as_ref().map_or(&[], |r| &r.attributes);
-        let res_label_keys: Vec<String> = cfg
-            .labels
-            .resource
-            .iter()
-            .cloned()
-            .chain(hint_list(res, "loki.resource.labels"))
-            .collect();
+        let res_hint = hint_list(res, "loki.resource.labels");
+        let is_res_label =
+            |k: &str| cfg.labels.resource.iter().any(|l| l == k) || res_hint.iter().any(|l| l == k);
         let tenant = cfg.tenant_id.clone().or_else(|| {
             let key = cfg
                 .tenant_attribute
                 .clone()
-                .or_else(|| attr(res, "loki.tenant").map(|kv| text(&kv.value)))?;
+                .or_else(|| attr(res, "loki.tenant").map(|kv| text(&kv.value).into_owned()))?;
             attr(res, &key)
-                .map(|kv| text(&kv.value))
+                .map(|kv| text(&kv.value).into_owned())
                 .filter(|t| !t.is_empty())
         });
-        let mut base: BTreeMap<String, String> = BTreeMap::new();
-        base.insert("exporter".into(), "OTLP".into());
-        let service = attr(res, "service.name").map(|kv| text(&kv.value));
-        let namespace = attr(res, "service.namespace").map(|kv| text(&kv.value));
-        if let Some(svc) = &service {
-            base.insert(
-                "job".into(),
-                namespace
-                    .as_ref()
-                    .map_or_else(|| svc.clone(), |ns| format!("{ns}/{svc}")),
-            );
+        let t = match tenants.iter().position(|(t, _)| *t == tenant) {
+            Some(t) => t,
+            None => {
+                tenants.push((tenant, HashMap::new()));
+                tenants.len() - 1
+            }
+        };
+        let mut base: Vec<(Cow<'_, str>, Cow<'_, str>)> = vec![("exporter".into(), "OTLP".into())];
+        if let Some(svc) = attr(res, "service.name").map(|kv| text(&kv.value)) {
+            let job = match attr(res, "service.namespace") {
+                Some(ns) => Cow::Owned(format!("{}/{svc}", text(&ns.value))),
+                None => svc,
+            };
+            base.push(("job".into(), job));
         }
         if let Some(inst) = attr(res, "service.instance.id") {
-            base.insert("instance".into(), text(&inst.value));
+            base.push(("instance".into(), text(&inst.value)));
         }
-        for k in &res_label_keys {
+        for k in cfg.labels.resource.iter().chain(&res_hint) {
             if let Some(kv) = attr(res, k) {
-                base.insert(label_name(k), text(&kv.value));
+                base.push((label_name(k).into(), text(&kv.value)));
             }
         }
         let res_rest: Vec<&KeyValue> = res
             .iter()
-            .filter(|kv| !res_label_keys.contains(&kv.key) && !HINTS.contains(&kv.key.as_str()))
+            .filter(|kv| !is_res_label(&kv.key) && !HINTS.contains(&kv.key.as_str()))
             .collect();
+        // What every line of this resource shares, rendered once.
+        let mut res_json = String::new();
+        let mut res_logfmt = String::new();
+        if !cfg.structured_metadata && !res_rest.is_empty() {
+            let mut sorted = res_rest.clone();
+            sorted.sort_by(|a, b| a.key.cmp(&b.key));
+            json_object(&mut res_json, &sorted);
+            for kv in &res_rest {
+                let k = format!("resource_{}", label_name(&kv.key));
+                logfmt_pair(&mut res_logfmt, &k, &text(&kv.value));
+            }
+        }
+        let mut labels: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
         for sl in &rl.scope_logs {
+            let scope_json = sl.scope.as_ref().filter(|s| !s.name.is_empty()).map(|s| {
+                let mut o = String::from("{\"name\":");
+                json_str(&mut o, &s.name);
+                o.push_str(",\"version\":");
+                json_str(&mut o, &s.version);
+                o.push('}');
+                o
+            });
             for rec in &sl.log_records {
-                let attr_label_keys: Vec<String> = cfg
-                    .labels
-                    .attributes
-                    .iter()
-                    .cloned()
-                    .chain(hint_list(&rec.attributes, "loki.attribute.labels"))
-                    .collect();
-                let mut labels = base.clone();
+                let attr_hint = hint_list(&rec.attributes, "loki.attribute.labels");
+                let is_attr_label = |k: &str| {
+                    cfg.labels.attributes.iter().any(|l| l == k) || attr_hint.iter().any(|l| l == k)
+                };
+                labels.clear();
+                labels.extend(
+                    base.iter()
+                        .map(|(k, v)| (Cow::Borrowed(&**k), Cow::Borrowed(&**v))),
+                );
                 if !rec.severity_text.is_empty() {
-                    labels.insert("level".into(), rec.severity_text.to_ascii_lowercase());
+                    labels.push((
+                        "level".into(),
+                        rec.severity_text.to_ascii_lowercase().into(),
+                    ));
                 }
-                for k in &attr_label_keys {
+                for k in cfg.labels.attributes.iter().chain(&attr_hint) {
                     if let Some(kv) = attr(&rec.attributes, k) {
-                        labels.insert(label_name(k), text(&kv.value));
+                        labels.push((label_name(k).into(), text(&kv.value)));
                     }
                 }
-                let rec_rest: Vec<&KeyValue> = rec
+                // Later sources win on equal names, as inserting into a map would.
+                labels.reverse();
+                labels.sort_by(|a, b| a.0.cmp(&b.0));
+                labels.dedup_by(|a, b| a.0 == b.0);
+                key.clear();
+                label_string(&mut key, labels.iter().map(|(k, v)| (&**k, &**v)));
+
+                let mut rec_rest: Vec<&KeyValue> = rec
                     .attributes
                     .iter()
-                    .filter(|kv| {
-                        !attr_label_keys.contains(&kv.key) && !HINTS.contains(&kv.key.as_str())
-                    })
+                    .filter(|kv| !is_attr_label(&kv.key) && !HINTS.contains(&kv.key.as_str()))
                     .collect();
                 let mut metadata = Vec::new();
-                let (line_attrs, line_res): (Vec<&KeyValue>, Vec<&KeyValue>) =
-                    if cfg.structured_metadata {
-                        for kv in rec_rest.iter().chain(res_rest.iter()) {
-                            metadata.push(lp::LabelPairAdapter {
-                                name: label_name(&kv.key),
-                                value: text(&kv.value),
-                            });
-                        }
-                        (Vec::new(), Vec::new())
-                    } else {
-                        (rec_rest, res_rest.clone())
-                    };
-                let trace_id = (!rec.trace_id.is_empty()).then(|| hex::encode(&rec.trace_id));
-                let span_id = (!rec.span_id.is_empty()).then(|| hex::encode(&rec.span_id));
                 if cfg.structured_metadata {
-                    if let Some(t) = &trace_id {
+                    for kv in rec_rest.iter().chain(&res_rest) {
+                        metadata.push(lp::LabelPairAdapter {
+                            name: label_name(&kv.key),
+                            value: text(&kv.value).into_owned(),
+                        });
+                    }
+                    if !rec.trace_id.is_empty() {
                         metadata.push(lp::LabelPairAdapter {
                             name: "trace_id".into(),
-                            value: t.clone(),
+                            value: hex::encode(&rec.trace_id),
                         });
                     }
-                    if let Some(s) = &span_id {
+                    if !rec.span_id.is_empty() {
                         metadata.push(lp::LabelPairAdapter {
                             name: "span_id".into(),
-                            value: s.clone(),
+                            value: hex::encode(&rec.span_id),
                         });
                     }
+                    rec_rest.clear();
                 }
-                let body = text(&rec.body);
-                let line = match cfg.format {
-                    LineFormat::Raw => body,
+                let mut line = String::with_capacity(128);
+                match cfg.format {
+                    LineFormat::Raw => line.push_str(&text(&rec.body)),
                     LineFormat::Json => {
-                        let mut m = Map::new();
-                        m.insert(
-                            "body".into(),
-                            rec.body.as_ref().map_or(Value::Null, super::any_value_json),
-                        );
-                        let obj = |kvs: &[&KeyValue]| -> Value {
-                            Value::Object(
-                                kvs.iter()
-                                    .map(|kv| {
-                                        (
-                                            kv.key.clone(),
-                                            kv.value
-                                                .as_ref()
-                                                .map_or(Value::Null, super::any_value_json),
-                                        )
-                                    })
-                                    .collect(),
-                            )
-                        };
-                        if !line_attrs.is_empty() {
-                            m.insert("attributes".into(), obj(&line_attrs));
+                        // Keys in alphabetical order, as a sorted JSON map writes them.
+                        line.push('{');
+                        if !rec_rest.is_empty() {
+                            rec_rest.sort_by(|a, b| a.key.cmp(&b.key));
+                            line.push_str("\"attributes\":");
+                            json_object(&mut line, &rec_rest);
+                            line.push(',');
                         }
-                        if !line_res.is_empty() {
-                            m.insert("resources".into(), obj(&line_res));
+                        line.push_str("\"body\":");
+                        json_value(&mut line, rec.body.as_ref());
+                        if let Some(scope) = &scope_json {
+                            line.push_str(",\"instrumentation_scope\":");
+                            line.push_str(scope);
                         }
-                        if let Some(scope) = sl.scope.as_ref().filter(|s| !s.name.is_empty()) {
-                            m.insert(
-                                "instrumentation_scope".into(),
-                                serde_json::json!({"name": scope.name, "version": scope.version}),
-                            );
-                        }
-                        if !cfg.structured_metadata {
-                            if let Some(t) = &trace_id {
-                                m.insert("traceid".into(), Value::String(t.clone()));
-                            }
-                            if let Some(s) = &span_id {
-                                m.insert("spanid".into(), Value::String(s.clone()));
-                            }
+                        if !res_json.is_empty() {
+                            line.push_str(",\"resources\":");
+                            line.push_str(&res_json);
                         }
                         if !rec.severity_text.is_empty() {
-                            m.insert("severity".into(), Value::String(rec.severity_text.clone()));
+                            line.push_str(",\"severity\":");
+                            json_str(&mut line, &rec.severity_text);
                         }
-                        Value::Object(m).to_string()
+                        if !cfg.structured_metadata {
+                            if !rec.span_id.is_empty() {
+                                line.push_str(",\"spanid\":\"");
+                                push_hex(&mut line, &rec.span_id);
+                                line.push('"');
+                            }
+                            if !rec.trace_id.is_empty() {
+                                line.push_str(",\"traceid\":\"");
+                                push_hex(&mut line, &rec.trace_id);
+                                line.push('"');
+                            }
+                        }
+                        line.push('}');
                     }
                     LineFormat::Logfmt => {
-                        let mut parts = vec![logfmt_pair("body", &body)];
-                        for kv in &line_attrs {
-                            parts.push(logfmt_pair(
+                        logfmt_pair(&mut line, "body", &text(&rec.body));
+                        for kv in &rec_rest {
+                            logfmt_pair(
+                                &mut line,
                                 &format!("attribute_{}", label_name(&kv.key)),
                                 &text(&kv.value),
-                            ));
+                            );
                         }
-                        for kv in &line_res {
-                            parts.push(logfmt_pair(
-                                &format!("resource_{}", label_name(&kv.key)),
-                                &text(&kv.value),
-                            ));
+                        if !res_logfmt.is_empty() {
+                            line.push(' ');
+                            line.push_str(&res_logfmt);
                         }
                         if !cfg.structured_metadata {
-                            if let Some(t) = &trace_id {
-                                parts.push(logfmt_pair("traceid", t));
+                            if !rec.trace_id.is_empty() {
+                                logfmt_pair(&mut line, "traceid", &hex::encode(&rec.trace_id));
                             }
-                            if let Some(s) = &span_id {
-                                parts.push(logfmt_pair("spanid", s));
+                            if !rec.span_id.is_empty() {
+                                logfmt_pair(&mut line, "spanid", &hex::encode(&rec.span_id));
                             }
                         }
                         if !rec.severity_text.is_empty() {
-                            parts.push(logfmt_pair("severity", &rec.severity_text));
+                            logfmt_pair(&mut line, "severity", &rec.severity_text);
                         }
-                        parts.join(" ")
                     }
-                };
+                }
                 let nanos = if rec.time_unix_nano > 0 {
                     rec.time_unix_nano
                 } else {
@@ -412,38 +433,121 @@ pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<St
                     line,
                     structured_metadata: metadata,
                 };
-                tenants
-                    .entry(tenant.clone())
-                    .or_default()
-                    .entry(label_string(&labels))
-                    .or_default()
-                    .push(entry);
+                let index = &mut tenants[t].1;
+                let s = match index.get(key.as_str()) {
+                    Some(&s) => s,
+                    None => {
+                        index.insert(key.clone(), streams.len());
+                        streams.push((t, Vec::new()));
+                        streams.len() - 1
+                    }
+                };
+                streams[s].1.push(entry);
             }
         }
     }
-    for streams in tenants.values_mut() {
-        for entries in streams.values_mut() {
+    let mut out: BTreeMap<Option<String>, Streams> = BTreeMap::new();
+    let mut streams: Vec<Option<Vec<lp::EntryAdapter>>> =
+        streams.into_iter().map(|(_, e)| Some(e)).collect();
+    for (tenant, index) in tenants {
+        let per_tenant = out.entry(tenant).or_default();
+        for (labels, s) in index {
+            let mut entries = streams[s].take().unwrap_or_default();
             // Loki wants each stream in time order.
-            entries.sort_by_key(|e| e.timestamp.map(|t| (t.seconds, t.nanos)));
+            let ts = |e: &lp::EntryAdapter| e.timestamp.map(|t| (t.seconds, t.nanos));
+            if !entries.is_sorted_by_key(ts) {
+                entries.sort_by_key(ts);
+            }
+            per_tenant.insert(labels, entries);
         }
     }
-    tenants
+    out
 }
 
-fn logfmt_pair(k: &str, v: &str) -> String {
+/// Appends `s` as a JSON string, escaped as serde_json escapes it.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// Appends an attribute value as JSON (the non-OTLP mapping of `any_value_json`; strings and
+/// integers written directly).
+fn json_value(out: &mut String, v: Option<&AnyValue>) {
+    match v.and_then(|v| v.value.as_ref()) {
+        None => out.push_str("null"),
+        Some(any_value::Value::StringValue(s)) => json_str(out, s),
+        Some(any_value::Value::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(any_value::Value::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(_) => {
+            let v = v.map_or(Value::Null, super::any_value_json);
+            out.push_str(&v.to_string());
+        }
+    }
+}
+
+/// Appends `{"k":v,...}` for attributes already sorted by key.
+fn json_object(out: &mut String, kvs: &[&KeyValue]) {
+    out.push('{');
+    for (i, kv) in kvs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, &kv.key);
+        out.push(':');
+        json_value(out, kv.value.as_ref());
+    }
+    out.push('}');
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+}
+
+/// Appends ` k=v` (no leading space on an empty line), quoting `v` when it needs it.
+fn logfmt_pair(out: &mut String, k: &str, v: &str) {
+    if !out.is_empty() {
+        out.push(' ');
+    }
+    out.push_str(k);
+    out.push('=');
     if !v.is_empty()
         && v.chars()
             .all(|c| c.is_ascii_graphic() && c != '"' && c != '=')
     {
-        format!("{k}={v}")
+        out.push_str(v);
     } else {
-        format!("{k}={}", serde_json::Value::String(v.to_owned()))
+        json_str(out, v);
     }
 }
 
 /// Splits one tenant's streams into push requests of at most `max` encoded bytes (a stream
 /// larger than that is split between requests).
-fn requests(streams: Streams, max: usize) -> Vec<lp::PushRequest> {
+pub fn requests(streams: Streams, max: usize) -> Vec<lp::PushRequest> {
     let mut out = Vec::new();
     let mut cur = lp::PushRequest::default();
     let mut size = 0usize;
@@ -636,9 +740,32 @@ mod tests {
         assert_eq!(label_name("1abc"), "_1abc");
         let l: BTreeMap<String, String> =
             [("b".into(), "x\"y\\".into()), ("a".into(), "1".into())].into();
-        assert_eq!(label_string(&l), "{a=\"1\", b=\"x\\\"y\\\\\"}");
-        let parsed = parse_labels(&label_string(&l));
+        let mut text = String::new();
+        label_string(&mut text, l.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(text, "{a=\"1\", b=\"x\\\"y\\\\\"}");
+        let parsed = parse_labels(&text);
         assert_eq!(parsed.get("b"), Some(&Value::String("x\"y\\".into())));
+    }
+
+    #[test]
+    fn json_strings_escape_as_serde_json_does() {
+        for s in [
+            "plain",
+            "quote \" backslash \\ slash /",
+            "tab\tnl\ncr\r bell\u{7} bs\u{8} ff\u{c} nul\u{0} us\u{1f}",
+            "unicode ✗ 日本 🎉 \u{2028}",
+            "",
+        ] {
+            let mut ours = String::new();
+            json_str(&mut ours, s);
+            assert_eq!(ours, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+        let mut line = String::new();
+        logfmt_pair(&mut line, "body", "a b");
+        logfmt_pair(&mut line, "k", "v=1");
+        logfmt_pair(&mut line, "e", "");
+        logfmt_pair(&mut line, "ok", "x/y");
+        assert_eq!(line, "body=\"a b\" k=\"v=1\" e=\"\" ok=x/y");
     }
 
     #[test]

@@ -247,6 +247,38 @@ pub trait Sender: Send + Sync + 'static {
     type Request: Send + Sync + 'static;
     fn encode(&self, batch: Batch) -> Result<Self::Request, SendError>;
     fn send<'a>(&'a self, req: &'a Self::Request) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// True when what is sent must reach the backend in order (remote-write: each series' samples
+    /// in time order). The queue is then split into `num_consumers` shards, each with its own
+    /// queue and a single worker, and [`Sender::encode_parts`] decides which shard gets what; a
+    /// shard retrying its oldest request holds back only the requests behind it in that shard.
+    fn ordered(&self) -> bool {
+        false
+    }
+
+    /// Encodes a batch into parts for `shards` shards (see [`Sender::ordered`]). The default:
+    /// one part, for shard 0.
+    fn encode_parts(
+        &self,
+        batch: Batch,
+        shards: usize,
+    ) -> Result<Vec<Part<Self::Request>>, SendError> {
+        let _ = shards;
+        let items = batch.item_count();
+        Ok(vec![Part {
+            shard: 0,
+            items,
+            req: self.encode(batch)?,
+        }])
+    }
+}
+
+/// One shard's share of an encoded batch.
+pub struct Part<R> {
+    pub shard: usize,
+    /// Items it carries (counted as sent or failed with it).
+    pub items: usize,
+    pub req: R,
 }
 
 struct Job<R> {
@@ -259,7 +291,8 @@ struct Inner<S: Sender> {
     sender: S,
     settings: Settings,
     id: String,
-    queue: Option<Queue<Job<S::Request>>>,
+    /// Empty when the queue is off; one queue per shard for ordered senders, else one.
+    queues: Vec<Queue<Job<S::Request>>>,
     sent: SignalCounters,
     failed: SignalCounters,
     enqueue_failed: SignalCounters,
@@ -283,11 +316,17 @@ impl<S: Sender> Helper<S> {
             exporter: ctx.id.to_string(),
         };
         let t = &ctx.telemetry;
-        let queue = settings
-            .queue
-            .enabled
-            .then(|| Queue::new(settings.queue.queue_size));
-        if let Some(q) = &queue {
+        let ordered = sender.ordered();
+        let (n_queues, workers_per_queue) = match (settings.queue.enabled, ordered) {
+            (false, _) => (0, 0),
+            (true, true) => (settings.queue.num_consumers, 1),
+            (true, false) => (1, settings.queue.num_consumers),
+        };
+        // A batch puts at most one request into each shard: every shard holds `queue_size`.
+        let queues: Vec<_> = (0..n_queues)
+            .map(|_| Queue::new(settings.queue.queue_size))
+            .collect();
+        if let Some(q) = queues.first() {
             t.exporter_queue_capacity
                 .get_or_create(&labels)
                 .set(q.capacity() as i64);
@@ -295,7 +334,7 @@ impl<S: Sender> Helper<S> {
         let inner = Arc::new(Inner {
             sender,
             id: ctx.id.to_string(),
-            queue,
+            queues,
             sent: t.exporter_sent.handles(&labels),
             failed: t.exporter_send_failed.handles(&labels),
             enqueue_failed: t.exporter_enqueue_failed.handles(&labels),
@@ -305,10 +344,10 @@ impl<S: Sender> Helper<S> {
             settings,
         });
         let mut workers = Vec::new();
-        if inner.queue.is_some() {
-            for _ in 0..inner.settings.queue.num_consumers {
+        for shard in 0..inner.queues.len() {
+            for _ in 0..workers_per_queue {
                 let inner = inner.clone();
-                workers.push(tokio::spawn(async move { inner.work().await }));
+                workers.push(tokio::spawn(async move { inner.work(shard).await }));
             }
         }
         let batchers = inner.settings.queue.batch.clone().map(|b| {
@@ -358,9 +397,12 @@ impl<S: Sender> Lifecycle for Helper<S> {
             }
             let workers =
                 std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
-            if let Some(q) = &self.inner.queue {
+            let queues = &self.inner.queues;
+            if !queues.is_empty() {
                 // Workers drain what is queued, then stop; at the deadline retries are cut short.
-                q.close();
+                for q in queues {
+                    q.close();
+                }
                 let stop = self.inner.hard_stop.clone();
                 let drain = async {
                     for w in workers {
@@ -373,7 +415,7 @@ impl<S: Sender> Lifecycle for Helper<S> {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let mut left = 0;
-                while let Some(job) = q.try_pop() {
+                while let Some(job) = queues.iter().find_map(|q| q.try_pop()) {
                     left += 1;
                     self.inner.give_up(
                         &job,
@@ -397,17 +439,17 @@ impl<S: Sender> Inner<S> {
         if items == 0 {
             return Ok(());
         }
-        if let Some(q) = &self.queue {
-            // Full: refuse before taking the batch, and give it back to the caller.
-            if q.len() >= q.capacity() && !self.settings.queue.block_on_overflow {
-                self.enqueue_failed.add(signal, items);
-                return Err(ConsumeError::refuse(
-                    format!("sending queue of exporter {} is full", self.id),
-                    batch,
-                ));
-            }
+        // Full: refuse before taking the batch, and give it back to the caller.
+        if self.queues.iter().any(|q| q.len() >= q.capacity())
+            && !self.settings.queue.block_on_overflow
+        {
+            self.enqueue_failed.add(signal, items);
+            return Err(ConsumeError::refuse(
+                format!("sending queue of exporter {} is full", self.id),
+                batch,
+            ));
         }
-        let req = match self.sender.encode(batch) {
+        let parts = match self.sender.encode_parts(batch, self.queues.len().max(1)) {
             Ok(r) => r,
             Err(e) => {
                 let job = Job {
@@ -419,44 +461,67 @@ impl<S: Sender> Inner<S> {
                 return Err(ConsumeError::Permanent(e.to_string()));
             }
         };
-        let job = Job { req, signal, items };
-        let Some(q) = &self.queue else {
+        if self.queues.is_empty() {
             // Without a queue the caller waits for the outcome; a final failure has been
             // counted (send_failed), so it is permanent for the caller.
-            return self
-                .send_with_retry(&job)
-                .await
-                .map_err(|e| ConsumeError::Permanent(e.to_string()));
-        };
-        // Another producer may have taken the last slot since the check in `accept`: wait for
-        // room rather than drop what is already encoded.
-        let mut job = job;
-        loop {
-            match q.push(job) {
-                Ok(()) => {
-                    self.queue_size.set(q.len() as i64);
-                    return Ok(());
+            let mut result = Ok(());
+            for part in parts {
+                let job = Job {
+                    req: part.req,
+                    signal,
+                    items: part.items,
+                };
+                if let Err(e) = self.send_with_retry(&job).await {
+                    result = Err(ConsumeError::Permanent(e.to_string()));
                 }
-                Err(back) if !self.hard_stop.is_cancelled() => {
-                    job = back;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err(back) => {
-                    self.give_up(
-                        &back,
-                        "shutdown",
-                        "the collector stopped before it could be queued",
-                    );
-                    return Err(ConsumeError::Permanent("shutting down".into()));
+            }
+            return result;
+        }
+        let mut result = Ok(());
+        for part in parts {
+            let q = &self.queues[part.shard.min(self.queues.len() - 1)];
+            let mut job = Job {
+                req: part.req,
+                signal,
+                items: part.items,
+            };
+            // Another producer may have taken the last slot since the check above: wait for
+            // room rather than drop what is already encoded.
+            loop {
+                match q.push(job) {
+                    Ok(()) => {
+                        self.update_queue_size();
+                        break;
+                    }
+                    Err(back) if !self.hard_stop.is_cancelled() => {
+                        job = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(back) => {
+                        self.give_up(
+                            &back,
+                            "shutdown",
+                            "the collector stopped before it could be queued",
+                        );
+                        result = Err(ConsumeError::Permanent("shutting down".into()));
+                        break;
+                    }
                 }
             }
         }
+        result
     }
 
-    async fn work(self: Arc<Self>) {
-        let Some(q) = &self.queue else { return };
+    /// The fill of the fullest queue (what decides refusals).
+    fn update_queue_size(&self) {
+        let len = self.queues.iter().map(Queue::len).max().unwrap_or(0);
+        self.queue_size.set(len as i64);
+    }
+
+    async fn work(self: Arc<Self>, shard: usize) {
+        let q = &self.queues[shard];
         while let Some(job) = q.pop().await {
-            self.queue_size.set(q.len() as i64);
+            self.update_queue_size();
             // The outcome is counted inside; a worker has nobody to report it to.
             let _ = self.send_with_retry(&job).await;
         }
