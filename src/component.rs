@@ -264,6 +264,14 @@ pub static FACTORIES: &[Factory] = &[
         parse: Parse::Processor(crate::processors::memory_limiter::parse),
     },
     Factory {
+        kind: Kind::Processor,
+        name: "filter",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        stability: Stability::Alpha,
+        parse: Parse::Processor(crate::processors::filter::parse),
+    },
+    Factory {
         kind: Kind::Exporter,
         name: "otlp_grpc",
         aliases: &["otlp"],

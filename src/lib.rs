@@ -10,6 +10,7 @@ pub mod compression;
 pub mod config;
 pub mod exporters;
 pub mod extensions;
+pub mod ottl;
 pub mod pipeline;
 pub mod processors;
 pub mod proto;

@@ -1,0 +1,553 @@
+//! `filter` processor: drops spans, span events, metrics, data points and log records that match
+//! an OTTL condition (any condition of the item's context matching drops it), or, in the legacy
+//! form, that fail `include` or match `exclude` (`match_type: strict|regexp`). A span dropped
+//! takes its events with it; a metric whose data points are all dropped is dropped; scopes and
+//! resources left empty are removed. Dropped items are counted in
+//! `otelcol_processor_dropped_items{reason="filtered"}`.
+//!
+//! `error_mode` (what an evaluation error does, e.g. `Len()` of a number): `propagate`
+//! (default, as in the Collector: the whole batch is refused and counted), `ignore` (logged, the
+//! item is kept), `silent` (kept, not logged).
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use serde::Deserialize;
+
+use super::matcher::{Item, MatchConfig, Matcher};
+use super::{InPlace, Transform, prune};
+use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::config::{DeError, Node, from_node};
+use crate::ottl::eval::{
+    EvalError, EventCtx, LogCtx, MetricCtx, Outer, PointCtx, PointRef, SpanCtx,
+};
+use crate::ottl::{Condition, Context as OttlContext};
+use crate::signal::{Batch, Signal};
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorMode {
+    Ignore,
+    Silent,
+    #[default]
+    Propagate,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    pub span: Vec<String>,
+    pub spanevent: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub metric: Vec<String>,
+    pub datapoint: Vec<String>,
+    /// Legacy form.
+    pub include: Option<MatchConfig>,
+    pub exclude: Option<MatchConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    pub log_record: Vec<String>,
+    /// Legacy form.
+    pub include: Option<MatchConfig>,
+    pub exclude: Option<MatchConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LegacySpans {
+    pub include: Option<MatchConfig>,
+    pub exclude: Option<MatchConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub error_mode: ErrorMode,
+    pub traces: TracesConfig,
+    pub metrics: MetricsConfig,
+    pub logs: LogsConfig,
+    /// Legacy form for spans.
+    pub spans: LegacySpans,
+}
+
+/// Legacy include/exclude, compiled.
+#[derive(Clone, Default)]
+struct Legacy {
+    include: Option<Matcher>,
+    exclude: Option<Matcher>,
+}
+
+impl Legacy {
+    fn new(
+        include: &Option<MatchConfig>,
+        exclude: &Option<MatchConfig>,
+        signal: Signal,
+        node: &Node,
+        at: &str,
+    ) -> Result<Legacy, DeError> {
+        let compile = |c: &Option<MatchConfig>, key: &str| {
+            c.as_ref()
+                .map(|c| Matcher::new(c, signal, node, &[at, key]))
+                .transpose()
+        };
+        Ok(Legacy {
+            include: compile(include, "include")?,
+            exclude: compile(exclude, "exclude")?,
+        })
+    }
+
+    fn is_set(&self) -> bool {
+        self.include.is_some() || self.exclude.is_some()
+    }
+
+    fn drops(&self, item: &Item<'_>) -> bool {
+        self.include.as_ref().is_some_and(|m| !m.matches(item))
+            || self.exclude.as_ref().is_some_and(|m| m.matches(item))
+    }
+}
+
+#[derive(Clone)]
+struct Filter {
+    id: String,
+    error_mode: ErrorMode,
+    span: Vec<Condition>,
+    spanevent: Vec<Condition>,
+    metric: Vec<Condition>,
+    datapoint: Vec<Condition>,
+    log_record: Vec<Condition>,
+    spans_legacy: Legacy,
+    metrics_legacy: Legacy,
+    logs_legacy: Legacy,
+}
+
+fn conditions(
+    node: &Node,
+    at: &[&str],
+    list: &[String],
+    ctx: OttlContext,
+) -> Result<Vec<Condition>, DeError> {
+    let mut list_node = node;
+    for k in at {
+        if let Some(n) = list_node.get(k) {
+            list_node = n;
+        }
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            Condition::parse(text, ctx).map_err(|e| {
+                let item = match &list_node.value {
+                    crate::config::node::Value::Seq(items) => items.get(i),
+                    _ => None,
+                };
+                let mut path: Vec<String> = at.iter().map(|s| s.to_string()).collect();
+                path.push(format!("[{i}]"));
+                DeError {
+                    pos: Some(item.map_or(list_node.pos, |n| n.pos)),
+                    path,
+                    msg: format!("invalid OTTL condition {text:?}: {e}"),
+                }
+            })
+        })
+        .collect()
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
+    compile(node).map(|f| Box::new(f) as Box<dyn ProcessorConfig>)
+}
+
+fn compile(node: &Node) -> Result<Filter, DeError> {
+    let cfg: Config = from_node(node)?;
+    let f = Filter {
+        id: String::new(),
+        error_mode: cfg.error_mode,
+        span: conditions(
+            node,
+            &["traces", "span"],
+            &cfg.traces.span,
+            OttlContext::Span,
+        )?,
+        spanevent: conditions(
+            node,
+            &["traces", "spanevent"],
+            &cfg.traces.spanevent,
+            OttlContext::SpanEvent,
+        )?,
+        metric: conditions(
+            node,
+            &["metrics", "metric"],
+            &cfg.metrics.metric,
+            OttlContext::Metric,
+        )?,
+        datapoint: conditions(
+            node,
+            &["metrics", "datapoint"],
+            &cfg.metrics.datapoint,
+            OttlContext::DataPoint,
+        )?,
+        log_record: conditions(
+            node,
+            &["logs", "log_record"],
+            &cfg.logs.log_record,
+            OttlContext::Log,
+        )?,
+        spans_legacy: Legacy::new(
+            &cfg.spans.include,
+            &cfg.spans.exclude,
+            Signal::Traces,
+            node,
+            "spans",
+        )?,
+        metrics_legacy: Legacy::new(
+            &cfg.metrics.include,
+            &cfg.metrics.exclude,
+            Signal::Metrics,
+            node,
+            "metrics",
+        )?,
+        logs_legacy: Legacy::new(
+            &cfg.logs.include,
+            &cfg.logs.exclude,
+            Signal::Logs,
+            node,
+            "logs",
+        )?,
+    };
+    let mixed = [
+        (
+            "spans",
+            f.spans_legacy.is_set() && !(f.span.is_empty() && f.spanevent.is_empty()),
+        ),
+        (
+            "metrics",
+            f.metrics_legacy.is_set() && !(f.metric.is_empty() && f.datapoint.is_empty()),
+        ),
+        ("logs", f.logs_legacy.is_set() && !f.log_record.is_empty()),
+    ];
+    if let Some((key, _)) = mixed.iter().find(|(_, m)| *m) {
+        return Err(crate::exporters::key_err(
+            node,
+            &[key],
+            "use either OTTL conditions or include/exclude for a signal, not both",
+        ));
+    }
+    Ok(f)
+}
+
+impl ProcessorConfig for Filter {
+    fn build(
+        &self,
+        ctx: Context,
+        signal: Signal,
+        next: DynConsumer,
+    ) -> Result<Arc<dyn Processor>, BuildError> {
+        let mut f = self.clone();
+        f.id = ctx.id.to_string();
+        Ok(InPlace::build(&ctx, signal, next, f, "filtered"))
+    }
+}
+
+impl Filter {
+    /// Whether any condition matches; an evaluation error follows `error_mode`.
+    fn any(
+        &self,
+        conds: &[Condition],
+        ctx: &dyn crate::ottl::Ctx,
+        err: &mut Option<String>,
+    ) -> bool {
+        for c in conds {
+            match c.eval(ctx) {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(EvalError(msg)) => match self.error_mode {
+                    ErrorMode::Propagate => {
+                        err.get_or_insert_with(|| format!("condition {:?}: {msg}", c.text));
+                    }
+                    ErrorMode::Ignore => {
+                        tracing::warn!(processor = %self.id, condition = %c.text, error = %msg, "condition failed; item kept")
+                    }
+                    ErrorMode::Silent => {}
+                },
+            }
+        }
+        false
+    }
+}
+
+impl Transform for Filter {
+    fn apply(&self, batch: &mut Batch) -> Result<(), String> {
+        let mut err: Option<String> = None;
+        match batch {
+            Batch::Traces(rs) => {
+                if self.span.is_empty() && self.spanevent.is_empty() && !self.spans_legacy.is_set()
+                {
+                    return Ok(());
+                }
+                for r in rs.iter_mut() {
+                    let resource = r.resource.as_ref().map_or(&[][..], |r| &r.attributes);
+                    for ss in &mut r.scope_spans {
+                        let outer = Outer {
+                            resource,
+                            scope: ss.scope.as_ref(),
+                        };
+                        ss.spans.retain_mut(|span| {
+                            let drop_span = if self.spans_legacy.is_set() {
+                                self.spans_legacy.drops(&Item {
+                                    resource,
+                                    scope: outer.scope,
+                                    span: Some(span),
+                                    log: None,
+                                    metric_name: None,
+                                    attributes: &span.attributes,
+                                })
+                            } else {
+                                self.any(
+                                    &self.span,
+                                    &SpanCtx {
+                                        outer: &outer,
+                                        span,
+                                    },
+                                    &mut err,
+                                )
+                            };
+                            if drop_span {
+                                return false;
+                            }
+                            if !self.spanevent.is_empty() {
+                                let mut events = std::mem::take(&mut span.events);
+                                events.retain(|event| {
+                                    !self.any(
+                                        &self.spanevent,
+                                        &EventCtx {
+                                            outer: &outer,
+                                            span,
+                                            event,
+                                        },
+                                        &mut err,
+                                    )
+                                });
+                                span.events = events;
+                            }
+                            true
+                        });
+                    }
+                }
+            }
+            Batch::Metrics(rm) => {
+                if self.metric.is_empty()
+                    && self.datapoint.is_empty()
+                    && !self.metrics_legacy.is_set()
+                {
+                    return Ok(());
+                }
+                for r in rm.iter_mut() {
+                    let resource = r.resource.as_ref().map_or(&[][..], |r| &r.attributes);
+                    for sm in &mut r.scope_metrics {
+                        let outer = Outer {
+                            resource,
+                            scope: sm.scope.as_ref(),
+                        };
+                        sm.metrics.retain_mut(|metric| {
+                            let drop_metric = if self.metrics_legacy.is_set() {
+                                self.metrics_legacy.drops(&Item {
+                                    resource,
+                                    scope: outer.scope,
+                                    span: None,
+                                    log: None,
+                                    metric_name: Some(&metric.name),
+                                    attributes: &[],
+                                })
+                            } else {
+                                self.any(
+                                    &self.metric,
+                                    &MetricCtx {
+                                        outer: &outer,
+                                        metric,
+                                    },
+                                    &mut err,
+                                )
+                            };
+                            if drop_metric {
+                                return false;
+                            }
+                            if self.datapoint.is_empty() {
+                                return true;
+                            }
+                            let Some(mut data) = metric.data.take() else {
+                                return true;
+                            };
+                            {
+                                let m = &*metric;
+                                let mut keep = |point: PointRef<'_>| {
+                                    !self.any(
+                                        &self.datapoint,
+                                        &PointCtx {
+                                            outer: &outer,
+                                            metric: m,
+                                            point,
+                                        },
+                                        &mut err,
+                                    )
+                                };
+                                match &mut data {
+                                    Data::Gauge(g) => {
+                                        g.data_points.retain(|p| keep(PointRef::Number(p)))
+                                    }
+                                    Data::Sum(s) => {
+                                        s.data_points.retain(|p| keep(PointRef::Number(p)))
+                                    }
+                                    Data::Histogram(h) => {
+                                        h.data_points.retain(|p| keep(PointRef::Histogram(p)))
+                                    }
+                                    Data::ExponentialHistogram(h) => {
+                                        h.data_points.retain(|p| keep(PointRef::ExpHistogram(p)))
+                                    }
+                                    Data::Summary(s) => {
+                                        s.data_points.retain(|p| keep(PointRef::Summary(p)))
+                                    }
+                                }
+                            }
+                            let left = crate::signal::data_point_count(&data);
+                            metric.data = Some(data);
+                            left > 0
+                        });
+                    }
+                }
+            }
+            Batch::Logs(rl) => {
+                if self.log_record.is_empty() && !self.logs_legacy.is_set() {
+                    return Ok(());
+                }
+                for r in rl.iter_mut() {
+                    let resource = r.resource.as_ref().map_or(&[][..], |r| &r.attributes);
+                    for sl in &mut r.scope_logs {
+                        let outer = Outer {
+                            resource,
+                            scope: sl.scope.as_ref(),
+                        };
+                        sl.log_records.retain(|log| {
+                            if self.logs_legacy.is_set() {
+                                !self.logs_legacy.drops(&Item {
+                                    resource,
+                                    scope: outer.scope,
+                                    span: None,
+                                    log: Some(log),
+                                    metric_name: None,
+                                    attributes: &log.attributes,
+                                })
+                            } else {
+                                !self.any(
+                                    &self.log_record,
+                                    &LogCtx { outer: &outer, log },
+                                    &mut err,
+                                )
+                            }
+                        });
+                    }
+                }
+            }
+            Batch::Encoded(_) => return Err("the batch was not decoded".into()),
+        }
+        if let Some(e) = err {
+            return Err(e);
+        }
+        prune(batch);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node::parse as yaml;
+    use crate::signal::testdata;
+
+    fn filter(text: &str) -> Result<Filter, DeError> {
+        compile(&yaml(text).unwrap())
+    }
+
+    #[test]
+    fn located_errors() {
+        let e = filter("traces:\n  span:\n    - 'name == \"a\"'\n    - 'attributes[\"x\"] =='\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.path_string(), "traces.span[1]");
+        assert_eq!(e.pos.unwrap().line, 4);
+        assert!(e.msg.contains("column 19"), "{}", e.msg);
+        let e = filter("error_mode: loud\n").err().unwrap();
+        assert_eq!(e.path_string(), "error_mode");
+        let e = filter("logs:\n  log_record: ['body == \"x\"']\n  include: {match_type: strict, bodies: [x]}\n")
+            .err()
+            .unwrap();
+        assert!(e.msg.contains("not both"), "{}", e.msg);
+        let e = filter("traces:\n  spam: []\n").err().unwrap();
+        assert_eq!(e.path_string(), "traces.spam");
+    }
+
+    #[test]
+    fn spans_dropped_and_empty_resources_pruned() {
+        let f = filter(
+            "traces:\n  span:\n    - 'name == \"s1\"'\n    - 'resource.attributes[\"service.name\"] == \"drop-me\"'\n",
+        )
+        .unwrap();
+        let mut b = testdata::spans("keep", 2, 3);
+        b.append(testdata::spans("drop-me", 1, 2)).unwrap();
+        let mut b = b.into_decoded().unwrap();
+        f.apply(&mut b).unwrap();
+        assert_eq!(b.item_count(), 5);
+        let Batch::Traces(rs) = &b else { panic!() };
+        assert_eq!(rs.len(), 1, "the emptied resource is pruned");
+        assert!(rs[0].scope_spans[0].spans.iter().all(|s| s.name != "s1"));
+    }
+
+    #[test]
+    fn error_modes() {
+        let mut b = testdata::logs(3).into_decoded().unwrap();
+        let f = filter("logs:\n  log_record: ['Len(severity_number) > 1']\n").unwrap();
+        let e = f.apply(&mut b.clone()).unwrap_err();
+        assert!(e.contains("Len: unsupported type int"), "{e}");
+        let f = filter("error_mode: ignore\nlogs:\n  log_record: ['Len(severity_number) > 1', 'severity_text == \"1\"']\n").unwrap();
+        f.apply(&mut b).unwrap();
+        assert_eq!(
+            b.item_count(),
+            2,
+            "errors keep the item; the second condition still drops"
+        );
+    }
+
+    #[test]
+    fn data_points_and_metrics() {
+        let f = filter("metrics:\n  datapoint: ['value_int < 3']\n").unwrap();
+        let mut b = testdata::gauge(5);
+        f.apply(&mut b).unwrap();
+        assert_eq!(b.item_count(), 2);
+        let f = filter("metrics:\n  datapoint: ['metric.name == \"g\"']\n").unwrap();
+        f.apply(&mut b).unwrap();
+        assert!(
+            b.is_empty(),
+            "a metric without points is dropped, then its scope and resource"
+        );
+        let f =
+            filter("metrics:\n  metric: ['type == METRIC_DATA_TYPE_GAUGE and name == \"g\"']\n")
+                .unwrap();
+        let mut b = testdata::gauge(5);
+        f.apply(&mut b).unwrap();
+        assert!(b.is_empty());
+        let f =
+            filter("metrics:\n  exclude: {match_type: regexp, metric_names: [\"g.*\"]}\n").unwrap();
+        let mut b = testdata::gauge(5);
+        f.apply(&mut b).unwrap();
+        assert!(b.is_empty());
+        let f = filter("metrics:\n  include: {match_type: strict, metric_names: [g]}\n").unwrap();
+        let mut b = testdata::gauge(5);
+        f.apply(&mut b).unwrap();
+        assert_eq!(b.item_count(), 5);
+    }
+}
