@@ -272,6 +272,22 @@ pub static FACTORIES: &[Factory] = &[
         parse: Parse::Processor(crate::processors::filter::parse),
     },
     Factory {
+        kind: Kind::Processor,
+        name: "attributes",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        stability: Stability::Alpha,
+        parse: Parse::Processor(crate::processors::attributes::parse),
+    },
+    Factory {
+        kind: Kind::Processor,
+        name: "resource",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        stability: Stability::Alpha,
+        parse: Parse::Processor(crate::processors::resource::parse),
+    },
+    Factory {
         kind: Kind::Exporter,
         name: "otlp_grpc",
         aliases: &["otlp"],

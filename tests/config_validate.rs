@@ -175,13 +175,10 @@ enum Expect {
 
 const CORPUS: &[(&str, Expect)] = &[
     ("01-helm-deployment-otlp-traces.yaml", Expect::Valid),
-    (
-        "02-istio-loki-attributes.yaml",
-        Expect::Unsupported(&["processors: attributes (line 8)"]),
-    ),
+    ("02-istio-loki-attributes.yaml", Expect::Valid),
     (
         "03-jaeger-otel-demo-k8sattributes.yaml",
-        Expect::Unsupported(&["processors: k8sattributes (line 20), resource (line 21)"]),
+        Expect::Unsupported(&["processors: k8sattributes (line 20)"]),
     ),
     (
         "04-jaeger-tail-sampling-loadbalancing.yaml",
@@ -361,6 +358,15 @@ fn valid_corpus_files_run_unchanged() {
         "07 listening on 4318",
         std::time::Duration::from_secs(10),
         || std::net::TcpStream::connect("127.0.0.1:4318").is_ok(),
+    );
+    assert!(c.terminate().success(), "{}", c.logs());
+    // 02: defaults everywhere (4317, 4318, 13133), an `attributes` insert → loki + logging.
+    let mut c = common::Collector::start_file(
+        &dir.join(CORPUS[1].0),
+        &env,
+        Some(13133),
+        Some(8888),
+        tempfile::tempdir().unwrap(),
     );
     assert!(c.terminate().success(), "{}", c.logs());
     // 12: starts with a UTF-8 byte-order mark; OTLP/HTTP on 0.0.0.0:4318 → batch → zipkin.

@@ -198,3 +198,122 @@ fn filter_drops_what_the_conditions_match() {
     // The gauge's one point and the counter's /r0 point, in each export.
     assert_eq!(dropped("metrics"), 2.0 * exports as f64);
 }
+
+/// `attributes` (with `include`, `from_context` metadata and client address, hash, convert,
+/// delete) and `resource` on every signal; the SDK sends a header through
+/// `OTEL_EXPORTER_OTLP_HEADERS` and the receiver has `include_metadata: true`.
+#[test]
+fn attributes_and_resource_edit_items_and_resources() {
+    use sha2::Digest;
+    let sink = Sink::start();
+    let (grpc, health) = (free_port(), free_port());
+    let _c = Collector::start(
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:{grpc}", include_metadata: true }}
+processors:
+  attributes/spans:
+    include:
+      match_type: regexp
+      span_names: ["parent-.*"]
+    actions:
+      - {{ key: tenant, from_context: metadata.x-tenant, action: insert }}
+      - {{ key: peer, from_context: client.address, action: insert }}
+      - {{ key: attr.str, action: hash }}
+      - {{ key: seq, action: convert, converted_type: string }}
+      - {{ key: attr.bool, action: delete }}
+  attributes:
+    actions:
+      - {{ key: tenant, from_context: metadata.x-tenant, action: upsert }}
+  resource:
+    attributes:
+      - {{ key: deployment.environment, value: staging, action: update }}
+      - {{ key: team, value: payments, action: insert }}
+      - {{ key: run.id, action: delete }}
+exporters:
+  otlp_grpc/sink:
+    endpoint: "127.0.0.1:{sink}"
+    tls: {{ insecure: true }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [attributes/spans, resource], exporters: [otlp_grpc/sink] }}
+    metrics: {{ receivers: [otlp], processors: [attributes, resource], exporters: [otlp_grpc/sink] }}
+    logs: {{ receivers: [otlp], processors: [attributes, resource], exporters: [otlp_grpc/sink] }}
+"#,
+            sink = sink.port
+        ),
+        &[],
+        Some(health),
+        None,
+    );
+    let (ok, _report, stderr) = common::sdk_send_env(
+        &format!("127.0.0.1:{grpc}"),
+        "grpc",
+        "traces,metrics,logs",
+        4,
+        "attrs",
+        &[],
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")],
+    );
+    assert!(ok, "{stderr}");
+    let store = &sink.store;
+    wait_until("everything", Duration::from_secs(20), || {
+        store.span_count() == 8
+            && store.log_count() == 4
+            && !store.metrics.lock().unwrap().is_empty()
+    });
+
+    let check_resource = |attrs: &[KeyValue]| {
+        assert_eq!(str_of(attrs, "deployment.environment"), Some("staging"));
+        assert_eq!(str_of(attrs, "team"), Some("payments"));
+        assert_eq!(get(attrs, "run.id"), None);
+        assert_eq!(str_of(attrs, "service.name"), Some("sdk-e2e"));
+    };
+    let spans = store.spans.lock().unwrap();
+    for r in spans.iter() {
+        check_resource(&r.resource.as_ref().unwrap().attributes);
+        for s in r.scope_spans.iter().flat_map(|s| &s.spans) {
+            let a = &s.attributes;
+            if s.name.starts_with("parent-") {
+                let i: usize = s.name["parent-".len()..].parse().unwrap();
+                assert_eq!(str_of(a, "tenant"), Some("acme"), "{}", s.name);
+                assert_eq!(str_of(a, "peer"), Some("127.0.0.1"));
+                let want = hex::encode(sha2::Sha256::digest(format!("välue-{i} ✓").as_bytes()));
+                assert_eq!(str_of(a, "attr.str"), Some(want.as_str()));
+                assert_eq!(str_of(a, "seq"), Some(i.to_string().as_str()));
+                assert_eq!(get(a, "attr.bool"), None);
+                assert!(get(a, "attr.double").is_some(), "untouched attributes stay");
+            } else {
+                assert_eq!(get(a, "tenant"), None, "excluded by include: {}", s.name);
+                assert!(matches!(get(a, "seq"), Some(any_value::Value::IntValue(_))));
+            }
+        }
+    }
+    let logs = store.logs.lock().unwrap();
+    for r in logs.iter() {
+        check_resource(&r.resource.as_ref().unwrap().attributes);
+        for l in r.scope_logs.iter().flat_map(|s| &s.log_records) {
+            assert_eq!(str_of(&l.attributes, "tenant"), Some("acme"));
+        }
+    }
+    let metrics = store.metrics.lock().unwrap();
+    let mut points = 0;
+    for r in metrics.iter() {
+        check_resource(&r.resource.as_ref().unwrap().attributes);
+        for m in r.scope_metrics.iter().flat_map(|s| &s.metrics) {
+            if let Some(Data::Sum(s)) = &m.data {
+                for p in &s.data_points {
+                    assert_eq!(str_of(&p.attributes, "tenant"), Some("acme"));
+                    points += 1;
+                }
+            }
+        }
+    }
+    assert!(points > 0);
+}

@@ -1,7 +1,9 @@
+pub mod attributes;
 pub mod batch;
 pub mod filter;
 pub mod matcher;
 pub mod memory_limiter;
+pub mod resource;
 
 use std::sync::Arc;
 

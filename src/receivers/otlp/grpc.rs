@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{Entry, GrpcConfig, decode_protobuf, entry_for, reject_invalid};
+use crate::client::ClientInfo;
 use crate::component::{BoxFuture, ConsumeError};
 use crate::exporters::{ExportResponse, PartialSuccess};
 use crate::signal::Signal;
@@ -76,6 +77,7 @@ impl OtlpService for LogsSvc {
 pub(crate) struct Server<S> {
     entry: Arc<Entry>,
     max_message: usize,
+    include_metadata: bool,
     _svc: PhantomData<fn() -> S>,
 }
 
@@ -84,6 +86,7 @@ impl<S> Clone for Server<S> {
         Server {
             entry: self.entry.clone(),
             max_message: self.max_message,
+            include_metadata: self.include_metadata,
             _svc: PhantomData,
         }
     }
@@ -110,9 +113,18 @@ where
         if req.uri().path() != S::PATH {
             return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
         }
+        let peer = req
+            .extensions()
+            .get::<crate::server::PeerAddr>()
+            .map(|p| p.0.ip());
         let export = Export {
             entry: self.entry.clone(),
             signal: S::SIGNAL,
+            client: Some(ClientInfo::from_headers(
+                peer,
+                req.headers(),
+                self.include_metadata,
+            )),
         };
         let max_message = self.max_message;
         Box::pin(async move {
@@ -130,6 +142,7 @@ where
 struct Export {
     entry: Arc<Entry>,
     signal: Signal,
+    client: Option<ClientInfo>,
 }
 
 impl UnaryService<Bytes> for Export {
@@ -138,11 +151,12 @@ impl UnaryService<Bytes> for Export {
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         let (entry, signal) = (self.entry.clone(), self.signal);
+        let client = self.client.take().unwrap_or_default();
         Box::pin(async move {
             let mut batch =
                 decode_protobuf(signal, req.into_inner()).map_err(Status::invalid_argument)?;
             let (rejected, why) = reject_invalid(&mut batch);
-            entry.push(batch).await.map_err(status_of)?;
+            entry.push(batch, client).await.map_err(status_of)?;
             Ok(Response::new(ExportResponse {
                 partial_success: (rejected > 0).then_some(PartialSuccess {
                     rejected,
@@ -197,6 +211,7 @@ pub(super) fn router(cfg: &GrpcConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
         routes = routes.add_service(Server::<TraceSvc> {
             entry,
             max_message,
+            include_metadata: cfg.include_metadata,
             _svc: PhantomData,
         });
     }
@@ -204,6 +219,7 @@ pub(super) fn router(cfg: &GrpcConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
         routes = routes.add_service(Server::<MetricsSvc> {
             entry,
             max_message,
+            include_metadata: cfg.include_metadata,
             _svc: PhantomData,
         });
     }
@@ -211,6 +227,7 @@ pub(super) fn router(cfg: &GrpcConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
         routes = routes.add_service(Server::<LogsSvc> {
             entry,
             max_message,
+            include_metadata: cfg.include_metadata,
             _svc: PhantomData,
         });
     }

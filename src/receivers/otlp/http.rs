@@ -48,6 +48,7 @@ struct SignalState {
     entry: Arc<Entry>,
     limit: usize,
     cors: Option<Arc<CorsConfig>>,
+    include_metadata: bool,
 }
 
 pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum::Router {
@@ -66,6 +67,7 @@ pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
             entry,
             limit: cfg.max_request_body_size,
             cors: cors.clone(),
+            include_metadata: cfg.include_metadata,
         };
         r = r.route(
             path,
@@ -184,13 +186,28 @@ async fn preflight(State(st): State<SignalState>, headers: HeaderMap) -> Respons
     resp
 }
 
-async fn handle(State(st): State<SignalState>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut resp = handle_inner(&st, &headers, body).await;
+async fn handle(
+    State(st): State<SignalState>,
+    peer: Option<axum::Extension<crate::server::PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let client = crate::client::ClientInfo::from_headers(
+        peer.map(|p| p.0.0.ip()),
+        &headers,
+        st.include_metadata,
+    );
+    let mut resp = handle_inner(&st, &headers, body, client).await;
     add_cors(&mut resp, &st.cors, &headers);
     resp
 }
 
-async fn handle_inner(st: &SignalState, headers: &HeaderMap, body: Bytes) -> Response {
+async fn handle_inner(
+    st: &SignalState,
+    headers: &HeaderMap,
+    body: Bytes,
+    client: crate::client::ClientInfo,
+) -> Response {
     let enc = match media_type(headers).as_deref() {
         Some(PROTOBUF) | Some("application/protobuf") => Encoding::Protobuf,
         Some(JSON) => Encoding::Json,
@@ -233,7 +250,7 @@ async fn handle_inner(st: &SignalState, headers: &HeaderMap, body: Bytes) -> Res
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, enc, msg),
     };
     let (rejected, why) = reject_invalid(&mut batch);
-    match st.entry.push(batch).await {
+    match st.entry.push(batch, client).await {
         Ok(()) => success(st.signal, enc, rejected, why),
         Err(ConsumeError::Retryable {
             reason,

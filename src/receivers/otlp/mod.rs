@@ -43,6 +43,9 @@ pub struct GrpcConfig {
     pub max_recv_msg_size_mib: u64,
     #[serde(deserialize_with = "crate::config::present")]
     pub tls: Option<ServerTlsConfig>,
+    /// Pass the request's metadata to processors (`attributes` `from_context: metadata.<key>`).
+    /// Default false.
+    pub include_metadata: bool,
 }
 
 impl Default for GrpcConfig {
@@ -52,6 +55,7 @@ impl Default for GrpcConfig {
             transport: "tcp".into(),
             max_recv_msg_size_mib: 4,
             tls: None,
+            include_metadata: false,
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct HttpConfig {
     /// Browser clients: origins allowed by CORS (`*` wildcards allowed). Off when absent.
     #[serde(deserialize_with = "crate::config::present")]
     pub cors: Option<CorsConfig>,
+    /// Pass the request's headers to processors (`attributes` `from_context: metadata.<key>`).
+    /// Default false.
+    pub include_metadata: bool,
 }
 
 impl Default for HttpConfig {
@@ -87,6 +94,7 @@ impl Default for HttpConfig {
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
             cors: None,
+            include_metadata: false,
         }
     }
 }
@@ -203,12 +211,16 @@ impl Entry {
         }
     }
 
-    async fn push(&self, batch: Batch) -> Result<(), ConsumeError> {
+    async fn push(
+        &self,
+        batch: Batch,
+        client: crate::client::ClientInfo,
+    ) -> Result<(), ConsumeError> {
         let (signal, n) = (batch.signal(), batch.item_count());
         if n == 0 {
             return Ok(());
         }
-        match self.consumer.consume(batch).await {
+        match crate::client::scope(client, self.consumer.consume(batch)).await {
             Ok(()) => {
                 self.accepted.add(signal, n);
                 Ok(())
