@@ -288,6 +288,14 @@ pub static FACTORIES: &[Factory] = &[
         parse: Parse::Processor(crate::processors::resource::parse),
     },
     Factory {
+        kind: Kind::Processor,
+        name: "probabilistic_sampler",
+        aliases: &[],
+        signals: &[Signal::Traces, Signal::Logs],
+        stability: Stability::Alpha,
+        parse: Parse::Processor(crate::processors::probabilistic_sampler::parse),
+    },
+    Factory {
         kind: Kind::Exporter,
         name: "otlp_grpc",
         aliases: &["otlp"],

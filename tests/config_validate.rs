@@ -193,10 +193,7 @@ const CORPUS: &[(&str, Expect)] = &[
         Expect::Unsupported(&["processors: tail_sampling"]),
     ),
     ("07-otelio-agent-prometheusremotewrite.yaml", Expect::Valid),
-    (
-        "08-otelio-blog-probabilistic-sampler.yaml",
-        Expect::Unsupported(&["processors: probabilistic_sampler"]),
-    ),
+    ("08-otelio-blog-probabilistic-sampler.yaml", Expect::Valid),
     // Its endpoints are placeholders (no URL, no port), which the Collector refuses too.
     (
         "09-otelio-blog-llm-prw-otlp.yaml",

@@ -15,6 +15,12 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 /// A collector with `processors` (YAML mapping body, indented by 2) on every pipeline, in the
 /// order `chain`, exporting to `sink`.
 fn collector(processors: &str, chain: &str, sink: u16) -> (Collector, u16) {
+    collector_chains(processors, [chain; 3], sink)
+}
+
+/// [`collector`] with a processor chain per pipeline: traces, metrics, logs.
+fn collector_chains(processors: &str, chains: [&str; 3], sink: u16) -> (Collector, u16) {
+    let [traces, metrics_chain, logs] = chains;
     let (grpc, health, metrics) = (free_port(), free_port(), free_port());
     let c = Collector::start(
         &format!(
@@ -33,9 +39,9 @@ service:
   extensions: [health_check]
   telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
   pipelines:
-    traces: {{ receivers: [otlp], processors: [{chain}], exporters: [otlp_grpc/sink] }}
-    metrics: {{ receivers: [otlp], processors: [{chain}], exporters: [otlp_grpc/sink] }}
-    logs: {{ receivers: [otlp], processors: [{chain}], exporters: [otlp_grpc/sink] }}
+    traces: {{ receivers: [otlp], processors: [{traces}], exporters: [otlp_grpc/sink] }}
+    metrics: {{ receivers: [otlp], processors: [{metrics_chain}], exporters: [otlp_grpc/sink] }}
+    logs: {{ receivers: [otlp], processors: [{logs}], exporters: [otlp_grpc/sink] }}
 "#
         ),
         &[],
@@ -316,4 +322,146 @@ service:
         }
     }
     assert!(points > 0);
+}
+
+/// FNV-1a 32 over the seed's little-endian bytes and the trace id, bucketed in 16384: the
+/// Collector's hash-seed sampling, written here independently of ferrotel's code.
+fn collector_keeps(trace_id: &[u8], seed: u32, percent: f64) -> bool {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in seed.to_le_bytes().iter().chain(trace_id) {
+        h ^= *b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h & 0x3fff) < (percent * 163.84) as u32
+}
+
+fn sampler_collector(sink: u16) -> (Collector, u16) {
+    collector_chains(
+        "  probabilistic_sampler:\n    hash_seed: 22\n    sampling_percentage: 50\n",
+        ["probabilistic_sampler", "", "probabilistic_sampler"],
+        sink,
+    )
+}
+
+/// `probabilistic_sampler` on SDK traffic: whole traces are kept or dropped, exactly those the
+/// Collector's algorithm keeps; logs (which carry the trace context of no span here) are
+/// dropped by `fail_closed`; metrics pass (the processor does not take metrics).
+#[test]
+fn probabilistic_sampler_keeps_whole_traces_by_trace_id() {
+    let sink = Sink::start();
+    let (c, grpc) = sampler_collector(sink.port);
+    let report = send(grpc, 60, "sampler");
+    let mut want: BTreeMap<String, usize> = BTreeMap::new();
+    for s in report["spans"].as_array().unwrap() {
+        let tid = s["trace_id"].as_str().unwrap().to_string();
+        if collector_keeps(&hex::decode(&tid).unwrap(), 22, 50.0) {
+            *want.entry(tid).or_default() += 1;
+        }
+    }
+    assert!(
+        (15..45).contains(&want.len()),
+        "{} of 60 traces kept: not near 50%",
+        want.len()
+    );
+    let store = &sink.store;
+    wait_until("the kept spans", Duration::from_secs(20), || {
+        store.span_count() == want.values().sum::<usize>()
+            && !store.metrics.lock().unwrap().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    for s in store
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+    {
+        *got.entry(hex::encode(&s.trace_id)).or_default() += 1;
+    }
+    assert_eq!(
+        got, want,
+        "kept traces differ from the Collector's algorithm"
+    );
+    assert!(got.values().all(|n| *n == 2), "a trace was split");
+    assert_eq!(
+        store.log_count(),
+        0,
+        "logs without a trace id are dropped (fail_closed)"
+    );
+    let dropped = c.metric(
+        "otelcol_processor_dropped_items_total{processor=\"probabilistic_sampler\",otel_signal=\"traces\",reason=\"sampled\"}",
+    );
+    assert_eq!(dropped, (120 - want.values().sum::<usize>()) as f64);
+    let logs_dropped = c.metric(
+        "otelcol_processor_dropped_items_total{processor=\"probabilistic_sampler\",otel_signal=\"logs\",reason=\"sampled\"}",
+    );
+    assert_eq!(logs_dropped, 60.0);
+}
+
+/// Two separate ferrotel processes with the same seed make the same decision for each of 400
+/// trace ids.
+#[test]
+fn probabilistic_sampler_agrees_across_processes() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let ids: Vec<Vec<u8>> = (0u64..400)
+        .map(|i| {
+            let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            [x.to_be_bytes(), (!x).to_le_bytes()].concat()
+        })
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| Span {
+                        trace_id: t.clone(),
+                        span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                        name: format!("s{i}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        let sink = Sink::start();
+        let (_c, grpc) = sampler_collector(sink.port);
+        rt.block_on(async {
+            let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+                .await
+                .unwrap();
+            client.export(request.clone()).await.unwrap();
+        });
+        let want = ids.iter().filter(|t| collector_keeps(t, 22, 50.0)).count();
+        wait_until("kept spans", Duration::from_secs(10), || {
+            sink.store.span_count() == want
+        });
+        let mut set: Vec<Vec<u8>> = sink
+            .store
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.trace_id.clone())
+            .collect();
+        set.sort();
+        kept.push(set);
+    }
+    assert_eq!(kept[0], kept[1]);
+    assert!((150..250).contains(&kept[0].len()), "{}", kept[0].len());
 }

@@ -3,6 +3,7 @@ pub mod batch;
 pub mod filter;
 pub mod matcher;
 pub mod memory_limiter;
+pub mod probabilistic_sampler;
 pub mod resource;
 
 use std::sync::Arc;
