@@ -296,6 +296,14 @@ pub static FACTORIES: &[Factory] = &[
         parse: Parse::Processor(crate::processors::probabilistic_sampler::parse),
     },
     Factory {
+        kind: Kind::Processor,
+        name: "tail_sampling",
+        aliases: &[],
+        signals: &[Signal::Traces],
+        stability: Stability::Alpha,
+        parse: Parse::Processor(crate::processors::tail_sampling::parse),
+    },
+    Factory {
         kind: Kind::Exporter,
         name: "otlp_grpc",
         aliases: &["otlp"],

@@ -36,6 +36,13 @@ pub struct ProcessorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub processor: String,
+    pub policy: String,
+    pub sampled: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProcessorDropLabels {
     pub processor: String,
     pub otel_signal: String,
@@ -116,6 +123,10 @@ pub struct Telemetry {
     pub processor_dropped: Family<ProcessorDropLabels, Counter>,
     pub batch_size_trigger: Family<ProcessorLabels, Counter>,
     pub batch_timeout_trigger: Family<ProcessorLabels, Counter>,
+    /// `tail_sampling`: traces decided, by policy and outcome.
+    pub tail_sampling_decisions: Family<PolicyLabels, Counter>,
+    /// `tail_sampling`: traces held waiting for their decision.
+    pub tail_sampling_traces: Family<ProcessorLabels, Gauge>,
     process_rss: Gauge,
     process_cpu: Gauge<f64, AtomicU64>,
     process_uptime: Gauge<f64, AtomicU64>,
@@ -207,6 +218,18 @@ impl Telemetry {
             "otelcol_processor_batch_timeout_trigger_send",
             "Batches sent because of the timeout trigger",
         );
+        let tail_sampling_decisions: Family<PolicyLabels, Counter> = Family::default();
+        reg.register(
+            "otelcol_processor_tail_sampling_count_traces_sampled",
+            "Traces decided by each tail-sampling policy (sampled = true/false)",
+            tail_sampling_decisions.clone(),
+        );
+        let tail_sampling_traces: Family<ProcessorLabels, Gauge> = Family::default();
+        reg.register(
+            "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+            "Traces held waiting for a tail-sampling decision",
+            tail_sampling_traces.clone(),
+        );
         let process_rss = Gauge::default();
         reg.register(
             "otelcol_process_memory_rss",
@@ -255,6 +278,8 @@ impl Telemetry {
             processor_dropped,
             batch_size_trigger,
             batch_timeout_trigger,
+            tail_sampling_decisions,
+            tail_sampling_traces,
             process_rss,
             process_cpu,
             process_uptime,

@@ -188,10 +188,7 @@ const CORPUS: &[(&str, Expect)] = &[
         "05-otelio-agent-loadbalancing-traceid.yaml",
         Expect::Unsupported(&["exporters: loadbalancing"]),
     ),
-    (
-        "06-otelio-gateway-tail-sampling.yaml",
-        Expect::Unsupported(&["processors: tail_sampling"]),
-    ),
+    ("06-otelio-gateway-tail-sampling.yaml", Expect::Valid),
     ("07-otelio-agent-prometheusremotewrite.yaml", Expect::Valid),
     ("08-otelio-blog-probabilistic-sampler.yaml", Expect::Valid),
     // Its endpoints are placeholders (no URL, no port), which the Collector refuses too.
@@ -203,10 +200,7 @@ const CORPUS: &[(&str, Expect)] = &[
             "2 error(s)",
         ]),
     ),
-    (
-        "10-dynatrace-tail-sampling-otlp-http.yaml",
-        Expect::Unsupported(&["processors: tail_sampling"]),
-    ),
+    ("10-dynatrace-tail-sampling-otlp-http.yaml", Expect::Valid),
     (
         "11-dynatrace-load-balancing-k8s.yaml",
         Expect::Unsupported(&["exporters: load_balancing"]),
@@ -366,6 +360,23 @@ fn valid_corpus_files_run_unchanged() {
         tempfile::tempdir().unwrap(),
     );
     assert!(c.terminate().success(), "{}", c.logs());
+    // 06 (memory_limiter, tail_sampling), 08 (probabilistic_sampler, batch), 10
+    // (tail_sampling → otlp_http, debug): OTLP on the default ports.
+    for i in [5, 7, 9] {
+        let mut c = common::Collector::start_file(
+            &dir.join(CORPUS[i].0),
+            &env,
+            None,
+            Some(8888),
+            tempfile::tempdir().unwrap(),
+        );
+        common::wait_until(
+            &format!("{} listening on 4317", CORPUS[i].0),
+            std::time::Duration::from_secs(10),
+            || std::net::TcpStream::connect("127.0.0.1:4317").is_ok(),
+        );
+        assert!(c.terminate().success(), "{}", c.logs());
+    }
     // 12: starts with a UTF-8 byte-order mark; OTLP/HTTP on 0.0.0.0:4318 → batch → zipkin.
     let mut c = common::Collector::start_file(
         &dir.join(CORPUS[11].0),

@@ -465,3 +465,158 @@ fn probabilistic_sampler_agrees_across_processes() {
     assert_eq!(kept[0], kept[1]);
     assert!((150..250).contains(&kept[0].len()), "{}", kept[0].len());
 }
+
+/// `tail_sampling` on SDK traffic: a numeric policy on the `seq` attribute keeps traces 0-4,
+/// each with both its spans, after `decision_wait`.
+#[test]
+fn tail_sampling_keeps_whole_traces_chosen_by_policy() {
+    let sink = Sink::start();
+    let (c, grpc) = collector_chains(
+        r#"  tail_sampling:
+    decision_wait: 1s
+    policies:
+      - name: first-five
+        type: numeric_attribute
+        numeric_attribute: { key: seq, min_value: 0, max_value: 4 }"#,
+        ["tail_sampling", "", ""],
+        sink.port,
+    );
+    let report = send(grpc, 10, "tail");
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in report["spans"].as_array().unwrap() {
+        if s["seq"].as_u64().unwrap() < 5 {
+            want.entry(s["trace_id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(s["name"].as_str().unwrap().to_string());
+        }
+    }
+    let store = &sink.store;
+    wait_until("the sampled traces", Duration::from_secs(20), || {
+        store.span_count() == 10
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in store
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+    {
+        got.entry(hex::encode(&s.trace_id))
+            .or_default()
+            .push(s.name.clone());
+    }
+    for v in want.values_mut().chain(got.values_mut()) {
+        v.sort();
+    }
+    assert_eq!(got, want);
+    assert_eq!(
+        c.metric("otelcol_processor_dropped_items_total{processor=\"tail_sampling\",otel_signal=\"traces\",reason=\"sampled\"}"),
+        10.0
+    );
+}
+
+/// `tail_sampling` under load: 2000 traces of 4 spans each, every trace's spans spread over 4
+/// requests sent by 4 concurrent clients; a string policy on the third span keeps the even
+/// traces. Every kept trace arrives whole, no span of a dropped trace arrives.
+#[test]
+fn tail_sampling_under_load_leaves_no_orphan_spans() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    const TRACES: u64 = 2000;
+    let sink = Sink::start();
+    let (c, grpc) = collector_chains(
+        r#"  tail_sampling:
+    decision_wait: 2s
+    num_traces: 10000
+    policies:
+      - name: keep-flag
+        type: string_attribute
+        string_attribute: { key: keep, values: ["yes"] }"#,
+        ["tail_sampling", "", ""],
+        sink.port,
+    );
+    let request = |part: u64| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: (0..TRACES)
+                    .map(|t| Span {
+                        trace_id: [t.to_be_bytes(), 7u64.to_be_bytes()].concat(),
+                        span_id: (t * 4 + part + 1).to_be_bytes().to_vec(),
+                        name: format!("t{t}-p{part}"),
+                        attributes: if part == 2 && t % 2 == 0 {
+                            vec![KeyValue {
+                                key: "keep".into(),
+                                value: Some(AnyValue {
+                                    value: Some(any_value::Value::StringValue("yes".into())),
+                                }),
+                                ..Default::default()
+                            }]
+                        } else {
+                            vec![]
+                        },
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for part in 0..4 {
+            let req = request(part);
+            tasks.push(tokio::spawn(async move {
+                let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+                    .await
+                    .unwrap();
+                // Each part in small slices, so the four clients interleave.
+                for chunk in req.resource_spans[0].scope_spans[0].spans.chunks(100) {
+                    let mut r = req.clone();
+                    r.resource_spans[0].scope_spans[0].spans = chunk.to_vec();
+                    client.export(r).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let store = &sink.store;
+    wait_until("the kept traces", Duration::from_secs(30), || {
+        store.span_count() >= (TRACES as usize / 2) * 4
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut by_trace: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for s in store
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+    {
+        let t = u64::from_be_bytes(s.trace_id[..8].try_into().unwrap());
+        by_trace.entry(t).or_default().push(s.name.clone());
+    }
+    assert_eq!(by_trace.len(), TRACES as usize / 2);
+    for (t, mut names) in by_trace {
+        assert_eq!(t % 2, 0, "trace {t} was not to be kept");
+        names.sort();
+        let want: Vec<String> = (0..4).map(|p| format!("t{t}-p{p}")).collect();
+        assert_eq!(names, want, "trace {t} is not whole");
+    }
+    assert_eq!(
+        c.metric("otelcol_processor_dropped_items_total{processor=\"tail_sampling\",otel_signal=\"traces\",reason=\"sampled\"}"),
+        (TRACES / 2 * 4) as f64
+    );
+}

@@ -128,8 +128,12 @@ impl<'de> de::Deserializer<'de> for &'de Node {
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.value {
             Value::Bool(b) => visitor.visit_bool(*b),
-            Value::Str(s) if s == "true" => visitor.visit_bool(true),
-            Value::Str(s) if s == "false" => visitor.visit_bool(false),
+            // A bool field takes YAML 1.1 spellings too, as the Collector's YAML library does.
+            Value::Str(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "y" | "on" => visitor.visit_bool(true),
+                "false" | "no" | "n" | "off" => visitor.visit_bool(false),
+                _ => Err(invalid_type(self, &visitor)),
+            },
             _ => Err(invalid_type(self, &visitor)),
         }
     }

@@ -230,7 +230,11 @@ pub fn parse(text: &str) -> Result<Node, (Pos, String)> {
     if text.trim().is_empty() {
         return Ok(Node::null(Pos { line: 1, column: 1 }));
     }
-    serde_saphyr::from_str::<Node>(text).map_err(|e| {
+    // YAML 1.2 booleans, as the Collector's YAML library reads untyped values: `yes`, `on`,
+    // `y` stay text (a bool field still takes them, see `de.rs`).
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
         let pos = e.location().map(|l| pos_of(&l)).unwrap_or_default();
         // The crate's Display repeats the location and a snippet; keep the first line only.
         let msg = e.to_string();
@@ -242,6 +246,27 @@ pub fn parse(text: &str) -> Result<Node, (Pos, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_yaml_1_2_booleans_are_booleans() {
+        let n = parse("a: n\nb: yes\nc: Off\nd: true\ne: False\n").unwrap();
+        let v: Vec<Value> = n
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v.value.clone())
+            .collect();
+        assert_eq!(
+            v,
+            vec![
+                Value::Str("n".into()),
+                Value::Str("yes".into()),
+                Value::Str("Off".into()),
+                Value::Bool(true),
+                Value::Bool(false)
+            ]
+        );
+    }
 
     #[test]
     fn keeps_positions_of_keys_and_values() {

@@ -5,6 +5,7 @@ pub mod matcher;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;
 pub mod resource;
+pub mod tail_sampling;
 
 use std::sync::Arc;
 
