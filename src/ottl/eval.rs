@@ -126,6 +126,9 @@ pub fn eval(e: &Expr, ctx: &dyn Ctx) -> Result<bool, EvalError> {
             true
         }
         Expr::Not(e) => !eval(e, ctx)?,
+        // The common shape `path <op> literal` compares without building the literal's value.
+        Expr::Cmp(op, Value::Path(p), Value::Lit(l)) => compare_lit(*op, &path(p, ctx), l),
+        Expr::Cmp(op, Value::Lit(l), Value::Path(p)) => compare_lit(op.flip(), &path(p, ctx), l),
         Expr::Cmp(op, a, b) => compare(*op, &value(a, ctx)?, &value(b, ctx)?),
         Expr::Bool(v) => match value(v, ctx)? {
             Val::Bool(b) => b,
@@ -137,6 +140,26 @@ pub fn eval(e: &Expr, ctx: &dyn Ctx) -> Result<bool, EvalError> {
             }
         },
     })
+}
+
+fn compare_lit(op: CmpOp, a: &Val<'_>, lit: &Literal) -> bool {
+    let ord = match (a, lit) {
+        (Val::Str(x), Literal::Str(y)) => Some(x.as_ref().cmp(y.as_str())),
+        (Val::Int(x), Literal::Int(y)) => Some(x.cmp(y)),
+        _ => return compare(op, a, &literal(lit)),
+    };
+    ordered(op, ord)
+}
+
+fn literal(l: &Literal) -> Val<'_> {
+    match l {
+        Literal::Nil => Val::Nil,
+        Literal::Bool(b) => Val::Bool(*b),
+        Literal::Int(i) => Val::Int(*i),
+        Literal::Float(f) => Val::Float(*f),
+        Literal::Str(s) => Val::Str(Cow::Borrowed(s)),
+        Literal::Bytes(b) => Val::Bytes(Cow::Borrowed(b)),
+    }
 }
 
 fn compare(op: CmpOp, a: &Val<'_>, b: &Val<'_>) -> bool {
@@ -159,6 +182,11 @@ fn compare(op: CmpOp, a: &Val<'_>, b: &Val<'_>) -> bool {
         (Val::List(x), Val::List(y)) => (x == y).then_some(Ordering::Equal),
         _ => None,
     };
+    ordered(op, ord)
+}
+
+/// `op` applied to an ordering; `None` (not comparable) is only `!=`.
+fn ordered(op: CmpOp, ord: Option<Ordering>) -> bool {
     match (op, ord) {
         (CmpOp::Ne, None) => true,
         (_, None) => false,
@@ -173,14 +201,7 @@ fn compare(op: CmpOp, a: &Val<'_>, b: &Val<'_>) -> bool {
 
 fn value<'a>(v: &'a Value, ctx: &'a dyn Ctx) -> Result<Val<'a>, EvalError> {
     Ok(match v {
-        Value::Lit(l) => match l {
-            Literal::Nil => Val::Nil,
-            Literal::Bool(b) => Val::Bool(*b),
-            Literal::Int(i) => Val::Int(*i),
-            Literal::Float(f) => Val::Float(*f),
-            Literal::Str(s) => Val::Str(Cow::Borrowed(s)),
-            Literal::Bytes(b) => Val::Bytes(Cow::Borrowed(b)),
-        },
+        Value::Lit(l) => literal(l),
         Value::Path(p) => path(p, ctx),
         Value::IsMatch(target, re) => Val::Bool(
             value(target, ctx)?
@@ -266,6 +287,14 @@ impl<'a> Outer<'a> {
             Field::ResourceAttributes => Val::Map(self.resource),
             _ => scope_field(self.scope, f),
         }
+    }
+}
+
+/// A condition that reads only the resource and the scope ([`Condition::reads_only_resource_and_scope`])
+/// is evaluated once against this.
+impl Ctx for Outer<'_> {
+    fn field(&self, f: Field) -> Val<'_> {
+        Outer::field(self, f)
     }
 }
 

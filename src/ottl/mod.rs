@@ -135,6 +135,19 @@ pub enum CmpOp {
     Ge,
 }
 
+impl CmpOp {
+    /// The operator with its operands swapped: `a < b` is `b > a`.
+    pub fn flip(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            other => other,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Expr {
     Or(Vec<Expr>),
@@ -154,6 +167,37 @@ pub struct Condition {
 }
 
 impl Condition {
+    /// Whether the condition reads only the resource and the scope, so that one evaluation
+    /// holds for every item under them.
+    pub fn reads_only_resource_and_scope(&self) -> bool {
+        fn value(v: &Value) -> bool {
+            match v {
+                Value::Lit(_) => true,
+                Value::Path(p) => matches!(
+                    p.field,
+                    Field::ResourceAttributes
+                        | Field::ScopeName
+                        | Field::ScopeVersion
+                        | Field::ScopeAttributes
+                ),
+                Value::IsMatch(v, _)
+                | Value::Len(v)
+                | Value::Int(v)
+                | Value::Double(v)
+                | Value::String(v) => value(v),
+            }
+        }
+        fn expr(e: &Expr) -> bool {
+            match e {
+                Expr::Or(t) | Expr::And(t) => t.iter().all(expr),
+                Expr::Not(e) => expr(e),
+                Expr::Cmp(_, a, b) => value(a) && value(b),
+                Expr::Bool(v) => value(v),
+            }
+        }
+        expr(&self.expr)
+    }
+
     pub fn parse(text: &str, context: Context) -> Result<Condition, ParseError> {
         let tokens = lex(text)?;
         let mut p = Parser {

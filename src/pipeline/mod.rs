@@ -327,7 +327,7 @@ fn ctx(
     }
 }
 
-#[cfg(test)]
+/// A standalone context with its own telemetry, for tests and benches.
 pub fn test_context(name: &str) -> Context {
     let id = ComponentId::parse(name).expect("valid id");
     ctx(

@@ -113,15 +113,36 @@ impl Legacy {
     }
 }
 
+/// A context's conditions, split: those reading only the resource and scope are evaluated once
+/// per scope, the others once per item.
+#[derive(Clone, Default)]
+struct Conds {
+    outer: Vec<Condition>,
+    item: Vec<Condition>,
+}
+
+impl Conds {
+    fn new(all: Vec<Condition>) -> Conds {
+        let (outer, item) = all
+            .into_iter()
+            .partition(Condition::reads_only_resource_and_scope);
+        Conds { outer, item }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.outer.is_empty() && self.item.is_empty()
+    }
+}
+
 #[derive(Clone)]
 struct Filter {
     id: String,
     error_mode: ErrorMode,
-    span: Vec<Condition>,
-    spanevent: Vec<Condition>,
-    metric: Vec<Condition>,
-    datapoint: Vec<Condition>,
-    log_record: Vec<Condition>,
+    span: Conds,
+    spanevent: Conds,
+    metric: Conds,
+    datapoint: Conds,
+    log_record: Conds,
     spans_legacy: Legacy,
     metrics_legacy: Legacy,
     logs_legacy: Legacy,
@@ -168,36 +189,36 @@ fn compile(node: &Node) -> Result<Filter, DeError> {
     let f = Filter {
         id: String::new(),
         error_mode: cfg.error_mode,
-        span: conditions(
+        span: Conds::new(conditions(
             node,
             &["traces", "span"],
             &cfg.traces.span,
             OttlContext::Span,
-        )?,
-        spanevent: conditions(
+        )?),
+        spanevent: Conds::new(conditions(
             node,
             &["traces", "spanevent"],
             &cfg.traces.spanevent,
             OttlContext::SpanEvent,
-        )?,
-        metric: conditions(
+        )?),
+        metric: Conds::new(conditions(
             node,
             &["metrics", "metric"],
             &cfg.metrics.metric,
             OttlContext::Metric,
-        )?,
-        datapoint: conditions(
+        )?),
+        datapoint: Conds::new(conditions(
             node,
             &["metrics", "datapoint"],
             &cfg.metrics.datapoint,
             OttlContext::DataPoint,
-        )?,
-        log_record: conditions(
+        )?),
+        log_record: Conds::new(conditions(
             node,
             &["logs", "log_record"],
             &cfg.logs.log_record,
             OttlContext::Log,
-        )?,
+        )?),
         spans_legacy: Legacy::new(
             &cfg.spans.include,
             &cfg.spans.exclude,
@@ -297,6 +318,11 @@ impl Transform for Filter {
                             resource,
                             scope: ss.scope.as_ref(),
                         };
+                        if self.any(&self.span.outer, &outer, &mut err) {
+                            ss.spans.clear();
+                            continue;
+                        }
+                        let events_gone = self.any(&self.spanevent.outer, &outer, &mut err);
                         ss.spans.retain_mut(|span| {
                             let drop_span = if self.spans_legacy.is_set() {
                                 self.spans_legacy.drops(&Item {
@@ -309,7 +335,7 @@ impl Transform for Filter {
                                 })
                             } else {
                                 self.any(
-                                    &self.span,
+                                    &self.span.item,
                                     &SpanCtx {
                                         outer: &outer,
                                         span,
@@ -320,11 +346,13 @@ impl Transform for Filter {
                             if drop_span {
                                 return false;
                             }
-                            if !self.spanevent.is_empty() {
+                            if events_gone {
+                                span.events.clear();
+                            } else if !self.spanevent.item.is_empty() {
                                 let mut events = std::mem::take(&mut span.events);
                                 events.retain(|event| {
                                     !self.any(
-                                        &self.spanevent,
+                                        &self.spanevent.item,
                                         &EventCtx {
                                             outer: &outer,
                                             span,
@@ -354,6 +382,12 @@ impl Transform for Filter {
                             resource,
                             scope: sm.scope.as_ref(),
                         };
+                        if self.any(&self.metric.outer, &outer, &mut err)
+                            || self.any(&self.datapoint.outer, &outer, &mut err)
+                        {
+                            sm.metrics.clear();
+                            continue;
+                        }
                         sm.metrics.retain_mut(|metric| {
                             let drop_metric = if self.metrics_legacy.is_set() {
                                 self.metrics_legacy.drops(&Item {
@@ -366,7 +400,7 @@ impl Transform for Filter {
                                 })
                             } else {
                                 self.any(
-                                    &self.metric,
+                                    &self.metric.item,
                                     &MetricCtx {
                                         outer: &outer,
                                         metric,
@@ -377,7 +411,7 @@ impl Transform for Filter {
                             if drop_metric {
                                 return false;
                             }
-                            if self.datapoint.is_empty() {
+                            if self.datapoint.item.is_empty() {
                                 return true;
                             }
                             let Some(mut data) = metric.data.take() else {
@@ -387,7 +421,7 @@ impl Transform for Filter {
                                 let m = &*metric;
                                 let mut keep = |point: PointRef<'_>| {
                                     !self.any(
-                                        &self.datapoint,
+                                        &self.datapoint.item,
                                         &PointCtx {
                                             outer: &outer,
                                             metric: m,
@@ -432,6 +466,10 @@ impl Transform for Filter {
                             resource,
                             scope: sl.scope.as_ref(),
                         };
+                        if self.any(&self.log_record.outer, &outer, &mut err) {
+                            sl.log_records.clear();
+                            continue;
+                        }
                         sl.log_records.retain(|log| {
                             if self.logs_legacy.is_set() {
                                 !self.logs_legacy.drops(&Item {
@@ -444,7 +482,7 @@ impl Transform for Filter {
                                 })
                             } else {
                                 !self.any(
-                                    &self.log_record,
+                                    &self.log_record.item,
                                     &LogCtx { outer: &outer, log },
                                     &mut err,
                                 )

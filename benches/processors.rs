@@ -1,0 +1,241 @@
+//! Criterion benches of the processors (spans per second on one core, through the processor's
+//! whole consume path into a consumer that discards; copying the input is outside the timing)
+//! and of OTTL condition evaluation.
+//! Run: `cargo bench --bench processors`.
+
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ferrotel::component::{BoxFuture, ConsumeResult, Consumer, DynConsumer, Processor};
+use ferrotel::config::node::parse;
+use ferrotel::ottl::eval::{Outer, SpanCtx};
+use ferrotel::ottl::{Condition, Context as OttlContext};
+use ferrotel::signal::{Batch, Signal};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+// The allocator the `ferrotel` binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Keeps what comes out; the next iteration's setup (outside the timing) frees it, so freeing
+/// the batch (the exporter's cost in a real pipeline) is not counted as the processor's.
+struct Keep(Arc<Mutex<Vec<Batch>>>);
+impl Consumer for Keep {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
+        self.0.lock().unwrap().push(batch);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+type Out = Arc<Mutex<Vec<Batch>>>;
+
+fn kv(k: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+/// 1000 spans of 100 traces, ten attributes each, one resource.
+fn spans() -> Vec<ResourceSpans> {
+    vec![ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![
+                kv("service.name", s("checkout")),
+                kv("host.name", s("node-1")),
+            ],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans: (0..1000u64)
+                .map(|i| Span {
+                    trace_id: [(i / 10).to_be_bytes(), 42u64.to_be_bytes()].concat(),
+                    span_id: (i + 1).to_be_bytes().to_vec(),
+                    name: if i % 10 == 0 {
+                        "GET /health".into()
+                    } else {
+                        "GET /api/items".into()
+                    },
+                    kind: 2,
+                    start_time_unix_nano: 1_700_000_000_000_000_000 + i,
+                    end_time_unix_nano: 1_700_000_000_001_000_000 + i * 1000,
+                    status: Some(Status {
+                        code: if i % 50 == 0 { 2 } else { 0 },
+                        ..Default::default()
+                    }),
+                    attributes: (0..8)
+                        .map(|a| kv(&format!("attr.{a}"), s("value")))
+                        .chain([
+                            kv(
+                                "http.route",
+                                s(if i % 10 == 0 { "/health" } else { "/api/items" }),
+                            ),
+                            kv("user.email", s("someone@example.com")),
+                        ])
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }]
+}
+
+fn build(kind: &str, yaml: &str) -> (Arc<dyn Processor>, Out) {
+    let node = parse(yaml).unwrap();
+    let factory = ferrotel::component::FACTORIES
+        .iter()
+        .find(|f| f.name == kind)
+        .unwrap();
+    let ferrotel::component::Parse::Processor(p) = factory.parse else {
+        panic!("{kind} is a processor")
+    };
+    let cfg = p(&node).unwrap();
+    let out: Out = Arc::default();
+    let next: DynConsumer = Arc::new(Keep(out.clone()));
+    let p = cfg
+        .build(ferrotel::pipeline::test_context(kind), Signal::Traces, next)
+        .unwrap();
+    (p, out)
+}
+
+fn benches(c: &mut Criterion) {
+    let input = spans();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let mut g = c.benchmark_group("ottl");
+    let cond = Condition::parse(
+        r#"attributes["http.route"] == "/health" and kind == SPAN_KIND_SERVER or status.code == STATUS_CODE_ERROR"#,
+        OttlContext::Span,
+    )
+    .unwrap();
+    let regex = Condition::parse(r#"IsMatch(name, ".*health.*")"#, OttlContext::Span).unwrap();
+    let outer = Outer {
+        resource: &input[0].resource.as_ref().unwrap().attributes,
+        scope: None,
+    };
+    let spans = &input[0].scope_spans[0].spans;
+    g.throughput(Throughput::Elements(spans.len() as u64));
+    g.bench_function("eval_compare_and_or_1000_spans", |b| {
+        b.iter(|| {
+            spans
+                .iter()
+                .filter(|span| {
+                    cond.eval(&SpanCtx {
+                        outer: &outer,
+                        span,
+                    })
+                    .unwrap()
+                })
+                .count()
+        })
+    });
+    g.bench_function("eval_ismatch_1000_spans", |b| {
+        b.iter(|| {
+            spans
+                .iter()
+                .filter(|span| {
+                    regex
+                        .eval(&SpanCtx {
+                            outer: &outer,
+                            span,
+                        })
+                        .unwrap()
+                })
+                .count()
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("ottl_parse");
+    g.bench_function("parse_condition", |b| {
+        b.iter(|| {
+            Condition::parse(
+                black_box(r#"attributes["http.route"] == "/health" and kind == SPAN_KIND_SERVER"#),
+                OttlContext::Span,
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+
+    let procs = [
+        (
+            "filter_3_conditions_keep_all",
+            "filter",
+            "error_mode: ignore\ntraces:\n  span:\n    - 'attributes[\"http.route\"] == \"/metrics\"'\n    - 'kind == SPAN_KIND_CLIENT and status.code == STATUS_CODE_ERROR'\n    - 'resource.attributes[\"service.name\"] == \"noisy\"'\n",
+        ),
+        (
+            "filter_3_conditions_drop_10pct",
+            "filter",
+            "error_mode: ignore\ntraces:\n  span:\n    - 'attributes[\"http.route\"] == \"/health\"'\n    - 'kind == SPAN_KIND_CLIENT and status.code == STATUS_CODE_ERROR'\n    - 'resource.attributes[\"service.name\"] == \"noisy\"'\n",
+        ),
+        (
+            "attributes",
+            "attributes",
+            "actions:\n  - {key: env, value: prod, action: upsert}\n  - {key: user.email, action: hash}\n  - {key: attr.0, action: delete}\n",
+        ),
+        (
+            "resource",
+            "resource",
+            "attributes:\n  - {key: team, value: payments, action: insert}\n  - {key: host.name, action: delete}\n",
+        ),
+        (
+            "probabilistic_sampler",
+            "probabilistic_sampler",
+            "hash_seed: 22\nsampling_percentage: 25\n",
+        ),
+    ];
+    let mut g = c.benchmark_group("processors");
+    g.throughput(Throughput::Elements(1000));
+    for (name, kind, yaml) in procs {
+        let (p, out) = rt.block_on(async { build(kind, yaml) });
+        g.bench_function(format!("{name}_1000_spans"), |b| {
+            b.iter_batched(
+                || {
+                    out.lock().unwrap().clear();
+                    input.clone()
+                },
+                |batch| rt.block_on(p.consume(Batch::Traces(batch))).unwrap(),
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
+    // Tail sampling holds spans: each iteration is a fresh processor (built outside the timing)
+    // that takes 1000 spans of 100 traces, then decides all of them at shutdown and passes on
+    // the sampled ones.
+    let tail = "decision_wait: 1h\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n";
+    g.bench_function("tail_sampling_hold_decide_1000_spans", |b| {
+        b.iter_batched(
+            || {
+                (
+                    rt.block_on(async { build("tail_sampling", tail) }),
+                    input.clone(),
+                )
+            },
+            |((p, _out), batch)| {
+                rt.block_on(async {
+                    p.consume(Batch::Traces(batch)).await.unwrap();
+                    p.shutdown(tokio::time::Instant::now() + std::time::Duration::from_secs(5))
+                        .await;
+                })
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(processors, benches);
+criterion_main!(processors);
