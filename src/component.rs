@@ -304,6 +304,14 @@ pub static FACTORIES: &[Factory] = &[
         parse: Parse::Processor(crate::processors::tail_sampling::parse),
     },
     Factory {
+        kind: Kind::Processor,
+        name: "k8sattributes",
+        aliases: &["k8s_attributes"],
+        signals: ALL_SIGNALS,
+        stability: Stability::Alpha,
+        parse: Parse::Processor(crate::processors::k8sattributes::parse),
+    },
+    Factory {
         kind: Kind::Exporter,
         name: "otlp_grpc",
         aliases: &["otlp"],

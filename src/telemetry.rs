@@ -127,6 +127,8 @@ pub struct Telemetry {
     pub tail_sampling_decisions: Family<PolicyLabels, Counter>,
     /// `tail_sampling`: traces held waiting for their decision.
     pub tail_sampling_traces: Family<ProcessorLabels, Gauge>,
+    /// `k8sattributes`: items whose resource could not be enriched, by reason.
+    pub k8s_unenriched: Family<ProcessorDropLabels, Counter>,
     process_rss: Gauge,
     process_cpu: Gauge<f64, AtomicU64>,
     process_uptime: Gauge<f64, AtomicU64>,
@@ -230,6 +232,12 @@ impl Telemetry {
             "Traces held waiting for a tail-sampling decision",
             tail_sampling_traces.clone(),
         );
+        let k8s_unenriched: Family<ProcessorDropLabels, Counter> = Family::default();
+        reg.register(
+            "otelcol_processor_k8sattributes_unenriched_resources",
+            "Items passed on without Kubernetes metadata, by reason (api_unreachable, pod_not_found, no_association)",
+            k8s_unenriched.clone(),
+        );
         let process_rss = Gauge::default();
         reg.register(
             "otelcol_process_memory_rss",
@@ -280,6 +288,7 @@ impl Telemetry {
             batch_timeout_trigger,
             tail_sampling_decisions,
             tail_sampling_traces,
+            k8s_unenriched,
             process_rss,
             process_cpu,
             process_uptime,

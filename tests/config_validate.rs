@@ -176,10 +176,7 @@ enum Expect {
 const CORPUS: &[(&str, Expect)] = &[
     ("01-helm-deployment-otlp-traces.yaml", Expect::Valid),
     ("02-istio-loki-attributes.yaml", Expect::Valid),
-    (
-        "03-jaeger-otel-demo-k8sattributes.yaml",
-        Expect::Unsupported(&["processors: k8sattributes (line 20)"]),
-    ),
+    ("03-jaeger-otel-demo-k8sattributes.yaml", Expect::Valid),
     (
         "04-jaeger-tail-sampling-loadbalancing.yaml",
         Expect::Unsupported(&["exporters: loadbalancing"]),

@@ -1,6 +1,7 @@
 pub mod attributes;
 pub mod batch;
 pub mod filter;
+pub mod k8sattributes;
 pub mod matcher;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;

@@ -9,12 +9,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A port free on 127.0.0.1 now, taken below the kernel's ephemeral range (32768 and up), so
+/// that no outgoing connection of a test is given it as a source port before the server that
+/// is meant to bind it starts.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another, their tests in parallel: the process id spreads the
+    // binaries, the counter the tests of one.
+    let offset = std::process::id() % 12_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(n < 12_000, "no free port below 32000");
+        let port = 20_000 + ((offset + n) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn repo() -> PathBuf {
