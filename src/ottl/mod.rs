@@ -755,31 +755,32 @@ fn enum_constant(id: &str) -> Option<i64> {
         "AGGREGATION_TEMPORALITY_UNSPECIFIED" => 0,
         "AGGREGATION_TEMPORALITY_DELTA" => 1,
         "AGGREGATION_TEMPORALITY_CUMULATIVE" => 2,
-        _ => {
-            let s = id.strip_prefix("SEVERITY_NUMBER_")?;
-            let base = |name: &str| -> Option<i64> {
-                Some(match name {
-                    "UNSPECIFIED" => return Some(0),
-                    "TRACE" => 1,
-                    "DEBUG" => 5,
-                    "INFO" => 9,
-                    "WARN" => 13,
-                    "ERROR" => 17,
-                    "FATAL" => 21,
-                    _ => return None,
-                })
-            };
-            // SEVERITY_NUMBER_INFO, SEVERITY_NUMBER_INFO2 .. INFO4.
-            let (name, n) = match s.char_indices().find(|(_, c)| c.is_ascii_digit()) {
-                Some((i, _)) => (&s[..i], s[i..].parse::<i64>().ok()?),
-                None => (s, 1),
-            };
-            if !(1..=4).contains(&n) || name == "UNSPECIFIED" && n != 1 {
-                return None;
-            }
-            base(name)? + n - 1
-        }
+        "SEVERITY_NUMBER_UNSPECIFIED" => 0,
+        _ => severity_number(id.strip_prefix("SEVERITY_NUMBER_")?)? as i64,
     })
+}
+
+/// The OTLP severity number of a level name: `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`, `FATAL`,
+/// optionally followed by 2–4 (`INFO3` = 11); case-insensitive.
+pub fn severity_number(name: &str) -> Option<i32> {
+    let upper = name.to_ascii_uppercase();
+    let (base, n) = match upper.char_indices().find(|(_, c)| c.is_ascii_digit()) {
+        Some((i, _)) => (&upper[..i], upper[i..].parse::<i32>().ok()?),
+        None => (upper.as_str(), 1),
+    };
+    if !(1..=4).contains(&n) {
+        return None;
+    }
+    let first = match base {
+        "TRACE" => 1,
+        "DEBUG" => 5,
+        "INFO" => 9,
+        "WARN" => 13,
+        "ERROR" => 17,
+        "FATAL" => 21,
+        _ => return None,
+    };
+    Some(first + n - 1)
 }
 
 #[cfg(test)]

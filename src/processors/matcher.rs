@@ -442,26 +442,7 @@ fn span_kind(k: &str) -> Option<i32> {
 pub fn severity(s: &Scalar) -> Option<i32> {
     match s {
         Scalar::Int(i) if (1..=24).contains(i) => Some(*i as i32),
-        Scalar::Str(name) => {
-            let upper = name.to_ascii_uppercase();
-            let (base, n) = match upper.char_indices().find(|(_, c)| c.is_ascii_digit()) {
-                Some((i, _)) => (&upper[..i], upper[i..].parse::<i32>().ok()?),
-                None => (upper.as_str(), 1),
-            };
-            if !(1..=4).contains(&n) {
-                return None;
-            }
-            let b = match base {
-                "TRACE" => 1,
-                "DEBUG" => 5,
-                "INFO" => 9,
-                "WARN" => 13,
-                "ERROR" => 17,
-                "FATAL" => 21,
-                _ => return None,
-            };
-            Some(b + n - 1)
-        }
+        Scalar::Str(name) => crate::ottl::severity_number(name),
         _ => None,
     }
 }
