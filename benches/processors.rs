@@ -237,5 +237,135 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(processors, benches);
+/// A stand-in API server for the `k8sattributes` bench: lists 1000 pods (IPs 10.0.<i/250>.<i%250>,
+/// owned by ReplicaSets of Deployments) and holds every watch open.
+fn fake_kubernetes_api() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let pods: Vec<serde_json::Value> = (0..1000)
+        .map(|i| {
+            serde_json::json!({
+                "metadata": {"name": format!("web-{i}"), "namespace": "shop", "uid": format!("uid-{i}"),
+                    "labels": {"app": "web"},
+                    "ownerReferences": [{"kind": "ReplicaSet", "name": format!("web-{}-rs", i % 10)}]},
+                "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "shop/web:1.0"}]},
+                "status": {"podIP": format!("10.0.{}.{}", i / 250, i % 250), "startTime": "2026-11-27T05:00:00Z",
+                    "containerStatuses": [{"name": "app", "containerID": format!("containerd://c{i}")}]}
+            })
+        })
+        .collect();
+    let pod_list =
+        serde_json::json!({"metadata": {"resourceVersion": "1"}, "items": pods}).to_string();
+    let rs_list = serde_json::json!({"metadata": {"resourceVersion": "1"}, "items": (0..10).map(|i| serde_json::json!({
+        "metadata": {"name": format!("web-{i}-rs"), "namespace": "shop", "ownerReferences": [{"kind": "Deployment", "name": "web"}]}
+    })).collect::<Vec<_>>()})
+    .to_string();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let (pod_list, rs_list) = (pod_list.clone(), rs_list.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                if head.contains("watch=1") {
+                    let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                    return;
+                }
+                let body = if head.contains("/api/v1/pods") {
+                    pod_list
+                } else if head.contains("replicasets") {
+                    rs_list
+                } else {
+                    "{}".to_string()
+                };
+                let _ = c.write_all(
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                        .as_bytes(),
+                );
+            });
+        }
+    });
+    port
+}
+
+/// 1000 spans under 100 resources, each naming one pod by IP and its container.
+fn spans_of_pods() -> Vec<ResourceSpans> {
+    let mut rs = spans();
+    let template = rs.remove(0);
+    (0..100)
+        .map(|i| {
+            let mut r = template.clone();
+            r.scope_spans[0].spans.truncate(10);
+            let attrs = &mut r.resource.as_mut().unwrap().attributes;
+            attrs.push(kv(
+                "k8s.pod.ip",
+                s(&format!("10.0.{}.{}", i / 250, i % 250)),
+            ));
+            attrs.push(kv("k8s.container.name", s("app")));
+            r
+        })
+        .collect()
+}
+
+fn bench_k8sattributes(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (p, out) = rt.block_on(async {
+        let built = build(
+            "k8sattributes",
+            "auth_type: none\nextract:\n  metadata: [k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.pod.start_time, k8s.deployment.name, k8s.node.name, container.image.name, container.image.tag]\n  labels: [{key: app}]\n",
+        );
+        // Let the list arrive.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        built
+    });
+    let input = spans_of_pods();
+    rt.block_on(p.consume(Batch::Traces(input.clone())))
+        .unwrap();
+    let enriched = {
+        let got = out.lock().unwrap();
+        matches!(&got[0], Batch::Traces(rs) if rs[7].resource.as_ref().unwrap().attributes.iter().any(|kv| kv.key == "k8s.deployment.name"))
+    };
+    assert!(enriched, "the bench must measure enrichment, not a miss");
+    let mut g = c.benchmark_group("processors");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("k8sattributes_100_resources_1000_spans", |b| {
+        b.iter_batched(
+            || {
+                out.lock().unwrap().clear();
+                input.clone()
+            },
+            |batch| rt.block_on(p.consume(Batch::Traces(batch))).unwrap(),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn k8s_env() {
+    let port = fake_kubernetes_api();
+    // SAFETY: set once, first thing, before any runtime or bench starts a thread (the stand-in
+    // server's thread does not read the environment).
+    unsafe {
+        std::env::set_var("KUBERNETES_SERVICE_HOST", "127.0.0.1");
+        std::env::set_var("KUBERNETES_SERVICE_PORT", port.to_string());
+    }
+}
+
+fn all(c: &mut Criterion) {
+    k8s_env();
+    benches(c);
+    bench_k8sattributes(c);
+}
+
+criterion_group!(processors, all);
 criterion_main!(processors);

@@ -163,9 +163,25 @@ fn start_api(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Api> {
                         )
                     } else {
                         // The resumed watch: one more pod, then the stream stays open.
-                        ev(
-                            "ADDED",
-                            pod("late-2", "u-late2", "10.1.0.10", None, "104", json!({})),
+                        format!(
+                            "{}{}",
+                            ev(
+                                "ADDED",
+                                pod("late-2", "u-late2", "10.1.0.10", None, "104", json!({})),
+                            ),
+                            // Deleted pods stay known for a grace period: their last telemetry
+                            // is still enriched.
+                            ev(
+                                "DELETED",
+                                pod(
+                                    "web-7d9f-abc",
+                                    "u-web",
+                                    "10.1.0.5",
+                                    Some(("ReplicaSet", "web-7d9f")),
+                                    "105",
+                                    json!({})
+                                ),
+                            )
                         )
                     };
                     // The first watch ends after its events (a dropped watch); the resumed one

@@ -57,7 +57,12 @@ impl ApiConfig {
                     .map(|h| format!("{h}/.kube/config"))
             })
             .ok_or("no KUBECONFIG and no HOME")?;
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        Self::from_kubeconfig_file(&path)
+    }
+
+    /// The current context of one kubeconfig file.
+    pub fn from_kubeconfig_file(path: &str) -> Result<ApiConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         let kc: KubeConfig = serde_saphyr::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
         let ctx_name = kc.current_context.clone().unwrap_or_default();
         let ctx = kc
@@ -733,5 +738,70 @@ fn apply_replicaset(cache: &mut Cache, m: &Meta, deleted: bool) {
         _ => {
             cache.replicasets.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str, ip: &str, container: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid},
+            "status": {"podIP": ip, "containerStatuses": [{"name": "c", "containerID": container}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn deleted_pods_linger_then_go_and_reused_ips_follow_the_new_pod() {
+        let mut c = Cache::default();
+        c.upsert_pod(pod("a", "10.0.0.1", "containerd://aaa"));
+        let t0 = Instant::now();
+        c.deleted.push((t0, "a".into()));
+        c.sweep(t0 + Duration::from_secs(60));
+        assert_eq!(
+            c.by_ip.get("10.0.0.1").map(String::as_str),
+            Some("a"),
+            "kept during the grace period"
+        );
+        // The IP goes to a new pod before the old one is forgotten.
+        c.upsert_pod(pod("b", "10.0.0.1", "cri-o://bbb"));
+        assert_eq!(c.by_ip.get("10.0.0.1").map(String::as_str), Some("b"));
+        c.sweep(t0 + DELETE_GRACE);
+        assert!(!c.pods.contains_key("a"));
+        assert_eq!(
+            c.by_ip.get("10.0.0.1").map(String::as_str),
+            Some("b"),
+            "the new pod keeps its IP"
+        );
+        assert_eq!(c.by_container.get("bbb").map(String::as_str), Some("b"));
+        assert!(!c.by_container.contains_key("aaa"));
+        assert_eq!(container_id("docker://x1"), Some("x1"));
+        assert_eq!(container_id(""), None);
+    }
+
+    #[test]
+    fn kubeconfig_current_context_and_inline_credentials() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = base64::engine::general_purpose::STANDARD.encode("-----BEGIN CERTIFICATE-----\n");
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\ncurrent-context: b\nclusters:\n- name: one\n  cluster: {{server: 'https://one:6443'}}\n- name: two\n  cluster:\n    server: https://two:6443/\n    certificate-authority-data: {ca}\ncontexts:\n- {{name: a, context: {{cluster: one, user: u}}}}\n- {{name: b, context: {{cluster: two, user: u}}}}\nusers:\n- name: u\n  user: {{token: abc}}\n"
+            ),
+        )
+        .unwrap();
+        let api = ApiConfig::from_kubeconfig_file(&path.to_string_lossy());
+        let api = api.unwrap();
+        assert_eq!(api.server, "https://two:6443");
+        assert_eq!(api.token.as_deref(), Some("abc"));
+        let ca_file = api.tls.ca_file.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(ca_file).unwrap(),
+            "-----BEGIN CERTIFICATE-----\n"
+        );
     }
 }
