@@ -258,13 +258,17 @@ fn kubeconfig(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     p
 }
 
-fn collector(kubeconfig: &std::path::Path, sink: u16) -> (Collector, u16) {
-    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+/// Returns the collector and its OTLP gRPC and HTTP ports.
+fn collector(kubeconfig: &std::path::Path, sink: u16) -> (Collector, u16, u16) {
+    let (grpc, http, health, metrics) = (free_port(), free_port(), free_port(), free_port());
     let c = Collector::start(
         &format!(
             r#"
 receivers:
-  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:{grpc}" }}
+      http: {{ endpoint: "127.0.0.1:{http}" }}
 processors:
   k8sattributes:
     auth_type: kubeConfig
@@ -300,7 +304,7 @@ service:
         Some(health),
         Some(metrics),
     );
-    (c, grpc)
+    (c, grpc, http)
 }
 
 fn span_with(resource: Vec<(&str, &str)>, name: &str) -> ExportTraceServiceRequest {
@@ -372,7 +376,7 @@ fn enriches_by_ip_uid_container_and_connection_and_follows_the_watch() {
     let dir = tempfile::tempdir().unwrap();
     let kc = kubeconfig(dir.path(), port);
     let sink = Sink::start();
-    let (c, grpc) = collector(&kc, sink.port);
+    let (c, grpc, http) = collector(&kc, sink.port);
     // The watch events have arrived once the resumed pod watch was made.
     wait_until("the resumed pod watch", Duration::from_secs(20), || {
         *api.pod_watches.lock().unwrap() >= 2
@@ -400,11 +404,21 @@ fn enriches_by_ip_uid_container_and_connection_and_follows_the_watch() {
     ));
     send(span_with(vec![("k8s.pod.ip", "10.1.0.10")], "resumed"));
     send(span_with(vec![("k8s.pod.ip", "10.9.9.9")], "unknown"));
-    // The SDK connects from 127.0.0.1, the IP of the `backup-…` pod: associated by connection.
+    // The SDK connects from 127.0.0.1, the IP of the `backup-…` pod: associated by the
+    // connection, over gRPC (traces) and HTTP (logs).
     let (ok, _, stderr) = sdk_send(
         &format!("127.0.0.1:{grpc}"),
         "grpc",
-        "traces,logs",
+        "traces",
+        2,
+        "k8s",
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = sdk_send(
+        &format!("http://127.0.0.1:{http}"),
+        "http",
+        "logs",
         2,
         "k8s",
         &[],
@@ -523,7 +537,7 @@ fn api_unreachable_data_flows_unenriched_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let kc = kubeconfig(dir.path(), free_port());
     let sink = Sink::start();
-    let (c, grpc) = collector(&kc, sink.port);
+    let (c, grpc, _http) = collector(&kc, sink.port);
     let (ok, _, stderr) = sdk_send(
         &format!("127.0.0.1:{grpc}"),
         "grpc",
