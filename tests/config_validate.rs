@@ -401,7 +401,10 @@ fn shipped_configs_validate() {
     for dir in ["pipelines", "pipelines/examples"] {
         for entry in std::fs::read_dir(common::repo().join(dir)).unwrap() {
             let p = entry.unwrap().path();
-            if p.extension().is_some_and(|e| e == "yaml") {
+            // The kustomization that turns these configs into ConfigMaps is not one.
+            if p.extension().is_some_and(|e| e == "yaml")
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+            {
                 let (ok, out) = validate_file(&p, &[]);
                 assert!(ok, "{}:\n{out}", p.display());
                 n += 1;

@@ -1,0 +1,311 @@
+//! The Kubernetes manifests: each overlay rendered with `kubectl kustomize` (kubectl is on this
+//! machine; no cluster is needed) and validated against the Kubernetes API schemas with
+//! `kubernetes-validate --strict` (PyPI, offline), then the invariants that keep agent and
+//! gateway working: probes on the health_check port, every ConfigMap config accepted by
+//! `ferrotel validate`, the agent's gateway endpoint naming the gateway Service, the memory
+//! limiter below the container's memory limit.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn render(overlay: &str) -> (String, Vec<Value>) {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(common::repo().join("deploy/kubernetes").join(overlay))
+        .output()
+        .expect("kubectl (on PATH) renders kustomizations without a cluster");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {overlay}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    (text, docs)
+}
+
+fn validator() -> PathBuf {
+    let bin = common::python()
+        .parent()
+        .expect("the venv's bin folder")
+        .join("kubernetes-validate");
+    assert!(
+        bin.exists(),
+        "{} is missing: scripts/test.sh installs it from tests/requirements.txt",
+        bin.display()
+    );
+    bin
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name}"))
+}
+
+/// A config's default for `${env:VAR:-default}` unless the container sets VAR.
+fn env_or_default(container: &Value, config: &str, var: &str) -> String {
+    if let Some(v) = container["env"]
+        .as_array()
+        .and_then(|e| e.iter().find(|x| x["name"] == var))
+        .and_then(|x| x["value"].as_str())
+    {
+        return v.to_string();
+    }
+    let marker = format!("${{env:{var}:-");
+    let start = config
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{var} is not in the config"))
+        + marker.len();
+    config[start..].split('}').next().unwrap().to_string()
+}
+
+fn mebibytes(q: &str) -> u64 {
+    if let Some(n) = q.strip_suffix("Gi") {
+        n.parse::<u64>().unwrap() * 1024
+    } else if let Some(n) = q.strip_suffix("Mi") {
+        n.parse().unwrap()
+    } else {
+        panic!("unexpected quantity {q}")
+    }
+}
+
+/// Checks one workload: its config passes `ferrotel validate` with the container's environment,
+/// probes point at the health_check port, the memory limiter sits below the memory limit.
+fn check_workload(docs: &[Value], workload: &Value, config_key: &str, dir: &Path) {
+    let pod = &workload["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let cm_name = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|v| v["configMap"]["name"].as_str())
+        .expect("a config volume");
+    let cm = find(docs, "ConfigMap", cm_name);
+    let config = cm["data"][config_key]
+        .as_str()
+        .expect("the config in the ConfigMap");
+    // The container reads it where its args say.
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "config")
+        .unwrap();
+    assert_eq!(
+        args,
+        vec![
+            "--config",
+            &format!("{}/{config_key}", mount["mountPath"].as_str().unwrap())
+        ]
+    );
+
+    let path = dir.join(config_key);
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrotel"));
+    cmd.args(["validate", "--config"]).arg(&path);
+    for e in c["env"].as_array().unwrap() {
+        if let Some(v) = e["value"].as_str() {
+            cmd.env(e["name"].as_str().unwrap(), v);
+        } else {
+            // From the downward API: any value will do for validation.
+            cmd.env(e["name"].as_str().unwrap(), "node-1");
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{config_key} from the ConfigMap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let health: u16 = env_or_default(c, config, "FERROTEL_HEALTH_ENDPOINT")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let port_of = |p: &Value| -> u16 {
+        match p {
+            Value::String(name) => c["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["name"] == name.as_str())
+                .unwrap_or_else(|| panic!("no container port {name}"))["containerPort"]
+                .as_u64()
+                .unwrap() as u16,
+            other => other.as_u64().unwrap() as u16,
+        }
+    };
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(port_of(&c[probe]["httpGet"]["port"]), health, "{probe}");
+    }
+
+    let limit = mebibytes(c["resources"]["limits"]["memory"].as_str().unwrap());
+    let limiter: u64 = env_or_default(c, config, "FERROTEL_MEMORY_LIMIT_MIB")
+        .parse()
+        .unwrap();
+    let spike: u64 = env_or_default(c, config, "FERROTEL_MEMORY_SPIKE_MIB")
+        .parse()
+        .unwrap();
+    assert!(
+        limiter < limit,
+        "memory_limiter {limiter} MiB ≥ container limit {limit} MiB"
+    );
+    assert!(spike < limiter);
+
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+}
+
+#[test]
+fn overlays_render_validate_and_keep_their_invariants() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent_text, agent) = render("agent");
+    let (gateway_text, gateway) = render("gateway");
+    for (name, text) in [("agent", &agent_text), ("gateway", &gateway_text)] {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(validator())
+            .args(["--strict", "--quiet"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Agent: a DaemonSet on every node, OTLP on host ports, node logs mounted read-only.
+    let ds = find(&agent, "DaemonSet", "ferrotel-agent");
+    check_workload(&agent, ds, "agent.yaml", dir.path());
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let host_ports: Vec<u64> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["hostPort"].as_u64())
+        .collect();
+    assert_eq!(host_ports, vec![4317, 4318]);
+    assert!(
+        pod["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t.get("key").is_none())
+    );
+    for path in ["/var/log/pods", "/var/log/containers"] {
+        let m = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap();
+        assert_eq!(m["readOnly"], true, "{path}");
+    }
+    let node_env = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "KUBE_NODE_NAME")
+        .unwrap();
+    assert_eq!(
+        node_env["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(
+        find(&agent, "Service", "ferrotel-agent")["spec"]["internalTrafficPolicy"],
+        "Local"
+    );
+
+    // The agent sends to the gateway Service, on its OTLP gRPC port.
+    let svc = find(&gateway, "Service", "ferrotel-gateway");
+    let ns = svc["metadata"]["namespace"].as_str().unwrap();
+    let endpoint = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "FERROTEL_GATEWAY_ENDPOINT")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap();
+    let (host, port) = endpoint.rsplit_once(':').unwrap();
+    assert!(
+        host == "ferrotel-gateway" || host.starts_with(&format!("ferrotel-gateway.{ns}.")),
+        "{endpoint} does not name the gateway Service"
+    );
+    let grpc = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "otlp-grpc")
+        .unwrap();
+    assert_eq!(port, grpc["port"].as_u64().unwrap().to_string());
+
+    // Gateway: spread over nodes, autoscaled, protected from voluntary disruption.
+    let dep = find(&gateway, "Deployment", "ferrotel-gateway");
+    check_workload(&gateway, dep, "gateway.yaml", dir.path());
+    let labels = &dep["spec"]["template"]["metadata"]["labels"];
+    let anti = &dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+    assert_eq!(
+        anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let hpa = find(&gateway, "HorizontalPodAutoscaler", "ferrotel-gateway");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "ferrotel-gateway");
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
+    for (kind, name) in [
+        ("PodDisruptionBudget", "ferrotel-gateway"),
+        ("Service", "ferrotel-gateway"),
+        ("Service", "ferrotel-gateway-headless"),
+    ] {
+        let sel = find(&gateway, kind, name);
+        let sel = sel["spec"]["selector"]
+            .get("matchLabels")
+            .unwrap_or(&sel["spec"]["selector"]);
+        for (k, v) in sel.as_object().unwrap() {
+            assert_eq!(&labels[k], v, "{kind}/{name} selects the gateway pods");
+        }
+    }
+    assert_eq!(
+        find(&gateway, "Service", "ferrotel-gateway-headless")["spec"]["clusterIP"],
+        "None"
+    );
+
+    // RBAC for k8sattributes.
+    let role = find(&gateway, "ClusterRole", "ferrotel");
+    let rules = role["rules"].as_array().unwrap();
+    for res in ["pods", "namespaces", "replicasets"] {
+        let rule = rules
+            .iter()
+            .find(|r| r["resources"].as_array().unwrap().iter().any(|x| x == res))
+            .unwrap_or_else(|| panic!("no rule for {res}"));
+        for verb in ["get", "list", "watch"] {
+            assert!(
+                rule["verbs"].as_array().unwrap().iter().any(|v| v == verb),
+                "{res} {verb}"
+            );
+        }
+    }
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["serviceAccountName"],
+        "ferrotel"
+    );
+}
