@@ -309,3 +309,153 @@ fn overlays_render_validate_and_keep_their_invariants() {
         "ferrotel"
     );
 }
+
+/// The Prometheus Operator monitors select the agent pods and the gateway Service, on a port
+/// named `metrics` that each has.
+#[test]
+fn monitors_select_the_workloads_metrics_ports() {
+    let (_, mon) = render("monitoring");
+    let (_, agent) = render("agent");
+    let (_, gateway) = render("gateway");
+    let pm = find(&mon, "PodMonitor", "ferrotel-agent");
+    let ds = find(&agent, "DaemonSet", "ferrotel-agent");
+    let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in pm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod_labels[k], v);
+    }
+    let port = pm["spec"]["podMetricsEndpoints"][0]["port"]
+        .as_str()
+        .unwrap();
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    let metrics_port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port)
+        .unwrap();
+    assert_eq!(metrics_port["containerPort"], 8888);
+
+    let sm = find(&mon, "ServiceMonitor", "ferrotel-gateway");
+    let svc = find(&gateway, "Service", "ferrotel-gateway");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&svc["metadata"]["labels"][k], v);
+    }
+    let port = sm["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    assert!(
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == port)
+    );
+    // Generated, so its name ends in a content hash.
+    let dash = mon
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("ferrotel-dashboard-"))
+        })
+        .expect("the dashboard ConfigMap");
+    assert_eq!(dash["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = dash["data"]["ferrotel-dashboard.json"].as_str().unwrap();
+    assert!(serde_json::from_str::<Value>(json).is_ok());
+}
+
+/// The dashboard parses and every metric it queries is one a running ferrotel exports.
+#[test]
+fn dashboard_queries_only_exported_metrics() {
+    let text = std::fs::read_to_string(
+        common::repo().join("deploy/kubernetes/monitoring/ferrotel-dashboard.json"),
+    )
+    .unwrap();
+    let dash: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut queried = std::collections::BTreeSet::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("otelcol_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 15, "{queried:?}");
+
+    // A collector with every kind of component, to list what it exports.
+    let (grpc, health, metrics, dead) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let c = common::Collector::start(
+        &format!(
+            r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+processors:
+  batch:
+  filter: {{ traces: {{ span: ['name == "x"'] }} }}
+exporters:
+  otlp_grpc:
+    endpoint: "127.0.0.1:{dead}"
+    tls: {{ insecure: true }}
+    retry_on_failure: {{ enabled: false }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [filter, batch], exporters: [otlp_grpc] }}
+"#
+        ),
+        &[],
+        Some(health),
+        Some(metrics),
+    );
+    // One span the backend (down) does not take: dropped and counted, so every family shows.
+    let (ok, _, stderr) = common::sdk_send(
+        &format!("127.0.0.1:{grpc}"),
+        "grpc",
+        "traces",
+        1,
+        "dash",
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    common::wait_until(
+        "the drop to be counted",
+        std::time::Duration::from_secs(20),
+        || {
+            c.self_metrics()
+                .contains("otelcol_exporter_dropped_items_total")
+        },
+    );
+    let exposition = c.self_metrics();
+    let mut exported = std::collections::BTreeSet::new();
+    for line in exposition.lines() {
+        let mut parts = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        {
+            exported.insert(if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            });
+        }
+    }
+    let missing: Vec<&String> = queried.iter().filter(|q| !exported.contains(*q)).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not exported: {missing:?}\nexported: {exported:?}"
+    );
+}
