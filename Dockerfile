@@ -4,8 +4,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin ferrotel \
- && strip target/release/ferrotel
+RUN scripts/build-release.sh
 
 FROM gcr.io/distroless/cc-debian12
 COPY --from=build /src/target/release/ferrotel /usr/local/bin/ferrotel
