@@ -353,6 +353,14 @@ pub static FACTORIES: &[Factory] = &[
     },
     Factory {
         kind: Kind::Exporter,
+        name: "load_balancing",
+        aliases: &["loadbalancing"],
+        signals: ALL_SIGNALS,
+        stability: Stability::Alpha,
+        parse: Parse::Exporter(crate::exporters::load_balancing::parse),
+    },
+    Factory {
+        kind: Kind::Exporter,
         name: "prometheus_remote_write",
         aliases: &["prometheusremotewrite"],
         signals: &[Signal::Metrics],

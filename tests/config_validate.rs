@@ -177,14 +177,8 @@ const CORPUS: &[(&str, Expect)] = &[
     ("01-helm-deployment-otlp-traces.yaml", Expect::Valid),
     ("02-istio-loki-attributes.yaml", Expect::Valid),
     ("03-jaeger-otel-demo-k8sattributes.yaml", Expect::Valid),
-    (
-        "04-jaeger-tail-sampling-loadbalancing.yaml",
-        Expect::Unsupported(&["exporters: loadbalancing"]),
-    ),
-    (
-        "05-otelio-agent-loadbalancing-traceid.yaml",
-        Expect::Unsupported(&["exporters: loadbalancing"]),
-    ),
+    ("04-jaeger-tail-sampling-loadbalancing.yaml", Expect::Valid),
+    ("05-otelio-agent-loadbalancing-traceid.yaml", Expect::Valid),
     ("06-otelio-gateway-tail-sampling.yaml", Expect::Valid),
     ("07-otelio-agent-prometheusremotewrite.yaml", Expect::Valid),
     ("08-otelio-blog-probabilistic-sampler.yaml", Expect::Valid),
@@ -200,7 +194,8 @@ const CORPUS: &[(&str, Expect)] = &[
     ("10-dynatrace-tail-sampling-otlp-http.yaml", Expect::Valid),
     (
         "11-dynatrace-load-balancing-k8s.yaml",
-        Expect::Unsupported(&["exporters: load_balancing"]),
+        // The k8s resolver (watching Endpoints) is not implemented; static and dns are.
+        Expect::Refused(&["`resolver.k8s`: unknown field `k8s`, expected `static` or `dns`"]),
     ),
     ("12-dotnet-zipkin-bom.yaml", Expect::Valid),
     ("13-dotnet-otlp-tls-mtls.yaml", Expect::Valid),
@@ -357,9 +352,10 @@ fn valid_corpus_files_run_unchanged() {
         tempfile::tempdir().unwrap(),
     );
     assert!(c.terminate().success(), "{}", c.logs());
-    // 06 (memory_limiter, tail_sampling), 08 (probabilistic_sampler, batch), 10
-    // (tail_sampling → otlp_http, debug): OTLP on the default ports.
-    for i in [5, 7, 9] {
+    // 04 (tail_sampling, loadbalancing over static hostnames; OTLP/HTTP on 4318), 05
+    // (loadbalancing over DNS with a top-level batching queue), 06 (memory_limiter,
+    // tail_sampling), 08 (probabilistic_sampler, batch), 10 (tail_sampling → otlp_http, debug).
+    for (i, port) in [(3, 4318), (4, 4317), (5, 4317), (7, 4317), (9, 4317)] {
         let mut c = common::Collector::start_file(
             &dir.join(CORPUS[i].0),
             &env,
@@ -368,9 +364,9 @@ fn valid_corpus_files_run_unchanged() {
             tempfile::tempdir().unwrap(),
         );
         common::wait_until(
-            &format!("{} listening on 4317", CORPUS[i].0),
+            &format!("{} listening on {port}", CORPUS[i].0),
             std::time::Duration::from_secs(10),
-            || std::net::TcpStream::connect("127.0.0.1:4317").is_ok(),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         );
         assert!(c.terminate().success(), "{}", c.logs());
     }

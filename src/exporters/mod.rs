@@ -1,6 +1,7 @@
 pub mod debug;
 pub mod helper;
 pub mod jaeger;
+pub mod load_balancing;
 pub mod loki;
 pub mod otlp_grpc;
 pub mod otlp_http;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use regex::Regex;
@@ -463,14 +463,7 @@ impl ProcessorConfig for Factory {
     }
 }
 
-type TraceId = [u8; 16];
-
-fn trace_key(id: &[u8]) -> TraceId {
-    let mut k = [0u8; 16];
-    let n = id.len().min(16);
-    k[16 - n..].copy_from_slice(&id[id.len() - n..]);
-    k
-}
+use crate::signal::split::{TraceId, split_by_trace};
 
 struct Held {
     fragments: Vec<ResourceSpans>,
@@ -608,55 +601,6 @@ impl TailSampler {
             ticker: Mutex::new(Some(ticker)),
         })
     }
-}
-
-/// Splits a resource's spans by trace: one fragment (resource and scopes kept) per trace.
-fn split_by_trace(rs: ResourceSpans, out: &mut Vec<(TraceId, ResourceSpans)>) {
-    let ResourceSpans {
-        resource,
-        scope_spans,
-        schema_url,
-    } = rs;
-    let mut index: HashMap<TraceId, usize> = HashMap::new();
-    let start = out.len();
-    for ss in scope_spans {
-        let ScopeSpans {
-            scope,
-            spans,
-            schema_url: scope_schema,
-        } = ss;
-        for span in spans {
-            let key = trace_key(&span.trace_id);
-            let i = *index.entry(key).or_insert_with(|| {
-                out.push((
-                    key,
-                    ResourceSpans {
-                        resource: resource.clone(),
-                        scope_spans: Vec::new(),
-                        schema_url: schema_url.clone(),
-                    },
-                ));
-                out.len() - 1
-            });
-            let frag = &mut out[i].1;
-            // Spans of one scope arrive together: reuse the fragment's last scope if it is ours.
-            let same = frag
-                .scope_spans
-                .last()
-                .is_some_and(|s| s.scope == scope && s.schema_url == scope_schema);
-            if !same {
-                frag.scope_spans.push(ScopeSpans {
-                    scope: scope.clone(),
-                    spans: Vec::new(),
-                    schema_url: scope_schema.clone(),
-                });
-            }
-            if let Some(last) = frag.scope_spans.last_mut() {
-                last.spans.push(span);
-            }
-        }
-    }
-    debug_assert!(out.len() >= start);
 }
 
 fn spans(fragments: &[ResourceSpans]) -> impl Iterator<Item = (&[KeyValue], &Span)> {
@@ -977,7 +921,7 @@ mod tests {
     use super::*;
     use crate::config::node::parse as yaml;
     use opentelemetry_proto::tonic::common::v1::AnyValue;
-    use opentelemetry_proto::tonic::trace::v1::Status;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Status};
 
     fn cfg(text: &str) -> Result<Box<dyn ProcessorConfig>, DeError> {
         parse(&yaml(text).unwrap())

@@ -8,6 +8,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::{Batch, data_point_count};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans as Rs, ScopeSpans as Ss};
+use std::collections::HashMap;
 
 impl Batch {
     /// Splits into batches of at most `max` items each (the last may be smaller).
@@ -176,6 +178,65 @@ fn split_metrics(res: Vec<ResourceMetrics>, max: usize) -> Vec<Vec<ResourceMetri
         out.push(cur);
     }
     out
+}
+
+/// A trace id as a map key (shorter ids right-aligned, as the wire allows only 16 bytes).
+pub type TraceId = [u8; 16];
+
+pub fn trace_key(id: &[u8]) -> TraceId {
+    let mut k = [0u8; 16];
+    let n = id.len().min(16);
+    k[16 - n..].copy_from_slice(&id[id.len() - n..]);
+    k
+}
+
+/// Splits a resource's spans by trace: one fragment (resource and scopes kept) per trace.
+pub fn split_by_trace(rs: Rs, out: &mut Vec<(TraceId, Rs)>) {
+    let Rs {
+        resource,
+        scope_spans,
+        schema_url,
+    } = rs;
+    let mut index: HashMap<TraceId, usize> = HashMap::new();
+    let start = out.len();
+    for ss in scope_spans {
+        let Ss {
+            scope,
+            spans,
+            schema_url: scope_schema,
+        } = ss;
+        for span in spans {
+            let key = trace_key(&span.trace_id);
+            let i = *index.entry(key).or_insert_with(|| {
+                out.push((
+                    key,
+                    Rs {
+                        resource: resource.clone(),
+                        scope_spans: Vec::new(),
+                        schema_url: schema_url.clone(),
+                    },
+                ));
+                out.len() - 1
+            });
+            let frag = &mut out[i].1;
+            // Spans of one scope arrive together: reuse the fragment's last scope if it is ours.
+            let same = frag
+                .scope_spans
+                .last()
+                .is_some_and(|s| s.scope == scope && s.schema_url == scope_schema);
+            if !same {
+                frag.scope_spans.push(Ss {
+                    scope: scope.clone(),
+                    spans: Vec::new(),
+                    schema_url: scope_schema.clone(),
+                });
+            }
+            if let Some(last) = frag.scope_spans.last_mut() {
+                last.spans.push(span);
+            }
+        }
+    }
+    debug_assert!(out.len() >= start);
 }
 
 #[cfg(test)]

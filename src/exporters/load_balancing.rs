@@ -1,0 +1,736 @@
+//! `load_balancing` exporter (alias `loadbalancing`): spreads data over several OTLP backends
+//! (gateways) so that everything with the same routing key reaches the same backend —
+//! `routing_key: traceID` (default; every span of a trace, for tail sampling), `service` or
+//! `resource` (a whole resource). Backends come from `resolver.static.hostnames` or
+//! `resolver.dns` (`hostname`, `port` default 4317, re-resolved every `interval`, default 5s:
+//! a Kubernetes headless Service). Keys are assigned by rendezvous hashing, so adding a backend
+//! moves about 1/n of the keys and removing one moves only its own.
+//!
+//! Each backend is an `otlp_grpc` exporter (settings under `protocol.otlp`) with its own queue.
+//! When a send to a backend fails retryably, the backend is avoided for a while and the
+//! request is routed again over the others (each key to its next choice), so a failed backend's
+//! data is rerouted rather than lost; with no other backend left it stays queued and retried.
+//! Metrics and logs are routed by resource (`traceID` means `resource` for them).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::any_value;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::helper::{Helper, SendError, Sender, Settings};
+use super::key_err;
+use super::otlp_grpc::{self, EncodedRequest, GrpcSender};
+use crate::component::{
+    BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, Exporter,
+    ExporterConfig, Lifecycle,
+};
+use crate::config::node::{Key, Value};
+use crate::config::{ComponentId, DeError, Node, from_node, units};
+use crate::signal::Batch;
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+pub enum RoutingKey {
+    #[default]
+    #[serde(rename = "traceID")]
+    TraceId,
+    #[serde(rename = "service")]
+    Service,
+    #[serde(rename = "resource")]
+    Resource,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCfg {
+    pub hostnames: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsCfg {
+    pub hostname: String,
+    /// Default 4317.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Default 5s.
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    pub interval: Option<Duration>,
+    /// Default 1s.
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverCfg {
+    #[serde(default, rename = "static")]
+    pub static_: Option<StaticCfg>,
+    #[serde(default)]
+    pub dns: Option<DnsCfg>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Top {
+    #[serde(default)]
+    routing_key: RoutingKey,
+    /// Checked separately: `protocol.otlp` is an `otlp_grpc` config without `endpoint`.
+    #[allow(dead_code)]
+    #[serde(default)]
+    protocol: Option<serde::de::IgnoredAny>,
+    resolver: ResolverCfg,
+    /// `timeout`, `retry_on_failure` and `sending_queue` at this level apply to every backend
+    /// (over those under `protocol.otlp`).
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    retry_on_failure: Option<super::helper::RetryConfig>,
+    #[serde(default)]
+    sending_queue: Option<super::helper::QueueConfig>,
+}
+
+/// Validated: the per-backend config (endpoint filled in per backend) and the routing.
+struct Validated {
+    routing_key: RoutingKey,
+    otlp: otlp_grpc::Config,
+    settings: Settings,
+    resolver: ResolverCfg,
+}
+
+/// `protocol.otlp` with `endpoint` set, as a node `otlp_grpc` can parse.
+fn with_endpoint(otlp: &Node, endpoint: &str) -> Node {
+    let mut n = otlp.clone();
+    let entry = (
+        Key {
+            name: "endpoint".into(),
+            pos: otlp.pos,
+        },
+        Node {
+            value: Value::Str(endpoint.into()),
+            pos: otlp.pos,
+        },
+    );
+    match &mut n.value {
+        Value::Map(m) => {
+            m.retain(|(k, _)| k.name != "endpoint");
+            m.push(entry);
+        }
+        _ => n.value = Value::Map(vec![entry]),
+    }
+    n
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
+    let top: Top = from_node(node)?;
+    // No `protocol`: OTLP with its defaults (TLS on), as in the Collector.
+    let empty = Node::null(node.pos);
+    let protocol = node.get("protocol").unwrap_or(&empty);
+    let otlp = protocol.get("otlp").unwrap_or(&empty);
+    if protocol
+        .entries()
+        .is_some_and(|e| e.iter().any(|(k, _)| k.name != "otlp"))
+    {
+        return Err(key_err(
+            node,
+            &["protocol"],
+            "only protocol.otlp is supported",
+        ));
+    }
+    if otlp.get("endpoint").is_some() {
+        return Err(key_err(
+            node,
+            &["protocol", "otlp", "endpoint"],
+            "the endpoints come from the resolver; remove endpoint",
+        ));
+    }
+    let probe = with_endpoint(otlp, "backend:4317");
+    let mut otlp_cfg: otlp_grpc::Config = from_node(&probe).map_err(|mut e| {
+        e.path.insert(0, "otlp".into());
+        e.path.insert(0, "protocol".into());
+        e
+    })?;
+    otlp_grpc::parse(&probe).map_err(|mut e| {
+        e.path.insert(0, "otlp".into());
+        e.path.insert(0, "protocol".into());
+        e
+    })?;
+    if let Some(t) = top.timeout {
+        otlp_cfg.timeout = t;
+    }
+    if let Some(r) = &top.retry_on_failure {
+        otlp_cfg.retry_on_failure = r.clone();
+    }
+    if let Some(q) = &top.sending_queue {
+        otlp_cfg.sending_queue = q.clone();
+    }
+    let at = if top.sending_queue.is_some() || top.retry_on_failure.is_some() {
+        node
+    } else {
+        otlp
+    };
+    let settings = Settings::new(
+        otlp_cfg.timeout,
+        otlp_cfg.retry_on_failure.clone(),
+        otlp_cfg.sending_queue.clone(),
+        at,
+    )?;
+    match (&top.resolver.static_, &top.resolver.dns) {
+        (Some(s), None) => {
+            if s.hostnames.is_empty() {
+                return Err(key_err(
+                    node,
+                    &["resolver", "static", "hostnames"],
+                    "list at least one backend",
+                ));
+            }
+            for h in &s.hostnames {
+                let with_port = if h
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                {
+                    h.clone()
+                } else {
+                    format!("{h}:4317")
+                };
+                otlp_grpc::parse_endpoint(&with_port, true)
+                    .map_err(|m| key_err(node, &["resolver", "static", "hostnames"], m))?;
+            }
+        }
+        (None, Some(d)) => {
+            if d.hostname.is_empty() {
+                return Err(key_err(
+                    node,
+                    &["resolver", "dns", "hostname"],
+                    "must not be empty",
+                ));
+            }
+        }
+        (None, None) => {
+            return Err(key_err(
+                node,
+                &["resolver"],
+                "set resolver.static (hostnames) or resolver.dns (hostname); the k8s resolver is not supported yet",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(key_err(
+                node,
+                &["resolver"],
+                "set either static or dns, not both",
+            ));
+        }
+    }
+    otlp_cfg.endpoint = String::new();
+    Ok(Box::new(Validated {
+        routing_key: top.routing_key,
+        otlp: otlp_cfg,
+        settings,
+        resolver: top.resolver,
+    }))
+}
+
+/// Rendezvous score of a key on a backend: FNV-1a 64 of both, finished with a mixer.
+fn score(key: &[u8], backend: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.iter().chain([0xffu8].iter()).chain(backend.as_bytes()) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // splitmix64's finalizer: FNV's low bits alone spread poorly.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The backend a key goes to among `candidates`.
+pub fn pick<'a>(key: &[u8], candidates: &'a [String]) -> Option<&'a String> {
+    candidates.iter().max_by_key(|b| score(key, b))
+}
+
+struct Backend {
+    exporter: Arc<dyn Exporter>,
+}
+
+/// What the load balancer and its backends' senders share.
+struct Core {
+    id: ComponentId,
+    ctx: Context,
+    routing_key: RoutingKey,
+    otlp: otlp_grpc::Config,
+    settings: Settings,
+    backends: Mutex<BTreeMap<String, Backend>>,
+    /// Backends to avoid until the given time, after a failed send.
+    avoid: Mutex<HashMap<String, Instant>>,
+    this: Weak<Core>,
+}
+
+const AVOID_FOR: Duration = Duration::from_secs(5);
+
+/// A backend's sender: gRPC to its endpoint; on a retryable failure the batch is routed again
+/// over the other backends.
+struct BackendSender {
+    grpc: GrpcSender,
+    endpoint: String,
+    core: Weak<Core>,
+}
+
+/// The request as sent, and as a batch to route again if this backend fails.
+struct BackendRequest {
+    grpc: EncodedRequest,
+    batch: Batch,
+}
+
+impl Sender for BackendSender {
+    type Request = BackendRequest;
+
+    fn encode(&self, batch: Batch) -> Result<BackendRequest, SendError> {
+        // The wire form is kept to route again from (cheap: no decode unless it is needed).
+        let raw = Batch::Encoded(crate::signal::Encoded::new(
+            batch.signal(),
+            batch.clone().into_request_bytes(),
+            batch.item_count(),
+        ));
+        Ok(BackendRequest {
+            grpc: self.grpc.encode(batch)?,
+            batch: raw,
+        })
+    }
+
+    fn send<'a>(&'a self, req: &'a BackendRequest) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let err = match self.grpc.send(&req.grpc).await {
+                Ok(()) => return Ok(()),
+                Err(e @ SendError::Permanent(_)) => return Err(e),
+                Err(e) => e,
+            };
+            let Some(core) = self.core.upgrade() else {
+                return Err(err);
+            };
+            core.avoid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.endpoint.clone(), Instant::now() + AVOID_FOR);
+            if core.healthy_others(&self.endpoint).is_empty() {
+                return Err(err);
+            }
+            tracing::warn!(exporter = %core.id, backend = %self.endpoint, error = %err, "backend failed; routing its data to the others");
+            match core.route(req.batch.clone(), Some(&self.endpoint)).await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(err),
+            }
+        })
+    }
+}
+
+impl Core {
+    fn healthy_others(&self, except: &str) -> Vec<String> {
+        let now = Instant::now();
+        let avoid = self.avoid.lock().unwrap_or_else(|p| p.into_inner());
+        self.backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|b| *b != except && avoid.get(*b).is_none_or(|t| *t <= now))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds and removes backends to match `endpoints`.
+    async fn set_backends(&self, endpoints: Vec<String>) {
+        let mut removed = Vec::new();
+        {
+            let mut map = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+            let keep: std::collections::BTreeSet<&String> = endpoints.iter().collect();
+            let gone: Vec<String> = map.keys().filter(|k| !keep.contains(k)).cloned().collect();
+            for g in gone {
+                if let Some(b) = map.remove(&g) {
+                    removed.push(b);
+                }
+            }
+            for e in endpoints {
+                if map.contains_key(&e) {
+                    continue;
+                }
+                match self.backend(&e) {
+                    Ok(b) => {
+                        tracing::info!(exporter = %self.id, backend = %e, "backend added");
+                        map.insert(e, b);
+                    }
+                    Err(err) => {
+                        tracing::error!(exporter = %self.id, backend = %e, error = %err, "backend not usable")
+                    }
+                }
+            }
+        }
+        // A removed backend drains its queue; what it cannot send is routed to the others.
+        for b in removed {
+            b.exporter
+                .shutdown(Instant::now() + Duration::from_secs(30))
+                .await;
+        }
+    }
+
+    fn backend(&self, endpoint: &str) -> Result<Backend, String> {
+        let mut cfg = self.otlp.clone();
+        cfg.endpoint = endpoint.to_owned();
+        let id = ComponentId::parse(&format!("{}/{endpoint}", self.id.kind))
+            .or_else(|_| ComponentId::parse(&self.id.to_string()))?;
+        let mut ctx = self.ctx.clone();
+        ctx.id = id;
+        let sender = BackendSender {
+            grpc: GrpcSender::new(&cfg, &ctx.id.to_string())?,
+            endpoint: endpoint.to_owned(),
+            core: self.this.clone(),
+        };
+        Ok(Backend {
+            exporter: Helper::build(&ctx, self.settings.clone(), sender),
+        })
+    }
+
+    /// Splits a batch by routing key and hands each part to its backend (skipping `except`
+    /// and backends being avoided, unless none is left).
+    async fn route(&self, batch: Batch, except: Option<&str>) -> ConsumeResult {
+        let batch = batch
+            .into_decoded()
+            .map_err(|e| ConsumeError::Permanent(format!("{}: {e}", self.id)))?;
+        let (targets, exporters) = {
+            let map = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let avoid = self.avoid.lock().unwrap_or_else(|p| p.into_inner());
+            let all: Vec<String> = map.keys().cloned().collect();
+            let mut healthy: Vec<String> = all
+                .iter()
+                .filter(|b| Some(b.as_str()) != except && avoid.get(*b).is_none_or(|t| *t <= now))
+                .cloned()
+                .collect();
+            if healthy.is_empty() {
+                healthy = all
+                    .into_iter()
+                    .filter(|b| Some(b.as_str()) != except)
+                    .collect();
+            }
+            let exporters: HashMap<String, Arc<dyn Exporter>> = map
+                .iter()
+                .map(|(k, b)| (k.clone(), b.exporter.clone()))
+                .collect();
+            (healthy, exporters)
+        };
+        if targets.is_empty() {
+            return Err(ConsumeError::refuse(
+                format!("{}: no backend to send to", self.id),
+                batch,
+            ));
+        }
+        let mut parts: BTreeMap<String, Batch> = BTreeMap::new();
+        let mut add = |target: &String, b: Batch| match parts.get_mut(target) {
+            Some(p) => {
+                let _ = p.append(b);
+            }
+            None => {
+                parts.insert(target.clone(), b);
+            }
+        };
+        match batch {
+            Batch::Traces(rs) => {
+                for r in rs {
+                    match self.routing_key {
+                        RoutingKey::TraceId => {
+                            let mut frags = Vec::new();
+                            crate::signal::split::split_by_trace(r, &mut frags);
+                            for (tid, frag) in frags {
+                                if let Some(t) = pick(&tid, &targets) {
+                                    add(t, Batch::Traces(vec![frag]));
+                                }
+                            }
+                        }
+                        _ => {
+                            let key = resource_key(self.routing_key, r.resource.as_ref());
+                            if let Some(t) = pick(&key, &targets) {
+                                add(t, Batch::Traces(vec![r]));
+                            }
+                        }
+                    }
+                }
+            }
+            Batch::Metrics(rm) => {
+                for r in rm {
+                    let key = resource_key(self.routing_key, r.resource.as_ref());
+                    if let Some(t) = pick(&key, &targets) {
+                        add(t, Batch::Metrics(vec![r]));
+                    }
+                }
+            }
+            Batch::Logs(rl) => {
+                for r in rl {
+                    let key = resource_key(self.routing_key, r.resource.as_ref());
+                    if let Some(t) = pick(&key, &targets) {
+                        add(t, Batch::Logs(vec![r]));
+                    }
+                }
+            }
+            Batch::Encoded(_) => unreachable!("decoded above"),
+        }
+        // Every part is offered even if one is refused; the first refusal is reported (the
+        // parts accepted are not resent by a retrying client only if it does not retry).
+        let mut first_err = None;
+        for (target, part) in parts {
+            let Some(exp) = exporters.get(&target) else {
+                continue;
+            };
+            if let Err(e) = exp.consume(part).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// The key of a whole resource: its `service.name`, or all its attributes.
+fn resource_key(
+    key: RoutingKey,
+    resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+) -> Vec<u8> {
+    let attrs = resource.map_or(&[][..], |r| &r.attributes);
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    };
+    match key {
+        RoutingKey::Service => attrs
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| text(&kv.value))
+            .unwrap_or_default()
+            .into_bytes(),
+        _ => {
+            let mut pairs: Vec<(String, String)> = attrs
+                .iter()
+                .map(|kv| (kv.key.clone(), text(&kv.value)))
+                .collect();
+            pairs.sort();
+            let mut out = Vec::new();
+            for (k, v) in pairs {
+                out.extend_from_slice(k.as_bytes());
+                out.push(0);
+                out.extend_from_slice(v.as_bytes());
+                out.push(1);
+            }
+            out
+        }
+    }
+}
+
+pub struct LoadBalancer {
+    core: Arc<Core>,
+    resolver: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ExporterConfig for Validated {
+    fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
+        let Validated {
+            routing_key,
+            otlp,
+            settings,
+            resolver,
+        } = *self;
+        let core = Arc::new_cyclic(|this| Core {
+            id: ctx.id.clone(),
+            ctx: ctx.clone(),
+            routing_key,
+            otlp,
+            settings,
+            backends: Mutex::new(BTreeMap::new()),
+            avoid: Mutex::new(HashMap::new()),
+            this: this.clone(),
+        });
+        let mut task = None;
+        if let Some(s) = resolver.static_ {
+            let endpoints: Vec<String> = s
+                .hostnames
+                .iter()
+                .map(|h| {
+                    if h.rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                    {
+                        h.clone()
+                    } else {
+                        format!("{h}:4317")
+                    }
+                })
+                .collect();
+            let mut map = core.backends.lock().unwrap_or_else(|p| p.into_inner());
+            for e in endpoints {
+                let b = core.backend(&e).map_err(|m| BuildError::new(&ctx.id, m))?;
+                map.insert(e, b);
+            }
+        } else if let Some(d) = resolver.dns {
+            let core2 = core.clone();
+            let stop = ctx.shutdown.clone();
+            let port = d.port.unwrap_or(4317);
+            let every = d.interval.unwrap_or(Duration::from_secs(5));
+            let timeout = d.timeout.unwrap_or(Duration::from_secs(1));
+            task = Some(tokio::spawn(async move {
+                loop {
+                    let lookup = tokio::net::lookup_host((d.hostname.as_str(), port));
+                    match tokio::time::timeout(timeout, lookup).await {
+                        Ok(Ok(addrs)) => {
+                            let mut eps: Vec<String> = addrs
+                                .map(|a| match a {
+                                    std::net::SocketAddr::V4(v) => {
+                                        format!("{}:{}", v.ip(), v.port())
+                                    }
+                                    std::net::SocketAddr::V6(v) => {
+                                        format!("[{}]:{}", v.ip(), v.port())
+                                    }
+                                })
+                                .collect();
+                            eps.sort();
+                            eps.dedup();
+                            core2.set_backends(eps).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(exporter = %core2.id, host = %d.hostname, error = %e, "DNS lookup failed; keeping the backends")
+                        }
+                        Err(_) => {
+                            tracing::warn!(exporter = %core2.id, host = %d.hostname, "DNS lookup timed out; keeping the backends")
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            }));
+        }
+        Ok(Arc::new(LoadBalancer {
+            core,
+            resolver: task,
+        }))
+    }
+}
+
+impl Consumer for LoadBalancer {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
+        Box::pin(self.core.route(batch, None))
+    }
+}
+
+impl Lifecycle for LoadBalancer {
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(t) = &self.resolver {
+                t.abort();
+            }
+            let backends: Vec<Arc<dyn Exporter>> = self
+                .core
+                .backends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .map(|b| b.exporter.clone())
+                .collect();
+            futures::future::join_all(backends.iter().map(|b| b.shutdown(deadline))).await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node::parse as yaml;
+
+    #[test]
+    fn rendezvous_moves_about_one_nth_when_a_backend_is_added() {
+        let three: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}:4317")).collect();
+        let mut four = three.clone();
+        four.push("10.0.0.4:4317".into());
+        let keys: Vec<[u8; 16]> = (0u64..20_000)
+            .map(|i| {
+                let mut k = [0u8; 16];
+                k[..8].copy_from_slice(&i.to_be_bytes());
+                k
+            })
+            .collect();
+        let mut counts = HashMap::new();
+        let mut moved = 0;
+        for k in &keys {
+            let a = pick(k, &three).unwrap();
+            let b = pick(k, &four).unwrap();
+            *counts.entry(a.clone()).or_insert(0) += 1;
+            if a != b {
+                moved += 1;
+                assert_eq!(b, "10.0.0.4:4317", "keys only move to the new backend");
+            }
+        }
+        let share = moved as f64 / keys.len() as f64;
+        assert!((0.22..0.28).contains(&share), "{share}");
+        for n in counts.values() {
+            assert!((6000..7400).contains(n), "{counts:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn dns_resolver_adds_what_the_name_resolves_to() {
+        let node = yaml(
+            "protocol:\n  otlp:\n    tls: {insecure: true}\nresolver:\n  dns: {hostname: localhost, port: 4999, interval: 50ms}\n",
+        )
+        .unwrap();
+        let cfg = parse(&node).unwrap();
+        let ctx = crate::pipeline::test_context("loadbalancing");
+        let _exp = cfg.build(ctx.clone()).unwrap();
+        // The backends are in the exporter's telemetry once built.
+        let mut seen = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let text = ctx.telemetry.encode();
+            if text.contains("exporter=\"loadbalancing/127.0.0.1:4999\"")
+                || text.contains("exporter=\"loadbalancing/[::1]:4999\"")
+            {
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "{}", ctx.telemetry.encode());
+        ctx.shutdown.cancel();
+    }
+
+    #[test]
+    fn config_validation() {
+        let ok = "protocol:\n  otlp:\n    tls: {insecure: true}\nresolver:\n  static:\n    hostnames: [gw-1:4317, gw-2]\n";
+        assert!(parse(&yaml(ok).unwrap()).is_ok());
+        let e = parse(
+            &yaml("protocol:\n  otlp:\n    endpoint: x:1\nresolver:\n  static: {hostnames: [a]}\n")
+                .unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.path_string(), "protocol.otlp.endpoint");
+        let e = parse(&yaml("protocol:\n  otlp: {}\nresolver: {}\n").unwrap())
+            .err()
+            .unwrap();
+        assert!(e.msg.contains("resolver.static"), "{}", e.msg);
+        let e = parse(
+            &yaml("protocol:\n  otlp:\n    compresion: gzip\nresolver:\n  dns: {hostname: gw}\n")
+                .unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.path_string(), "protocol.otlp.compresion");
+        let e = parse(
+            &yaml("routing_key: span\nprotocol: {otlp: {}}\nresolver:\n  dns: {hostname: gw}\n")
+                .unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.path_string(), "routing_key");
+    }
+}

@@ -1,0 +1,241 @@
+//! `load_balancing` end to end on 127.0.0.1: an agent spreading traces over three (then four)
+//! real ferrotel gateways, each tagging what it forwards with its name; every span of a trace
+//! lands on one gateway, adding a fourth moves about a quarter of the traces (to it only), and a
+//! gateway stopped mid-run loses nothing.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::sink::Sink;
+use common::{Collector, free_port, wait_until};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+struct Gateway {
+    c: Collector,
+    port: u16,
+}
+
+fn gateway(name: &str, sink: u16) -> Gateway {
+    let (port, health, metrics) = (free_port(), free_port(), free_port());
+    let c = Collector::start(
+        &format!(
+            r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{port}" }} }} }}
+processors:
+  resource:
+    attributes: [{{ key: gateway, value: {name}, action: upsert }}]
+exporters:
+  otlp_grpc: {{ endpoint: "127.0.0.1:{sink}", tls: {{ insecure: true }} }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [resource], exporters: [otlp_grpc] }}
+"#
+        ),
+        &[],
+        Some(health),
+        None,
+    );
+    Gateway { c, port }
+}
+
+fn agent(gateways: &[u16]) -> (Collector, u16) {
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let hosts: Vec<String> = gateways.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let c = Collector::start(
+        &format!(
+            r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+exporters:
+  loadbalancing:
+    routing_key: traceID
+    protocol:
+      otlp:
+        tls: {{ insecure: true }}
+        timeout: 2s
+        retry_on_failure: {{ initial_interval: 100ms, max_interval: 300ms }}
+    resolver:
+      static:
+        hostnames: [{}]
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [loadbalancing] }}
+"#,
+            hosts.join(", ")
+        ),
+        &[],
+        Some(health),
+        None,
+    );
+    (c, grpc)
+}
+
+/// Round `round` of `traces` traces: one span per trace, ids derived from both.
+fn round(traces: u64, round: u64, run: u64) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: (0..traces)
+                    .map(|t| Span {
+                        trace_id: [t.to_be_bytes(), 0x5eed_u64.to_be_bytes()].concat(),
+                        span_id: (run << 40 | t << 8 | round).to_be_bytes().to_vec(),
+                        name: format!("t{t}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn send(rt: &tokio::runtime::Runtime, port: u16, req: ExportTraceServiceRequest) {
+    rt.block_on(async {
+        let mut c = TraceServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        c.export(req).await.unwrap();
+    });
+}
+
+/// span id → gateway, for the spans of run `run`.
+fn landed(sink: &Sink, run: u64) -> BTreeMap<u64, String> {
+    let mut out = BTreeMap::new();
+    for r in sink.store.spans.lock().unwrap().iter() {
+        let gw = r
+            .resource
+            .as_ref()
+            .and_then(|res| res.attributes.iter().find(|kv| kv.key == "gateway"))
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for s in r.scope_spans.iter().flat_map(|s| &s.spans) {
+            let id = u64::from_be_bytes(s.span_id[..8].try_into().unwrap());
+            if id >> 40 == run {
+                out.insert(id, gw.clone());
+            }
+        }
+    }
+    out
+}
+
+/// trace → the gateways its spans landed on.
+fn by_trace(spans: &BTreeMap<u64, String>) -> BTreeMap<u64, BTreeSet<String>> {
+    let mut out: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for (id, gw) in spans {
+        out.entry((id >> 8) & 0xffff_ffff)
+            .or_default()
+            .insert(gw.clone());
+    }
+    out
+}
+
+#[test]
+fn traces_stay_whole_spread_move_a_quarter_and_survive_a_stopped_gateway() {
+    const TRACES: u64 = 300;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = Sink::start();
+    let mut gws: Vec<Gateway> = (1..=3)
+        .map(|i| gateway(&format!("g{i}"), sink.port))
+        .collect();
+    let ports: Vec<u16> = gws.iter().map(|g| g.port).collect();
+
+    // Run 1: three gateways, each trace's three spans in three separate requests.
+    let (a1, a1_port) = agent(&ports);
+    for r in 0..3 {
+        send(&rt, a1_port, round(TRACES, r, 1));
+    }
+    wait_until("run 1", Duration::from_secs(30), || {
+        landed(&sink, 1).len() == 3 * TRACES as usize
+    });
+    let run1 = by_trace(&landed(&sink, 1));
+    assert!(
+        run1.values().all(|g| g.len() == 1),
+        "a trace was split over gateways"
+    );
+    let owner1: BTreeMap<u64, String> = run1
+        .iter()
+        .map(|(t, g)| (*t, g.iter().next().unwrap().clone()))
+        .collect();
+    for g in ["g1", "g2", "g3"] {
+        let n = owner1.values().filter(|o| *o == g).count();
+        assert!(n > TRACES as usize / 6, "{g} got {n} of {TRACES} traces");
+    }
+    drop(a1);
+
+    // Run 2: the same trace ids through an agent that also knows a fourth gateway.
+    gws.push(gateway("g4", sink.port));
+    let mut four = ports.clone();
+    four.push(gws[3].port);
+    let (a2, a2_port) = agent(&four);
+    send(&rt, a2_port, round(TRACES, 0, 2));
+    wait_until("run 2", Duration::from_secs(30), || {
+        landed(&sink, 2).len() == TRACES as usize
+    });
+    let run2 = by_trace(&landed(&sink, 2));
+    let mut moved = 0;
+    for (t, g) in &run2 {
+        let now = g.iter().next().unwrap();
+        if *now != owner1[t] {
+            moved += 1;
+            assert_eq!(now, "g4", "trace {t} moved between old gateways");
+        }
+    }
+    let share = moved as f64 / TRACES as f64;
+    assert!(
+        (0.12..0.38).contains(&share),
+        "{moved} of {TRACES} traces moved"
+    );
+    drop(a2);
+
+    // Run 3: three gateways; g2 stops after the first round; nothing is lost.
+    let (a3, a3_port) = agent(&ports);
+    send(&rt, a3_port, round(TRACES, 0, 3));
+    wait_until("run 3, round 0", Duration::from_secs(30), || {
+        landed(&sink, 3).len() == TRACES as usize
+    });
+    assert!(gws[1].c.terminate().success());
+    for r in 1..3 {
+        send(&rt, a3_port, round(TRACES, r, 3));
+    }
+    wait_until(
+        "run 3: every span despite g2 stopping",
+        Duration::from_secs(60),
+        || landed(&sink, 3).len() == 3 * TRACES as usize,
+    );
+    let after: Vec<String> = landed(&sink, 3)
+        .iter()
+        .filter(|(id, _)| *id & 0xff > 0)
+        .map(|(_, g)| g.clone())
+        .collect();
+    assert!(
+        after.iter().all(|g| g != "g2"),
+        "nothing lands on the stopped gateway"
+    );
+    assert!(
+        a3.logs().contains("routing its data to the others"),
+        "{}",
+        a3.logs()
+    );
+}
