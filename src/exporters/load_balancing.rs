@@ -289,14 +289,16 @@ impl Sender for BackendSender {
     type Request = BackendRequest;
 
     fn encode(&self, batch: Batch) -> Result<BackendRequest, SendError> {
-        // The wire form is kept to route again from (cheap: no decode unless it is needed).
+        // Encoded once: the gRPC request is made from these bytes, and they are kept (shared,
+        // not copied) to route again from if this backend fails.
+        let (signal, items) = (batch.signal(), batch.item_count());
         let raw = Batch::Encoded(crate::signal::Encoded::new(
-            batch.signal(),
-            batch.clone().into_request_bytes(),
-            batch.item_count(),
+            signal,
+            batch.into_request_bytes(),
+            items,
         ));
         Ok(BackendRequest {
-            grpc: self.grpc.encode(batch)?,
+            grpc: self.grpc.encode(raw.clone())?,
             batch: raw,
         })
     }
