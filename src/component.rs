@@ -306,7 +306,7 @@ pub static FACTORIES: &[Factory] = &[
     Factory {
         kind: Kind::Processor,
         name: "k8sattributes",
-        aliases: &["k8s_attributes"],
+        aliases: &[],
         signals: ALL_SIGNALS,
         stability: Stability::Alpha,
         parse: Parse::Processor(crate::processors::k8sattributes::parse),
