@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, span::SpanKind, statu
 use serde::Deserialize;
 use tonic::transport::Channel;
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
 use super::{key_err, otlp_grpc};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::config::{DeError, Node, from_node, units};
@@ -55,13 +55,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     otlp_grpc::parse_endpoint(&cfg.endpoint, cfg.tls.insecure)
         .map_err(|m| key_err(node, &["endpoint"], m))?;
-    cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
-    super::validate_headers(node, &cfg.headers)?;
-    let settings = Settings::new(
-        cfg.timeout,
-        cfg.retry_on_failure.clone(),
-        cfg.sending_queue.clone(),
+    let settings = super::common_settings(
         node,
+        &cfg.tls,
+        &cfg.headers,
+        cfg.timeout,
+        &cfg.retry_on_failure,
+        &cfg.sending_queue,
     )?;
     Ok(Box::new(Validated { cfg, settings }))
 }

@@ -26,7 +26,7 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
 use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::config::{DeError, Node, from_node, units};
@@ -128,13 +128,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             "set either tenant_id or tenant_attribute, not both",
         ));
     }
-    cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
-    super::validate_headers(node, &cfg.headers)?;
-    let settings = Settings::new(
-        cfg.timeout,
-        cfg.retry_on_failure.clone(),
-        cfg.sending_queue.clone(),
+    let settings = super::common_settings(
         node,
+        &cfg.tls,
+        &cfg.headers,
+        cfg.timeout,
+        &cfg.retry_on_failure,
+        &cfg.sending_queue,
     )?;
     Ok(Box::new(Validated { cfg, settings }))
 }

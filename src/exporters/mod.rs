@@ -52,6 +52,21 @@ pub(crate) fn key_err(node: &Node, path: &[&str], msg: impl Into<String>) -> DeE
     }
 }
 
+/// The keys every network exporter shares, validated: `tls`, `headers`, and the helper's
+/// `timeout`, `retry_on_failure` and `sending_queue`.
+pub(crate) fn common_settings(
+    node: &Node,
+    tls: &crate::tls::ClientTlsConfig,
+    headers: &BTreeMap<String, String>,
+    timeout: std::time::Duration,
+    retry: &helper::RetryConfig,
+    queue: &helper::QueueConfig,
+) -> Result<helper::Settings, DeError> {
+    tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
+    validate_headers(node, headers)?;
+    helper::Settings::new(timeout, retry.clone(), queue.clone(), node)
+}
+
 pub(crate) fn validate_headers(
     node: &Node,
     headers: &BTreeMap<String, String>,

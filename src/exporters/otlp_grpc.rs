@@ -14,8 +14,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
-use super::{ExportResponse, key_err, log_partial_success, validate_headers};
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::{ExportResponse, key_err, log_partial_success};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
 use crate::config::{DeError, Node, from_node, units};
@@ -89,13 +89,13 @@ pub fn parse_endpoint(endpoint: &str, insecure: bool) -> Result<Target, String> 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     parse_endpoint(&cfg.endpoint, cfg.tls.insecure).map_err(|m| key_err(node, &["endpoint"], m))?;
-    cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
-    validate_headers(node, &cfg.headers)?;
-    let settings = Settings::new(
-        cfg.timeout,
-        cfg.retry_on_failure.clone(),
-        cfg.sending_queue.clone(),
+    let settings = super::common_settings(
         node,
+        &cfg.tls,
+        &cfg.headers,
+        cfg.timeout,
+        &cfg.retry_on_failure,
+        &cfg.sending_queue,
     )?;
     Ok(Box::new(Validated { cfg, settings }))
 }

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
-use super::{ExportResponse, key_err, log_partial_success, validate_headers};
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::{ExportResponse, key_err, log_partial_success};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
 use crate::config::{DeError, Node, from_node, units};
@@ -99,13 +99,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             "set `endpoint` (or traces_endpoint, metrics_endpoint, logs_endpoint)",
         ));
     }
-    cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
-    validate_headers(node, &cfg.headers)?;
-    let settings = Settings::new(
-        cfg.timeout,
-        cfg.retry_on_failure.clone(),
-        cfg.sending_queue.clone(),
+    let settings = super::common_settings(
         node,
+        &cfg.tls,
+        &cfg.headers,
+        cfg.timeout,
+        &cfg.retry_on_failure,
+        &cfg.sending_queue,
     )?;
     Ok(Box::new(Validated { cfg, settings }))
 }

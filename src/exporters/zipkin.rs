@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::Status
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
+use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
 use super::{classify_http, key_err};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
@@ -83,13 +83,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             format!("{m}, e.g. http://zipkin:9411/api/v2/spans"),
         )
     })?;
-    cfg.tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
-    super::validate_headers(node, &cfg.headers)?;
-    let settings = Settings::new(
-        cfg.timeout,
-        cfg.retry_on_failure.clone(),
-        cfg.sending_queue.clone(),
+    let settings = super::common_settings(
         node,
+        &cfg.tls,
+        &cfg.headers,
+        cfg.timeout,
+        &cfg.retry_on_failure,
+        &cfg.sending_queue,
     )?;
     Ok(Box::new(Validated { cfg, settings }))
 }
