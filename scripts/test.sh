@@ -13,25 +13,22 @@ if ! .venv/bin/python -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.
 fi
 export FERROTEL_TEST_PYTHON="$PWD/.venv/bin/python"
 
-# A real Prometheus server for the remote-write test (Debian's package; the test starts it).
-if ! command -v prometheus >/dev/null 2>&1; then
+# Real peers the tests start on 127.0.0.1, from Debian packages: Prometheus (remote-write
+# target), kubectl (renders the manifests), prometheus-node-exporter (a scrape target) and
+# util-linux's logger (a syslog client, in bsdutils).
+need() { # need <command> <debian package>
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq; APT_UPDATED=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null \
+      || echo "warning: $2 could not be installed; the tests that need $1 will fail" >&2
   else
-    echo "warning: prometheus is not installed (apt-get install prometheus); the remote-write test will fail" >&2
+    echo "warning: $1 is not installed (apt-get install $2); the tests that need it will fail" >&2
   fi
-fi
-
-# kubectl renders the Kubernetes manifests in tests/deploy.rs (Debian's kubernetes-client).
-if ! command -v kubectl >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null \
-      || echo "warning: kubectl could not be installed; the deploy test will fail" >&2
-  else
-    echo "warning: kubectl is not installed; the deploy test will fail" >&2
-  fi
-fi
+}
+need prometheus prometheus
+need kubectl kubernetes-client
+need prometheus-node-exporter prometheus-node-exporter
+need logger bsdutils
 
 cargo test --all-targets "$@"

@@ -129,6 +129,8 @@ pub struct Context {
     /// Cancelled when the collector begins to shut down.
     pub shutdown: CancellationToken,
     pub health: Arc<crate::extensions::health_check::Health>,
+    /// The storage extensions started so far (all of them, by the time receivers start).
+    pub storage: Arc<crate::storage::Registry>,
 }
 
 /// A failure to build or start a component (bad certificate file, port in use, ...).
@@ -154,6 +156,10 @@ pub type SignalConsumers = [Option<DynConsumer>; 3];
 pub trait ReceiverConfig: Send + Sync {
     /// `host:port` addresses it will listen on, for clash detection at validation.
     fn endpoints(&self) -> Vec<String>;
+    /// The storage extension (`storage:`) it keeps state in, if any.
+    fn storage(&self) -> Option<&ComponentId> {
+        None
+    }
     /// Binds its listeners and starts serving.
     fn start(
         self: Box<Self>,
@@ -246,6 +252,14 @@ pub static FACTORIES: &[Factory] = &[
         signals: ALL_SIGNALS,
         stability: Stability::Beta,
         parse: Parse::Receiver(crate::receivers::otlp::parse),
+    },
+    Factory {
+        kind: Kind::Receiver,
+        name: "filelog",
+        aliases: &["file_log"],
+        signals: &[Signal::Logs],
+        stability: Stability::Beta,
+        parse: Parse::Receiver(crate::receivers::filelog::parse),
     },
     Factory {
         kind: Kind::Processor,
@@ -374,6 +388,14 @@ pub static FACTORIES: &[Factory] = &[
         signals: &[Signal::Traces],
         stability: Stability::Alpha,
         parse: Parse::Exporter(crate::exporters::zipkin::parse),
+    },
+    Factory {
+        kind: Kind::Extension,
+        name: "file_storage",
+        aliases: &[],
+        signals: &[],
+        stability: Stability::Beta,
+        parse: Parse::Extension(crate::extensions::file_storage::parse),
     },
     Factory {
         kind: Kind::Extension,

@@ -18,5 +18,6 @@ pub mod proto;
 pub mod receivers;
 pub mod server;
 pub mod signal;
+pub mod storage;
 pub mod telemetry;
 pub mod tls;

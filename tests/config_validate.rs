@@ -214,7 +214,7 @@ const CORPUS: &[(&str, Expect)] = &[
     (
         "17-reject-helm-daemonset-file-log.yaml",
         Expect::Unsupported(&[
-            "receivers: file_log (line 13), jaeger (line 26), prometheus (line 40), zipkin (line 48)",
+            "receivers: jaeger (line 26), prometheus (line 40), zipkin (line 48)",
         ]),
     ),
     (

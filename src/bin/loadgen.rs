@@ -295,10 +295,10 @@ async fn run_send(
     }
     let mut last_error = String::new();
     for t in tasks {
-        if let Ok(Ok(e)) = t.await {
-            if !e.is_empty() {
-                last_error = e;
-            }
+        if let Ok(Ok(e)) = t.await
+            && !e.is_empty()
+        {
+            last_error = e;
         }
     }
     let secs = started.elapsed().as_secs_f64();

@@ -578,3 +578,19 @@ pub fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 ) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
+
+/// A config error at a key path inside a component's node (at the deepest key that exists).
+pub fn key_err(node: &Node, path: &[&str], msg: impl Into<String>) -> DeError {
+    let mut n = node;
+    for p in path {
+        match n.get(p) {
+            Some(c) => n = c,
+            None => break,
+        }
+    }
+    DeError {
+        pos: Some(n.pos),
+        path: path.iter().map(|s| s.to_string()).collect(),
+        msg: msg.into(),
+    }
+}

@@ -97,6 +97,48 @@ pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
     Option::<DurationWrap>::deserialize(d).map(|o| o.map(|w| w.0))
 }
 
+/// A byte size as the Collector's stanza reads it: a number of bytes, or a string with a unit
+/// (`"1MiB"`, `"16kb"`, `"2 MB"`; decimal `kb/mb/gb`, binary `kib/mib/gib`, case-insensitive).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = (&t[..split], t[split..].trim().to_ascii_lowercase());
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a byte size (expected e.g. 1048576 or \"1MiB\")"))?;
+    let mult: f64 = match unit.as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "kib" | "ki" => 1024.0,
+        "mib" | "mi" => 1048576.0,
+        "gib" | "gi" => 1073741824.0,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown byte unit `{unit}` (b, kb, mb, gb, kib, mib, gib)"
+            ));
+        }
+    };
+    Ok((n * mult) as u64)
+}
+
+/// Serde adapter for [`parse_bytes`]: an integer or a string.
+pub fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::N(n) => Ok(n),
+        Raw::S(s) => parse_bytes(&s).map_err(serde::de::Error::custom),
+    }
+}
+
 struct DurationWrap(Duration);
 impl<'de> Deserialize<'de> for DurationWrap {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -107,6 +149,20 @@ impl<'de> Deserialize<'de> for DurationWrap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("16kb").unwrap(), 16_000);
+        assert_eq!(parse_bytes("2 KiB").unwrap(), 2048);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert!(
+            parse_bytes("1 parsec")
+                .unwrap_err()
+                .contains("unknown byte unit")
+        );
+        assert!(parse_bytes("lots").unwrap_err().contains("not a byte size"));
+    }
 
     #[test]
     fn go_durations() {

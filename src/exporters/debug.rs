@@ -87,10 +87,10 @@ impl Config {
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     // `sending_queue` written without `enabled` turns the queue on, as in the Collector.
     let mut cfg: Config = from_node(node)?;
-    if let Some(q) = node.get("sending_queue") {
-        if q.get("enabled").is_none() {
-            cfg.sending_queue.enabled = true;
-        }
+    if let Some(q) = node.get("sending_queue")
+        && q.get("enabled").is_none()
+    {
+        cfg.sending_queue.enabled = true;
     }
     if cfg.verbosity.is_some() && cfg.loglevel.is_some() {
         return Err(key_err(
@@ -99,17 +99,17 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             "set either verbosity or the deprecated loglevel, not both",
         ));
     }
-    if let Some(l) = &cfg.loglevel {
-        if !matches!(
+    if let Some(l) = &cfg.loglevel
+        && !matches!(
             l.to_ascii_lowercase().as_str(),
             "debug" | "info" | "warn" | "error"
-        ) {
-            return Err(key_err(
-                node,
-                &["loglevel"],
-                format!("unknown log level {l:?}: use debug, info, warn or error"),
-            ));
-        }
+        )
+    {
+        return Err(key_err(
+            node,
+            &["loglevel"],
+            format!("unknown log level {l:?}: use debug, info, warn or error"),
+        ));
     }
     let settings = Settings::new(
         cfg.timeout,
@@ -161,7 +161,7 @@ impl DebugSender {
             self.count.store(0, Ordering::Relaxed);
         }
         let n = self.count.fetch_add(1, Ordering::Relaxed);
-        n < self.initial || (n - self.initial) % self.thereafter == 0
+        n < self.initial || (n - self.initial).is_multiple_of(self.thereafter)
     }
 }
 

@@ -30,27 +30,14 @@ pub struct PartialSuccess {
 }
 
 pub(crate) fn log_partial_success(exporter: &str, resp: &ExportResponse) {
-    if let Some(p) = &resp.partial_success {
-        if p.rejected > 0 || !p.error_message.is_empty() {
-            tracing::warn!(exporter, rejected = p.rejected, message = %p.error_message, "the receiver rejected part of the data");
-        }
+    if let Some(p) = &resp.partial_success
+        && (p.rejected > 0 || !p.error_message.is_empty())
+    {
+        tracing::warn!(exporter, rejected = p.rejected, message = %p.error_message, "the receiver rejected part of the data");
     }
 }
 
-pub(crate) fn key_err(node: &Node, path: &[&str], msg: impl Into<String>) -> DeError {
-    let mut n = node;
-    for p in path {
-        match n.get(p) {
-            Some(c) => n = c,
-            None => break,
-        }
-    }
-    DeError {
-        pos: Some(n.pos),
-        path: path.iter().map(|s| s.to_string()).collect(),
-        msg: msg.into(),
-    }
-}
+pub(crate) use crate::config::key_err;
 
 /// The keys every network exporter shares, validated: `tls`, `headers`, and the helper's
 /// `timeout`, `retry_on_failure` and `sending_queue`.

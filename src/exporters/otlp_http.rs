@@ -218,10 +218,10 @@ impl Sender for HttpSender {
             let hint = retry_after(resp.headers());
             let body = resp.bytes().await.unwrap_or_default();
             if status.is_success() {
-                if self.encoding == Encoding::Proto {
-                    if let Ok(r) = ExportResponse::decode(body) {
-                        log_partial_success(&self.id, &r);
-                    }
+                if self.encoding == Encoding::Proto
+                    && let Ok(r) = ExportResponse::decode(body)
+                {
+                    log_partial_success(&self.id, &r);
                 }
                 return Ok(());
             }

@@ -1070,10 +1070,10 @@ fn accumulate_hist(
         sum: 0.0,
     };
     let acc = delta_state(deltas, key, now, fresh());
-    if let Acc::Hist { bounds, counts, .. } = acc {
-        if *bounds != p.explicit_bounds || counts.len() != p.bucket_counts.len() {
-            *acc = fresh();
-        }
+    if let Acc::Hist { bounds, counts, .. } = acc
+        && (*bounds != p.explicit_bounds || counts.len() != p.bucket_counts.len())
+    {
+        *acc = fresh();
     }
     match acc {
         Acc::Hist {

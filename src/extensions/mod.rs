@@ -1,1 +1,2 @@
+pub mod file_storage;
 pub mod health_check;

@@ -162,6 +162,38 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
             );
         }
     }
+    // `storage:` must name a storage extension that the service starts.
+    for def in &v.config.receivers {
+        let Some(sid) = v.receivers.get(&def.id).and_then(|c| c.storage()) else {
+            continue;
+        };
+        let pos = def.node.get("storage").map_or(def.pos, |n| n.pos);
+        let what = format!("receivers::{}", def.id);
+        if !defined(Kind::Extension, sid) {
+            errors.at(
+                pos,
+                Some(&what),
+                Some("storage"),
+                format!("extension `{sid}` is not defined in `extensions`"),
+            );
+        } else if sid.kind != "file_storage" {
+            errors.at(
+                pos,
+                Some(&what),
+                Some("storage"),
+                format!("extension `{sid}` is not a storage extension (file_storage)"),
+            );
+        } else if !v.config.service_extensions.iter().any(|r| r.id == *sid) {
+            errors.at(
+                pos,
+                Some(&what),
+                Some("storage"),
+                format!(
+                    "extension `{sid}` is not listed in `service::extensions`, so it is not started"
+                ),
+            );
+        }
+    }
     if v.config.pipelines.is_empty() {
         errors.at(
             Pos { line: 1, column: 1 },
@@ -218,15 +250,15 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
                 if is_unsupported(kind.section(), &r.id) {
                     continue;
                 }
-                if let Some(f) = component::find_in(factories, kind, &r.id.kind) {
-                    if !f.signals.contains(&p.signal) {
-                        errors.at(
-                            r.pos,
-                            Some(&what),
-                            Some(key),
-                            format!("`{}` does not support {}", r.id, p.signal),
-                        );
-                    }
+                if let Some(f) = component::find_in(factories, kind, &r.id.kind)
+                    && !f.signals.contains(&p.signal)
+                {
+                    errors.at(
+                        r.pos,
+                        Some(&what),
+                        Some(key),
+                        format!("`{}` does not support {}", r.id, p.signal),
+                    );
                 }
             }
         }
@@ -324,12 +356,14 @@ fn ctx(
     telemetry: &Arc<Telemetry>,
     token: &CancellationToken,
     health: &Arc<Health>,
+    storage: &Arc<crate::storage::Registry>,
 ) -> Context {
     Context {
         id: id.clone(),
         telemetry: telemetry.clone(),
         shutdown: token.clone(),
         health: health.clone(),
+        storage: storage.clone(),
     }
 }
 
@@ -341,6 +375,7 @@ pub fn test_context(name: &str) -> Context {
         &Telemetry::new(&Default::default()),
         &CancellationToken::new(),
         &Arc::new(Health::default()),
+        &Default::default(),
     )
 }
 
@@ -375,6 +410,7 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
 
 async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
     let (telemetry, token, health) = (r.telemetry.clone(), r.token.clone(), r.health.clone());
+    let storage: Arc<crate::storage::Registry> = Default::default();
     if let Some(addr) = v.config.telemetry.metrics.listen_address() {
         let id = ComponentId {
             kind: "telemetry".into(),
@@ -411,7 +447,9 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
     }
     for rf in &v.config.service_extensions {
         if let Some(cfg) = v.extensions.remove(&rf.id) {
-            let running = cfg.start(ctx(&rf.id, &telemetry, &token, &health)).await?;
+            let running = cfg
+                .start(ctx(&rf.id, &telemetry, &token, &health, &storage))
+                .await?;
             r.extensions.push((rf.id.clone(), running));
         }
     }
@@ -423,7 +461,7 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
                 continue;
             }
             if let Some(cfg) = v.exporters.remove(&e.id) {
-                let exp = cfg.build(ctx(&e.id, &telemetry, &token, &health))?;
+                let exp = cfg.build(ctx(&e.id, &telemetry, &token, &health, &storage))?;
                 r.exporters.push((e.id.clone(), exp.clone()));
                 exporters.insert(e.id.clone(), exp);
             }
@@ -443,7 +481,11 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
             let Some(cfg) = v.processors.get(&pr.id) else {
                 continue;
             };
-            let proc = cfg.build(ctx(&pr.id, &telemetry, &token, &health), p.signal, next)?;
+            let proc = cfg.build(
+                ctx(&pr.id, &telemetry, &token, &health, &storage),
+                p.signal,
+                next,
+            )?;
             next = proc.clone();
             procs.push(proc);
         }
@@ -470,7 +512,7 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
         });
         if let Some(cfg) = v.receivers.remove(&id) {
             let running = cfg
-                .start(ctx(&id, &telemetry, &token, &health), consumers)
+                .start(ctx(&id, &telemetry, &token, &health, &storage), consumers)
                 .await?;
             r.receivers.push((id, running));
         }

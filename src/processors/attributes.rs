@@ -326,10 +326,10 @@ pub fn apply(actions: &[Action], attrs: &mut Vec<KeyValue>, client: Option<&Clie
                 let (Some(key), Some(to)) = (a.key.as_deref(), a.conversion) else {
                     continue;
                 };
-                if let Some(i) = position(attrs, key) {
-                    if let Some(v) = attrs[i].value.as_ref().and_then(|v| convert(v, to)) {
-                        attrs[i].value = Some(v);
-                    }
+                if let Some(i) = position(attrs, key)
+                    && let Some(v) = attrs[i].value.as_ref().and_then(|v| convert(v, to))
+                {
+                    attrs[i].value = Some(v);
                 }
             }
         }

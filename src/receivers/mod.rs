@@ -1,1 +1,52 @@
+//! Receivers, and what they share: [`Output`], which hands a receiver's batches to its
+//! pipelines and counts them.
+
+use crate::component::{ConsumeError, Context, DynConsumer};
+use crate::signal::Batch;
+use crate::telemetry::{ReceiverLabels, SignalCounters};
+
 pub mod otlp;
+
+/// Hands decoded batches of one signal and transport to the pipelines, counting as it goes.
+pub(crate) struct Output {
+    consumer: DynConsumer,
+    accepted: SignalCounters,
+    refused: SignalCounters,
+}
+
+impl Output {
+    pub(crate) fn new(ctx: &Context, transport: &str, consumer: DynConsumer) -> Self {
+        let labels = ReceiverLabels {
+            receiver: ctx.id.to_string(),
+            transport: transport.into(),
+        };
+        Output {
+            consumer,
+            accepted: ctx.telemetry.receiver_accepted.handles(&labels),
+            refused: ctx.telemetry.receiver_refused.handles(&labels),
+        }
+    }
+
+    pub(crate) async fn push(
+        &self,
+        batch: Batch,
+        client: crate::client::ClientInfo,
+    ) -> Result<(), ConsumeError> {
+        let (signal, n) = (batch.signal(), batch.item_count());
+        if n == 0 {
+            return Ok(());
+        }
+        match crate::client::scope(client, self.consumer.consume(batch)).await {
+            Ok(()) => {
+                self.accepted.add(signal, n);
+                Ok(())
+            }
+            Err(e) => {
+                self.refused.add(signal, n);
+                Err(e)
+            }
+        }
+    }
+}
+
+pub mod filelog;

@@ -473,10 +473,10 @@ impl Watcher {
 
     fn query(kind: Kind, spec: &WatchSpec) -> Vec<(String, String)> {
         let mut q = Vec::new();
-        if kind == Kind::Pods {
-            if let Some(node) = &spec.node {
-                q.push(("fieldSelector".into(), format!("spec.nodeName={node}")));
-            }
+        if kind == Kind::Pods
+            && let Some(node) = &spec.node
+        {
+            q.push(("fieldSelector".into(), format!("spec.nodeName={node}")));
         }
         q
     }

@@ -243,14 +243,14 @@ pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    if let Some(var) = &cfg.filter.node_from_env_var {
-        if var.is_empty() {
-            return Err(key_err(
-                node,
-                &["filter", "node_from_env_var"],
-                "must name a variable",
-            ));
-        }
+    if let Some(var) = &cfg.filter.node_from_env_var
+        && var.is_empty()
+    {
+        return Err(key_err(
+            node,
+            &["filter", "node_from_env_var"],
+            "must name a variable",
+        ));
     }
     let labels = rules(
         &cfg.extract.labels,

@@ -8,12 +8,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, Context, DynConsumer, Lifecycle, ReceiverConfig,
-    SignalConsumers,
+    BoxFuture, BuildError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
 };
 use crate::config::{DeError, Node, from_node};
 use crate::signal::{Batch, Signal};
-use crate::telemetry::{ReceiverLabels, SignalCounters};
 use crate::tls::ServerTlsConfig;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -191,47 +189,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     Ok(Box::new(cfg))
 }
 
-/// Hands decoded batches of one signal and transport to the pipelines, counting as it goes.
-pub(crate) struct Entry {
-    consumer: DynConsumer,
-    accepted: SignalCounters,
-    refused: SignalCounters,
-}
-
-impl Entry {
-    fn new(ctx: &Context, transport: &str, consumer: DynConsumer) -> Self {
-        let labels = ReceiverLabels {
-            receiver: ctx.id.to_string(),
-            transport: transport.into(),
-        };
-        Entry {
-            consumer,
-            accepted: ctx.telemetry.receiver_accepted.handles(&labels),
-            refused: ctx.telemetry.receiver_refused.handles(&labels),
-        }
-    }
-
-    async fn push(
-        &self,
-        batch: Batch,
-        client: crate::client::ClientInfo,
-    ) -> Result<(), ConsumeError> {
-        let (signal, n) = (batch.signal(), batch.item_count());
-        if n == 0 {
-            return Ok(());
-        }
-        match crate::client::scope(client, self.consumer.consume(batch)).await {
-            Ok(()) => {
-                self.accepted.add(signal, n);
-                Ok(())
-            }
-            Err(e) => {
-                self.refused.add(signal, n);
-                Err(e)
-            }
-        }
-    }
-}
+pub(crate) use super::Output as Entry;
 
 /// Reads an OTLP/protobuf export request. A request that passes the wire scan with valid ids is
 /// kept encoded (passed through without decoding); one with invalid ids is decoded so that

@@ -1,0 +1,352 @@
+//! The small part of stanza's expression language (expr-lang) that operator `if:` conditions
+//! and `recombine`'s `is_first_entry`/`is_last_entry` use in practice: fields, string, number,
+//! bool and nil literals, `==`, `!=`, `matches`, `contains`, `startsWith`, `endsWith`, `and`/`&&`,
+//! `or`/`||`, `not`/`!`, parentheses. Anything else is refused when the config is read.
+
+use regex::Regex;
+
+use super::entry::{Entry, Field, Value};
+
+#[derive(Debug, Clone)]
+pub enum Expr {
+    Field(Field),
+    Lit(Value),
+    Not(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Cmp(Box<Expr>, CmpOp, Box<Expr>),
+    /// `x matches "re"` with the regex compiled once.
+    Matches(Box<Expr>, Regex),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    Num(f64),
+    LParen,
+    RParen,
+    LBrack,
+    RBrack,
+    Dot,
+    Op(&'static str),
+}
+
+fn lex(s: &str) -> Result<Vec<Tok>, String> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut out = Vec::new();
+    while i < b.len() {
+        let c = b[i] as char;
+        match c {
+            ' ' | '\t' | '\n' | '\r' => i += 1,
+            '(' => (out.push(Tok::LParen), i += 1).1,
+            ')' => (out.push(Tok::RParen), i += 1).1,
+            '[' => (out.push(Tok::LBrack), i += 1).1,
+            ']' => (out.push(Tok::RBrack), i += 1).1,
+            '.' => (out.push(Tok::Dot), i += 1).1,
+            '"' | '\'' => {
+                let mut v = String::new();
+                i += 1;
+                loop {
+                    let Some(&ch) = b.get(i) else {
+                        return Err("unterminated string".into());
+                    };
+                    if ch as char == c {
+                        i += 1;
+                        break;
+                    }
+                    if ch == b'\\' {
+                        let Some(&e) = b.get(i + 1) else {
+                            return Err("unterminated string".into());
+                        };
+                        v.push(match e {
+                            b'n' => '\n',
+                            b't' => '\t',
+                            b'r' => '\r',
+                            other => other as char,
+                        });
+                        i += 2;
+                        continue;
+                    }
+                    // Multi-byte UTF-8 passes through byte by byte via the str slice.
+                    let len = s[i..].chars().next().map_or(1, char::len_utf8);
+                    v.push_str(&s[i..i + len]);
+                    i += len;
+                }
+                out.push(Tok::Str(v));
+            }
+            '=' | '!' | '&' | '|' => {
+                let two = s.get(i..i + 2).unwrap_or("");
+                let op = match two {
+                    "==" => "==",
+                    "!=" => "!=",
+                    "&&" => "&&",
+                    "||" => "||",
+                    _ if c == '!' => "!",
+                    _ => return Err(format!("unexpected `{c}`")),
+                };
+                i += op.len();
+                out.push(Tok::Op(op));
+            }
+            c if c.is_ascii_digit() || c == '-' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+                    i += 1;
+                }
+                let n = s[start..i]
+                    .parse()
+                    .map_err(|_| format!("bad number `{}`", &s[start..i]))?;
+                out.push(Tok::Num(n));
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == '$' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$')
+                {
+                    i += 1;
+                }
+                out.push(Tok::Ident(s[start..i].to_string()));
+            }
+            other => return Err(format!("unexpected `{other}`")),
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    toks: Vec<Tok>,
+    at: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.at)
+    }
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.toks.get(self.at).cloned();
+        self.at += 1;
+        t
+    }
+    fn is_word(&self, w: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Ident(x)) if x == w)
+    }
+
+    fn or(&mut self) -> Result<Expr, String> {
+        let mut l = self.and()?;
+        while self.is_word("or") || self.peek() == Some(&Tok::Op("||")) {
+            self.at += 1;
+            l = Expr::Or(Box::new(l), Box::new(self.and()?));
+        }
+        Ok(l)
+    }
+    fn and(&mut self) -> Result<Expr, String> {
+        let mut l = self.not()?;
+        while self.is_word("and") || self.peek() == Some(&Tok::Op("&&")) {
+            self.at += 1;
+            l = Expr::And(Box::new(l), Box::new(self.not()?));
+        }
+        Ok(l)
+    }
+    fn not(&mut self) -> Result<Expr, String> {
+        if self.is_word("not") || self.peek() == Some(&Tok::Op("!")) {
+            self.at += 1;
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        self.cmp()
+    }
+    fn cmp(&mut self) -> Result<Expr, String> {
+        let l = self.primary()?;
+        let op = match self.peek() {
+            Some(Tok::Op("==")) => CmpOp::Eq,
+            Some(Tok::Op("!=")) => CmpOp::Ne,
+            Some(Tok::Ident(w)) if w == "matches" => {
+                self.at += 1;
+                let Some(Tok::Str(re)) = self.next() else {
+                    return Err("`matches` needs a string literal regex".into());
+                };
+                let re = Regex::new(&re).map_err(|e| format!("bad regex `{re}`: {e}"))?;
+                return Ok(Expr::Matches(Box::new(l), re));
+            }
+            Some(Tok::Ident(w)) if w == "contains" => CmpOp::Contains,
+            Some(Tok::Ident(w)) if w == "startsWith" => CmpOp::StartsWith,
+            Some(Tok::Ident(w)) if w == "endsWith" => CmpOp::EndsWith,
+            _ => return Ok(l),
+        };
+        self.at += 1;
+        let r = self.primary()?;
+        Ok(Expr::Cmp(Box::new(l), op, Box::new(r)))
+    }
+    fn primary(&mut self) -> Result<Expr, String> {
+        match self.next() {
+            Some(Tok::LParen) => {
+                let e = self.or()?;
+                match self.next() {
+                    Some(Tok::RParen) => Ok(e),
+                    _ => Err("expected `)`".into()),
+                }
+            }
+            Some(Tok::Str(s)) => Ok(Expr::Lit(Value::Str(s))),
+            Some(Tok::Num(n)) => Ok(Expr::Lit(if n.fract() == 0.0 && n.abs() < 9e15 {
+                Value::Int(n as i64)
+            } else {
+                Value::Double(n)
+            })),
+            Some(Tok::Ident(w)) => match w.as_str() {
+                "true" => Ok(Expr::Lit(Value::Bool(true))),
+                "false" => Ok(Expr::Lit(Value::Bool(false))),
+                "nil" => Ok(Expr::Lit(Value::Null)),
+                _ => {
+                    // A field: name, then `.name` or `["key"]` parts.
+                    let mut text = w.clone();
+                    loop {
+                        match self.peek() {
+                            Some(Tok::Dot) => {
+                                self.at += 1;
+                                let Some(Tok::Ident(n)) = self.next() else {
+                                    return Err("expected a name after `.`".into());
+                                };
+                                text.push('.');
+                                text.push_str(&n);
+                            }
+                            Some(Tok::LBrack) => {
+                                self.at += 1;
+                                let Some(Tok::Str(k)) = self.next() else {
+                                    return Err("expected a quoted key after `[`".into());
+                                };
+                                if self.next() != Some(Tok::RBrack) {
+                                    return Err("expected `]`".into());
+                                }
+                                text.push_str(&format!("[\"{k}\"]"));
+                            }
+                            _ => break,
+                        }
+                    }
+                    Ok(Expr::Field(Field::parse(&text)?))
+                }
+            },
+            Some(t) => Err(format!("unexpected {t:?}")),
+            None => Err("unexpected end of expression".into()),
+        }
+    }
+}
+
+impl Expr {
+    pub fn parse(s: &str) -> Result<Expr, String> {
+        let mut p = Parser {
+            toks: lex(s).map_err(|e| format!("expression `{s}`: {e}"))?,
+            at: 0,
+        };
+        let e = p.or().map_err(|e| format!("expression `{s}`: {e}"))?;
+        if p.at < p.toks.len() {
+            return Err(format!(
+                "expression `{s}`: unsupported syntax after token {} (ferrotel supports fields, literals, ==, !=, matches, contains, startsWith, endsWith, and, or, not)",
+                p.at
+            ));
+        }
+        Ok(e)
+    }
+
+    fn value<'a>(&'a self, e: &'a Entry) -> Option<std::borrow::Cow<'a, Value>> {
+        use std::borrow::Cow;
+        match self {
+            Expr::Field(f) => f.get(e).map(Cow::Borrowed),
+            Expr::Lit(v) => Some(Cow::Borrowed(v)),
+            other => Some(Cow::Owned(Value::Bool(other.eval(e)))),
+        }
+    }
+
+    pub fn eval(&self, e: &Entry) -> bool {
+        match self {
+            Expr::Not(x) => !x.eval(e),
+            Expr::And(a, b) => a.eval(e) && b.eval(e),
+            Expr::Or(a, b) => a.eval(e) || b.eval(e),
+            Expr::Matches(x, re) => x
+                .value(e)
+                .and_then(|v| v.to_text())
+                .is_some_and(|s| re.is_match(&s)),
+            Expr::Cmp(a, op, b) => {
+                let (a, b) = (a.value(e), b.value(e));
+                let null = Value::Null;
+                let a = a.as_deref().unwrap_or(&null);
+                let b = b.as_deref().unwrap_or(&null);
+                match op {
+                    CmpOp::Eq => values_eq(a, b),
+                    CmpOp::Ne => !values_eq(a, b),
+                    _ => {
+                        let (Some(a), Some(b)) = (a.to_text(), b.to_text()) else {
+                            return false;
+                        };
+                        match op {
+                            CmpOp::Contains => a.contains(&b),
+                            CmpOp::StartsWith => a.starts_with(&b),
+                            _ => a.ends_with(&b),
+                        }
+                    }
+                }
+            }
+            Expr::Field(f) => matches!(f.get(e), Some(Value::Bool(true))),
+            Expr::Lit(v) => matches!(v, Value::Bool(true)),
+        }
+    }
+}
+
+fn values_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Int(x), Value::Double(y)) | (Value::Double(y), Value::Int(x)) => *x as f64 == *y,
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        let mut e = Entry::new("  at com.example.Foo(Foo.java:1)".into(), 0);
+        e.attributes
+            .push(("log.iostream".into(), Value::Str("stderr".into())));
+        e.attributes.push(("n".into(), Value::Int(3)));
+        e
+    }
+
+    #[test]
+    fn conditions_as_written_in_collector_configs() {
+        let e = entry();
+        for (src, want) in [
+            (r#"body matches "^\\s""#, true),
+            (r#"body matches "^[^\\s]""#, false),
+            (r#"not (body matches "^\\s")"#, false),
+            (r#"attributes["log.iostream"] == "stderr""#, true),
+            (
+                r#"attributes["log.iostream"] == "stdout" || attributes.n == 3"#,
+                true,
+            ),
+            (r#"attributes.n != 3 and body contains "Foo""#, false),
+            (r#"!(attributes.missing == nil)"#, false),
+            (r#"body startsWith "  at""#, true),
+        ] {
+            assert_eq!(Expr::parse(src).unwrap().eval(&e), want, "{src}");
+        }
+    }
+
+    #[test]
+    fn unsupported_syntax_is_refused_at_parse() {
+        assert!(Expr::parse("body matches").is_err());
+        assert!(Expr::parse(r#"len(body) > 3"#).is_err());
+        assert!(
+            Expr::parse(r#"body matches "(""#)
+                .unwrap_err()
+                .contains("bad regex")
+        );
+    }
+}
