@@ -262,6 +262,14 @@ pub static FACTORIES: &[Factory] = &[
         parse: Parse::Receiver(crate::receivers::filelog::parse),
     },
     Factory {
+        kind: Kind::Receiver,
+        name: "syslog",
+        aliases: &[],
+        signals: &[Signal::Logs],
+        stability: Stability::Alpha,
+        parse: Parse::Receiver(crate::receivers::syslog::parse),
+    },
+    Factory {
         kind: Kind::Processor,
         name: "batch",
         aliases: &[],

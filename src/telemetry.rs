@@ -129,6 +129,9 @@ pub struct Telemetry {
     pub tail_sampling_traces: Family<ProcessorLabels, Gauge>,
     /// `k8sattributes`: items whose resource could not be enriched, by reason.
     pub k8s_unenriched: Family<ProcessorDropLabels, Counter>,
+    /// Receivers: input that could not be parsed (kept raw, or dropped where nothing can be
+    /// kept), by receiver and transport.
+    pub receiver_malformed: Family<ReceiverLabels, Counter>,
     process_rss: Gauge,
     process_cpu: Gauge<f64, AtomicU64>,
     process_uptime: Gauge<f64, AtomicU64>,
@@ -238,6 +241,12 @@ impl Telemetry {
             "Items passed on without Kubernetes metadata, by reason (api_unreachable, pod_not_found, no_association)",
             k8s_unenriched.clone(),
         );
+        let receiver_malformed: Family<ReceiverLabels, Counter> = Family::default();
+        reg.register(
+            "otelcol_receiver_malformed_items",
+            "Input items a receiver could not parse (syslog messages kept raw, scrapes that failed)",
+            receiver_malformed.clone(),
+        );
         let process_rss = Gauge::default();
         reg.register(
             "otelcol_process_memory_rss",
@@ -289,6 +298,7 @@ impl Telemetry {
             tail_sampling_decisions,
             tail_sampling_traces,
             k8s_unenriched,
+            receiver_malformed,
             process_rss,
             process_cpu,
             process_uptime,

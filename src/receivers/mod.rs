@@ -50,3 +50,4 @@ impl Output {
 }
 
 pub mod filelog;
+pub mod syslog;

@@ -1,0 +1,600 @@
+//! `syslog` receiver: RFC 5424 or RFC 3164 messages over TCP (octet counting or newline framing)
+//! and UDP, as log records with the Collector's syslog attributes.
+//!
+//! The body is the message as received; the parsed fields go to attributes and the syslog
+//! severity to the OTel severity. A message that does not parse is counted
+//! (`otelcol_receiver_malformed_items`) and still sent, as a raw body without attributes.
+//! Messages are sent in batches of what one read brought in; a TCP connection is not read
+//! further while its batch waits for the pipeline (backpressure to the sender).
+
+pub mod parse;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::Output;
+use super::filelog::entry::{Value, into_kvs};
+use crate::component::{
+    BoxFuture, BuildError, ConsumeError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
+};
+use crate::config::{DeError, Node, from_node, key_err, units};
+use crate::signal::{Batch, Signal};
+use crate::telemetry::ReceiverLabels;
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Rfc5424,
+    Rfc3164,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Required, e.g. `0.0.0.0:54526`.
+    pub listen_address: String,
+    /// Longest newline-framed message. Default 1MiB.
+    #[serde(deserialize_with = "units::bytes")]
+    pub max_log_size: u64,
+    /// Adds `net.*` attributes of the connection. Default false.
+    pub add_attributes: bool,
+    pub encoding: String,
+    pub one_log_per_packet: bool,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            listen_address: String::new(),
+            max_log_size: 1 << 20,
+            add_attributes: false,
+            encoding: "utf-8".into(),
+            one_log_per_packet: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    /// Required, e.g. `0.0.0.0:54526`.
+    pub listen_address: String,
+    pub add_attributes: bool,
+    pub encoding: String,
+    /// A datagram is one message (default false: split at newlines).
+    pub one_log_per_packet: bool,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig {
+            listen_address: String::new(),
+            add_attributes: false,
+            encoding: "utf-8".into(),
+            one_log_per_packet: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `rfc5424` or `rfc3164`. Required.
+    pub protocol: Protocol,
+    /// IANA zone for RFC 3164 timestamps (they carry none). Default UTC.
+    #[serde(default = "utc")]
+    pub location: String,
+    /// Frames on TCP are `LEN SP MSG` (RFC 6587 octet counting). Default false; a frame that
+    /// starts with a digit is read as octet-counted either way, since a message starts with `<`.
+    #[serde(default)]
+    pub enable_octet_counting: bool,
+    /// Largest octet-counted frame. Default 8192.
+    #[serde(default = "max_octets")]
+    pub max_octets: usize,
+    /// `LF` (default) or `NUL`: what ends a newline-framed message.
+    #[serde(default)]
+    pub non_transparent_framing_trailer: Option<String>,
+    /// Accept messages without `<PRI>`. Default false.
+    #[serde(default)]
+    pub allow_skip_pri_header: bool,
+    pub tcp: Option<TcpConfig>,
+    pub udp: Option<UdpConfig>,
+    /// Only an empty list is accepted (operators after the syslog parser are not supported).
+    #[serde(default)]
+    pub operators: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub retry_on_failure: Option<super::filelog::config::RetryOnFailure>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+fn max_octets() -> usize {
+    8192
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
+    let cfg: Config = from_node(node)?;
+    if cfg.tcp.is_none() && cfg.udp.is_none() {
+        return Err(key_err(
+            node,
+            &["tcp"],
+            "one of `tcp` and `udp` is required",
+        ));
+    }
+    if let Some(t) = &cfg.tcp {
+        crate::server::validate_endpoint(&t.listen_address)
+            .map_err(|m| key_err(node, &["tcp", "listen_address"], m))?;
+    }
+    if let Some(u) = &cfg.udp {
+        crate::server::validate_endpoint(&u.listen_address)
+            .map_err(|m| key_err(node, &["udp", "listen_address"], m))?;
+    }
+    jiff::tz::TimeZone::get(&cfg.location).map_err(|e| {
+        key_err(
+            node,
+            &["location"],
+            format!("unknown location `{}`: {e}", cfg.location),
+        )
+    })?;
+    match cfg.non_transparent_framing_trailer.as_deref() {
+        None | Some("LF") | Some("NUL") => {}
+        Some(o) => {
+            return Err(key_err(
+                node,
+                &["non_transparent_framing_trailer"],
+                format!("`{o}`: expected LF or NUL"),
+            ));
+        }
+    }
+    if !cfg.operators.is_empty() {
+        return Err(key_err(
+            node,
+            &["operators"],
+            "operators after the syslog parser are not supported; use processors",
+        ));
+    }
+    Ok(Box::new(cfg))
+}
+
+impl ReceiverConfig for Config {
+    fn endpoints(&self) -> Vec<String> {
+        // TCP and UDP may share a port number; only TCP ports can clash with other listeners.
+        self.tcp.iter().map(|t| t.listen_address.clone()).collect()
+    }
+
+    fn start(
+        self: Box<Self>,
+        ctx: Context,
+        consumers: SignalConsumers,
+    ) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>> {
+        Box::pin(async move {
+            let Some(consumer) = consumers[Signal::Logs.index()].clone() else {
+                return Err(BuildError::new(&ctx.id, "no logs pipeline uses it"));
+            };
+            let tz =
+                jiff::tz::TimeZone::get(&self.location).map_err(|e| BuildError::new(&ctx.id, e))?;
+            let stop = CancellationToken::new();
+            let mut tasks = Vec::new();
+            let parser = Arc::new(Parser {
+                protocol: self.protocol,
+                tz,
+                allow_skip_pri: self.allow_skip_pri_header,
+            });
+            let malformed = |transport: &str| {
+                ctx.telemetry
+                    .receiver_malformed
+                    .get_or_create(&ReceiverLabels {
+                        receiver: ctx.id.to_string(),
+                        transport: transport.into(),
+                    })
+                    .clone()
+            };
+            if let Some(t) = &self.tcp {
+                let listener = crate::server::bind(&t.listen_address).await.map_err(|e| {
+                    BuildError::new(
+                        &ctx.id,
+                        format!("cannot listen on tcp {}: {e}", t.listen_address),
+                    )
+                })?;
+                let conn = Arc::new(Conn {
+                    out: Output::new(&ctx, "tcp", consumer.clone()),
+                    parser: parser.clone(),
+                    malformed: malformed("tcp"),
+                    add_attributes: t.add_attributes,
+                    stop: stop.clone(),
+                });
+                let framing = Framing {
+                    octet_counting: self.enable_octet_counting,
+                    max_octets: self.max_octets,
+                    max_line: t.max_log_size as usize,
+                    trailer: if self.non_transparent_framing_trailer.as_deref() == Some("NUL") {
+                        0
+                    } else {
+                        b'\n'
+                    },
+                };
+                tracing::info!(address = %t.listen_address, "syslog receiver listening on tcp");
+                tasks.push(tokio::spawn(accept_loop(listener, conn, framing)));
+            }
+            if let Some(u) = &self.udp {
+                let sock = tokio::net::UdpSocket::bind(&u.listen_address)
+                    .await
+                    .map_err(|e| {
+                        BuildError::new(
+                            &ctx.id,
+                            format!("cannot listen on udp {}: {e}", u.listen_address),
+                        )
+                    })?;
+                let conn = Arc::new(Conn {
+                    out: Output::new(&ctx, "udp", consumer),
+                    parser,
+                    malformed: malformed("udp"),
+                    add_attributes: u.add_attributes,
+                    stop: stop.clone(),
+                });
+                tracing::info!(address = %u.listen_address, "syslog receiver listening on udp");
+                tasks.push(tokio::spawn(udp_loop(sock, conn, u.one_log_per_packet)));
+            }
+            Ok(Box::new(Running {
+                stop,
+                tasks: std::sync::Mutex::new(tasks),
+            }) as Box<dyn Lifecycle>)
+        })
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Lifecycle for Running {
+    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            for t in tasks {
+                let _ = tokio::time::timeout_at(deadline, t).await;
+            }
+        })
+    }
+}
+
+pub struct Parser {
+    protocol: Protocol,
+    tz: jiff::tz::TimeZone,
+    allow_skip_pri: bool,
+}
+
+impl Parser {
+    pub fn new(protocol: Protocol, location: &str) -> Result<Parser, String> {
+        Ok(Parser {
+            protocol,
+            tz: jiff::tz::TimeZone::get(location).map_err(|e| e.to_string())?,
+            allow_skip_pri: false,
+        })
+    }
+
+    /// One message as a log record, and whether it was malformed (then it is the raw body only).
+    pub fn record(&self, msg: &str, observed: u64) -> (LogRecord, bool) {
+        let owned;
+        let text = if self.allow_skip_pri && !msg.starts_with('<') {
+            // Without a PRI header the message is read as user.notice, RFC 3164's default.
+            owned = format!("<13>{msg}");
+            owned.as_str()
+        } else {
+            msg
+        };
+        let parsed = match self.protocol {
+            Protocol::Rfc5424 => parse::rfc5424(text),
+            Protocol::Rfc3164 => parse::rfc3164(text, &self.tz),
+        };
+        let mut r = LogRecord {
+            observed_time_unix_nano: observed,
+            body: Some(Value::Str(msg.to_string()).into_any()),
+            ..Default::default()
+        };
+        match parsed {
+            Ok(p) => {
+                r.time_unix_nano = p.timestamp;
+                r.severity_number = p.severity_number;
+                r.severity_text = p.severity_text.to_string();
+                r.attributes = into_kvs(p.attributes);
+                (r, false)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "syslog: malformed message kept raw");
+                (r, true)
+            }
+        }
+    }
+}
+
+struct Conn {
+    out: Output,
+    parser: Arc<Parser>,
+    malformed: Counter,
+    add_attributes: bool,
+    stop: CancellationToken,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Conn {
+    fn records(
+        &self,
+        msgs: &[&[u8]],
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Vec<LogRecord> {
+        let observed = now_nanos();
+        let mut out = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let text = String::from_utf8_lossy(m);
+            let text = text.trim_end_matches(['\r', '\n', '\0']);
+            if text.is_empty() {
+                continue;
+            }
+            let (mut r, malformed) = self.parser.record(text, observed);
+            if malformed {
+                self.malformed.inc();
+            }
+            if self.add_attributes {
+                let mut extra = vec![
+                    ("net.peer.ip".to_string(), Value::Str(peer.ip().to_string())),
+                    ("net.peer.port".to_string(), Value::Int(peer.port() as i64)),
+                ];
+                if let Some(l) = local {
+                    extra.push(("net.host.ip".into(), Value::Str(l.ip().to_string())));
+                    extra.push(("net.host.port".into(), Value::Int(l.port() as i64)));
+                }
+                r.attributes.extend(into_kvs(extra));
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    /// Sends, retrying a retryable refusal (with the batch handed back) until shutdown.
+    async fn send(&self, records: Vec<LogRecord>, peer: SocketAddr) {
+        if records.is_empty() {
+            return;
+        }
+        let mut batch = Batch::Logs(vec![ResourceLogs {
+            resource: Some(Default::default()),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope::default()),
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        let client = crate::client::ClientInfo {
+            addr: Some(peer.ip()),
+            metadata: Vec::new(),
+        };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.out.push(batch, client.clone()).await {
+                Ok(()) => return,
+                Err(ConsumeError::Retryable {
+                    returned: Some(b), ..
+                }) if !self.stop.is_cancelled() => {
+                    batch = *b;
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    // Counted as refused by `Output`; nothing to resend.
+                    tracing::warn!(error = %e, "syslog: the pipeline refused messages");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Framing {
+    octet_counting: bool,
+    max_octets: usize,
+    max_line: usize,
+    trailer: u8,
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, conn: Arc<Conn>, framing: Framing) {
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = conn.stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "syslog: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let local = sock.local_addr().ok();
+            if let Err(e) = tcp_conn(sock, peer, local, &conn, framing).await {
+                tracing::debug!(error = %e, %peer, "syslog: connection closed");
+            }
+        });
+    }
+}
+
+/// Splits `buf` into complete frames; returns them and how many bytes they used.
+fn frames(buf: &[u8], f: Framing, malformed: &Counter) -> (Vec<std::ops::Range<usize>>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let rest = &buf[at..];
+        if rest[0].is_ascii_digit() || (f.octet_counting && rest[0] != b'<') {
+            // Octet counting: `LEN SP MSG`.
+            let Some(sp) = rest.iter().take(12).position(|b| *b == b' ') else {
+                if rest.len() >= 12 || rest.iter().any(|b| !b.is_ascii_digit()) {
+                    // Not a length: drop to the next trailer.
+                    malformed.inc();
+                    match memchr::memchr(f.trailer, rest) {
+                        Some(e) => at += e + 1,
+                        None => at = buf.len(),
+                    }
+                    continue;
+                }
+                break;
+            };
+            let len: Option<usize> = std::str::from_utf8(&rest[..sp])
+                .ok()
+                .and_then(|s| s.parse().ok());
+            let Some(len) = len.filter(|l| *l <= f.max_octets.max(1)) else {
+                malformed.inc();
+                match memchr::memchr(f.trailer, rest) {
+                    Some(e) => at += e + 1,
+                    None => at = buf.len(),
+                }
+                continue;
+            };
+            if rest.len() < sp + 1 + len {
+                break;
+            }
+            out.push(at + sp + 1..at + sp + 1 + len);
+            at += sp + 1 + len;
+        } else {
+            match memchr::memchr(f.trailer, rest) {
+                Some(e) => {
+                    out.push(at..at + e);
+                    at += e + 1;
+                }
+                None if rest.len() > f.max_line => {
+                    // Too long: keep the first max_line bytes as one message.
+                    malformed.inc();
+                    out.push(at..at + f.max_line);
+                    at += f.max_line;
+                }
+                None => break,
+            }
+        }
+    }
+    (out, at)
+}
+
+async fn tcp_conn(
+    mut sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    conn: &Conn,
+    f: Framing,
+) -> std::io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = tokio::select! {
+            _ = conn.stop.cancelled() => return Ok(()),
+            r = sock.read(&mut chunk) => r?,
+        };
+        if n == 0 {
+            // The peer closed: a last unterminated newline-framed message still counts.
+            if !buf.is_empty() {
+                let recs = conn.records(&[&buf[..]], peer, local);
+                conn.send(recs, peer).await;
+            }
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let (ranges, used) = frames(&buf, f, &conn.malformed);
+        if !ranges.is_empty() {
+            let msgs: Vec<&[u8]> = ranges.iter().map(|r| &buf[r.clone()]).collect();
+            let recs = conn.records(&msgs, peer, local);
+            conn.send(recs, peer).await;
+        }
+        buf.drain(..used);
+    }
+}
+
+async fn udp_loop(sock: tokio::net::UdpSocket, conn: Arc<Conn>, one_per_packet: bool) {
+    let local = sock.local_addr().ok();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = conn.stop.cancelled() => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "syslog: udp receive failed");
+                    continue;
+                }
+            },
+        };
+        // Whatever else is already queued goes into the same batch.
+        let mut recs = Vec::new();
+        let take = |data: &[u8], peer: SocketAddr, recs: &mut Vec<LogRecord>| {
+            let msgs: Vec<&[u8]> = if one_per_packet {
+                vec![data]
+            } else {
+                data.split(|b| *b == b'\n').collect()
+            };
+            recs.extend(conn.records(&msgs, peer, local));
+        };
+        take(&buf[..n], peer, &mut recs);
+        while recs.len() < 1024 {
+            match sock.try_recv_from(&mut buf) {
+                Ok((n, p)) => take(&buf[..n], p, &mut recs),
+                Err(_) => break,
+            }
+        }
+        // The batch's client address is the first sender's.
+        conn.send(recs, peer).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_framing_octet_counting_and_newlines() {
+        let f = Framing {
+            octet_counting: false,
+            max_octets: 8192,
+            max_line: 64,
+            trailer: b'\n',
+        };
+        let c = Counter::default();
+        let buf = b"11 <13>1 - a b12 <13>1 - x y\n<13>plain line\n<13>incompl";
+        let (r, used) = frames(buf, f, &c);
+        let got: Vec<&[u8]> = r.iter().map(|r| &buf[r.clone()]).collect();
+        assert_eq!(
+            got,
+            [&b"<13>1 - a b"[..], b"<13>1 - x y\n", b"<13>plain line"]
+        );
+        assert_eq!(&buf[used..], b"<13>incompl");
+        assert_eq!(c.get(), 0);
+        // A partial octet-counted frame waits.
+        let (r, used) = frames(b"20 <13>1 short", f, &c);
+        assert!(r.is_empty());
+        assert_eq!(used, 0);
+        // A bad length is skipped to the next newline and counted.
+        let buf = b"99999999 x\n<13>ok\n";
+        let (r, _) = frames(buf, f, &c);
+        assert_eq!(&buf[r[0].clone()], b"<13>ok");
+        assert_eq!(c.get(), 1);
+    }
+}

@@ -1,0 +1,232 @@
+//! The `syslog` receiver with a real client: util-linux `logger` sends RFC 5424 over TCP (newline
+//! framing and octet counting) and RFC 3164 over UDP to a ferrotel process, which sends to the
+//! OTLP sink.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::sink::Sink;
+use common::{Collector, free_port, wait_until};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+
+fn s(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attr(kvs: &[KeyValue], k: &str) -> Option<String> {
+    kvs.iter().find(|kv| kv.key == k).map(|kv| s(&kv.value))
+}
+
+fn logger(args: &[&str]) {
+    let st = Command::new("logger")
+        .args(args)
+        .env("TZ", "UTC")
+        .status()
+        .expect("util-linux `logger` is installed (scripts/test.sh installs bsdutils)");
+    assert!(st.success(), "logger {args:?} failed");
+}
+
+fn hostname() -> String {
+    let out = Command::new("hostname").output().expect("hostname");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn logger_over_tcp_and_udp_in_both_formats() {
+    let sink = Sink::start();
+    let (tcp5424, udp3164, health, metrics) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  syslog/5424:
+    protocol: rfc5424
+    tcp: {{listen_address: "127.0.0.1:{tcp5424}"}}
+  syslog/3164:
+    protocol: rfc3164
+    location: America/New_York
+    udp: {{listen_address: "127.0.0.1:{udp3164}"}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    logs:
+      receivers: [syslog/5424, syslog/3164]
+      exporters: [otlp]
+"#,
+        sink = sink.port
+    );
+    let c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    let p5424 = tcp5424.to_string();
+    let p3164 = udp3164.to_string();
+    for i in 0..5 {
+        logger(&[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &p5424,
+            "--tcp",
+            "--rfc5424",
+            "--sd-id",
+            "order@32473",
+            "--sd-param",
+            &format!("id=\"{i}\""),
+            "--sd-param",
+            "shop=\"web \\\"eu\\\"\"",
+            "--msgid",
+            "ORDER",
+            "-t",
+            "checkout",
+            "-p",
+            "local3.err",
+            &format!("tcp newline message {i}"),
+        ]);
+    }
+    for i in 0..5 {
+        logger(&[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &p5424,
+            "--tcp",
+            "--rfc5424",
+            "--octet-count",
+            "-t",
+            "billing",
+            "-p",
+            "user.info",
+            &format!("tcp octet message {i}"),
+        ]);
+    }
+    for i in 0..5 {
+        logger(&[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &p3164,
+            "--udp",
+            "--rfc3164",
+            "-t",
+            "legacyd",
+            "-p",
+            "daemon.warning",
+            &format!("udp bsd message {i}"),
+        ]);
+    }
+    // Garbage over UDP: counted, kept raw.
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.send_to(b"this is not syslog", ("127.0.0.1", udp3164))
+        .unwrap();
+
+    wait_until("16 records", Duration::from_secs(15), || {
+        sink.store.log_count() >= 16
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = sink.store.logs.lock().unwrap().clone();
+    let recs: Vec<_> = logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .flat_map(|sl| sl.log_records.clone())
+        .collect();
+    assert_eq!(recs.len(), 16, "each message once");
+    let host = hostname();
+    let find = |needle: &str| {
+        let v: Vec<_> = recs
+            .iter()
+            .filter(|r| s(&r.body).contains(needle))
+            .collect();
+        assert_eq!(v.len(), 1, "{needle}: {v:?}");
+        v[0].clone()
+    };
+    for i in 0..5 {
+        let r = find(&format!("tcp newline message {i}"));
+        assert_eq!(r.severity_number, 17, "err → ERROR");
+        assert_eq!(r.severity_text, "err");
+        assert_eq!(attr(&r.attributes, "appname").as_deref(), Some("checkout"));
+        assert_eq!(attr(&r.attributes, "hostname"), Some(host.clone()));
+        assert_eq!(attr(&r.attributes, "msg_id").as_deref(), Some("ORDER"));
+        assert_eq!(attr(&r.attributes, "facility").as_deref(), Some("19"));
+        assert_eq!(attr(&r.attributes, "priority").as_deref(), Some("155"));
+        assert_eq!(
+            attr(&r.attributes, "message"),
+            Some(format!("tcp newline message {i}"))
+        );
+        assert!(
+            attr(&r.attributes, "proc_id").is_some_and(|p| p.parse::<u32>().is_ok())
+                || attr(&r.attributes, "proc_id").is_none()
+        );
+        // Structured data: a map of SD-ID → params.
+        let sd = r
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "structured_data")
+            .and_then(|kv| kv.value.clone())
+            .and_then(|v| v.value);
+        let Some(any_value::Value::KvlistValue(sd)) = sd else {
+            panic!("structured_data: {:?}", r.attributes)
+        };
+        let order = sd
+            .values
+            .iter()
+            .find(|kv| kv.key == "order@32473")
+            .expect("our SD-ID");
+        let Some(any_value::Value::KvlistValue(params)) = order.value.clone().and_then(|v| v.value)
+        else {
+            panic!()
+        };
+        assert_eq!(attr(&params.values, "id"), Some(i.to_string()));
+        assert_eq!(attr(&params.values, "shop").as_deref(), Some("web \"eu\""));
+        assert!(r.time_unix_nano > 0);
+    }
+    for i in 0..5 {
+        let r = find(&format!("tcp octet message {i}"));
+        assert_eq!(r.severity_number, 9);
+        assert_eq!(attr(&r.attributes, "appname").as_deref(), Some("billing"));
+    }
+    for i in 0..5 {
+        let r = find(&format!("udp bsd message {i}"));
+        assert_eq!(r.severity_number, 13);
+        assert_eq!(r.severity_text, "warning");
+        assert_eq!(attr(&r.attributes, "appname").as_deref(), Some("legacyd"));
+        assert_eq!(attr(&r.attributes, "hostname"), Some(host.clone()));
+        assert_eq!(attr(&r.attributes, "facility").as_deref(), Some("3"));
+        // RFC 3164 times are local to the sender; `location` says which zone, so the record's
+        // time is within a minute of now (logger writes local time, and the test runs in UTC).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128;
+        let skew = (r.time_unix_nano as i128 - now).abs();
+        let hours = (skew + 1_800_000_000_000) / 3_600_000_000_000;
+        assert!(
+            (4..=5).contains(&hours),
+            "New York is 4-5 hours from UTC: {skew}"
+        );
+    }
+    let raw = find("this is not syslog");
+    assert!(raw.attributes.is_empty());
+    assert_eq!(raw.severity_number, 0);
+    assert_eq!(
+        c.metric(
+            r#"otelcol_receiver_malformed_items_total{receiver="syslog/3164",transport="udp"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        c.metric(
+            r#"otelcol_receiver_accepted_log_records_total{receiver="syslog/5424",transport="tcp"}"#
+        ),
+        10.0
+    );
+}
