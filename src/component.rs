@@ -270,6 +270,14 @@ pub static FACTORIES: &[Factory] = &[
         parse: Parse::Receiver(crate::receivers::syslog::parse),
     },
     Factory {
+        kind: Kind::Receiver,
+        name: "prometheus",
+        aliases: &[],
+        signals: &[Signal::Metrics],
+        stability: Stability::Beta,
+        parse: Parse::Receiver(crate::receivers::prometheus::parse),
+    },
+    Factory {
         kind: Kind::Processor,
         name: "batch",
         aliases: &[],
@@ -477,7 +485,7 @@ mod tests {
             "otlp_http"
         );
         assert_eq!(factory(Kind::Exporter, "logging").unwrap().name, "debug");
-        assert!(factory(Kind::Receiver, "prometheus").is_none());
+        assert!(factory(Kind::Receiver, "jaeger").is_none());
         let mut names: Vec<_> = FACTORIES
             .iter()
             .flat_map(|f| {

@@ -204,7 +204,7 @@ const CORPUS: &[(&str, Expect)] = &[
         "15-reject-otelcol-default-config.yaml",
         Expect::Unsupported(&[
             "extensions: pprof (line 6), zpages (line 8)",
-            "receivers: prometheus (line 20), jaeger (line 28), zipkin (line 39)",
+            "receivers: jaeger (line 28), zipkin (line 39)",
         ]),
     ),
     (
@@ -213,9 +213,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "17-reject-helm-daemonset-file-log.yaml",
-        Expect::Unsupported(&[
-            "receivers: jaeger (line 26), prometheus (line 40), zipkin (line 48)",
-        ]),
+        Expect::Unsupported(&["receivers: jaeger (line 26), zipkin (line 48)"]),
     ),
     (
         "18-reject-otelio-agent-host-metrics.yaml",

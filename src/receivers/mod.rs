@@ -50,4 +50,5 @@ impl Output {
 }
 
 pub mod filelog;
+pub mod prometheus;
 pub mod syslog;

@@ -1,0 +1,984 @@
+//! `prometheus` receiver: scrapes targets as Prometheus does, from `config.scrape_configs` in
+//! Prometheus's own shape, and sends what it scrapes as OTLP metrics.
+//!
+//! Targets come from `static_configs` and from `kubernetes_sd_configs` with role `pod` (a pod
+//! list every `refresh_interval`, one target per declared container port, or the pod IP when
+//! none is declared, with Prometheus's `__meta_kubernetes_pod_*` labels), then
+//! `relabel_configs`. Each target is scraped every `scrape_interval` within `scrape_timeout`;
+//! the text format and OpenMetrics are both accepted. Samples pass `metric_relabel_configs`,
+//! become metrics (see [`convert`]) under a resource whose `service.name` is the `job` and
+//! `service.instance.id` the `instance`, plus Prometheus's own `up`, `scrape_duration_seconds`,
+//! `scrape_samples_scraped` and `scrape_samples_post_metric_relabeling` per scrape. A target
+//! that cannot be scraped, or serves what does not parse, gets `up` = 0 (the latter also counts
+//! in `otelcol_receiver_malformed_items`).
+
+pub mod convert;
+pub mod parse;
+pub mod relabel;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use self::relabel::{Labels, RelabelConfig, Rule};
+use super::Output;
+use crate::component::{
+    BoxFuture, BuildError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
+};
+use crate::config::{DeError, Node, from_node, key_err, units};
+use crate::signal::{Batch, Signal};
+use crate::telemetry::ReceiverLabels;
+
+pub(crate) fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Prometheus's configuration (only `global` and `scrape_configs` are read).
+    pub config: PromConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromConfig {
+    pub global: Global,
+    pub scrape_configs: Vec<ScrapeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// Default 1m, Prometheus's.
+    #[serde(deserialize_with = "units::duration")]
+    pub scrape_interval: Duration,
+    /// Default 10s.
+    #[serde(deserialize_with = "units::duration")]
+    pub scrape_timeout: Duration,
+    #[serde(deserialize_with = "units::duration")]
+    pub evaluation_interval: Duration,
+    pub external_labels: BTreeMap<String, String>,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            scrape_interval: Duration::from_secs(60),
+            scrape_timeout: Duration::from_secs(10),
+            evaluation_interval: Duration::from_secs(60),
+            external_labels: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeConfig {
+    pub job_name: String,
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub scrape_interval: Option<Duration>,
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub scrape_timeout: Option<Duration>,
+    /// Default `/metrics`.
+    pub metrics_path: Option<String>,
+    /// Default `http`.
+    pub scheme: Option<String>,
+    /// Scraped labels win over target labels (else they are kept as `exported_<name>`).
+    pub honor_labels: bool,
+    /// Use the timestamps the target exposes. Default true.
+    pub honor_timestamps: Option<bool>,
+    pub params: BTreeMap<String, Vec<String>>,
+    pub static_configs: Vec<StaticConfig>,
+    pub kubernetes_sd_configs: Vec<KubernetesSd>,
+    pub relabel_configs: Vec<RelabelConfig>,
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+    /// Scrapes with more samples than this fail (0 = no limit).
+    pub sample_limit: usize,
+    pub tls_config: Option<TlsConfig>,
+    pub bearer_token_file: Option<String>,
+    pub follow_redirects: Option<bool>,
+    pub enable_http2: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub insecure_skip_verify: bool,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticConfig {
+    pub targets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesSd {
+    /// Only `pod`.
+    pub role: String,
+    /// Default: in-cluster (the service account).
+    pub api_server: Option<String>,
+    pub kubeconfig_file: Option<String>,
+    pub namespaces: Namespaces,
+    /// Field selectors per role (only `pod`'s `field` is used, e.g. `spec.nodeName=$NODE`).
+    pub selectors: Vec<Selector>,
+    /// How often the pod list is refreshed. Default 30s.
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub refresh_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Namespaces {
+    pub names: Vec<String>,
+    pub own_namespace: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Selector {
+    pub role: String,
+    pub label: Option<String>,
+    pub field: Option<String>,
+}
+
+pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
+    let cfg: Config = from_node(node)?;
+    let g = &cfg.config.global;
+    if cfg.config.scrape_configs.is_empty() {
+        return Err(key_err(
+            node,
+            &["config", "scrape_configs"],
+            "at least one scrape config is required",
+        ));
+    }
+    let mut names = Vec::new();
+    for (i, sc) in cfg.config.scrape_configs.iter().enumerate() {
+        let at = |k: &str, m: String| {
+            let mut e = key_err(node, &["config", "scrape_configs"], m);
+            e.path.push(format!("[{i}]"));
+            e.path.push(k.to_string());
+            e
+        };
+        if sc.job_name.is_empty() {
+            return Err(at("job_name", "`job_name` is required".into()));
+        }
+        if names.contains(&sc.job_name) {
+            return Err(at(
+                "job_name",
+                format!("job `{}` is defined twice", sc.job_name),
+            ));
+        }
+        names.push(sc.job_name.clone());
+        let interval = sc.scrape_interval.unwrap_or(g.scrape_interval);
+        let timeout = sc.scrape_timeout.unwrap_or(g.scrape_timeout.min(interval));
+        if interval.is_zero() {
+            return Err(at("scrape_interval", "must be positive".into()));
+        }
+        if timeout > interval {
+            return Err(at(
+                "scrape_timeout",
+                format!("{timeout:?} is longer than scrape_interval {interval:?}"),
+            ));
+        }
+        match sc.scheme.as_deref() {
+            None | Some("http") | Some("https") => {}
+            Some(s) => return Err(at("scheme", format!("`{s}`: expected http or https"))),
+        }
+        for r in sc.relabel_configs.iter() {
+            Rule::new(r).map_err(|m| at("relabel_configs", m))?;
+        }
+        for r in sc.metric_relabel_configs.iter() {
+            Rule::new(r).map_err(|m| at("metric_relabel_configs", m))?;
+        }
+        for sd in &sc.kubernetes_sd_configs {
+            if sd.role != "pod" {
+                return Err(at(
+                    "kubernetes_sd_configs",
+                    format!("role `{}` is not supported (only `pod`)", sd.role),
+                ));
+            }
+        }
+        for st in &sc.static_configs {
+            for t in &st.targets {
+                if t.is_empty() || t.contains('/') {
+                    return Err(at(
+                        "static_configs",
+                        format!("target `{t}` must be host:port"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Box::new(cfg))
+}
+
+impl ReceiverConfig for Config {
+    fn endpoints(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn start(
+        self: Box<Self>,
+        ctx: Context,
+        consumers: SignalConsumers,
+    ) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>> {
+        Box::pin(async move {
+            let Some(consumer) = consumers[Signal::Metrics.index()].clone() else {
+                return Err(BuildError::new(&ctx.id, "no metrics pipeline uses it"));
+            };
+            let out = Arc::new(Output::new(&ctx, "http", consumer));
+            let malformed = ctx
+                .telemetry
+                .receiver_malformed
+                .get_or_create(&ReceiverLabels {
+                    receiver: ctx.id.to_string(),
+                    transport: "http".into(),
+                })
+                .clone();
+            let stop = CancellationToken::new();
+            let mut tasks = Vec::new();
+            for sc in &self.config.scrape_configs {
+                let job = Arc::new(
+                    Job::new(sc, &self.config.global).map_err(|m| BuildError::new(&ctx.id, m))?,
+                );
+                let sd = sc.kubernetes_sd_configs.first().cloned();
+                let discovery = match sd {
+                    Some(sd) => {
+                        Some(PodDiscovery::new(&sd).map_err(|m| BuildError::new(&ctx.id, m))?)
+                    }
+                    None => None,
+                };
+                tasks.push(tokio::spawn(manage(
+                    job,
+                    discovery,
+                    out.clone(),
+                    malformed.clone(),
+                    stop.clone(),
+                )));
+            }
+            Ok(Box::new(Running {
+                stop,
+                tasks: std::sync::Mutex::new(tasks),
+            }) as Box<dyn Lifecycle>)
+        })
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Lifecycle for Running {
+    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            for t in tasks {
+                let _ = tokio::time::timeout_at(deadline, t).await;
+            }
+        })
+    }
+}
+
+/// A scrape config, compiled.
+struct Job {
+    name: String,
+    interval: Duration,
+    timeout: Duration,
+    path: String,
+    scheme: String,
+    honor_labels: bool,
+    honor_timestamps: bool,
+    params: BTreeMap<String, Vec<String>>,
+    statics: Vec<StaticConfig>,
+    relabel: Vec<Rule>,
+    metric_relabel: Vec<Rule>,
+    sample_limit: usize,
+    external: BTreeMap<String, String>,
+    client: reqwest::Client,
+    bearer_file: Option<String>,
+}
+
+impl Job {
+    fn new(sc: &ScrapeConfig, g: &Global) -> Result<Job, String> {
+        let interval = sc.scrape_interval.unwrap_or(g.scrape_interval);
+        let timeout = sc.scrape_timeout.unwrap_or(g.scrape_timeout.min(interval));
+        let mut b = reqwest::Client::builder().timeout(timeout).redirect(
+            if sc.follow_redirects.unwrap_or(true) {
+                reqwest::redirect::Policy::limited(10)
+            } else {
+                reqwest::redirect::Policy::none()
+            },
+        );
+        if let Some(t) = &sc.tls_config {
+            if t.insecure_skip_verify {
+                b = b.danger_accept_invalid_certs(true);
+            }
+            if let Some(ca) = &t.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| format!("tls_config.ca_file {ca}: {e}"))?;
+                for c in reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| format!("tls_config.ca_file {ca}: {e}"))?
+                {
+                    b = b.add_root_certificate(c);
+                }
+            }
+            if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
+                let mut pem =
+                    std::fs::read(cert).map_err(|e| format!("tls_config.cert_file {cert}: {e}"))?;
+                pem.extend(
+                    std::fs::read(key).map_err(|e| format!("tls_config.key_file {key}: {e}"))?,
+                );
+                b = b.identity(
+                    reqwest::Identity::from_pem(&pem).map_err(|e| format!("tls_config: {e}"))?,
+                );
+            }
+        }
+        Ok(Job {
+            name: sc.job_name.clone(),
+            interval,
+            timeout,
+            path: sc.metrics_path.clone().unwrap_or_else(|| "/metrics".into()),
+            scheme: sc.scheme.clone().unwrap_or_else(|| "http".into()),
+            honor_labels: sc.honor_labels,
+            honor_timestamps: sc.honor_timestamps.unwrap_or(true),
+            params: sc.params.clone(),
+            statics: sc.static_configs.clone(),
+            relabel: sc
+                .relabel_configs
+                .iter()
+                .map(Rule::new)
+                .collect::<Result<_, _>>()?,
+            metric_relabel: sc
+                .metric_relabel_configs
+                .iter()
+                .map(Rule::new)
+                .collect::<Result<_, _>>()?,
+            sample_limit: sc.sample_limit,
+            external: g.external_labels.clone(),
+            client: b.build().map_err(|e| e.to_string())?,
+            bearer_file: sc.bearer_token_file.clone(),
+        })
+    }
+
+    /// Discovered label sets → targets after `relabel_configs` (Prometheus's rules for
+    /// `__address__`, `__scheme__`, `__metrics_path__`, `__param_*`, `instance`, `job`).
+    fn targets(&self, discovered: Vec<Labels>) -> Vec<Target> {
+        let mut out = Vec::new();
+        for mut l in discovered {
+            l.entry("job".into()).or_insert_with(|| self.name.clone());
+            l.entry("__scheme__".into())
+                .or_insert_with(|| self.scheme.clone());
+            l.entry("__metrics_path__".into())
+                .or_insert_with(|| self.path.clone());
+            for (k, v) in &self.params {
+                if let Some(first) = v.first() {
+                    l.entry(format!("__param_{k}"))
+                        .or_insert_with(|| first.clone());
+                }
+            }
+            let Some(l) = relabel::apply(&self.relabel, l) else {
+                continue;
+            };
+            let Some(addr) = l.get("__address__").cloned().filter(|a| !a.is_empty()) else {
+                continue;
+            };
+            let mut url = format!(
+                "{}://{}{}",
+                l.get("__scheme__").map_or("http", String::as_str),
+                addr,
+                l.get("__metrics_path__").map_or("/metrics", String::as_str)
+            );
+            let params: Vec<(String, String)> = l
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("__param_")?.to_string(), v.clone())))
+                .collect();
+            if !params.is_empty() {
+                let q: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                url.push('?');
+                url.push_str(&q.join("&"));
+            }
+            let mut labels: Labels = l
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("__"))
+                .collect();
+            labels
+                .entry("instance".into())
+                .or_insert_with(|| addr.clone());
+            out.push(Target { url, labels });
+        }
+        out.sort_by(|a, b| a.url.cmp(&b.url).then(a.labels.cmp(&b.labels)));
+        out.dedup();
+        out
+    }
+
+    fn static_labels(&self) -> Vec<Labels> {
+        let mut v = Vec::new();
+        for sc in &self.statics {
+            for t in &sc.targets {
+                let mut l: Labels = sc.labels.clone();
+                l.insert("__address__".into(), t.clone());
+                v.push(l);
+            }
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Target {
+    url: String,
+    labels: Labels,
+}
+
+/// Keeps one scrape loop per current target of a job.
+async fn manage(
+    job: Arc<Job>,
+    discovery: Option<PodDiscovery>,
+    out: Arc<Output>,
+    malformed: Counter,
+    stop: CancellationToken,
+) {
+    let mut loops: HashMap<Target, CancellationToken> = HashMap::new();
+    let refresh = discovery
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |d| d.refresh);
+    loop {
+        let mut discovered = job.static_labels();
+        if let Some(d) = &discovery {
+            match d.list().await {
+                Ok(pods) => discovered.extend(pods),
+                Err(e) => {
+                    tracing::warn!(job = %job.name, error = %e, "prometheus: pod discovery failed; keeping the current targets");
+                    // Keep what runs; try again soon.
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(5).min(refresh)) => continue,
+                    }
+                }
+            }
+        }
+        let targets = job.targets(discovered);
+        loops.retain(|t, tok| {
+            let keep = targets.contains(t);
+            if !keep {
+                tok.cancel();
+            }
+            keep
+        });
+        for t in targets {
+            if loops.contains_key(&t) {
+                continue;
+            }
+            let tok = stop.child_token();
+            loops.insert(t.clone(), tok.clone());
+            tracing::info!(job = %job.name, url = %t.url, "prometheus: scraping a new target");
+            tokio::spawn(scrape_loop(
+                job.clone(),
+                t,
+                out.clone(),
+                malformed.clone(),
+                tok,
+            ));
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(refresh) => {}
+        }
+    }
+    for (_, t) in loops {
+        t.cancel();
+    }
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn scrape_loop(
+    job: Arc<Job>,
+    t: Target,
+    out: Arc<Output>,
+    malformed: Counter,
+    stop: CancellationToken,
+) {
+    // Spread targets over the interval, as Prometheus does, by a hash of the URL.
+    let offset = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        t.url.hash(&mut h);
+        Duration::from_nanos(h.finish() % job.interval.as_nanos().max(1) as u64)
+    };
+    let offset = offset.min(Duration::from_millis(500));
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = tokio::time::sleep(offset) => {}
+    }
+    let mut starts = convert::StartTimes::default();
+    let mut tick = tokio::time::interval(job.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let batch = scrape_once(&job, &t, &malformed, &mut starts).await;
+        if let Err(e) = out.push(batch, Default::default()).await {
+            // The next scrape brings fresh values; this one is counted as refused.
+            tracing::debug!(job = %job.name, error = %e, "prometheus: the pipeline refused a scrape");
+        }
+        starts.sweep(now_nanos().saturating_sub(10 * job.interval.as_nanos() as u64));
+    }
+}
+
+/// One scrape of one target, as a batch (always: `up` says whether it worked).
+async fn scrape_once(
+    job: &Job,
+    t: &Target,
+    malformed: &Counter,
+    starts: &mut convert::StartTimes,
+) -> Batch {
+    let began = Instant::now();
+    let now = now_nanos();
+    let result = fetch(job, &t.url).await;
+    let mut metrics: Vec<Metric> = Vec::new();
+    let (up, scraped, kept) = match result {
+        Ok((body, openmetrics)) => match parse::parse(&body, openmetrics) {
+            Ok(sc) if job.sample_limit > 0 && sc.samples.len() > job.sample_limit => {
+                tracing::warn!(url = %t.url, samples = sc.samples.len(), limit = job.sample_limit, "prometheus: sample_limit exceeded; scrape dropped");
+                (0.0, sc.samples.len(), 0)
+            }
+            Ok(sc) => {
+                let scraped = sc.samples.len();
+                let samples = relabel_samples(job, t, &sc);
+                let kept = samples.len();
+                metrics = convert::convert(&sc, &samples, now, job.honor_timestamps, starts);
+                (1.0, scraped, kept)
+            }
+            Err(e) => {
+                malformed.inc();
+                tracing::warn!(url = %t.url, error = %e, "prometheus: the target's response does not parse");
+                (0.0, 0, 0)
+            }
+        },
+        Err(e) => {
+            tracing::debug!(url = %t.url, error = %e, "prometheus: scrape failed");
+            (0.0, 0, 0)
+        }
+    };
+    let dur = began.elapsed().as_secs_f64();
+    for (name, v) in [
+        ("up", up),
+        ("scrape_duration_seconds", dur),
+        ("scrape_samples_scraped", scraped as f64),
+        ("scrape_samples_post_metric_relabeling", kept as f64),
+    ] {
+        metrics.push(Metric {
+            name: name.into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint {
+                    time_unix_nano: now,
+                    value: Some(number_data_point::Value::AsDouble(v)),
+                    ..Default::default()
+                }],
+            })),
+            ..Default::default()
+        });
+    }
+    // job/instance → service.name/service.instance.id, as the Collector maps them.
+    let job_name = t.labels.get("job").cloned().unwrap_or_default();
+    let instance = t.labels.get("instance").cloned().unwrap_or_default();
+    let mut res = vec![
+        kv("service.name", &job_name),
+        kv("service.instance.id", &instance),
+    ];
+    if let Some((host, port)) = instance.rsplit_once(':') {
+        res.push(kv("server.address", host));
+        res.push(kv("server.port", port));
+    }
+    res.push(kv(
+        "url.scheme",
+        t.url.split("://").next().unwrap_or("http"),
+    ));
+    Batch::Metrics(vec![ResourceMetrics {
+        resource: Some(Resource {
+            attributes: res,
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(InstrumentationScope {
+                name: "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            }),
+            metrics,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }])
+}
+
+/// Target labels onto each sample (by `honor_labels`), then `metric_relabel_configs`; `job`
+/// and `instance` leave the sample (they are the resource).
+fn relabel_samples(job: &Job, t: &Target, sc: &parse::Scrape) -> Vec<parse::Sample> {
+    let mut out = Vec::with_capacity(sc.samples.len());
+    for s in &sc.samples {
+        let mut l: Labels = s.labels.iter().cloned().collect();
+        for (k, v) in t.labels.iter().chain(job.external.iter()) {
+            match l.get(k) {
+                Some(existing) if job.honor_labels => {
+                    let _ = existing;
+                }
+                Some(existing) => {
+                    let e = existing.clone();
+                    l.insert(format!("exported_{k}"), e);
+                    l.insert(k.clone(), v.clone());
+                }
+                None => {
+                    l.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let mut s2 = s.clone();
+        if !job.metric_relabel.is_empty() {
+            l.insert("__name__".into(), s.name.clone());
+            let Some(mut nl) = relabel::apply(&job.metric_relabel, l) else {
+                continue;
+            };
+            if let Some(n) = nl.remove("__name__") {
+                s2.name = n;
+            }
+            l = nl;
+        }
+        l.remove("job");
+        l.remove("instance");
+        s2.labels = l.into_iter().collect();
+        out.push(s2);
+    }
+    out
+}
+
+async fn fetch(job: &Job, url: &str) -> Result<(String, bool), String> {
+    let mut req = job
+        .client
+        .get(url)
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", job.timeout.as_secs_f64()));
+    if let Some(f) = &job.bearer_file {
+        let tok = std::fs::read_to_string(f).map_err(|e| format!("bearer_token_file {f}: {e}"))?;
+        req = req.bearer_auth(tok.trim());
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let openmetrics = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/openmetrics-text"));
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let body =
+        String::from_utf8(bytes.to_vec()).map_err(|_| "the response is not UTF-8".to_string())?;
+    Ok((body, openmetrics))
+}
+
+/// `kubernetes_sd_configs` with role `pod`: lists pods from the API server.
+struct PodDiscovery {
+    api: crate::processors::k8sattributes::kube::ApiConfig,
+    client: reqwest::Client,
+    namespaces: Vec<String>,
+    field: Option<String>,
+    label: Option<String>,
+    refresh: Duration,
+}
+
+impl PodDiscovery {
+    fn new(sd: &KubernetesSd) -> Result<PodDiscovery, String> {
+        use crate::processors::k8sattributes::kube::ApiConfig;
+        let api = match (&sd.api_server, &sd.kubeconfig_file) {
+            (_, Some(f)) => ApiConfig::from_kubeconfig_file(f)?,
+            (Some(s), None) => ApiConfig {
+                server: s.trim_end_matches('/').to_string(),
+                token: None,
+                tls: Default::default(),
+            },
+            (None, None) => ApiConfig::in_cluster()?,
+        };
+        let client = api.client()?;
+        let mut namespaces = sd.namespaces.names.clone();
+        if sd.namespaces.own_namespace {
+            let ns =
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .map_err(|e| format!("own_namespace: {e}"))?;
+            namespaces.push(ns.trim().to_string());
+        }
+        let pod_sel = sd.selectors.iter().find(|s| s.role == "pod");
+        Ok(PodDiscovery {
+            api,
+            client,
+            namespaces,
+            field: pod_sel.and_then(|s| s.field.clone()),
+            label: pod_sel.and_then(|s| s.label.clone()),
+            refresh: sd.refresh_interval.unwrap_or(Duration::from_secs(30)),
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<Labels>, String> {
+        let paths: Vec<String> = if self.namespaces.is_empty() {
+            vec!["/api/v1/pods".into()]
+        } else {
+            self.namespaces
+                .iter()
+                .map(|ns| format!("/api/v1/namespaces/{ns}/pods"))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for p in paths {
+            let mut q: Vec<(&str, String)> = Vec::new();
+            if let Some(f) = &self.field {
+                q.push(("fieldSelector", f.clone()));
+            }
+            if let Some(l) = &self.label {
+                q.push(("labelSelector", l.clone()));
+            }
+            let url = reqwest::Url::parse_with_params(&format!("{}{p}", self.api.server), &q)
+                .map_err(|e| e.to_string())?;
+            let mut req = self.client.get(url);
+            if let Some(t) = &self.api.token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("listing pods: HTTP {}", resp.status()));
+            }
+            let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+            let list: PodList =
+                serde_json::from_slice(&bytes).map_err(|e| format!("pod list: {e}"))?;
+            for pod in list.items {
+                out.extend(pod_targets(&pod));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Deserialize)]
+struct PodList {
+    #[serde(default)]
+    items: Vec<SdPod>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SdPod {
+    #[serde(default)]
+    metadata: crate::processors::k8sattributes::kube::ObjectMeta,
+    #[serde(default)]
+    spec: SdSpec,
+    #[serde(default)]
+    status: SdStatus,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SdSpec {
+    #[serde(default)]
+    node_name: String,
+    #[serde(default)]
+    containers: Vec<SdContainer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SdContainer {
+    name: String,
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    ports: Vec<SdPort>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SdPort {
+    #[serde(default)]
+    name: String,
+    container_port: u16,
+    #[serde(default)]
+    protocol: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SdStatus {
+    #[serde(default, rename = "podIP")]
+    pod_ip: String,
+    #[serde(default)]
+    phase: String,
+    #[serde(default, rename = "hostIP")]
+    host_ip: String,
+    #[serde(default)]
+    conditions: Vec<SdCondition>,
+}
+
+#[derive(Deserialize, Default)]
+struct SdCondition {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    status: String,
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Prometheus's pod-role targets: one per container port, or one per pod without ports.
+fn pod_targets(pod: &SdPod) -> Vec<Labels> {
+    if pod.status.pod_ip.is_empty() || matches!(pod.status.phase.as_str(), "Succeeded" | "Failed") {
+        return Vec::new();
+    }
+    let mut base = Labels::new();
+    let m = &pod.metadata;
+    base.insert("__meta_kubernetes_namespace".into(), m.namespace.clone());
+    base.insert("__meta_kubernetes_pod_name".into(), m.name.clone());
+    base.insert("__meta_kubernetes_pod_uid".into(), m.uid.clone());
+    base.insert("__meta_kubernetes_pod_ip".into(), pod.status.pod_ip.clone());
+    base.insert(
+        "__meta_kubernetes_pod_host_ip".into(),
+        pod.status.host_ip.clone(),
+    );
+    base.insert(
+        "__meta_kubernetes_pod_node_name".into(),
+        pod.spec.node_name.clone(),
+    );
+    base.insert(
+        "__meta_kubernetes_pod_phase".into(),
+        pod.status.phase.clone(),
+    );
+    let ready = pod
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.kind == "Ready")
+        .map_or("unknown".to_string(), |c| c.status.to_lowercase());
+    base.insert("__meta_kubernetes_pod_ready".into(), ready);
+    for (k, v) in &m.labels {
+        base.insert(
+            format!("__meta_kubernetes_pod_label_{}", sanitize(k)),
+            v.clone(),
+        );
+        base.insert(
+            format!("__meta_kubernetes_pod_labelpresent_{}", sanitize(k)),
+            "true".into(),
+        );
+    }
+    for (k, v) in &m.annotations {
+        base.insert(
+            format!("__meta_kubernetes_pod_annotation_{}", sanitize(k)),
+            v.clone(),
+        );
+        base.insert(
+            format!("__meta_kubernetes_pod_annotationpresent_{}", sanitize(k)),
+            "true".into(),
+        );
+    }
+    if let Some(o) = m.owner_references.first() {
+        base.insert(
+            "__meta_kubernetes_pod_controller_kind".into(),
+            o.kind.clone(),
+        );
+        base.insert(
+            "__meta_kubernetes_pod_controller_name".into(),
+            o.name.clone(),
+        );
+    }
+    let mut out = Vec::new();
+    let mut any_port = false;
+    for c in &pod.spec.containers {
+        for p in &c.ports {
+            any_port = true;
+            let mut l = base.clone();
+            l.insert(
+                "__address__".into(),
+                format!("{}:{}", pod.status.pod_ip, p.container_port),
+            );
+            l.insert(
+                "__meta_kubernetes_pod_container_name".into(),
+                c.name.clone(),
+            );
+            l.insert(
+                "__meta_kubernetes_pod_container_image".into(),
+                c.image.clone(),
+            );
+            l.insert(
+                "__meta_kubernetes_pod_container_port_name".into(),
+                p.name.clone(),
+            );
+            l.insert(
+                "__meta_kubernetes_pod_container_port_number".into(),
+                p.container_port.to_string(),
+            );
+            l.insert(
+                "__meta_kubernetes_pod_container_port_protocol".into(),
+                if p.protocol.is_empty() {
+                    "TCP".into()
+                } else {
+                    p.protocol.clone()
+                },
+            );
+            out.push(l);
+        }
+    }
+    if !any_port {
+        let mut l = base;
+        l.insert("__address__".into(), pod.status.pod_ip.clone());
+        out.push(l);
+    }
+    out
+}
