@@ -168,7 +168,14 @@ fn check_workload(docs: &[Value], workload: &Value, config_key: &str, dir: &Path
     let sc = &c["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    if config_key == "agent.yaml" {
+        // Root to read the kubelet's 0640 pod logs, with every capability dropped.
+        assert_eq!(pod["securityContext"]["runAsUser"], 0);
+        let drop = sc["capabilities"]["drop"].as_array().unwrap();
+        assert!(drop.iter().any(|d| d == "ALL"));
+    } else {
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    }
 }
 
 #[test]
@@ -211,6 +218,25 @@ fn overlays_render_validate_and_keep_their_invariants() {
             .iter()
             .any(|t| t["operator"] == "Exists" && t.get("key").is_none())
     );
+    // The filelog offsets are on a writable hostPath, where agent.yaml's file_storage points.
+    let storage = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "storage")
+        .expect("storage mount");
+    assert_eq!(storage["mountPath"], "/var/lib/ferrotel/file_storage");
+    assert!(storage.get("readOnly").is_none_or(|r| r == false));
+    let agent_yaml = std::fs::read_to_string(common::repo().join("pipelines/agent.yaml")).unwrap();
+    assert!(agent_yaml.contains("/var/lib/ferrotel/file_storage"));
+    assert!(agent_yaml.contains("${env:POD_NAMESPACE:-none}_${env:POD_NAME:-none}_*"));
+    let env_names: Vec<_> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env_names.contains(&"POD_NAME") && env_names.contains(&"POD_NAMESPACE"));
     for path in ["/var/log/pods", "/var/log/containers"] {
         let m = c["volumeMounts"]
             .as_array()

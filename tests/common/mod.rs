@@ -350,6 +350,26 @@ impl Ports {
                 "FERROTEL_METRICS_ENDPOINT",
                 format!("127.0.0.1:{}", self.metrics),
             ),
+            // agent.yaml's filelog offsets: one directory per collector (a store is locked by
+            // its process), and no node log tree to read here.
+            (
+                "FERROTEL_STORAGE_DIR",
+                std::env::temp_dir()
+                    .join(format!(
+                        "ferrotel-test-storage-{}-{}",
+                        std::process::id(),
+                        self.health
+                    ))
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "FERROTEL_POD_LOGS",
+                std::env::temp_dir()
+                    .join("ferrotel-test-no-pod-logs")
+                    .display()
+                    .to_string(),
+            ),
         ]
     }
 }
