@@ -3,7 +3,8 @@
 //! `send` drives an OTLP endpoint over gRPC or HTTP at a fixed rate or flat out and reports the
 //! items the endpoint accepted per second, refusals (retryable answers) and errors. `sink` is a
 //! counting OTLP/gRPC endpoint to export into. Requests are encoded once and resent, so the
-//! generator spends its CPU on the wire, not on building messages.
+//! generator spends its CPU on the wire, not on building messages. The sink counts spans and
+//! log records.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -333,9 +340,32 @@ impl TraceService for CountingSink {
     }
 }
 
+/// Counts log records (the filelog and syslog benchmarks export logs).
+struct CountingLogSink(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl LogsService for CountingLogSink {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let n: usize = req
+            .get_ref()
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
 async fn run_sink(listen: String) -> anyhow::Result<()> {
     let count = Arc::new(AtomicU64::new(0));
+    let logs = Arc::new(AtomicU64::new(0));
     let c = count.clone();
+    let l = logs.clone();
     tokio::spawn(async move {
         let mut last = 0;
         let mut t = tokio::time::interval(Duration::from_secs(1));
@@ -344,8 +374,9 @@ async fn run_sink(listen: String) -> anyhow::Result<()> {
             t.tick().await;
             let now = c.load(Ordering::Relaxed);
             println!(
-                "{{\"total_spans\": {now}, \"spans_last_second\": {}}}",
-                now - last
+                "{{\"total_spans\": {now}, \"spans_last_second\": {}, \"total_logs\": {}}}",
+                now - last,
+                l.load(Ordering::Relaxed)
             );
             last = now;
         }
@@ -354,8 +385,13 @@ async fn run_sink(listen: String) -> anyhow::Result<()> {
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .max_decoding_message_size(64 << 20);
+    let logs_svc = LogsServiceServer::new(CountingLogSink(logs))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+        .max_decoding_message_size(64 << 20);
     tonic::transport::Server::builder()
         .add_service(svc)
+        .add_service(logs_svc)
         .serve(listen.parse()?)
         .await?;
     Ok(())

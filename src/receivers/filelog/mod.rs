@@ -636,7 +636,8 @@ impl Tailer {
                 // our offset means it is not ours any more.
                 return true;
             }
-            buf.resize(READ_CHUNK, 0);
+            // A chunk always holds a longest entry, so a long line is cut, never stuck.
+            buf.resize(READ_CHUNK.max(self.max_log_size + nl.len()), 0);
             let n = read_full_at(file, &mut buf, r.offset);
             buf.truncate(n);
             if n == 0 {
@@ -687,7 +688,11 @@ impl Tailer {
                 consumed = buf.len();
             }
             let base_offset = offset0;
-            let split = self.split_entries(&lines, flush);
+            let mut split = self.split_entries(&lines, flush);
+            if !at_eof && split.pending_start == Some(base_offset) {
+                // One multiline entry fills the whole chunk: send it as it is.
+                split = self.split_entries(&lines, true);
+            }
             let waiting =
                 !flush && at_eof && (consumed < buf.len() || split.pending_start.is_some());
             let r = &mut self.known[i];
@@ -759,7 +764,14 @@ impl Tailer {
     /// Groups physical lines into entries (multiline rules, whitespace trimming, encoding).
     fn split_entries(&self, lines: &[(u64, &[u8])], flush: bool) -> Split {
         let mut out = Split::default();
-        let decode = |b: &[u8]| self.encoding.decode(b);
+        let decode = |b: &[u8]| {
+            let mut t = self.encoding.decode(b);
+            // CRLF in encodings whose `\r` is more than one byte (UTF-16).
+            if t.ends_with('\r') {
+                t.pop();
+            }
+            t
+        };
         let Some((re, is_start)) = &self.multiline else {
             for (off, l) in lines {
                 let text = decode(l);
@@ -942,4 +954,109 @@ fn read_full_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> usize {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::component::{ConsumeResult, Consumer};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+    impl Consumer for Collect {
+        fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
+            if let Batch::Logs(rl) = batch {
+                let mut v = self.0.lock().unwrap();
+                for r in rl
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                {
+                    if let Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s),
+                    ) = r.body.as_ref().and_then(|b| b.value.clone())
+                    {
+                        v.push(s);
+                    }
+                }
+            }
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn tailer(yaml: &str) -> Tailer {
+        let node = crate::config::node::parse(yaml).unwrap();
+        let cfg: Config = from_node(&node).unwrap();
+        config::validate(&node, &cfg).unwrap();
+        let ops = config::operators(node.get("operators")).unwrap();
+        Tailer::new(&cfg, Arc::new(ops), None).unwrap()
+    }
+
+    async fn poll(t: &mut Tailer, sink: &Arc<Collect>) -> Vec<String> {
+        let out = Output::new(&crate::pipeline::test_context("filelog"), "", sink.clone());
+        assert!(t.poll(&out, &CancellationToken::new()).await);
+        std::mem::take(&mut *sink.0.lock().unwrap())
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_at_max_log_size() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.log");
+        let long = "z".repeat(700_000);
+        std::fs::write(&f, format!("short\n{long}\nafter\n")).unwrap();
+        let mut t = tailer(&format!(
+            "include: [\"{}/*.log\"]\nstart_at: beginning\nmax_log_size: 300000\n",
+            d.path().display()
+        ));
+        let sink = Arc::new(Collect::default());
+        let got = poll(&mut t, &sink).await;
+        let lens: Vec<usize> = got.iter().map(String::len).collect();
+        assert_eq!(lens, [5, 300_000, 300_000, 100_000, 5]);
+    }
+
+    #[tokio::test]
+    async fn utf16_and_line_end_multiline() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("w.log");
+        let text = "first\r\nsecond ;\nthird\n";
+        let bytes: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        std::fs::write(&f, bytes).unwrap();
+        let mut t = tailer(&format!(
+            "include: [\"{}/*.log\"]\nstart_at: beginning\nencoding: utf-16le\nmultiline: {{line_end_pattern: ';$'}}\n",
+            d.path().display()
+        ));
+        let sink = Arc::new(Collect::default());
+        // "third" waits for its end until the flush period passes.
+        assert_eq!(poll(&mut t, &sink).await, ["first\nsecond ;"]);
+        assert!(
+            poll(&mut t, &sink).await.is_empty(),
+            "not before force_flush_period"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(poll(&mut t, &sink).await, ["third"]);
+    }
+
+    #[tokio::test]
+    async fn copy_truncate_continues_in_the_copy_and_restarts_the_original() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("app.log");
+        std::fs::write(&f, "one\ntwo\n").unwrap();
+        let mut t = tailer(&format!(
+            "include: [\"{}/app.log*\"]\nstart_at: beginning\n",
+            d.path().display()
+        ));
+        let sink = Arc::new(Collect::default());
+        assert_eq!(poll(&mut t, &sink).await, ["one", "two"]);
+        // Written, then rotated before the next poll.
+        let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+        std::io::Write::write_all(&mut h, b"three\n").unwrap();
+        std::fs::copy(&f, d.path().join("app.log.1")).unwrap();
+        h.set_len(0).unwrap();
+        std::fs::write(&f, "four\n").unwrap();
+        let mut got = poll(&mut t, &sink).await;
+        got.sort();
+        assert_eq!(got, ["four", "three"]);
+        assert!(poll(&mut t, &sink).await.is_empty());
+    }
 }

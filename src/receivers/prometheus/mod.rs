@@ -982,3 +982,81 @@ fn pod_targets(pod: &SdPod) -> Vec<Labels> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(honor: bool) -> Job {
+        let sc = ScrapeConfig {
+            job_name: "j".into(),
+            honor_labels: honor,
+            ..Default::default()
+        };
+        Job::new(&sc, &Global::default()).unwrap()
+    }
+
+    #[test]
+    fn honor_labels_decides_who_wins_a_clash() {
+        let sc = parse::parse("m{team=\"scraped\",x=\"1\"} 1\n", false).unwrap();
+        let t = Target {
+            url: "http://h:1/metrics".into(),
+            labels: [("team", "target"), ("job", "j"), ("instance", "h:1")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let get = |s: &parse::Sample, k: &str| {
+            s.labels
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let off = relabel_samples(&job(false), &t, &sc);
+        assert_eq!(get(&off[0], "team").as_deref(), Some("target"));
+        assert_eq!(get(&off[0], "exported_team").as_deref(), Some("scraped"));
+        assert!(get(&off[0], "job").is_none(), "job is the resource");
+        let on = relabel_samples(&job(true), &t, &sc);
+        assert_eq!(get(&on[0], "team").as_deref(), Some("scraped"));
+        assert!(get(&on[0], "exported_team").is_none());
+    }
+
+    #[test]
+    fn targets_follow_prometheus_relabel_rules() {
+        let j = job(false);
+        let mut l = Labels::new();
+        l.insert("__address__".into(), "10.0.0.1:9100".into());
+        l.insert("__param_module".into(), "http_2xx".into());
+        l.insert("__meta_x".into(), "dropped".into());
+        let t = j.targets(vec![l]);
+        assert_eq!(t[0].url, "http://10.0.0.1:9100/metrics?module=http_2xx");
+        assert_eq!(t[0].labels["instance"], "10.0.0.1:9100");
+        assert_eq!(t[0].labels["job"], "j");
+        assert!(!t[0].labels.contains_key("__meta_x"));
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let bad = |yaml: &str| {
+            let n = crate::config::node::parse(yaml).unwrap();
+            parse(&n)
+                .err()
+                .map(|e| format!("{} {}", e.path_string(), e.msg))
+                .unwrap()
+        };
+        let e = bad(
+            "config:\n  scrape_configs:\n    - job_name: a\n      scrape_interval: 5s\n      scrape_timeout: 10s\n",
+        );
+        assert!(e.contains("scrape_timeout") && e.contains("longer"), "{e}");
+        let e = bad(
+            "config:\n  scrape_configs:\n    - job_name: a\n      kubernetes_sd_configs: [{role: node}]\n",
+        );
+        assert!(e.contains("only `pod`"), "{e}");
+        let e = bad(
+            "config:\n  scrape_configs:\n    - job_name: a\n      relabel_configs: [{action: explode}]\n",
+        );
+        assert!(e.contains("unknown relabel action"), "{e}");
+        let e = bad("config:\n  scrape_configs:\n    - job_name: a\n      scrape_intervall: 5s\n");
+        assert!(e.contains("scrape_intervall"), "{e}");
+    }
+}
