@@ -272,19 +272,29 @@ struct Tailer {
 /// Entries ready to send, grouped by resource in arrival order.
 #[derive(Default)]
 struct Pending {
-    groups: Vec<(Map, Vec<LogRecord>)>,
+    groups: Vec<(Arc<Map>, Vec<LogRecord>)>,
     count: usize,
     /// Readers (by index into `known`) whose offsets advance when this batch is accepted.
     touched: Vec<usize>,
 }
 
 impl Pending {
-    fn add(&mut self, e: Entry) {
+    /// Adds an entry under its file's resource (`file`), merged with what operators set on the
+    /// entry's own resource, if anything.
+    fn add(&mut self, e: Entry, file: &Arc<Map>) {
         let mut e = e;
-        let resource = std::mem::take(&mut e.resource);
+        let resource = if e.resource.is_empty() {
+            file.clone()
+        } else {
+            let mut m = (**file).clone();
+            for (k, v) in std::mem::take(&mut e.resource) {
+                entry::map_set(&mut m, &k, v);
+            }
+            Arc::new(m)
+        };
         self.count += 1;
         if let Some((r, recs)) = self.groups.last_mut()
-            && *r == resource
+            && (Arc::ptr_eq(r, &resource) || **r == *resource)
         {
             recs.push(e.into_record());
             return;
@@ -300,7 +310,7 @@ impl Pending {
                 .into_iter()
                 .map(|(r, records)| ResourceLogs {
                     resource: Some(Resource {
-                        attributes: into_kvs(r),
+                        attributes: into_kvs(Arc::unwrap_or_clone(r)),
                         ..Default::default()
                     }),
                     scope_logs: vec![ScopeLogs {
@@ -443,7 +453,6 @@ impl Tailer {
     fn base_entry(&self, path: &str) -> Entry {
         let mut e = Entry {
             attributes: self.attributes.clone(),
-            resource: self.resource.clone(),
             ..Default::default()
         };
         let p = std::path::Path::new(path);
@@ -538,10 +547,8 @@ impl Tailer {
                     r.unseen = 0;
                     r.file = Some(file);
                     if r.path != path {
-                        let state_resource = r.base.resource.clone();
+                        // Kubernetes metadata stays what the first name gave (in `state`).
                         r.base = self.base_entry(&path);
-                        // Kubernetes metadata came from the name the file had first.
-                        r.base.resource = state_resource;
                         r.path = path;
                     }
                     r
@@ -728,10 +735,11 @@ impl Tailer {
             if !pending.touched.contains(&i) {
                 pending.touched.push(i);
             }
+            let file_res = self.file_resource(i);
             for mut e in produced {
                 e.observed = observed;
                 if apply_ops(&self.ops.ops, &mut e) {
-                    pending.add(e);
+                    pending.add(e, &file_res);
                 }
             }
             if pending.count >= MAX_BATCH && !self.flush(pending, out).await {
@@ -751,14 +759,27 @@ impl Tailer {
                 pending.touched.push(i);
             }
             let observed = now_nanos();
+            let file_res = self.file_resource(i);
             for mut e in produced {
                 e.observed = observed;
                 if apply_ops(&self.ops.ops, &mut e) {
-                    pending.add(e);
+                    pending.add(e, &file_res);
                 }
             }
         }
         true
+    }
+
+    /// The resource of file `i`'s entries: the configured `resource` plus what the container
+    /// operator took from the path. Built once per read, shared by its entries.
+    fn file_resource(&self, i: usize) -> Arc<Map> {
+        let mut m = self.resource.clone();
+        if let Some(pm) = self.stages.resource(&self.known[i].state) {
+            for (k, v) in pm {
+                entry::map_set(&mut m, k, v.clone());
+            }
+        }
+        Arc::new(m)
     }
 
     /// Groups physical lines into entries (multiline rules, whitespace trimming, encoding).

@@ -78,10 +78,15 @@ pub fn rfc5424(line: &str) -> Result<Parsed, String> {
     out.attributes.push(("version".into(), Value::Int(v)));
     let (ts, rest) = field(rest)?;
     if ts != "-" {
-        let t: jiff::Timestamp = ts
-            .parse()
-            .map_err(|e| format!("bad TIMESTAMP `{ts}`: {e}"))?;
-        out.timestamp = t.as_nanosecond().max(0) as u64;
+        out.timestamp = match crate::receivers::filelog::stateful::fast_rfc3339(ts) {
+            Some(t) => t,
+            None => {
+                let t: jiff::Timestamp = ts
+                    .parse()
+                    .map_err(|e| format!("bad TIMESTAMP `{ts}`: {e}"))?;
+                t.as_nanosecond().max(0) as u64
+            }
+        };
     }
     let (host, rest) = field(rest)?;
     let (app, rest) = field(rest)?;
