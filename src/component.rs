@@ -73,6 +73,41 @@ pub trait Lifecycle: Send + Sync {
     fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()>;
 }
 
+/// Background tasks that stop together: cancel the token, then wait for each task until the
+/// deadline. The running form of every receiver and extension that is just tasks.
+pub struct Tasks {
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Tasks {
+    pub fn new(stop: CancellationToken, tasks: Vec<tokio::task::JoinHandle<()>>) -> Box<Self> {
+        Box::new(Tasks {
+            stop,
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+}
+
+impl Lifecycle for Tasks {
+    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            for t in tasks {
+                let _ = tokio::time::timeout_at(deadline, t).await;
+            }
+        })
+    }
+}
+
+/// Now, as Unix nanoseconds (0 before 1970).
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 pub trait Processor: Consumer + Lifecycle {}
 impl<T: Consumer + Lifecycle> Processor for T {}
 

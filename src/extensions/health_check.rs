@@ -82,23 +82,6 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
     Ok(Box::new(cfg))
 }
 
-struct Running {
-    stop: tokio_util::sync::CancellationToken,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Lifecycle for Running {
-    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.stop.cancel();
-            let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(t) = task {
-                let _ = tokio::time::timeout_at(deadline, t).await;
-            }
-        })
-    }
-}
-
 async fn status(health: Arc<Health>) -> axum::response::Response {
     let (since, started) = *health.since.lock().unwrap_or_else(|p| p.into_inner());
     if health.is_ready() {
@@ -154,10 +137,7 @@ impl ExtensionConfig for Config {
             let stop = tokio_util::sync::CancellationToken::new();
             tracing::info!(extension = %ctx.id, endpoint = %self.endpoint, "health check listening");
             let task = crate::server::serve(listener, tls, router, stop.clone());
-            Ok(Box::new(Running {
-                stop,
-                task: std::sync::Mutex::new(Some(task)),
-            }) as Box<dyn Lifecycle>)
+            Ok(crate::component::Tasks::new(stop, vec![task]) as Box<dyn Lifecycle>)
         })
     }
 }

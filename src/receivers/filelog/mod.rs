@@ -23,7 +23,7 @@ pub mod stateful;
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -39,6 +39,7 @@ use self::stateful::{FileState, RawLine, Stages};
 use super::Output;
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
+    now_nanos,
 };
 use crate::config::{ComponentId, DeError, Node, from_node};
 use crate::signal::{Batch, Signal};
@@ -164,27 +165,7 @@ impl ReceiverConfig for Receiver {
             let out = Output::new(&ctx, "", consumer);
             let stop = CancellationToken::new();
             let task = tokio::spawn(run(tailer, out, self.cfg.poll_interval, stop.clone()));
-            Ok(Box::new(Running {
-                stop,
-                task: std::sync::Mutex::new(Some(task)),
-            }) as Box<dyn Lifecycle>)
-        })
-    }
-}
-
-struct Running {
-    stop: CancellationToken,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Lifecycle for Running {
-    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.stop.cancel();
-            let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(t) = task {
-                let _ = tokio::time::timeout_at(deadline, t).await;
-            }
+            Ok(crate::component::Tasks::new(stop, vec![task]) as Box<dyn Lifecycle>)
         })
     }
 }
@@ -323,12 +304,6 @@ impl Pending {
                 .collect(),
         )
     }
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Tailer {

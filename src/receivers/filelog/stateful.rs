@@ -302,33 +302,15 @@ impl Stages {
         let parsed = format.map(|f| parse_line(f, &line));
         let l = match parsed {
             Some(Ok(l)) => l,
-            Some(Err(msg)) => {
-                tracing::debug!(error = %msg, path, "container: line not in the container format; passed on raw");
+            // Not in a container format (or not parseable as one): passed on raw.
+            other => {
+                if let Some(Err(msg)) = other {
+                    tracing::debug!(error = %msg, path, "container: malformed line passed on raw");
+                }
                 let mut e = base.clone();
                 e.body = Value::Str(line.clone());
-                self.recombine(
-                    st,
-                    Piece {
-                        entry: e,
-                        raw: vec![(offset, line)],
-                    },
-                    now,
-                    out,
-                );
-                return;
-            }
-            None => {
-                let mut e = base.clone();
-                e.body = Value::Str(line.clone());
-                self.recombine(
-                    st,
-                    Piece {
-                        entry: e,
-                        raw: vec![(offset, line)],
-                    },
-                    now,
-                    out,
-                );
+                let raw = vec![(offset, line)];
+                self.recombine(st, Piece { entry: e, raw }, now, out);
                 return;
             }
         };

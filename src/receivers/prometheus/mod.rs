@@ -18,7 +18,7 @@ pub mod relabel;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use self::relabel::{Labels, RelabelConfig, Rule};
 use super::Output;
 use crate::component::{
-    BoxFuture, BuildError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
+    BoxFuture, BuildError, Context, Lifecycle, ReceiverConfig, SignalConsumers, now_nanos,
 };
 use crate::config::{DeError, Node, from_node, key_err, units};
 use crate::signal::{Batch, Signal};
@@ -277,27 +277,7 @@ impl ReceiverConfig for Config {
                     stop.clone(),
                 )));
             }
-            Ok(Box::new(Running {
-                stop,
-                tasks: std::sync::Mutex::new(tasks),
-            }) as Box<dyn Lifecycle>)
-        })
-    }
-}
-
-struct Running {
-    stop: CancellationToken,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Lifecycle for Running {
-    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.stop.cancel();
-            let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-            for t in tasks {
-                let _ = tokio::time::timeout_at(deadline, t).await;
-            }
+            Ok(crate::component::Tasks::new(stop, tasks) as Box<dyn Lifecycle>)
         })
     }
 }
@@ -510,12 +490,6 @@ async fn manage(
     for (_, t) in loops {
         t.cancel();
     }
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn kv(k: &str, v: &str) -> KeyValue {

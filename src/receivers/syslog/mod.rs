@@ -11,7 +11,7 @@ pub mod parse;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -24,6 +24,7 @@ use super::Output;
 use super::filelog::entry::{Value, into_kvs};
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
+    now_nanos,
 };
 use crate::config::{DeError, Node, from_node, key_err, units};
 use crate::signal::{Batch, Signal};
@@ -244,27 +245,7 @@ impl ReceiverConfig for Config {
                 tracing::info!(address = %u.listen_address, "syslog receiver listening on udp");
                 tasks.push(tokio::spawn(udp_loop(sock, conn, u.one_log_per_packet)));
             }
-            Ok(Box::new(Running {
-                stop,
-                tasks: std::sync::Mutex::new(tasks),
-            }) as Box<dyn Lifecycle>)
-        })
-    }
-}
-
-struct Running {
-    stop: CancellationToken,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Lifecycle for Running {
-    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.stop.cancel();
-            let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-            for t in tasks {
-                let _ = tokio::time::timeout_at(deadline, t).await;
-            }
+            Ok(crate::component::Tasks::new(stop, tasks) as Box<dyn Lifecycle>)
         })
     }
 }
@@ -325,12 +306,6 @@ struct Conn {
     malformed: Counter,
     add_attributes: bool,
     stop: CancellationToken,
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Conn {
