@@ -186,6 +186,12 @@ receivers:
           metrics_path: /hist
           static_configs:
             - targets: ["localhost:{web}"]
+        - job_name: limited
+          scrape_interval: 1s
+          metrics_path: /hist
+          body_size_limit: 50
+          static_configs:
+            - targets: ["localhost:{web}"]
         - job_name: kubernetes-pods
           scrape_interval: 1s
           kubernetes_sd_configs:
@@ -327,7 +333,19 @@ service:
     };
 
     // A histogram: cumulative buckets become per-bucket counts.
-    let app = of_instance(&all, &format!("localhost:{web}"));
+    let app: Vec<Vec<Metric>> = all
+        .iter()
+        .filter(|r| {
+            str_attr(&r.resource.as_ref().unwrap().attributes, "service.name").as_deref()
+                == Some("app")
+        })
+        .map(|r| {
+            r.scope_metrics
+                .iter()
+                .flat_map(|s| s.metrics.clone())
+                .collect()
+        })
+        .collect();
     let h = find(app.last().unwrap(), "req_seconds").unwrap();
     let Some(metric::Data::Histogram(h)) = &h.data else {
         panic!()
@@ -348,6 +366,24 @@ service:
             r#"otelcol_receiver_malformed_items_total{receiver="prometheus",transport="http"}"#
         ) >= 2.0
     );
+
+    // A body over `body_size_limit` fails the scrape.
+    let limited: Vec<_> = all
+        .iter()
+        .filter(|r| {
+            str_attr(&r.resource.as_ref().unwrap().attributes, "service.name").as_deref()
+                == Some("limited")
+        })
+        .collect();
+    assert!(!limited.is_empty());
+    for r in limited {
+        let ms: Vec<Metric> = r
+            .scope_metrics
+            .iter()
+            .flat_map(|s| s.metrics.clone())
+            .collect();
+        assert_eq!(gauge(&ms, "up"), 0.0);
+    }
 
     // Pod discovery: the annotated pod only, at the annotated port, with its label mapped.
     let pod = all

@@ -357,7 +357,14 @@ impl Tailer {
             attributes: to_map(&cfg.attributes),
             resource: to_map(&cfg.resource),
             stages: Stages {
-                container: ops.container.clone(),
+                // A reassembled container entry is capped like any entry, so a runaway stream
+                // of partial lines cannot grow without bound.
+                container: ops.container.clone().map(|mut c| {
+                    if c.max_log_size == 0 {
+                        c.max_log_size = cfg.max_log_size as usize;
+                    }
+                    c
+                }),
                 recombine: ops.recombine.clone(),
             },
             ops,

@@ -112,6 +112,9 @@ pub struct ScrapeConfig {
     pub bearer_token_file: Option<String>,
     pub follow_redirects: Option<bool>,
     pub enable_http2: Option<bool>,
+    /// Largest response body; a larger one fails the scrape. 0 = no limit (default).
+    #[serde(deserialize_with = "units::bytes")]
+    pub body_size_limit: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -296,6 +299,7 @@ struct Job {
     relabel: Vec<Rule>,
     metric_relabel: Vec<Rule>,
     sample_limit: usize,
+    body_size_limit: u64,
     external: BTreeMap<String, String>,
     client: reqwest::Client,
     bearer_file: Option<String>,
@@ -356,6 +360,7 @@ impl Job {
                 .map(Rule::new)
                 .collect::<Result<_, _>>()?,
             sample_limit: sc.sample_limit,
+            body_size_limit: sc.body_size_limit,
             external: g.external_labels.clone(),
             client: b.build().map_err(|e| e.to_string())?,
             bearer_file: sc.bearer_token_file.clone(),
@@ -687,9 +692,22 @@ async fn fetch(job: &Job, url: &str) -> Result<(String, bool), String> {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("application/openmetrics-text"));
-    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-    let body =
-        String::from_utf8(bytes.to_vec()).map_err(|_| "the response is not UTF-8".to_string())?;
+    // Read in frames so that a limit stops a huge body early.
+    let limit = job.body_size_limit;
+    let mut body_stream = http::Response::from(resp).into_body();
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body_stream).await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(d) = frame.data_ref() {
+            bytes.extend_from_slice(d);
+            if limit > 0 && bytes.len() as u64 > limit {
+                return Err(format!(
+                    "the response is larger than body_size_limit ({limit} bytes)"
+                ));
+            }
+        }
+    }
+    let body = String::from_utf8(bytes).map_err(|_| "the response is not UTF-8".to_string())?;
     Ok((body, openmetrics))
 }
 
