@@ -421,6 +421,11 @@ fn frames(buf: &[u8], f: Framing, malformed: &Counter) -> (Vec<std::ops::Range<u
     let mut out = Vec::new();
     let mut at = 0;
     while at < buf.len() {
+        // Stray separators between frames (a newline after an octet-counted frame).
+        if matches!(buf[at], b'\n' | b'\r' | b'\0' | b' ') {
+            at += 1;
+            continue;
+        }
         let rest = &buf[at..];
         if rest[0].is_ascii_digit() || (f.octet_counting && rest[0] != b'<') {
             // Octet counting: `LEN SP MSG`.
@@ -553,7 +558,7 @@ mod tests {
             trailer: b'\n',
         };
         let c = Counter::default();
-        let buf = b"11 <13>1 - a b12 <13>1 - x y\n<13>plain line\n<13>incompl";
+        let buf = b"11 <13>1 - a b\n12 <13>1 - x y\n<13>plain line\n<13>incompl";
         let (r, used) = frames(buf, f, &c);
         let got: Vec<&[u8]> = r.iter().map(|r| &buf[r.clone()]).collect();
         assert_eq!(
