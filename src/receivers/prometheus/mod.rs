@@ -266,15 +266,9 @@ impl ReceiverConfig for Config {
                     Job::new(sc, &self.config.global).map_err(|m| BuildError::new(&ctx.id, m))?,
                 );
                 let sd = sc.kubernetes_sd_configs.first().cloned();
-                let discovery = match sd {
-                    Some(sd) => {
-                        Some(PodDiscovery::new(&sd).map_err(|m| BuildError::new(&ctx.id, m))?)
-                    }
-                    None => None,
-                };
                 tasks.push(tokio::spawn(manage(
                     job,
-                    discovery,
+                    sd,
                     out.clone(),
                     malformed.clone(),
                     stop.clone(),
@@ -440,30 +434,42 @@ struct Target {
 /// Keeps one scrape loop per current target of a job.
 async fn manage(
     job: Arc<Job>,
-    discovery: Option<PodDiscovery>,
+    sd: Option<KubernetesSd>,
     out: Arc<Output>,
     malformed: Counter,
     stop: CancellationToken,
 ) {
     let mut loops: HashMap<Target, CancellationToken> = HashMap::new();
-    let refresh = discovery
-        .as_ref()
-        .map_or(Duration::from_secs(3600), |d| d.refresh);
+    let refresh = sd.as_ref().map_or(Duration::from_secs(3600), |s| {
+        s.refresh_interval.unwrap_or(Duration::from_secs(30))
+    });
+    // Discovery that cannot start (no service account outside a cluster) or list is retried,
+    // as Prometheus does; the static targets and what was discovered last keep being scraped.
+    let mut discovery: Option<PodDiscovery> = None;
+    let mut pods: Vec<Labels> = Vec::new();
     loop {
-        let mut discovered = job.static_labels();
-        if let Some(d) = &discovery {
-            match d.list().await {
-                Ok(pods) => discovered.extend(pods),
-                Err(e) => {
-                    tracing::warn!(job = %job.name, error = %e, "prometheus: pod discovery failed; keeping the current targets");
-                    // Keep what runs; try again soon.
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(5).min(refresh)) => continue,
+        let mut wait = refresh;
+        if let Some(sdc) = &sd {
+            if discovery.is_none() {
+                match PodDiscovery::new(sdc) {
+                    Ok(d) => discovery = Some(d),
+                    Err(e) => {
+                        tracing::warn!(job = %job.name, error = %e, retry_in = ?refresh, "prometheus: pod discovery cannot start");
+                    }
+                }
+            }
+            if let Some(d) = &discovery {
+                match d.list().await {
+                    Ok(p) => pods = p,
+                    Err(e) => {
+                        tracing::warn!(job = %job.name, error = %e, "prometheus: pod discovery failed; keeping the current targets");
+                        wait = Duration::from_secs(5).min(refresh);
                     }
                 }
             }
         }
+        let mut discovered = job.static_labels();
+        discovered.extend(pods.iter().cloned());
         let targets = job.targets(discovered);
         loops.retain(|t, tok| {
             let keep = targets.contains(t);
@@ -489,7 +495,7 @@ async fn manage(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(refresh) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
     for (_, t) in loops {
@@ -718,7 +724,6 @@ struct PodDiscovery {
     namespaces: Vec<String>,
     field: Option<String>,
     label: Option<String>,
-    refresh: Duration,
 }
 
 impl PodDiscovery {
@@ -748,7 +753,6 @@ impl PodDiscovery {
             namespaces,
             field: pod_sel.and_then(|s| s.field.clone()),
             label: pod_sel.and_then(|s| s.label.clone()),
-            refresh: sd.refresh_interval.unwrap_or(Duration::from_secs(30)),
         })
     }
 
