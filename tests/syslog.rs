@@ -230,3 +230,105 @@ service:
         10.0
     );
 }
+
+/// RFC 5425 (syslog over TLS) with OpenSSL's `s_client` as the client: a certificate made by
+/// `openssl req`, messages over the TLS connection, and a plain-text client refused.
+#[test]
+fn syslog_over_tls_with_openssl_s_client() {
+    let sink = Sink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(st.success());
+    let (port, health) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  syslog:
+    protocol: rfc5424
+    tcp:
+      listen_address: "127.0.0.1:{port}"
+      tls: {{cert_file: "{cert}", key_file: "{key}"}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check]
+  pipelines:
+    logs: {{receivers: [syslog], exporters: [otlp]}}
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        sink = sink.port
+    );
+    let _c = Collector::start(&cfg, &[], Some(health), None);
+    // Plain text to the TLS port: the handshake fails, nothing is taken.
+    {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::io::Write::write_all(&mut s, b"<13>1 - host plain - - - should not arrive\n").unwrap();
+    }
+    let mut msgs = String::new();
+    for i in 0..3 {
+        msgs.push_str(&format!(
+            "<86>1 2024-05-01T10:00:0{i}Z vault sshd 77 AUTH [meta@1 n=\"{i}\"] tls message {i}\n"
+        ));
+    }
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-no_ign_eof", "-verify_return_error"])
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-CAfile")
+        .arg(&cert)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), msgs.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    wait_until("3 records over TLS", Duration::from_secs(15), || {
+        sink.store.log_count() >= 3
+    });
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let recs: Vec<_> = sink
+        .store
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .flat_map(|sl| sl.log_records.clone())
+        .collect();
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(
+            attr(&r.attributes, "message"),
+            Some(format!("tls message {i}"))
+        );
+        assert_eq!(attr(&r.attributes, "hostname").as_deref(), Some("vault"));
+        assert_eq!(r.severity_number, 9, "authpriv.info");
+    }
+}

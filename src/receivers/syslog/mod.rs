@@ -49,11 +49,16 @@ pub struct TcpConfig {
     pub add_attributes: bool,
     pub encoding: String,
     pub one_log_per_packet: bool,
+    /// TLS on the listener (RFC 5425): `cert_file`, `key_file`, `client_ca_file` (mTLS),
+    /// `min_version`, `max_version`. Off when absent.
+    #[serde(deserialize_with = "crate::config::present")]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
+            tls: None,
             listen_address: String::new(),
             max_log_size: 1 << 20,
             add_attributes: false,
@@ -134,6 +139,10 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     if let Some(t) = &cfg.tcp {
         crate::server::validate_endpoint(&t.listen_address)
             .map_err(|m| key_err(node, &["tcp", "listen_address"], m))?;
+        if let Some(tls) = &t.tls {
+            tls.validate()
+                .map_err(|m| key_err(node, &["tcp", "tls"], m))?;
+        }
     }
     if let Some(u) = &cfg.udp {
         crate::server::validate_endpoint(&u.listen_address)
@@ -223,8 +232,14 @@ impl ReceiverConfig for Config {
                         b'\n'
                     },
                 };
-                tracing::info!(address = %t.listen_address, "syslog receiver listening on tcp");
-                tasks.push(tokio::spawn(accept_loop(listener, conn, framing)));
+                let tls = match &t.tls {
+                    Some(c) => Some(tokio_rustls::TlsAcceptor::from(
+                        c.build().map_err(|e| BuildError::new(&ctx.id, e))?,
+                    )),
+                    None => None,
+                };
+                tracing::info!(address = %t.listen_address, tls = tls.is_some(), "syslog receiver listening on tcp");
+                tasks.push(tokio::spawn(accept_loop(listener, conn, framing, tls)));
             }
             if let Some(u) = &self.udp {
                 let sock = tokio::net::UdpSocket::bind(&u.listen_address)
@@ -393,7 +408,12 @@ struct Framing {
     trailer: u8,
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, conn: Arc<Conn>, framing: Framing) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    conn: Arc<Conn>,
+    framing: Framing,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (sock, peer) = tokio::select! {
             _ = conn.stop.cancelled() => return,
@@ -407,9 +427,27 @@ async fn accept_loop(listener: tokio::net::TcpListener, conn: Arc<Conn>, framing
             },
         };
         let conn = conn.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let local = sock.local_addr().ok();
-            if let Err(e) = tcp_conn(sock, peer, local, &conn, framing).await {
+            let r = match tls {
+                None => tcp_conn(sock, peer, local, &conn, framing).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await
+                    {
+                        Ok(Ok(s)) => tcp_conn(s, peer, local, &conn, framing).await,
+                        Ok(Err(e)) => {
+                            tracing::info!(error = %e, %peer, "syslog: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "syslog: TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = r {
                 tracing::debug!(error = %e, %peer, "syslog: connection closed");
             }
         });
@@ -476,8 +514,8 @@ fn frames(buf: &[u8], f: Framing, malformed: &Counter) -> (Vec<std::ops::Range<u
     (out, at)
 }
 
-async fn tcp_conn(
-    mut sock: tokio::net::TcpStream,
+async fn tcp_conn<S: tokio::io::AsyncRead + Unpin>(
+    mut sock: S,
     peer: SocketAddr,
     local: Option<SocketAddr>,
     conn: &Conn,
@@ -488,7 +526,12 @@ async fn tcp_conn(
     loop {
         let n = tokio::select! {
             _ = conn.stop.cancelled() => return Ok(()),
-            r = sock.read(&mut chunk) => r?,
+            r = sock.read(&mut chunk) => match r {
+                Ok(n) => n,
+                // A TLS peer that closed without close_notify: what it sent still counts.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(e),
+            },
         };
         if n == 0 {
             // The peer closed: a last unterminated newline-framed message still counts.
