@@ -52,3 +52,6 @@ impl Output {
 pub mod filelog;
 pub mod prometheus;
 pub mod syslog;
+
+#[cfg(test)]
+mod fuzz_tests;

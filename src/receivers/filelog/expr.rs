@@ -66,16 +66,16 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
                         break;
                     }
                     if ch == b'\\' {
-                        let Some(&e) = b.get(i + 1) else {
+                        let Some(e) = s[i + 1..].chars().next() else {
                             return Err("unterminated string".into());
                         };
                         v.push(match e {
-                            b'n' => '\n',
-                            b't' => '\t',
-                            b'r' => '\r',
-                            other => other as char,
+                            'n' => '\n',
+                            't' => '\t',
+                            'r' => '\r',
+                            other => other,
                         });
-                        i += 2;
+                        i += 1 + e.len_utf8();
                         continue;
                     }
                     // Multi-byte UTF-8 passes through byte by byte via the str slice.
