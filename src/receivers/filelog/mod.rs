@@ -223,8 +223,8 @@ struct Saved {
 }
 
 struct Tailer {
-    include: Vec<glob::Pattern>,
-    include_src: Vec<String>,
+    /// Glob patterns as written (`glob::glob` walks them).
+    include: Vec<String>,
     exclude: Vec<glob::Pattern>,
     start_at_end: bool,
     first_poll: bool,
@@ -337,8 +337,7 @@ impl Tailer {
                 .collect()
         };
         let mut t = Tailer {
-            include: pats(&cfg.include)?,
-            include_src: cfg.include.clone(),
+            include: cfg.include.clone(),
             exclude: pats(&cfg.exclude)?,
             start_at_end: cfg.start_at == StartAt::End,
             first_poll: true,
@@ -475,7 +474,7 @@ impl Tailer {
 
     fn matched_paths(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (src, pat) in self.include_src.iter().zip(&self.include) {
+        for src in &self.include {
             let Ok(paths) = glob::glob(src) else {
                 continue;
             };
@@ -484,7 +483,12 @@ impl Tailer {
                     continue;
                 }
                 let ps = p.to_string_lossy().into_owned();
-                if pat.matches(&ps) && !self.exclude.iter().any(|x| x.matches(&ps)) {
+                // `*` stops at `/` (and `**` crosses it), as in the Collector's doublestar globs.
+                let opts = glob::MatchOptions {
+                    require_literal_separator: true,
+                    ..Default::default()
+                };
+                if !self.exclude.iter().any(|x| x.matches_with(&ps, opts)) {
                     out.push(ps);
                 }
             }
