@@ -296,3 +296,95 @@ fn sdk_to_agent_to_gateway_over_grpc_and_http() {
         0.0
     );
 }
+
+/// The agent's container log pipeline as shipped: a `/var/log/pods`-shaped tree (containerd
+/// format) → the agent from `pipelines/agent.yaml` (its own pod named by `POD_NAME` and
+/// `POD_NAMESPACE`, as the DaemonSet's downward API sets them) → the gateway → the sink.
+#[test]
+fn agent_ships_container_logs_but_not_its_own() {
+    let sink = Sink::start();
+    let gw = Ports::new();
+    let _gateway = Collector::start(
+        &gateway_config(gw.grpc, gw.http, gw.health, gw.metrics, sink.port),
+        &[],
+        Some(gw.health),
+        Some(gw.metrics),
+    );
+    let pods = tempfile::tempdir().unwrap();
+    let app = pods
+        .path()
+        .join("shop_cart-5f7d_7a1c9a8e-0000-1111-2222-333344445555/server");
+    let own = pods
+        .path()
+        .join("observability_ferrotel-agent-x2x9q_9b2d0c1f-0000-1111-2222-333344445555/ferrotel");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::create_dir_all(&own).unwrap();
+    // Files exist before the agent starts (start_at: end): only what follows is shipped.
+    std::fs::write(
+        app.join("0.log"),
+        "2024-05-01T10:00:00.000000000Z stdout F before start\n",
+    )
+    .unwrap();
+    std::fs::write(own.join("0.log"), "").unwrap();
+    let ap = Ports::new();
+    let mut env = ap.env();
+    env.retain(|(k, _)| *k != "FERROTEL_POD_LOGS");
+    env.extend([
+        (
+            "FERROTEL_GATEWAY_ENDPOINT",
+            format!("127.0.0.1:{}", gw.grpc),
+        ),
+        ("FERROTEL_POD_LOGS", pods.path().display().to_string()),
+        ("POD_NAME", "ferrotel-agent-x2x9q".into()),
+        ("POD_NAMESPACE", "observability".into()),
+    ]);
+    let _agent = Collector::start_file(
+        &common::repo().join("pipelines/agent.yaml"),
+        &env,
+        Some(ap.health),
+        Some(ap.metrics),
+        tempfile::tempdir().unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let append = |p: &std::path::Path, text: &str| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    };
+    append(
+        &app.join("0.log"),
+        "2024-05-01T10:00:01.000000000Z stdout P checkout \n2024-05-01T10:00:01.000000000Z stdout F done\n2024-05-01T10:00:02.000000000Z stderr F payment failed\n",
+    );
+    append(
+        &own.join("0.log"),
+        "2024-05-01T10:00:01.000000000Z stdout F the agent's own line\n",
+    );
+    wait_until(
+        "two container records at the sink",
+        Duration::from_secs(15),
+        || sink.store.log_count() >= 2,
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let logs = sink.store.logs.lock().unwrap().clone();
+    let mut bodies = Vec::new();
+    for rl in &logs {
+        let res = &rl.resource.as_ref().unwrap().attributes;
+        for r in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+            let Some(Value::StringValue(b)) = r.body.as_ref().and_then(|b| b.value.as_ref()) else {
+                panic!("{r:?}")
+            };
+            bodies.push(b.clone());
+            assert!(
+                matches!(attr(res, "k8s.pod.name"), Some(Value::StringValue(p)) if p == "cart-5f7d")
+            );
+            assert!(
+                matches!(attr(res, "k8s.namespace.name"), Some(Value::StringValue(n)) if n == "shop")
+            );
+            assert!(matches!(
+                attr(&r.attributes, "log.iostream"),
+                Some(Value::StringValue(_))
+            ));
+        }
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["checkout done", "payment failed"]);
+}

@@ -347,8 +347,10 @@ impl Tailer {
             encoding: encoding(&cfg.encoding)?,
             multiline,
             omit_pattern: omit,
-            trim_leading: !cfg.preserve_leading_whitespaces,
-            trim_trailing: !cfg.preserve_trailing_whitespaces,
+            // Container lines are not trimmed: a CRI partial's trailing space belongs to the
+            // log line being reassembled, and the container parser takes the fields exactly.
+            trim_leading: !cfg.preserve_leading_whitespaces && ops.container.is_none(),
+            trim_trailing: !cfg.preserve_trailing_whitespaces && ops.container.is_none(),
             include_name: cfg.include_file_name,
             include_path: cfg.include_file_path,
             include_name_resolved: cfg.include_file_name_resolved,
