@@ -573,6 +573,30 @@ mod tests {
     }
 
     #[test]
+    fn storage_must_name_a_started_storage_extension() {
+        let cfg = |ext: &str, listed: &str| {
+            format!(
+                "receivers:\n  filelog:\n    include: [/tmp/*.log]\n    storage: file_storage/x\nexporters:\n  debug:\nextensions:\n{ext}service:\n  extensions: [{listed}]\n  pipelines:\n    logs:\n      receivers: [filelog]\n      exporters: [debug]\n"
+            )
+        };
+        let fs = "  file_storage/x:\n    directory: /tmp\n";
+        assert!(errors_of(&cfg(fs, "file_storage/x")).is_empty());
+        assert_eq!(
+            errors_of(&cfg(fs, "")),
+            [
+                "t.yaml:4:14: receivers::filelog: `storage`: extension `file_storage/x` is not listed in `service::extensions`, so it is not started"
+            ]
+        );
+        let e = errors_of(&cfg("  health_check:\n", "health_check"));
+        assert_eq!(
+            e,
+            [
+                "t.yaml:4:14: receivers::filelog: `storage`: extension `file_storage/x` is not defined in `extensions`"
+            ]
+        );
+    }
+
+    #[test]
     fn undefined_component_in_a_pipeline() {
         let e = errors_of(&format!(
             "{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [debug]\n"

@@ -55,7 +55,7 @@ impl StartTimes {
     }
 }
 
-fn kv(k: &str, v: &str) -> KeyValue {
+pub(super) fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
         key: k.to_string(),
         value: Some(AnyValue {
@@ -173,7 +173,7 @@ pub fn convert(
                 };
                 match suffix {
                     "_bucket" => {
-                        if let Some(le) = label("le").and_then(super::parse_float) {
+                        if let Some(le) = label("le").and_then(super::parse::parse_value) {
                             agg.buckets.push((le, s.value));
                         }
                     }
@@ -181,7 +181,7 @@ pub fn convert(
                     "_sum" | "_gsum" => agg.sum = s.value,
                     "_created" => agg.created = Some((s.value * 1e9) as u64),
                     "" => {
-                        if let Some(q) = label("quantile").and_then(super::parse_float) {
+                        if let Some(q) = label("quantile").and_then(super::parse::parse_value) {
                             agg.quantiles.push((q, s.value));
                         }
                     }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
 };
@@ -30,6 +30,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use self::convert::kv;
 use self::kubernetes::PodDiscovery;
 use self::relabel::{Labels, RelabelConfig, Rule};
 use super::Output;
@@ -39,14 +40,6 @@ use crate::component::{
 use crate::config::{DeError, Node, from_node, key_err, units};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::ReceiverLabels;
-
-pub(crate) fn parse_float(s: &str) -> Option<f64> {
-    match s {
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        _ => s.parse().ok(),
-    }
-}
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -502,16 +495,6 @@ async fn manage(
     }
     for (_, t) in loops {
         t.cancel();
-    }
-}
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
     }
 }
 

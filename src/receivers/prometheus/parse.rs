@@ -58,7 +58,8 @@ fn is_name(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
 }
 
-fn parse_value(s: &str) -> Option<f64> {
+/// A sample value or a `le`/`quantile` label: a float, `+Inf`, `-Inf` or `NaN`.
+pub(super) fn parse_value(s: &str) -> Option<f64> {
     match s {
         "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
