@@ -88,11 +88,20 @@ impl Encoding {
     }
 
     fn decode(self, b: &[u8]) -> String {
+        self.decode_cow(b).into_owned()
+    }
+
+    /// Text of `b`, borrowed when it is valid UTF-8 in a UTF-8 encoding.
+    pub fn decode_cow(self, b: &[u8]) -> std::borrow::Cow<'_, str> {
         match self {
-            Encoding::Utf8 | Encoding::Nop => match std::str::from_utf8(b) {
-                Ok(s) => s.to_string(),
-                Err(_) => String::from_utf8_lossy(b).into_owned(),
-            },
+            Encoding::Utf8 | Encoding::Nop => String::from_utf8_lossy(b),
+            _ => std::borrow::Cow::Owned(self.decode_other(b)),
+        }
+    }
+
+    fn decode_other(self, b: &[u8]) -> String {
+        match self {
+            Encoding::Utf8 | Encoding::Nop => String::from_utf8_lossy(b).into_owned(),
             Encoding::Utf16 { le } => {
                 let e = if le {
                     encoding_rs::UTF_16LE

@@ -21,6 +21,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Output;
+use super::filelog::Encoding;
 use super::filelog::entry::{Value, into_kvs};
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
@@ -47,7 +48,9 @@ pub struct TcpConfig {
     pub max_log_size: u64,
     /// Adds `net.*` attributes of the connection. Default false.
     pub add_attributes: bool,
+    /// `utf-8` (default) or an ASCII-compatible WHATWG label (`latin1`, `shift_jis`, ...).
     pub encoding: String,
+    /// Accepted for compatibility; TCP is always split into frames.
     pub one_log_per_packet: bool,
     /// TLS on the listener (RFC 5425): `cert_file`, `key_file`, `client_ca_file` (mTLS),
     /// `min_version`, `max_version`. Off when absent.
@@ -74,6 +77,7 @@ pub struct UdpConfig {
     /// Required, e.g. `0.0.0.0:54526`.
     pub listen_address: String,
     pub add_attributes: bool,
+    /// As for TCP.
     pub encoding: String,
     /// A datagram is one message (default false: split at newlines).
     pub one_log_per_packet: bool,
@@ -116,6 +120,8 @@ pub struct Config {
     /// Only an empty list is accepted (operators after the syslog parser are not supported).
     #[serde(default)]
     pub operators: Vec<serde::de::IgnoredAny>,
+    /// Accepted for compatibility: a retryable refusal from the pipeline is always retried
+    /// (backoff up to 5s) until accepted or shutdown, which holds back the TCP sender.
     #[serde(default)]
     pub retry_on_failure: Option<super::filelog::config::RetryOnFailure>,
 }
@@ -125,6 +131,14 @@ fn utc() -> String {
 }
 fn max_octets() -> usize {
     8192
+}
+
+/// The filelog encodings whose newline is one byte (syslog frames are byte-delimited).
+fn text_encoding(name: &str) -> Result<Encoding, String> {
+    match super::filelog::encoding(name)? {
+        Encoding::Utf16 { .. } => Err(format!("encoding `{name}` is not supported for syslog")),
+        e => Ok(e),
+    }
 }
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
@@ -143,10 +157,12 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
             tls.validate()
                 .map_err(|m| key_err(node, &["tcp", "tls"], m))?;
         }
+        text_encoding(&t.encoding).map_err(|m| key_err(node, &["tcp", "encoding"], m))?;
     }
     if let Some(u) = &cfg.udp {
         crate::server::validate_endpoint(&u.listen_address)
             .map_err(|m| key_err(node, &["udp", "listen_address"], m))?;
+        text_encoding(&u.encoding).map_err(|m| key_err(node, &["udp", "encoding"], m))?;
     }
     jiff::tz::TimeZone::get(&cfg.location).map_err(|e| {
         key_err(
@@ -218,6 +234,8 @@ impl ReceiverConfig for Config {
                 let conn = Arc::new(Conn {
                     out: Output::new(&ctx, "tcp", consumer.clone()),
                     parser: parser.clone(),
+                    encoding: text_encoding(&t.encoding)
+                        .map_err(|m| BuildError::new(&ctx.id, m))?,
                     malformed: malformed("tcp"),
                     add_attributes: t.add_attributes,
                     stop: stop.clone(),
@@ -253,6 +271,8 @@ impl ReceiverConfig for Config {
                 let conn = Arc::new(Conn {
                     out: Output::new(&ctx, "udp", consumer),
                     parser,
+                    encoding: text_encoding(&u.encoding)
+                        .map_err(|m| BuildError::new(&ctx.id, m))?,
                     malformed: malformed("udp"),
                     add_attributes: u.add_attributes,
                     stop: stop.clone(),
@@ -318,6 +338,7 @@ impl Parser {
 struct Conn {
     out: Output,
     parser: Arc<Parser>,
+    encoding: Encoding,
     malformed: Counter,
     add_attributes: bool,
     stop: CancellationToken,
@@ -333,7 +354,7 @@ impl Conn {
         let observed = now_nanos();
         let mut out = Vec::with_capacity(msgs.len());
         for m in msgs {
-            let text = String::from_utf8_lossy(m);
+            let text = self.encoding.decode_cow(m);
             let text = text.trim_end_matches(['\r', '\n', '\0']);
             if text.is_empty() {
                 continue;
@@ -591,6 +612,39 @@ async fn udp_loop(sock: tokio::net::UdpSocket, conn: Arc<Conn>, one_per_packet: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodings_and_config_errors() {
+        let bad = |yaml: &str| {
+            let n = crate::config::node::parse(yaml).unwrap();
+            parse(&n)
+                .err()
+                .map(|e| format!("{} {}", e.path_string(), e.msg))
+        };
+        assert!(
+            bad("protocol: rfc5424\ntcp: {listen_address: \"127.0.0.1:1\", encoding: latin1}\n")
+                .is_none()
+        );
+        let e =
+            bad("protocol: rfc5424\nudp: {listen_address: \"127.0.0.1:1\", encoding: utf-16le}\n")
+                .unwrap();
+        assert!(
+            e.contains("udp.encoding") && e.contains("not supported"),
+            "{e}"
+        );
+        let e = bad("protocol: rfc5424\n").unwrap();
+        assert!(e.contains("one of `tcp` and `udp`"), "{e}");
+        let e = bad("protocol: rfc5425\ntcp: {listen_address: \"127.0.0.1:1\"}\n").unwrap();
+        assert!(e.contains("protocol"), "{e}");
+        let e = bad(
+            "protocol: rfc3164\nlocation: Mars/Olympus\nudp: {listen_address: \"127.0.0.1:1\"}\n",
+        )
+        .unwrap();
+        assert!(e.contains("location"), "{e}");
+        // Latin-1 bytes become text.
+        let latin1 = super::super::filelog::encoding("latin1").unwrap();
+        assert_eq!(latin1.decode_cow(b"caf\xe9"), "café");
+    }
 
     #[test]
     fn tcp_framing_octet_counting_and_newlines() {
