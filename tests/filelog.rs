@@ -388,16 +388,30 @@ fn container_logs_every_line_once_through_rotations_and_a_kill() {
             .map(|(ns, pod, uid, c, f)| Pod::new(root.path(), ns, pod, uid, c, f))
             .collect();
         std::thread::spawn(move || {
-            write_pods(&pods, 120, 320, usize::MAX, Duration::from_millis(4))
+            write_pods(&pods, 120, 320, usize::MAX, Duration::from_millis(8))
         })
     };
-    std::thread::sleep(Duration::from_millis(400));
-    let before_kill = records(&sink).len();
+    // Kill once phase-2 lines are flowing, while the writer is still writing: mid-file.
+    let phase2 = |r: &Rec| {
+        r.body
+            .split("id=p")
+            .nth(1)
+            .and_then(|t| t[2..].split([' ', '\n']).next()?.parse::<usize>().ok())
+            .is_some_and(|n| n >= 120)
+    };
+    wait_until(
+        "phase-2 lines before the kill",
+        Duration::from_secs(10),
+        || records(&sink).iter().any(phase2),
+    );
+    assert!(
+        !writer.is_finished(),
+        "the kill must come while the files grow"
+    );
     drop(c); // SIGKILL (the harness kills the child on drop).
     std::thread::sleep(Duration::from_millis(300));
     c = Collector::start(&cfg, &[], Some(health), Some(metrics));
     ids.extend(writer.join().unwrap());
-    assert!(before_kill > 0, "nothing arrived before the kill");
 
     let want = ids.len();
     wait_until("every line delivered", Duration::from_secs(30), || {
