@@ -16,26 +16,15 @@ import os
 import socket
 import subprocess
 import tempfile
+import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import cpu_seconds, free_port, wait_port  # noqa: E402  (shared bench helpers)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / TICK
 
 
 class Sink:
@@ -58,17 +47,6 @@ class Sink:
     def stop(self):
         self.p.kill()
         self.p.wait()
-
-
-def wait_port(port, timeout=20.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise SystemExit("port %d never opened" % port)
 
 
 def run_collector(cfg_text, env, want, sink, feed=None):

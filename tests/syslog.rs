@@ -9,19 +9,9 @@ use std::time::Duration;
 
 use common::sink::Sink;
 use common::{Collector, free_port, wait_until};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::any_value;
 
-fn s(v: &Option<AnyValue>) -> String {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn attr(kvs: &[KeyValue], k: &str) -> Option<String> {
-    kvs.iter().find(|kv| kv.key == k).map(|kv| s(&kv.value))
-}
+use common::{attr_text as attr, value_text as s};
 
 fn logger(args: &[&str]) {
     let st = Command::new("logger")

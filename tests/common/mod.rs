@@ -373,3 +373,23 @@ impl Ports {
         ]
     }
 }
+
+/// An OTLP value as text: strings as they are, integers in decimal, anything else debug-printed.
+pub fn value_text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The value of attribute `k` as text (see [`value_text`]).
+pub fn attr_text(
+    kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    k: &str,
+) -> Option<String> {
+    kvs.iter()
+        .find(|kv| kv.key == k)
+        .map(|kv| value_text(&kv.value))
+}
