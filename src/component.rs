@@ -166,6 +166,9 @@ pub struct Context {
     pub health: Arc<crate::extensions::health_check::Health>,
     /// The storage extensions started so far (all of them, by the time receivers start).
     pub storage: Arc<crate::storage::Registry>,
+    /// The pipeline a processor instance is built for (`traces/name`), for its metrics' `pipeline`
+    /// label; empty for the other kinds, which are shared by pipelines.
+    pub pipeline: String,
 }
 
 /// A failure to build or start a component (bad certificate file, port in use, ...).

@@ -20,4 +20,5 @@ pub mod server;
 pub mod signal;
 pub mod storage;
 pub mod telemetry;
+pub mod text;
 pub mod tls;

@@ -50,7 +50,8 @@ fn init_logs(cli_level: Option<&str>, config_level: Option<&str>) {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Control characters inside an event are escaped: values come from clients too.
+        .with_writer(ferrotel::text::stderr_log_writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();

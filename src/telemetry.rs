@@ -45,6 +45,7 @@ pub struct PolicyLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProcessorDropLabels {
     pub processor: String,
+    pub pipeline: String,
     pub otel_signal: String,
     pub reason: String,
 }
@@ -88,6 +89,33 @@ impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::
     }
 }
 
+/// One gauge per signal, named like [`PerSignal`]'s counters.
+pub struct PerSignalGauge<
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static,
+> {
+    families: [Family<L, Gauge>; 3],
+}
+
+impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static>
+    PerSignalGauge<L>
+{
+    fn register(reg: &mut Registry, prefix: &str, help: &str) -> Self {
+        let families: [Family<L, Gauge>; 3] = Default::default();
+        for s in Signal::ALL {
+            reg.register(
+                format!("{prefix}_{}", s.item_name()),
+                format!("{help} ({})", s.item_name()),
+                families[s.index()].clone(),
+            );
+        }
+        PerSignalGauge { families }
+    }
+
+    pub fn handles(&self, labels: &L) -> [Gauge; 3] {
+        std::array::from_fn(|i| self.families[i].get_or_create(labels).clone())
+    }
+}
+
 /// Counter handles for one component, indexed by signal.
 #[derive(Clone, Default)]
 pub struct SignalCounters([Counter; 3]);
@@ -114,6 +142,8 @@ pub struct Telemetry {
     pub exporter_enqueue_failed: PerSignal<ExporterLabels>,
     pub exporter_queue_size: Family<ExporterLabels, Gauge>,
     pub exporter_queue_capacity: Family<ExporterLabels, Gauge>,
+    /// Items an exporter holds: queued, being sent or waiting to be retried.
+    pub exporter_queued: PerSignalGauge<ExporterLabels>,
     /// Items given up for good, by reason (`retries_exhausted`, `permanent_error`, `shutdown`).
     pub exporter_dropped_items: Family<DropLabels, Counter>,
     pub processor_incoming: Family<ProcessorLabels, Counter>,
@@ -174,12 +204,17 @@ impl Telemetry {
         let exporter_queue_size = gauge(
             reg,
             "otelcol_exporter_queue_size",
-            "Current size of the sending queue (requests)",
+            "Requests held by the exporter: in its sending queue, being sent or waiting to be retried",
         );
         let exporter_queue_capacity = gauge(
             reg,
             "otelcol_exporter_queue_capacity",
             "Fixed capacity of the sending queue (requests)",
+        );
+        let exporter_queued = PerSignalGauge::register(
+            reg,
+            "otelcol_exporter_queued",
+            "Items held by the exporter: in its sending queue, being sent or waiting to be retried",
         );
         let exporter_dropped_items: Family<DropLabels, Counter> = Family::default();
         reg.register(
@@ -288,6 +323,7 @@ impl Telemetry {
             exporter_enqueue_failed,
             exporter_queue_size,
             exporter_queue_capacity,
+            exporter_queued,
             exporter_dropped_items,
             processor_incoming,
             processor_outgoing,

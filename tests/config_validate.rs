@@ -223,6 +223,195 @@ const CORPUS: &[(&str, Expect)] = &[
         "19-reject-core-local-zpages.yaml",
         Expect::Unsupported(&["extensions: zpages (line 2)"]),
     ),
+    // 20–43 use only component types ferrotel has; those still refused are depth gaps that
+    // issue 14 closes (each named here as the message a user sees today).
+    (
+        "20-dynatrace-file-log-file-storage.yaml",
+        Expect::Refused(&["`sending_queue.storage`: the on-disk sending queue is not implemented"]),
+    ),
+    (
+        "21-dynatrace-syslog-tcp-udp.yaml",
+        Expect::Refused(&[
+            "receivers::syslog/f5: `operators`: operators after the syslog parser are not supported",
+            "2 error(s)",
+        ]),
+    ),
+    (
+        "22-dynatrace-prometheus-ta-load-balancing.yaml",
+        Expect::Refused(&[
+            "`metrics.readers[0].periodic`: unknown field `periodic`",
+            "`target_allocator`: unknown field `target_allocator`",
+            "`resolver.k8s`: unknown field `k8s`",
+            "3 error(s)",
+        ]),
+    ),
+    (
+        "23-dynatrace-self-monitoring-otlp-reader.yaml",
+        Expect::Refused(&["`metrics.readers[0].periodic`: unknown field `periodic`"]),
+    ),
+    (
+        "24-operator-e2e-filelog-regex-parser.yaml",
+        Expect::Refused(&["`operators[2].id`: operator id `move` is used twice"]),
+    ),
+    (
+        "25-operator-docs-ta-prometheus-dollar-escape.yaml",
+        Expect::Valid,
+    ),
+    ("26-otelio-blog-filelog-json-parser.yaml", Expect::Valid),
+    ("27-otelio-scaling-loadbalancing-dns.yaml", Expect::Valid),
+    (
+        "28-otelio-gateway-loadbalancing-service-routing.yaml",
+        Expect::Valid,
+    ),
+    (
+        "29-contrib-fault-tolerant-file-storage.yaml",
+        Expect::Refused(&["`sending_queue.storage`: the on-disk sending queue is not implemented"]),
+    ),
+    (
+        "30-contrib-k8s-daemonset-filelog-k8sattributes.yaml",
+        Expect::Refused(&[
+            "unsupported operator type `router`",
+            "`pod_association[0].from`: unknown field `from`",
+        ]),
+    ),
+    (
+        "31-tracetest-filter-ottl-trace-state.yaml",
+        Expect::Refused(&["`trace_state` is not a map: it cannot be indexed"]),
+    ),
+    (
+        "32-tracetest-tail-sampling-trace-state.yaml",
+        Expect::Refused(&["`policies[0].trace_state`: unknown field `trace_state`"]),
+    ),
+    // Its Jaeger endpoint is `${JAEGER_ENDPOINT}`, unset here: an empty endpoint is refused.
+    (
+        "33-tracetest-otel-demo-jaeger-otlphttp.yaml",
+        Expect::Refused(&["exporters::jaeger: `endpoint`: endpoint \"\" needs a port"]),
+    ),
+    (
+        "34-newrelic-confluent-prometheus-basic-auth.yaml",
+        Expect::Refused(&["`config.scrape_configs[0].basic_auth`: unknown field `basic_auth`"]),
+    ),
+    ("35-gcp-operator-trace-filtering-legacy.yaml", Expect::Valid),
+    (
+        "36-lgtm-otelcol-profiles-pipeline.yaml",
+        Expect::Refused(&["unknown signal \"profiles\""]),
+    ),
+    (
+        "37-istio-tracing-zipkin-logging.yaml",
+        Expect::Refused(&["extensions::health_check: `port`: unknown field `port`"]),
+    ),
+    (
+        "38-kube-stack-gateway-file-storage-queue.yaml",
+        Expect::Refused(&["`sending_queue.storage`: the on-disk sending queue is not implemented"]),
+    ),
+    (
+        "39-releases-golden-prometheus-self-scrape.yaml",
+        Expect::Valid,
+    ),
+    (
+        "40-otel-js-jaeger-exporter-sending-queue.yaml",
+        Expect::Valid,
+    ),
+    ("41-contrib-secure-tracing-otlp-tls.yaml", Expect::Valid),
+    ("42-k8s-website-system-traces-logging.yaml", Expect::Valid),
+    (
+        "43-gcp-operator-daemonset-agent-memory-limiter.yaml",
+        Expect::Valid,
+    ),
+    // 44–57 use types ferrotel lacks; some also hit the depth gaps above.
+    (
+        "44-reject-demo-otelcol-config.yaml",
+        Expect::Refused(&[
+            "unsupported component types: connectors: span_metrics (line 235)",
+            "receivers: http_check (line 26)",
+        ]),
+    ),
+    (
+        "45-reject-dynatrace-k8s-pod-logs-transform.yaml",
+        Expect::Refused(&[
+            "unsupported metadata \"k8s.cluster.uid\"",
+            "unsupported component types: processors: transform (line 43)",
+        ]),
+    ),
+    (
+        "46-reject-dynatrace-k8scombined.yaml",
+        Expect::Refused(&[
+            "unsupported component types: extensions: k8s_leader_elector (line 4); processors: cumulative_to_delta (line 53), transform (line 63); receivers: k8s_events (line 14), kubelet_stats (line 17), k8s_cluster (line 32)",
+        ]),
+    ),
+    (
+        "47-reject-helm-daemonset-hostmetrics.yaml",
+        Expect::Unsupported(&[
+            "receivers: hostmetrics (line 13), jaeger (line 59), zipkin (line 81)",
+        ]),
+    ),
+    (
+        "48-reject-helm-alternate-config-k8s-cluster.yaml",
+        Expect::Unsupported(&[
+            "processors: k8s_attributes (line 4)",
+            "receivers: k8s_cluster (line 42), k8sobjects (line 44)",
+        ]),
+    ),
+    (
+        "49-reject-operator-ta-kubernetessd-prometheus-exporter.yaml",
+        Expect::Refused(&[
+            "`config.scrape_configs[0].authorization`: unknown field `authorization`",
+            "unsupported component types: exporters: prometheus (line 20)",
+        ]),
+    ),
+    (
+        "50-reject-aws-eks-prometheus-prw-sigv4.yaml",
+        Expect::Refused(&[
+            "role `endpoints` is not supported (only `pod`)",
+            "unsupported component types: extensions: pprof (line 36), zpages (line 38), sigv4auth (line 41)",
+        ]),
+    ),
+    (
+        "51-reject-java-examples-k8s-otlpjson.yaml",
+        Expect::Unsupported(&[
+            "connectors: otlpjson (line 31)",
+            "exporters: nop (line 52)",
+            "processors: resourcedetection (line 23)",
+        ]),
+    ),
+    (
+        "52-reject-kube-stack-agent-file-log-k8s-objects.yaml",
+        Expect::Refused(&[
+            "unsupported component types: extensions: k8s_leader_elector (line 12); processors: k8s_attributes (line 17); receivers: k8s_objects (line 90)",
+        ]),
+    ),
+    (
+        "53-reject-contrib-loki-journald.yaml",
+        Expect::Unsupported(&["receivers: journald (line 2)"]),
+    ),
+    (
+        "54-reject-newrelic-host-monitoring.yaml",
+        Expect::Unsupported(&[
+            "processors: metricstransform (line 80), cumulativetodelta (line 155)",
+            "receivers: hostmetrics (line 10)",
+        ]),
+    ),
+    // Its pipeline lists a `batch` it never defines.
+    (
+        "55-reject-otel-js-prometheus-undefined-batch.yaml",
+        Expect::Refused(&[
+            "unsupported component types: exporters: prometheus (line 16)",
+            "`processors`: `batch` is not defined in `processors`",
+        ]),
+    ),
+    (
+        "56-reject-jaeger-kafka-collector-env-defaults.yaml",
+        Expect::Unsupported(&[
+            "exporters: kafka (line 44); extensions: healthcheckv2 (line 24); receivers: jaeger (line 33)",
+        ]),
+    ),
+    (
+        "57-reject-contrib-routing-connector-file.yaml",
+        Expect::Refused(&[
+            "receivers::otlp: missing field `protocols`",
+            "unsupported component types: connectors: routing (line 13); exporters: file (line 5), file (line 7), file (line 9)",
+        ]),
+    ),
 ];
 
 const CORPUS_ENV: &[(&str, &str)] = &[

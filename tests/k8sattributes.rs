@@ -526,7 +526,7 @@ fn enriches_by_ip_uid_container_and_connection_and_follows_the_watch() {
         "410 Gone must cause a relist: {seen:?}"
     );
     assert_eq!(
-        c.metric("otelcol_processor_k8sattributes_unenriched_resources_total{processor=\"k8sattributes\",otel_signal=\"traces\",reason=\"pod_not_found\"}"),
+        c.metric("otelcol_processor_k8sattributes_unenriched_resources_total{processor=\"k8sattributes\",pipeline=\"traces\",otel_signal=\"traces\",reason=\"pod_not_found\"}"),
         1.0
     );
 }
@@ -553,7 +553,7 @@ fn api_unreachable_data_flows_unenriched_and_counted() {
     let sdk = resource_of(&sink, "parent-0").unwrap();
     assert!(!sdk.contains_key("k8s.pod.name"));
     assert_eq!(
-        c.metric("otelcol_processor_k8sattributes_unenriched_resources_total{processor=\"k8sattributes\",otel_signal=\"traces\",reason=\"api_unreachable\"}"),
+        c.metric("otelcol_processor_k8sattributes_unenriched_resources_total{processor=\"k8sattributes\",pipeline=\"traces\",otel_signal=\"traces\",reason=\"api_unreachable\"}"),
         6.0
     );
     assert!(

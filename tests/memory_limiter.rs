@@ -62,7 +62,7 @@ service:
         "HTTP refusal must be a retryable 503:\n{err}"
     );
     assert_eq!(sink.store.span_count(), 0);
-    assert!(c.metric("otelcol_processor_refused_items_total{processor=\"memory_limiter\",pipeline=\"\",otel_signal=\"traces\"}") >= 6.0);
+    assert!(c.metric("otelcol_processor_refused_items_total{processor=\"memory_limiter\",pipeline=\"traces\",otel_signal=\"traces\"}") >= 6.0);
     assert!(
         c.metric("otelcol_receiver_refused_spans_total{receiver=\"otlp\",transport=\"grpc\"}")
             >= 3.0

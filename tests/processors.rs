@@ -196,7 +196,7 @@ fn filter_drops_what_the_conditions_match() {
 
     let dropped = |signal: &str| {
         c.metric(&format!(
-            "otelcol_processor_dropped_items_total{{processor=\"filter\",otel_signal=\"{signal}\",reason=\"filtered\"}}"
+            "otelcol_processor_dropped_items_total{{processor=\"filter\",pipeline=\"{signal}\",otel_signal=\"{signal}\",reason=\"filtered\"}}"
         ))
     };
     assert_eq!(dropped("traces"), 12.0);
@@ -391,11 +391,11 @@ fn probabilistic_sampler_keeps_whole_traces_by_trace_id() {
         "logs without a trace id are dropped (fail_closed)"
     );
     let dropped = c.metric(
-        "otelcol_processor_dropped_items_total{processor=\"probabilistic_sampler\",otel_signal=\"traces\",reason=\"sampled\"}",
+        "otelcol_processor_dropped_items_total{processor=\"probabilistic_sampler\",pipeline=\"traces\",otel_signal=\"traces\",reason=\"sampled\"}",
     );
     assert_eq!(dropped, (120 - want.values().sum::<usize>()) as f64);
     let logs_dropped = c.metric(
-        "otelcol_processor_dropped_items_total{processor=\"probabilistic_sampler\",otel_signal=\"logs\",reason=\"sampled\"}",
+        "otelcol_processor_dropped_items_total{processor=\"probabilistic_sampler\",pipeline=\"logs\",otel_signal=\"logs\",reason=\"sampled\"}",
     );
     assert_eq!(logs_dropped, 60.0);
 }
@@ -513,7 +513,7 @@ fn tail_sampling_keeps_whole_traces_chosen_by_policy() {
     }
     assert_eq!(got, want);
     assert_eq!(
-        c.metric("otelcol_processor_dropped_items_total{processor=\"tail_sampling\",otel_signal=\"traces\",reason=\"sampled\"}"),
+        c.metric("otelcol_processor_dropped_items_total{processor=\"tail_sampling\",pipeline=\"traces\",otel_signal=\"traces\",reason=\"sampled\"}"),
         10.0
     );
 }
@@ -616,7 +616,7 @@ fn tail_sampling_under_load_leaves_no_orphan_spans() {
         assert_eq!(names, want, "trace {t} is not whole");
     }
     assert_eq!(
-        c.metric("otelcol_processor_dropped_items_total{processor=\"tail_sampling\",otel_signal=\"traces\",reason=\"sampled\"}"),
+        c.metric("otelcol_processor_dropped_items_total{processor=\"tail_sampling\",pipeline=\"traces\",otel_signal=\"traces\",reason=\"sampled\"}"),
         (TRACES / 2 * 4) as f64
     );
 }

@@ -14,6 +14,7 @@ use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::Batch;
+use crate::text::escape_control as esc;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -46,6 +47,7 @@ pub struct Config {
     pub sending_queue: QueueConfig,
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
+    /// Per request; 0 = no timeout. Default 5s.
     #[serde(default = "default_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,
 }
@@ -190,12 +192,13 @@ fn value(v: &Option<AnyValue>) -> String {
 
 fn attrs(kvs: &[KeyValue]) -> String {
     kvs.iter()
-        .map(|kv| format!("{}={}", kv.key, value(&kv.value)))
+        .map(|kv| format!("{}={}", esc(&kv.key), value(&kv.value)))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// Renders a batch at the given verbosity.
+/// Renders a batch at the given verbosity. Every line is one item: names, keys and values are
+/// escaped (`Debug` escapes them in `detailed`).
 pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
     if batch.is_encoded() {
         return match batch.clone().into_decoded() {
@@ -232,7 +235,7 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
                         let _ = writeln!(
                             out,
                             "{} {} {} {}",
-                            s.name,
+                            esc(&s.name),
                             hex::encode(&s.trace_id),
                             hex::encode(&s.span_id),
                             attrs(&s.attributes)
@@ -247,7 +250,7 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
                     .flat_map(|s| &s.metrics)
                 {
                     let points = m.data.as_ref().map_or(0, crate::signal::data_point_count);
-                    let _ = writeln!(out, "{} {} {points} points", m.name, m.unit);
+                    let _ = writeln!(out, "{} {} {points} points", esc(&m.name), esc(&m.unit));
                 }
             }
             Batch::Logs(v) => {
@@ -259,7 +262,7 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
                     let _ = writeln!(
                         out,
                         "{} {} {}",
-                        l.severity_text,
+                        esc(&l.severity_text),
                         value(&l.body),
                         attrs(&l.attributes)
                     );
@@ -327,6 +330,36 @@ mod tests {
             "{normal}"
         );
         assert!(render(&b, Verbosity::Detailed).contains("service.name"));
+    }
+
+    #[test]
+    fn data_cannot_forge_lines() {
+        let forged = "x\n2026-12-01T00:00:00Z ERROR forged\u{1b}[2J";
+        let mut b = testdata::spans("svc", 1, 1);
+        if let Batch::Traces(rs) = &mut b {
+            let sp = &mut rs[0].scope_spans[0].spans[0];
+            sp.name = forged.into();
+            sp.attributes.push(testdata::kv(forged, forged));
+        }
+        let mut l = testdata::logs(1);
+        if let Batch::Logs(rl) = &mut l {
+            rl[0].scope_logs[0].log_records[0].severity_text = forged.into();
+        }
+        let mut m = testdata::gauge(1);
+        if let Batch::Metrics(rm) = &mut m {
+            rm[0].scope_metrics[0].metrics[0].name = forged.into();
+        }
+        for batch in [b, l, m] {
+            for v in [Verbosity::Normal, Verbosity::Detailed] {
+                let text = render(&batch, v);
+                assert!(!text.contains('\u{1b}'), "{text}");
+                assert!(
+                    text.lines().all(|line| !line.starts_with("2026-12-01")),
+                    "{v:?}: {text}"
+                );
+                assert!(text.contains("\\n2026-12-01"), "{v:?}: {text}");
+            }
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct Config {
     /// Sent as gRPC metadata.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Per request. Default 5s.
+    /// Per request; 0 = no timeout. Default 5s.
     #[serde(default = "default_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,
     #[serde(default)]
@@ -318,7 +318,9 @@ impl Sender for JaegerSender {
                     .metadata_mut()
                     .as_mut()
                     .extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-                request.set_timeout(self.timeout);
+                if !self.timeout.is_zero() {
+                    request.set_timeout(self.timeout);
+                }
                 client
                     .post_spans(request)
                     .await

@@ -35,7 +35,7 @@ pub struct Config {
     /// `gzip` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: Compression,
-    /// Per request. Default 5s.
+    /// Per request; 0 = no timeout. Default 5s.
     #[serde(default = "default_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,
     #[serde(default)]
@@ -222,7 +222,7 @@ impl Sender for GrpcSender {
                 payload: req.payload.clone(),
                 encoding: self.compression.header_value(),
                 headers: &self.headers,
-                timeout: Some(self.timeout),
+                timeout: (!self.timeout.is_zero()).then_some(self.timeout),
             };
             match unary(&self.channel, call).await {
                 Ok(resp) => {
@@ -514,6 +514,34 @@ mod tests {
             (e.path_string().as_str(), e.pos.unwrap().line),
             ("sending_queue.num_consumers", 3)
         );
+        // Ranges: what once validated and then exhausted memory at start.
+        for (text, path, line) in [
+            (
+                "endpoint: gw:4317\nsending_queue:\n  queue_size: 4000000000\n",
+                "sending_queue.queue_size",
+                3,
+            ),
+            (
+                "endpoint: gw:4317\nsending_queue:\n  num_consumers: 10000000\n",
+                "sending_queue.num_consumers",
+                3,
+            ),
+            (
+                "endpoint: gw:4317\nretry_on_failure:\n  max_interval: 100000h\n",
+                "retry_on_failure.max_interval",
+                3,
+            ),
+        ] {
+            let e = parse(&yaml(text).unwrap()).err().expect(text);
+            assert_eq!(
+                (e.path_string().as_str(), e.pos.unwrap().line),
+                (path, line),
+                "{}",
+                e.msg
+            );
+        }
+        // `timeout: 0s` is the Collector's "no timeout", not "time out at once".
+        assert!(parse(&yaml("endpoint: gw:4317\ntimeout: 0s\n").unwrap()).is_ok());
         let e = parse(&yaml("endpoint: gw:4317\ntimeout: 5\n").unwrap())
             .err()
             .unwrap();

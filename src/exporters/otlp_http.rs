@@ -47,7 +47,7 @@ pub struct Config {
     /// `proto` (default) or `json`.
     #[serde(default)]
     pub encoding: Encoding,
-    /// Per request. Default 5s.
+    /// Per request; 0 = no timeout. Default 5s.
     #[serde(default = "default_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,
     #[serde(default)]

@@ -112,6 +112,7 @@ pub struct Config {
     pub tls: ClientTlsConfig,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Per request; 0 = no timeout. Default 5s.
     #[serde(default = "default_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,
     #[serde(default)]

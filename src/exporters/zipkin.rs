@@ -55,7 +55,7 @@ pub struct Config {
     pub tls: ClientTlsConfig,
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
-    /// Per request. Default 5s.
+    /// Per request; 0 = no timeout. Default 5s.
     #[serde(default = "default_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,
     #[serde(default)]

@@ -204,6 +204,7 @@ impl Condition {
             tokens,
             pos: 0,
             context,
+            depth: 0,
         };
         let expr = p.expr()?;
         if let Some(t) = p.tokens.get(p.pos).filter(|t| t.tok != Tok::End) {
@@ -427,10 +428,17 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
     Ok(out)
 }
 
+/// How deep parentheses, `not` and function calls may nest. Parsing and evaluation recurse, so
+/// an unbounded depth would let one condition overflow the stack; 100 is prost's recursion
+/// limit, far beyond any condition written by hand.
+pub const MAX_NESTING: usize = 100;
+
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     context: Context,
+    /// Current nesting of `(`, `not` and calls.
+    depth: usize,
 }
 
 impl Parser {
@@ -488,15 +496,32 @@ impl Parser {
         })
     }
 
+    /// Enters one nesting level, refusing past [`MAX_NESTING`] with the column where it happens.
+    fn enter(&mut self, column: usize) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(ParseError {
+                column,
+                msg: format!("nesting deeper than {MAX_NESTING} levels"),
+            });
+        }
+        Ok(())
+    }
+
     fn unary(&mut self) -> Result<Expr, ParseError> {
         if self.is_keyword("not") {
-            self.next();
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            let col = self.next().col;
+            self.enter(col)?;
+            let e = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(e)));
         }
         if self.peek().tok == Tok::LParen {
-            self.next();
+            let col = self.next().col;
+            self.enter(col)?;
             let e = self.expr()?;
             self.expect(Tok::RParen, "`)`")?;
+            self.depth -= 1;
             return Ok(e);
         }
         let left = self.value()?;
@@ -542,6 +567,7 @@ impl Parser {
 
     fn call(&mut self, name: &str, col: usize) -> Result<Value, ParseError> {
         self.expect(Tok::LParen, "`(`")?;
+        self.enter(col)?;
         let mut args = Vec::new();
         let mut arg_cols = Vec::new();
         if self.peek().tok != Tok::RParen {
@@ -556,6 +582,7 @@ impl Parser {
             }
         }
         self.expect(Tok::RParen, "`,` or `)`")?;
+        self.depth -= 1;
         let arity = |n: usize| {
             if args.len() == n {
                 Ok(())
@@ -786,6 +813,27 @@ pub fn severity_number(name: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_bounded_with_a_located_error() {
+        // 10,000 parentheses, 12,000 `not`s and 5,000 nested calls once overflowed the stack.
+        let deep_parens = format!("{}true{}", "(".repeat(10_000), ")".repeat(10_000));
+        let deep_not = format!("{}true", "not ".repeat(12_000));
+        let deep_calls = format!("{}name{} > 1", "Len(".repeat(5_000), ")".repeat(5_000));
+        for (text, col) in [(&deep_parens, 101), (&deep_not, 401), (&deep_calls, 401)] {
+            let e = Condition::parse(text, Context::Span).unwrap_err();
+            assert_eq!(e.msg, "nesting deeper than 100 levels");
+            assert_eq!(e.column, col, "{}", &text[..20]);
+        }
+        // 100 levels are fine and evaluate.
+        let ok = format!("{}true{}", "(".repeat(100), ")".repeat(100));
+        assert!(Condition::parse(&ok, Context::Span).is_ok());
+        let ok = format!("{}true", "not ".repeat(100));
+        assert!(Condition::parse(&ok, Context::Span).is_ok());
+        // Long flat chains are not nesting.
+        let flat = vec!["name == \"x\""; 20_000].join(" or ");
+        assert!(Condition::parse(&flat, Context::Span).is_ok());
+    }
 
     fn parse(s: &str, c: Context) -> Result<Condition, ParseError> {
         Condition::parse(s, c)

@@ -364,6 +364,7 @@ fn ctx(
         shutdown: token.clone(),
         health: health.clone(),
         storage: storage.clone(),
+        pipeline: String::new(),
     }
 }
 
@@ -481,11 +482,9 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
             let Some(cfg) = v.processors.get(&pr.id) else {
                 continue;
             };
-            let proc = cfg.build(
-                ctx(&pr.id, &telemetry, &token, &health, &storage),
-                p.signal,
-                next,
-            )?;
+            let mut pctx = ctx(&pr.id, &telemetry, &token, &health, &storage);
+            pctx.pipeline = p.id().to_string();
+            let proc = cfg.build(pctx, p.signal, next)?;
             next = proc.clone();
             procs.push(proc);
         }

@@ -73,7 +73,7 @@ impl ProcessorConfig for Config {
         let id = ctx.id.to_string();
         let labels = ProcessorLabels {
             processor: id.clone(),
-            pipeline: String::new(),
+            pipeline: ctx.pipeline.clone(),
             otel_signal: signal.to_string(),
         };
         let t = &ctx.telemetry;
@@ -81,6 +81,7 @@ impl ProcessorConfig for Config {
             t.processor_dropped
                 .get_or_create(&ProcessorDropLabels {
                     processor: id.clone(),
+                    pipeline: ctx.pipeline.clone(),
                     otel_signal: signal.to_string(),
                     reason: reason.into(),
                 })

@@ -227,7 +227,7 @@ impl ProcessorConfig for Shared {
     ) -> Result<Arc<dyn Processor>, BuildError> {
         let labels = ProcessorLabels {
             processor: ctx.id.to_string(),
-            pipeline: String::new(),
+            pipeline: ctx.pipeline.clone(),
             otel_signal: signal.to_string(),
         };
         Ok(Arc::new(Limiter {

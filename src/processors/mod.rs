@@ -47,7 +47,7 @@ impl<T: Transform> InPlace<T> {
         let t = &ctx.telemetry;
         let labels = ProcessorLabels {
             processor: ctx.id.to_string(),
-            pipeline: String::new(),
+            pipeline: ctx.pipeline.clone(),
             otel_signal: signal.to_string(),
         };
         Arc::new(InPlace {
@@ -60,6 +60,7 @@ impl<T: Transform> InPlace<T> {
                 .processor_dropped
                 .get_or_create(&ProcessorDropLabels {
                     processor: ctx.id.to_string(),
+                    pipeline: ctx.pipeline.clone(),
                     otel_signal: signal.to_string(),
                     reason: reason.into(),
                 })

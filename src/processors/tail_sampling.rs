@@ -529,6 +529,7 @@ impl TailSampler {
             t.processor_dropped
                 .get_or_create(&ProcessorDropLabels {
                     processor: ctx.id.to_string(),
+                    pipeline: ctx.pipeline.clone(),
                     otel_signal: signal.to_string(),
                     reason: reason.into(),
                 })
@@ -536,7 +537,7 @@ impl TailSampler {
         };
         let labels = ProcessorLabels {
             processor: ctx.id.to_string(),
-            pipeline: String::new(),
+            pipeline: ctx.pipeline.clone(),
             otel_signal: signal.to_string(),
         };
         let decisions = policies

@@ -116,9 +116,18 @@ impl Default for QueueBatchConfig {
     }
 }
 
+/// Each worker is a task: ten thousand are far more than any backend takes in parallel, and
+/// ten million (accepted once) took 7.8 GB.
+pub const MAX_CONSUMERS: usize = 10_000;
+/// Requests a queue may hold. The queue allocates as it fills, so this is only a bound.
+pub const MAX_QUEUE_SIZE: usize = 10_000_000;
+/// Longest accepted timeout, retry interval or retry budget.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// The helper keys of an exporter's config, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Per attempt; zero means no timeout (as in the Collector).
     pub timeout: Duration,
     pub retry: RetryConfig,
     pub queue: QueueConfig,
@@ -163,17 +172,38 @@ impl Settings {
                 "must be greater than zero".into(),
             ));
         }
+        for (key, d) in [
+            (
+                &["retry_on_failure", "initial_interval"][..],
+                retry.initial_interval,
+            ),
+            (
+                &["retry_on_failure", "max_interval"][..],
+                retry.max_interval,
+            ),
+            (
+                &["retry_on_failure", "max_elapsed_time"][..],
+                retry.max_elapsed_time,
+            ),
+            (&["timeout"][..], timeout),
+        ] {
+            if d > MAX_DURATION {
+                return Err(at(key, "must be at most 24h".into()));
+            }
+        }
         if queue.enabled {
-            if queue.num_consumers == 0 {
+            if !(1..=MAX_CONSUMERS).contains(&queue.num_consumers) {
                 return Err(at(
                     &["sending_queue", "num_consumers"],
-                    "must be at least 1".into(),
+                    format!("must be between 1 and {MAX_CONSUMERS}"),
                 ));
             }
-            if queue.queue_size == 0 {
+            if !(1..=MAX_QUEUE_SIZE).contains(&queue.queue_size) {
                 return Err(at(
                     &["sending_queue", "queue_size"],
-                    "must be at least 1".into(),
+                    format!(
+                        "must be between 1 and {MAX_QUEUE_SIZE} requests (memory is bounded by memory_limiter, not by this)"
+                    ),
                 ));
             }
             if queue.sizer != "requests" {
@@ -296,7 +326,10 @@ struct Inner<S: Sender> {
     sent: SignalCounters,
     failed: SignalCounters,
     enqueue_failed: SignalCounters,
+    /// Requests and items held from enqueue until their send ends (sent, or given up): in a
+    /// queue, with a worker, or waiting between retries. So accepted = sent + failed + held.
     queue_size: prometheus_client::metrics::gauge::Gauge,
+    queued_items: [prometheus_client::metrics::gauge::Gauge; 3],
     telemetry: Arc<crate::telemetry::Telemetry>,
     /// Cancelled at the shutdown deadline: retries stop, what is left is dropped and counted.
     hard_stop: CancellationToken,
@@ -326,10 +359,11 @@ impl<S: Sender> Helper<S> {
         let queues: Vec<_> = (0..n_queues)
             .map(|_| Queue::new(settings.queue.queue_size))
             .collect();
-        if let Some(q) = queues.first() {
+        if !queues.is_empty() {
+            let total: usize = queues.iter().map(Queue::capacity).sum();
             t.exporter_queue_capacity
                 .get_or_create(&labels)
-                .set(q.capacity() as i64);
+                .set(total as i64);
         }
         let inner = Arc::new(Inner {
             sender,
@@ -339,6 +373,7 @@ impl<S: Sender> Helper<S> {
             failed: t.exporter_send_failed.handles(&labels),
             enqueue_failed: t.exporter_enqueue_failed.handles(&labels),
             queue_size: t.exporter_queue_size.get_or_create(&labels).clone(),
+            queued_items: t.exporter_queued.handles(&labels),
             telemetry: t.clone(),
             hard_stop: CancellationToken::new(),
             settings,
@@ -422,8 +457,8 @@ impl<S: Sender> Lifecycle for Helper<S> {
                         "shutdown",
                         "the collector stopped before it could be sent",
                     );
+                    self.inner.release(&job);
                 }
-                self.inner.queue_size.set(0);
                 if left > 0 {
                     tracing::warn!(exporter = %self.inner.id, requests = left, "requests still queued at shutdown were dropped");
                 }
@@ -488,9 +523,11 @@ impl<S: Sender> Inner<S> {
             // Another producer may have taken the last slot since the check above: wait for
             // room rather than drop what is already encoded.
             loop {
+                let (sig, n) = (job.signal, job.items);
                 match q.push(job) {
                     Ok(()) => {
-                        self.update_queue_size();
+                        self.queue_size.inc();
+                        self.queued_items[sig.index()].inc_by(n as i64);
                         break;
                     }
                     Err(back) if !self.hard_stop.is_cancelled() => {
@@ -512,18 +549,18 @@ impl<S: Sender> Inner<S> {
         result
     }
 
-    /// The fill of the fullest queue (what decides refusals).
-    fn update_queue_size(&self) {
-        let len = self.queues.iter().map(Queue::len).max().unwrap_or(0);
-        self.queue_size.set(len as i64);
+    /// A queued job's send ended (sent or given up): it is no longer held.
+    fn release<R>(&self, job: &Job<R>) {
+        self.queue_size.dec();
+        self.queued_items[job.signal.index()].dec_by(job.items as i64);
     }
 
     async fn work(self: Arc<Self>, shard: usize) {
         let q = &self.queues[shard];
         while let Some(job) = q.pop().await {
-            self.update_queue_size();
             // The outcome is counted inside; a worker has nobody to report it to.
             let _ = self.send_with_retry(&job).await;
+            self.release(&job);
         }
     }
 
@@ -545,7 +582,13 @@ impl<S: Sender> Inner<S> {
         let started = Instant::now();
         let mut interval = retry.initial_interval;
         loop {
-            let attempt = tokio::time::timeout(self.settings.timeout, self.sender.send(&job.req));
+            // A zero timeout is none: the attempt runs until the sender gives up by itself.
+            let limit = if self.settings.timeout.is_zero() {
+                MAX_DURATION
+            } else {
+                self.settings.timeout
+            };
+            let attempt = tokio::time::timeout(limit, self.sender.send(&job.req));
             let err = tokio::select! {
                 r = attempt => match r {
                     Ok(Ok(())) => {
@@ -670,6 +713,33 @@ mod tests {
         );
     }
 
+    /// Takes `delay` for every send.
+    struct Slow(Duration, Mutex<usize>);
+    impl Sender for Arc<Slow> {
+        type Request = Batch;
+        fn encode(&self, batch: Batch) -> Result<Batch, SendError> {
+            Ok(batch)
+        }
+        fn send<'a>(&'a self, _: &'a Batch) -> BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.0).await;
+                *self.1.lock().unwrap() += 1;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_timeout_means_none() {
+        let ctx = crate::pipeline::test_context("otlp");
+        let slow = Arc::new(Slow(Duration::from_secs(600), Mutex::new(0)));
+        let mut s = settings(false, 1);
+        s.timeout = Duration::ZERO;
+        let e = Helper::build(&ctx, s, slow.clone());
+        e.consume(testdata::logs(1)).await.unwrap();
+        assert_eq!(*slow.1.lock().unwrap(), 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_are_not_retried_and_are_counted() {
         let ctx = crate::pipeline::test_context("otlp");
@@ -732,6 +802,17 @@ mod tests {
             matches!(r, Err(ConsumeError::Retryable { ref reason, .. }) if reason.contains("queue") ),
             "{r:?}"
         );
+        // The request the retrying worker holds is counted with the queued ones: the ledger
+        // (accepted = sent + failed + held) adds up during the outage.
+        let text = ctx.telemetry.encode();
+        assert!(
+            text.contains("otelcol_exporter_queue_size{exporter=\"otlp\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otelcol_exporter_queued_log_records{exporter=\"otlp\"} 3"),
+            "{text}"
+        );
         // The backend recovers: everything accepted is delivered before shutdown returns.
         f.fail.store(0, Ordering::SeqCst);
         e.shutdown(Instant::now() + Duration::from_secs(60)).await;
@@ -739,6 +820,11 @@ mod tests {
         let text = ctx.telemetry.encode();
         assert!(
             text.contains("otelcol_exporter_enqueue_failed_log_records_total{exporter=\"otlp\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otelcol_exporter_queue_size{exporter=\"otlp\"} 0")
+                && text.contains("otelcol_exporter_queued_log_records{exporter=\"otlp\"} 0"),
             "{text}"
         );
     }

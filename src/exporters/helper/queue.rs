@@ -1,18 +1,27 @@
-//! A bounded multi-producer, multi-consumer queue: crossbeam's lock-free `ArrayQueue` holds the
-//! items, a semaphore counts them so consumers can wait without a lock held across `.await`.
+//! A bounded multi-producer, multi-consumer queue: crossbeam's lock-free `SegQueue` holds the
+//! items, an atomic count bounds them, a semaphore lets consumers wait without a lock held across
+//! `.await`. Memory grows with what is queued, in blocks, not with the capacity: a large
+//! `queue_size` costs nothing until it fills.
 
-use crossbeam::queue::ArrayQueue;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam::queue::SegQueue;
 use tokio::sync::Semaphore;
 
 pub struct Queue<T> {
-    items: ArrayQueue<T>,
+    items: SegQueue<T>,
+    /// Items pushed and not yet popped; never above `capacity`.
+    len: AtomicUsize,
+    capacity: usize,
     ready: Semaphore,
 }
 
 impl<T> Queue<T> {
     pub fn new(capacity: usize) -> Self {
         Queue {
-            items: ArrayQueue::new(capacity.max(1)),
+            items: SegQueue::new(),
+            len: AtomicUsize::new(0),
+            capacity: capacity.max(1),
             ready: Semaphore::new(0),
         }
     }
@@ -22,7 +31,17 @@ impl<T> Queue<T> {
         if self.ready.is_closed() {
             return Err(item);
         }
-        self.items.push(item)?;
+        // Reserve a slot first, so concurrent producers never overshoot the capacity.
+        if self
+            .len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(item);
+        }
+        self.items.push(item);
         self.ready.add_permits(1);
         Ok(())
     }
@@ -32,14 +51,20 @@ impl<T> Queue<T> {
         match self.ready.acquire().await {
             Ok(permit) => {
                 permit.forget();
-                self.items.pop()
+                self.take()
             }
-            Err(_) => self.items.pop(),
+            Err(_) => self.take(),
         }
     }
 
     pub fn try_pop(&self) -> Option<T> {
-        self.items.pop()
+        self.take()
+    }
+
+    fn take(&self) -> Option<T> {
+        let item = self.items.pop()?;
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        Some(item)
     }
 
     /// Refuses new items and wakes every waiting consumer.
@@ -48,15 +73,15 @@ impl<T> Queue<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.len.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     pub fn capacity(&self) -> usize {
-        self.items.capacity()
+        self.capacity
     }
 }
 
@@ -76,6 +101,30 @@ mod tests {
         assert_eq!(q.push(4), Err(4));
         assert_eq!(q.pop().await, Some(2));
         assert_eq!(q.pop().await, None);
+    }
+
+    #[test]
+    fn a_huge_capacity_allocates_nothing_up_front() {
+        // 4,000,000,000 slots once grew the process to 18 GB at start.
+        let q = Queue::<[u8; 64]>::new(4_000_000_000);
+        assert_eq!(q.capacity(), 4_000_000_000);
+        q.push([1; 64]).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.try_pop(), Some([1; 64]));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn concurrent_producers_never_exceed_the_capacity() {
+        let q = Arc::new(Queue::new(1000));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || (0..1000).filter(|i| q.push(*i).is_ok()).count())
+            })
+            .collect();
+        let pushed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!((pushed, q.len()), (1000, 1000));
     }
 
     #[tokio::test]

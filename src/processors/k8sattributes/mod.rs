@@ -328,6 +328,7 @@ impl ProcessorConfig for Shared {
                 .k8s_unenriched
                 .get_or_create(&ProcessorDropLabels {
                     processor: ctx.id.to_string(),
+                    pipeline: ctx.pipeline.clone(),
                     otel_signal: signal.to_string(),
                     reason: reason.into(),
                 })

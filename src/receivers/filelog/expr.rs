@@ -12,8 +12,9 @@ pub enum Expr {
     Field(Field),
     Lit(Value),
     Not(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// Chains are flat lists, so a long `a and b and c ...` is not a deep tree.
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
     Cmp(Box<Expr>, CmpOp, Box<Expr>),
     /// `x matches "re"` with the regex compiled once.
     Matches(Box<Expr>, Regex),
@@ -123,9 +124,14 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
+/// How deep parentheses and `not` may nest: parsing and evaluation recurse, so an unbounded
+/// depth would let one condition overflow the stack.
+pub const MAX_NESTING: usize = 100;
+
 struct Parser {
     toks: Vec<Tok>,
     at: usize,
+    depth: usize,
 }
 
 impl Parser {
@@ -141,26 +147,47 @@ impl Parser {
         matches!(self.peek(), Some(Tok::Ident(x)) if x == w)
     }
 
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(format!(
+                "nesting deeper than {MAX_NESTING} levels at token {}",
+                self.at
+            ));
+        }
+        Ok(())
+    }
     fn or(&mut self) -> Result<Expr, String> {
-        let mut l = self.and()?;
+        let mut terms = vec![self.and()?];
         while self.is_word("or") || self.peek() == Some(&Tok::Op("||")) {
             self.at += 1;
-            l = Expr::Or(Box::new(l), Box::new(self.and()?));
+            terms.push(self.and()?);
         }
-        Ok(l)
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Expr::Or(terms)
+        })
     }
     fn and(&mut self) -> Result<Expr, String> {
-        let mut l = self.not()?;
+        let mut terms = vec![self.not()?];
         while self.is_word("and") || self.peek() == Some(&Tok::Op("&&")) {
             self.at += 1;
-            l = Expr::And(Box::new(l), Box::new(self.not()?));
+            terms.push(self.not()?);
         }
-        Ok(l)
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Expr::And(terms)
+        })
     }
     fn not(&mut self) -> Result<Expr, String> {
         if self.is_word("not") || self.peek() == Some(&Tok::Op("!")) {
             self.at += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.enter()?;
+            let e = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(e)));
         }
         self.cmp()
     }
@@ -189,7 +216,9 @@ impl Parser {
     fn primary(&mut self) -> Result<Expr, String> {
         match self.next() {
             Some(Tok::LParen) => {
+                self.enter()?;
                 let e = self.or()?;
+                self.depth -= 1;
                 match self.next() {
                     Some(Tok::RParen) => Ok(e),
                     _ => Err("expected `)`".into()),
@@ -242,14 +271,20 @@ impl Parser {
 
 impl Expr {
     pub fn parse(s: &str) -> Result<Expr, String> {
-        let mut p = Parser {
-            toks: lex(s).map_err(|e| format!("expression `{s}`: {e}"))?,
-            at: 0,
+        // A long expression is quoted by its start only.
+        let quoted = match s.char_indices().nth(80) {
+            Some((i, _)) => format!("{}…", &s[..i]),
+            None => s.to_owned(),
         };
-        let e = p.or().map_err(|e| format!("expression `{s}`: {e}"))?;
+        let mut p = Parser {
+            toks: lex(s).map_err(|e| format!("expression `{quoted}`: {e}"))?,
+            at: 0,
+            depth: 0,
+        };
+        let e = p.or().map_err(|e| format!("expression `{quoted}`: {e}"))?;
         if p.at < p.toks.len() {
             return Err(format!(
-                "expression `{s}`: unsupported syntax after token {} (ferrotel supports fields, literals, ==, !=, matches, contains, startsWith, endsWith, and, or, not)",
+                "expression `{quoted}`: unsupported syntax after token {} (ferrotel supports fields, literals, ==, !=, matches, contains, startsWith, endsWith, and, or, not)",
                 p.at
             ));
         }
@@ -268,8 +303,8 @@ impl Expr {
     pub fn eval(&self, e: &Entry) -> bool {
         match self {
             Expr::Not(x) => !x.eval(e),
-            Expr::And(a, b) => a.eval(e) && b.eval(e),
-            Expr::Or(a, b) => a.eval(e) || b.eval(e),
+            Expr::And(terms) => terms.iter().all(|t| t.eval(e)),
+            Expr::Or(terms) => terms.iter().any(|t| t.eval(e)),
             Expr::Matches(x, re) => x
                 .value(e)
                 .and_then(|v| v.to_text())
@@ -337,6 +372,23 @@ mod tests {
         ] {
             assert_eq!(Expr::parse(src).unwrap().eval(&e), want, "{src}");
         }
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_chains_are_flat() {
+        let deep = format!("{}true{}", "(".repeat(10_000), ")".repeat(10_000));
+        let e = Expr::parse(&deep).unwrap_err();
+        assert!(e.contains("nesting deeper than 100 levels"), "{e}");
+        assert!(e.len() < 300, "the message quotes only the start: {e}");
+        let e = Expr::parse(&format!("{}true", "not ".repeat(12_000))).unwrap_err();
+        assert!(e.contains("nesting deeper than 100 levels"), "{e}");
+        assert!(Expr::parse(&format!("{}true", "! ".repeat(100))).is_ok());
+        // 50,000 `and`s: a flat list, evaluated without deep recursion.
+        let chain = vec![r#"body == "x""#; 50_000].join(" and ");
+        let e = Expr::parse(&chain).unwrap();
+        assert!(!e.eval(&entry()));
+        let chain = vec![r#"body != "x""#; 50_000].join(" && ");
+        assert!(Expr::parse(&chain).unwrap().eval(&entry()));
     }
 
     #[test]

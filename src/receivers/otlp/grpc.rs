@@ -134,9 +134,38 @@ where
             let mut grpc = Grpc::new(RawCodec)
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(max_message), None);
-            Ok(grpc.unary(export, req).await)
+            Ok(too_large_is_resource_exhausted(
+                grpc.unary(export, req).await,
+                max_message,
+            ))
         })
     }
+}
+
+/// tonic answers a message over the size limit (or a length prefix past 4 GiB) with
+/// `OUT_OF_RANGE`, which the OTLP specification lists as retryable: a client would resend the
+/// same bytes forever. Our handler never answers `OUT_OF_RANGE` itself, so every such answer is
+/// that size check; it becomes `RESOURCE_EXHAUSTED` without retry info, permanent for that
+/// request (an exporter splits it instead).
+fn too_large_is_resource_exhausted(
+    resp: http::Response<tonic::body::Body>,
+    max_message: usize,
+) -> http::Response<tonic::body::Body> {
+    let out_of_range = resp
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    if !out_of_range {
+        return resp;
+    }
+    let detail = Status::from_header_map(resp.headers())
+        .map(|s| s.message().to_owned())
+        .unwrap_or_default();
+    Status::resource_exhausted(format!(
+        "request message too large: {detail} (max_recv_msg_size_mib is {} MiB); split it into smaller requests",
+        max_message >> 20
+    ))
+    .into_http()
 }
 
 struct Export {

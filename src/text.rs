@@ -1,0 +1,116 @@
+//! Text from telemetry, made safe to print: whatever a client sends (attribute keys, span names,
+//! log bodies, error messages of a peer) may hold newlines or terminal escapes, and printed raw
+//! it could forge a log line of ferrotel's or drive the operator's terminal.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io;
+
+/// Escapes control characters (C0, DEL, C1) as `\n`, `\r`, `\t` or `\u{..}`; other text is
+/// returned as is, without a copy.
+pub fn escape_control(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        push_escaped(&mut out, c);
+    }
+    Cow::Owned(out)
+}
+
+fn is_control(c: char) -> bool {
+    c.is_control()
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if is_control(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
+    }
+}
+
+/// The writer of ferrotel's own log: every event arrives as one formatted line (tracing's fmt
+/// layer writes each event with one `write_all`); control characters inside it are escaped, so
+/// a value holding `\n2026-… ERROR forged` stays on its own line. Tabs are kept.
+pub struct LogWriter<W>(pub W);
+
+impl<W: io::Write> io::Write for LogWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(b) => (b, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !needs_escape(body) {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let text = String::from_utf8_lossy(body);
+        let mut out = String::with_capacity(text.len() + 16);
+        for c in text.chars() {
+            if c == '\t' {
+                out.push(c);
+            } else {
+                push_escaped(&mut out, c);
+            }
+        }
+        self.0.write_all(out.as_bytes())?;
+        self.0.write_all(end)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Whether UTF-8 `body` holds a control character other than a tab: a C0 byte, DEL, or a C1
+/// character (`C2 80`..`C2 9F`).
+fn needs_escape(body: &[u8]) -> bool {
+    body.iter().enumerate().any(|(i, &b)| {
+        (b < 0x20 && b != b'\t')
+            || b == 0x7f
+            || (b == 0xc2 && body.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    })
+}
+
+/// A `MakeWriter` for tracing-subscriber: stderr through [`LogWriter`].
+pub fn stderr_log_writer() -> LogWriter<io::Stderr> {
+    LogWriter(io::stderr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(escape_control("plain text é"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_control("a\n2026-12-01 ERROR forged\r\u{1b}[31m\u{7f}\u{85}"),
+            "a\\n2026-12-01 ERROR forged\\r\\u{1b}[31m\\u{7f}\\u{85}"
+        );
+        assert_eq!(escape_control("tab\there"), "tab\\there");
+    }
+
+    #[test]
+    fn the_log_writer_keeps_one_event_on_one_line() {
+        let mut w = LogWriter(Vec::new());
+        w.write_all(b"2026-12-01T00:00:00Z  WARN error=\"x\"\n")
+            .unwrap();
+        w.write_all("  INFO key=a\n2026-12-01 ERROR forged\u{1b}[2J\tend\n".as_bytes())
+            .unwrap();
+        let text = String::from_utf8(w.0).unwrap();
+        assert_eq!(
+            text,
+            "2026-12-01T00:00:00Z  WARN error=\"x\"\n  INFO key=a\\n2026-12-01 ERROR forged\\u{1b}[2J\tend\n"
+        );
+        assert_eq!(text.lines().count(), 2);
+    }
+}
