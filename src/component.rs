@@ -169,6 +169,9 @@ pub struct Context {
     /// The pipeline a processor instance is built for (`traces/name`), for its metrics' `pipeline`
     /// label; empty for the other kinds, which are shared by pipelines.
     pub pipeline: String,
+    /// The process's memory budget: memory_limiter sets it, receivers reserve from it before
+    /// decoding.
+    pub memory: Arc<crate::admission::Budget>,
 }
 
 /// A failure to build or start a component (bad certificate file, port in use, ...).

@@ -5,6 +5,7 @@
 //! them on; a fan-out gives them to the pipeline's exporters, each with its own queue and
 //! retries ([`exporters::helper`]). See `README.md` for the architecture.
 
+pub mod admission;
 pub mod client;
 pub mod component;
 pub mod compression;

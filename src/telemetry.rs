@@ -378,14 +378,20 @@ pub struct ProcessStats {
 }
 
 /// Resident memory and CPU time of this process, from /proc (Linux).
-pub fn process_stats() -> ProcessStats {
+/// Resident memory of this process (from `/proc/self/statm`; 0 where there is none).
+pub fn rss_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let rss_bytes = std::fs::read_to_string("/proc/self/statm")
+    std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * page);
+        .map_or(0, |pages| pages * page)
+}
+
+pub fn process_stats() -> ProcessStats {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let rss_bytes = rss_bytes();
     let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {

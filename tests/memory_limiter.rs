@@ -1,6 +1,7 @@
-//! The `memory_limiter` processor from the outside: above its soft limit (here a 1 MiB limit,
-//! which any process exceeds) the real Python SDK gets retryable refusals over gRPC and HTTP,
-//! retries, and nothing reaches the exporter.
+//! The `memory_limiter` processor from the outside: above its limit (here 1 MiB, which any
+//! process exceeds) the receivers admit no request (see `admission`), the real Python SDK gets
+//! retryable refusals over gRPC and HTTP, retries, and nothing reaches the exporter. (The
+//! processor's own refusal, for receivers that do not admit by memory, is unit-tested.)
 
 mod common;
 
@@ -42,11 +43,13 @@ service:
         &["--timeout", "3"],
     );
     assert!(!ok, "the SDK must not succeed above the limit");
+    // Resident memory is above the hard limit, so requests are not even admitted: the refusal
+    // is RESOURCE_EXHAUSTED with RetryInfo, which the SDK retries.
     assert!(
-        err.contains("Transient error StatusCode.UNAVAILABLE"),
+        err.contains("Transient error StatusCode.RESOURCE_EXHAUSTED"),
         "gRPC refusal must be retryable:\n{err}"
     );
-    assert!(err.contains("high memory usage"), "{err}");
+    assert!(err.contains("memory is in use"), "{err}");
     let (ok, _, err) = sdk_send(
         &format!("http://127.0.0.1:{http}"),
         "http",
@@ -56,13 +59,12 @@ service:
         &["--timeout", "3"],
     );
     assert!(!ok);
-    // 503 with Retry-After: 1, which the SDK honours.
+    // 429 with Retry-After: 1, which the SDK honours.
     assert!(
-        err.contains("Transient error Service Unavailable") && err.contains("retrying in 1.00s"),
-        "HTTP refusal must be a retryable 503:\n{err}"
+        err.contains("Transient error Too Many Requests") && err.contains("retrying in 1.00s"),
+        "HTTP refusal must be a retryable 429:\n{err}"
     );
     assert_eq!(sink.store.span_count(), 0);
-    assert!(c.metric("otelcol_processor_refused_items_total{processor=\"memory_limiter\",pipeline=\"traces\",otel_signal=\"traces\"}") >= 6.0);
     assert!(
         c.metric("otelcol_receiver_refused_spans_total{receiver=\"otlp\",transport=\"grpc\"}")
             >= 3.0

@@ -351,33 +351,25 @@ pub struct Running {
     metrics_server: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
-fn ctx(
-    id: &ComponentId,
-    telemetry: &Arc<Telemetry>,
-    token: &CancellationToken,
-    health: &Arc<Health>,
-    storage: &Arc<crate::storage::Registry>,
-) -> Context {
+/// The context of component `id`: the shared parts of `base`, its own id.
+fn ctx(id: &ComponentId, base: &Context) -> Context {
     Context {
         id: id.clone(),
-        telemetry: telemetry.clone(),
-        shutdown: token.clone(),
-        health: health.clone(),
-        storage: storage.clone(),
-        pipeline: String::new(),
+        ..base.clone()
     }
 }
 
 /// A standalone context with its own telemetry, for tests and benches.
 pub fn test_context(name: &str) -> Context {
-    let id = ComponentId::parse(name).expect("valid id");
-    ctx(
-        &id,
-        &Telemetry::new(&Default::default()),
-        &CancellationToken::new(),
-        &Arc::new(Health::default()),
-        &Default::default(),
-    )
+    Context {
+        id: ComponentId::parse(name).expect("valid id"),
+        telemetry: Telemetry::new(&Default::default()),
+        shutdown: CancellationToken::new(),
+        health: Arc::new(Health::default()),
+        storage: Default::default(),
+        pipeline: String::new(),
+        memory: crate::admission::Budget::new(),
+    }
 }
 
 /// Builds and starts everything; on a failure, stops what was started and returns the error.
@@ -410,8 +402,19 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
 }
 
 async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
-    let (telemetry, token, health) = (r.telemetry.clone(), r.token.clone(), r.health.clone());
-    let storage: Arc<crate::storage::Registry> = Default::default();
+    let telemetry = r.telemetry.clone();
+    let base = Context {
+        id: ComponentId {
+            kind: "service".into(),
+            name: None,
+        },
+        telemetry: telemetry.clone(),
+        shutdown: r.token.clone(),
+        health: r.health.clone(),
+        storage: Default::default(),
+        pipeline: String::new(),
+        memory: crate::admission::Budget::new(),
+    };
     if let Some(addr) = v.config.telemetry.metrics.listen_address() {
         let id = ComponentId {
             kind: "telemetry".into(),
@@ -448,9 +451,7 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
     }
     for rf in &v.config.service_extensions {
         if let Some(cfg) = v.extensions.remove(&rf.id) {
-            let running = cfg
-                .start(ctx(&rf.id, &telemetry, &token, &health, &storage))
-                .await?;
+            let running = cfg.start(ctx(&rf.id, &base)).await?;
             r.extensions.push((rf.id.clone(), running));
         }
     }
@@ -462,7 +463,7 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
                 continue;
             }
             if let Some(cfg) = v.exporters.remove(&e.id) {
-                let exp = cfg.build(ctx(&e.id, &telemetry, &token, &health, &storage))?;
+                let exp = cfg.build(ctx(&e.id, &base))?;
                 r.exporters.push((e.id.clone(), exp.clone()));
                 exporters.insert(e.id.clone(), exp);
             }
@@ -482,7 +483,7 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
             let Some(cfg) = v.processors.get(&pr.id) else {
                 continue;
             };
-            let mut pctx = ctx(&pr.id, &telemetry, &token, &health, &storage);
+            let mut pctx = ctx(&pr.id, &base);
             pctx.pipeline = p.id().to_string();
             let proc = cfg.build(pctx, p.signal, next)?;
             next = proc.clone();
@@ -510,9 +511,7 @@ async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
             (!cs.is_empty()).then(|| FanOut::build(cs))
         });
         if let Some(cfg) = v.receivers.remove(&id) {
-            let running = cfg
-                .start(ctx(&id, &telemetry, &token, &health, &storage), consumers)
-                .await?;
+            let running = cfg.start(ctx(&id, &base), consumers).await?;
             r.receivers.push((id, running));
         }
     }

@@ -1,6 +1,9 @@
 //! `memory_limiter` processor: measures the process's resident memory every `check_interval`;
 //! above the soft limit (`limit - spike_limit`) it refuses data with a retryable error, so
-//! receivers tell clients to back off instead of the collector running out of memory.
+//! receivers tell clients to back off instead of the collector running out of memory. Its limits
+//! also set the process's admission budget ([`crate::admission`]): receivers reserve each
+//! request's decoded size under the hard limit before decoding it, and refuse a request larger
+//! than the spike allowance.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -172,12 +175,16 @@ impl Shared {
                     refusing: AtomicBool::new(false),
                     last_rss: AtomicU64::new(0),
                 });
+                // Receivers reserve a request's decoded size against these limits before
+                // decoding it (see `admission`): one request cannot outrun the measurements.
+                ctx.memory
+                    .limit(limits.hard, limits.hard.saturating_sub(limits.soft));
                 spawn_checker(
                     st.clone(),
                     limits,
                     self.cfg.check_interval,
                     ctx.clone(),
-                    || crate::telemetry::process_stats().rss_bytes,
+                    crate::telemetry::rss_bytes,
                 );
                 st
             })
@@ -192,9 +199,11 @@ fn spawn_checker(
     ctx: Context,
     measure: fn() -> u64,
 ) {
+    let budget = ctx.memory.clone();
     let check = move |st: &State| {
         let rss = measure();
         st.last_rss.store(rss, Ordering::Relaxed);
+        budget.sampled(rss);
         let refuse = rss >= limits.soft;
         let was = st.refusing.swap(refuse, Ordering::Relaxed);
         if refuse && !was {
@@ -368,7 +377,7 @@ mod tests {
             },
             Duration::from_secs(3600),
             ctx.clone(),
-            || crate::telemetry::process_stats().rss_bytes,
+            crate::telemetry::rss_bytes,
         );
         let l = Limiter {
             state: st.clone(),

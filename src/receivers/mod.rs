@@ -12,6 +12,8 @@ pub(crate) struct Output {
     consumer: DynConsumer,
     accepted: SignalCounters,
     refused: SignalCounters,
+    /// The memory budget requests are admitted against before they are decoded.
+    pub(crate) budget: std::sync::Arc<crate::admission::Budget>,
 }
 
 impl Output {
@@ -24,7 +26,13 @@ impl Output {
             consumer,
             accepted: ctx.telemetry.receiver_accepted.handles(&labels),
             refused: ctx.telemetry.receiver_refused.handles(&labels),
+            budget: ctx.memory.clone(),
         }
+    }
+
+    /// Counts items refused before they reached the pipeline (not admitted).
+    pub(crate) fn refused(&self, signal: crate::signal::Signal, n: usize) {
+        self.refused.add(signal, n);
     }
 
     pub(crate) async fn push(

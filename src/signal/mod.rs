@@ -1,5 +1,6 @@
 //! The in-memory unit of data: OTLP protobuf messages, moved (not copied) between stages.
 
+pub mod json;
 pub mod split;
 pub mod wire;
 mod wire_schema;

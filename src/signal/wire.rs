@@ -21,11 +21,43 @@ pub enum Kind {
     Msg(usize),
 }
 
+/// The exact protobuf type of a field, for the OTLP/JSON transcoder (the scanner needs only
+/// [`Kind`]). An enumeration carries its prost path (`span::SpanKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    Double,
+    Float,
+    Int64,
+    UInt64,
+    Int32,
+    UInt32,
+    SInt32,
+    SInt64,
+    Fixed64,
+    SFixed64,
+    Fixed32,
+    SFixed32,
+    Bool,
+    String,
+    Bytes,
+    Enum(&'static str),
+    Message,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Field {
     pub tag: u32,
     pub kind: Kind,
     pub repeated: bool,
+    /// The proto field name (`trace_id`), also accepted in OTLP/JSON.
+    pub name: &'static str,
+    /// The lowerCamelCase JSON name (`traceId`).
+    pub json: &'static str,
+    pub ty: Ty,
+    /// A oneof member or a proto3 `optional`: a zero value is still a value.
+    pub presence: bool,
+    /// Written as hex in OTLP/JSON (trace and span ids), not base64.
+    pub hex: bool,
 }
 
 /// What a scan found in a valid request.
@@ -36,6 +68,102 @@ pub struct Scan {
     /// Every span has a 16-byte non-zero trace id, an 8-byte non-zero span id and an empty or
     /// 8-byte parent; every log record's ids are empty or of those lengths.
     pub ids_ok: bool,
+    /// Heap bytes prost's decoded request would take: every `Vec` at the capacity its pushes
+    /// grow it to, every string and byte field. The allocator's rounding and the copy while a
+    /// `Vec` grows come on top (at most about half again). What admission charges before
+    /// anything is decoded: a 2-byte empty span on the wire is a 240-byte `Span` in memory.
+    pub decoded_bytes: usize,
+}
+
+/// The largest number of fields an OTLP message has (Span: 16); per-message field counters
+/// live on the stack.
+const MAX_FIELDS: usize = 16;
+
+/// The size of the prost struct of each message of the schema.
+fn struct_size(msg: usize) -> usize {
+    use opentelemetry_proto::tonic::{
+        collector::{logs::v1 as cl, metrics::v1 as cm, trace::v1 as ct},
+        common::v1 as c,
+        logs::v1 as l,
+        metrics::v1 as m,
+        resource::v1 as r,
+        trace::v1 as t,
+    };
+    use std::mem::size_of;
+    match msg {
+        schema::ANY_VALUE => size_of::<c::AnyValue>(),
+        schema::ARRAY_VALUE => size_of::<c::ArrayValue>(),
+        schema::BUCKETS => size_of::<m::exponential_histogram_data_point::Buckets>(),
+        schema::ENTITY_REF => size_of::<c::EntityRef>(),
+        schema::EVENT => size_of::<t::span::Event>(),
+        schema::EXEMPLAR => size_of::<m::Exemplar>(),
+        schema::EXPONENTIAL_HISTOGRAM => size_of::<m::ExponentialHistogram>(),
+        schema::EXPONENTIAL_HISTOGRAM_DATA_POINT => size_of::<m::ExponentialHistogramDataPoint>(),
+        schema::EXPORT_LOGS_PARTIAL_SUCCESS => size_of::<cl::ExportLogsPartialSuccess>(),
+        schema::EXPORT_LOGS_SERVICE_REQUEST => size_of::<cl::ExportLogsServiceRequest>(),
+        schema::EXPORT_LOGS_SERVICE_RESPONSE => size_of::<cl::ExportLogsServiceResponse>(),
+        schema::EXPORT_METRICS_PARTIAL_SUCCESS => size_of::<cm::ExportMetricsPartialSuccess>(),
+        schema::EXPORT_METRICS_SERVICE_REQUEST => size_of::<cm::ExportMetricsServiceRequest>(),
+        schema::EXPORT_METRICS_SERVICE_RESPONSE => size_of::<cm::ExportMetricsServiceResponse>(),
+        schema::EXPORT_TRACE_PARTIAL_SUCCESS => size_of::<ct::ExportTracePartialSuccess>(),
+        schema::EXPORT_TRACE_SERVICE_REQUEST => size_of::<ct::ExportTraceServiceRequest>(),
+        schema::EXPORT_TRACE_SERVICE_RESPONSE => size_of::<ct::ExportTraceServiceResponse>(),
+        schema::GAUGE => size_of::<m::Gauge>(),
+        schema::HISTOGRAM => size_of::<m::Histogram>(),
+        schema::HISTOGRAM_DATA_POINT => size_of::<m::HistogramDataPoint>(),
+        schema::INSTRUMENTATION_SCOPE => size_of::<c::InstrumentationScope>(),
+        schema::KEY_VALUE => size_of::<c::KeyValue>(),
+        schema::KEY_VALUE_LIST => size_of::<c::KeyValueList>(),
+        schema::LINK => size_of::<t::span::Link>(),
+        schema::LOG_RECORD => size_of::<l::LogRecord>(),
+        schema::LOGS_DATA => size_of::<l::LogsData>(),
+        schema::METRIC => size_of::<m::Metric>(),
+        schema::METRICS_DATA => size_of::<m::MetricsData>(),
+        schema::NUMBER_DATA_POINT => size_of::<m::NumberDataPoint>(),
+        schema::RESOURCE => size_of::<r::Resource>(),
+        schema::RESOURCE_LOGS => size_of::<l::ResourceLogs>(),
+        schema::RESOURCE_METRICS => size_of::<m::ResourceMetrics>(),
+        schema::RESOURCE_SPANS => size_of::<t::ResourceSpans>(),
+        schema::SCOPE_LOGS => size_of::<l::ScopeLogs>(),
+        schema::SCOPE_METRICS => size_of::<m::ScopeMetrics>(),
+        schema::SCOPE_SPANS => size_of::<t::ScopeSpans>(),
+        schema::SPAN => size_of::<t::Span>(),
+        schema::STATUS => size_of::<t::Status>(),
+        schema::SUM => size_of::<m::Sum>(),
+        schema::SUMMARY => size_of::<m::Summary>(),
+        schema::SUMMARY_DATA_POINT => size_of::<m::SummaryDataPoint>(),
+        schema::TRACES_DATA => size_of::<t::TracesData>(),
+        schema::VALUE_AT_QUANTILE => size_of::<m::summary_data_point::ValueAtQuantile>(),
+        // Every message has an arm (a test checks); an unknown one is charged as a large one.
+        _ => 512,
+    }
+}
+
+/// The capacity a `Vec` reaches after `n` pushes from empty (Rust's `RawVec` starts at 4 for
+/// elements up to 1 KiB and doubles).
+fn vec_capacity(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n.next_power_of_two().max(4)
+    }
+}
+
+/// What one element of a repeated field takes in its `Vec`.
+fn element_size(kind: Kind) -> usize {
+    match kind {
+        Kind::Msg(child) => struct_size(child),
+        Kind::Str | Kind::Bytes => std::mem::size_of::<Vec<u8>>(),
+        Kind::Fixed32 => 4,
+        // Varints decode to u64, i64 or a 4-byte enum: charged as 8.
+        Kind::Varint | Kind::Fixed64 => 8,
+    }
+}
+
+/// What a non-empty string or bytes field allocates: its length, at least the 8 bytes that a
+/// `Vec<u8>`'s first allocation takes.
+fn string_cost(len: usize) -> usize {
+    if len == 0 { 0 } else { len.max(8) }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,11 +189,13 @@ pub fn scan(signal: Signal, buf: &[u8]) -> Result<Scan, WireError> {
         items: 0,
         points: 0,
         ids_ok: true,
+        decoded: 0,
     };
     s.message(root, 0, buf.len(), RECURSION_LIMIT)?;
     Ok(Scan {
         items: s.items,
         ids_ok: s.ids_ok,
+        decoded_bytes: s.decoded,
     })
 }
 
@@ -76,6 +206,8 @@ struct Scanner<'a> {
     /// Data points seen inside the current metric's data message.
     points: usize,
     ids_ok: bool,
+    /// See [`Scan::decoded_bytes`].
+    decoded: usize,
 }
 
 fn err(offset: usize, msg: &'static str) -> WireError {
@@ -180,13 +312,19 @@ impl Scanner<'_> {
         );
         let mut data_tag = 0u32;
         let mut data_points = 0usize;
+        // Elements pushed into each repeated field of this message, by field position.
+        let mut pushed = [0usize; MAX_FIELDS];
         let mut pos = start;
         while pos < end {
             let (tag, wire, p) = self.key(pos, end)?;
-            let Some(f) = fields.iter().find(|f| f.tag == tag) else {
+            let Some(fi) = fields.iter().position(|f| f.tag == tag) else {
                 pos = self.skip(tag, wire, p, end, budget)?;
                 continue;
             };
+            let f = &fields[fi];
+            if f.repeated && wire != 2 {
+                pushed[fi] += 1;
+            }
             pos = match (f.kind, wire) {
                 (Kind::Varint, 0) => self.varint(p, end)?.1,
                 (Kind::Fixed64, 1) | (Kind::Fixed32, 5) => {
@@ -211,6 +349,7 @@ impl Scanner<'_> {
                                 ));
                             }
                         };
+                        pushed[fi] += 1;
                     }
                     e
                 }
@@ -219,10 +358,18 @@ impl Scanner<'_> {
                     if std::str::from_utf8(&self.buf[s..e]).is_err() {
                         return Err(err(self.base + s, "string is not valid UTF-8"));
                     }
+                    if f.repeated {
+                        pushed[fi] += 1;
+                    }
+                    self.decoded += string_cost(e - s);
                     e
                 }
                 (Kind::Bytes, 2) => {
                     let (s, e) = self.length(p, end)?;
+                    if f.repeated {
+                        pushed[fi] += 1;
+                    }
+                    self.decoded += string_cost(e - s);
                     match (msg, tag) {
                         (schema::SPAN, 1) | (schema::LOG_RECORD, 9) => trace_id = Some((s, e)),
                         (schema::SPAN, 2) | (schema::LOG_RECORD, 10) => span_id = Some((s, e)),
@@ -235,6 +382,9 @@ impl Scanner<'_> {
                     let (s, e) = self.length(p, end)?;
                     if budget == 0 {
                         return Err(err(self.base + p, "recursion limit reached"));
+                    }
+                    if f.repeated {
+                        pushed[fi] += 1;
                     }
                     let outer_points = std::mem::take(&mut self.points);
                     self.message(child, s, e, budget - 1)?;
@@ -267,6 +417,11 @@ impl Scanner<'_> {
         }
         if pos != end {
             return Err(err(self.base + pos, "message does not end on its length"));
+        }
+        for (f, &n) in fields.iter().zip(&pushed) {
+            if n > 0 {
+                self.decoded += vec_capacity(n) * element_size(f.kind);
+            }
         }
         match msg {
             schema::METRIC => self.items += data_points,
@@ -337,22 +492,65 @@ mod tests {
     #[test]
     fn counts_items_and_accepts_what_prost_accepts() {
         for (signal, bytes, items) in samples() {
-            assert_eq!(
-                scan(signal, &bytes).unwrap(),
-                Scan {
-                    items,
-                    ids_ok: true
-                }
-            );
+            let sc = scan(signal, &bytes).unwrap();
+            assert_eq!((sc.items, sc.ids_ok), (items, true));
+            assert!(sc.decoded_bytes > 0);
             assert!(prost_ok(signal, &bytes));
         }
         assert_eq!(
             scan(Signal::Traces, &[]).unwrap(),
             Scan {
                 items: 0,
-                ids_ok: true
+                ids_ok: true,
+                decoded_bytes: 0,
             }
         );
+    }
+
+    #[test]
+    fn every_message_has_a_struct_size_and_fits_the_field_counters() {
+        for (i, (name, fields)) in MESSAGES.iter().enumerate() {
+            assert_ne!(struct_size(i), 512, "{name} has no size arm");
+            assert!(
+                fields.len() <= MAX_FIELDS,
+                "{name}: {} fields",
+                fields.len()
+            );
+        }
+    }
+
+    #[test]
+    fn empty_spans_are_charged_as_the_structs_they_become() {
+        // 1000 empty spans: two bytes each on the wire, a `Span` each in memory.
+        let mut scope = Vec::new();
+        for _ in 0..1000 {
+            scope.extend_from_slice(&[0x12, 0x00]); // ScopeSpans.spans = {}
+        }
+        let mut rs = vec![0x12];
+        put_varint(&mut rs, scope.len() as u64);
+        rs.extend_from_slice(&scope);
+        let mut req = vec![0x0a];
+        put_varint(&mut req, rs.len() as u64);
+        req.extend_from_slice(&rs);
+        let sc = scan(Signal::Traces, &req).unwrap();
+        assert_eq!(sc.items, 1000);
+        let span = std::mem::size_of::<opentelemetry_proto::tonic::trace::v1::Span>();
+        let expected = 1024 * span
+            + 4 * std::mem::size_of::<opentelemetry_proto::tonic::trace::v1::ScopeSpans>()
+            + 4 * std::mem::size_of::<opentelemetry_proto::tonic::trace::v1::ResourceSpans>();
+        assert_eq!(sc.decoded_bytes, expected);
+        assert!(
+            sc.decoded_bytes > 100 * req.len(),
+            "the amplification is seen"
+        );
+    }
+
+    pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{Entry, GrpcConfig, decode_protobuf, entry_for, reject_invalid};
+use super::{Entry, GrpcConfig, Refused, admit_protobuf, entry_for};
 use crate::client::ClientInfo;
 use crate::component::{BoxFuture, ConsumeError};
 use crate::exporters::{ExportResponse, PartialSuccess};
@@ -43,6 +43,21 @@ pub(crate) fn status_of(e: ConsumeError) -> Status {
             )
         }
         ConsumeError::Permanent(reason) => Status::invalid_argument(reason),
+    }
+}
+
+/// How a request that was not admitted is answered: malformed → `INVALID_ARGUMENT`; too large
+/// to take → `RESOURCE_EXHAUSTED` without retry info (permanent: split it); memory in use →
+/// `RESOURCE_EXHAUSTED` with `RetryInfo` (retry later).
+fn refusal_status(r: Refused) -> Status {
+    match r {
+        Refused::Invalid(msg) => Status::invalid_argument(msg),
+        Refused::TooLarge { msg, .. } => Status::resource_exhausted(msg),
+        Refused::Busy { msg, .. } => Status::with_error_details(
+            tonic::Code::ResourceExhausted,
+            msg,
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
+        ),
     }
 }
 
@@ -77,6 +92,7 @@ impl OtlpService for LogsSvc {
 pub(crate) struct Server<S> {
     entry: Arc<Entry>,
     max_message: usize,
+    max_decoded: u64,
     include_metadata: bool,
     _svc: PhantomData<fn() -> S>,
 }
@@ -86,6 +102,7 @@ impl<S> Clone for Server<S> {
         Server {
             entry: self.entry.clone(),
             max_message: self.max_message,
+            max_decoded: self.max_decoded,
             include_metadata: self.include_metadata,
             _svc: PhantomData,
         }
@@ -120,6 +137,7 @@ where
         let export = Export {
             entry: self.entry.clone(),
             signal: S::SIGNAL,
+            max_decoded: self.max_decoded,
             client: Some(ClientInfo::from_headers(
                 peer,
                 req.headers(),
@@ -171,6 +189,7 @@ fn too_large_is_resource_exhausted(
 struct Export {
     entry: Arc<Entry>,
     signal: Signal,
+    max_decoded: u64,
     client: Option<ClientInfo>,
 }
 
@@ -179,13 +198,21 @@ impl UnaryService<Bytes> for Export {
     type Future = BoxFuture<'static, Result<Response<ExportResponse>, Status>>;
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let (entry, signal) = (self.entry.clone(), self.signal);
+        let (entry, signal, max_decoded) = (self.entry.clone(), self.signal, self.max_decoded);
         let client = self.client.take().unwrap_or_default();
         Box::pin(async move {
-            let mut batch =
-                decode_protobuf(signal, req.into_inner()).map_err(Status::invalid_argument)?;
-            let (rejected, why) = reject_invalid(&mut batch);
-            entry.push(batch, client).await.map_err(status_of)?;
+            let admitted = admit_protobuf(signal, req.into_inner(), max_decoded, &entry.budget)
+                .map_err(|r| {
+                    entry.refused(signal, r.items());
+                    refusal_status(r)
+                })?;
+            let (rejected, why) = (admitted.rejected, admitted.why.clone());
+            // The reservation is held until the pipeline has the batch.
+            entry
+                .push(admitted.batch, client)
+                .await
+                .map_err(status_of)?;
+            drop(admitted._reservation);
             Ok(Response::new(ExportResponse {
                 partial_success: (rejected > 0).then_some(PartialSuccess {
                     rejected,
@@ -240,6 +267,7 @@ pub(super) fn router(cfg: &GrpcConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
         routes = routes.add_service(Server::<TraceSvc> {
             entry,
             max_message,
+            max_decoded: cfg.max_decoded_bytes(),
             include_metadata: cfg.include_metadata,
             _svc: PhantomData,
         });
@@ -248,6 +276,7 @@ pub(super) fn router(cfg: &GrpcConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
         routes = routes.add_service(Server::<MetricsSvc> {
             entry,
             max_message,
+            max_decoded: cfg.max_decoded_bytes(),
             include_metadata: cfg.include_metadata,
             _svc: PhantomData,
         });
@@ -256,6 +285,7 @@ pub(super) fn router(cfg: &GrpcConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
         routes = routes.add_service(Server::<LogsSvc> {
             entry,
             max_message,
+            max_decoded: cfg.max_decoded_bytes(),
             include_metadata: cfg.include_metadata,
             _svc: PhantomData,
         });

@@ -9,20 +9,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message;
 
-use super::{CorsConfig, Entry, HttpConfig, entry_for, reject_invalid};
+use super::{Admitted, CorsConfig, Entry, HttpConfig, Refused, entry_for};
 use crate::component::ConsumeError;
 use crate::compression::{self, DecodeError};
-use crate::signal::{Batch, Signal};
+use crate::signal::Signal;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -47,6 +47,7 @@ struct SignalState {
     signal: Signal,
     entry: Arc<Entry>,
     limit: usize,
+    max_decoded: u64,
     cors: Option<Arc<CorsConfig>>,
     include_metadata: bool,
 }
@@ -66,6 +67,7 @@ pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
             signal,
             entry,
             limit: cfg.max_request_body_size,
+            max_decoded: cfg.max_decoded_bytes(),
             cors: cors.clone(),
             include_metadata: cfg.include_metadata,
         };
@@ -97,6 +99,7 @@ fn error_response(status: StatusCode, enc: Encoding, msg: String) -> Response {
         StatusCode::BAD_REQUEST => 3,          // INVALID_ARGUMENT
         StatusCode::PAYLOAD_TOO_LARGE => 8,    // RESOURCE_EXHAUSTED
         StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
+        StatusCode::UNAUTHORIZED => 16,        // UNAUTHENTICATED
         StatusCode::TOO_MANY_REQUESTS => 8,
         _ => 2, // UNKNOWN
     };
@@ -245,12 +248,34 @@ async fn handle_inner(
         }
         Err(e) => return error_response(StatusCode::BAD_REQUEST, enc, e.to_string()),
     };
-    let mut batch = match decode(st.signal, enc, raw) {
-        Ok(b) => b,
-        Err(msg) => return error_response(StatusCode::BAD_REQUEST, enc, msg),
+    let admitted = match admit(st, enc, raw) {
+        Ok(a) => a,
+        Err(r) => {
+            st.entry.refused(st.signal, r.items());
+            return match r {
+                Refused::Invalid(msg) => error_response(StatusCode::BAD_REQUEST, enc, msg),
+                Refused::TooLarge { msg, .. } => {
+                    error_response(StatusCode::PAYLOAD_TOO_LARGE, enc, msg)
+                }
+                Refused::Busy { msg, .. } => {
+                    let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, enc, msg);
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(1));
+                    r
+                }
+            };
+        }
     };
-    let (rejected, why) = reject_invalid(&mut batch);
-    match st.entry.push(batch, client).await {
+    let Admitted {
+        batch,
+        rejected,
+        why,
+        _reservation,
+    } = admitted;
+    // The reservation lives until the pipeline has the batch.
+    let pushed = st.entry.push(batch, client).await;
+    drop(_reservation);
+    match pushed {
         Ok(()) => success(st.signal, enc, rejected, why),
         Err(ConsumeError::Retryable {
             reason,
@@ -269,86 +294,17 @@ async fn handle_inner(
     }
 }
 
-/// Decodes the request body. An empty body is a valid empty request.
-fn decode(signal: Signal, enc: Encoding, raw: Vec<u8>) -> Result<Batch, String> {
-    if enc == Encoding::Protobuf {
-        return super::decode_protobuf(signal, axum::body::Bytes::from(raw));
-    }
-    let json_err = |e: serde_json::Error| format!("invalid OTLP/JSON {signal} request: {e}");
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Batch::empty(signal));
-    }
-    let raw = &raw[..];
-    let batch = match signal {
-        Signal::Traces => Batch::Traces(
-            serde_json::from_slice::<ExportTraceServiceRequest>(raw)
-                .map_err(json_err)?
-                .resource_spans,
+/// Admits the decompressed body: protobuf as it is, JSON transcoded to protobuf first.
+fn admit(st: &SignalState, enc: Encoding, raw: Vec<u8>) -> Result<Admitted, Refused> {
+    match enc {
+        Encoding::Protobuf => super::admit_protobuf(
+            st.signal,
+            axum::body::Bytes::from(raw),
+            st.max_decoded,
+            &st.entry.budget,
         ),
-        Signal::Metrics => Batch::Metrics(
-            serde_json::from_slice::<ExportMetricsServiceRequest>(raw)
-                .map_err(json_err)?
-                .resource_metrics,
-        ),
-        Signal::Logs => Batch::Logs(
-            serde_json::from_slice::<ExportLogsServiceRequest>(raw)
-                .map_err(json_err)?
-                .resource_logs,
-        ),
-    };
-    if enc == Encoding::Json {
-        check_json_ids(&batch)?;
+        Encoding::Json => super::admit_json(st.signal, raw, st.max_decoded, &st.entry.budget),
     }
-    Ok(batch)
-}
-
-/// OTLP/JSON carries ids as hex; a hex string of the wrong length is a malformed request.
-fn check_json_ids(batch: &Batch) -> Result<(), String> {
-    let bad = |what: &str, got: usize, want: &str| {
-        Err(format!(
-            "invalid OTLP/JSON: {what} must be {want} bytes of hex, got {got} bytes"
-        ))
-    };
-    match batch {
-        Batch::Traces(rs) => {
-            for sp in rs
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .flat_map(|s| &s.spans)
-            {
-                if !matches!(sp.trace_id.len(), 0 | 16) {
-                    return bad("traceId", sp.trace_id.len(), "16");
-                }
-                if !matches!(sp.span_id.len(), 0 | 8) {
-                    return bad("spanId", sp.span_id.len(), "8");
-                }
-                if !matches!(sp.parent_span_id.len(), 0 | 8) {
-                    return bad("parentSpanId", sp.parent_span_id.len(), "8");
-                }
-                for l in &sp.links {
-                    if l.trace_id.len() != 16 || l.span_id.len() != 8 {
-                        return bad("link traceId/spanId", l.trace_id.len(), "16/8");
-                    }
-                }
-            }
-        }
-        Batch::Logs(rl) => {
-            for l in rl
-                .iter()
-                .flat_map(|r| &r.scope_logs)
-                .flat_map(|s| &s.log_records)
-            {
-                if !matches!(l.trace_id.len(), 0 | 16) {
-                    return bad("traceId", l.trace_id.len(), "16");
-                }
-                if !matches!(l.span_id.len(), 0 | 8) {
-                    return bad("spanId", l.span_id.len(), "8");
-                }
-            }
-        }
-        Batch::Metrics(_) | Batch::Encoded(_) => {}
-    }
-    Ok(())
 }
 
 fn success(signal: Signal, enc: Encoding, rejected: i64, why: String) -> Response {
@@ -415,6 +371,21 @@ mod tests {
         assert!(!wildcard_match("http://*", "https://x"));
     }
 
+    fn decode(signal: Signal, enc: Encoding, raw: Vec<u8>) -> Result<crate::signal::Batch, String> {
+        let budget = crate::admission::Budget::new();
+        let admitted = match enc {
+            Encoding::Protobuf => {
+                super::super::admit_protobuf(signal, raw.into(), u64::MAX, &budget)
+            }
+            Encoding::Json => super::super::admit_json(signal, raw, u64::MAX, &budget),
+        };
+        match admitted {
+            Ok(a) => a.batch.into_decoded().map_err(|e| e.to_string()),
+            Err(Refused::Invalid(m)) => Err(m),
+            Err(other) => Err(format!("{other:?}")),
+        }
+    }
+
     #[test]
     fn json_with_hex_ids_and_string_ints() {
         let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},
@@ -422,7 +393,9 @@ mod tests {
             "name":"op","kind":2,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":1544712661000000000,
             "attributes":[{"key":"n","value":{"intValue":"42"}}]}]}]}]}"#;
         let b = decode(Signal::Traces, Encoding::Json, body.to_vec()).unwrap();
-        let Batch::Traces(rs) = b else { unreachable!() };
+        let crate::signal::Batch::Traces(rs) = b else {
+            unreachable!()
+        };
         let sp = &rs[0].scope_spans[0].spans[0];
         assert_eq!(
             hex::encode(&sp.trace_id),
@@ -438,15 +411,13 @@ mod tests {
         let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8e","spanId":"eee19b7ec3c1b174","name":"x"}]}]}]}"#;
         let e = decode(Signal::Traces, Encoding::Json, body.to_vec()).unwrap_err();
         assert!(e.contains("traceId must be 16 bytes"), "{e}");
-        assert!(
-            decode(
-                Signal::Logs,
-                Encoding::Json,
-                b"{\"resourceLogs\": [".to_vec()
-            )
-            .unwrap_err()
-            .contains("invalid OTLP/JSON logs")
-        );
+        let e = decode(
+            Signal::Logs,
+            Encoding::Json,
+            b"{\"resourceLogs\": [".to_vec(),
+        )
+        .unwrap_err();
+        assert!(e.contains("invalid OTLP/JSON logs"), "{e}");
         assert!(
             decode(
                 Signal::Metrics,
@@ -461,5 +432,49 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn amplified_requests_are_refused_before_decoding() {
+        // 200,000 empty spans: 400 KB on the wire, ~48 MB decoded.
+        let mut scope = Vec::new();
+        for _ in 0..200_000 {
+            scope.extend_from_slice(&[0x12, 0x00]);
+        }
+        let mut rs = vec![0x12];
+        prost::encoding::encode_varint(scope.len() as u64, &mut rs);
+        rs.extend_from_slice(&scope);
+        let mut req = vec![0x0a];
+        prost::encoding::encode_varint(rs.len() as u64, &mut req);
+        req.extend_from_slice(&rs);
+        let budget = crate::admission::Budget::new();
+        let limit = 16 * req.len() as u64;
+        match super::super::admit_protobuf(Signal::Traces, req.clone().into(), limit, &budget) {
+            Err(Refused::TooLarge { msg, items }) => {
+                assert_eq!(items, 200_000);
+                assert!(
+                    msg.contains("200000 spans") && msg.contains("max_decoded_size"),
+                    "{msg}"
+                );
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("admitted"),
+        }
+        // The same as JSON (`{}` per span).
+        let spans = vec!["{}"; 200_000].join(",");
+        let json = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{spans}]}}]}}]}}"#);
+        let limit = 16 * json.len() as u64;
+        assert!(matches!(
+            super::super::admit_json(Signal::Traces, json.into_bytes(), limit, &budget),
+            Err(Refused::TooLarge { items: 200_000, .. })
+        ));
+        // Under a memory_limiter: a request larger than its spike allowance is refused for
+        // good, one that does not fit now is refused for a while.
+        let limited = crate::admission::Budget::new();
+        limited.limit(u64::MAX / 2, 1 << 20);
+        assert!(matches!(
+            super::super::admit_protobuf(Signal::Traces, req.into(), u64::MAX, &limited),
+            Err(Refused::TooLarge { .. })
+        ));
     }
 }

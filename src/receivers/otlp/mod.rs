@@ -39,11 +39,34 @@ pub struct GrpcConfig {
     pub transport: String,
     /// Largest accepted request message, in MiB (after decompression). Default 4.
     pub max_recv_msg_size_mib: u64,
+    /// Largest request accepted by what it takes once decoded, in MiB (the wire scan estimates
+    /// it before decoding: an empty span is 2 bytes on the wire and 240 in memory). Above it a
+    /// request is refused with `RESOURCE_EXHAUSTED` and no retry info. Default 16 ×
+    /// `max_recv_msg_size_mib`; real requests decode to 4–7 times their size.
+    #[serde(deserialize_with = "crate::config::present")]
+    pub max_decoded_size_mib: Option<u64>,
     #[serde(deserialize_with = "crate::config::present")]
     pub tls: Option<ServerTlsConfig>,
     /// Pass the request's metadata to processors (`attributes` `from_context: metadata.<key>`).
     /// Default false.
     pub include_metadata: bool,
+}
+
+impl GrpcConfig {
+    /// The decoded-size limit in bytes.
+    pub fn max_decoded_bytes(&self) -> u64 {
+        self.max_decoded_size_mib
+            .unwrap_or(16 * self.max_recv_msg_size_mib)
+            .saturating_mul(1 << 20)
+    }
+}
+
+impl HttpConfig {
+    /// The decoded-size limit in bytes.
+    pub fn max_decoded_bytes(&self) -> u64 {
+        self.max_decoded_size
+            .unwrap_or(16 * self.max_request_body_size as u64)
+    }
 }
 
 impl Default for GrpcConfig {
@@ -52,6 +75,7 @@ impl Default for GrpcConfig {
             endpoint: "0.0.0.0:4317".into(),
             transport: "tcp".into(),
             max_recv_msg_size_mib: 4,
+            max_decoded_size_mib: None,
             tls: None,
             include_metadata: false,
         }
@@ -68,6 +92,10 @@ pub struct HttpConfig {
     /// Largest accepted request body in bytes, checked before and after decompression.
     /// Default 20 MiB (20971520).
     pub max_request_body_size: usize,
+    /// Largest request accepted by what it takes once decoded, in bytes (estimated before
+    /// decoding). Above it a request is refused with 413. Default 16 × `max_request_body_size`.
+    #[serde(deserialize_with = "crate::config::present")]
+    pub max_decoded_size: Option<u64>,
     /// Default `/v1/traces`.
     pub traces_url_path: String,
     /// Default `/v1/metrics`.
@@ -88,6 +116,7 @@ impl Default for HttpConfig {
             endpoint: "0.0.0.0:4318".into(),
             tls: None,
             max_request_body_size: 20 * 1024 * 1024,
+            max_decoded_size: None,
             traces_url_path: "/v1/traces".into(),
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
@@ -146,9 +175,16 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
                 "only `tcp` is supported",
             ));
         }
-        if g.max_recv_msg_size_mib == 0 {
+        if !(1..=4095).contains(&g.max_recv_msg_size_mib) {
             return Err(de_err(
                 &["protocols", "grpc", "max_recv_msg_size_mib"],
+                node,
+                "must be between 1 and 4095 (a gRPC message length is 32 bits)",
+            ));
+        }
+        if g.max_decoded_size_mib == Some(0) {
+            return Err(de_err(
+                &["protocols", "grpc", "max_decoded_size_mib"],
                 node,
                 "must be at least 1",
             ));
@@ -178,9 +214,16 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
                 ));
             }
         }
-        if h.max_request_body_size == 0 {
+        if !(1..=(4 << 30)).contains(&h.max_request_body_size) {
             return Err(de_err(
                 &["protocols", "http", "max_request_body_size"],
+                node,
+                "must be between 1 and 4294967296 (4 GiB)",
+            ));
+        }
+        if h.max_decoded_size == Some(0) {
+            return Err(de_err(
+                &["protocols", "http", "max_decoded_size"],
                 node,
                 "must be positive",
             ));
@@ -191,24 +234,100 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
 
 pub(crate) use super::Output as Entry;
 
-/// Reads an OTLP/protobuf export request. A request that passes the wire scan with valid ids is
-/// kept encoded (passed through without decoding); one with invalid ids is decoded so that
-/// [`reject_invalid`] can drop just those items. An empty body is an empty request.
-pub(crate) fn decode_protobuf(signal: Signal, body: bytes::Bytes) -> Result<Batch, String> {
+/// Why a request was not taken, and so how it is answered.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Malformed: HTTP 400, gRPC `INVALID_ARGUMENT`.
+    Invalid(String),
+    /// Too large to take ever, in this form: HTTP 413, gRPC `RESOURCE_EXHAUSTED` without retry
+    /// info (permanent for this request; a client should split it).
+    TooLarge { msg: String, items: usize },
+    /// Not now, memory is in use: HTTP 429 with `Retry-After`, gRPC `RESOURCE_EXHAUSTED` with
+    /// `RetryInfo`.
+    Busy { msg: String, items: usize },
+}
+
+impl Refused {
+    /// Items the client sent and was refused (for `otelcol_receiver_refused_*`); unknown for a
+    /// malformed request.
+    pub(crate) fn items(&self) -> usize {
+        match self {
+            Refused::Invalid(_) => 0,
+            Refused::TooLarge { items, .. } | Refused::Busy { items, .. } => *items,
+        }
+    }
+}
+
+/// A request that was admitted: its batch and the memory reserved for it, held until the
+/// pipeline has taken the batch.
+pub(crate) struct Admitted {
+    pub batch: Batch,
+    /// Items dropped for invalid ids, and why (answered as partial success).
+    pub rejected: i64,
+    pub why: String,
+    pub _reservation: crate::admission::Reservation,
+}
+
+/// Reads an OTLP/protobuf export request, admitting it by what it will cost once decoded: the
+/// wire scan validates it, counts its items and estimates the decoded size; a request above
+/// `max_decoded` bytes is refused for good, and the estimate is reserved against the memory
+/// budget before anything is decoded. A request with valid ids travels on encoded; one with
+/// invalid ids is decoded so that [`reject_invalid`] can drop just those items. An empty body
+/// is an empty request.
+pub(crate) fn admit_protobuf(
+    signal: Signal,
+    body: bytes::Bytes,
+    max_decoded: u64,
+    budget: &Arc<crate::admission::Budget>,
+) -> Result<Admitted, Refused> {
     use opentelemetry_proto::tonic::collector::{logs::v1 as l, metrics::v1 as m, trace::v1 as t};
     use prost::Message;
-    if body.is_empty() {
-        return Ok(Batch::empty(signal));
-    }
     let scan = crate::signal::wire::scan(signal, &body)
-        .map_err(|e| format!("invalid OTLP/protobuf {signal} request: {e}"))?;
-    if scan.ids_ok {
-        return Ok(Batch::Encoded(crate::signal::Encoded::new(
-            signal, body, scan.items,
-        )));
+        .map_err(|e| Refused::Invalid(format!("invalid OTLP/protobuf {signal} request: {e}")))?;
+    // The wire bytes stay with an encoded batch; decoding adds the structs.
+    let cost = (scan.decoded_bytes + body.len()) as u64;
+    let items = scan.items;
+    if cost > max_decoded {
+        return Err(Refused::TooLarge {
+            msg: format!(
+                "the {signal} request holds {items} {} taking about {} MiB once decoded, more than the receiver's limit of {} MiB (max_decoded_size); send smaller requests",
+                signal.item_name(),
+                cost.div_ceil(1 << 20),
+                max_decoded >> 20,
+            ),
+            items,
+        });
     }
-    let err = |e: prost::DecodeError| format!("invalid OTLP/protobuf {signal} request: {e}");
-    Ok(match signal {
+    let reservation = budget.reserve(cost).map_err(|e| match e {
+        crate::admission::Refusal::TooLarge { .. } => Refused::TooLarge {
+            msg: format!("{signal} request of {items} {}: {e}", signal.item_name()),
+            items,
+        },
+        crate::admission::Refusal::Busy { .. } => Refused::Busy {
+            msg: format!("{signal} request of {items} {}: {e}", signal.item_name()),
+            items,
+        },
+    })?;
+    if body.is_empty() {
+        return Ok(Admitted {
+            batch: Batch::empty(signal),
+            rejected: 0,
+            why: String::new(),
+            _reservation: reservation,
+        });
+    }
+    if scan.ids_ok {
+        return Ok(Admitted {
+            batch: Batch::Encoded(crate::signal::Encoded::new(signal, body, items)),
+            rejected: 0,
+            why: String::new(),
+            _reservation: reservation,
+        });
+    }
+    let err = |e: prost::DecodeError| {
+        Refused::Invalid(format!("invalid OTLP/protobuf {signal} request: {e}"))
+    };
+    let mut batch = match signal {
         Signal::Traces => Batch::Traces(
             t::ExportTraceServiceRequest::decode(body)
                 .map_err(err)?
@@ -224,7 +343,45 @@ pub(crate) fn decode_protobuf(signal: Signal, body: bytes::Bytes) -> Result<Batc
                 .map_err(err)?
                 .resource_logs,
         ),
+    };
+    let (rejected, why) = reject_invalid(&mut batch);
+    Ok(Admitted {
+        batch,
+        rejected,
+        why,
+        _reservation: reservation,
     })
+}
+
+/// Reads an OTLP/JSON export request: transcoded to protobuf (memory for that reserved first,
+/// up to twice the JSON plus the buffer's growth), then admitted as a protobuf one.
+pub(crate) fn admit_json(
+    signal: Signal,
+    json: Vec<u8>,
+    max_decoded: u64,
+    budget: &Arc<crate::admission::Budget>,
+) -> Result<Admitted, Refused> {
+    let transcoding = budget.reserve(3 * json.len() as u64).map_err(|e| match e {
+        crate::admission::Refusal::TooLarge { .. } => Refused::TooLarge {
+            msg: format!("{signal} request of {} bytes of JSON: {e}", json.len()),
+            items: 0,
+        },
+        crate::admission::Refusal::Busy { .. } => Refused::Busy {
+            msg: format!("{signal} request: {e}"),
+            items: 0,
+        },
+    })?;
+    let pb = crate::signal::json::to_protobuf(signal, &json).map_err(|e| {
+        let msg = format!("invalid OTLP/JSON {signal} request {e}");
+        if e.too_large {
+            Refused::TooLarge { msg, items: 0 }
+        } else {
+            Refused::Invalid(msg)
+        }
+    })?;
+    drop(json);
+    drop(transcoding);
+    admit_protobuf(signal, bytes::Bytes::from(pb), max_decoded, budget)
 }
 
 /// Removes spans and log records whose ids have the wrong length (a trace id is 16 bytes, a span

@@ -1,0 +1,236 @@
+//! Memory admission: what a request will cost once decoded is reserved before it is spent.
+//!
+//! `memory_limiter` measures resident memory every `check_interval` and refuses data above its
+//! soft limit, but one request can outrun it: 19 KiB of gzip inflate to 10 million empty spans,
+//! 4 GB once decoded, between two measurements. So receivers ask the [`Budget`] first, with the
+//! decoded size the wire scan estimated: a request is admitted only if the last measured RSS,
+//! plus what admitted requests may still allocate, plus its own estimate stay under the hard
+//! limit; and no single request may be larger than the spike allowance (`spike_limit_mib`), the
+//! headroom the operator keeps for growth between measurements.
+//!
+//! A reservation lives while the request is being handed to the pipeline. When it ends, its
+//! bytes count as "admitted, not yet measured" until the next RSS measurement sees them (held in
+//! a queue) or not (sent and freed). When the budget looks full only because of those, it
+//! measures again at once (at most every few milliseconds) before it refuses.
+//!
+//! Without a `memory_limiter` in the config there is no budget: only the per-request limit of
+//! each receiver applies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// It can never fit: larger than the spike allowance. Permanent for this request (an
+    /// exporter splits it).
+    #[error(
+        "the request would take about {} MiB once decoded, more than memory_limiter's spike allowance of {} MiB; send smaller requests",
+        mib(*.need), mib(*.limit)
+    )]
+    TooLarge { need: u64, limit: u64 },
+    /// Not now: memory is in use. Retry later.
+    #[error(
+        "memory is in use (about {} MiB of the {} MiB limit); the request needs about {} MiB more; retry later",
+        mib(*.used), mib(*.limit), mib(*.need)
+    )]
+    Busy { need: u64, used: u64, limit: u64 },
+}
+
+fn mib(b: u64) -> u64 {
+    b.div_ceil(1 << 20)
+}
+
+/// The process's memory budget, set by the `memory_limiter` processors of the config.
+pub struct Budget {
+    /// The lowest hard limit of any memory_limiter; `u64::MAX` when there is none.
+    hard: AtomicU64,
+    /// The lowest spike allowance; `u64::MAX` when there is none.
+    spike: AtomicU64,
+    rss: AtomicU64,
+    /// Reserved by requests being handed to the pipeline.
+    in_flight: AtomicU64,
+    /// Released by requests since the last RSS measurement: maybe still held (queued), maybe
+    /// freed; charged until a measurement tells.
+    unmeasured: AtomicU64,
+    /// When RSS was last measured, in nanoseconds since `epoch`.
+    measured_at: AtomicU64,
+    epoch: Instant,
+    measure: fn() -> u64,
+}
+
+/// Measurements made on demand are at least this far apart.
+const REMEASURE_EVERY: Duration = Duration::from_millis(5);
+
+impl Budget {
+    pub fn new() -> Arc<Self> {
+        Self::with_measure(crate::telemetry::rss_bytes)
+    }
+
+    /// A budget that measures memory with `measure` (tests give it a fake).
+    pub fn with_measure(measure: fn() -> u64) -> Arc<Self> {
+        Arc::new(Budget {
+            hard: AtomicU64::new(u64::MAX),
+            spike: AtomicU64::new(u64::MAX),
+            rss: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            unmeasured: AtomicU64::new(0),
+            measured_at: AtomicU64::new(0),
+            epoch: Instant::now(),
+            measure,
+        })
+    }
+
+    /// A memory_limiter's limits; the lowest of all apply, as memory is the whole process's.
+    pub fn limit(&self, hard: u64, spike: u64) {
+        self.hard.fetch_min(hard, Ordering::AcqRel);
+        self.spike.fetch_min(spike.max(1), Ordering::AcqRel);
+        self.sampled(self.measure_now());
+    }
+
+    pub fn is_limited(&self) -> bool {
+        self.hard.load(Ordering::Acquire) != u64::MAX
+    }
+
+    /// A fresh RSS measurement (memory_limiter's periodic one): what was admitted before it is
+    /// now part of it.
+    pub fn sampled(&self, rss: u64) {
+        self.unmeasured.store(0, Ordering::Release);
+        self.rss.store(rss, Ordering::Release);
+    }
+
+    fn measure_now(&self) -> u64 {
+        let rss = (self.measure)();
+        self.measured_at
+            .store(self.epoch.elapsed().as_nanos() as u64, Ordering::Release);
+        rss
+    }
+
+    /// Reserves `bytes` for a request about to be decoded or transcoded.
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, Refusal> {
+        let hard = self.hard.load(Ordering::Acquire);
+        if hard == u64::MAX {
+            return Ok(Reservation {
+                budget: None,
+                bytes,
+            });
+        }
+        let spike = self.spike.load(Ordering::Acquire);
+        if bytes > spike {
+            return Err(Refusal::TooLarge {
+                need: bytes,
+                limit: spike,
+            });
+        }
+        for attempt in 0..2 {
+            // Take first, then check: concurrent requests cannot all slip under the limit.
+            let before = self.in_flight.fetch_add(bytes, Ordering::AcqRel);
+            let used =
+                self.rss.load(Ordering::Acquire) + before + self.unmeasured.load(Ordering::Acquire);
+            if used.saturating_add(bytes) <= hard {
+                return Ok(Reservation {
+                    budget: Some(self.clone()),
+                    bytes,
+                });
+            }
+            self.in_flight.fetch_sub(bytes, Ordering::AcqRel);
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            let last = self.measured_at.load(Ordering::Acquire);
+            let stale = now.saturating_sub(last) >= REMEASURE_EVERY.as_nanos() as u64;
+            if attempt == 1 || !stale {
+                return Err(Refusal::Busy {
+                    need: bytes,
+                    used,
+                    limit: hard,
+                });
+            }
+            let rss = self.measure_now();
+            self.sampled(rss);
+        }
+        unreachable!("the second attempt returns")
+    }
+}
+
+/// Bytes reserved for one request; released when dropped.
+pub struct Reservation {
+    budget: Option<Arc<Budget>>,
+    bytes: u64,
+}
+
+impl Reservation {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.in_flight.fetch_sub(self.bytes, Ordering::AcqRel);
+            b.unmeasured.fetch_add(self.bytes, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64 as A;
+
+    const MIB: u64 = 1 << 20;
+    // One fake RSS per test: tests run in parallel.
+    static RSS_A: A = A::new(0);
+    static RSS_B: A = A::new(0);
+
+    fn fake_a() -> u64 {
+        RSS_A.load(Ordering::SeqCst)
+    }
+    fn fake_b() -> u64 {
+        RSS_B.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn without_a_limiter_everything_is_admitted() {
+        let b = Budget::with_measure(fake_a);
+        assert!(!b.is_limited());
+        assert!(b.reserve(u64::MAX / 2).is_ok());
+    }
+
+    #[test]
+    fn requests_are_admitted_while_they_fit_under_the_hard_limit() {
+        RSS_A.store(100 * MIB, Ordering::SeqCst);
+        let b = Budget::with_measure(fake_a);
+        b.limit(400 * MIB, 80 * MIB);
+        // Larger than the spike allowance: never.
+        assert_eq!(
+            b.reserve(81 * MIB).err(),
+            Some(Refusal::TooLarge {
+                need: 81 * MIB,
+                limit: 80 * MIB
+            })
+        );
+        // 100 MiB resident + 3 × 80 MiB in flight = 340; a fourth would pass 400.
+        let held: Vec<_> = (0..3).map(|_| b.reserve(80 * MIB).unwrap()).collect();
+        let e = b.reserve(80 * MIB).err().unwrap();
+        assert!(matches!(e, Refusal::Busy { .. }), "{e}");
+        assert!(e.to_string().contains("retry later"), "{e}");
+        // Released, not yet measured: still charged, until a measurement says it was freed.
+        drop(held);
+        std::thread::sleep(REMEASURE_EVERY * 2);
+        let r = b.reserve(80 * MIB).unwrap();
+        assert_eq!(r.bytes(), 80 * MIB);
+    }
+
+    #[test]
+    fn memory_held_after_admission_is_seen_by_the_next_measurement() {
+        let b = Budget::with_measure(fake_b);
+        b.limit(100 * MIB, 60 * MIB);
+        drop(b.reserve(50 * MIB).unwrap());
+        // The 50 MiB are now held somewhere (a queue): RSS shows them.
+        RSS_B.store(50 * MIB, Ordering::SeqCst);
+        b.sampled(50 * MIB);
+        assert!(b.reserve(50 * MIB).is_ok());
+        assert!(matches!(b.reserve(51 * MIB), Err(Refusal::Busy { .. })));
+    }
+}
