@@ -52,6 +52,18 @@ fn path_suffix(p: &str) -> String {
 /// Transcodes an `Export{Trace,Metrics,Logs}ServiceRequest` in OTLP/JSON. Blank input is an
 /// empty request.
 pub fn to_protobuf(signal: Signal, json: &[u8]) -> Result<Vec<u8>, JsonError> {
+    to_protobuf_within(signal, json, usize::MAX)
+}
+
+/// [`to_protobuf`], stopping with a `too_large` error as soon as the request would take more
+/// than `max_decoded` bytes once decoded (the structs and strings prost would allocate; the
+/// wire scan computes it exactly afterwards): 6.9 million `{}` spans stop after a few hundred
+/// thousand, not after all of them are written.
+pub fn to_protobuf_within(
+    signal: Signal,
+    json: &[u8],
+    max_decoded: usize,
+) -> Result<Vec<u8>, JsonError> {
     let root = match signal {
         Signal::Traces => schema::EXPORT_TRACE_SERVICE_REQUEST,
         Signal::Metrics => schema::EXPORT_METRICS_SERVICE_REQUEST,
@@ -61,6 +73,8 @@ pub fn to_protobuf(signal: Signal, json: &[u8]) -> Result<Vec<u8>, JsonError> {
         src: json,
         at: 0,
         limit: 2 * json.len() + 4096,
+        decoded: 0,
+        max_decoded,
         out: Vec::with_capacity(json.len() / 2),
         shrink: 0,
         path: Vec::new(),
@@ -86,6 +100,10 @@ struct Transcoder<'a> {
     at: usize,
     /// The most output allowed: what a caller reserved memory for.
     limit: usize,
+    /// Heap the decoded request would take so far (each struct of a repeated field, each
+    /// string), and the most allowed.
+    decoded: usize,
+    max_decoded: usize,
     out: Vec<u8>,
     /// Bytes that compaction will remove from the lengths written so far.
     shrink: usize,
@@ -134,13 +152,20 @@ impl<'a> Transcoder<'a> {
     }
 
     fn check_size(&self) -> Result<(), JsonError> {
-        if self.out.len() <= self.limit {
+        let msg = if self.decoded > self.max_decoded {
+            format!(
+                "the request would take more than {} MiB once decoded (max_decoded_size)",
+                self.max_decoded >> 20
+            )
+        } else if self.out.len() > self.limit {
+            format!(
+                "transcoding would take more than twice the {} bytes of JSON",
+                self.src.len()
+            )
+        } else {
             return Ok(());
-        }
-        let mut e = self.err(format!(
-            "the request is more than twice as large in protobuf ({} bytes of JSON)",
-            self.src.len()
-        ));
+        };
+        let mut e = self.err(msg);
         e.too_large = true;
         Err(e)
     }
@@ -292,6 +317,9 @@ impl<'a> Transcoder<'a> {
     fn value(&mut self, f: &Field, depth: usize, single: bool) -> Result<(), JsonError> {
         match f.kind {
             Kind::Msg(child) => {
+                if f.repeated {
+                    self.decoded += super::wire::struct_size(child);
+                }
                 let o = self.open(f.tag);
                 self.message(child, depth + 1)?;
                 self.close(o);
@@ -320,6 +348,7 @@ impl<'a> Transcoder<'a> {
     }
 
     fn bytes_field(&mut self, tag: u32, b: Vec<u8>) {
+        self.decoded += super::wire::string_cost(b.len());
         self.key(tag, 2);
         put_varint(&mut self.out, b.len() as u64);
         self.out.extend_from_slice(&b);

@@ -80,7 +80,7 @@ pub struct Scan {
 const MAX_FIELDS: usize = 16;
 
 /// The size of the prost struct of each message of the schema.
-fn struct_size(msg: usize) -> usize {
+pub(crate) fn struct_size(msg: usize) -> usize {
     use opentelemetry_proto::tonic::{
         collector::{logs::v1 as cl, metrics::v1 as cm, trace::v1 as ct},
         common::v1 as c,
@@ -162,7 +162,7 @@ fn element_size(kind: Kind) -> usize {
 
 /// What a non-empty string or bytes field allocates: its length, at least the 8 bytes that a
 /// `Vec<u8>`'s first allocation takes.
-fn string_cost(len: usize) -> usize {
+pub(crate) fn string_cost(len: usize) -> usize {
     if len == 0 { 0 } else { len.max(8) }
 }
 

@@ -371,7 +371,8 @@ pub(crate) fn admit_json(
             items: 0,
         },
     })?;
-    let pb = crate::signal::json::to_protobuf(signal, &json).map_err(|e| {
+    let within = usize::try_from(max_decoded).unwrap_or(usize::MAX);
+    let pb = crate::signal::json::to_protobuf_within(signal, &json, within).map_err(|e| {
         let msg = format!("invalid OTLP/JSON {signal} request {e}");
         if e.too_large {
             Refused::TooLarge { msg, items: 0 }
