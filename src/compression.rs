@@ -92,9 +92,9 @@ fn read_limited<R: Read>(
     hint: u64,
     encoding: &'static str,
 ) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::with_capacity(hint.min(limit as u64 + 1) as usize);
+    let mut out = Vec::with_capacity(hint.min((limit as u64).saturating_add(1)) as usize);
     // One byte past the limit tells "exactly at the limit" from "over it".
-    let mut limited = r.take(limit as u64 + 1);
+    let mut limited = r.take((limit as u64).saturating_add(1));
     limited
         .read_to_end(&mut out)
         .map_err(|e| DecodeError::Corrupt {

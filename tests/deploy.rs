@@ -288,6 +288,29 @@ fn overlays_render_validate_and_keep_their_invariants() {
     // Gateway: spread over nodes, autoscaled, protected from voluntary disruption.
     let dep = find(&gateway, "Deployment", "ferrotel-gateway");
     check_workload(&gateway, dep, "gateway.yaml", dir.path());
+
+    // Sizes agree: the agent never sends a request larger than the gateway takes (a larger one
+    // was refused and, before requests were split, dropped whole).
+    let gateway_yaml =
+        std::fs::read_to_string(common::repo().join("pipelines/gateway.yaml")).unwrap();
+    let gw_container = &dep["spec"]["template"]["spec"]["containers"][0];
+    let agent_max = env_or_default(c, &agent_yaml, "FERROTEL_MAX_REQUEST_SIZE");
+    let agent_max = match agent_max.strip_suffix("MiB") {
+        Some(n) => n.parse::<u64>().unwrap() << 20,
+        None => agent_max.parse::<u64>().unwrap(),
+    };
+    let gateway_max: u64 = env_or_default(
+        gw_container,
+        &gateway_yaml,
+        "FERROTEL_MAX_RECV_MSG_SIZE_MIB",
+    )
+    .parse::<u64>()
+    .unwrap()
+        << 20;
+    assert!(
+        agent_max > 0 && agent_max <= gateway_max,
+        "the agent sends up to {agent_max} bytes, the gateway takes {gateway_max}"
+    );
     let labels = &dep["spec"]["template"]["metadata"]["labels"];
     let anti = &dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
     assert_eq!(

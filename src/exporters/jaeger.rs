@@ -45,10 +45,22 @@ pub struct Config {
     pub retry_on_failure: RetryConfig,
     #[serde(default)]
     pub sending_queue: QueueConfig,
+    /// The largest `PostSpans` message sent, in bytes: a resource's spans past it go in several
+    /// batches. Default 4 MiB, the Jaeger collector's `grpc-server.max-message-size`; 0 = no
+    /// bound. Accepts units (`"8MiB"`).
+    #[serde(
+        default = "default_max_request",
+        deserialize_with = "crate::config::units::bytes"
+    )]
+    pub max_request_size: u64,
 }
 
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_max_request() -> u64 {
+    otlp_grpc::DEFAULT_MAX_REQUEST
 }
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
@@ -74,6 +86,10 @@ impl ExporterConfig for Validated<Config> {
                 .map_err(|e| BuildError::new(&ctx.id, e))?,
             headers: otlp_grpc::metadata(&cfg.headers).map_err(|e| BuildError::new(&ctx.id, e))?,
             timeout: cfg.timeout,
+            max_request: usize::try_from(cfg.max_request_size)
+                .ok()
+                .filter(|m| *m > 0)
+                .unwrap_or(usize::MAX),
         };
         Ok(Helper::build(&ctx, settings, sender))
     }
@@ -279,6 +295,44 @@ pub struct JaegerSender {
     channel: Channel,
     headers: http::HeaderMap,
     timeout: Duration,
+    max_request: usize,
+}
+
+/// Splits batches whose `PostSpansRequest` would pass `max` bytes into several with the same
+/// process, at span boundaries (a span larger than `max` travels alone).
+fn bound_batches(batches: Vec<j::Batch>, max: usize) -> Vec<j::Batch> {
+    use prost::Message;
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        // The request wraps the batch in one field: a few bytes of key and length.
+        if b.encoded_len() + 8 <= max {
+            out.push(b);
+            continue;
+        }
+        let process = b.process;
+        let overhead = process.as_ref().map_or(0, |p| p.encoded_len() + 8) + 8;
+        let mut cur = Vec::new();
+        let mut size = overhead;
+        for span in b.spans {
+            let n = span.encoded_len() + 4;
+            if !cur.is_empty() && size + n > max {
+                out.push(j::Batch {
+                    spans: std::mem::take(&mut cur),
+                    process: process.clone(),
+                });
+                size = overhead;
+            }
+            size += n;
+            cur.push(span);
+        }
+        if !cur.is_empty() {
+            out.push(j::Batch {
+                spans: cur,
+                process,
+            });
+        }
+    }
+    out
 }
 
 /// The batches of one export, and how many were accepted already: a retry resumes there, so a
@@ -301,7 +355,7 @@ impl Sender for JaegerSender {
             ));
         };
         Ok(Batches {
-            batches: translate(&resources),
+            batches: bound_batches(translate(&resources), self.max_request),
             done: AtomicUsize::new(0),
         })
     }
@@ -347,6 +401,30 @@ mod tests {
                 .path_string(),
             "endpoint"
         );
+    }
+
+    #[test]
+    fn large_batches_are_split_under_max_request_size() {
+        use prost::Message;
+        let mut b = crate::signal::testdata::spans("svc", 1, 300);
+        if let Batch::Traces(rs) = &mut b {
+            for sp in &mut rs[0].scope_spans[0].spans {
+                sp.name = "x".repeat(200);
+            }
+        }
+        let Batch::Traces(rs) = b else { unreachable!() };
+        let batches = bound_batches(translate(&rs), 10_000);
+        assert!(batches.len() > 5);
+        let mut spans = 0;
+        for b in &batches {
+            let req = j::PostSpansRequest {
+                batch: Some(b.clone()),
+            };
+            assert!(req.encoded_len() <= 10_000, "{}", req.encoded_len());
+            assert_eq!(b.process, batches[0].process);
+            spans += b.spans.len();
+        }
+        assert_eq!(spans, 300);
     }
 
     #[test]

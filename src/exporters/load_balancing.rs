@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::helper::{Helper, SendError, Sender, Settings};
+use super::helper::{Helper, Part, SendError, Sender, Settings};
 use super::key_err;
 use super::otlp_grpc::{self, EncodedRequest, GrpcSender};
 use crate::component::{
@@ -285,6 +285,30 @@ struct BackendRequest {
     batch: Batch,
 }
 
+impl BackendSender {
+    fn parts(
+        &self,
+        signal: crate::signal::Signal,
+        raw: bytes::Bytes,
+        items: usize,
+        max: usize,
+    ) -> Result<Vec<Part<BackendRequest>>, SendError> {
+        Ok(self
+            .grpc
+            .raw_parts(signal, raw, items, max)?
+            .into_iter()
+            .map(|(bytes, items, grpc)| Part {
+                shard: 0,
+                items,
+                req: BackendRequest {
+                    grpc,
+                    batch: Batch::Encoded(crate::signal::Encoded::new(signal, bytes, items)),
+                },
+            })
+            .collect())
+    }
+}
+
 impl Sender for BackendSender {
     type Request = BackendRequest;
 
@@ -303,11 +327,33 @@ impl Sender for BackendSender {
         })
     }
 
+    /// At most the backend's `max_request_size` per request; each part keeps its own bytes to
+    /// route again from.
+    fn encode_parts(
+        &self,
+        batch: Batch,
+        _shards: usize,
+    ) -> Result<Vec<Part<BackendRequest>>, SendError> {
+        let (signal, items) = (batch.signal(), batch.item_count());
+        let raw = batch.into_request_bytes();
+        self.parts(signal, raw, items, self.grpc.max_request())
+    }
+
+    fn split(&self, req: &BackendRequest) -> Option<Vec<Part<BackendRequest>>> {
+        let raw = req.batch.clone().into_request_bytes();
+        let half = raw.len() / 2 + 1;
+        let parts = self
+            .parts(req.batch.signal(), raw, req.batch.item_count(), half)
+            .ok()?;
+        (parts.len() > 1).then_some(parts)
+    }
+
     fn send<'a>(&'a self, req: &'a BackendRequest) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             let err = match self.grpc.send(&req.grpc).await {
                 Ok(()) => return Ok(()),
-                Err(e @ SendError::Permanent(_)) => return Err(e),
+                // Another backend would refuse it the same way: not routed again.
+                Err(e @ (SendError::Permanent(_) | SendError::TooLarge(_))) => return Err(e),
                 Err(e) => e,
             };
             let Some(core) = self.core.upgrade() else {

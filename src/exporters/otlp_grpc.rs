@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::helper::{Helper, Part, QueueConfig, RetryConfig, SendError, Sender, Validated};
 use super::{ExportResponse, key_err, log_partial_success};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
@@ -42,10 +42,23 @@ pub struct Config {
     pub retry_on_failure: RetryConfig,
     #[serde(default)]
     pub sending_queue: QueueConfig,
+    /// The largest request sent, in bytes of protobuf before compression (what a gRPC server's
+    /// `max_recv_msg_size` limits): larger batches are split at item boundaries. A request
+    /// the server still refuses as too large is split again. Default 4 MiB, the limit of the
+    /// Collector's and most gRPC servers; 0 = no bound. Accepts units (`"16MiB"`).
+    #[serde(default = "default_max_request", deserialize_with = "units::bytes")]
+    pub max_request_size: u64,
 }
 
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+/// gRPC's default `max_recv_msg_size`.
+pub const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
+
+fn default_max_request() -> u64 {
+    DEFAULT_MAX_REQUEST
 }
 
 /// Where to connect and whether to use TLS, from an endpoint as the Collector takes it.
@@ -114,6 +127,7 @@ pub struct GrpcSender {
     headers: http::HeaderMap,
     compression: Compression,
     timeout: Duration,
+    max_request: usize,
     id: String,
 }
 
@@ -179,8 +193,59 @@ impl GrpcSender {
             headers: metadata(&cfg.headers)?,
             compression: cfg.compression,
             timeout: cfg.timeout,
+            max_request: usize::try_from(cfg.max_request_size)
+                .ok()
+                .filter(|m| *m > 0)
+                .unwrap_or(usize::MAX),
             id: id.to_owned(),
         })
+    }
+
+    fn compress(&self, signal: Signal, raw: Bytes) -> Result<EncodedRequest, SendError> {
+        // gzip at level 6 and zstd at its default level: what tonic and grpc-go use.
+        let payload = self
+            .compression
+            .encode_with_level(raw, 6, zstd::DEFAULT_COMPRESSION_LEVEL)
+            .map_err(|e| SendError::Permanent(format!("compression failed: {e}")))?;
+        Ok(EncodedRequest { signal, payload })
+    }
+
+    /// The largest request this sender sends (`max_request_size`).
+    pub fn max_request(&self) -> usize {
+        self.max_request
+    }
+
+    /// A request's protobuf (`raw`, with `items`) as requests of at most `max` bytes: each part's
+    /// protobuf, its items, and the compressed request. One part shares `raw`.
+    pub fn raw_parts(
+        &self,
+        signal: Signal,
+        raw: Bytes,
+        items: usize,
+        max: usize,
+    ) -> Result<Vec<(Bytes, usize, EncodedRequest)>, SendError> {
+        if raw.len() <= max {
+            let req = self.compress(signal, raw.clone())?;
+            return Ok(vec![(raw, items, req)]);
+        }
+        crate::signal::wire_split::split_request(signal, &raw, max)
+            .into_iter()
+            .map(|(bytes, items)| {
+                let bytes = Bytes::from(bytes);
+                let req = self.compress(signal, bytes.clone())?;
+                Ok((bytes, items, req))
+            })
+            .collect()
+    }
+
+    /// The protobuf of a request, uncompressed.
+    pub fn uncompressed(&self, req: &EncodedRequest) -> Option<Bytes> {
+        match self.compression.header_value() {
+            None => Some(req.payload.clone()),
+            Some(enc) => crate::compression::decode(enc, &req.payload, usize::MAX)
+                .ok()
+                .map(Bytes::from),
+        }
     }
 }
 
@@ -203,16 +268,41 @@ impl Sender for GrpcSender {
 
     fn encode(&self, batch: Batch) -> Result<EncodedRequest, SendError> {
         let signal = batch.signal();
-        // gzip at level 6 and zstd at its default level: what tonic and grpc-go use.
-        let payload = self
-            .compression
-            .encode_with_level(
-                batch.into_request_bytes(),
-                6,
-                zstd::DEFAULT_COMPRESSION_LEVEL,
-            )
-            .map_err(|e| SendError::Permanent(format!("compression failed: {e}")))?;
-        Ok(EncodedRequest { signal, payload })
+        self.compress(signal, batch.into_request_bytes())
+    }
+
+    /// Never more than `max_request_size` per request: larger batches go out in parts.
+    fn encode_parts(
+        &self,
+        batch: Batch,
+        _shards: usize,
+    ) -> Result<Vec<Part<EncodedRequest>>, SendError> {
+        let (signal, items) = (batch.signal(), batch.item_count());
+        Ok(self
+            .raw_parts(signal, batch.into_request_bytes(), items, self.max_request)?
+            .into_iter()
+            .map(|(_, items, req)| Part {
+                shard: 0,
+                items,
+                req,
+            })
+            .collect())
+    }
+
+    fn split(&self, req: &EncodedRequest) -> Option<Vec<Part<EncodedRequest>>> {
+        let raw = self.uncompressed(req)?;
+        let half = raw.len() / 2 + 1;
+        let parts: Vec<_> = self
+            .raw_parts(req.signal, raw, 0, half)
+            .ok()?
+            .into_iter()
+            .map(|(_, items, req)| Part {
+                shard: 0,
+                items,
+                req,
+            })
+            .collect();
+        (parts.len() > 1).then_some(parts)
     }
 
     fn send<'a>(&'a self, req: &'a EncodedRequest) -> BoxFuture<'a, Result<(), SendError>> {
@@ -355,11 +445,26 @@ fn decode_response(data: &[u8], encoding: Option<&str>) -> Result<ExportResponse
         .map_err(|e| Status::internal(format!("invalid export response: {e}")))
 }
 
-/// OTLP's retry rules for gRPC status codes.
+/// Whether a refusal says the message was too large: grpc-go's "received message larger than
+/// max", tonic's "message length too large" (as `OUT_OF_RANGE`), ferrotel's own receivers.
+fn says_too_large(status: &Status) -> bool {
+    let m = status.message().to_ascii_lowercase();
+    ["larger than max", "too large", "smaller requests"]
+        .iter()
+        .any(|s| m.contains(s))
+}
+
+/// OTLP's retry rules for gRPC status codes; a message refused for its size is `TooLarge`
+/// (split it) rather than retried as it is or dropped whole.
 pub fn classify(status: &Status) -> SendError {
     let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
     let msg = format!("gRPC status {:?}: {}", status.code(), status.message());
     match status.code() {
+        Code::ResourceExhausted | Code::OutOfRange
+            if retry_after.is_none() && says_too_large(status) =>
+        {
+            SendError::TooLarge(msg)
+        }
         Code::Unavailable
         | Code::DeadlineExceeded
         | Code::Aborted
@@ -466,6 +571,66 @@ mod tests {
                 .contains("needs a port")
         );
         assert!(parse_endpoint("grpc://x:1", false).is_err());
+    }
+
+    #[test]
+    fn too_large_refusals_are_told_apart() {
+        // grpc-go, tonic (OUT_OF_RANGE) and ferrotel's own receivers.
+        for st in [
+            Status::resource_exhausted(
+                "grpc: received message larger than max (8710394 vs. 4194304)",
+            ),
+            Status::out_of_range(
+                "Error, decoded message length too large: found 8710394 bytes, the limit is: 4194304 bytes",
+            ),
+            Status::resource_exhausted(
+                "the traces request holds 10 spans ...; send smaller requests",
+            ),
+        ] {
+            assert!(matches!(classify(&st), SendError::TooLarge(_)), "{st:?}");
+        }
+        assert!(matches!(
+            classify(&Status::out_of_range("x")),
+            SendError::Retryable { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn large_batches_are_sent_in_parts_within_max_request_size() {
+        let cfg: Config = from_node(
+            &yaml(
+                "endpoint: 127.0.0.1:1
+tls: {insecure: true}
+max_request_size: 2KiB
+",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg.max_request_size, 2048);
+        let sender = GrpcSender::new(&cfg, "t").unwrap();
+        let batch = crate::signal::testdata::spans("a", 2, 100);
+        let parts = sender.encode_parts(batch, 1).unwrap();
+        assert!(parts.len() > 2);
+        let mut items = 0;
+        for p in &parts {
+            let raw = sender.uncompressed(&p.req).unwrap();
+            assert!(raw.len() <= 2048);
+            assert_eq!(
+                crate::signal::wire::scan(Signal::Traces, &raw)
+                    .unwrap()
+                    .items,
+                p.items
+            );
+            items += p.items;
+        }
+        assert_eq!(items, 200);
+        // Refused anyway: split again in halves.
+        let halves = sender.split(&parts[0].req).unwrap();
+        assert_eq!(
+            halves.iter().map(|p| p.items).sum::<usize>(),
+            parts[0].items
+        );
     }
 
     #[test]

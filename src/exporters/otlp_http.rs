@@ -8,6 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 
+use super::helper::Part;
 use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
 use super::{ExportResponse, key_err, log_partial_success};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
@@ -54,10 +55,21 @@ pub struct Config {
     pub retry_on_failure: RetryConfig,
     #[serde(default)]
     pub sending_queue: QueueConfig,
+    /// The largest request body sent, in bytes before compression (the Collector's OTLP/HTTP
+    /// receiver refuses more than 20 MiB, before and after decompression): larger batches are
+    /// split at item boundaries, and a request answered 413 is split again. With `encoding:
+    /// json` the protobuf is split at half this, JSON being about twice as large. Default
+    /// 20 MiB; 0 = no bound. Accepts units (`"4MiB"`).
+    #[serde(default = "default_max_request", deserialize_with = "units::bytes")]
+    pub max_request_size: u64,
 }
 
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_max_request() -> u64 {
+    20 << 20
 }
 
 impl Config {
@@ -120,6 +132,10 @@ impl ExporterConfig for Validated<Config> {
             urls: Signal::ALL.map(|s| cfg.url(s)),
             compression: cfg.compression,
             encoding: cfg.encoding,
+            max_request: usize::try_from(cfg.max_request_size)
+                .ok()
+                .filter(|m| *m > 0)
+                .unwrap_or(usize::MAX),
             id: ctx.id.to_string(),
         };
         Ok(Helper::build(&ctx, settings, sender))
@@ -131,12 +147,69 @@ pub struct HttpSender {
     urls: [Option<String>; 3],
     compression: Compression,
     encoding: Encoding,
+    max_request: usize,
     id: String,
 }
 
 pub struct EncodedRequest {
     signal: Signal,
     body: Bytes,
+}
+
+impl HttpSender {
+    /// The most protobuf bytes per request for the configured encoding.
+    fn max_protobuf(&self, max: usize) -> usize {
+        match self.encoding {
+            Encoding::Proto => max,
+            Encoding::Json => max / 2,
+        }
+    }
+
+    /// One request body from a request's protobuf: JSON when configured, compressed.
+    fn body(&self, signal: Signal, raw: Bytes, items: usize) -> Result<EncodedRequest, SendError> {
+        let raw = match self.encoding {
+            Encoding::Proto => raw,
+            Encoding::Json => Bytes::from(
+                json_body(Batch::Encoded(crate::signal::Encoded::new(
+                    signal, raw, items,
+                )))
+                .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
+            ),
+        };
+        Ok(EncodedRequest {
+            signal,
+            body: self
+                .compression
+                .encode(raw)
+                .map_err(|e| SendError::Permanent(format!("compression failed: {e}")))?,
+        })
+    }
+
+    fn parts(
+        &self,
+        signal: Signal,
+        raw: Bytes,
+        items: usize,
+        max: usize,
+    ) -> Result<Vec<Part<EncodedRequest>>, SendError> {
+        if raw.len() <= max {
+            return Ok(vec![Part {
+                shard: 0,
+                items,
+                req: self.body(signal, raw, items)?,
+            }]);
+        }
+        crate::signal::wire_split::split_request(signal, &raw, max)
+            .into_iter()
+            .map(|(bytes, items)| {
+                Ok(Part {
+                    shard: 0,
+                    items,
+                    req: self.body(signal, Bytes::from(bytes), items)?,
+                })
+            })
+            .collect()
+    }
 }
 
 fn json_body(batch: Batch) -> Result<Vec<u8>, String> {
@@ -174,20 +247,40 @@ impl Sender for HttpSender {
                 "no endpoint configured for {signal}"
             )));
         }
-        let raw = match self.encoding {
-            Encoding::Proto => batch.into_request_bytes(),
-            Encoding::Json => Bytes::from(
-                json_body(batch)
-                    .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
-            ),
+        let items = batch.item_count();
+        self.body(signal, batch.into_request_bytes(), items)
+    }
+
+    /// Never more than `max_request_size` per request: larger batches go out in parts.
+    fn encode_parts(
+        &self,
+        batch: Batch,
+        _shards: usize,
+    ) -> Result<Vec<Part<EncodedRequest>>, SendError> {
+        let signal = batch.signal();
+        if self.urls[signal.index()].is_none() {
+            return Err(SendError::Permanent(format!(
+                "no endpoint configured for {signal}"
+            )));
+        }
+        let items = batch.item_count();
+        let max = self.max_protobuf(self.max_request);
+        self.parts(signal, batch.into_request_bytes(), items, max)
+    }
+
+    /// A body answered 413, as protobuf again (uncompressed; JSON transcoded back) in halves.
+    fn split(&self, req: &EncodedRequest) -> Option<Vec<Part<EncodedRequest>>> {
+        let plain = match self.compression.header_value() {
+            None => req.body.to_vec(),
+            Some(enc) => crate::compression::decode(enc, &req.body, usize::MAX).ok()?,
         };
-        Ok(EncodedRequest {
-            signal,
-            body: self
-                .compression
-                .encode(raw)
-                .map_err(|e| SendError::Permanent(format!("compression failed: {e}")))?,
-        })
+        let raw = match self.encoding {
+            Encoding::Proto => plain,
+            Encoding::Json => crate::signal::json::to_protobuf(req.signal, &plain).ok()?,
+        };
+        let half = raw.len() / 2 + 1;
+        let parts = self.parts(req.signal, Bytes::from(raw), 0, half).ok()?;
+        (parts.len() > 1).then_some(parts)
     }
 
     fn send<'a>(&'a self, req: &'a EncodedRequest) -> BoxFuture<'a, Result<(), SendError>> {
@@ -232,6 +325,7 @@ impl Sender for HttpSender {
                     msg,
                     retry_after: hint,
                 },
+                413 => SendError::TooLarge(msg),
                 _ => SendError::Permanent(msg),
             })
         })

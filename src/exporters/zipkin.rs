@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::Status
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::helper::{Helper, Part, QueueConfig, RetryConfig, SendError, Sender, Validated};
 use super::{classify_http, key_err};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
@@ -62,6 +62,15 @@ pub struct Config {
     pub retry_on_failure: RetryConfig,
     #[serde(default)]
     pub sending_queue: QueueConfig,
+    /// The largest request body sent, in bytes before compression: larger batches go in several
+    /// POSTs, at span boundaries, and a POST answered 413 is split again. Default 5 MiB; 0 = no
+    /// bound. Accepts units (`"1MiB"`).
+    #[serde(default = "default_max_request", deserialize_with = "units::bytes")]
+    pub max_request_size: u64,
+}
+
+fn default_max_request() -> u64 {
+    5 << 20
 }
 
 fn default_service() -> String {
@@ -105,6 +114,10 @@ impl ExporterConfig for Validated<Config> {
             default_service: cfg.default_service_name,
             compression: cfg.compression,
             format: cfg.format,
+            max_request: usize::try_from(cfg.max_request_size)
+                .ok()
+                .filter(|m| *m > 0)
+                .unwrap_or(usize::MAX),
         };
         Ok(Helper::build(&ctx, settings, sender))
     }
@@ -116,6 +129,7 @@ pub struct ZipkinSender {
     default_service: String,
     compression: Compression,
     format: Format,
+    max_request: usize,
 }
 
 /// A Zipkin v2 span, as the API's JSON schema defines it.
@@ -442,28 +456,130 @@ pub struct EncodedSpans {
     body: Bytes,
 }
 
-impl Sender for ZipkinSender {
-    type Request = EncodedSpans;
-
-    fn encode(&self, batch: Batch) -> Result<EncodedSpans, SendError> {
+impl ZipkinSender {
+    /// Each span encoded on its own (a JSON value, or a zipkin2 protobuf `Span`).
+    fn encode_spans(&self, batch: Batch) -> Result<Vec<Vec<u8>>, SendError> {
+        use prost::Message;
         let batch = batch
             .into_decoded()
             .map_err(|e| SendError::Permanent(format!("undecodable batch: {e}")))?;
         let spans = translate(&batch, &self.default_service);
-        let body = match self.format {
-            Format::Json => serde_json::to_vec(&spans)
-                .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
+        match self.format {
+            Format::Json => spans
+                .iter()
+                .map(|s| {
+                    serde_json::to_vec(s)
+                        .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))
+                })
+                .collect(),
+            Format::Proto => Ok(to_proto(&spans)
+                .spans
+                .iter()
+                .map(Message::encode_to_vec)
+                .collect()),
+        }
+    }
+
+    /// Request bodies of at most `max` bytes from encoded spans: a JSON list, or a
+    /// `ListOfSpans` (field 1 repeated); each compressed, with its span count.
+    fn bodies(
+        &self,
+        spans: Vec<Vec<u8>>,
+        max: usize,
+    ) -> Result<Vec<Part<EncodedSpans>>, SendError> {
+        let framing = |len: usize| match self.format {
+            Format::Json => len + 1,
+            Format::Proto => 1 + prost::encoding::encoded_len_varint(len as u64) + len,
+        };
+        let mut out = Vec::new();
+        let mut cur: Vec<u8> = Vec::new();
+        let mut n = 0;
+        let finish = |cur: &mut Vec<u8>, n: &mut usize, out: &mut Vec<Part<EncodedSpans>>| {
+            let mut body = std::mem::take(cur);
+            if self.format == Format::Json {
+                if body.is_empty() {
+                    body.push(b'[');
+                }
+                body.push(b']');
+            }
+            let body = self
+                .compression
+                .encode(Bytes::from(body))
+                .map_err(|e| SendError::Permanent(format!("compression failed: {e}")))?;
+            out.push(Part {
+                shard: 0,
+                items: std::mem::take(n),
+                req: EncodedSpans { body },
+            });
+            Ok::<_, SendError>(())
+        };
+        for span in spans {
+            if n > 0 && cur.len() + framing(span.len()) + 1 > max {
+                finish(&mut cur, &mut n, &mut out)?;
+            }
+            match self.format {
+                Format::Json => {
+                    cur.push(if n == 0 { b'[' } else { b',' });
+                    cur.extend_from_slice(&span);
+                }
+                Format::Proto => {
+                    cur.push(0x0a);
+                    prost::encoding::encode_varint(span.len() as u64, &mut cur);
+                    cur.extend_from_slice(&span);
+                }
+            }
+            n += 1;
+        }
+        if n > 0 || out.is_empty() {
+            finish(&mut cur, &mut n, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+impl Sender for ZipkinSender {
+    type Request = EncodedSpans;
+
+    fn encode(&self, batch: Batch) -> Result<EncodedSpans, SendError> {
+        let spans = self.encode_spans(batch)?;
+        let mut parts = self.bodies(spans, usize::MAX)?;
+        Ok(parts.remove(0).req)
+    }
+
+    /// At most `max_request_size` per POST.
+    fn encode_parts(
+        &self,
+        batch: Batch,
+        _shards: usize,
+    ) -> Result<Vec<Part<EncodedSpans>>, SendError> {
+        let spans = self.encode_spans(batch)?;
+        self.bodies(spans, self.max_request)
+    }
+
+    /// A body answered 413, in halves (its spans as they were encoded).
+    fn split(&self, req: &EncodedSpans) -> Option<Vec<Part<EncodedSpans>>> {
+        let plain = match self.compression.header_value() {
+            None => req.body.to_vec(),
+            Some(enc) => crate::compression::decode(enc, &req.body, usize::MAX).ok()?,
+        };
+        let spans: Vec<Vec<u8>> = match self.format {
+            Format::Json => serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(&plain)
+                .ok()?
+                .into_iter()
+                .map(|v| v.get().as_bytes().to_vec())
+                .collect(),
             Format::Proto => {
                 use prost::Message;
-                to_proto(&spans).encode_to_vec()
+                crate::proto::zipkin::ListOfSpans::decode(&plain[..])
+                    .ok()?
+                    .spans
+                    .iter()
+                    .map(Message::encode_to_vec)
+                    .collect()
             }
         };
-        let json = body;
-        let body = self
-            .compression
-            .encode(Bytes::from(json))
-            .map_err(|e| SendError::Permanent(format!("compression failed: {e}")))?;
-        Ok(EncodedSpans { body })
+        let parts = self.bodies(spans, plain.len() / 2 + 1).ok()?;
+        (parts.len() > 1).then_some(parts)
     }
 
     fn send<'a>(&'a self, req: &'a EncodedSpans) -> BoxFuture<'a, Result<(), SendError>> {
@@ -494,11 +610,11 @@ impl Sender for ZipkinSender {
             let headers = resp.headers().clone();
             let body = resp.bytes().await.unwrap_or_default();
             let detail = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
-            Err(classify_http(
-                status,
-                &headers,
-                format!("POST {}: HTTP {status}: {detail}", self.url),
-            ))
+            let msg = format!("POST {}: HTTP {status}: {detail}", self.url);
+            if status == http::StatusCode::PAYLOAD_TOO_LARGE {
+                return Err(SendError::TooLarge(msg));
+            }
+            Err(classify_http(status, &headers, msg))
         })
     }
 }
@@ -507,6 +623,58 @@ impl Sender for ZipkinSender {
 mod tests {
     use super::*;
     use crate::config::node::parse as yaml;
+
+    #[test]
+    fn batches_go_in_posts_of_at_most_max_request_size_and_split_again_on_413() {
+        for (format, compression) in [
+            (Format::Json, Compression::None),
+            (Format::Proto, Compression::Gzip),
+        ] {
+            let sender = ZipkinSender {
+                client: reqwest::Client::new(),
+                url: "http://z/api/v2/spans".into(),
+                default_service: "svc".into(),
+                compression,
+                format,
+                max_request: 3_000,
+            };
+            let parts = sender
+                .encode_parts(crate::signal::testdata::spans("a", 2, 150), 1)
+                .unwrap();
+            assert!(parts.len() > 3, "{format:?}");
+            let count = |body: &Bytes| -> usize {
+                let plain = match compression.header_value() {
+                    None => body.to_vec(),
+                    Some(e) => crate::compression::decode(e, body, usize::MAX).unwrap(),
+                };
+                assert!(plain.len() <= 3_000);
+                match format {
+                    Format::Json => serde_json::from_slice::<Vec<ZipkinSpan>>(&plain)
+                        .unwrap()
+                        .len(),
+                    Format::Proto => {
+                        use prost::Message;
+                        crate::proto::zipkin::ListOfSpans::decode(&plain[..])
+                            .unwrap()
+                            .spans
+                            .len()
+                    }
+                }
+            };
+            let mut total = 0;
+            for p in &parts {
+                assert_eq!(count(&p.req.body), p.items);
+                total += p.items;
+            }
+            assert_eq!(total, 300);
+            let halves = sender.split(&parts[0].req).unwrap();
+            assert!(halves.len() >= 2);
+            assert_eq!(
+                halves.iter().map(|p| count(&p.req.body)).sum::<usize>(),
+                parts[0].items
+            );
+        }
+    }
 
     #[test]
     fn config() {

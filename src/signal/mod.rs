@@ -4,6 +4,7 @@ pub mod json;
 pub mod split;
 pub mod wire;
 mod wire_schema;
+pub mod wire_split;
 
 use std::fmt;
 
@@ -71,6 +72,10 @@ pub struct Encoded {
 }
 
 impl Encoded {
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
     /// `bytes` must have passed [`wire::scan`] for `signal`, which gave `items`.
     pub fn new(signal: Signal, bytes: Bytes, items: usize) -> Self {
         Encoded {
@@ -282,6 +287,19 @@ pub mod testdata {
         }
     }
 
+    /// The `service.name` of a resource, or "".
+    pub fn service_of(r: &Option<Resource>) -> String {
+        r.iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| match &v.value {
+                Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     pub fn resource(service: &str) -> Option<Resource> {
         Some(Resource {
             attributes: vec![kv("service.name", service)],
@@ -354,6 +372,229 @@ pub mod testdata {
             }],
             ..Default::default()
         }])
+    }
+
+    /// Random requests of every shape: every field, every value kind, empty and full ids.
+    pub mod random {
+        use opentelemetry_proto::tonic::collector::{
+            logs::v1 as l, metrics::v1 as m, trace::v1 as t,
+        };
+        use opentelemetry_proto::tonic::common::v1::{
+            AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value as V,
+        };
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::metrics::v1 as mm;
+        use opentelemetry_proto::tonic::trace::v1::{
+            ResourceSpans, ScopeSpans, Span, Status, span,
+        };
+        use rand::Rng;
+        use rand::rngs::StdRng;
+
+        fn text(r: &mut StdRng) -> String {
+            let pool = [
+                "",
+                "a",
+                "service.name",
+                "é ü",
+                "line\nbreak",
+                "quote\"",
+                "😀",
+                "\u{1}",
+            ];
+            pool[r.random_range(0..pool.len())].to_string()
+        }
+
+        fn value(r: &mut StdRng, depth: usize) -> AnyValue {
+            let v = match r.random_range(0..if depth > 2 { 5 } else { 7 }) {
+                0 => V::StringValue(text(r)),
+                1 => V::BoolValue(r.random()),
+                2 => V::IntValue(r.random::<i64>() >> r.random_range(0..64)),
+                3 => V::DoubleValue((r.random::<f64>() - 0.5) * 1e6),
+                4 => V::BytesValue((0..r.random_range(0..5)).map(|_| r.random()).collect()),
+                5 => V::ArrayValue(ArrayValue {
+                    values: (0..r.random_range(0..3))
+                        .map(|_| value(r, depth + 1))
+                        .collect(),
+                }),
+                _ => V::KvlistValue(KeyValueList {
+                    values: attrs(r, depth + 1),
+                }),
+            };
+            AnyValue { value: Some(v) }
+        }
+
+        fn attrs(r: &mut StdRng, depth: usize) -> Vec<KeyValue> {
+            (0..r.random_range(0..4))
+                .map(|_| KeyValue {
+                    key: text(r),
+                    value: Some(value(r, depth)),
+                    ..Default::default()
+                })
+                .collect()
+        }
+
+        fn id(r: &mut StdRng, n: usize) -> Vec<u8> {
+            if r.random_range(0..5) == 0 {
+                Vec::new()
+            } else {
+                (0..n).map(|_| r.random()).collect()
+            }
+        }
+
+        pub fn traces(r: &mut StdRng) -> t::ExportTraceServiceRequest {
+            t::ExportTraceServiceRequest {
+                resource_spans: (0..r.random_range(0..3))
+                    .map(|_| ResourceSpans {
+                        resource: Some(Default::default()),
+                        scope_spans: vec![ScopeSpans {
+                            spans: (0..r.random_range(0..4))
+                                .map(|_| Span {
+                                    trace_id: id(r, 16),
+                                    span_id: id(r, 8),
+                                    parent_span_id: id(r, 8),
+                                    name: text(r),
+                                    kind: r.random_range(0..6),
+                                    start_time_unix_nano: r.random(),
+                                    end_time_unix_nano: r.random(),
+                                    attributes: attrs(r, 0),
+                                    dropped_attributes_count: r.random_range(0..3),
+                                    events: (0..r.random_range(0..2))
+                                        .map(|_| span::Event {
+                                            time_unix_nano: r.random(),
+                                            name: text(r),
+                                            attributes: attrs(r, 0),
+                                            ..Default::default()
+                                        })
+                                        .collect(),
+                                    links: (0..r.random_range(0..2))
+                                        .map(|_| span::Link {
+                                            trace_id: id(r, 16),
+                                            span_id: id(r, 8),
+                                            flags: r.random(),
+                                            ..Default::default()
+                                        })
+                                        .collect(),
+                                    status: r.random::<bool>().then(|| Status {
+                                        message: text(r),
+                                        code: r.random_range(0..3),
+                                    }),
+                                    flags: r.random(),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            schema_url: text(r),
+                            ..Default::default()
+                        }],
+                        schema_url: String::new(),
+                    })
+                    .collect(),
+            }
+        }
+
+        pub fn metrics(r: &mut StdRng) -> m::ExportMetricsServiceRequest {
+            let point = |r: &mut StdRng| mm::NumberDataPoint {
+                attributes: attrs(r, 0),
+                start_time_unix_nano: r.random(),
+                time_unix_nano: r.random(),
+                value: Some(if r.random() {
+                    mm::number_data_point::Value::AsInt(r.random())
+                } else {
+                    mm::number_data_point::Value::AsDouble(r.random())
+                }),
+                flags: r.random_range(0..2),
+                ..Default::default()
+            };
+            let data = |r: &mut StdRng| match r.random_range(0..5) {
+                0 => mm::metric::Data::Gauge(mm::Gauge {
+                    data_points: (0..r.random_range(0..3)).map(|_| point(r)).collect(),
+                }),
+                1 => mm::metric::Data::Sum(mm::Sum {
+                    data_points: (0..r.random_range(0..3)).map(|_| point(r)).collect(),
+                    aggregation_temporality: r.random_range(0..3),
+                    is_monotonic: r.random(),
+                }),
+                2 => mm::metric::Data::Histogram(mm::Histogram {
+                    data_points: vec![mm::HistogramDataPoint {
+                        count: r.random(),
+                        sum: r.random::<bool>().then(|| r.random()),
+                        bucket_counts: (0..r.random_range(0..4)).map(|_| r.random()).collect(),
+                        explicit_bounds: (0..r.random_range(0..3)).map(|_| r.random()).collect(),
+                        min: r.random::<bool>().then_some(0.0),
+                        max: r.random::<bool>().then(|| r.random()),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 2,
+                }),
+                3 => mm::metric::Data::ExponentialHistogram(mm::ExponentialHistogram {
+                    data_points: vec![mm::ExponentialHistogramDataPoint {
+                        scale: r.random_range(-5..5),
+                        count: r.random(),
+                        zero_count: r.random_range(0..2),
+                        positive: Some(mm::exponential_histogram_data_point::Buckets {
+                            offset: r.random_range(-3..3),
+                            bucket_counts: vec![r.random(), 0],
+                        }),
+                        zero_threshold: r.random(),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 1,
+                }),
+                _ => mm::metric::Data::Summary(mm::Summary {
+                    data_points: vec![mm::SummaryDataPoint {
+                        count: r.random(),
+                        sum: r.random(),
+                        quantile_values: vec![mm::summary_data_point::ValueAtQuantile {
+                            quantile: 0.5,
+                            value: r.random(),
+                        }],
+                        ..Default::default()
+                    }],
+                }),
+            };
+            m::ExportMetricsServiceRequest {
+                resource_metrics: vec![mm::ResourceMetrics {
+                    scope_metrics: vec![mm::ScopeMetrics {
+                        metrics: (0..r.random_range(0..4))
+                            .map(|_| mm::Metric {
+                                name: text(r),
+                                unit: text(r),
+                                data: Some(data(r)),
+                                metadata: attrs(r, 0),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+        }
+
+        pub fn logs(r: &mut StdRng) -> l::ExportLogsServiceRequest {
+            l::ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    scope_logs: vec![ScopeLogs {
+                        log_records: (0..r.random_range(0..4))
+                            .map(|_| LogRecord {
+                                time_unix_nano: r.random(),
+                                observed_time_unix_nano: r.random(),
+                                severity_number: r.random_range(0..25),
+                                severity_text: text(r),
+                                body: r.random::<bool>().then(|| value(r, 0)),
+                                attributes: attrs(r, 0),
+                                flags: r.random(),
+                                trace_id: id(r, 16),
+                                span_id: id(r, 8),
+                                event_name: text(r),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+        }
     }
 }
 

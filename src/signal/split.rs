@@ -18,12 +18,18 @@ impl Batch {
         if max == 0 || self.item_count() <= max {
             return vec![self];
         }
-        // Splitting inside a resource needs the structure: decode (the scanner guarantees it).
+        // Encoded batches are split on the wire, without decoding them.
         let decoded = match self {
-            Batch::Encoded(_) => match self.clone().into_decoded() {
-                Ok(d) => d,
-                Err(_) => return vec![self],
-            },
+            Batch::Encoded(e) => {
+                let signal = e.signal();
+                let bytes = Batch::Encoded(e).into_request_bytes();
+                return super::wire_split::split_request_by(signal, &bytes, usize::MAX, max)
+                    .into_iter()
+                    .map(|(b, items)| {
+                        Batch::Encoded(super::Encoded::new(signal, bytes::Bytes::from(b), items))
+                    })
+                    .collect();
+            }
             d => d,
         };
         match decoded {

@@ -261,6 +261,10 @@ pub enum SendError {
     },
     #[error("{0}")]
     Permanent(String),
+    /// The peer refused the request as too large (gRPC `RESOURCE_EXHAUSTED` saying so, HTTP
+    /// 413): sending the same bytes again cannot work, a split one may.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl SendError {
@@ -284,6 +288,13 @@ pub trait Sender: Send + Sync + 'static {
     /// shard retrying its oldest request holds back only the requests behind it in that shard.
     fn ordered(&self) -> bool {
         false
+    }
+
+    /// Splits a request the peer refused as too large into smaller ones (about halves), each
+    /// with its items; `None` when it cannot be split (one item). The default: never.
+    fn split(&self, req: &Self::Request) -> Option<Vec<Part<Self::Request>>> {
+        let _ = req;
+        None
     }
 
     /// Encodes a batch into parts for `shards` shards (see [`Sender::ordered`]). The default:
@@ -576,8 +587,40 @@ impl<S: Sender> Inner<S> {
         tracing::error!(exporter = %self.id, items = job.items, signal = %job.signal, reason, error = msg, "dropping data");
     }
 
-    /// Sends with the configured timeout and retries; counts the outcome.
-    async fn send_with_retry(&self, job: &Job<S::Request>) -> Result<(), SendError> {
+    /// Sends with the configured timeout and retries; counts the outcome. A request the peer
+    /// finds too large is split and its parts sent the same way; only an item too large by
+    /// itself is dropped (counted, reason `too_large`).
+    fn send_with_retry<'a>(
+        &'a self,
+        job: &'a Job<S::Request>,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            match self.send_once_with_retry(job).await {
+                Err(SendError::TooLarge(msg)) => {
+                    let Some(parts) = self.sender.split(&job.req).filter(|p| p.len() > 1) else {
+                        self.give_up(job, "too_large", &msg);
+                        return Err(SendError::Permanent(msg));
+                    };
+                    tracing::warn!(exporter = %self.id, items = job.items, parts = parts.len(), error = %msg, "the peer refused a request as too large; sending it in parts");
+                    let mut result = Ok(());
+                    for part in parts {
+                        let sub = Job {
+                            req: part.req,
+                            signal: job.signal,
+                            items: part.items,
+                        };
+                        if let Err(e) = self.send_with_retry(&sub).await {
+                            result = Err(e);
+                        }
+                    }
+                    result
+                }
+                other => other,
+            }
+        })
+    }
+
+    async fn send_once_with_retry(&self, job: &Job<S::Request>) -> Result<(), SendError> {
         let retry = &self.settings.retry;
         let started = Instant::now();
         let mut interval = retry.initial_interval;
@@ -608,6 +651,8 @@ impl<S: Sender> Inner<S> {
                     self.give_up(job, "permanent_error", m);
                     return Err(err);
                 }
+                // Counted by the caller: split, or given up.
+                SendError::TooLarge(_) => return Err(err),
                 SendError::Retryable { msg, retry_after } => (msg.clone(), *retry_after),
             };
             if !retry.enabled {
@@ -727,6 +772,76 @@ mod tests {
                 Ok(())
             })
         }
+    }
+
+    /// Refuses requests of more than `max` items as too large; splits in halves.
+    struct Picky {
+        max: usize,
+        delivered: Mutex<Vec<usize>>,
+    }
+    impl Sender for Arc<Picky> {
+        type Request = Batch;
+        fn encode(&self, batch: Batch) -> Result<Batch, SendError> {
+            Ok(batch)
+        }
+        fn send<'a>(&'a self, req: &'a Batch) -> BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async move {
+                if req.item_count() > self.max {
+                    return Err(SendError::TooLarge("message too large".into()));
+                }
+                self.delivered.lock().unwrap().push(req.item_count());
+                Ok(())
+            })
+        }
+        fn split(&self, req: &Batch) -> Option<Vec<Part<Batch>>> {
+            let n = req.item_count();
+            (n > 1).then(|| {
+                req.clone()
+                    .split(n.div_ceil(2))
+                    .into_iter()
+                    .map(|b| Part {
+                        shard: 0,
+                        items: b.item_count(),
+                        req: b,
+                    })
+                    .collect()
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_refused_as_too_large_is_split_not_dropped() {
+        let ctx = crate::pipeline::test_context("otlp");
+        let p = Arc::new(Picky {
+            max: 3,
+            delivered: Mutex::new(vec![]),
+        });
+        let e = Helper::build(&ctx, settings(true, 10), p.clone());
+        e.consume(testdata::spans("a", 1, 20)).await.unwrap();
+        e.shutdown(Instant::now() + Duration::from_secs(5)).await;
+        let got = p.delivered.lock().unwrap().clone();
+        assert_eq!(got.iter().sum::<usize>(), 20, "{got:?}");
+        assert!(got.iter().all(|n| *n <= 3), "{got:?}");
+        let text = ctx.telemetry.encode();
+        assert!(
+            text.contains("otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 20"),
+            "{text}"
+        );
+        // An item too large by itself cannot be split: dropped, counted with its reason.
+        let ctx = crate::pipeline::test_context("otlp");
+        let p = Arc::new(Picky {
+            max: 0,
+            delivered: Mutex::new(vec![]),
+        });
+        let e = Helper::build(&ctx, settings(false, 1), p.clone());
+        assert!(e.consume(testdata::spans("a", 1, 2)).await.is_err());
+        let text = ctx.telemetry.encode();
+        assert!(
+            text.contains(
+                "otelcol_exporter_dropped_items_total{exporter=\"otlp\",reason=\"too_large\"} 2"
+            ),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
