@@ -114,6 +114,8 @@ fn main() -> ExitCode {
             for w in &validated.warnings {
                 tracing::warn!("{w}");
             }
+            // Each connection is a file descriptor; listeners cap them well below this.
+            ferrotel::server::raise_fd_limit();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

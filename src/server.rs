@@ -1,11 +1,22 @@
 //! One accept loop for every listener (OTLP gRPC, OTLP HTTP, health, self-metrics): plain or TLS,
 //! HTTP/1.1 and HTTP/2 (h2c or ALPN) on the same port, graceful stop.
+//!
+//! Connections cost a file descriptor each, so a listener bounds them: at most `max_connections`
+//! open; a new one beyond that sheds the connection idle the longest (no request in flight), or
+//! is closed at once when every connection is busy. A connection is closed after `idle_timeout`
+//! without a request, an HTTP/1 client that has not sent its headers within
+//! `read_header_timeout` is disconnected, HTTP/2 peers are pinged every `keepalive_time` and
+//! dropped when they stop answering, and `max_connection_age` (gRPC's keepalive parameter)
+//! makes clients reconnect now and then, which spreads them over new gateway replicas. What is
+//! shed or closed is counted (`otelcol_server_connections_closed_total`, by reason).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -17,6 +28,141 @@ use tower::ServiceExt;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// How a listener treats its connections.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections at most (per listener).
+    pub max_connections: usize,
+    /// Close a connection without a request in flight for this long; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// HTTP/1: time to receive a request's headers.
+    pub read_header_timeout: Option<Duration>,
+    /// HTTP/2: ping a silent peer this often, and drop it when a ping goes unanswered for
+    /// `keepalive_timeout`.
+    pub keepalive_time: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    /// Ask a connection to close (GOAWAY) after this long, and close it `max_connection_age_grace`
+    /// later; `None` = never.
+    pub max_connection_age: Option<Duration>,
+    pub max_connection_age_grace: Option<Duration>,
+    /// HTTP/2 streams a client may have open at once on one connection; `None` = hyper's default.
+    pub max_concurrent_streams: Option<u32>,
+}
+
+/// The default cap: far more than one node's pods or a gateway's agents open, far fewer than
+/// the file descriptors the process has (its limit is raised at start, see [`raise_fd_limit`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Some(Duration::from_secs(60)),
+            read_header_timeout: Some(Duration::from_secs(60)),
+            keepalive_time: Some(Duration::from_secs(2 * 3600)),
+            keepalive_timeout: Duration::from_secs(20),
+            max_connection_age: None,
+            max_connection_age_grace: None,
+            max_concurrent_streams: None,
+        }
+    }
+}
+
+/// Counters of connections closed by the server, by reason.
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Shed to make room for a new one (it was the longest idle).
+    pub shed: prometheus_client::metrics::counter::Counter,
+    /// Refused at the cap, every connection being busy.
+    pub refused: prometheus_client::metrics::counter::Counter,
+    /// Closed after `idle_timeout`.
+    pub idle: prometheus_client::metrics::counter::Counter,
+    /// Asked to close for its age (`max_connection_age`).
+    pub aged: prometheus_client::metrics::counter::Counter,
+    pub open: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// `keepalive` of a gRPC server, as the Collector's `configgrpc` writes it.
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    #[serde(deserialize_with = "crate::config::present")]
+    pub server_parameters: Option<KeepaliveServerParameters>,
+}
+
+/// `keepalive.server_parameters`. Durations; absent = the default noted.
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveServerParameters {
+    /// Close a connection without a request for this long (GOAWAY). Default 5m (grpc-go has
+    /// none: idle connections then pile up until file descriptors run out).
+    #[serde(deserialize_with = "crate::config::units::opt_duration")]
+    pub max_connection_idle: Option<Duration>,
+    /// Ask clients to reconnect after this long (GOAWAY), e.g. to spread them over new
+    /// replicas. Default never.
+    #[serde(deserialize_with = "crate::config::units::opt_duration")]
+    pub max_connection_age: Option<Duration>,
+    /// How long after `max_connection_age` in-flight requests may finish before the
+    /// connection is closed. Default 30s.
+    #[serde(deserialize_with = "crate::config::units::opt_duration")]
+    pub max_connection_age_grace: Option<Duration>,
+    /// Ping a silent client this often. Default 2h.
+    #[serde(deserialize_with = "crate::config::units::opt_duration")]
+    pub time: Option<Duration>,
+    /// Drop the connection when a ping is not answered within this. Default 20s.
+    #[serde(deserialize_with = "crate::config::units::opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// The default idle timeout of gRPC connections.
+pub const DEFAULT_GRPC_IDLE: Duration = Duration::from_secs(300);
+
+/// Zero durations mean "off" where the Collector says so (`max_connection_idle: 0` is
+/// infinity in grpc-go).
+fn nonzero(d: Option<Duration>) -> Option<Option<Duration>> {
+    d.map(|d| (!d.is_zero()).then_some(d))
+}
+
+impl Limits {
+    /// The limits of a gRPC listener.
+    pub fn grpc(
+        keepalive: Option<&KeepaliveConfig>,
+        max_concurrent_streams: Option<u32>,
+        max_connections: usize,
+    ) -> Limits {
+        let p = keepalive
+            .and_then(|k| k.server_parameters.clone())
+            .unwrap_or_default();
+        let d = Limits::default();
+        Limits {
+            max_connections,
+            idle_timeout: nonzero(p.max_connection_idle).unwrap_or(Some(DEFAULT_GRPC_IDLE)),
+            read_header_timeout: d.read_header_timeout,
+            keepalive_time: nonzero(p.time).unwrap_or(d.keepalive_time),
+            keepalive_timeout: p.timeout.unwrap_or(d.keepalive_timeout),
+            max_connection_age: nonzero(p.max_connection_age).unwrap_or(None),
+            max_connection_age_grace: p.max_connection_age_grace,
+            max_concurrent_streams,
+        }
+    }
+
+    /// The limits of an HTTP listener (`read_header_timeout`, `idle_timeout` as the Collector's
+    /// `confighttp` has them: 0 = none).
+    pub fn http(
+        read_header_timeout: Option<Duration>,
+        idle_timeout: Option<Duration>,
+        max_connections: usize,
+    ) -> Limits {
+        let d = Limits::default();
+        Limits {
+            max_connections,
+            idle_timeout: nonzero(idle_timeout).unwrap_or(d.idle_timeout),
+            read_header_timeout: nonzero(read_header_timeout).unwrap_or(d.read_header_timeout),
+            ..d
+        }
+    }
+}
+
 /// Binds `host:port` (`:4317` means all interfaces).
 pub async fn bind(endpoint: &str) -> std::io::Result<TcpListener> {
     let ep = if endpoint.starts_with(':') {
@@ -25,6 +171,22 @@ pub async fn bind(endpoint: &str) -> std::io::Result<TcpListener> {
         endpoint.to_owned()
     };
     TcpListener::bind(ep.as_str()).await
+}
+
+/// Raises the soft limit of open files to the hard limit, as the Go runtime does for the
+/// Collector: the default soft limit (often 1024) would run out long before any cap here.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// Checks that an endpoint has the `host:port` shape with a numeric port.
@@ -45,19 +207,198 @@ pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests
-/// finish (HTTP/2 GOAWAY, HTTP/1 close after the response). The returned task ends when every
-/// connection is closed.
+/// Milliseconds since the server started: connections store their last activity in it.
+fn now_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// What the accept loop knows of one open connection.
+struct Conn {
+    in_flight: Arc<AtomicUsize>,
+    /// When a request last ended (or the connection opened), in [`now_ms`].
+    last_active: Arc<AtomicU64>,
+    /// Cancelled to close the connection at once.
+    kill: CancellationToken,
+}
+
+#[derive(Default)]
+struct Registry {
+    conns: Mutex<HashMap<u64, Conn>>,
+    /// Woken when a connection ends (shutdown waits for the last).
+    ended: tokio::sync::Notify,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// At the cap: closes the longest idle connection and says so; false when all are busy.
+    fn shed_one(&self) -> bool {
+        let conns = self.lock();
+        let victim = conns
+            .values()
+            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .min_by_key(|c| c.last_active.load(Ordering::Acquire));
+        match victim {
+            Some(c) => {
+                c.kill.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Counts a request in flight on its connection while it lives.
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    last_active: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl InFlight {
+    fn new(count: Arc<AtomicUsize>, last_active: Arc<AtomicU64>, epoch: Instant) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            count,
+            last_active,
+            epoch,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.last_active
+            .store(now_ms(self.epoch), Ordering::Release);
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's handles: its activity, and the tokens that end it.
+struct Life {
+    in_flight: Arc<AtomicUsize>,
+    last_active: Arc<AtomicU64>,
+    kill: CancellationToken,
+    stop: CancellationToken,
+    epoch: Instant,
+}
+
+/// Drives one connection until it ends, closing it gracefully at shutdown, when idle too long or
+/// too old, and at once when it is shed. (A macro: the connection types, plain and TLS, carry
+/// hyper's long service bounds.)
+macro_rules! run_connection {
+    ($conn:expr, $life:expr, $limits:expr, $metrics:expr, $peer:expr) => {{
+        let (conn, life, limits, metrics, peer): (_, &Life, &Limits, &ConnectionMetrics, SocketAddr) =
+            ($conn, $life, $limits, $metrics, $peer);
+        tokio::pin!(conn);
+        let opened = Instant::now();
+        // Checked often enough for the shortest timeout to be close to exact.
+        let every = [limits.idle_timeout, limits.max_connection_age]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Duration::from_secs(3600), |d| (d / 4).max(Duration::from_millis(50)));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut closing_since: Option<Instant> = None;
+        'conn: loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    break 'conn;
+                }
+                _ = life.kill.cancelled() => {
+                    tracing::debug!(%peer, "connection shed to make room for a new one");
+                    break 'conn;
+                }
+                _ = life.stop.cancelled(), if closing_since.is_none() => {
+                    conn.as_mut().graceful_shutdown();
+                    closing_since = Some(Instant::now());
+                }
+                _ = tick.tick() => {
+                    if let Some(since) = closing_since {
+                        // Asked to close and still open: past the grace, close it.
+                        let grace = limits.max_connection_age_grace.unwrap_or(Duration::from_secs(30));
+                        if since.elapsed() > grace && !life.stop.is_cancelled() {
+                            break 'conn;
+                        }
+                        continue 'conn;
+                    }
+                    let idle_ms = now_ms(life.epoch).saturating_sub(life.last_active.load(Ordering::Acquire));
+                    let idle = life.in_flight.load(Ordering::Acquire) == 0
+                        && limits
+                            .idle_timeout
+                            .is_some_and(|t| Duration::from_millis(idle_ms) >= t);
+                    let old = limits.max_connection_age.is_some_and(|a| opened.elapsed() >= a);
+                    if idle {
+                        metrics.idle.inc();
+                        tracing::debug!(%peer, "closing an idle connection");
+                    } else if old {
+                        metrics.aged.inc();
+                    }
+                    if idle || old {
+                        conn.as_mut().graceful_shutdown();
+                        closing_since = Some(Instant::now());
+                    }
+                }
+            }
+        }
+
+    }};
+}
+
+/// Serves `router` on `listener` with default [`Limits`] until `shutdown` is cancelled.
 pub fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    serve_with(
+        listener,
+        tls,
+        router,
+        shutdown,
+        Limits::default(),
+        ConnectionMetrics::default(),
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests
+/// finish (HTTP/2 GOAWAY, HTTP/1 close after the response). The returned task ends when every
+/// connection is closed.
+pub fn serve_with(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    limits: Limits,
+    metrics: ConnectionMetrics,
+) -> JoinHandle<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.read_header_timeout);
+    {
+        let mut h2 = builder.http2();
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(limits.keepalive_time)
+            .keep_alive_timeout(limits.keepalive_timeout);
+        if let Some(n) = limits.max_concurrent_streams {
+            h2.max_concurrent_streams(n);
+        }
+    }
+    let limits = Arc::new(limits);
     tokio::spawn(async move {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let registry = Arc::new(Registry::default());
+        let epoch = Instant::now();
+        let mut next_id = 0u64;
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -71,59 +412,95 @@ pub fn serve(
                     }
                 },
             };
+            let open = registry.lock().len();
+            if open >= limits.max_connections {
+                if registry.shed_one() {
+                    metrics.shed.inc();
+                } else {
+                    metrics.refused.inc();
+                    tracing::debug!(%peer, open, "connection refused: at max_connections and every connection busy");
+                    drop(stream);
+                    continue;
+                }
+            }
             let _ = stream.set_nodelay(true);
-            let svc =
+            next_id += 1;
+            let id = next_id;
+            let conn = Conn {
+                in_flight: Arc::new(AtomicUsize::new(0)),
+                last_active: Arc::new(AtomicU64::new(now_ms(epoch))),
+                kill: CancellationToken::new(),
+            };
+            let (in_flight, last_active, kill) = (
+                conn.in_flight.clone(),
+                conn.last_active.clone(),
+                conn.kill.clone(),
+            );
+            registry.lock().insert(id, conn);
+            metrics.open.inc();
+            let svc = {
+                let (in_flight, last_active) = (in_flight.clone(), last_active.clone());
                 router
                     .clone()
                     .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
                         req.extensions_mut().insert(PeerAddr(peer));
                         req
-                    });
+                    })
+                    .map_future(move |fut| {
+                        let guard = InFlight::new(in_flight.clone(), last_active.clone(), epoch);
+                        async move {
+                            let r = fut.await;
+                            drop(guard);
+                            r
+                        }
+                    })
+            };
             let svc = TowerToHyperService::new(svc);
-            match &acceptor {
-                None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
-                        }
-                    });
-                }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    let builder = builder.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(
-                            Duration::from_secs(10),
-                            acceptor.accept(stream),
-                        )
-                        .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::info!(error = %e, %peer, "TLS handshake failed");
-                                return;
+            let (builder, acceptor) = (builder.clone(), acceptor.clone());
+            let (limits, metrics, registry) = (limits.clone(), metrics.clone(), registry.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let life = Life {
+                    in_flight,
+                    last_active,
+                    kill,
+                    stop,
+                    epoch,
+                };
+                match acceptor {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        run_connection!(conn, &life, &limits, &metrics, peer);
+                    }
+                    Some(acceptor) => {
+                        // The handshake counts against the header deadline too.
+                        let deadline = limits
+                            .read_header_timeout
+                            .unwrap_or(Duration::from_secs(10))
+                            .min(Duration::from_secs(10));
+                        match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                                run_connection!(conn, &life, &limits, &metrics, peer);
                             }
-                            Err(_) => {
-                                tracing::info!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let conn = builder
-                            .serve_connection(TokioIo::new(tls), svc)
-                            .into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                            Ok(Err(e)) => tracing::info!(error = %e, %peer, "TLS handshake failed"),
+                            Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
                         }
-                    });
+                    }
                 }
-            }
+                registry.lock().remove(&id);
+                metrics.open.dec();
+                registry.ended.notify_waiters();
+            });
         }
         drop(listener);
-        graceful.shutdown().await;
+        // Every connection has been asked to stop (they watch `shutdown`): wait for the last.
+        loop {
+            let ended = registry.ended.notified();
+            if registry.lock().is_empty() {
+                break;
+            }
+            ended.await;
+        }
     })
 }

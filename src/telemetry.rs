@@ -51,6 +51,17 @@ pub struct ProcessorDropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub endpoint: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     pub exporter: String,
     pub reason: String,
@@ -162,6 +173,11 @@ pub struct Telemetry {
     /// Receivers: input that could not be parsed (kept raw, or dropped where nothing can be
     /// kept), by receiver and transport.
     pub receiver_malformed: Family<ReceiverLabels, Counter>,
+    /// Server connections closed by ferrotel, by listen address and reason (`shed`, `refused`,
+    /// `idle`, `max_age`).
+    pub connections_closed: Family<ConnectionLabels, Counter>,
+    /// Open server connections by listen address.
+    pub connections_open: Family<EndpointLabels, Gauge>,
     process_rss: Gauge,
     process_cpu: Gauge<f64, AtomicU64>,
     process_uptime: Gauge<f64, AtomicU64>,
@@ -215,6 +231,18 @@ impl Telemetry {
             reg,
             "otelcol_exporter_queued",
             "Items held by the exporter: in its sending queue, being sent or waiting to be retried",
+        );
+        let connections_closed: Family<ConnectionLabels, Counter> = Family::default();
+        reg.register(
+            "otelcol_server_connections_closed",
+            "Connections the server closed: shed for a new one, refused at the cap, idle, too old",
+            connections_closed.clone(),
+        );
+        let connections_open: Family<EndpointLabels, Gauge> = Family::default();
+        reg.register(
+            "otelcol_server_connections",
+            "Open connections of a listener",
+            connections_open.clone(),
         );
         let exporter_dropped_items: Family<DropLabels, Counter> = Family::default();
         reg.register(
@@ -324,6 +352,8 @@ impl Telemetry {
             exporter_queue_size,
             exporter_queue_capacity,
             exporter_queued,
+            connections_closed,
+            connections_open,
             exporter_dropped_items,
             processor_incoming,
             processor_outgoing,
@@ -378,6 +408,32 @@ pub struct ProcessStats {
 }
 
 /// Resident memory and CPU time of this process, from /proc (Linux).
+impl Telemetry {
+    /// The connection counters of one listener.
+    pub fn connection_metrics(&self, endpoint: &str) -> crate::server::ConnectionMetrics {
+        let c = |reason: &str| {
+            self.connections_closed
+                .get_or_create(&ConnectionLabels {
+                    endpoint: endpoint.into(),
+                    reason: reason.into(),
+                })
+                .clone()
+        };
+        crate::server::ConnectionMetrics {
+            shed: c("shed"),
+            refused: c("refused"),
+            idle: c("idle"),
+            aged: c("max_age"),
+            open: self
+                .connections_open
+                .get_or_create(&EndpointLabels {
+                    endpoint: endpoint.into(),
+                })
+                .clone(),
+        }
+    }
+}
+
 /// Resident memory of this process (from `/proc/self/statm`; 0 where there is none).
 pub fn rss_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.

@@ -556,3 +556,148 @@ fn the_shipped_pair_delivers_every_large_span_under_load() {
     );
     println!("{sent} spans, every one delivered");
 }
+
+/// Slowloris on both OTLP ports: three times the connection cap held open by clients that send
+/// their headers a byte at a time (HTTP/1) or only the HTTP/2 preface (gRPC), more than the
+/// process has file descriptors (its limit is 400 here). Fresh clients are served all along:
+/// the longest idle connection is shed for each new one, and the stragglers are closed by the
+/// header and idle timeouts. What was shed is counted. (Without the cap the attackers take every
+/// descriptor and a fresh client's connection is never accepted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_beyond_the_connection_cap_does_not_lock_out_fresh_clients() {
+    use tokio::io::AsyncWriteExt;
+    let sink = Sink::start();
+    let (grpc, http, health, metrics) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: "127.0.0.1:{grpc}"
+        max_connections: 100
+        keepalive: {{ server_parameters: {{ max_connection_idle: 3s }} }}
+      http:
+        endpoint: "127.0.0.1:{http}"
+        max_connections: 100
+        read_header_timeout: 3s
+        idle_timeout: 3s
+exporters:
+  otlp_grpc: {{ endpoint: "127.0.0.1:{sink}", tls: {{ insecure: true }} }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp_grpc] }}
+"#,
+        sink = sink.port
+    );
+    let c = Collector::start_nofile(&cfg, 400, Some(health), Some(metrics));
+    let stop = Arc::new(AtomicBool::new(false));
+    // 300 slow HTTP/1 clients and 300 silent HTTP/2 ones.
+    let mut attackers = Vec::new();
+    for i in 0..600 {
+        let stop = stop.clone();
+        let port = if i % 2 == 0 { http } else { grpc };
+        attackers.push(tokio::spawn(async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                return;
+            };
+            if port == grpc {
+                // The HTTP/2 preface and an empty SETTINGS frame, then silence.
+                let _ = s
+                    .write_all(
+                        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+                    )
+                    .await;
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                return;
+            }
+            let head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            if s.write_all(head).await.is_err() {
+                return;
+            }
+            while !stop.load(Ordering::SeqCst) {
+                if s.write_all(b"a").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Fresh clients, each on a new connection, for several seconds.
+    let started = std::time::Instant::now();
+    let (mut ok, mut failed) = (0, 0);
+    while started.elapsed() < Duration::from_secs(6) {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let r = client
+            .post(format!("http://127.0.0.1:{http}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(span_request("fresh-http", 2, 1).encode_to_vec())
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == 200 => ok += 1,
+            other => {
+                failed += 1;
+                println!("fresh HTTP client failed: {other:?}");
+            }
+        }
+        let g = async {
+            let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .export(span_request("fresh-grpc", 2, 1))
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), g).await {
+            Ok(Ok(_)) => ok += 1,
+            other => {
+                failed += 1;
+                println!("fresh gRPC client failed: {other:?}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for a in attackers {
+        let _ = a.await;
+    }
+    println!("fresh clients: {ok} served, {failed} failed");
+    assert_eq!(failed, 0, "fresh clients were locked out");
+    assert!(ok > 20);
+    let closed = |endpoint: u16, reason: &str| {
+        c.metric(&format!(
+            "otelcol_server_connections_closed_total{{endpoint=\"127.0.0.1:{endpoint}\",reason=\"{reason}\"}}"
+        ))
+    };
+    let (shed_http, shed_grpc) = (closed(http, "shed"), closed(grpc, "shed"));
+    let idle_grpc = closed(grpc, "idle");
+    println!("shed: http {shed_http}, grpc {shed_grpc}; idle-closed grpc {idle_grpc}");
+    assert!(
+        shed_http >= 100.0 && shed_grpc >= 100.0,
+        "the slow connections were shed"
+    );
+    let open = c.metric(&format!(
+        "otelcol_server_connections{{endpoint=\"127.0.0.1:{http}\"}}"
+    ));
+    assert!(open <= 101.0, "{open} open HTTP connections");
+    wait_until("the fresh clients' spans", Duration::from_secs(10), || {
+        sink.store.span_count() == 2 * ok
+    });
+}

@@ -566,7 +566,9 @@ impl TailSampler {
             policies,
             next,
             state: Mutex::new(State {
-                held: HashMap::with_capacity(cfg.expected_new_traces_per_sec.min(cap)),
+                // A hint only: past 64k the map grows as traces come (a huge
+                // `expected_new_traces_per_sec` once allocated gigabytes at start).
+                held: HashMap::with_capacity(cfg.expected_new_traces_per_sec.min(cap).min(1 << 16)),
                 order: VecDeque::new(),
                 decided: Decided {
                     map: HashMap::new(),

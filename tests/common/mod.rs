@@ -130,9 +130,49 @@ impl Collector {
         metrics: Option<u16>,
         dir: tempfile::TempDir,
     ) -> Collector {
+        Self::start_file_with(cfg, env, health, metrics, dir, None)
+    }
+
+    /// [`Collector::start`] with the process's open-file limit (soft and hard) set to `nofile`.
+    pub fn start_nofile(
+        config: &str,
+        nofile: u64,
+        health: Option<u16>,
+        metrics: Option<u16>,
+    ) -> Collector {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, config).expect("write config");
+        Self::start_file_with(&cfg, &[], health, metrics, dir, Some(nofile))
+    }
+
+    fn start_file_with(
+        cfg: &Path,
+        env: &[(&str, String)],
+        health: Option<u16>,
+        metrics: Option<u16>,
+        dir: tempfile::TempDir,
+        nofile: Option<u64>,
+    ) -> Collector {
         let log = dir.path().join("ferrotel.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrotel"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; the closure touches only its copy of n.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         cmd.arg("--config")
             .arg(cfg)
             .stdout(Stdio::null())

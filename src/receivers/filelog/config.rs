@@ -509,14 +509,19 @@ pub fn validate(node: &Node, cfg: &Config) -> Result<(), DeError> {
     if cfg.poll_interval.is_zero() {
         return Err(key_err(node, &["poll_interval"], "must be positive"));
     }
-    if cfg.max_log_size == 0 {
-        return Err(key_err(node, &["max_log_size"], "must be positive"));
+    // Each file being read holds a buffer of max_log_size and one of fingerprint_size.
+    if !(1..=64 << 20).contains(&cfg.max_log_size) {
+        return Err(key_err(
+            node,
+            &["max_log_size"],
+            "must be between 1 byte and 64 MiB",
+        ));
     }
-    if cfg.fingerprint_size < 16 {
+    if !(16..=1 << 20).contains(&cfg.fingerprint_size) {
         return Err(key_err(
             node,
             &["fingerprint_size"],
-            "must be at least 16 bytes",
+            "must be between 16 bytes and 1 MiB",
         ));
     }
     if cfg.delete_after_read {

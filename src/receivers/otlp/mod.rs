@@ -50,6 +50,15 @@ pub struct GrpcConfig {
     /// Pass the request's metadata to processors (`attributes` `from_context: metadata.<key>`).
     /// Default false.
     pub include_metadata: bool,
+    /// Connection keepalive: idle and age limits, pings (see [`crate::server`]).
+    #[serde(deserialize_with = "crate::config::present")]
+    pub keepalive: Option<crate::server::KeepaliveConfig>,
+    /// HTTP/2 streams per connection at once. Default hyper's (200).
+    #[serde(deserialize_with = "crate::config::present")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Open connections at most; beyond, the longest idle is shed (or the new one closed when
+    /// all are busy). Default 4096.
+    pub max_connections: usize,
 }
 
 impl GrpcConfig {
@@ -78,6 +87,9 @@ impl Default for GrpcConfig {
             max_decoded_size_mib: None,
             tls: None,
             include_metadata: false,
+            keepalive: None,
+            max_concurrent_streams: None,
+            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -108,6 +120,15 @@ pub struct HttpConfig {
     /// Pass the request's headers to processors (`attributes` `from_context: metadata.<key>`).
     /// Default false.
     pub include_metadata: bool,
+    /// Time a client has to send a request's headers (HTTP/1). Default 1m; 0 = the default.
+    #[serde(deserialize_with = "crate::config::units::opt_duration")]
+    pub read_header_timeout: Option<std::time::Duration>,
+    /// Close a connection without a request for this long. Default 1m; 0 = the default.
+    #[serde(deserialize_with = "crate::config::units::opt_duration")]
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Open connections at most; beyond, the longest idle is shed (or the new one closed when
+    /// all are busy). Default 4096.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -122,6 +143,9 @@ impl Default for HttpConfig {
             logs_url_path: "/v1/logs".into(),
             cors: None,
             include_metadata: false,
+            read_header_timeout: None,
+            idle_timeout: None,
+            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -182,6 +206,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
                 "must be between 1 and 4095 (a gRPC message length is 32 bits)",
             ));
         }
+        if !(1..=1_000_000).contains(&g.max_connections) {
+            return Err(de_err(
+                &["protocols", "grpc", "max_connections"],
+                node,
+                "must be between 1 and 1000000",
+            ));
+        }
         if g.max_decoded_size_mib == Some(0) {
             return Err(de_err(
                 &["protocols", "grpc", "max_decoded_size_mib"],
@@ -219,6 +250,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
                 &["protocols", "http", "max_request_body_size"],
                 node,
                 "must be between 1 and 4294967296 (4 GiB)",
+            ));
+        }
+        if !(1..=1_000_000).contains(&h.max_connections) {
+            return Err(de_err(
+                &["protocols", "http", "max_connections"],
+                node,
+                "must be between 1 and 1000000",
             ));
         }
         if h.max_decoded_size == Some(0) {
@@ -491,11 +529,17 @@ impl ReceiverConfig for Config {
                     )
                 })?;
                 tracing::info!(receiver = %ctx.id, endpoint = %g.endpoint, tls = tls.is_some(), "OTLP gRPC listening");
-                tasks.push(crate::server::serve(
+                tasks.push(crate::server::serve_with(
                     listener,
                     tls,
                     grpc::router(g, entries),
                     stop.clone(),
+                    crate::server::Limits::grpc(
+                        g.keepalive.as_ref(),
+                        g.max_concurrent_streams,
+                        g.max_connections,
+                    ),
+                    ctx.telemetry.connection_metrics(&g.endpoint),
                 ));
             }
             if let Some(h) = &self.protocols.http {
@@ -513,11 +557,17 @@ impl ReceiverConfig for Config {
                     )
                 })?;
                 tracing::info!(receiver = %ctx.id, endpoint = %h.endpoint, tls = tls.is_some(), "OTLP HTTP listening");
-                tasks.push(crate::server::serve(
+                tasks.push(crate::server::serve_with(
                     listener,
                     tls,
                     http::router(h, entries),
                     stop.clone(),
+                    crate::server::Limits::http(
+                        h.read_header_timeout,
+                        h.idle_timeout,
+                        h.max_connections,
+                    ),
+                    ctx.telemetry.connection_metrics(&h.endpoint),
                 ));
             }
             Ok(Box::new(Running {

@@ -141,6 +141,10 @@ fn text_encoding(name: &str) -> Result<Encoding, String> {
     }
 }
 
+/// The largest message or line a buffer is sized for: buffers of this size are allocated per
+/// connection, so the bound is what the process can hold for many of them.
+const MAX_MESSAGE: u64 = 64 << 20;
+
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     if cfg.tcp.is_none() && cfg.udp.is_none() {
@@ -158,6 +162,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
                 .map_err(|m| key_err(node, &["tcp", "tls"], m))?;
         }
         text_encoding(&t.encoding).map_err(|m| key_err(node, &["tcp", "encoding"], m))?;
+        if !(1..=MAX_MESSAGE).contains(&t.max_log_size) {
+            return Err(key_err(
+                node,
+                &["tcp", "max_log_size"],
+                format!("must be between 1 and {MAX_MESSAGE} bytes (64 MiB)"),
+            ));
+        }
     }
     if let Some(u) = &cfg.udp {
         crate::server::validate_endpoint(&u.listen_address)
@@ -180,6 +191,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
                 format!("`{o}`: expected LF or NUL"),
             ));
         }
+    }
+    if !(1..=MAX_MESSAGE as usize).contains(&cfg.max_octets) {
+        return Err(key_err(
+            node,
+            &["max_octets"],
+            format!("must be between 1 and {MAX_MESSAGE} bytes (64 MiB)"),
+        ));
     }
     if !cfg.operators.is_empty() {
         return Err(key_err(
