@@ -12,6 +12,8 @@ pub mod compression;
 pub mod config;
 pub mod exporters;
 pub mod extensions;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ottl;
 pub mod pipeline;
 pub mod processors;

@@ -35,6 +35,15 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
+/// The start of `s`, at most `max` characters, with `…` when cut: for quoting user input in
+/// messages (a 20,000-character condition is named by its start, not repeated whole).
+pub fn excerpt(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => Cow::Owned(format!("{}…", &s[..i])),
+        None => Cow::Borrowed(s),
+    }
+}
+
 /// The writer of ferrotel's own log: every event arrives as one formatted line (tracing's fmt
 /// layer writes each event with one `write_all`); control characters inside it are escaped, so
 /// a value holding `\n2026-… ERROR forged` stays on its own line. Tabs are kept.
@@ -88,6 +97,12 @@ pub fn stderr_log_writer() -> LogWriter<io::Stderr> {
 mod tests {
     use super::*;
     use std::io::Write as _;
+
+    #[test]
+    fn excerpts_cut_long_text_on_a_character_boundary() {
+        assert_eq!(excerpt("short", 10), "short");
+        assert_eq!(excerpt("ééééé", 3), "ééé…");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -701,3 +701,90 @@ service:
         sink.store.span_count() == 2 * ok
     });
 }
+
+/// Config values and conditions that once validated and then exhausted memory or overflowed the
+/// stack: each is now a located error from `ferrotel validate` (the same checks start-up runs),
+/// and the process exits 1 without crashing.
+#[test]
+fn hostile_configs_get_located_errors() {
+    let base = |exporter_extra: &str, processors: &str, pipeline_procs: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n{processors}exporters:\n  otlp_grpc:\n    endpoint: 127.0.0.1:1\n{exporter_extra}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n{pipeline_procs}      exporters: [otlp_grpc]\n"
+        )
+    };
+    let filter = |cond: &str| {
+        base(
+            "",
+            &format!("processors:\n  filter:\n    traces:\n      span:\n        - '{cond}'\n"),
+            "      processors: [filter]\n",
+        )
+    };
+    let deep_parens = format!("{}name == \"x\"{}", "(".repeat(10_000), ")".repeat(10_000));
+    let deep_not = format!("{}name == \"x\"", "not ".repeat(12_000));
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            base("    sending_queue:\n      queue_size: 4000000000\n", "", ""),
+            ":10:19: exporters::otlp_grpc: `sending_queue.queue_size`",
+            "must be between 1 and 10000000",
+        ),
+        (
+            base(
+                "    sending_queue:\n      num_consumers: 10000000\n",
+                "",
+                "",
+            ),
+            ":10:22: exporters::otlp_grpc: `sending_queue.num_consumers`",
+            "must be between 1 and 10000",
+        ),
+        (
+            filter(&deep_parens),
+            ":10:11: processors::filter: `traces.span[0]`",
+            "nesting deeper than 100 levels",
+        ),
+        (
+            filter(&deep_not),
+            ":10:11: processors::filter: `traces.span[0]`",
+            "nesting deeper than 100 levels",
+        ),
+        (
+            base("", "processors:\n  batch:\n    send_batch_size: -1\n", ""),
+            ":8:22: processors::batch: `send_batch_size`",
+            "-1 is out of range",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (yaml, at, msg)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrotel"))
+            .args(["validate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "case {i}: {text}");
+        assert!(text.contains(at) && text.contains(msg), "case {i}: {text}");
+        assert!(
+            text.len() < 4096,
+            "case {i}: the message quotes, it does not dump"
+        );
+    }
+    // A mapping of 100,000 keys (under an exporter's headers): read in linear time, validated.
+    let headers: String = (0..100_000).map(|i| format!("      h{i}: v\n")).collect();
+    let yaml = base(&format!("    headers:\n{headers}"), "", "");
+    let path = dir.path().join("big.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let t0 = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrotel"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("100,000 keys validated in {:?}", t0.elapsed());
+}

@@ -173,7 +173,10 @@ fn conditions(
                 DeError {
                     pos: Some(item.map_or(list_node.pos, |n| n.pos)),
                     path,
-                    msg: format!("invalid OTTL condition {text:?}: {e}"),
+                    msg: format!(
+                        "invalid OTTL condition {:?}: {e}",
+                        crate::text::excerpt(text, 120)
+                    ),
                 }
             })
         })

@@ -74,6 +74,11 @@ fn fields(buf: &[u8], start: usize, end: usize) -> impl Iterator<Item = Field> +
                 let e = q.checked_add(usize::try_from(len).ok()?)?;
                 ((q, e), e)
             }
+            // A group (unknown to OTLP, skipped by prost): up to its end tag.
+            3 => {
+                let e = skip_group(buf, p, end, key >> 3, 100)?;
+                ((p, e), e)
+            }
             _ => return None,
         };
         if next > end {
@@ -87,6 +92,54 @@ fn fields(buf: &[u8], start: usize, end: usize) -> impl Iterator<Item = Field> +
             end: next,
         })
     })
+}
+
+/// The end of a group whose start tag `tag` ended at `pos` (prost's `skip_field`).
+fn skip_group(buf: &[u8], mut pos: usize, end: usize, tag: u64, depth: u32) -> Option<usize> {
+    if depth == 0 {
+        return None;
+    }
+    loop {
+        let (key, p) = varint(buf, pos, end)?;
+        pos = match key & 7 {
+            0 => varint(buf, p, end)?.1,
+            1 => p.checked_add(8)?,
+            5 => p.checked_add(4)?,
+            2 => {
+                let (len, q) = varint(buf, p, end)?;
+                q.checked_add(usize::try_from(len).ok()?)?
+            }
+            3 => skip_group(buf, p, end, key >> 3, depth - 1)?,
+            4 if key >> 3 == tag => return Some(p),
+            _ => return None,
+        };
+        if pos > end {
+            return None;
+        }
+    }
+}
+
+/// The fields of a message that hold the next level, as prost keeps them: for a oneof of
+/// containers (a metric's `data`), only the last run of the variant that won (a field of
+/// another variant replaces what came before; the same variant again merges).
+fn children<'a>(
+    buf: &'a [u8],
+    range: (usize, usize),
+    tags: &'a [u32],
+) -> impl Iterator<Item = Field> + 'a {
+    let oneof = tags.len() > 1;
+    // Where the winning run starts: after the last field of a different variant than the last.
+    let mut live_from = 0;
+    if oneof {
+        let mut last: Option<u32> = None;
+        for f in fields(buf, range.0, range.1).filter(|f| tags.contains(&f.tag)) {
+            if last.is_some_and(|t| t != f.tag) {
+                live_from = f.start;
+            }
+            last = Some(f.tag);
+        }
+    }
+    fields(buf, range.0, range.1).filter(move |f| tags.contains(&f.tag) && f.start >= live_from)
 }
 
 /// Bytes of a message's header: the fields that do not hold the next level.
@@ -158,7 +211,7 @@ fn plan(buf: &[u8], levels: &[&[u32]], max: usize, max_items: usize) -> (Vec<usi
         s: &mut State,
     ) {
         let last = level + 1 == levels.len();
-        for f in fields(buf, range.0, range.1).filter(|f| levels[level].contains(&f.tag)) {
+        for f in children(buf, range, levels[level]) {
             if !last {
                 // A container one level down: key, a length of at most 5 bytes, its header.
                 let overhead =
@@ -214,13 +267,12 @@ fn size(
     (a, b): (usize, usize),
 ) -> (usize, usize, usize) {
     let (mut len, mut selected, start) = (0, 0, counter);
-    let mut header = 0;
+    let header: usize = fields(buf, range.0, range.1)
+        .filter(|f| !levels[level].contains(&f.tag))
+        .map(|f| f.end - f.start)
+        .sum();
     let last = level + 1 == levels.len();
-    for f in fields(buf, range.0, range.1) {
-        if !levels[level].contains(&f.tag) {
-            header += f.end - f.start;
-            continue;
-        }
+    for f in children(buf, range, levels[level]) {
         if last {
             if (a..b).contains(&counter) {
                 len += f.end - f.start;
@@ -259,7 +311,7 @@ fn write(
             out.extend_from_slice(&buf[f.start..f.end]);
         }
     }
-    for f in fields(buf, range.0, range.1).filter(|f| levels[level].contains(&f.tag)) {
+    for f in children(buf, range, levels[level]) {
         if last {
             if (a..b).contains(counter) {
                 out.extend_from_slice(&buf[f.start..f.end]);
@@ -467,6 +519,37 @@ mod tests {
                 items += n;
             }
             assert_eq!(items, batch.item_count(), "every item once");
+        }
+    }
+
+    /// Found by fuzzing: an unknown group field stopped the walk (items after it were lost), and
+    /// a metric with two `data` variants kept both (prost keeps the last).
+    #[test]
+    fn groups_are_skipped_and_a_replaced_oneof_variant_holds_no_items() {
+        // ScopeSpans: a group (field 7, start 0x3b … end 0x3c) before two spans.
+        let scope = [0x3b, 0x08, 0x01, 0x3c, 0x12, 0x00, 0x12, 0x00];
+        let mut rs = vec![0x12, scope.len() as u8];
+        rs.extend_from_slice(&scope);
+        let mut req = vec![0x0a, rs.len() as u8];
+        req.extend_from_slice(&rs);
+        let scan = crate::signal::wire::scan(Signal::Traces, &req).unwrap();
+        assert_eq!(scan.items, 2);
+        let parts = split_request(Signal::Traces, &req, 6);
+        assert_eq!(parts.iter().map(|(_, n)| n).sum::<usize>(), 2);
+        // Metric: gauge (5) with 2 points, then sum (7) with 1: prost keeps the sum.
+        let metric = [0x2a, 0x04, 0x0a, 0x00, 0x0a, 0x00, 0x3a, 0x02, 0x0a, 0x00];
+        let scope = [&[0x12, metric.len() as u8][..], &metric].concat();
+        let res = [&[0x12, scope.len() as u8][..], &scope].concat();
+        let req = [&[0x0a, res.len() as u8][..], &res].concat();
+        let scan = crate::signal::wire::scan(Signal::Metrics, &req).unwrap();
+        assert_eq!(scan.items, 1);
+        let parts = split_request(Signal::Metrics, &req, 3);
+        assert_eq!(parts.iter().map(|(_, n)| n).sum::<usize>(), 1);
+        for (p, n) in &parts {
+            assert_eq!(
+                crate::signal::wire::scan(Signal::Metrics, p).unwrap().items,
+                *n
+            );
         }
     }
 }

@@ -272,10 +272,7 @@ impl Parser {
 impl Expr {
     pub fn parse(s: &str) -> Result<Expr, String> {
         // A long expression is quoted by its start only.
-        let quoted = match s.char_indices().nth(80) {
-            Some((i, _)) => format!("{}…", &s[..i]),
-            None => s.to_owned(),
-        };
+        let quoted = crate::text::excerpt(s, 80);
         let mut p = Parser {
             toks: lex(s).map_err(|e| format!("expression `{quoted}`: {e}"))?,
             at: 0,
