@@ -63,6 +63,49 @@ pub struct Budget {
 /// Measurements made on demand are at least this far apart.
 const REMEASURE_EVERY: Duration = Duration::from_millis(5);
 
+/// Asks the allocator to return freed memory to the OS (the binary sets it: mimalloc's
+/// `mi_collect`). An allocator keeps freed memory for reuse, and RSS with it: after a burst,
+/// resident memory would stay above the limit and refuse data long after the data is gone. This
+/// is what the Collector's memory_limiter does with the Go runtime's GC when it is above its
+/// soft limit.
+static RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+/// When the allocator was last asked, in milliseconds since `START`.
+static RELEASED_AT: AtomicU64 = AtomicU64::new(0);
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Sets the hook that returns freed memory to the OS (once, at start).
+pub fn set_release_hook(f: fn()) {
+    let _ = RELEASE.set(f);
+}
+
+/// Returns what this thread freed to the OS, unthrottled: for the end of a task that held a
+/// large buffer on a thread that may then sit idle (an idle thread's allocator never purges).
+pub fn release_thread_memory() {
+    if let Some(f) = RELEASE.get() {
+        f();
+    }
+}
+
+/// Returns freed memory to the OS, at most every 100 ms; true when it did.
+pub fn release_free_memory() -> bool {
+    let Some(f) = RELEASE.get() else {
+        return false;
+    };
+    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    let last = RELEASED_AT.load(Ordering::Acquire);
+    if last != 0 && now.saturating_sub(last) < 100 {
+        return false;
+    }
+    if RELEASED_AT
+        .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return false;
+    }
+    f();
+    true
+}
+
 impl Budget {
     pub fn new() -> Arc<Self> {
         Self::with_measure(crate::telemetry::rss_bytes)
@@ -109,6 +152,12 @@ impl Budget {
 
     /// Reserves `bytes` for a request about to be decoded or transcoded.
     pub fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, Refusal> {
+        self.take(bytes, bytes)
+    }
+
+    /// Reserves `bytes` more for a request that will then hold `total` (checked against the
+    /// spike allowance).
+    fn take(self: &Arc<Self>, bytes: u64, total: u64) -> Result<Reservation, Refusal> {
         let hard = self.hard.load(Ordering::Acquire);
         if hard == u64::MAX {
             return Ok(Reservation {
@@ -116,10 +165,17 @@ impl Budget {
                 bytes,
             });
         }
+        if bytes == 0 {
+            // Nothing to take: an empty reservation that can grow.
+            return Ok(Reservation {
+                budget: Some(self.clone()),
+                bytes: 0,
+            });
+        }
         let spike = self.spike.load(Ordering::Acquire);
-        if bytes > spike {
+        if total > spike {
             return Err(Refusal::TooLarge {
-                need: bytes,
+                need: total,
                 limit: spike,
             });
         }
@@ -145,6 +201,7 @@ impl Budget {
                     limit: hard,
                 });
             }
+            release_free_memory();
             let rss = self.measure_now();
             self.sampled(rss);
         }
@@ -162,11 +219,27 @@ impl Reservation {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// Grows the reservation to `total` bytes, under the same rules as a new one; on refusal it
+    /// keeps what it had.
+    pub fn grow(&mut self, total: u64) -> Result<(), Refusal> {
+        if total <= self.bytes {
+            return Ok(());
+        }
+        let Some(budget) = &self.budget else {
+            self.bytes = total;
+            return Ok(());
+        };
+        let mut more = budget.take(total - self.bytes, total)?;
+        // Merged: the new part is released with this one.
+        self.bytes += std::mem::take(&mut more.bytes);
+        Ok(())
+    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Some(b) = &self.budget {
+        if let Some(b) = self.budget.as_ref().filter(|_| self.bytes > 0) {
             b.in_flight.fetch_sub(self.bytes, Ordering::AcqRel);
             b.unmeasured.fetch_add(self.bytes, Ordering::AcqRel);
         }
@@ -220,6 +293,26 @@ mod tests {
         std::thread::sleep(REMEASURE_EVERY * 2);
         let r = b.reserve(80 * MIB).unwrap();
         assert_eq!(r.bytes(), 80 * MIB);
+    }
+
+    #[test]
+    fn a_reservation_grows_under_the_same_rules() {
+        static RSS_C: A = A::new(0);
+        let b = Budget::with_measure(|| RSS_C.load(Ordering::SeqCst));
+        b.limit(100 * MIB, 30 * MIB);
+        let mut r = b.reserve(0).unwrap();
+        r.grow(10 * MIB).unwrap();
+        r.grow(20 * MIB).unwrap();
+        assert_eq!(r.bytes(), 20 * MIB);
+        // The total, not the step, is held to the spike allowance.
+        assert!(matches!(r.grow(31 * MIB), Err(Refusal::TooLarge { .. })));
+        assert_eq!(r.bytes(), 20 * MIB);
+        let others: Vec<_> = (0..3).map(|_| b.reserve(25 * MIB).unwrap()).collect();
+        assert!(matches!(r.grow(30 * MIB), Err(Refusal::Busy { .. })));
+        drop(others);
+        drop(r);
+        assert_eq!(b.in_flight.load(Ordering::SeqCst), 0);
+        assert_eq!(b.unmeasured.load(Ordering::SeqCst), 95 * MIB);
     }
 
     #[test]

@@ -15,16 +15,54 @@ pub enum DecodeError {
         "unsupported Content-Encoding {0:?} (supported: gzip, zstd, deflate, snappy, identity)"
     )]
     Unsupported(String),
+    /// The memory for the output could not be reserved now (see `admission`).
+    #[error("{0}")]
+    Busy(crate::admission::Refusal),
 }
 
 /// Decodes `body` as `encoding` (a `Content-Encoding` value), refusing output over `limit` bytes.
 pub fn decode(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    decode_with(encoding, body, limit, &mut |_| Ok(()))
+}
+
+/// Inflated output up to this size is not reserved while it inflates.
+const UNRESERVED: usize = 64 << 10;
+
+/// [`decode`] with the output's memory reserved against `budget` as it grows (concurrent bombs
+/// each inflating to the limit cannot outrun memory_limiter); the reservation is returned with
+/// the output.
+pub fn decode_reserved(
+    encoding: &str,
+    body: &[u8],
+    limit: usize,
+    budget: &std::sync::Arc<crate::admission::Budget>,
+) -> Result<(Vec<u8>, crate::admission::Reservation), DecodeError> {
+    let mut held = budget.reserve(0).map_err(DecodeError::Busy)?;
+    let out = decode_with(encoding, body, limit, &mut |total| {
+        // A small body inflates before anything is reserved: admission, which reserves it with
+        // its decoded size right after, knows its items and counts them if it refuses.
+        if total <= UNRESERVED {
+            return Ok(());
+        }
+        held.grow(total as u64).map_err(DecodeError::Busy)
+    })?;
+    Ok((out, held))
+}
+
+/// [`decode`], calling `grow(total)` before the output buffer grows to `total` bytes.
+fn decode_with(
+    encoding: &str,
+    body: &[u8],
+    limit: usize,
+    grow: &mut dyn FnMut(usize) -> Result<(), DecodeError>,
+) -> Result<Vec<u8>, DecodeError> {
     let enc = encoding.trim().to_ascii_lowercase();
     match enc.as_str() {
         "" | "identity" => {
             if body.len() > limit {
                 return Err(DecodeError::TooLarge(limit));
             }
+            grow(body.len())?;
             Ok(body.to_vec())
         }
         "gzip" | "x-gzip" => read_limited(
@@ -32,15 +70,26 @@ pub fn decode(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Deco
             limit,
             gzip_size_hint(body),
             "gzip",
+            grow,
         ),
         // HTTP "deflate" is zlib-wrapped; some clients send raw deflate, so try both.
-        "deflate" => read_limited(flate2::read::ZlibDecoder::new(body), limit, 0, "deflate")
-            .or_else(|e| match e {
-                DecodeError::Corrupt { .. } => {
-                    read_limited(flate2::read::DeflateDecoder::new(body), limit, 0, "deflate")
-                }
-                other => Err(other),
-            }),
+        "deflate" => read_limited(
+            flate2::read::ZlibDecoder::new(body),
+            limit,
+            0,
+            "deflate",
+            grow,
+        )
+        .or_else(|e| match e {
+            DecodeError::Corrupt { .. } => read_limited(
+                flate2::read::DeflateDecoder::new(body),
+                limit,
+                0,
+                "deflate",
+                grow,
+            ),
+            other => Err(other),
+        }),
         "zstd" => {
             let d = zstd::stream::read::Decoder::new(body).map_err(|e| DecodeError::Corrupt {
                 encoding: "zstd",
@@ -50,7 +99,7 @@ pub fn decode(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Deco
                 .ok()
                 .flatten()
                 .unwrap_or(0);
-            read_limited(d, limit, hint, "zstd")
+            read_limited(d, limit, hint, "zstd", grow)
         }
         "snappy" => {
             // Block format: the length is in the header, so check it before allocating.
@@ -61,6 +110,7 @@ pub fn decode(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Deco
             if n > limit {
                 return Err(DecodeError::TooLarge(limit));
             }
+            grow(n)?;
             snap::raw::Decoder::new()
                 .decompress_vec(body)
                 .map_err(|e| DecodeError::Corrupt {
@@ -87,22 +137,41 @@ fn gzip_size_hint(body: &[u8]) -> u64 {
 /// to three times the body for a moment (the old buffer while the new one fills), which for a
 /// 20 MiB body at the limit was 45 MiB more than needed.
 fn read_limited<R: Read>(
-    r: R,
+    mut r: R,
     limit: usize,
     hint: u64,
     encoding: &'static str,
+    grow: &mut dyn FnMut(usize) -> Result<(), DecodeError>,
 ) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::with_capacity(hint.min((limit as u64).saturating_add(1)) as usize);
-    // One byte past the limit tells "exactly at the limit" from "over it".
-    let mut limited = r.take((limit as u64).saturating_add(1));
-    limited
-        .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Corrupt {
-            encoding,
-            msg: e.to_string(),
-        })?;
-    if out.len() > limit {
-        return Err(DecodeError::TooLarge(limit));
+    let initial = hint.min(limit as u64) as usize;
+    grow(initial)?;
+    let mut granted = initial;
+    let mut out = Vec::with_capacity(initial);
+    let mut chunk = vec![0u8; 32 << 10];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(DecodeError::Corrupt {
+                    encoding,
+                    msg: e.to_string(),
+                });
+            }
+        };
+        let need = out.len() + n;
+        if need > limit {
+            return Err(DecodeError::TooLarge(limit));
+        }
+        if need > granted {
+            // Doubling, within the limit: each step is reserved before it is allocated.
+            let to = granted.saturating_mul(2).max(need).min(limit);
+            grow(to)?;
+            out.reserve_exact(to - out.len());
+            granted = to;
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
     Ok(out)
 }

@@ -116,6 +116,10 @@ fn main() -> ExitCode {
             }
             // Each connection is a file descriptor; listeners cap them well below this.
             ferrotel::server::raise_fd_limit();
+            ferrotel::admission::set_release_hook(|| {
+                // SAFETY: mi_collect takes no pointers; it may run on any thread at any time.
+                unsafe { libmimalloc_sys::mi_collect(true) }
+            });
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

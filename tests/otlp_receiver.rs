@@ -426,7 +426,7 @@ async fn bad_input_gets_its_status_and_other_clients_are_served() {
     );
     assert!(
         err.message().contains("request message too large")
-            && err.message().contains("max_recv_msg_size_mib is 1 MiB"),
+            && err.message().contains("over max_recv_msg_size_mib (1 MiB)"),
         "{}",
         err.message()
     );

@@ -201,7 +201,12 @@ fn spawn_checker(
 ) {
     let budget = ctx.memory.clone();
     let check = move |st: &State| {
-        let rss = measure();
+        let mut rss = measure();
+        // Above the soft limit, first hand freed memory back (the Collector runs the GC here):
+        // what counts is what is in use, not what the allocator kept.
+        if rss >= limits.soft && crate::admission::release_free_memory() {
+            rss = measure();
+        }
         st.last_rss.store(rss, Ordering::Relaxed);
         budget.sampled(rss);
         let refuse = rss >= limits.soft;

@@ -1,9 +1,13 @@
 //! OTLP/gRPC services for traces, metrics and logs.
 //!
-//! These are tonic services written by hand rather than the generated ones, because the
-//! generated ones always decode the request: here the request body arrives as bytes (tonic has
-//! already checked its size and decompressed it), is validated by the wire scan and, when no
-//! processor needs to look inside, travels on encoded.
+//! The unary call is handled here rather than by tonic's generated services or its `Grpc`
+//! helper, because those decode and decompress before anything can be checked: here the
+//! 5-byte frame header is read first (a length over the limit, 4 GiB included, is refused with
+//! `RESOURCE_EXHAUSTED` before a byte of the message is buffered), the payload's memory is
+//! reserved against the admission budget before it is read, decompression reserves as it grows,
+//! and the message is validated by the wire scan and, when no processor needs to look inside,
+//! travels on encoded. Answers are gRPC frames with `grpc-status` trailers, or trailers-only
+//! errors, as any gRPC client expects.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -11,13 +15,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
 use prost::Message;
-use tonic::codec::{
-    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
-};
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status};
+use tonic::Status;
+use tonic::server::NamedService;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{Entry, GrpcConfig, Refused, admit_protobuf, entry_for};
@@ -116,7 +118,8 @@ impl<S: OtlpService> NamedService for Server<S> {
 impl<S: OtlpService, B> tower::Service<http::Request<B>> for Server<S>
 where
     B: http_body::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    B::Data: Send,
+    B::Error: std::fmt::Display + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
@@ -137,125 +140,244 @@ where
         let export = Export {
             entry: self.entry.clone(),
             signal: S::SIGNAL,
+            max_message: self.max_message,
             max_decoded: self.max_decoded,
-            client: Some(ClientInfo::from_headers(
-                peer,
-                req.headers(),
-                self.include_metadata,
-            )),
+            client: ClientInfo::from_headers(peer, req.headers(), self.include_metadata),
         };
-        let max_message = self.max_message;
         Box::pin(async move {
-            let mut accept = EnabledCompressionEncodings::default();
-            accept.enable(CompressionEncoding::Gzip);
-            accept.enable(CompressionEncoding::Zstd);
-            let mut grpc = Grpc::new(RawCodec)
-                .apply_compression_config(accept, EnabledCompressionEncodings::default())
-                .apply_max_message_size_config(Some(max_message), None);
-            Ok(too_large_is_resource_exhausted(
-                grpc.unary(export, req).await,
-                max_message,
-            ))
+            Ok(match export.run(req).await {
+                Ok(resp) => ok_response(&resp),
+                Err(status) => status.into_http(),
+            })
         })
     }
-}
-
-/// tonic answers a message over the size limit (or a length prefix past 4 GiB) with
-/// `OUT_OF_RANGE`, which the OTLP specification lists as retryable: a client would resend the
-/// same bytes forever. Our handler never answers `OUT_OF_RANGE` itself, so every such answer is
-/// that size check; it becomes `RESOURCE_EXHAUSTED` without retry info, permanent for that
-/// request (an exporter splits it instead).
-fn too_large_is_resource_exhausted(
-    resp: http::Response<tonic::body::Body>,
-    max_message: usize,
-) -> http::Response<tonic::body::Body> {
-    let out_of_range = resp
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11");
-    if !out_of_range {
-        return resp;
-    }
-    let detail = Status::from_header_map(resp.headers())
-        .map(|s| s.message().to_owned())
-        .unwrap_or_default();
-    Status::resource_exhausted(format!(
-        "request message too large: {detail} (max_recv_msg_size_mib is {} MiB); split it into smaller requests",
-        max_message >> 20
-    ))
-    .into_http()
 }
 
 struct Export {
     entry: Arc<Entry>,
     signal: Signal,
+    max_message: usize,
     max_decoded: u64,
-    client: Option<ClientInfo>,
+    client: ClientInfo,
 }
 
-impl UnaryService<Bytes> for Export {
-    type Response = ExportResponse;
-    type Future = BoxFuture<'static, Result<Response<ExportResponse>, Status>>;
+/// The encodings a request message may be compressed with.
+const ACCEPTED: &[&str] = &["identity", "gzip", "zstd", "deflate"];
 
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let (entry, signal, max_decoded) = (self.entry.clone(), self.signal, self.max_decoded);
-        let client = self.client.take().unwrap_or_default();
-        Box::pin(async move {
-            let admitted = admit_protobuf(signal, req.into_inner(), max_decoded, &entry.budget)
-                .map_err(|r| {
-                    entry.refused(signal, r.items());
-                    refusal_status(r)
-                })?;
-            let (rejected, why) = (admitted.rejected, admitted.why.clone());
-            // The reservation is held until the pipeline has the batch.
-            entry
-                .push(admitted.batch, client)
-                .await
-                .map_err(status_of)?;
-            drop(admitted._reservation);
-            Ok(Response::new(ExportResponse {
-                partial_success: (rejected > 0).then_some(PartialSuccess {
-                    rejected,
-                    error_message: why,
-                }),
-            }))
+impl Export {
+    async fn run<B>(self, req: http::Request<B>) -> Result<ExportResponse, Status>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        let (signal, entry) = (self.signal, self.entry.clone());
+        let encoding = req
+            .headers()
+            .get("grpc-encoding")
+            .map_or(Some("identity"), |v| v.to_str().ok())
+            .unwrap_or("invalid")
+            .to_owned();
+        if !ACCEPTED.contains(&encoding.as_str()) {
+            return Err(Status::unimplemented(format!(
+                "grpc-encoding {encoding:?} is not supported (gzip, zstd, deflate)"
+            )));
+        }
+        let (compressed, payload, _read) =
+            read_message(req.into_body(), self.max_message, &entry.budget).await?;
+        let payload_len = payload.len();
+        let (max_message, max_decoded) = (self.max_message, self.max_decoded);
+        let decode = {
+            let entry = entry.clone();
+            move || {
+                decode_and_admit(
+                    &entry,
+                    signal,
+                    &encoding,
+                    compressed,
+                    payload,
+                    max_message,
+                    max_decoded,
+                )
+            }
+        };
+        // Inflating and scanning a large message on the blocking pool keeps these workers free
+        // for the other requests.
+        let admitted = if super::heavy(payload_len, compressed) {
+            tokio::task::spawn_blocking(move || {
+                let r = decode();
+                crate::admission::release_thread_memory();
+                r
+            })
+            .await
+            .map_err(|e| Status::internal(format!("decoding the request failed: {e}")))??
+        } else {
+            decode()?
+        };
+        // What was reserved for reading is now part of the admitted cost.
+        drop(_read);
+        let (rejected, why) = (admitted.rejected, admitted.why.clone());
+        // The reservation is held until the pipeline has the batch.
+        entry
+            .push(admitted.batch, self.client)
+            .await
+            .map_err(status_of)?;
+        drop(admitted._reservation);
+        Ok(ExportResponse {
+            partial_success: (rejected > 0).then_some(PartialSuccess {
+                rejected,
+                error_message: why,
+            }),
         })
     }
 }
 
-/// Request bodies in as bytes, responses out as protobuf.
-#[derive(Clone, Copy)]
-struct RawCodec;
+/// Inflates (when `compressed`) and admits one request message.
+fn decode_and_admit(
+    entry: &Arc<Entry>,
+    signal: Signal,
+    encoding: &str,
+    compressed: bool,
+    payload: Bytes,
+    max_message: usize,
+    max_decoded: u64,
+) -> Result<super::Admitted, Status> {
+    let (message, _inflated) = if compressed {
+        if encoding == "identity" {
+            return Err(Status::internal(
+                "the message is flagged compressed but no grpc-encoding was sent",
+            ));
+        }
+        let (plain, held) =
+            crate::compression::decode_reserved(encoding, &payload, max_message, &entry.budget)
+                .map_err(|e| match e {
+                    crate::compression::DecodeError::TooLarge(_) => too_large(max_message, None),
+                    crate::compression::DecodeError::Busy(r) => busy(r.to_string()),
+                    other => Status::invalid_argument(other.to_string()),
+                })?;
+        (Bytes::from(plain), Some(held))
+    } else {
+        (payload, None)
+    };
+    // The inflated bytes are reserved again by admission, with their decoded size.
+    admit_protobuf(signal, message, max_decoded, &entry.budget).map_err(|r| {
+        entry.refused(signal, r.items());
+        refusal_status(r)
+    })
+}
 
-impl Codec for RawCodec {
-    type Encode = ExportResponse;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        *self
+fn too_large(max: usize, len: Option<usize>) -> Status {
+    let what = len.map_or_else(
+        || "the request message".to_owned(),
+        |n| format!("a request message of {n} bytes"),
+    );
+    Status::resource_exhausted(format!(
+        "request message too large: {what} is over max_recv_msg_size_mib ({} MiB); split it into smaller requests",
+        max >> 20
+    ))
+}
+
+fn busy(msg: String) -> Status {
+    Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        msg,
+        ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
+    )
+}
+
+/// Messages up to this size are read before memory is reserved for them.
+const READ_UNRESERVED: usize = 64 << 10;
+
+/// Reads the one message of a unary call: the 5-byte frame header (compressed flag, length),
+/// then exactly that many bytes, refusing a length over `max` before reading it and reserving
+/// it against the memory budget.
+async fn read_message<B>(
+    body: B,
+    max: usize,
+    budget: &Arc<crate::admission::Budget>,
+) -> Result<(bool, Bytes, crate::admission::Reservation), Status>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = BytesMut::new();
+    let mut frame: Option<(bool, usize, crate::admission::Reservation)> = None;
+    loop {
+        if frame.is_none() && buf.len() >= 5 {
+            let compressed = match buf[0] {
+                0 => false,
+                1 => true,
+                f => return Err(Status::internal(format!("invalid compressed flag {f}"))),
+            };
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > max {
+                return Err(too_large(max, Some(len)));
+            }
+            // Small messages are read first and refused, if at all, by admission (which knows
+            // their items); a large one is refused before it is read when memory is in use.
+            let upfront = if len > READ_UNRESERVED { len as u64 } else { 0 };
+            let held = budget.reserve(upfront).map_err(|e| match e {
+                crate::admission::Refusal::TooLarge { .. } => too_large(max, Some(len)),
+                crate::admission::Refusal::Busy { .. } => busy(e.to_string()),
+            })?;
+            buf.reserve((5 + len).saturating_sub(buf.len()));
+            frame = Some((compressed, len, held));
+        }
+        let Some(next) = body.frame().await else {
+            break;
+        };
+        let next = next.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
+        if let Ok(mut data) = next.into_data() {
+            let limit = 5 + frame.as_ref().map_or(max, |f| f.1);
+            if buf.len() + data.remaining() > limit {
+                return Err(match &frame {
+                    Some(_) => Status::invalid_argument("a unary call carries one request message"),
+                    None => too_large(max, None),
+                });
+            }
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                let n = chunk.len();
+                buf.put_slice(chunk);
+                data.advance(n);
+            }
+        }
     }
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
+    match frame {
+        Some((compressed, len, held)) if buf.len() == 5 + len => {
+            Ok((compressed, buf.freeze().slice(5..), held))
+        }
+        Some(_) => Err(Status::internal("the request message is truncated")),
+        None if buf.is_empty() => Err(Status::internal("missing request message")),
+        None => Err(Status::internal("the request message is truncated")),
     }
 }
 
-impl Encoder for RawCodec {
-    type Item = ExportResponse;
-    type Error = Status;
-    fn encode(&mut self, item: ExportResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        let n = src.remaining();
-        Ok(Some(src.copy_to_bytes(n)))
-    }
+/// A successful answer: one gRPC frame with the response, then `grpc-status: 0`.
+fn ok_response(resp: &ExportResponse) -> http::Response<tonic::body::Body> {
+    let len = resp.encoded_len();
+    let mut frame = Vec::with_capacity(5 + len);
+    frame.push(0);
+    frame.extend_from_slice(&(len as u32).to_be_bytes());
+    resp.encode(&mut frame).ok();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames = futures::stream::iter([
+        Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(frame))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]);
+    let mut r = http::Response::new(tonic::body::Body::new(http_body_util::StreamBody::new(
+        frames,
+    )));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    r.headers_mut().insert(
+        "grpc-accept-encoding",
+        http::HeaderValue::from_static("gzip,zstd,deflate"),
+    );
+    r
 }
 
 /// The gRPC services of the signals that have pipelines, as one axum router.

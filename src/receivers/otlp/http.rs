@@ -232,39 +232,34 @@ async fn handle_inner(
     };
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("invalid"));
-    let raw = match compression::decode(content_encoding.unwrap_or(""), &body, st.limit) {
-        Ok(b) => b,
-        Err(e @ DecodeError::TooLarge(_)) => {
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, enc, e.to_string());
+        .map(|v| v.to_str().unwrap_or("invalid").to_owned())
+        .unwrap_or_default();
+    // Inflating, transcoding and scanning a large body takes milliseconds of CPU: on the
+    // blocking pool, so that the other requests on these workers are not held up behind it.
+    let compressed = !matches!(content_encoding.as_str(), "" | "identity");
+    let admitted = if crate::receivers::otlp::heavy(body.len(), compressed) {
+        let st2 = st.clone();
+        match tokio::task::spawn_blocking(move || {
+            let r = prepare(&st2, enc, &content_encoding, &body);
+            drop(body);
+            crate::admission::release_thread_memory();
+            r
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => Err(Box::new(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                enc,
+                format!("decoding the request failed: {e}"),
+            ))),
         }
-        Err(e @ DecodeError::Unsupported(_)) => {
-            return (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                [(header::CONTENT_TYPE, "text/plain")],
-                e.to_string(),
-            )
-                .into_response();
-        }
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, enc, e.to_string()),
+    } else {
+        prepare(st, enc, &content_encoding, &body)
     };
-    let admitted = match admit(st, enc, raw) {
+    let admitted = match admitted {
         Ok(a) => a,
-        Err(r) => {
-            st.entry.refused(st.signal, r.items());
-            return match r {
-                Refused::Invalid(msg) => error_response(StatusCode::BAD_REQUEST, enc, msg),
-                Refused::TooLarge { msg, .. } => {
-                    error_response(StatusCode::PAYLOAD_TOO_LARGE, enc, msg)
-                }
-                Refused::Busy { msg, .. } => {
-                    let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, enc, msg);
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(1));
-                    r
-                }
-            };
-        }
+        Err(resp) => return *resp,
     };
     let Admitted {
         batch,
@@ -292,6 +287,75 @@ async fn handle_inner(
             error_response(StatusCode::BAD_REQUEST, enc, reason)
         }
     }
+}
+
+/// Inflates the body (its memory reserved as it grows: many concurrent bombs, each cut at the
+/// limit, still cannot outrun memory_limiter) and admits it; or the answer to give.
+fn prepare(
+    st: &SignalState,
+    enc: Encoding,
+    content_encoding: &str,
+    body: &[u8],
+) -> Result<Admitted, Box<Response>> {
+    let (raw, inflating) =
+        match compression::decode_reserved(content_encoding, body, st.limit, &st.entry.budget) {
+            Ok(b) => b,
+            Err(e @ DecodeError::TooLarge(_)) => {
+                return Err(Box::new(error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    enc,
+                    e.to_string(),
+                )));
+            }
+            Err(DecodeError::Busy(crate::admission::Refusal::TooLarge { .. })) => {
+                return Err(Box::new(error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    enc,
+                    "the decompressed body would not fit memory_limiter's spike allowance".into(),
+                )));
+            }
+            Err(DecodeError::Busy(e)) => {
+                let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, enc, e.to_string());
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+                return Err(Box::new(r));
+            }
+            Err(e @ DecodeError::Unsupported(_)) => {
+                return Err(Box::new(
+                    (
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        [(header::CONTENT_TYPE, "text/plain")],
+                        e.to_string(),
+                    )
+                        .into_response(),
+                ));
+            }
+            Err(e) => {
+                return Err(Box::new(error_response(
+                    StatusCode::BAD_REQUEST,
+                    enc,
+                    e.to_string(),
+                )));
+            }
+        };
+    let admitted = admit(st, enc, raw);
+    // Admission reserved the body again with its decoded size.
+    drop(inflating);
+    admitted.map_err(|r| {
+        st.entry.refused(st.signal, r.items());
+        Box::new(match r {
+            Refused::Invalid(msg) => error_response(StatusCode::BAD_REQUEST, enc, msg),
+            Refused::TooLarge { msg, .. } => {
+                error_response(StatusCode::PAYLOAD_TOO_LARGE, enc, msg)
+            }
+            Refused::Busy { msg, .. } => {
+                let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, enc, msg);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+                r
+            }
+        })
+    })
 }
 
 /// Admits the decompressed body: protobuf as it is, JSON transcoded to protobuf first.

@@ -391,6 +391,13 @@ pub(crate) fn admit_protobuf(
     })
 }
 
+/// Whether decoding a body of `len` bytes may take long enough (milliseconds) to belong on the
+/// blocking pool rather than on the workers that serve every other request: large bodies, and
+/// compressed ones of some size (a 20 KiB gzip body can inflate to 20 MiB).
+pub(crate) fn heavy(len: usize, compressed: bool) -> bool {
+    len > 256 << 10 || (compressed && len > 8 << 10)
+}
+
 /// Reads an OTLP/JSON export request: transcoded to protobuf (memory for that reserved first,
 /// up to twice the JSON plus the buffer's growth), then admitted as a protobuf one.
 pub(crate) fn admit_json(
