@@ -122,6 +122,18 @@ fn decode_with(
     }
 }
 
+/// What `body` says it inflates to, when its format says (gzip's ISIZE, zstd's frame content
+/// size, snappy's header); a hint only, the sender may lie.
+pub fn size_hint(encoding: &str, body: &[u8]) -> Option<u64> {
+    match encoding.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Some(body.len() as u64),
+        "gzip" | "x-gzip" => Some(gzip_size_hint(body)),
+        "zstd" => zstd::zstd_safe::get_frame_content_size(body).ok().flatten(),
+        "snappy" => snap::raw::decompress_len(body).ok().map(|n| n as u64),
+        _ => None,
+    }
+}
+
 /// The size a gzip body says it inflates to (ISIZE, the last four bytes: the size of the last
 /// member modulo 4 GiB). A hint only: the sender may lie.
 fn gzip_size_hint(body: &[u8]) -> u64 {

@@ -504,3 +504,146 @@ pub fn serve_with(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(limits: Limits) -> (u16, ConnectionMetrics, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let metrics = ConnectionMetrics::default();
+        let stop = CancellationToken::new();
+        serve_with(
+            listener,
+            None,
+            router,
+            stop.clone(),
+            limits,
+            metrics.clone(),
+        );
+        (port, metrics, stop)
+    }
+
+    /// Sends one keep-alive GET and reads the answer.
+    async fn get(s: &mut tokio::net::TcpStream) -> String {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// True when the server has closed the connection (a read returns end of stream).
+    async fn closed(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(within, s.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_and_busy_ones_kept() {
+        let (port, m, stop) = start(Limits {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..Limits::default()
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        // Requests every 100 ms: never idle for 300 ms.
+        for _ in 0..6 {
+            assert!(get(&mut s).await.contains("200 OK"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            closed(&mut s, Duration::from_secs(2)).await,
+            "closed once idle"
+        );
+        assert_eq!(m.idle.get(), 1);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_the_longest_idle_connection_is_shed() {
+        let (port, m, stop) = start(Limits {
+            max_connections: 2,
+            ..Limits::default()
+        })
+        .await;
+        let mut first = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        assert!(get(&mut first).await.contains("200 OK"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut second = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        assert!(get(&mut second).await.contains("200 OK"));
+        let mut third = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        assert!(
+            get(&mut third).await.contains("200 OK"),
+            "the newcomer is served"
+        );
+        assert!(
+            closed(&mut first, Duration::from_secs(2)).await,
+            "the longest idle is shed"
+        );
+        assert!(
+            get(&mut second).await.contains("200 OK"),
+            "the others are kept"
+        );
+        assert_eq!((m.shed.get(), m.refused.get()), (1, 0));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn old_connections_are_asked_to_close() {
+        let (port, m, stop) = start(Limits {
+            max_connection_age: Some(Duration::from_millis(300)),
+            max_connection_age_grace: Some(Duration::from_millis(200)),
+            ..Limits::default()
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        assert!(get(&mut s).await.contains("200 OK"));
+        assert!(closed(&mut s, Duration::from_secs(2)).await);
+        assert_eq!(m.aged.get(), 1);
+        stop.cancel();
+    }
+
+    #[test]
+    fn grpc_and_http_limits_from_config() {
+        let l = Limits::grpc(None, None, 10);
+        assert_eq!(l.idle_timeout, Some(DEFAULT_GRPC_IDLE));
+        let k = KeepaliveConfig {
+            server_parameters: Some(KeepaliveServerParameters {
+                max_connection_idle: Some(Duration::ZERO),
+                max_connection_age: Some(Duration::from_secs(60)),
+                ..Default::default()
+            }),
+        };
+        let l = Limits::grpc(Some(&k), Some(50), 10);
+        assert_eq!(l.idle_timeout, None, "0 is never, as in grpc-go");
+        assert_eq!(l.max_connection_age, Some(Duration::from_secs(60)));
+        assert_eq!(l.max_concurrent_streams, Some(50));
+        let l = Limits::http(None, Some(Duration::from_secs(5)), 7);
+        assert_eq!(
+            (l.idle_timeout, l.read_header_timeout, l.max_connections),
+            (
+                Some(Duration::from_secs(5)),
+                Some(Duration::from_secs(60)),
+                7
+            )
+        );
+    }
+}

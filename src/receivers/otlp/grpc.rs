@@ -184,8 +184,10 @@ impl Export {
         }
         let (compressed, payload, _read) =
             read_message(req.into_body(), self.max_message, &entry.budget).await?;
-        let payload_len = payload.len();
         let (max_message, max_decoded) = (self.max_message, self.max_decoded);
+        // Inflating and scanning a large message on the blocking pool keeps these workers free
+        // for the other requests.
+        let heavy = super::heavy(if compressed { &encoding } else { "identity" }, &payload);
         let decode = {
             let entry = entry.clone();
             move || {
@@ -200,9 +202,7 @@ impl Export {
                 )
             }
         };
-        // Inflating and scanning a large message on the blocking pool keeps these workers free
-        // for the other requests.
-        let admitted = if super::heavy(payload_len, compressed) {
+        let admitted = if heavy {
             tokio::task::spawn_blocking(move || {
                 let r = decode();
                 crate::admission::release_thread_memory();

@@ -236,8 +236,7 @@ async fn handle_inner(
         .unwrap_or_default();
     // Inflating, transcoding and scanning a large body takes milliseconds of CPU: on the
     // blocking pool, so that the other requests on these workers are not held up behind it.
-    let compressed = !matches!(content_encoding.as_str(), "" | "identity");
-    let admitted = if crate::receivers::otlp::heavy(body.len(), compressed) {
+    let admitted = if crate::receivers::otlp::heavy(&content_encoding, &body) {
         let st2 = st.clone();
         match tokio::task::spawn_blocking(move || {
             let r = prepare(&st2, enc, &content_encoding, &body);

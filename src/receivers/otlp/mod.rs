@@ -391,11 +391,17 @@ pub(crate) fn admit_protobuf(
     })
 }
 
-/// Whether decoding a body of `len` bytes may take long enough (milliseconds) to belong on the
-/// blocking pool rather than on the workers that serve every other request: large bodies, and
-/// compressed ones of some size (a 20 KiB gzip body can inflate to 20 MiB).
-pub(crate) fn heavy(len: usize, compressed: bool) -> bool {
-    len > 256 << 10 || (compressed && len > 8 << 10)
+/// Whether decoding `body` (compressed with `encoding`) may take long enough (milliseconds) to
+/// belong on the blocking pool rather than on the workers that serve every other request: a
+/// large body, or one that says it inflates to a large one (a 20 KiB gzip body can inflate to
+/// 20 MiB), or a deflate body of some size (which says nothing).
+pub(crate) fn heavy(encoding: &str, body: &[u8]) -> bool {
+    const LARGE: u64 = 1 << 20;
+    body.len() > 256 << 10
+        || match crate::compression::size_hint(encoding, body) {
+            Some(n) => n > LARGE,
+            None => body.len() > 16 << 10,
+        }
 }
 
 /// Reads an OTLP/JSON export request: transcoded to protobuf (memory for that reserved first,
