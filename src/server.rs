@@ -215,7 +215,7 @@ fn now_ms(epoch: Instant) -> u64 {
 /// What the accept loop knows of one open connection.
 struct Conn {
     in_flight: Arc<AtomicUsize>,
-    /// When a request last ended (or the connection opened), in [`now_ms`].
+    /// When a request last ended, bytes last arrived, or the connection opened, in [`now_ms`].
     last_active: Arc<AtomicU64>,
     /// Cancelled to close the connection at once.
     kill: CancellationToken,
@@ -224,6 +224,7 @@ struct Conn {
 #[derive(Default)]
 struct Registry {
     conns: Mutex<HashMap<u64, Conn>>,
+    next_id: AtomicU64,
     /// Woken when a connection ends (shutdown waits for the last).
     ended: tokio::sync::Notify,
 }
@@ -247,6 +248,97 @@ impl Registry {
             }
             None => false,
         }
+    }
+}
+
+/// The open connections of one listener, at most `max`: the accept loop asks for a slot before
+/// it serves a connection. Shared by the HTTP/gRPC server and the stream receivers (syslog TCP).
+pub struct ConnectionSlots {
+    registry: Arc<Registry>,
+    max: usize,
+    metrics: ConnectionMetrics,
+    epoch: Instant,
+}
+
+/// One open connection's place; freed when dropped.
+pub struct Slot {
+    id: u64,
+    registry: Arc<Registry>,
+    metrics: ConnectionMetrics,
+    in_flight: Arc<AtomicUsize>,
+    last_active: Arc<AtomicU64>,
+    /// Cancelled when the connection is shed: close it at once.
+    pub kill: CancellationToken,
+    epoch: Instant,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: usize, metrics: ConnectionMetrics) -> Self {
+        ConnectionSlots {
+            registry: Arc::default(),
+            max: max.max(1),
+            metrics,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A slot for a new connection: past the cap the longest idle connection is shed for it,
+    /// and when every connection is busy there is none (the newcomer is to be closed). Both
+    /// are counted.
+    pub fn open(&self) -> Option<Slot> {
+        if self.registry.lock().len() >= self.max {
+            if self.registry.shed_one() {
+                self.metrics.shed.inc();
+            } else {
+                self.metrics.refused.inc();
+                return None;
+            }
+        }
+        let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Conn {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            last_active: Arc::new(AtomicU64::new(now_ms(self.epoch))),
+            kill: CancellationToken::new(),
+        };
+        let slot = Slot {
+            id,
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+            in_flight: conn.in_flight.clone(),
+            last_active: conn.last_active.clone(),
+            kill: conn.kill.clone(),
+            epoch: self.epoch,
+        };
+        self.registry.lock().insert(id, conn);
+        self.metrics.open.inc();
+        Some(slot)
+    }
+
+    /// Waits until every slot is freed.
+    pub async fn drained(&self) {
+        loop {
+            let ended = self.registry.ended.notified();
+            if self.registry.lock().is_empty() {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+impl Slot {
+    /// Marks the connection active now (bytes arrived): the longest idle is shed first.
+    pub fn touch(&self) {
+        self.last_active
+            .store(now_ms(self.epoch), Ordering::Release);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+        self.metrics.open.dec();
+        self.registry.ended.notify_waiters();
     }
 }
 
@@ -396,9 +488,8 @@ pub fn serve_with(
     }
     let limits = Arc::new(limits);
     tokio::spawn(async move {
-        let registry = Arc::new(Registry::default());
-        let epoch = Instant::now();
-        let mut next_id = 0u64;
+        let slots = ConnectionSlots::new(limits.max_connections, metrics.clone());
+        let epoch = slots.epoch;
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -412,32 +503,17 @@ pub fn serve_with(
                     }
                 },
             };
-            let open = registry.lock().len();
-            if open >= limits.max_connections {
-                if registry.shed_one() {
-                    metrics.shed.inc();
-                } else {
-                    metrics.refused.inc();
-                    tracing::debug!(%peer, open, "connection refused: at max_connections and every connection busy");
-                    drop(stream);
-                    continue;
-                }
-            }
-            let _ = stream.set_nodelay(true);
-            next_id += 1;
-            let id = next_id;
-            let conn = Conn {
-                in_flight: Arc::new(AtomicUsize::new(0)),
-                last_active: Arc::new(AtomicU64::new(now_ms(epoch))),
-                kill: CancellationToken::new(),
+            let Some(slot) = slots.open() else {
+                tracing::debug!(%peer, "connection refused: at max_connections and every connection busy");
+                drop(stream);
+                continue;
             };
+            let _ = stream.set_nodelay(true);
             let (in_flight, last_active, kill) = (
-                conn.in_flight.clone(),
-                conn.last_active.clone(),
-                conn.kill.clone(),
+                slot.in_flight.clone(),
+                slot.last_active.clone(),
+                slot.kill.clone(),
             );
-            registry.lock().insert(id, conn);
-            metrics.open.inc();
             let svc = {
                 let (in_flight, last_active) = (in_flight.clone(), last_active.clone());
                 router
@@ -457,7 +533,7 @@ pub fn serve_with(
             };
             let svc = TowerToHyperService::new(svc);
             let (builder, acceptor) = (builder.clone(), acceptor.clone());
-            let (limits, metrics, registry) = (limits.clone(), metrics.clone(), registry.clone());
+            let (limits, metrics) = (limits.clone(), metrics.clone());
             let stop = shutdown.clone();
             tokio::spawn(async move {
                 let life = Life {
@@ -488,20 +564,12 @@ pub fn serve_with(
                         }
                     }
                 }
-                registry.lock().remove(&id);
-                metrics.open.dec();
-                registry.ended.notify_waiters();
+                drop(slot);
             });
         }
         drop(listener);
         // Every connection has been asked to stop (they watch `shutdown`): wait for the last.
-        loop {
-            let ended = registry.ended.notified();
-            if registry.lock().is_empty() {
-                break;
-            }
-            ended.await;
-        }
+        slots.drained().await;
     })
 }
 

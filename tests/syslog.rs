@@ -322,3 +322,58 @@ service:
         assert_eq!(r.severity_number, 9, "authpriv.info");
     }
 }
+
+/// Silent TCP connections beyond `tcp.max_connections` cannot lock senders out: the longest
+/// silent one is closed for each new one (counted), and util-linux `logger` still delivers.
+#[test]
+fn silent_connections_past_the_cap_do_not_lock_out_logger() {
+    let sink = Sink::start();
+    let (tcp, health, metrics) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  syslog:
+    protocol: rfc5424
+    tcp: {{listen_address: "127.0.0.1:{tcp}", max_connections: 5}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    logs:
+      receivers: [syslog]
+      exporters: [otlp]
+"#,
+        sink = sink.port
+    );
+    let c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    let silent: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let port = tcp.to_string();
+    for i in 0..3 {
+        logger(&[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tcp",
+            "--rfc5424",
+            &format!("past the cap {i}"),
+        ]);
+    }
+    wait_until("the three messages", Duration::from_secs(10), || {
+        sink.store.log_count() == 3
+    });
+    let shed = c.metric(&format!(
+        "otelcol_server_connections_closed_total{{endpoint=\"127.0.0.1:{tcp}\",reason=\"shed\"}}"
+    ));
+    assert!(shed >= 15.0, "{shed} connections shed");
+    drop(silent);
+}

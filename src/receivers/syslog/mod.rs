@@ -56,12 +56,16 @@ pub struct TcpConfig {
     /// `min_version`, `max_version`. Off when absent.
     #[serde(deserialize_with = "crate::config::present")]
     pub tls: Option<crate::tls::ServerTlsConfig>,
+    /// Open connections at most; past it the longest silent one is closed for the new one.
+    /// Default 4096.
+    pub max_connections: usize,
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
             tls: None,
+            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
             listen_address: String::new(),
             max_log_size: 1 << 20,
             add_attributes: false,
@@ -162,6 +166,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
                 .map_err(|m| key_err(node, &["tcp", "tls"], m))?;
         }
         text_encoding(&t.encoding).map_err(|m| key_err(node, &["tcp", "encoding"], m))?;
+        if !(1..=1_000_000).contains(&t.max_connections) {
+            return Err(key_err(
+                node,
+                &["tcp", "max_connections"],
+                "must be between 1 and 1000000",
+            ));
+        }
         if !(1..=MAX_MESSAGE).contains(&t.max_log_size) {
             return Err(key_err(
                 node,
@@ -275,7 +286,13 @@ impl ReceiverConfig for Config {
                     None => None,
                 };
                 tracing::info!(address = %t.listen_address, tls = tls.is_some(), "syslog receiver listening on tcp");
-                tasks.push(tokio::spawn(accept_loop(listener, conn, framing, tls)));
+                let slots = crate::server::ConnectionSlots::new(
+                    t.max_connections,
+                    ctx.telemetry.connection_metrics(&t.listen_address),
+                );
+                tasks.push(tokio::spawn(accept_loop(
+                    listener, conn, framing, tls, slots,
+                )));
             }
             if let Some(u) = &self.udp {
                 let sock = tokio::net::UdpSocket::bind(&u.listen_address)
@@ -452,6 +469,7 @@ async fn accept_loop(
     conn: Arc<Conn>,
     framing: Framing,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    slots: crate::server::ConnectionSlots,
 ) {
     loop {
         let (sock, peer) = tokio::select! {
@@ -465,16 +483,21 @@ async fn accept_loop(
                 }
             },
         };
+        // At the cap, the longest silent connection is closed for this one.
+        let Some(slot) = slots.open() else {
+            tracing::debug!(%peer, "syslog: connection refused at max_connections");
+            continue;
+        };
         let conn = conn.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let local = sock.local_addr().ok();
             let r = match tls {
-                None => tcp_conn(sock, peer, local, &conn, framing).await,
+                None => tcp_conn(sock, peer, local, &conn, framing, &slot).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await
                     {
-                        Ok(Ok(s)) => tcp_conn(s, peer, local, &conn, framing).await,
+                        Ok(Ok(s)) => tcp_conn(s, peer, local, &conn, framing, &slot).await,
                         Ok(Err(e)) => {
                             tracing::info!(error = %e, %peer, "syslog: TLS handshake failed");
                             return;
@@ -559,12 +582,18 @@ async fn tcp_conn<S: tokio::io::AsyncRead + Unpin>(
     local: Option<SocketAddr>,
     conn: &Conn,
     f: Framing,
+    slot: &crate::server::Slot,
 ) -> std::io::Result<()> {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
-    let mut chunk = vec![0u8; 64 << 10];
+    // Grown as data comes: an idle connection holds no buffer to speak of.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 8 << 10];
     loop {
         let n = tokio::select! {
             _ = conn.stop.cancelled() => return Ok(()),
+            _ = slot.kill.cancelled() => {
+                tracing::debug!(%peer, "syslog: the longest silent connection closed for a new one");
+                return Ok(());
+            }
             r = sock.read(&mut chunk) => match r {
                 Ok(n) => n,
                 // A TLS peer that closed without close_notify: what it sent still counts.
@@ -580,6 +609,7 @@ async fn tcp_conn<S: tokio::io::AsyncRead + Unpin>(
             }
             return Ok(());
         }
+        slot.touch();
         buf.extend_from_slice(&chunk[..n]);
         let (ranges, used) = frames(&buf, f, &conn.malformed);
         if !ranges.is_empty() {
@@ -588,6 +618,10 @@ async fn tcp_conn<S: tokio::io::AsyncRead + Unpin>(
             conn.send(recs, peer).await;
         }
         buf.drain(..used);
+        if buf.is_empty() && buf.capacity() > 64 << 10 {
+            // After a long message: give the buffer back rather than keep it while idle.
+            buf = Vec::new();
+        }
     }
 }
 
