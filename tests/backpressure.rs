@@ -44,19 +44,15 @@ fn full_queue_refuses_retryably_and_recovers_without_loss() {
         .unwrap();
     let gw_grpc = free_port();
     let ap = Ports::new();
-    let mut env = ap.env();
-    env.extend([
-        ("FERROTEL_GATEWAY_ENDPOINT", format!("127.0.0.1:{gw_grpc}")),
-        ("FERROTEL_QUEUE_SIZE", "5".into()),
-        ("FERROTEL_RETRY_INITIAL", "100ms".into()),
-        ("FERROTEL_RETRY_MAX_INTERVAL", "300ms".into()),
-    ]);
-    let agent = Collector::start_file(
-        &common::repo().join("pipelines/agent.yaml"),
-        &env,
-        Some(ap.health),
-        Some(ap.metrics),
-        tempfile::tempdir().unwrap(),
+    let agent = Collector::shipped(
+        "agent.yaml",
+        &ap,
+        &[
+            ("FERROTEL_GATEWAY_ENDPOINT", format!("127.0.0.1:{gw_grpc}")),
+            ("FERROTEL_QUEUE_SIZE", "5".into()),
+            ("FERROTEL_RETRY_INITIAL", "100ms".into()),
+            ("FERROTEL_RETRY_MAX_INTERVAL", "300ms".into()),
+        ],
     );
 
     // Flood while the gateway is down; remember exactly which span ids the agent accepted.

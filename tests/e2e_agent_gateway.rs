@@ -38,17 +38,13 @@ fn chain() -> Chain {
         Some(gw.metrics),
     );
     let ap = Ports::new();
-    let mut env = ap.env();
-    env.push((
-        "FERROTEL_GATEWAY_ENDPOINT",
-        format!("127.0.0.1:{}", gw.grpc),
-    ));
-    let agent = Collector::start_file(
-        &common::repo().join("pipelines/agent.yaml"),
-        &env,
-        Some(ap.health),
-        Some(ap.metrics),
-        tempfile::tempdir().unwrap(),
+    let agent = Collector::shipped(
+        "agent.yaml",
+        &ap,
+        &[(
+            "FERROTEL_GATEWAY_ENDPOINT",
+            format!("127.0.0.1:{}", gw.grpc),
+        )],
     );
     Chain {
         sink,
@@ -327,23 +323,19 @@ fn agent_ships_container_logs_but_not_its_own() {
     .unwrap();
     std::fs::write(own.join("0.log"), "").unwrap();
     let ap = Ports::new();
-    let mut env = ap.env();
-    env.retain(|(k, _)| *k != "FERROTEL_POD_LOGS");
-    env.extend([
-        (
-            "FERROTEL_GATEWAY_ENDPOINT",
-            format!("127.0.0.1:{}", gw.grpc),
-        ),
-        ("FERROTEL_POD_LOGS", pods.path().display().to_string()),
-        ("POD_NAME", "ferrotel-agent-x2x9q".into()),
-        ("POD_NAMESPACE", "observability".into()),
-    ]);
-    let _agent = Collector::start_file(
-        &common::repo().join("pipelines/agent.yaml"),
-        &env,
-        Some(ap.health),
-        Some(ap.metrics),
-        tempfile::tempdir().unwrap(),
+    // Later variables win: FERROTEL_POD_LOGS points at this test's tree.
+    let _agent = Collector::shipped(
+        "agent.yaml",
+        &ap,
+        &[
+            (
+                "FERROTEL_GATEWAY_ENDPOINT",
+                format!("127.0.0.1:{}", gw.grpc),
+            ),
+            ("FERROTEL_POD_LOGS", pods.path().display().to_string()),
+            ("POD_NAME", "ferrotel-agent-x2x9q".into()),
+            ("POD_NAMESPACE", "observability".into()),
+        ],
     );
     std::thread::sleep(Duration::from_millis(500));
     let append = |p: &std::path::Path, text: &str| {

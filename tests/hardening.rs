@@ -507,31 +507,25 @@ fn the_shipped_pair_delivers_every_large_span_under_load() {
     zipkin_counter(&rt, zport, zipkin.clone());
 
     let gw = common::Ports::new();
-    let mut env = gw.env();
-    env.push(("FERROTEL_JAEGER_ENDPOINT", format!("127.0.0.1:{jport}")));
-    env.push((
-        "FERROTEL_ZIPKIN_ENDPOINT",
-        format!("http://127.0.0.1:{zport}/api/v2/spans"),
-    ));
-    let gateway = Collector::start_file(
-        &common::repo().join("pipelines/gateway.yaml"),
-        &env,
-        Some(gw.health),
-        Some(gw.metrics),
-        tempfile::tempdir().unwrap(),
+    let gateway = Collector::shipped(
+        "gateway.yaml",
+        &gw,
+        &[
+            ("FERROTEL_JAEGER_ENDPOINT", format!("127.0.0.1:{jport}")),
+            (
+                "FERROTEL_ZIPKIN_ENDPOINT",
+                format!("http://127.0.0.1:{zport}/api/v2/spans"),
+            ),
+        ],
     );
     let ap = common::Ports::new();
-    let mut env = ap.env();
-    env.push((
-        "FERROTEL_GATEWAY_ENDPOINT",
-        format!("127.0.0.1:{}", gw.grpc),
-    ));
-    let agent = Collector::start_file(
-        &common::repo().join("pipelines/agent.yaml"),
-        &env,
-        Some(ap.health),
-        Some(ap.metrics),
-        tempfile::tempdir().unwrap(),
+    let agent = Collector::shipped(
+        "agent.yaml",
+        &ap,
+        &[(
+            "FERROTEL_GATEWAY_ENDPOINT",
+            format!("127.0.0.1:{}", gw.grpc),
+        )],
     );
 
     // Four clients, each sending requests of 1000 large spans back to back; every span has its

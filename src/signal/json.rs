@@ -190,6 +190,21 @@ impl<'a> Transcoder<'a> {
         }
     }
 
+    /// After an item of an object or list: `,` (more follow, false) or `close` (done, true).
+    fn next_or_close(&mut self, close: u8) -> Result<bool, JsonError> {
+        match self.peek() {
+            Some(b',') => {
+                self.at += 1;
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.at += 1;
+                Ok(true)
+            }
+            _ => Err(self.err(format!("expected `,` or `{}`", close as char))),
+        }
+    }
+
     fn literal(&mut self, word: &[u8]) -> bool {
         if self.src[self.at..].starts_with(word) {
             self.at += word.len();
@@ -256,13 +271,8 @@ impl<'a> Transcoder<'a> {
                 // Unknown fields are ignored, as the OTLP specification requires.
                 None => self.skip_value(depth)?,
             }
-            match self.peek() {
-                Some(b',') => self.at += 1,
-                Some(b'}') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.err("expected `,` or `}`")),
+            if self.next_or_close(b'}')? {
+                return Ok(());
             }
         }
     }
@@ -283,27 +293,18 @@ impl<'a> Transcoder<'a> {
             return Ok(());
         }
         let open = packed.then(|| self.open(f.tag));
-        {
-            let mut i = 0;
-            loop {
-                if let Some(last) = self.path.last_mut() {
-                    last.1 = Some(i);
-                }
-                if packed {
-                    self.scalar(f)?;
-                } else {
-                    self.value(f, depth, false)?;
-                }
-                self.check_size()?;
-                i += 1;
-                match self.peek() {
-                    Some(b',') => self.at += 1,
-                    Some(b']') => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return Err(self.err("expected `,` or `]`")),
-                }
+        for i in 0.. {
+            if let Some(last) = self.path.last_mut() {
+                last.1 = Some(i);
+            }
+            if packed {
+                self.scalar(f)?;
+            } else {
+                self.value(f, depth, false)?;
+            }
+            self.check_size()?;
+            if self.next_or_close(b']')? {
+                break;
             }
         }
         if let Some(o) = open {
@@ -688,13 +689,8 @@ impl<'a> Transcoder<'a> {
                     self.string()?;
                     self.expect(b':', "`:`")?;
                     self.skip_value(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b'}') => {
-                            self.at += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(self.err("expected `,` or `}`")),
+                    if self.next_or_close(b'}')? {
+                        return Ok(());
                     }
                 }
             }
@@ -706,13 +702,8 @@ impl<'a> Transcoder<'a> {
                 }
                 loop {
                     self.skip_value(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b']') => {
-                            self.at += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(self.err("expected `,` or `]`")),
+                    if self.next_or_close(b']')? {
+                        return Ok(());
                     }
                 }
             }

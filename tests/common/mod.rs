@@ -133,6 +133,20 @@ impl Collector {
         Self::start_file_with(cfg, env, health, metrics, dir, None)
     }
 
+    /// A shipped config (`pipelines/<name>`) as it is, on `ports` (their `FERROTEL_*`
+    /// variables) plus `extra` environment.
+    pub fn shipped(name: &str, ports: &Ports, extra: &[(&'static str, String)]) -> Collector {
+        let mut env = ports.env();
+        env.extend(extra.iter().cloned());
+        Self::start_file(
+            &repo().join("pipelines").join(name),
+            &env,
+            Some(ports.health),
+            Some(ports.metrics),
+            tempfile::tempdir().expect("tempdir"),
+        )
+    }
+
     /// [`Collector::start`] with the process's open-file limit (soft and hard) set to `nofile`.
     pub fn start_nofile(
         config: &str,
