@@ -2,7 +2,8 @@
 # Fuzzing with cargo-fuzz (libFuzzer). cargo-fuzz passes nightly-only flags; RUSTC_BOOTSTRAP=1
 # lets the stable toolchain take them. See FUZZING.md for the targets and the results.
 #
-#   scripts/fuzz.sh smoke               every target for a few seconds (what CI runs)
+#   scripts/fuzz.sh smoke               every target for a few seconds (what CI runs; stats in
+#                                        fuzz/stats/smoke-<target>.log)
 #   scripts/fuzz.sh run RUNS [TARGET…]   every target (or those named) for RUNS executions (or
 #                                        MAX_SECONDS, default 1200, whichever comes first), with
 #                                        AddressSanitizer; stats in fuzz/stats/<target>.log
@@ -29,6 +30,7 @@ case "$mode" in
     sanitizer=(-s none --target-dir target/smoke)
     limit=(-max_total_time=4)
     targets=("${ALL[@]}")
+    log=smoke-
     ;;
   run)
     runs=${1:?usage: fuzz.sh run RUNS [TARGET...]}
@@ -36,6 +38,7 @@ case "$mode" in
     sanitizer=()
     limit=(-runs="$runs" -max_total_time="${MAX_SECONDS:-1200}")
     if [ $# -gt 0 ]; then targets=("$@"); else targets=("${ALL[@]}"); fi
+    log=
     ;;
   *)
     echo "usage: $0 smoke | run RUNS [TARGET...]" >&2
@@ -57,11 +60,11 @@ for t in "${targets[@]}"; do
   rc=0
   cargo fuzz run -O "${sanitizer[@]}" "$t" "${dirs[@]}" -- \
     "${limit[@]}" -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    >"stats/$t.log" 2>&1 || rc=$?
-  grep -E '^(Done|stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb))|INITED|panicked|ERROR' "stats/$t.log" || true
-  grep -E '^#[0-9]+' "stats/$t.log" | tail -1 || true
+    >"stats/$log$t.log" 2>&1 || rc=$?
+  grep -E '^(Done|stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb))|INITED|panicked|ERROR' "stats/$log$t.log" || true
+  grep -E '^#[0-9]+' "stats/$log$t.log" | tail -1 || true
   if [ "$rc" != 0 ]; then
-    echo "fuzz target $t failed (exit $rc): see fuzz/stats/$t.log and fuzz/artifacts/$t/" >&2
+    echo "fuzz target $t failed (exit $rc): see fuzz/stats/$log$t.log and fuzz/artifacts/$t/" >&2
     exit 1
   fi
 done

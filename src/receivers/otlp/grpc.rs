@@ -55,11 +55,7 @@ fn refusal_status(r: Refused) -> Status {
     match r {
         Refused::Invalid(msg) => Status::invalid_argument(msg),
         Refused::TooLarge { msg, .. } => Status::resource_exhausted(msg),
-        Refused::Busy { msg, .. } => Status::with_error_details(
-            tonic::Code::ResourceExhausted,
-            msg,
-            ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
-        ),
+        Refused::Busy { msg, .. } => busy(msg),
     }
 }
 
