@@ -296,17 +296,21 @@ async fn amplified_requests_are_refused_before_they_cost_memory() {
         .unwrap();
     let big = span_request("big", 6000, 12);
     assert!(big.encoded_len() > 3 << 20);
-    // Retried while the server says so (RESOURCE_EXHAUSTED with RetryInfo), as the SDKs do.
+    // Retried while the server says so (RESOURCE_EXHAUSTED with RetryInfo from admission,
+    // UNAVAILABLE from memory_limiter while RSS is above its soft limit), as the SDKs do.
     let mut attempts = 0;
     loop {
         attempts += 1;
         match client.export(big.clone()).await {
             Ok(_) => break,
             Err(st)
-                if st.code() == tonic::Code::ResourceExhausted
-                    && tonic_types::StatusExt::get_details_retry_info(&st).is_some()
+                if matches!(
+                    st.code(),
+                    tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+                ) && tonic_types::StatusExt::get_details_retry_info(&st).is_some()
                     && attempts < 30 =>
             {
+                println!("attempt {attempts}: {}", st.message());
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(st) => panic!("a real 3+ MB request is admitted: {st:?}"),
