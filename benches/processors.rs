@@ -92,7 +92,7 @@ fn spans() -> Vec<ResourceSpans> {
 
 fn build(kind: &str, yaml: &str) -> (Arc<dyn Processor>, Out) {
     let node = parse(yaml).unwrap();
-    let factory = ferrotel::component::FACTORIES
+    let factory = ferrotel::registry::FACTORIES
         .iter()
         .find(|f| f.name == kind)
         .unwrap();

@@ -163,7 +163,7 @@ pub struct Context {
     pub telemetry: Arc<Telemetry>,
     /// Cancelled when the collector begins to shut down.
     pub shutdown: CancellationToken,
-    pub health: Arc<crate::extensions::health_check::Health>,
+    pub health: Arc<crate::health::Health>,
     /// The storage extensions started so far (all of them, by the time receivers start).
     pub storage: Arc<crate::storage::Registry>,
     /// The pipeline a processor instance is built for (`traces/name`), for its metrics' `pipeline`
@@ -272,208 +272,32 @@ pub enum Parse {
     Extension(fn(&Node) -> Result<Box<dyn ExtensionConfig>, DeError>),
 }
 
+/// A component type's identity, declared by its module as `FACTORY` (the Collector's
+/// `NewFactory()` and `metadata.yaml`), listed in [`crate::registry`].
+#[derive(Clone, Copy)]
 pub struct Factory {
     pub kind: Kind,
+    /// The config name (`type` in the Collector's metadata).
     pub name: &'static str,
-    /// Older names still accepted (each logs a deprecation warning).
+    /// Other current names of the same component (the Collector's other spellings), accepted
+    /// with a note.
     pub aliases: &'static [&'static str],
+    /// Older names still accepted with a deprecation warning (`deprecated_type`).
+    pub deprecated: &'static [&'static str],
     pub signals: &'static [Signal],
     pub stability: Stability,
     pub parse: Parse,
+    /// An extension that `storage:` keys may name (it provides a storage client).
+    pub provides_storage: bool,
 }
 
-const ALL_SIGNALS: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
-
-/// Every component type ferrotel has. Adding a component means adding its line here.
-pub static FACTORIES: &[Factory] = &[
-    Factory {
-        kind: Kind::Receiver,
-        name: "otlp",
-        aliases: &[],
-        signals: ALL_SIGNALS,
-        stability: Stability::Beta,
-        parse: Parse::Receiver(crate::receivers::otlp::parse),
-    },
-    Factory {
-        kind: Kind::Receiver,
-        name: "filelog",
-        aliases: &["file_log"],
-        signals: &[Signal::Logs],
-        stability: Stability::Beta,
-        parse: Parse::Receiver(crate::receivers::filelog::parse),
-    },
-    Factory {
-        kind: Kind::Receiver,
-        name: "syslog",
-        aliases: &[],
-        signals: &[Signal::Logs],
-        stability: Stability::Alpha,
-        parse: Parse::Receiver(crate::receivers::syslog::parse),
-    },
-    Factory {
-        kind: Kind::Receiver,
-        name: "prometheus",
-        aliases: &[],
-        signals: &[Signal::Metrics],
-        stability: Stability::Beta,
-        parse: Parse::Receiver(crate::receivers::prometheus::parse),
-    },
-    Factory {
-        kind: Kind::Processor,
-        name: "batch",
-        aliases: &[],
-        signals: ALL_SIGNALS,
-        stability: Stability::Beta,
-        parse: Parse::Processor(crate::processors::batch::parse),
-    },
-    Factory {
-        kind: Kind::Processor,
-        name: "memory_limiter",
-        aliases: &[],
-        signals: ALL_SIGNALS,
-        stability: Stability::Beta,
-        parse: Parse::Processor(crate::processors::memory_limiter::parse),
-    },
-    Factory {
-        kind: Kind::Processor,
-        name: "filter",
-        aliases: &[],
-        signals: ALL_SIGNALS,
-        stability: Stability::Alpha,
-        parse: Parse::Processor(crate::processors::filter::parse),
-    },
-    Factory {
-        kind: Kind::Processor,
-        name: "attributes",
-        aliases: &[],
-        signals: ALL_SIGNALS,
-        stability: Stability::Alpha,
-        parse: Parse::Processor(crate::processors::attributes::parse),
-    },
-    Factory {
-        kind: Kind::Processor,
-        name: "resource",
-        aliases: &[],
-        signals: ALL_SIGNALS,
-        stability: Stability::Alpha,
-        parse: Parse::Processor(crate::processors::resource::parse),
-    },
-    Factory {
-        kind: Kind::Processor,
-        name: "probabilistic_sampler",
-        aliases: &[],
-        signals: &[Signal::Traces, Signal::Logs],
-        stability: Stability::Alpha,
-        parse: Parse::Processor(crate::processors::probabilistic_sampler::parse),
-    },
-    Factory {
-        kind: Kind::Processor,
-        name: "tail_sampling",
-        aliases: &[],
-        signals: &[Signal::Traces],
-        stability: Stability::Alpha,
-        parse: Parse::Processor(crate::processors::tail_sampling::parse),
-    },
-    Factory {
-        kind: Kind::Processor,
-        name: "k8sattributes",
-        aliases: &[],
-        signals: ALL_SIGNALS,
-        stability: Stability::Alpha,
-        parse: Parse::Processor(crate::processors::k8sattributes::parse),
-    },
-    Factory {
-        kind: Kind::Exporter,
-        name: "otlp_grpc",
-        aliases: &["otlp"],
-        signals: ALL_SIGNALS,
-        stability: Stability::Beta,
-        parse: Parse::Exporter(crate::exporters::otlp_grpc::parse),
-    },
-    Factory {
-        kind: Kind::Exporter,
-        name: "otlp_http",
-        aliases: &["otlphttp"],
-        signals: ALL_SIGNALS,
-        stability: Stability::Beta,
-        parse: Parse::Exporter(crate::exporters::otlp_http::parse),
-    },
-    Factory {
-        kind: Kind::Exporter,
-        name: "debug",
-        aliases: &["logging"],
-        signals: ALL_SIGNALS,
-        stability: Stability::Beta,
-        parse: Parse::Exporter(crate::exporters::debug::parse),
-    },
-    Factory {
-        kind: Kind::Exporter,
-        name: "jaeger",
-        aliases: &[],
-        signals: &[Signal::Traces],
-        stability: Stability::Alpha,
-        parse: Parse::Exporter(crate::exporters::jaeger::parse),
-    },
-    Factory {
-        kind: Kind::Exporter,
-        name: "loki",
-        aliases: &[],
-        signals: &[Signal::Logs],
-        stability: Stability::Alpha,
-        parse: Parse::Exporter(crate::exporters::loki::parse),
-    },
-    Factory {
-        kind: Kind::Exporter,
-        name: "load_balancing",
-        aliases: &["loadbalancing"],
-        signals: ALL_SIGNALS,
-        stability: Stability::Alpha,
-        parse: Parse::Exporter(crate::exporters::load_balancing::parse),
-    },
-    Factory {
-        kind: Kind::Exporter,
-        name: "prometheus_remote_write",
-        aliases: &["prometheusremotewrite"],
-        signals: &[Signal::Metrics],
-        stability: Stability::Alpha,
-        parse: Parse::Exporter(crate::exporters::prometheus_remote_write::parse),
-    },
-    Factory {
-        kind: Kind::Exporter,
-        name: "zipkin",
-        aliases: &[],
-        signals: &[Signal::Traces],
-        stability: Stability::Alpha,
-        parse: Parse::Exporter(crate::exporters::zipkin::parse),
-    },
-    Factory {
-        kind: Kind::Extension,
-        name: "file_storage",
-        aliases: &[],
-        signals: &[],
-        stability: Stability::Beta,
-        parse: Parse::Extension(crate::extensions::file_storage::parse),
-    },
-    Factory {
-        kind: Kind::Extension,
-        name: "health_check",
-        aliases: &[],
-        signals: &[],
-        stability: Stability::Beta,
-        parse: Parse::Extension(crate::extensions::health_check::parse),
-    },
-];
-
-/// Finds the factory of a component type by its name or an alias.
-pub fn factory(kind: Kind, type_name: &str) -> Option<&'static Factory> {
-    find_in(FACTORIES, kind, type_name)
-}
-
-/// Looks a component type up in a given table (tests validate against tables of their own).
-pub fn find_in<'a>(table: &'a [Factory], kind: Kind, type_name: &str) -> Option<&'a Factory> {
-    table
-        .iter()
-        .find(|f| f.kind == kind && (f.name == type_name || f.aliases.contains(&type_name)))
+impl Factory {
+    /// The name, the aliases and the deprecated names.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.name)
+            .chain(self.aliases.iter().copied())
+            .chain(self.deprecated.iter().copied())
+    }
 }
 
 #[cfg(test)]
@@ -516,28 +340,5 @@ mod tests {
             Err(ConsumeError::retryable("full"))
         );
         assert_eq!(a.0.lock().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn factories_are_found_by_name_and_alias_and_names_are_unique() {
-        assert_eq!(factory(Kind::Exporter, "otlp").unwrap().name, "otlp_grpc");
-        assert_eq!(
-            factory(Kind::Exporter, "otlphttp").unwrap().name,
-            "otlp_http"
-        );
-        assert_eq!(factory(Kind::Exporter, "logging").unwrap().name, "debug");
-        assert!(factory(Kind::Receiver, "jaeger").is_none());
-        let mut names: Vec<_> = FACTORIES
-            .iter()
-            .flat_map(|f| {
-                std::iter::once(f.name)
-                    .chain(f.aliases.iter().copied())
-                    .map(move |n| (f.kind, n))
-            })
-            .collect();
-        let len = names.len();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), len);
     }
 }

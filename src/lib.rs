@@ -14,11 +14,13 @@ pub mod exporters;
 pub mod extensions;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod health;
 pub mod ottl;
 pub mod pipeline;
 pub mod processors;
 pub mod proto;
 pub mod receivers;
+pub mod registry;
 pub mod server;
 pub mod signal;
 pub mod storage;

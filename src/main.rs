@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferrotel::component::{FACTORIES, Kind};
+use ferrotel::component::Kind;
+use ferrotel::registry::FACTORIES;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -177,7 +178,10 @@ fn components(json: bool) {
             .iter()
             .map(|f| {
                 serde_json::json!({
-                    "kind": f.kind, "type": f.name, "aliases": f.aliases,
+                    // `aliases`: every other name accepted; `deprecated`: those that warn.
+                    "kind": f.kind, "type": f.name,
+                    "aliases": f.names().skip(1).collect::<Vec<_>>(),
+                    "deprecated": f.deprecated,
                     "signals": f.signals, "stability": f.stability,
                 })
             })
@@ -197,10 +201,17 @@ fn components(json: bool) {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ");
-            let aliases = if f.aliases.is_empty() {
+            let mut notes = Vec::new();
+            if !f.aliases.is_empty() {
+                notes.push(format!("alias: {}", f.aliases.join(", ")));
+            }
+            if !f.deprecated.is_empty() {
+                notes.push(format!("deprecated: {}", f.deprecated.join(", ")));
+            }
+            let aliases = if notes.is_empty() {
                 String::new()
             } else {
-                format!(" (alias: {})", f.aliases.join(", "))
+                format!(" ({})", notes.join("; "))
             };
             let signals = if signals.is_empty() {
                 "-".to_string()

@@ -86,6 +86,18 @@ impl Config {
     }
 }
 
+/// `debug`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Exporter,
+    name: "debug",
+    aliases: &[],
+    deprecated: &["logging"],
+    signals: crate::signal::ALL_SIGNALS,
+    stability: crate::component::Stability::Beta,
+    parse: crate::component::Parse::Exporter(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     // `sending_queue` written without `enabled` turns the queue on, as in the Collector.
     let mut cfg: Config = from_node(node)?;
@@ -174,7 +186,7 @@ fn value(v: &Option<AnyValue>) -> String {
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BytesValue(b)) => format!("0x{}", hex::encode(b)),
+        Some(any_value::Value::BytesValue(b)) => crate::signal::value::bytes_text(b),
         Some(any_value::Value::ArrayValue(a)) => {
             format!(
                 "[{}]",

@@ -63,6 +63,18 @@ fn default_max_request() -> u64 {
     otlp_grpc::DEFAULT_MAX_REQUEST
 }
 
+/// `jaeger`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Exporter,
+    name: "jaeger",
+    aliases: &[],
+    deprecated: &[],
+    signals: &[crate::signal::Signal::Traces],
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Exporter(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     otlp_grpc::parse_endpoint(&cfg.endpoint, cfg.tls.insecure)
@@ -120,11 +132,7 @@ fn tag(key: &str, v: &Option<AnyValue>) -> j::KeyValue {
         Some(any_value::Value::StringValue(s)) => kv.v_str = s.clone(),
         // Arrays and maps: their JSON text, as the specification's non-OTLP mapping says.
         Some(any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_)) => {
-            kv.v_str = v
-                .as_ref()
-                .map(super::any_value_json)
-                .unwrap_or_default()
-                .to_string();
+            kv.v_str = crate::signal::value::option_text(v).into_owned();
         }
         Some(any_value::Value::StringValueStrindex(i)) => {
             kv.v_type = j::ValueType::Int64 as i32;
@@ -150,15 +158,6 @@ fn timestamp(nanos: u64) -> prost_types::Timestamp {
     }
 }
 
-fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        }
-    })
-}
-
 /// One Jaeger batch per resource.
 pub fn translate(resources: &[ResourceSpans]) -> Vec<j::Batch> {
     resources
@@ -166,7 +165,7 @@ pub fn translate(resources: &[ResourceSpans]) -> Vec<j::Batch> {
         .map(|rs| {
             let res_attrs: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
             let process = j::Process {
-                service_name: attr_str(res_attrs, "service.name")
+                service_name: crate::signal::value::find_str(res_attrs, "service.name")
                     .unwrap_or("unknown_service")
                     .to_owned(),
                 tags: res_attrs

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::common::v1::any_value;
+use crate::signal::value;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -122,6 +122,18 @@ fn with_endpoint(otlp: &Node, endpoint: &str) -> Node {
     }
     n
 }
+
+/// `load_balancing`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Exporter,
+    name: "load_balancing",
+    aliases: &["loadbalancing"],
+    deprecated: &[],
+    signals: crate::signal::ALL_SIGNALS,
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Exporter(parse),
+    provides_storage: false,
+};
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let top: Top = from_node(node)?;
@@ -544,18 +556,11 @@ fn resource_key(
     resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
 ) -> Vec<u8> {
     let attrs = resource.map_or(&[][..], |r| &r.attributes);
-    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
-        .as_ref()
-        .and_then(|v| v.value.as_ref())
-    {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| {
+        value::option_text(v).into_owned()
     };
     match key {
-        RoutingKey::Service => attrs
-            .iter()
-            .find(|kv| kv.key == "service.name")
+        RoutingKey::Service => value::find_kv(attrs, "service.name")
             .map(|kv| text(&kv.value))
             .unwrap_or_default()
             .into_bytes(),

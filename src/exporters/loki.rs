@@ -31,7 +31,7 @@ use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::config::{DeError, Node, from_node, units};
 use crate::proto::loki as lp;
-use crate::signal::Batch;
+use crate::signal::{Batch, value};
 use crate::tls::ClientTlsConfig;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
@@ -106,6 +106,18 @@ fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+/// `loki`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Exporter,
+    name: "loki",
+    aliases: &[],
+    deprecated: &[],
+    signals: &[crate::signal::Signal::Logs],
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Exporter(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     super::check_http_url(&cfg.endpoint).map_err(|m| {
@@ -150,21 +162,9 @@ impl ExporterConfig for Validated<Config> {
 }
 
 /// A valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+/// A label name from an attribute key (the one rule, shared with remote-write).
 pub fn label_name(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
+    value::label_name(s).into_owned()
 }
 
 /// Appends `{a="x", b="y"}` (labels given sorted), values escaped as Prometheus label values.
@@ -193,27 +193,10 @@ fn label_string<'a>(s: &mut String, labels: impl Iterator<Item = (&'a str, &'a s
     s.push('}');
 }
 
-fn text(v: &Option<AnyValue>) -> Cow<'_, str> {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
-        None => Cow::Borrowed(""),
-        _ => Cow::Owned(
-            v.as_ref()
-                .map(super::any_value_json)
-                .unwrap_or(Value::Null)
-                .to_string(),
-        ),
-    }
-}
-
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a KeyValue> {
-    attrs.iter().find(|kv| kv.key == key)
-}
-
 fn hint_list(attrs: &[KeyValue], key: &str) -> Vec<String> {
-    attr(attrs, key)
+    value::find_kv(attrs, key)
         .map(|kv| {
-            text(&kv.value)
+            value::option_text(&kv.value)
                 .split(',')
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
@@ -243,12 +226,12 @@ pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<St
         let is_res_label =
             |k: &str| cfg.labels.resource.iter().any(|l| l == k) || res_hint.iter().any(|l| l == k);
         let tenant = cfg.tenant_id.clone().or_else(|| {
-            let key = cfg
-                .tenant_attribute
-                .clone()
-                .or_else(|| attr(res, "loki.tenant").map(|kv| text(&kv.value).into_owned()))?;
-            attr(res, &key)
-                .map(|kv| text(&kv.value).into_owned())
+            let key = cfg.tenant_attribute.clone().or_else(|| {
+                value::find_kv(res, "loki.tenant")
+                    .map(|kv| value::option_text(&kv.value).into_owned())
+            })?;
+            value::find_kv(res, &key)
+                .map(|kv| value::option_text(&kv.value).into_owned())
                 .filter(|t| !t.is_empty())
         });
         let t = match tenants.iter().position(|(t, _)| *t == tenant) {
@@ -259,19 +242,21 @@ pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<St
             }
         };
         let mut base: Vec<(Cow<'_, str>, Cow<'_, str>)> = vec![("exporter".into(), "OTLP".into())];
-        if let Some(svc) = attr(res, "service.name").map(|kv| text(&kv.value)) {
-            let job = match attr(res, "service.namespace") {
-                Some(ns) => Cow::Owned(format!("{}/{svc}", text(&ns.value))),
+        if let Some(svc) =
+            value::find_kv(res, "service.name").map(|kv| value::option_text(&kv.value))
+        {
+            let job = match value::find_kv(res, "service.namespace") {
+                Some(ns) => Cow::Owned(format!("{}/{svc}", value::option_text(&ns.value))),
                 None => svc,
             };
             base.push(("job".into(), job));
         }
-        if let Some(inst) = attr(res, "service.instance.id") {
-            base.push(("instance".into(), text(&inst.value)));
+        if let Some(inst) = value::find_kv(res, "service.instance.id") {
+            base.push(("instance".into(), value::option_text(&inst.value)));
         }
         for k in cfg.labels.resource.iter().chain(&res_hint) {
-            if let Some(kv) = attr(res, k) {
-                base.push((label_name(k).into(), text(&kv.value)));
+            if let Some(kv) = value::find_kv(res, k) {
+                base.push((label_name(k).into(), value::option_text(&kv.value)));
             }
         }
         let res_rest: Vec<&KeyValue> = res
@@ -287,7 +272,7 @@ pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<St
             json_object(&mut res_json, &sorted);
             for kv in &res_rest {
                 let k = format!("resource_{}", label_name(&kv.key));
-                logfmt_pair(&mut res_logfmt, &k, &text(&kv.value));
+                logfmt_pair(&mut res_logfmt, &k, &value::option_text(&kv.value));
             }
         }
         let mut labels: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
@@ -317,8 +302,8 @@ pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<St
                     ));
                 }
                 for k in cfg.labels.attributes.iter().chain(&attr_hint) {
-                    if let Some(kv) = attr(&rec.attributes, k) {
-                        labels.push((label_name(k).into(), text(&kv.value)));
+                    if let Some(kv) = value::find_kv(&rec.attributes, k) {
+                        labels.push((label_name(k).into(), value::option_text(&kv.value)));
                     }
                 }
                 // Later sources win on equal names, as inserting into a map would.
@@ -338,7 +323,7 @@ pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<St
                     for kv in rec_rest.iter().chain(&res_rest) {
                         metadata.push(lp::LabelPairAdapter {
                             name: label_name(&kv.key),
-                            value: text(&kv.value).into_owned(),
+                            value: value::option_text(&kv.value).into_owned(),
                         });
                     }
                     if !rec.trace_id.is_empty() {
@@ -357,7 +342,7 @@ pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<St
                 }
                 let mut line = String::with_capacity(128);
                 match cfg.format {
-                    LineFormat::Raw => line.push_str(&text(&rec.body)),
+                    LineFormat::Raw => line.push_str(&value::option_text(&rec.body)),
                     LineFormat::Json => {
                         // Keys in alphabetical order, as a sorted JSON map writes them.
                         line.push('{');
@@ -396,12 +381,12 @@ pub fn translate(resources: &[ResourceLogs], cfg: &Config) -> BTreeMap<Option<St
                         line.push('}');
                     }
                     LineFormat::Logfmt => {
-                        logfmt_pair(&mut line, "body", &text(&rec.body));
+                        logfmt_pair(&mut line, "body", &value::option_text(&rec.body));
                         for kv in &rec_rest {
                             logfmt_pair(
                                 &mut line,
                                 &format!("attribute_{}", label_name(&kv.key)),
-                                &text(&kv.value),
+                                &value::option_text(&kv.value),
                             );
                         }
                         if !res_logfmt.is_empty() {
@@ -501,7 +486,7 @@ fn json_value(out: &mut String, v: Option<&AnyValue>) {
         }
         Some(any_value::Value::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
         Some(_) => {
-            let v = v.map_or(Value::Null, super::any_value_json);
+            let v = v.map_or(Value::Null, value::to_json);
             out.push_str(&v.to_string());
         }
     }
@@ -738,7 +723,9 @@ mod tests {
     #[test]
     fn label_names_and_strings() {
         assert_eq!(label_name("k8s.namespace.name"), "k8s_namespace_name");
-        assert_eq!(label_name("1abc"), "_1abc");
+        // The one rule for label names (signal::value::label_name), as remote-write writes them;
+        // before the shared rule this exporter wrote `_1abc`.
+        assert_eq!(label_name("1abc"), "key_1abc");
         let l: BTreeMap<String, String> =
             [("b".into(), "x\"y\\".into()), ("a".into(), "1".into())].into();
         let mut text = String::new();

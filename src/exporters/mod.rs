@@ -13,30 +13,6 @@ use std::time::Duration;
 
 use crate::config::{DeError, Node};
 
-/// The shape shared by the three OTLP export responses: `partial_success = 1` holding
-/// `rejected_* = 1` and `error_message = 2`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ExportResponse {
-    #[prost(message, optional, tag = "1")]
-    pub partial_success: Option<PartialSuccess>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PartialSuccess {
-    #[prost(int64, tag = "1")]
-    pub rejected: i64,
-    #[prost(string, tag = "2")]
-    pub error_message: String,
-}
-
-pub(crate) fn log_partial_success(exporter: &str, resp: &ExportResponse) {
-    if let Some(p) = &resp.partial_success
-        && (p.rejected > 0 || !p.error_message.is_empty())
-    {
-        tracing::warn!(exporter, rejected = p.rejected, message = %p.error_message, "the receiver rejected part of the data");
-    }
-}
-
 pub(crate) use crate::config::key_err;
 
 /// The keys every network exporter shares, validated: `tls`, `headers`, and the helper's
@@ -121,42 +97,6 @@ pub(crate) fn http_client(
         .user_agent(concat!("ferrotel/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| e.to_string())
-}
-
-/// An OTLP `AnyValue` as JSON, as the specification's mapping to non-OTLP formats says: arrays and
-/// maps as JSON arrays and objects, bytes as base64. Shared by the zipkin, jaeger and loki
-/// translations.
-pub(crate) fn any_value_json(
-    v: &opentelemetry_proto::tonic::common::v1::AnyValue,
-) -> serde_json::Value {
-    use base64::Engine;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    use serde_json::Value;
-    match &v.value {
-        None => Value::Null,
-        Some(V::StringValue(s)) => Value::String(s.clone()),
-        Some(V::BoolValue(b)) => Value::Bool(*b),
-        Some(V::IntValue(i)) => Value::from(*i),
-        Some(V::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
-        }
-        Some(V::BytesValue(b)) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
-        }
-        Some(V::ArrayValue(a)) => Value::Array(a.values.iter().map(any_value_json).collect()),
-        Some(V::KvlistValue(kv)) => Value::Object(
-            kv.values
-                .iter()
-                .map(|kv| {
-                    (
-                        kv.key.clone(),
-                        kv.value.as_ref().map_or(Value::Null, any_value_json),
-                    )
-                })
-                .collect(),
-        ),
-        Some(V::StringValueStrindex(i)) => Value::from(*i),
-    }
 }
 
 /// Checks an exporter endpoint URL: `http://` or `https://` with a host.

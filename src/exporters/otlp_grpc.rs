@@ -15,10 +15,11 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use super::helper::{Helper, Part, QueueConfig, RetryConfig, SendError, Sender, Validated};
-use super::{ExportResponse, key_err, log_partial_success};
+use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
 use crate::config::{DeError, Node, from_node, units};
+use crate::signal::response::{ExportResponse, log_partial_success};
 use crate::signal::{Batch, Signal};
 use crate::tls::ClientTlsConfig;
 
@@ -98,6 +99,18 @@ pub fn parse_endpoint(endpoint: &str, insecure: bool) -> Result<Target, String> 
         tls,
     })
 }
+
+/// `otlp_grpc`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Exporter,
+    name: "otlp_grpc",
+    aliases: &["otlp"],
+    deprecated: &[],
+    signals: crate::signal::ALL_SIGNALS,
+    stability: crate::component::Stability::Beta,
+    parse: crate::component::Parse::Exporter(parse),
+    provides_storage: false,
+};
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -10,10 +10,11 @@ use serde::Deserialize;
 
 use super::helper::Part;
 use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
-use super::{ExportResponse, key_err, log_partial_success};
+use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
 use crate::config::{DeError, Node, from_node, units};
+use crate::signal::response::{ExportResponse, log_partial_success};
 use crate::signal::{Batch, Signal};
 use crate::tls::ClientTlsConfig;
 
@@ -85,6 +86,18 @@ impl Config {
         })
     }
 }
+
+/// `otlp_http`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Exporter,
+    name: "otlp_http",
+    aliases: &["otlphttp"],
+    deprecated: &[],
+    signals: crate::signal::ALL_SIGNALS,
+    stability: crate::component::Stability::Beta,
+    parse: crate::component::Parse::Exporter(parse),
+    provides_storage: false,
+};
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;

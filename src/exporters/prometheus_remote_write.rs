@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint,
     ResourceMetrics, metric::Data, number_data_point,
@@ -137,6 +137,18 @@ fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+/// `prometheus_remote_write`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Exporter,
+    name: "prometheus_remote_write",
+    aliases: &["prometheusremotewrite"],
+    deprecated: &[],
+    signals: &[crate::signal::Signal::Metrics],
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Exporter(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let mut cfg: Config = from_node(node)?;
     super::check_http_url(&cfg.endpoint).map_err(|m| {
@@ -203,19 +215,7 @@ impl ExporterConfig for Validated<Config> {
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 /// Prometheus label name: invalid characters → `_`, a leading digit → `key_`.
-pub fn label_name(s: &str) -> Cow<'_, str> {
-    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let leading_digit = s.starts_with(|c: char| c.is_ascii_digit());
-    if s.chars().all(valid) && !leading_digit {
-        return Cow::Borrowed(s);
-    }
-    let out: String = s.chars().map(|c| if valid(c) { c } else { '_' }).collect();
-    Cow::Owned(if leading_digit {
-        format!("key_{out}")
-    } else {
-        out
-    })
-}
+pub use crate::signal::value::label_name;
 
 fn unit_word(u: &str) -> Option<&'static str> {
     Some(match u {
@@ -328,22 +328,6 @@ pub fn metric_name(
     }
 }
 
-fn attr_text(v: &Option<AnyValue>) -> Cow<'_, str> {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        None => Cow::Borrowed(""),
-        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
-        Some(any_value::Value::BoolValue(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
-        Some(any_value::Value::IntValue(i)) => Cow::Owned(i.to_string()),
-        Some(any_value::Value::DoubleValue(d)) => Cow::Owned(d.to_string()),
-        Some(any_value::Value::BytesValue(b)) => Cow::Owned(hex::encode(b)),
-        Some(_) => Cow::Owned(
-            v.as_ref()
-                .map_or(serde_json::Value::Null, super::any_value_json)
-                .to_string(),
-        ),
-    }
-}
-
 /// One label of a point while its label set is built; borrowed from the input where it can be.
 #[derive(Clone, Debug)]
 struct Label<'a> {
@@ -395,11 +379,12 @@ fn push_attrs<'a, 'n: 'a>(
     names: &mut Names<'n>,
     attrs: &'a [KeyValue],
 ) {
-    labels.extend(
-        attrs
-            .iter()
-            .map(|kv| Label::new(names.get(&kv.key), attr_text(&kv.value))),
-    );
+    labels.extend(attrs.iter().map(|kv| {
+        Label::new(
+            names.get(&kv.key),
+            crate::signal::value::option_text(&kv.value),
+        )
+    }));
 }
 
 /// Sorts labels by name, drops empty ones, and joins the values of colliding names (two
@@ -810,9 +795,8 @@ impl Translator {
         for rm in resources {
             let res: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
             let find = |k: &str| {
-                res.iter()
-                    .find(|kv| kv.key == k)
-                    .map(|kv| attr_text(&kv.value))
+                crate::signal::value::find_kv(res, k)
+                    .map(|kv| crate::signal::value::option_text(&kv.value))
                     .filter(|s| !s.is_empty())
             };
             let mut base: Vec<Label<'_>> = Vec::new();
@@ -1004,7 +988,12 @@ impl Translator {
                     )
                 });
                 let before = info.len();
-                info.extend(rest.map(|kv| Label::new(names.get(&kv.key), attr_text(&kv.value))));
+                info.extend(rest.map(|kv| {
+                    Label::new(
+                        names.get(&kv.key),
+                        crate::signal::value::option_text(&kv.value),
+                    )
+                }));
                 if info.len() > before {
                     normalize(&mut info);
                     let name = match ns {
@@ -1293,6 +1282,7 @@ impl Sender for PrwSender {
 mod tests {
     use super::*;
     use crate::config::node::parse as yaml;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 
     #[test]
     fn names_as_the_compatibility_spec_says() {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -26,7 +26,7 @@ use super::{classify_http, key_err};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
 use crate::config::{DeError, Node, from_node, units};
-use crate::signal::Batch;
+use crate::signal::{Batch, value};
 use crate::tls::ClientTlsConfig;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
@@ -82,6 +82,18 @@ fn no_compression() -> Compression {
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
+
+/// `zipkin`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Exporter,
+    name: "zipkin",
+    aliases: &[],
+    deprecated: &[],
+    signals: &[crate::signal::Signal::Traces],
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Exporter(parse),
+    provides_storage: false,
+};
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = from_node(node)?;
@@ -173,41 +185,22 @@ pub struct Annotation {
     pub value: String,
 }
 
-/// Zipkin tags are strings: strings as they are, others as their JSON text (`true`, `42`,
-/// `1.5`, `["a","b"]`).
+/// Zipkin tags are strings: the specification's non-OTLP text of the value.
 fn tag_value(v: &Option<AnyValue>) -> String {
-    match v.as_ref().map(super::any_value_json) {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s,
-        Some(other) => other.to_string(),
-    }
+    value::option_text(v).into_owned()
 }
 
+/// A non-empty string attribute.
 fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) if !s.is_empty() => Some(s.as_str()),
-            _ => None,
-        }
-    })
-}
-
-fn int_attr(attrs: &[KeyValue], key: &str) -> Option<i64> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::IntValue(i) => Some(*i),
-            any_value::Value::StringValue(s) => s.parse().ok(),
-            _ => None,
-        }
-    })
+    value::find_str(attrs, key).filter(|s| !s.is_empty())
 }
 
 /// The remote endpoint of a CLIENT or PRODUCER span, from the spec's ranked peer attributes
 /// (current and older semantic convention names).
 fn remote_endpoint(attrs: &[KeyValue]) -> Option<Endpoint> {
-    let port = int_attr(attrs, "server.port")
-        .or_else(|| int_attr(attrs, "network.peer.port"))
-        .or_else(|| int_attr(attrs, "net.peer.port"))
+    let port = value::find_int(attrs, "server.port")
+        .or_else(|| value::find_int(attrs, "network.peer.port"))
+        .or_else(|| value::find_int(attrs, "net.peer.port"))
         .and_then(|p| u16::try_from(p).ok());
     for key in [
         "peer.service",
@@ -344,7 +337,7 @@ fn span_to_zipkin(span: &Span, service: &str) -> ZipkinSpan {
                     .map(|kv| {
                         (
                             kv.key.clone(),
-                            kv.value.as_ref().map_or(Value::Null, super::any_value_json),
+                            kv.value.as_ref().map_or(Value::Null, value::to_json),
                         )
                     })
                     .collect();

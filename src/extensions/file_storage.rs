@@ -85,6 +85,18 @@ impl Default for Config {
     }
 }
 
+/// `file_storage`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Extension,
+    name: "file_storage",
+    aliases: &[],
+    deprecated: &[],
+    signals: &[],
+    stability: crate::component::Stability::Beta,
+    parse: crate::component::Parse::Extension(parse),
+    provides_storage: true,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     if cfg.directory.as_os_str().is_empty() {

@@ -1,8 +1,7 @@
 //! `health_check` extension: HTTP 200 while every pipeline runs, 503 while starting or stopping.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -12,37 +11,7 @@ use crate::component::{BoxFuture, BuildError, Context, ExtensionConfig, Lifecycl
 use crate::config::{DeError, Node, from_node};
 use crate::tls::ServerTlsConfig;
 
-const STARTING: u8 = 0;
-const READY: u8 = 1;
-const STOPPING: u8 = 2;
-
-/// The collector's state as the health check reports it.
-pub struct Health {
-    state: AtomicU8,
-    since: std::sync::Mutex<(SystemTime, Instant)>,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            state: AtomicU8::new(STARTING),
-            since: std::sync::Mutex::new((SystemTime::now(), Instant::now())),
-        }
-    }
-}
-
-impl Health {
-    pub fn set_ready(&self) {
-        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = (SystemTime::now(), Instant::now());
-        self.state.store(READY, Ordering::SeqCst);
-    }
-    pub fn set_stopping(&self) {
-        self.state.store(STOPPING, Ordering::SeqCst);
-    }
-    pub fn is_ready(&self) -> bool {
-        self.state.load(Ordering::SeqCst) == READY
-    }
-}
+use crate::health::Health;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -65,6 +34,18 @@ impl Default for Config {
     }
 }
 
+/// `health_check`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Extension,
+    name: "health_check",
+    aliases: &[],
+    deprecated: &[],
+    signals: &[],
+    stability: crate::component::Stability::Beta,
+    parse: crate::component::Parse::Extension(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     let at = |k: &str, m: String| DeError {
@@ -83,7 +64,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
 }
 
 async fn status(health: Arc<Health>) -> axum::response::Response {
-    let (since, started) = *health.since.lock().unwrap_or_else(|p| p.into_inner());
+    let (since, started) = health.since();
     if health.is_ready() {
         let up_since = since
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -87,7 +87,7 @@ impl<'a> Val<'a> {
 }
 
 fn json(v: &AnyValue) -> serde_json::Value {
-    crate::exporters::any_value_json(v)
+    crate::signal::value::to_json(v)
 }
 
 /// An error while evaluating (a converter given a type it cannot take, a non-boolean used as a
@@ -245,11 +245,7 @@ fn path<'a>(p: &Path, ctx: &'a dyn Ctx) -> Val<'a> {
     let mut v = ctx.field(p.field);
     for k in &p.keys {
         v = match v {
-            Val::Map(kvs) => Val::from_any(
-                kvs.iter()
-                    .find(|kv| kv.key == *k)
-                    .and_then(|kv| kv.value.as_ref()),
-            ),
+            Val::Map(kvs) => Val::from_any(crate::signal::value::find(kvs, k)),
             _ => return Val::Nil,
         };
     }

@@ -16,7 +16,7 @@ use crate::component::{
     Kind, Lifecycle, Parse, Processor, ProcessorConfig, ReceiverConfig,
 };
 use crate::config::{self, ComponentDef, ComponentId, Config, ConfigError, Errors, Pos};
-use crate::extensions::health_check::Health;
+use crate::health::Health;
 use crate::signal::Signal;
 use crate::telemetry::Telemetry;
 
@@ -51,7 +51,7 @@ fn finish(cfg: Option<Config>, mut errors: Errors) -> Result<Validated, Vec<Conf
     let Some(cfg) = cfg else {
         return Err(errors.list);
     };
-    let v = check(cfg, component::FACTORIES, &mut errors);
+    let v = check(cfg, crate::registry::FACTORIES, &mut errors);
     if errors.is_empty() {
         Ok(v)
     } else {
@@ -77,14 +77,13 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
     ];
     for (kind, defs) in sections {
         for def in defs {
-            let Some(f) = component::find_in(factories, kind, &def.id.kind) else {
+            let Some(f) = crate::registry::find_in(factories, kind, &def.id.kind) else {
                 unsupported.push((kind.section(), def));
                 continue;
             };
             let what = format!("{}::{}", kind.section(), def.id);
             if f.name != def.id.kind {
-                // `logging` is deprecated in the Collector; the other aliases are its names.
-                let how = if def.id.kind == "logging" {
+                let how = if f.deprecated.contains(&def.id.kind.as_str()) {
                     "a deprecated name"
                 } else {
                     "an alias"
@@ -176,12 +175,22 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
                 Some("storage"),
                 format!("extension `{sid}` is not defined in `extensions`"),
             );
-        } else if sid.kind != "file_storage" {
+        } else if !crate::registry::find_in(factories, Kind::Extension, &sid.kind)
+            .is_some_and(|f| f.provides_storage)
+        {
+            let storages: Vec<_> = factories
+                .iter()
+                .filter(|f| f.provides_storage)
+                .map(|f| f.name)
+                .collect();
             errors.at(
                 pos,
                 Some(&what),
                 Some("storage"),
-                format!("extension `{sid}` is not a storage extension (file_storage)"),
+                format!(
+                    "extension `{sid}` is not a storage extension ({})",
+                    storages.join(", ")
+                ),
             );
         } else if !v.config.service_extensions.iter().any(|r| r.id == *sid) {
             errors.at(
@@ -250,7 +259,7 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
                 if is_unsupported(kind.section(), &r.id) {
                     continue;
                 }
-                if let Some(f) = component::find_in(factories, kind, &r.id.kind)
+                if let Some(f) = crate::registry::find_in(factories, kind, &r.id.kind)
                     && !f.signals.contains(&p.signal)
                 {
                     errors.at(
@@ -626,7 +635,8 @@ mod tests {
 
     #[test]
     fn a_component_used_with_a_signal_it_lacks_is_refused() {
-        use crate::component::{FACTORIES, Factory};
+        use crate::component::Factory;
+        use crate::registry::FACTORIES;
         // Today every component has every signal; check the rule with a `debug` that lacks logs.
         let table: Vec<Factory> = FACTORIES
             .iter()

@@ -354,6 +354,18 @@ struct Compiled {
     exclude: Option<Matcher>,
 }
 
+/// `attributes`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Processor,
+    name: "attributes",
+    aliases: &[],
+    deprecated: &[],
+    signals: crate::signal::ALL_SIGNALS,
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Processor(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     if cfg.actions.is_empty() {
@@ -543,10 +555,7 @@ mod tests {
     }
 
     fn get(attrs: &[KeyValue], k: &str) -> Option<any_value::Value> {
-        attrs
-            .iter()
-            .find(|kv| kv.key == k)
-            .and_then(|kv| kv.value.clone()?.value)
+        crate::signal::value::find_value(attrs, k).cloned()
     }
 
     #[test]

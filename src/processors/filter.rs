@@ -183,6 +183,18 @@ fn conditions(
         .collect()
 }
 
+/// `filter`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Processor,
+    name: "filter",
+    aliases: &[],
+    deprecated: &[],
+    signals: crate::signal::ALL_SIGNALS,
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Processor(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     compile(node).map(|f| Box::new(f) as Box<dyn ProcessorConfig>)
 }

@@ -401,25 +401,7 @@ fn scalar_eq(want: &Scalar, v: &AnyValue) -> bool {
     }
 }
 
-pub fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-}
-
-/// The string form of a value, for regexes and string comparisons.
-pub fn text(v: &AnyValue) -> std::borrow::Cow<'_, str> {
-    use std::borrow::Cow;
-    match &v.value {
-        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
-        Some(any_value::Value::BoolValue(b)) => Cow::Owned(b.to_string()),
-        Some(any_value::Value::IntValue(i)) => Cow::Owned(i.to_string()),
-        Some(any_value::Value::DoubleValue(d)) => Cow::Owned(d.to_string()),
-        None => Cow::Borrowed(""),
-        Some(_) => Cow::Owned(crate::exporters::any_value_json(v).to_string()),
-    }
-}
+pub use crate::signal::value::{find, text};
 
 /// A regex that must match the whole string.
 fn anchored(re: &str) -> Result<Regex, regex::Error> {

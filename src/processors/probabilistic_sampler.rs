@@ -69,6 +69,18 @@ impl Default for Config {
     }
 }
 
+/// `probabilistic_sampler`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Processor,
+    name: "probabilistic_sampler",
+    aliases: &[],
+    deprecated: &[],
+    signals: &[crate::signal::Signal::Traces, crate::signal::Signal::Logs],
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Processor(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     if !(0.0..=100.0).contains(&cfg.sampling_percentage) || cfg.sampling_percentage.is_nan() {
@@ -141,14 +153,7 @@ struct Sampler {
 }
 
 fn number(attrs: &[KeyValue], key: &str) -> Option<f64> {
-    match attrs
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?
-    {
+    match crate::signal::value::find_value(attrs, key)? {
         any_value::Value::IntValue(i) => Some(*i as f64),
         any_value::Value::DoubleValue(d) => Some(*d),
         any_value::Value::StringValue(s) => s.trim().parse().ok(),
@@ -187,13 +192,10 @@ impl Transform for Sampler {
                                 }
                                 AttributeSource::Record => {
                                     let key = self.cfg.from_attribute.as_deref().unwrap_or("");
-                                    match l.attributes.iter().find(|kv| kv.key == key) {
+                                    match crate::signal::value::find_kv(&l.attributes, key) {
                                         Some(kv) => {
-                                            text = kv
-                                                .value
-                                                .as_ref()
-                                                .map(|v| super::matcher::text(v).into_owned())
-                                                .unwrap_or_default();
+                                            text = crate::signal::value::option_text(&kv.value)
+                                                .into_owned();
                                             Some(text.as_bytes())
                                         }
                                         None => None,

@@ -24,6 +24,18 @@ struct Resource {
     actions: Vec<Action>,
 }
 
+/// `resource`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Processor,
+    name: "resource",
+    aliases: &[],
+    deprecated: &[],
+    signals: crate::signal::ALL_SIGNALS,
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Processor(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     if cfg.attributes.is_empty() {
@@ -94,12 +106,7 @@ mod tests {
         r.apply(&mut b).unwrap();
         let Batch::Traces(rs) = &b else { panic!() };
         let attrs = &rs[0].resource.as_ref().unwrap().attributes;
-        let get = |k: &str| {
-            attrs
-                .iter()
-                .find(|kv| kv.key == k)
-                .map(|kv| kv.value.clone())
-        };
+        let get = |k: &str| crate::signal::value::find_kv(attrs, k).map(|kv| kv.value.clone());
         assert_eq!(
             get("service.instance.id"),
             Some(Some(testdata::kv("x", "uid-1").value.unwrap()))

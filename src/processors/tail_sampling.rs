@@ -391,6 +391,18 @@ fn compile(p: &PolicyCfg, node: &Node, path: &[String]) -> Result<Policy, DeErro
     })
 }
 
+/// `tail_sampling`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Processor,
+    name: "tail_sampling",
+    aliases: &[],
+    deprecated: &[],
+    signals: &[crate::signal::Signal::Traces],
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Processor(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     if cfg.policies.is_empty() {
@@ -616,10 +628,7 @@ fn spans(fragments: &[ResourceSpans]) -> impl Iterator<Item = (&[KeyValue], &Spa
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    crate::signal::value::find_value(attrs, key)
 }
 
 fn fnv64(parts: &[&[u8]]) -> u64 {

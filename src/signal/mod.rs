@@ -1,7 +1,9 @@
 //! The in-memory unit of data: OTLP protobuf messages, moved (not copied) between stages.
 
 pub mod json;
+pub mod response;
 pub mod split;
+pub mod value;
 pub mod wire;
 mod wire_schema;
 pub mod wire_split;
@@ -21,6 +23,9 @@ pub enum Signal {
     Metrics,
     Logs,
 }
+
+/// Every signal, for a component that takes all three.
+pub const ALL_SIGNALS: &[Signal] = &Signal::ALL;
 
 impl Signal {
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
@@ -289,15 +294,10 @@ pub mod testdata {
 
     /// The `service.name` of a resource, or "".
     pub fn service_of(r: &Option<Resource>) -> String {
-        r.iter()
-            .flat_map(|r| &r.attributes)
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(|v| match &v.value {
-                Some(any_value::Value::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
+        r.as_ref()
+            .and_then(|r| super::value::find_str(&r.attributes, "service.name"))
             .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn resource(service: &str) -> Option<Resource> {

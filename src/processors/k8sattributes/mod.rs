@@ -198,6 +198,18 @@ fn rules(
         .collect()
 }
 
+/// `k8sattributes`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Processor,
+    name: "k8sattributes",
+    aliases: &["k8s_attributes"],
+    deprecated: &[],
+    signals: crate::signal::ALL_SIGNALS,
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Processor(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     for m in &cfg.extract.metadata {
@@ -360,14 +372,7 @@ struct Enricher {
 }
 
 fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attrs
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?
-    {
+    match crate::signal::value::find_value(attrs, key)? {
         any_value::Value::StringValue(s) => Some(s),
         _ => None,
     }

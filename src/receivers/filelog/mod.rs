@@ -115,6 +115,18 @@ impl Encoding {
     }
 }
 
+/// `filelog`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Receiver,
+    name: "filelog",
+    aliases: &["file_log"],
+    deprecated: &[],
+    signals: &[crate::signal::Signal::Logs],
+    stability: crate::component::Stability::Beta,
+    parse: crate::component::Parse::Receiver(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     config::validate(node, &cfg)?;

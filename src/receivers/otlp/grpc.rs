@@ -25,8 +25,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 use super::{Entry, GrpcConfig, Refused, admit_protobuf, entry_for};
 use crate::client::ClientInfo;
 use crate::component::{BoxFuture, ConsumeError};
-use crate::exporters::{ExportResponse, PartialSuccess};
 use crate::signal::Signal;
+use crate::signal::response::{ExportResponse, PartialSuccess};
 
 /// Maps a pipeline refusal to a gRPC status the OTLP exporters of the SDKs understand:
 /// retryable → `UNAVAILABLE` with `RetryInfo`, permanent → `INVALID_ARGUMENT`.

@@ -179,6 +179,18 @@ fn de_err(path: &[&str], node: &Node, msg: impl Into<String>) -> DeError {
     }
 }
 
+/// `otlp`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Receiver,
+    name: "otlp",
+    aliases: &[],
+    deprecated: &[],
+    signals: crate::signal::ALL_SIGNALS,
+    stability: crate::component::Stability::Beta,
+    parse: crate::component::Parse::Receiver(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     let p = &cfg.protocols;

@@ -160,6 +160,18 @@ pub struct Selector {
     pub field: Option<String>,
 }
 
+/// `prometheus`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Receiver,
+    name: "prometheus",
+    aliases: &[],
+    deprecated: &[],
+    signals: &[crate::signal::Signal::Metrics],
+    stability: crate::component::Stability::Beta,
+    parse: crate::component::Parse::Receiver(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     let g = &cfg.config.global;

@@ -149,6 +149,18 @@ fn text_encoding(name: &str) -> Result<Encoding, String> {
 /// connection, so the bound is what the process can hold for many of them.
 const MAX_MESSAGE: u64 = 64 << 20;
 
+/// `syslog`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: crate::component::Factory = crate::component::Factory {
+    kind: crate::component::Kind::Receiver,
+    name: "syslog",
+    aliases: &[],
+    deprecated: &[],
+    signals: &[crate::signal::Signal::Logs],
+    stability: crate::component::Stability::Alpha,
+    parse: crate::component::Parse::Receiver(parse),
+    provides_storage: false,
+};
+
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     if cfg.tcp.is_none() && cfg.udp.is_none() {
