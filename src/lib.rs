@@ -6,6 +6,7 @@
 //! retries ([`exporters::helper`]). See `README.md` for the architecture.
 
 pub mod admission;
+pub mod batcher;
 pub mod client;
 pub mod component;
 pub mod compression;
@@ -15,6 +16,7 @@ pub mod extensions;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod health;
+pub mod kube;
 pub mod ottl;
 pub mod pipeline;
 pub mod processors;

@@ -25,8 +25,8 @@ use super::matcher::{Item, MatchConfig, Matcher, Scalar, text};
 use super::{InPlace, Transform};
 use crate::client::ClientInfo;
 use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
-use crate::exporters::key_err;
 use crate::signal::{Batch, Signal};
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]

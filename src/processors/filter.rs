@@ -268,7 +268,7 @@ fn compile(node: &Node) -> Result<Filter, DeError> {
         ("logs", f.logs_legacy.is_set() && !f.log_record.is_empty()),
     ];
     if let Some((key, _)) = mixed.iter().find(|(_, m)| *m) {
-        return Err(crate::exporters::key_err(
+        return Err(crate::config::key_err(
             node,
             &[key],
             "use either OTTL conditions or include/exclude for a signal, not both",

@@ -10,8 +10,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::config::key_err;
 use crate::config::{DeError, Node};
-use crate::exporters::key_err;
 use crate::signal::Signal;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]

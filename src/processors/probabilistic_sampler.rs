@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use super::{InPlace, Transform, prune};
 use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
-use crate::exporters::key_err;
 use crate::signal::{Batch, Signal};
 
 const NUM_BUCKETS: u32 = 0x4000;

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use super::attributes::{Action, ActionConfig, apply, compile_actions};
 use super::{InPlace, Transform};
 use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
-use crate::exporters::key_err;
 use crate::signal::{Batch, Signal};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -34,8 +34,8 @@ use crate::component::{
     BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Lifecycle,
     Processor, ProcessorConfig,
 };
+use crate::config::key_err;
 use crate::config::{DeError, Node, from_node, units};
-use crate::exporters::key_err;
 use crate::signal::{Batch, Signal};
 use crate::telemetry::{PolicyLabels, ProcessorDropLabels, ProcessorLabels};
 

@@ -350,7 +350,7 @@ struct Inner<S: Sender> {
 pub struct Helper<S: Sender> {
     inner: Arc<Inner<S>>,
     /// `sending_queue.batch`: one batcher per signal in front of the queue.
-    batchers: Option<[crate::processors::batch::Batcher; 3]>,
+    batchers: Option<[crate::batcher::Batcher; 3]>,
     workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -397,14 +397,14 @@ impl<S: Sender> Helper<S> {
             }
         }
         let batchers = inner.settings.queue.batch.clone().map(|b| {
-            let cfg = crate::processors::batch::Config {
+            let cfg = crate::batcher::Limits {
                 timeout: b.flush_timeout,
                 send_batch_size: b.min_size,
                 send_batch_max_size: b.max_size,
             };
             Signal::ALL.map(|s| {
                 let front: DynConsumer = Arc::new(Front(inner.clone()));
-                crate::processors::batch::Batcher::start(cfg.clone(), s, front, Default::default())
+                crate::batcher::Batcher::start(cfg.clone(), s, front, Default::default())
             })
         });
         Arc::new(Helper {

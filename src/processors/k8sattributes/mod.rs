@@ -14,7 +14,7 @@
 //! in front of an enriching gateway). While the API cannot be reached, data flows unenriched and
 //! is counted in `otelcol_processor_k8sattributes_unenriched_resources{reason}`.
 
-pub mod kube;
+pub mod cache;
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,11 +25,12 @@ use serde::Deserialize;
 
 use super::{InPlace, Transform};
 use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
-use crate::exporters::key_err;
+use crate::kube::{self, ApiConfig, Pod};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::ProcessorDropLabels;
-use kube::{ApiConfig, Pod, WatchSpec, Watcher};
+use cache::{WatchSpec, Watcher};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 pub enum AuthType {
@@ -414,7 +415,7 @@ impl Enricher {
     /// and whether any rule identified one.
     fn find(
         &self,
-        cache: &kube::Cache,
+        cache: &cache::Cache,
         attrs: &[KeyValue],
         peer: Option<&str>,
     ) -> (Option<Arc<Pod>>, bool) {
@@ -450,7 +451,7 @@ impl Enricher {
         (None, false)
     }
 
-    fn enrich(&self, cache: &kube::Cache, attrs: &mut Vec<KeyValue>, pod: &Pod) {
+    fn enrich(&self, cache: &cache::Cache, attrs: &mut Vec<KeyValue>, pod: &Pod) {
         let m = &pod.metadata;
         let owner = |kind: &str| {
             m.owner_references

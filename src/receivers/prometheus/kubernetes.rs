@@ -8,7 +8,7 @@ use super::relabel::Labels;
 
 /// `kubernetes_sd_configs` with role `pod`: lists pods from the API server.
 pub(super) struct PodDiscovery {
-    api: crate::processors::k8sattributes::kube::ApiConfig,
+    api: crate::kube::ApiConfig,
     client: reqwest::Client,
     namespaces: Vec<String>,
     field: Option<String>,
@@ -17,7 +17,7 @@ pub(super) struct PodDiscovery {
 
 impl PodDiscovery {
     pub(super) fn new(sd: &KubernetesSd) -> Result<PodDiscovery, String> {
-        use crate::processors::k8sattributes::kube::ApiConfig;
+        use crate::kube::ApiConfig;
         let api = match (&sd.api_server, &sd.kubeconfig_file) {
             (_, Some(f)) => ApiConfig::from_kubeconfig_file(f)?,
             (Some(s), None) => ApiConfig {
@@ -94,7 +94,7 @@ struct PodList {
 #[serde(rename_all = "camelCase")]
 struct SdPod {
     #[serde(default)]
-    metadata: crate::processors::k8sattributes::kube::ObjectMeta,
+    metadata: crate::kube::ObjectMeta,
     #[serde(default)]
     spec: SdSpec,
     #[serde(default)]

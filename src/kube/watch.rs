@@ -1,0 +1,191 @@
+//! The list-then-watch protocol: list a collection (following `continue`, 500 at a time), then
+//! `GET ...?watch=1&resourceVersion=N&allowWatchBookmarks=true` and read newline-delimited
+//! `WatchEvent`s; resume from the last version seen when a watch ends, relist when the version
+//! is too old (410 Gone), back off while the API cannot be reached. What the events mean is the
+//! caller's: it gets them as [`Event`]s.
+
+use std::time::Duration;
+
+use super::ApiConfig;
+use super::objects::{List, WatchEvent};
+
+/// A collection to watch.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// Its path on the API server (`/api/v1/pods`, `/apis/apps/v1/namespaces/ns/replicasets`).
+    pub path: String,
+    /// Added to every list and watch (`fieldSelector`, `labelSelector`).
+    pub query: Vec<(String, String)>,
+}
+
+/// What the watch reports, in order.
+#[derive(Debug)]
+pub enum Event {
+    /// The whole collection (at start and after each relist): replaces what was known.
+    Listed(Vec<serde_json::Value>),
+    /// An object was added or modified.
+    Applied(serde_json::Value),
+    Deleted(serde_json::Value),
+    /// Whether the API server answers (false while it cannot be reached).
+    Reachable(bool),
+}
+
+/// Lists and watches `resource` until the future is dropped, handing every event to `on`.
+pub async fn run(
+    client: &reqwest::Client,
+    api: &ApiConfig,
+    resource: &Resource,
+    mut on: impl FnMut(Event) + Send,
+) {
+    let url = format!("{}{}", api.server, resource.path);
+    let mut backoff = Duration::from_millis(200);
+    let mut rv: Option<String> = None;
+    loop {
+        let result = match &rv {
+            None => list(client, api, &url, &resource.query, &mut on)
+                .await
+                .map(Some),
+            Some(v) => watch(client, api, &url, &resource.query, v, &mut on).await,
+        };
+        match result {
+            Ok(Some(next)) => {
+                rv = Some(next);
+                backoff = Duration::from_millis(200);
+            }
+            // 410 Gone: the version is too old; relist.
+            Ok(None) => rv = None,
+            Err(e) => {
+                on(Event::Reachable(false));
+                tracing::warn!(resource = %resource.path, error = %e, retry_in = ?backoff, "Kubernetes API unreachable");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn request(
+    client: &reqwest::Client,
+    api: &ApiConfig,
+    url: &str,
+    query: &[(String, String)],
+) -> Result<reqwest::RequestBuilder, String> {
+    let url = reqwest::Url::parse_with_params(url, query).map_err(|e| format!("{url}: {e}"))?;
+    let mut r = client.get(url).header("Accept", "application/json");
+    if let Some(t) = &api.token {
+        r = r.bearer_auth(t);
+    }
+    Ok(r)
+}
+
+/// Lists everything (following `continue`) and reports it; returns the list's version.
+async fn list(
+    client: &reqwest::Client,
+    api: &ApiConfig,
+    url: &str,
+    query: &[(String, String)],
+    on: &mut (impl FnMut(Event) + Send),
+) -> Result<String, String> {
+    let mut items: Vec<serde_json::Value> = Vec::new();
+    let mut cont: Option<String> = None;
+    let version = loop {
+        let mut q = query.to_vec();
+        q.push(("limit".into(), "500".into()));
+        if let Some(c) = &cont {
+            q.push(("continue".into(), c.clone()));
+        }
+        let resp = request(client, api, url, &q)?
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status()));
+        }
+        let list: List<serde_json::Value> =
+            serde_json::from_slice(&resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?)
+                .map_err(|e| format!("GET {url}: {e}"))?;
+        items.extend(list.items);
+        match list.metadata.cont.filter(|c| !c.is_empty()) {
+            Some(c) => cont = Some(c),
+            None => break list.metadata.resource_version,
+        }
+    };
+    on(Event::Listed(items));
+    on(Event::Reachable(true));
+    Ok(version)
+}
+
+/// Watches from `rv` until the server ends the stream; returns the last version seen, or
+/// `None` when it is too old (410) and a relist is needed.
+async fn watch(
+    client: &reqwest::Client,
+    api: &ApiConfig,
+    url: &str,
+    query: &[(String, String)],
+    rv: &str,
+    on: &mut (impl FnMut(Event) + Send),
+) -> Result<Option<String>, String> {
+    let mut q = query.to_vec();
+    q.extend([
+        ("watch".to_string(), "1".to_string()),
+        ("resourceVersion".into(), rv.to_owned()),
+        ("allowWatchBookmarks".into(), "true".into()),
+        ("timeoutSeconds".into(), "300".into()),
+    ]);
+    let resp = request(client, api, url, &q)?
+        .send()
+        .await
+        .map_err(|e| format!("watch {url}: {e}"))?;
+    if resp.status() == reqwest::StatusCode::GONE {
+        return Ok(None);
+    }
+    if !resp.status().is_success() {
+        return Err(format!("watch {url}: HTTP {}", resp.status()));
+    }
+    on(Event::Reachable(true));
+    let mut last = rv.to_owned();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut body = http::Response::from(resp).into_body();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.map_err(|e| format!("watch {url}: {e}"))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&chunk);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let ev: WatchEvent = match serde_json::from_slice(&line) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable watch event skipped");
+                    continue;
+                }
+            };
+            if ev.kind == "ERROR" {
+                // A Status object; 410 means the version expired.
+                let code = ev.object.get("code").and_then(|c| c.as_u64());
+                if code == Some(410) {
+                    return Ok(None);
+                }
+                return Err(format!("watch {url}: error event {}", ev.object));
+            }
+            if let Some(v) = ev
+                .object
+                .pointer("/metadata/resourceVersion")
+                .and_then(|v| v.as_str())
+            {
+                last = v.to_owned();
+            }
+            match ev.kind.as_str() {
+                "BOOKMARK" => {}
+                "DELETED" => on(Event::Deleted(ev.object)),
+                _ => on(Event::Applied(ev.object)),
+            }
+        }
+    }
+    Ok(Some(last))
+}
