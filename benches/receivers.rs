@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ferrotel::receivers::filelog::entry::Entry;
-use ferrotel::receivers::filelog::stateful::{ContainerConfig, FileState, Stages};
 use ferrotel::receivers::prometheus::{convert, parse as prom};
 use ferrotel::receivers::syslog::{Parser, Protocol};
+use ferrotel::stanza::entry::Entry;
+use ferrotel::stanza::stateful::{ContainerConfig, FileState, Stages};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -61,7 +61,7 @@ fn container(c: &mut Criterion) {
     let mut base = Entry::default();
     base.attributes.push((
         "log.file.path".into(),
-        ferrotel::receivers::filelog::entry::Value::Str(path.into()),
+        ferrotel::stanza::entry::Value::Str(path.into()),
     ));
     for (name, lines) in [
         (

@@ -174,6 +174,22 @@ pub struct Context {
     pub memory: Arc<crate::admission::Budget>,
 }
 
+impl Context {
+    /// A context of its own (telemetry, health, budget), outside any running service: for tests,
+    /// benches and tools.
+    pub fn standalone(name: &str) -> Context {
+        Context {
+            id: ComponentId::parse(name).expect("valid id"),
+            telemetry: Telemetry::new(&Default::default()),
+            shutdown: CancellationToken::new(),
+            health: Arc::new(crate::health::Health::default()),
+            storage: Default::default(),
+            pipeline: String::new(),
+            memory: crate::admission::Budget::new(),
+        }
+    }
+}
+
 /// A failure to build or start a component (bad certificate file, port in use, ...).
 #[derive(Debug, thiserror::Error)]
 #[error("{component}: {msg}")]

@@ -217,8 +217,8 @@ pub fn expr(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(e) = crate::receivers::filelog::expr::Expr::parse(text) {
-        let entry = crate::receivers::filelog::entry::Entry::new("a body".into(), 0);
+    if let Ok(e) = crate::stanza::expr::Expr::parse(text) {
+        let entry = crate::stanza::entry::Entry::new("a body".into(), 0);
         let _ = e.eval(&entry);
     }
 }
@@ -240,8 +240,8 @@ pub fn prometheus_text(data: &[u8]) {
 /// Container log lines (docker JSON, CRI-O, containerd) through the container stage, partials
 /// and all.
 pub fn container(data: &[u8]) {
-    use crate::receivers::filelog::entry::Entry;
-    use crate::receivers::filelog::stateful::{ContainerConfig, FileState, Stages};
+    use crate::stanza::entry::Entry;
+    use crate::stanza::stateful::{ContainerConfig, FileState, Stages};
     let stages = Stages {
         container: Some(ContainerConfig {
             format: None,

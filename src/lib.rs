@@ -25,6 +25,7 @@ pub mod receivers;
 pub mod registry;
 pub mod server;
 pub mod signal;
+pub mod stanza;
 pub mod storage;
 pub mod telemetry;
 pub mod text;

@@ -738,7 +738,7 @@ mod tests {
         )
         .unwrap();
         let cfg = parse(&node).unwrap();
-        let ctx = crate::pipeline::test_context("loadbalancing");
+        let ctx = crate::component::Context::standalone("loadbalancing");
         let _exp = cfg.build(ctx.clone()).unwrap();
         // The backends are in the exporter's telemetry once built.
         let mut seen = false;

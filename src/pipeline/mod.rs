@@ -370,15 +370,7 @@ fn ctx(id: &ComponentId, base: &Context) -> Context {
 
 /// A standalone context with its own telemetry, for tests and benches.
 pub fn test_context(name: &str) -> Context {
-    Context {
-        id: ComponentId::parse(name).expect("valid id"),
-        telemetry: Telemetry::new(&Default::default()),
-        shutdown: CancellationToken::new(),
-        health: Arc::new(Health::default()),
-        storage: Default::default(),
-        pipeline: String::new(),
-        memory: crate::admission::Budget::new(),
-    }
+    Context::standalone(name)
 }
 
 /// Builds and starts everything; on a failure, stops what was started and returns the error.

@@ -384,7 +384,7 @@ mod tests {
             refusing: AtomicBool::new(false),
             last_rss: AtomicU64::new(0),
         });
-        let ctx = crate::pipeline::test_context("memory_limiter");
+        let ctx = crate::component::Context::standalone("memory_limiter");
         // 1 MiB hard limit: any real process is above it.
         spawn_checker(
             st.clone(),

@@ -1154,7 +1154,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn waits_decides_whole_traces_follows_late_spans_and_evicts() {
-        let ctx = crate::pipeline::test_context("tail_sampling");
+        let ctx = crate::component::Context::standalone("tail_sampling");
         let node = yaml(
             "decision_wait: 10s\nnum_traces: 3\npolicies:\n  - {name: odd, type: numeric_attribute, numeric_attribute: {key: n, min_value: 1, max_value: 1}}\n",
         )

@@ -1,11 +1,11 @@
 //! Input from the network or from files never panics a parser: random strings built from the
 //! characters each grammar cares about (plus multi-byte UTF-8) through every receiver parser.
 
-use super::filelog::entry::Entry;
-use super::filelog::expr::Expr;
-use super::filelog::stateful::{ContainerConfig, FileState, Stages};
 use super::prometheus::parse as prom;
 use super::syslog::parse as syslog;
+use crate::stanza::entry::Entry;
+use crate::stanza::expr::Expr;
+use crate::stanza::stateful::{ContainerConfig, FileState, Stages};
 
 /// A small deterministic generator (no dependency, reproducible failures).
 struct Lcg(u64);

@@ -746,7 +746,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_retryable_errors_then_delivers() {
-        let ctx = crate::pipeline::test_context("otlp");
+        let ctx = crate::component::Context::standalone("otlp");
         let f = flaky(3, SendError::retryable("503"));
         let e = Helper::build(&ctx, settings(false, 1), f.clone());
         e.consume(testdata::spans("a", 1, 4)).await.unwrap();
@@ -811,7 +811,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_refused_as_too_large_is_split_not_dropped() {
-        let ctx = crate::pipeline::test_context("otlp");
+        let ctx = crate::component::Context::standalone("otlp");
         let p = Arc::new(Picky {
             max: 3,
             delivered: Mutex::new(vec![]),
@@ -828,7 +828,7 @@ mod tests {
             "{text}"
         );
         // An item too large by itself cannot be split: dropped, counted with its reason.
-        let ctx = crate::pipeline::test_context("otlp");
+        let ctx = crate::component::Context::standalone("otlp");
         let p = Arc::new(Picky {
             max: 0,
             delivered: Mutex::new(vec![]),
@@ -846,7 +846,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_zero_timeout_means_none() {
-        let ctx = crate::pipeline::test_context("otlp");
+        let ctx = crate::component::Context::standalone("otlp");
         let slow = Arc::new(Slow(Duration::from_secs(600), Mutex::new(0)));
         let mut s = settings(false, 1);
         s.timeout = Duration::ZERO;
@@ -857,7 +857,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_are_not_retried_and_are_counted() {
-        let ctx = crate::pipeline::test_context("otlp");
+        let ctx = crate::component::Context::standalone("otlp");
         let f = flaky(1, SendError::Permanent("400 bad request".into()));
         let e = Helper::build(&ctx, settings(false, 1), f.clone());
         assert!(matches!(
@@ -877,7 +877,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_hint_is_honoured_and_max_elapsed_gives_up() {
-        let ctx = crate::pipeline::test_context("otlp");
+        let ctx = crate::component::Context::standalone("otlp");
         let f = flaky(
             100,
             SendError::Retryable {
@@ -904,7 +904,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_queue_refuses_with_a_retryable_error_and_drains_on_shutdown() {
-        let ctx = crate::pipeline::test_context("otlp");
+        let ctx = crate::component::Context::standalone("otlp");
         let f = flaky(usize::MAX, SendError::retryable("down"));
         let e = Helper::build(&ctx, settings(true, 2), f.clone());
         // One request is taken by the worker (retrying), two fill the queue, the fourth is refused.
@@ -946,7 +946,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn queue_batching_merges_small_batches() {
-        let ctx = crate::pipeline::test_context("otlp");
+        let ctx = crate::component::Context::standalone("otlp");
         let f = flaky(0, SendError::retryable("x"));
         let mut s = settings(true, 10);
         s.queue.batch = Some(QueueBatchConfig {

@@ -16,10 +16,6 @@
 //! Collector, unless the exporter sends synchronously (`sending_queue.enabled: false`).
 
 pub mod config;
-pub mod entry;
-pub mod expr;
-pub mod operators;
-pub mod stateful;
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -33,9 +29,6 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use self::config::{Config, StartAt};
-use self::entry::{Entry, Map, Value, into_kvs};
-use self::operators::{Op, Outcome};
-use self::stateful::{FileState, RawLine, Stages};
 use super::Output;
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
@@ -43,6 +36,10 @@ use crate::component::{
 };
 use crate::config::{ComponentId, DeError, Node, from_node};
 use crate::signal::{Batch, Signal};
+use crate::stanza::encoding::Encoding;
+use crate::stanza::entry::{Entry, Map, Value, into_kvs};
+use crate::stanza::operators::{Op, Outcome};
+use crate::stanza::stateful::{FileState, RawLine, Stages};
 use crate::storage::Store;
 
 /// The storage key of the checkpoint.
@@ -51,69 +48,6 @@ const CHECKPOINT_KEY: &str = "file_input.known_files";
 const MAX_BATCH: usize = 2048;
 /// Bytes read from one file per read call.
 const READ_CHUNK: usize = 256 << 10;
-
-/// Text encodings: how lines end and how bytes become text.
-#[derive(Clone, Copy)]
-pub enum Encoding {
-    Utf8,
-    /// Bytes passed through; invalid UTF-8 replaced (`nop`).
-    Nop,
-    Utf16 {
-        le: bool,
-    },
-    Other(&'static encoding_rs::Encoding),
-}
-
-pub fn encoding(name: &str) -> Result<Encoding, String> {
-    let n = name.trim().to_ascii_lowercase();
-    Ok(match n.as_str() {
-        "" | "utf-8" | "utf8" | "utf-8-raw" | "ascii" | "us-ascii" => Encoding::Utf8,
-        "nop" => Encoding::Nop,
-        "utf-16le" | "utf16le" | "utf-16" => Encoding::Utf16 { le: true },
-        "utf-16be" | "utf16be" => Encoding::Utf16 { le: false },
-        _ => match encoding_rs::Encoding::for_label(n.as_bytes()) {
-            Some(e) if e.is_ascii_compatible() => Encoding::Other(e),
-            _ => return Err(format!("unsupported encoding `{name}`")),
-        },
-    })
-}
-
-impl Encoding {
-    fn newline(self) -> &'static [u8] {
-        match self {
-            Encoding::Utf16 { le: true } => &[b'\n', 0],
-            Encoding::Utf16 { le: false } => &[0, b'\n'],
-            _ => b"\n",
-        }
-    }
-
-    fn decode(self, b: &[u8]) -> String {
-        self.decode_cow(b).into_owned()
-    }
-
-    /// Text of `b`, borrowed when it is valid UTF-8 in a UTF-8 encoding.
-    pub fn decode_cow(self, b: &[u8]) -> std::borrow::Cow<'_, str> {
-        match self {
-            Encoding::Utf8 | Encoding::Nop => String::from_utf8_lossy(b),
-            _ => std::borrow::Cow::Owned(self.decode_other(b)),
-        }
-    }
-
-    fn decode_other(self, b: &[u8]) -> String {
-        match self {
-            Encoding::Utf8 | Encoding::Nop => String::from_utf8_lossy(b).into_owned(),
-            Encoding::Utf16 { le } => {
-                let e = if le {
-                    encoding_rs::UTF_16LE
-                } else {
-                    encoding_rs::UTF_16BE
-                };
-                e.decode_without_bom_handling(b).0.into_owned()
-            }
-            Encoding::Other(e) => e.decode_without_bom_handling(b).0.into_owned(),
-        }
-    }
-}
 
 /// `filelog`'s identity: its config name, other names, signals and stability.
 pub const FACTORY: crate::component::Factory = crate::component::Factory {
@@ -290,7 +224,7 @@ impl Pending {
         } else {
             let mut m = (**file).clone();
             for (k, v) in std::mem::take(&mut e.resource) {
-                entry::map_set(&mut m, &k, v);
+                crate::stanza::entry::map_set(&mut m, &k, v);
             }
             Arc::new(m)
         };
@@ -365,7 +299,7 @@ impl Tailer {
             fingerprint_size: cfg.fingerprint_size as usize,
             max_log_size: cfg.max_log_size as usize,
             force_flush: cfg.force_flush_period,
-            encoding: encoding(&cfg.encoding)?,
+            encoding: crate::stanza::encoding::encoding(&cfg.encoding)?,
             multiline,
             omit_pattern: omit,
             // Container lines are not trimmed: a CRI partial's trailing space belongs to the
@@ -465,10 +399,14 @@ impl Tailer {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            entry::map_set(&mut e.attributes, "log.file.name", Value::Str(name));
+            crate::stanza::entry::map_set(&mut e.attributes, "log.file.name", Value::Str(name));
         }
         if self.include_path {
-            entry::map_set(&mut e.attributes, "log.file.path", Value::Str(path.into()));
+            crate::stanza::entry::map_set(
+                &mut e.attributes,
+                "log.file.path",
+                Value::Str(path.into()),
+            );
         }
         if (self.include_name_resolved || self.include_path_resolved)
             && let Ok(real) = std::fs::canonicalize(p)
@@ -478,14 +416,14 @@ impl Tailer {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                entry::map_set(
+                crate::stanza::entry::map_set(
                     &mut e.attributes,
                     "log.file.name_resolved",
                     Value::Str(name),
                 );
             }
             if self.include_path_resolved {
-                entry::map_set(
+                crate::stanza::entry::map_set(
                     &mut e.attributes,
                     "log.file.path_resolved",
                     Value::Str(real.to_string_lossy().into_owned()),
@@ -785,7 +723,7 @@ impl Tailer {
         let mut m = self.resource.clone();
         if let Some(pm) = self.stages.resource(&self.known[i].state) {
             for (k, v) in pm {
-                entry::map_set(&mut m, k, v.clone());
+                crate::stanza::entry::map_set(&mut m, k, v.clone());
             }
         }
         Arc::new(m)
@@ -1024,7 +962,11 @@ mod tests {
     }
 
     async fn poll(t: &mut Tailer, sink: &Arc<Collect>) -> Vec<String> {
-        let out = Output::new(&crate::pipeline::test_context("filelog"), "", sink.clone());
+        let out = Output::new(
+            &crate::component::Context::standalone("filelog"),
+            "",
+            sink.clone(),
+        );
         assert!(t.poll(&out, &CancellationToken::new()).await);
         std::mem::take(&mut *sink.0.lock().unwrap())
     }

@@ -21,14 +21,14 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Output;
-use super::filelog::Encoding;
-use super::filelog::entry::{Value, into_kvs};
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
     now_nanos,
 };
 use crate::config::{DeError, Node, from_node, key_err, units};
 use crate::signal::{Batch, Signal};
+use crate::stanza::encoding::Encoding;
+use crate::stanza::entry::{Value, into_kvs};
 use crate::telemetry::ReceiverLabels;
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -127,7 +127,7 @@ pub struct Config {
     /// Accepted for compatibility: a retryable refusal from the pipeline is always retried
     /// (backoff up to 5s) until accepted or shutdown, which holds back the TCP sender.
     #[serde(default)]
-    pub retry_on_failure: Option<super::filelog::config::RetryOnFailure>,
+    pub retry_on_failure: Option<crate::stanza::config::RetryOnFailure>,
 }
 
 fn utc() -> String {
@@ -139,7 +139,7 @@ fn max_octets() -> usize {
 
 /// The filelog encodings whose newline is one byte (syslog frames are byte-delimited).
 fn text_encoding(name: &str) -> Result<Encoding, String> {
-    match super::filelog::encoding(name)? {
+    match crate::stanza::encoding::encoding(name)? {
         Encoding::Utf16 { .. } => Err(format!("encoding `{name}` is not supported for syslog")),
         e => Ok(e),
     }
@@ -706,7 +706,7 @@ mod tests {
         .unwrap();
         assert!(e.contains("location"), "{e}");
         // Latin-1 bytes become text.
-        let latin1 = super::super::filelog::encoding("latin1").unwrap();
+        let latin1 = crate::stanza::encoding::encoding("latin1").unwrap();
         assert_eq!(latin1.decode_cow(b"caf\xe9"), "café");
     }
 

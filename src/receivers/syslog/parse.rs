@@ -2,7 +2,7 @@
 //! receiver produces: `priority`, `facility`, `hostname`, `appname`, `proc_id`, `msg_id`,
 //! `structured_data`, `version`, `message`, with the timestamp and the OTel severity.
 
-use crate::receivers::filelog::entry::{Map, Value};
+use crate::stanza::entry::{Map, Value};
 
 /// A parsed message.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -78,7 +78,7 @@ pub fn rfc5424(line: &str) -> Result<Parsed, String> {
     out.attributes.push(("version".into(), Value::Int(v)));
     let (ts, rest) = field(rest)?;
     if ts != "-" {
-        out.timestamp = match crate::receivers::filelog::stateful::fast_rfc3339(ts) {
+        out.timestamp = match crate::stanza::stateful::fast_rfc3339(ts) {
             Some(t) => t,
             None => {
                 let t: jiff::Timestamp = ts
@@ -234,7 +234,7 @@ pub fn rfc3164(line: &str, tz: &jiff::tz::TimeZone) -> Result<Parsed, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::receivers::filelog::entry::map_get;
+    use crate::stanza::entry::map_get;
 
     fn get<'a>(p: &'a Parsed, k: &str) -> Option<&'a Value> {
         map_get(&p.attributes, k)
