@@ -66,6 +66,75 @@ pub fn from_node<'a, T: de::Deserialize<'a>>(node: &'a Node) -> Result<T, DeErro
     T::deserialize(node).map_err(|e| e.located(node.pos))
 }
 
+/// The field names of a struct type, as its `Deserialize` declares them.
+pub fn struct_fields<T: de::DeserializeOwned>() -> &'static [&'static str] {
+    struct Fields(std::cell::Cell<&'static [&'static str]>);
+    impl<'de> de::Deserializer<'de> for &Fields {
+        type Error = DeError;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, DeError> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, DeError> {
+            self.0.set(fields);
+            Err(de::Error::custom("fields read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let f = Fields(std::cell::Cell::new(&[]));
+    let _ = T::deserialize(&f);
+    f.0.get()
+}
+
+/// Deserializes a config whose keys are shared between two structs, as Go's `squash` does for
+/// the Collector's embedded settings: the keys `C` declares go to `C`, the rest to `T`. Both
+/// refuse unknown keys, and an unknown key is reported with its position and every key the two
+/// accept.
+pub fn from_node_flat<T: de::DeserializeOwned, C: de::DeserializeOwned>(
+    node: &Node,
+) -> Result<(T, C), DeError> {
+    let shared = struct_fields::<C>();
+    let Value::Map(entries) = &node.value else {
+        return Ok((from_node(node)?, from_node(&Node::null(node.pos))?));
+    };
+    let (mut own, mut common) = (Vec::new(), Vec::new());
+    for (k, v) in entries {
+        if shared.contains(&k.name.as_str()) {
+            common.push((k.clone(), v.clone()));
+        } else {
+            own.push((k.clone(), v.clone()));
+        }
+    }
+    let part = |entries| Node {
+        value: Value::Map(entries),
+        pos: node.pos,
+    };
+    let t = from_node::<T>(&part(own)).map_err(|mut e| {
+        if e.path.len() == 1 && e.msg.starts_with("unknown field") {
+            let all: Vec<String> = struct_fields::<T>()
+                .iter()
+                .chain(shared)
+                .map(|f| format!("`{f}`"))
+                .collect();
+            e.msg = format!(
+                "unknown field `{}`, expected one of {}",
+                e.path[0],
+                all.join(", ")
+            );
+        }
+        e
+    })?;
+    Ok((t, from_node::<C>(&part(common))?))
+}
+
 fn invalid_type(node: &Node, exp: &dyn de::Expected) -> DeError {
     let unexp = match &node.value {
         Value::Null => de::Unexpected::Unit,
@@ -452,6 +521,37 @@ mod tests {
         assert_eq!(e.pos, Some(Pos { line: 3, column: 3 }));
         assert_eq!(e.path_string(), "inner.qeue_size");
         assert!(e.msg.contains("unknown field `qeue_size`"), "{}", e.msg);
+    }
+
+    #[test]
+    fn flattened_settings_take_their_keys_and_unknown_keys_name_both_sets() {
+        #[derive(serde::Deserialize, Debug, Default)]
+        #[serde(deny_unknown_fields, default)]
+        struct Own {
+            endpoint: String,
+        }
+        #[derive(serde::Deserialize, Debug, Default)]
+        #[serde(deny_unknown_fields, default)]
+        struct Shared {
+            timeout: u64,
+        }
+        assert_eq!(struct_fields::<Own>(), &["endpoint"]);
+        let n = parse("endpoint: x\ntimeout: 3\n").unwrap();
+        let (o, s) = from_node_flat::<Own, Shared>(&n).unwrap();
+        assert_eq!((o.endpoint.as_str(), s.timeout), ("x", 3));
+        let n = parse("endpoint: x\ntimeuot: 3\n").unwrap();
+        let e = from_node_flat::<Own, Shared>(&n).unwrap_err();
+        assert_eq!(e.pos, Some(Pos { line: 2, column: 1 }));
+        assert_eq!(
+            e.msg,
+            "unknown field `timeuot`, expected one of `endpoint`, `timeout`"
+        );
+        let n = parse("endpoint: x\ntimeout: soon\n").unwrap();
+        let e = from_node_flat::<Own, Shared>(&n).unwrap_err();
+        assert_eq!(
+            (e.path_string().as_str(), e.pos.unwrap().line),
+            ("timeout", 2)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use de::{DeError, from_node};
+pub use de::{DeError, from_node, from_node_flat};
 pub use node::{Key, Node, Pos, Value};
 
 use crate::signal::Signal;

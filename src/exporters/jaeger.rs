@@ -10,7 +10,6 @@
 //! with an `event` field; the scope as `otel.scope.name`/`otel.scope.version`; dropped counts as
 //! `otel.dropped_*_count`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,31 +19,19 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, span::SpanKind, statu
 use serde::Deserialize;
 use tonic::transport::Channel;
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::helper::client::{self, ClientSettings};
+use super::helper::{Helper, SendError, Sender, Validated};
 use super::{key_err, otlp_grpc};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
-use crate::config::{DeError, Node, from_node, units};
+use crate::config::{DeError, Node};
 use crate::proto::jaeger as j;
 use crate::signal::Batch;
-use crate::tls::ClientTlsConfig;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `host:port` of the Jaeger collector's gRPC port, e.g. `jaeger-collector:14250`.
     pub endpoint: String,
-    #[serde(default)]
-    pub tls: ClientTlsConfig,
-    /// Sent as gRPC metadata.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Per request; 0 = no timeout. Default 5s.
-    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub retry_on_failure: RetryConfig,
-    #[serde(default)]
-    pub sending_queue: QueueConfig,
     /// The largest `PostSpans` message sent, in bytes: a resource's spans past it go in several
     /// batches. Default 4 MiB, the Jaeger collector's `grpc-server.max-message-size`; 0 = no
     /// bound. Accepts units (`"8MiB"`).
@@ -53,10 +40,16 @@ pub struct Config {
         deserialize_with = "crate::config::units::bytes"
     )]
     pub max_request_size: u64,
+    /// `tls`, `headers`, `timeout`, `retry_on_failure`, `sending_queue`: flattened in by
+    /// [`client::parse`].
+    #[serde(skip)]
+    pub client: ClientSettings,
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
+impl client::HasClient for Config {
+    fn client_mut(&mut self) -> &mut ClientSettings {
+        &mut self.client
+    }
 }
 
 fn default_max_request() -> u64 {
@@ -76,17 +69,10 @@ pub const FACTORY: crate::component::Factory = crate::component::Factory {
 };
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
-    let cfg: Config = from_node(node)?;
-    otlp_grpc::parse_endpoint(&cfg.endpoint, cfg.tls.insecure)
+    let cfg: Config = client::parse(node)?;
+    otlp_grpc::parse_endpoint(&cfg.endpoint, cfg.client.tls.insecure)
         .map_err(|m| key_err(node, &["endpoint"], m))?;
-    let settings = super::common_settings(
-        node,
-        &cfg.tls,
-        &cfg.headers,
-        cfg.timeout,
-        &cfg.retry_on_failure,
-        &cfg.sending_queue,
-    )?;
+    let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
 }
 
@@ -94,10 +80,11 @@ impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let sender = JaegerSender {
-            channel: otlp_grpc::channel(&cfg.endpoint, &cfg.tls)
+            channel: otlp_grpc::channel(&cfg.endpoint, &cfg.client.tls)
                 .map_err(|e| BuildError::new(&ctx.id, e))?,
-            headers: otlp_grpc::metadata(&cfg.headers).map_err(|e| BuildError::new(&ctx.id, e))?,
-            timeout: cfg.timeout,
+            headers: otlp_grpc::metadata(&cfg.client.headers)
+                .map_err(|e| BuildError::new(&ctx.id, e))?,
+            timeout: cfg.client.timeout,
             max_request: usize::try_from(cfg.max_request_size)
                 .ok()
                 .filter(|m| *m > 0)

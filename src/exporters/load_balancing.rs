@@ -159,24 +159,25 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         ));
     }
     let probe = with_endpoint(otlp, "backend:4317");
-    let mut otlp_cfg: otlp_grpc::Config = from_node(&probe).map_err(|mut e| {
-        e.path.insert(0, "otlp".into());
-        e.path.insert(0, "protocol".into());
-        e
-    })?;
+    let mut otlp_cfg: otlp_grpc::Config =
+        super::helper::client::parse(&probe).map_err(|mut e| {
+            e.path.insert(0, "otlp".into());
+            e.path.insert(0, "protocol".into());
+            e
+        })?;
     otlp_grpc::parse(&probe).map_err(|mut e| {
         e.path.insert(0, "otlp".into());
         e.path.insert(0, "protocol".into());
         e
     })?;
     if let Some(t) = top.timeout {
-        otlp_cfg.timeout = t;
+        otlp_cfg.client.timeout = t;
     }
     if let Some(r) = &top.retry_on_failure {
-        otlp_cfg.retry_on_failure = r.clone();
+        otlp_cfg.client.retry_on_failure = r.clone();
     }
     if let Some(q) = &top.sending_queue {
-        otlp_cfg.sending_queue = q.clone();
+        otlp_cfg.client.sending_queue = q.clone();
     }
     let at = if top.sending_queue.is_some() || top.retry_on_failure.is_some() {
         node
@@ -184,9 +185,9 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         otlp
     };
     let settings = Settings::new(
-        otlp_cfg.timeout,
-        otlp_cfg.retry_on_failure.clone(),
-        otlp_cfg.sending_queue.clone(),
+        otlp_cfg.client.timeout,
+        otlp_cfg.client.retry_on_failure.clone(),
+        otlp_cfg.client.sending_queue.clone(),
         at,
     )?;
     match (&top.resolver.static_, &top.resolver.dns) {

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -26,13 +25,13 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::helper::client::{self, ClientSettings};
+use super::helper::{Helper, SendError, Sender, Validated};
 use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
-use crate::config::{DeError, Node, from_node, units};
+use crate::config::{DeError, Node};
 use crate::proto::loki as lp;
 use crate::signal::{Batch, value};
-use crate::tls::ClientTlsConfig;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -86,26 +85,21 @@ pub struct Config {
     /// Largest request body before compression, in bytes. Default 4 MiB.
     #[serde(default = "default_max")]
     pub max_request_size: usize,
-    #[serde(default)]
-    pub tls: ClientTlsConfig,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Per request; 0 = no timeout. Default 5s.
-    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub retry_on_failure: RetryConfig,
-    #[serde(default)]
-    pub sending_queue: QueueConfig,
+    /// `tls`, `headers`, `timeout`, `retry_on_failure`, `sending_queue`: flattened in by
+    /// [`client::parse`].
+    #[serde(skip)]
+    pub client: ClientSettings,
+}
+
+impl client::HasClient for Config {
+    fn client_mut(&mut self) -> &mut ClientSettings {
+        &mut self.client
+    }
 }
 
 fn default_max() -> usize {
     4 << 20
 }
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
 /// `loki`'s identity: its config name, other names, signals and stability.
 pub const FACTORY: crate::component::Factory = crate::component::Factory {
     kind: crate::component::Kind::Exporter,
@@ -119,7 +113,7 @@ pub const FACTORY: crate::component::Factory = crate::component::Factory {
 };
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
-    let cfg: Config = from_node(node)?;
+    let cfg: Config = client::parse(node)?;
     super::check_http_url(&cfg.endpoint).map_err(|m| {
         key_err(
             node,
@@ -141,22 +135,15 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             "set either tenant_id or tenant_attribute, not both",
         ));
     }
-    let settings = super::common_settings(
-        node,
-        &cfg.tls,
-        &cfg.headers,
-        cfg.timeout,
-        &cfg.retry_on_failure,
-        &cfg.sending_queue,
-    )?;
+    let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
 }
 
 impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let client =
-            super::http_client(&cfg.tls, &cfg.headers).map_err(|e| BuildError::new(&ctx.id, e))?;
+        let client = super::http_client(&cfg.client.tls, &cfg.client.headers)
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
         Ok(Helper::build(&ctx, settings, LokiSender { client, cfg }))
     }
 }

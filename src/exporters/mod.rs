@@ -11,47 +11,7 @@ pub mod zipkin;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{DeError, Node};
-
 pub(crate) use crate::config::key_err;
-
-/// The keys every network exporter shares, validated: `tls`, `headers`, and the helper's
-/// `timeout`, `retry_on_failure` and `sending_queue`.
-pub(crate) fn common_settings(
-    node: &Node,
-    tls: &crate::tls::ClientTlsConfig,
-    headers: &BTreeMap<String, String>,
-    timeout: std::time::Duration,
-    retry: &helper::RetryConfig,
-    queue: &helper::QueueConfig,
-) -> Result<helper::Settings, DeError> {
-    tls.validate().map_err(|m| key_err(node, &["tls"], m))?;
-    validate_headers(node, headers)?;
-    helper::Settings::new(timeout, retry.clone(), queue.clone(), node)
-}
-
-pub(crate) fn validate_headers(
-    node: &Node,
-    headers: &BTreeMap<String, String>,
-) -> Result<(), DeError> {
-    for (k, v) in headers {
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            return Err(key_err(
-                node,
-                &["headers", k],
-                format!("{k:?} is not a valid header name"),
-            ));
-        }
-        if http::HeaderValue::from_str(v).is_err() {
-            return Err(key_err(
-                node,
-                &["headers", k],
-                "the header value contains invalid characters",
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// Retry rules of an HTTP backend: 429 and 5xx are retryable (with `Retry-After`), any other
 /// non-2xx is permanent.

@@ -14,11 +14,12 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use super::helper::{Helper, Part, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::helper::client::{self, ClientSettings};
+use super::helper::{Helper, Part, SendError, Sender, Validated};
 use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
-use crate::config::{DeError, Node, from_node, units};
+use crate::config::{DeError, Node, units};
 use crate::signal::response::{ExportResponse, log_partial_success};
 use crate::signal::{Batch, Signal};
 use crate::tls::ClientTlsConfig;
@@ -28,31 +29,25 @@ use crate::tls::ClientTlsConfig;
 pub struct Config {
     /// `host:port` (TLS unless `tls.insecure`), or `http://host:port` / `https://host:port`.
     pub endpoint: String,
-    #[serde(default)]
-    pub tls: ClientTlsConfig,
-    /// Sent as gRPC metadata with every request.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
     /// `gzip` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: Compression,
-    /// Per request; 0 = no timeout. Default 5s.
-    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub retry_on_failure: RetryConfig,
-    #[serde(default)]
-    pub sending_queue: QueueConfig,
     /// The largest request sent, in bytes of protobuf before compression (what a gRPC server's
     /// `max_recv_msg_size` limits): larger batches are split at item boundaries. A request
     /// the server still refuses as too large is split again. Default 4 MiB, the limit of the
     /// Collector's and most gRPC servers; 0 = no bound. Accepts units (`"16MiB"`).
     #[serde(default = "default_max_request", deserialize_with = "units::bytes")]
     pub max_request_size: u64,
+    /// `tls`, `headers`, `timeout`, `retry_on_failure`, `sending_queue`: flattened in by
+    /// [`client::parse`].
+    #[serde(skip)]
+    pub client: ClientSettings,
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
+impl client::HasClient for Config {
+    fn client_mut(&mut self) -> &mut ClientSettings {
+        &mut self.client
+    }
 }
 
 /// gRPC's default `max_recv_msg_size`.
@@ -113,16 +108,10 @@ pub const FACTORY: crate::component::Factory = crate::component::Factory {
 };
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
-    let cfg: Config = from_node(node)?;
-    parse_endpoint(&cfg.endpoint, cfg.tls.insecure).map_err(|m| key_err(node, &["endpoint"], m))?;
-    let settings = super::common_settings(
-        node,
-        &cfg.tls,
-        &cfg.headers,
-        cfg.timeout,
-        &cfg.retry_on_failure,
-        &cfg.sending_queue,
-    )?;
+    let cfg: Config = client::parse(node)?;
+    parse_endpoint(&cfg.endpoint, cfg.client.tls.insecure)
+        .map_err(|m| key_err(node, &["endpoint"], m))?;
+    let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
 }
 
@@ -202,10 +191,10 @@ pub fn metadata(headers: &BTreeMap<String, String>) -> Result<http::HeaderMap, S
 impl GrpcSender {
     pub fn new(cfg: &Config, id: &str) -> Result<Self, String> {
         Ok(GrpcSender {
-            channel: channel(&cfg.endpoint, &cfg.tls)?,
-            headers: metadata(&cfg.headers)?,
+            channel: channel(&cfg.endpoint, &cfg.client.tls)?,
+            headers: metadata(&cfg.client.headers)?,
             compression: cfg.compression,
-            timeout: cfg.timeout,
+            timeout: cfg.client.timeout,
             max_request: usize::try_from(cfg.max_request_size)
                 .ok()
                 .filter(|m| *m > 0)
@@ -541,7 +530,7 @@ mod tests {
                 )
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        let cfg: Config = from_node(
+        let cfg: Config = client::parse(
             &yaml(&format!(
                 "endpoint: 127.0.0.1:{port}\ntls: {{insecure: true}}\n"
             ))
@@ -610,7 +599,7 @@ mod tests {
 
     #[tokio::test]
     async fn large_batches_are_sent_in_parts_within_max_request_size() {
-        let cfg: Config = from_node(
+        let cfg: Config = client::parse(
             &yaml(
                 "endpoint: 127.0.0.1:1
 tls: {insecure: true}

@@ -1,6 +1,5 @@
 //! `otlp_http` exporter (alias `otlphttp`): OTLP over HTTP, protobuf (default) or JSON.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,14 +8,14 @@ use prost::Message;
 use serde::Deserialize;
 
 use super::helper::Part;
-use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::helper::client::{self, ClientSettings};
+use super::helper::{Helper, SendError, Sender, Validated};
 use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
-use crate::config::{DeError, Node, from_node, units};
+use crate::config::{DeError, Node, units};
 use crate::signal::response::{ExportResponse, log_partial_success};
 use crate::signal::{Batch, Signal};
-use crate::tls::ClientTlsConfig;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -39,23 +38,12 @@ pub struct Config {
     pub metrics_endpoint: Option<String>,
     #[serde(default)]
     pub logs_endpoint: Option<String>,
-    #[serde(default)]
-    pub tls: ClientTlsConfig,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
     /// `gzip` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: Compression,
     /// `proto` (default) or `json`.
     #[serde(default)]
     pub encoding: Encoding,
-    /// Per request; 0 = no timeout. Default 5s.
-    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub retry_on_failure: RetryConfig,
-    #[serde(default)]
-    pub sending_queue: QueueConfig,
     /// The largest request body sent, in bytes before compression (the Collector's OTLP/HTTP
     /// receiver refuses more than 20 MiB, before and after decompression): larger batches are
     /// split at item boundaries, and a request answered 413 is split again. With `encoding:
@@ -63,10 +51,16 @@ pub struct Config {
     /// 20 MiB; 0 = no bound. Accepts units (`"4MiB"`).
     #[serde(default = "default_max_request", deserialize_with = "units::bytes")]
     pub max_request_size: u64,
+    /// `tls`, `headers`, `timeout`, `retry_on_failure`, `sending_queue`: flattened in by
+    /// [`client::parse`].
+    #[serde(skip)]
+    pub client: ClientSettings,
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
+impl client::HasClient for Config {
+    fn client_mut(&mut self) -> &mut ClientSettings {
+        &mut self.client
+    }
 }
 
 fn default_max_request() -> u64 {
@@ -100,7 +94,7 @@ pub const FACTORY: crate::component::Factory = crate::component::Factory {
 };
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
-    let cfg: Config = from_node(node)?;
+    let cfg: Config = client::parse(node)?;
     let mut any = false;
     for (s, key) in [
         (Signal::Traces, "traces_endpoint"),
@@ -124,22 +118,15 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             "set `endpoint` (or traces_endpoint, metrics_endpoint, logs_endpoint)",
         ));
     }
-    let settings = super::common_settings(
-        node,
-        &cfg.tls,
-        &cfg.headers,
-        cfg.timeout,
-        &cfg.retry_on_failure,
-        &cfg.sending_queue,
-    )?;
+    let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
 }
 
 impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let client =
-            super::http_client(&cfg.tls, &cfg.headers).map_err(|e| BuildError::new(&ctx.id, e))?;
+        let client = super::http_client(&cfg.client.tls, &cfg.client.headers)
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
         let sender = HttpSender {
             client,
             urls: Signal::ALL.map(|s| cfg.url(s)),
@@ -352,7 +339,7 @@ mod tests {
 
     #[test]
     fn urls_per_signal() {
-        let c: Config = from_node(
+        let c: Config = client::parse(
             &yaml("endpoint: https://otlp.example.com/\ntraces_endpoint: http://t:1/x\n").unwrap(),
         )
         .unwrap();

@@ -44,13 +44,13 @@ use prost::Message;
 use prost::encoding::encoded_len_varint;
 use serde::Deserialize;
 
-use super::helper::{Helper, Part, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::helper::client::{self, ClientSettings};
+use super::helper::{Helper, Part, QueueConfig, SendError, Sender, Validated};
 use super::key_err;
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
-use crate::config::{DeError, Node, from_node, units};
+use crate::config::{DeError, Node, units};
 use crate::proto::prometheus as pb;
 use crate::signal::Batch;
-use crate::tls::ClientTlsConfig;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -108,20 +108,19 @@ pub struct Config {
     /// Largest request before compression. Default 3000000.
     #[serde(default = "three_mb")]
     pub max_batch_size_bytes: usize,
-    #[serde(default)]
-    pub tls: ClientTlsConfig,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Per request; 0 = no timeout. Default 5s.
-    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub retry_on_failure: RetryConfig,
-    #[serde(default)]
-    pub sending_queue: QueueConfig,
     /// The Collector's older name for the queue settings.
     #[serde(default)]
     pub remote_write_queue: Option<QueueConfig>,
+    /// `tls`, `headers`, `timeout`, `retry_on_failure`, `sending_queue`: flattened in by
+    /// [`client::parse`].
+    #[serde(skip)]
+    pub client: ClientSettings,
+}
+
+impl client::HasClient for Config {
+    fn client_mut(&mut self) -> &mut ClientSettings {
+        &mut self.client
+    }
 }
 
 fn yes() -> bool {
@@ -133,10 +132,6 @@ fn five_min() -> Duration {
 fn three_mb() -> usize {
     3_000_000
 }
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
 /// `prometheus_remote_write`'s identity: its config name, other names, signals and stability.
 pub const FACTORY: crate::component::Factory = crate::component::Factory {
     kind: crate::component::Kind::Exporter,
@@ -150,7 +145,7 @@ pub const FACTORY: crate::component::Factory = crate::component::Factory {
 };
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
-    let mut cfg: Config = from_node(node)?;
+    let mut cfg: Config = client::parse(node)?;
     super::check_http_url(&cfg.endpoint).map_err(|m| {
         key_err(
             node,
@@ -160,14 +155,14 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     })?;
     let queue_node = match (&cfg.remote_write_queue, node.get("remote_write_queue")) {
         (Some(q), n) => {
-            cfg.sending_queue = q.clone();
+            cfg.client.sending_queue = q.clone();
             n
         }
         _ => node.get("sending_queue"),
     };
     // The Collector's default for this exporter is 5 concurrent senders, not the helper's 10.
     if queue_node.and_then(|q| q.get("num_consumers")).is_none() {
-        cfg.sending_queue.num_consumers = 5;
+        cfg.client.sending_queue.num_consumers = 5;
     }
     if cfg.max_batch_size_bytes < 1024 {
         return Err(key_err(
@@ -176,22 +171,15 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             "must be at least 1024",
         ));
     }
-    let settings = super::common_settings(
-        node,
-        &cfg.tls,
-        &cfg.headers,
-        cfg.timeout,
-        &cfg.retry_on_failure,
-        &cfg.sending_queue,
-    )?;
+    let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
 }
 
 impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let client =
-            super::http_client(&cfg.tls, &cfg.headers).map_err(|e| BuildError::new(&ctx.id, e))?;
+        let client = super::http_client(&cfg.client.tls, &cfg.client.headers)
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
         let dropped = ctx
             .telemetry
             .exporter_dropped_items
@@ -1353,7 +1341,7 @@ mod tests {
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
     fn cfg(extra: &str) -> Config {
-        from_node(&yaml(&format!("endpoint: http://p:1/x\n{extra}")).unwrap()).unwrap()
+        client::parse(&yaml(&format!("endpoint: http://p:1/x\n{extra}")).unwrap()).unwrap()
     }
 
     fn kv(k: &str, v: any_value::Value) -> KeyValue {

@@ -13,7 +13,6 @@
 //! zero as 16 hex digits.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -21,13 +20,13 @@ use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::Status
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::helper::{Helper, Part, QueueConfig, RetryConfig, SendError, Sender, Validated};
+use super::helper::client::{self, ClientSettings};
+use super::helper::{Helper, Part, SendError, Sender, Validated};
 use super::{classify_http, key_err};
 use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
 use crate::compression::Compression;
-use crate::config::{DeError, Node, from_node, units};
+use crate::config::{DeError, Node, units};
 use crate::signal::{Batch, value};
-use crate::tls::ClientTlsConfig;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -51,22 +50,21 @@ pub struct Config {
     /// `gzip`, `zstd` or `none` (default; Zipkin servers accept gzip).
     #[serde(default = "no_compression")]
     pub compression: Compression,
-    #[serde(default)]
-    pub tls: ClientTlsConfig,
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Per request; 0 = no timeout. Default 5s.
-    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub retry_on_failure: RetryConfig,
-    #[serde(default)]
-    pub sending_queue: QueueConfig,
     /// The largest request body sent, in bytes before compression: larger batches go in several
     /// POSTs, at span boundaries, and a POST answered 413 is split again. Default 5 MiB; 0 = no
     /// bound. Accepts units (`"1MiB"`).
     #[serde(default = "default_max_request", deserialize_with = "units::bytes")]
     pub max_request_size: u64,
+    /// `tls`, `headers`, `timeout`, `retry_on_failure`, `sending_queue`: flattened in by
+    /// [`client::parse`].
+    #[serde(skip)]
+    pub client: ClientSettings,
+}
+
+impl client::HasClient for Config {
+    fn client_mut(&mut self) -> &mut ClientSettings {
+        &mut self.client
+    }
 }
 
 fn default_max_request() -> u64 {
@@ -79,10 +77,6 @@ fn default_service() -> String {
 fn no_compression() -> Compression {
     Compression::None
 }
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
 /// `zipkin`'s identity: its config name, other names, signals and stability.
 pub const FACTORY: crate::component::Factory = crate::component::Factory {
     kind: crate::component::Kind::Exporter,
@@ -96,7 +90,7 @@ pub const FACTORY: crate::component::Factory = crate::component::Factory {
 };
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
-    let cfg: Config = from_node(node)?;
+    let cfg: Config = client::parse(node)?;
     super::check_http_url(&cfg.endpoint).map_err(|m| {
         key_err(
             node,
@@ -104,22 +98,15 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             format!("{m}, e.g. http://zipkin:9411/api/v2/spans"),
         )
     })?;
-    let settings = super::common_settings(
-        node,
-        &cfg.tls,
-        &cfg.headers,
-        cfg.timeout,
-        &cfg.retry_on_failure,
-        &cfg.sending_queue,
-    )?;
+    let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
 }
 
 impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let client =
-            super::http_client(&cfg.tls, &cfg.headers).map_err(|e| BuildError::new(&ctx.id, e))?;
+        let client = super::http_client(&cfg.client.tls, &cfg.client.headers)
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
         let sender = ZipkinSender {
             client,
             url: cfg.endpoint,
@@ -616,6 +603,7 @@ impl Sender for ZipkinSender {
 mod tests {
     use super::*;
     use crate::config::node::parse as yaml;
+    use std::time::Duration;
 
     #[test]
     fn batches_go_in_posts_of_at_most_max_request_size_and_split_again_on_413() {

@@ -2,6 +2,7 @@
 //! `timeout`, `retry_on_failure`, `sending_queue` (with optional `batch`). An exporter supplies
 //! only a [`Sender`]: how to encode a batch once and send it.
 
+pub mod client;
 pub mod queue;
 
 use std::sync::Arc;
