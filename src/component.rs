@@ -308,6 +308,46 @@ pub struct Factory {
 }
 
 impl Factory {
+    /// A component type with no other names and no capabilities; the signals of `parse`'s kind.
+    pub const fn new(
+        name: &'static str,
+        signals: &'static [Signal],
+        stability: Stability,
+        parse: Parse,
+    ) -> Factory {
+        let kind = match parse {
+            Parse::Receiver(_) => Kind::Receiver,
+            Parse::Processor(_) => Kind::Processor,
+            Parse::Exporter(_) => Kind::Exporter,
+            Parse::Extension(_) => Kind::Extension,
+        };
+        Factory {
+            kind,
+            name,
+            aliases: &[],
+            deprecated: &[],
+            signals,
+            stability,
+            parse,
+            provides_storage: false,
+        }
+    }
+
+    pub const fn aliases(mut self, names: &'static [&'static str]) -> Factory {
+        self.aliases = names;
+        self
+    }
+
+    pub const fn deprecated(mut self, names: &'static [&'static str]) -> Factory {
+        self.deprecated = names;
+        self
+    }
+
+    pub const fn provides_storage(mut self) -> Factory {
+        self.provides_storage = true;
+        self
+    }
+
     /// The name, the aliases and the deprecated names.
     pub fn names(&self) -> impl Iterator<Item = &'static str> {
         std::iter::once(self.name)

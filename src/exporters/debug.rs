@@ -11,7 +11,9 @@ use serde::Deserialize;
 
 use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
 use super::key_err;
-use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::component::{
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+};
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::Batch;
 use crate::text::escape_control as esc;
@@ -87,16 +89,13 @@ impl Config {
 }
 
 /// `debug`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Exporter,
-    name: "debug",
-    aliases: &[],
-    deprecated: &["logging"],
-    signals: crate::signal::ALL_SIGNALS,
-    stability: crate::component::Stability::Beta,
-    parse: crate::component::Parse::Exporter(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "debug",
+    crate::signal::ALL_SIGNALS,
+    Stability::Beta,
+    Parse::Exporter(parse),
+)
+.deprecated(&["logging"]);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     // `sending_queue` written without `enabled` turns the queue on, as in the Collector.

@@ -22,7 +22,9 @@ use tonic::transport::Channel;
 use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, SendError, Sender, Validated};
 use super::{key_err, otlp_grpc};
-use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::component::{
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+};
 use crate::config::{DeError, Node};
 use crate::proto::jaeger as j;
 use crate::signal::Batch;
@@ -57,16 +59,12 @@ fn default_max_request() -> u64 {
 }
 
 /// `jaeger`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Exporter,
-    name: "jaeger",
-    aliases: &[],
-    deprecated: &[],
-    signals: &[crate::signal::Signal::Traces],
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Exporter(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "jaeger",
+    &[crate::signal::Signal::Traces],
+    Stability::Alpha,
+    Parse::Exporter(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;

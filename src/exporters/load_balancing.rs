@@ -25,7 +25,7 @@ use super::key_err;
 use super::otlp_grpc::{self, EncodedRequest, GrpcSender};
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, Exporter,
-    ExporterConfig, Lifecycle,
+    ExporterConfig, Factory, Lifecycle, Parse, Stability,
 };
 use crate::config::node::{Key, Value};
 use crate::config::{ComponentId, DeError, Node, from_node, units};
@@ -124,16 +124,13 @@ fn with_endpoint(otlp: &Node, endpoint: &str) -> Node {
 }
 
 /// `load_balancing`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Exporter,
-    name: "load_balancing",
-    aliases: &["loadbalancing"],
-    deprecated: &[],
-    signals: crate::signal::ALL_SIGNALS,
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Exporter(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "load_balancing",
+    crate::signal::ALL_SIGNALS,
+    Stability::Alpha,
+    Parse::Exporter(parse),
+)
+.aliases(&["loadbalancing"]);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let top: Top = from_node(node)?;

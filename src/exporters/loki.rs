@@ -28,7 +28,9 @@ use serde_json::{Map, Value};
 use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, SendError, Sender, Validated};
 use super::key_err;
-use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::component::{
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+};
 use crate::config::{DeError, Node};
 use crate::proto::loki as lp;
 use crate::signal::{Batch, value};
@@ -101,16 +103,12 @@ fn default_max() -> usize {
     4 << 20
 }
 /// `loki`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Exporter,
-    name: "loki",
-    aliases: &[],
-    deprecated: &[],
-    signals: &[crate::signal::Signal::Logs],
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Exporter(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "loki",
+    &[crate::signal::Signal::Logs],
+    Stability::Alpha,
+    Parse::Exporter(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;

@@ -11,7 +11,9 @@ use super::helper::Part;
 use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, SendError, Sender, Validated};
 use super::key_err;
-use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::component::{
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+};
 use crate::compression::Compression;
 use crate::config::{DeError, Node, units};
 use crate::signal::response::{ExportResponse, log_partial_success};
@@ -82,16 +84,13 @@ impl Config {
 }
 
 /// `otlp_http`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Exporter,
-    name: "otlp_http",
-    aliases: &["otlphttp"],
-    deprecated: &[],
-    signals: crate::signal::ALL_SIGNALS,
-    stability: crate::component::Stability::Beta,
-    parse: crate::component::Parse::Exporter(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "otlp_http",
+    crate::signal::ALL_SIGNALS,
+    Stability::Beta,
+    Parse::Exporter(parse),
+)
+.aliases(&["otlphttp"]);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;

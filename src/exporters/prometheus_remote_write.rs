@@ -47,7 +47,9 @@ use serde::Deserialize;
 use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, Part, QueueConfig, SendError, Sender, Validated};
 use super::key_err;
-use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::component::{
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+};
 use crate::config::{DeError, Node, units};
 use crate::proto::prometheus as pb;
 use crate::signal::Batch;
@@ -133,16 +135,13 @@ fn three_mb() -> usize {
     3_000_000
 }
 /// `prometheus_remote_write`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Exporter,
-    name: "prometheus_remote_write",
-    aliases: &["prometheusremotewrite"],
-    deprecated: &[],
-    signals: &[crate::signal::Signal::Metrics],
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Exporter(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "prometheus_remote_write",
+    &[crate::signal::Signal::Metrics],
+    Stability::Alpha,
+    Parse::Exporter(parse),
+)
+.aliases(&["prometheusremotewrite"]);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let mut cfg: Config = client::parse(node)?;

@@ -23,7 +23,9 @@ use serde_json::{Map, Value};
 use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, Part, SendError, Sender, Validated};
 use super::{classify_http, key_err};
-use crate::component::{BoxFuture, BuildError, Context, Exporter, ExporterConfig};
+use crate::component::{
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+};
 use crate::compression::Compression;
 use crate::config::{DeError, Node, units};
 use crate::signal::{Batch, value};
@@ -78,16 +80,12 @@ fn no_compression() -> Compression {
     Compression::None
 }
 /// `zipkin`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Exporter,
-    name: "zipkin",
-    aliases: &[],
-    deprecated: &[],
-    signals: &[crate::signal::Signal::Traces],
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Exporter(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "zipkin",
+    &[crate::signal::Signal::Traces],
+    Stability::Alpha,
+    Parse::Exporter(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::component::{BoxFuture, BuildError, Context, ExtensionConfig, Lifecycle};
+use crate::component::{
+    BoxFuture, BuildError, Context, ExtensionConfig, Factory, Lifecycle, Parse, Stability,
+};
 use crate::config::{ComponentId, DeError, Node, from_node, key_err, units};
 use crate::storage::{CompactionPolicy, StorageError, StorageExtension, Store};
 
@@ -86,16 +88,13 @@ impl Default for Config {
 }
 
 /// `file_storage`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Extension,
-    name: "file_storage",
-    aliases: &[],
-    deprecated: &[],
-    signals: &[],
-    stability: crate::component::Stability::Beta,
-    parse: crate::component::Parse::Extension(parse),
-    provides_storage: true,
-};
+pub const FACTORY: Factory = Factory::new(
+    "file_storage",
+    &[],
+    Stability::Beta,
+    Parse::Extension(parse),
+)
+.provides_storage();
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use crate::component::{BoxFuture, BuildError, Context, ExtensionConfig, Lifecycle};
+use crate::component::{
+    BoxFuture, BuildError, Context, ExtensionConfig, Factory, Lifecycle, Parse, Stability,
+};
 use crate::config::{DeError, Node, from_node};
 use crate::tls::ServerTlsConfig;
 
@@ -35,16 +37,12 @@ impl Default for Config {
 }
 
 /// `health_check`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Extension,
-    name: "health_check",
-    aliases: &[],
-    deprecated: &[],
-    signals: &[],
-    stability: crate::component::Stability::Beta,
-    parse: crate::component::Parse::Extension(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "health_check",
+    &[],
+    Stability::Beta,
+    Parse::Extension(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -15,7 +15,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::batcher::{Batcher, Limits, Stats};
-use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::component::{
+    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+};
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::Signal;
 use crate::telemetry::{ProcessorDropLabels, ProcessorLabels};
@@ -43,16 +45,12 @@ impl Default for Config {
 }
 
 /// `batch`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Processor,
-    name: "batch",
-    aliases: &[],
-    deprecated: &[],
-    signals: crate::signal::ALL_SIGNALS,
-    stability: crate::component::Stability::Beta,
-    parse: crate::component::Parse::Processor(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "batch",
+    crate::signal::ALL_SIGNALS,
+    Stability::Beta,
+    Parse::Processor(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;

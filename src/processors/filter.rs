@@ -16,7 +16,9 @@ use serde::Deserialize;
 
 use super::matcher::{Item, MatchConfig, Matcher};
 use super::{InPlace, Transform, prune};
-use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::component::{
+    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+};
 use crate::config::{DeError, Node, from_node};
 use crate::ottl::eval::{
     EvalError, EventCtx, LogCtx, MetricCtx, Outer, PointCtx, PointRef, SpanCtx,
@@ -184,16 +186,12 @@ fn conditions(
 }
 
 /// `filter`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Processor,
-    name: "filter",
-    aliases: &[],
-    deprecated: &[],
-    signals: crate::signal::ALL_SIGNALS,
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Processor(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "filter",
+    crate::signal::ALL_SIGNALS,
+    Stability::Alpha,
+    Parse::Processor(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     compile(node).map(|f| Box::new(f) as Box<dyn ProcessorConfig>)

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Lifecycle,
-    Processor, ProcessorConfig,
+    BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Factory,
+    Lifecycle, Parse, Processor, ProcessorConfig, Stability,
 };
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::{Batch, Signal};
@@ -74,16 +74,12 @@ impl Config {
 }
 
 /// `memory_limiter`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Processor,
-    name: "memory_limiter",
-    aliases: &[],
-    deprecated: &[],
-    signals: crate::signal::ALL_SIGNALS,
-    stability: crate::component::Stability::Beta,
-    parse: crate::component::Parse::Processor(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "memory_limiter",
+    crate::signal::ALL_SIGNALS,
+    Stability::Beta,
+    Parse::Processor(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -17,7 +17,9 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use serde::Deserialize;
 
 use super::{InPlace, Transform, prune};
-use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::component::{
+    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+};
 use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
 use crate::signal::{Batch, Signal};
@@ -70,16 +72,12 @@ impl Default for Config {
 }
 
 /// `probabilistic_sampler`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Processor,
-    name: "probabilistic_sampler",
-    aliases: &[],
-    deprecated: &[],
-    signals: &[crate::signal::Signal::Traces, crate::signal::Signal::Logs],
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Processor(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "probabilistic_sampler",
+    &[crate::signal::Signal::Traces, crate::signal::Signal::Logs],
+    Stability::Alpha,
+    Parse::Processor(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -8,7 +8,9 @@ use serde::Deserialize;
 
 use super::attributes::{Action, ActionConfig, apply, compile_actions};
 use super::{InPlace, Transform};
-use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::component::{
+    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+};
 use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
 use crate::signal::{Batch, Signal};
@@ -25,16 +27,12 @@ struct Resource {
 }
 
 /// `resource`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Processor,
-    name: "resource",
-    aliases: &[],
-    deprecated: &[],
-    signals: crate::signal::ALL_SIGNALS,
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Processor(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "resource",
+    crate::signal::ALL_SIGNALS,
+    Stability::Alpha,
+    Parse::Processor(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;

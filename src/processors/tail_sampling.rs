@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Lifecycle,
-    Processor, ProcessorConfig,
+    Parse, Processor, ProcessorConfig, Stability,
 };
 use crate::config::key_err;
 use crate::config::{DeError, Node, from_node, units};
@@ -392,16 +392,12 @@ fn compile(p: &PolicyCfg, node: &Node, path: &[String]) -> Result<Policy, DeErro
 }
 
 /// `tail_sampling`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Processor,
-    name: "tail_sampling",
-    aliases: &[],
-    deprecated: &[],
-    signals: &[crate::signal::Signal::Traces],
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Processor(parse),
-    provides_storage: false,
-};
+pub const FACTORY: crate::component::Factory = crate::component::Factory::new(
+    "tail_sampling",
+    &[crate::signal::Signal::Traces],
+    Stability::Alpha,
+    Parse::Processor(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;

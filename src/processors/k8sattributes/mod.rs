@@ -24,7 +24,9 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{InPlace, Transform};
-use crate::component::{BuildError, Context, DynConsumer, Processor, ProcessorConfig};
+use crate::component::{
+    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+};
 use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
 use crate::kube::{self, ApiConfig, Pod};
@@ -200,16 +202,13 @@ fn rules(
 }
 
 /// `k8sattributes`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Processor,
-    name: "k8sattributes",
-    aliases: &["k8s_attributes"],
-    deprecated: &[],
-    signals: crate::signal::ALL_SIGNALS,
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Processor(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "k8sattributes",
+    crate::signal::ALL_SIGNALS,
+    Stability::Alpha,
+    Parse::Processor(parse),
+)
+.aliases(&["k8s_attributes"]);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use self::config::{Config, StartAt};
 use super::Output;
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
-    now_nanos,
+    BoxFuture, BuildError, ConsumeError, Context, Factory, Lifecycle, Parse, ReceiverConfig,
+    SignalConsumers, Stability, now_nanos,
 };
 use crate::config::{ComponentId, DeError, Node, from_node};
 use crate::signal::{Batch, Signal};
@@ -50,16 +50,13 @@ const MAX_BATCH: usize = 2048;
 const READ_CHUNK: usize = 256 << 10;
 
 /// `filelog`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Receiver,
-    name: "filelog",
-    aliases: &["file_log"],
-    deprecated: &[],
-    signals: &[crate::signal::Signal::Logs],
-    stability: crate::component::Stability::Beta,
-    parse: crate::component::Parse::Receiver(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "filelog",
+    &[crate::signal::Signal::Logs],
+    Stability::Beta,
+    Parse::Receiver(parse),
+)
+.aliases(&["file_log"]);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;

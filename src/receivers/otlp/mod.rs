@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::component::{
-    BoxFuture, BuildError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
+    BoxFuture, BuildError, Context, Factory, Lifecycle, Parse, ReceiverConfig, SignalConsumers,
+    Stability,
 };
 use crate::config::{DeError, Node, from_node};
 use crate::signal::{Batch, Signal};
@@ -180,16 +181,12 @@ fn de_err(path: &[&str], node: &Node, msg: impl Into<String>) -> DeError {
 }
 
 /// `otlp`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Receiver,
-    name: "otlp",
-    aliases: &[],
-    deprecated: &[],
-    signals: crate::signal::ALL_SIGNALS,
-    stability: crate::component::Stability::Beta,
-    parse: crate::component::Parse::Receiver(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "otlp",
+    crate::signal::ALL_SIGNALS,
+    Stability::Beta,
+    Parse::Receiver(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -35,7 +35,8 @@ use self::kubernetes::PodDiscovery;
 use self::relabel::{Labels, RelabelConfig, Rule};
 use super::Output;
 use crate::component::{
-    BoxFuture, BuildError, Context, Lifecycle, ReceiverConfig, SignalConsumers, now_nanos,
+    BoxFuture, BuildError, Context, Factory, Lifecycle, Parse, ReceiverConfig, SignalConsumers,
+    Stability, now_nanos,
 };
 use crate::config::{DeError, Node, from_node, key_err, units};
 use crate::signal::{Batch, Signal};
@@ -161,16 +162,12 @@ pub struct Selector {
 }
 
 /// `prometheus`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Receiver,
-    name: "prometheus",
-    aliases: &[],
-    deprecated: &[],
-    signals: &[crate::signal::Signal::Metrics],
-    stability: crate::component::Stability::Beta,
-    parse: crate::component::Parse::Receiver(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "prometheus",
+    &[crate::signal::Signal::Metrics],
+    Stability::Beta,
+    Parse::Receiver(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Output;
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, Context, Lifecycle, ReceiverConfig, SignalConsumers,
-    now_nanos,
+    BoxFuture, BuildError, ConsumeError, Context, Factory, Lifecycle, Parse, ReceiverConfig,
+    SignalConsumers, Stability, now_nanos,
 };
 use crate::config::{DeError, Node, from_node, key_err, units};
 use crate::signal::{Batch, Signal};
@@ -150,16 +150,12 @@ fn text_encoding(name: &str) -> Result<Encoding, String> {
 const MAX_MESSAGE: u64 = 64 << 20;
 
 /// `syslog`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory {
-    kind: crate::component::Kind::Receiver,
-    name: "syslog",
-    aliases: &[],
-    deprecated: &[],
-    signals: &[crate::signal::Signal::Logs],
-    stability: crate::component::Stability::Alpha,
-    parse: crate::component::Parse::Receiver(parse),
-    provides_storage: false,
-};
+pub const FACTORY: Factory = Factory::new(
+    "syslog",
+    &[crate::signal::Signal::Logs],
+    Stability::Alpha,
+    Parse::Receiver(parse),
+);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
