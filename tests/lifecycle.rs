@@ -1,0 +1,199 @@
+//! Every registered component type, as the Collector's generated component tests do: its minimal
+//! config validates under each of its names, the service builds and starts it, and it shuts
+//! down before the deadline. A new factory without an entry in `minimal` fails here.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::free_port;
+use ferrotel::component::Kind;
+use ferrotel::registry::FACTORIES;
+
+/// The smallest config of a component type that does something (listeners on free local ports,
+/// backends on ports nothing listens on: exporters connect lazily).
+fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
+    let port = free_port();
+    Some(match (kind, name) {
+        (Kind::Receiver, "otlp") => format!(
+            "protocols: {{grpc: {{endpoint: '127.0.0.1:{port}'}}, http: {{endpoint: '127.0.0.1:{}'}}}}",
+            free_port()
+        ),
+        (Kind::Receiver, "filelog") => format!("include: ['{dir}/*.log']"),
+        (Kind::Receiver, "syslog") => {
+            format!("protocol: rfc5424\ntcp: {{listen_address: '127.0.0.1:{port}'}}")
+        }
+        (Kind::Receiver, "prometheus") => format!(
+            "config: {{scrape_configs: [{{job_name: x, scrape_interval: 1h, static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}]}}"
+        ),
+        (Kind::Processor, "batch" | "filter") => "{}".into(),
+        (Kind::Processor, "memory_limiter") => "{check_interval: 1s, limit_mib: 4000}".into(),
+        (Kind::Processor, "attributes") => "{actions: [{key: a, value: b, action: insert}]}".into(),
+        (Kind::Processor, "resource") => {
+            "{attributes: [{key: a, value: b, action: insert}]}".into()
+        }
+        (Kind::Processor, "probabilistic_sampler") => "{sampling_percentage: 50}".into(),
+        (Kind::Processor, "tail_sampling") => {
+            "{policies: [{name: all, type: always_sample}]}".into()
+        }
+        // No API server here: passthrough watches nothing.
+        (Kind::Processor, "k8sattributes") => "{passthrough: true}".into(),
+        (Kind::Exporter, "otlp_grpc" | "jaeger") => {
+            format!("{{endpoint: '127.0.0.1:{port}', tls: {{insecure: true}}}}")
+        }
+        (Kind::Exporter, "otlp_http") => format!("{{endpoint: 'http://127.0.0.1:{port}'}}"),
+        (Kind::Exporter, "debug") => "{}".into(),
+        (Kind::Exporter, "loki") => {
+            format!("{{endpoint: 'http://127.0.0.1:{port}/loki/api/v1/push'}}")
+        }
+        (Kind::Exporter, "prometheus_remote_write") => {
+            format!("{{endpoint: 'http://127.0.0.1:{port}/api/v1/write'}}")
+        }
+        (Kind::Exporter, "zipkin") => {
+            format!("{{endpoint: 'http://127.0.0.1:{port}/api/v2/spans'}}")
+        }
+        (Kind::Exporter, "load_balancing") => format!(
+            "{{protocol: {{otlp: {{tls: {{insecure: true}}}}}}, resolver: {{static: {{hostnames: ['127.0.0.1:{port}']}}}}}}"
+        ),
+        (Kind::Extension, "file_storage") => format!("{{directory: '{dir}'}}"),
+        (Kind::Extension, "health_check") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
+        _ => return None,
+    })
+}
+
+/// A whole collector config with the component of type `type_name` in a pipeline of `signal`.
+fn service(kind: Kind, type_name: &str, body: &str, signal: &str) -> String {
+    let otlp = format!(
+        "otlp/in: {{protocols: {{grpc: {{endpoint: '127.0.0.1:{}'}}}}}}",
+        free_port()
+    );
+    let indent = |s: &str| s.replace('\n', "\n    ");
+    let (receivers, processors, exporters, extensions, pipeline, service_ext) = match kind {
+        Kind::Receiver => (
+            format!("  {type_name}:\n    {}", indent(body)),
+            String::new(),
+            "  debug: {}".to_string(),
+            String::new(),
+            format!("receivers: [{type_name}], exporters: [debug]"),
+            "[]".to_string(),
+        ),
+        Kind::Processor => (
+            format!("  {otlp}"),
+            format!("  {type_name}: {body}"),
+            "  debug: {}".to_string(),
+            String::new(),
+            format!("receivers: [otlp/in], processors: [{type_name}], exporters: [debug]"),
+            "[]".to_string(),
+        ),
+        Kind::Exporter => (
+            format!("  {otlp}"),
+            String::new(),
+            format!("  {type_name}: {body}"),
+            String::new(),
+            format!("receivers: [otlp/in], exporters: [{type_name}]"),
+            "[]".to_string(),
+        ),
+        Kind::Extension => (
+            format!("  {otlp}"),
+            String::new(),
+            "  debug: {}".to_string(),
+            format!("  {type_name}: {body}"),
+            "receivers: [otlp/in], exporters: [debug]".to_string(),
+            format!("[{type_name}]"),
+        ),
+    };
+    let section = |name: &str, body: &str| {
+        if body.is_empty() {
+            String::new()
+        } else {
+            format!("{name}:\n{body}\n")
+        }
+    };
+    format!(
+        "{}{}{}{}service:\n  shutdown_timeout: 5s\n  extensions: {service_ext}\n  pipelines:\n    {signal}:\n      {{{pipeline}}}\n",
+        section("receivers", &receivers),
+        section("processors", &processors),
+        section("exporters", &exporters),
+        section("extensions", &extensions),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_factory_validates_starts_and_stops_before_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_string_lossy().into_owned();
+    let mut checked = 0;
+    for f in FACTORIES {
+        let body = minimal(f.kind, f.name, &dir).unwrap_or_else(|| {
+            panic!(
+                "{} `{}` has no minimal config here",
+                f.kind.section(),
+                f.name
+            )
+        });
+        let signal = f
+            .signals
+            .first()
+            .map_or("traces".into(), ToString::to_string);
+        for name in f.names() {
+            let yaml = service(f.kind, name, &body, &signal);
+            let v = ferrotel::pipeline::validate_str(&yaml, "lifecycle.yaml", &|_| None)
+                .unwrap_or_else(|e| panic!("`{name}` does not validate: {e:?}\n{yaml}"));
+            let warned = v.warnings.iter().any(|w| w.contains(&format!("`{name}`")));
+            assert_eq!(warned, name != f.name, "`{name}`: {:?}", v.warnings);
+            if name != f.name {
+                // Other names only need to resolve; the component runs once, below.
+                continue;
+            }
+            let running = ferrotel::pipeline::start(v)
+                .await
+                .unwrap_or_else(|e| panic!("`{name}` does not start: {e}"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            tokio::time::timeout(Duration::from_secs(7), running.shutdown())
+                .await
+                .unwrap_or_else(|_| panic!("`{name}` did not stop within the 5s deadline"));
+            assert!(
+                t.elapsed() < Duration::from_secs(6),
+                "`{name}`: {:?}",
+                t.elapsed()
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, FACTORIES.len());
+}
+
+#[test]
+fn a_factory_refuses_an_unknown_key_under_each_of_its_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_string_lossy().into_owned();
+    for f in FACTORIES {
+        let body = minimal(f.kind, f.name, &dir).expect("minimal config");
+        // A flow mapping gets one more key; a block mapping one more line.
+        let body = match body.strip_suffix('}') {
+            Some(b) if b.trim() == "{" => "{no_such_key: 1}".to_string(),
+            Some(b) => format!("{b}, no_such_key: 1}}"),
+            None => format!("{body}\nno_such_key: 1"),
+        };
+        let signal = f
+            .signals
+            .first()
+            .map_or("traces".into(), ToString::to_string);
+        for name in f.names() {
+            let yaml = service(f.kind, name, &body, &signal);
+            let errors = match ferrotel::pipeline::validate_str(&yaml, "lifecycle.yaml", &|_| None)
+            {
+                Ok(_) => panic!("`{name}` took an unknown key:\n{yaml}"),
+                Err(e) => e,
+            };
+            assert!(
+                errors.iter().any(|e| {
+                    let e = e.to_string();
+                    e.contains("lifecycle.yaml:") && e.contains("no_such_key")
+                }),
+                "`{name}`: {errors:?}"
+            );
+        }
+    }
+}
