@@ -465,6 +465,35 @@ pub fn process_stats() -> ProcessStats {
     }
 }
 
+/// Serves the collector's own metrics on `GET /metrics` (OpenMetrics text) at `addr` until
+/// `stop` is cancelled: `service.telemetry.metrics`' pull reader.
+pub async fn serve(
+    addr: &str,
+    telemetry: Arc<Telemetry>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = crate::server::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for self-metrics: {e}"))?;
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let t = telemetry.clone();
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    t.encode(),
+                )
+            }
+        }),
+    );
+    tracing::info!(address = %addr, "self-metrics listening on /metrics");
+    Ok(crate::server::serve(listener, None, router, stop))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
