@@ -9,15 +9,30 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Collector, free_port, wait_until};
+use common::{Collector, export_traces as send, free_port, kv, wait_until};
+
 use ferrotel::proto::jaeger as j;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
+    AnyValue, ArrayValue, InstrumentationScope, any_value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+
+fn collector(jport: u16, extra: &str) -> (Collector, u16) {
+    common::exporter_collector(
+        "traces",
+        "jaeger",
+        &format!(
+            r#"  jaeger:
+    endpoint: "127.0.0.1:{jport}"
+    tls: {{ insecure: true }}
+    timeout: 1s
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }}
+{extra}"#
+        ),
+    )
+}
 
 #[derive(Default)]
 struct Jaeger {
@@ -69,55 +84,6 @@ fn jaeger(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Jaeger> {
             .unwrap();
     });
     state
-}
-
-fn collector(jport: u16, extra: &str) -> (Collector, u16) {
-    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
-    let cfg = format!(
-        r#"
-receivers:
-  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
-exporters:
-  jaeger:
-    endpoint: "127.0.0.1:{jport}"
-    tls: {{ insecure: true }}
-    timeout: 1s
-    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }}
-{extra}
-extensions:
-  health_check: {{ endpoint: "127.0.0.1:{health}" }}
-service:
-  extensions: [health_check]
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [jaeger] }}
-"#
-    );
-    (
-        Collector::start(&cfg, &[], Some(health), Some(metrics)),
-        grpc,
-    )
-}
-
-fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn send(
-    rt: &tokio::runtime::Runtime,
-    grpc: u16,
-    req: ExportTraceServiceRequest,
-) -> Result<(), tonic::Status> {
-    rt.block_on(async {
-        let mut c = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
-            .await
-            .unwrap();
-        c.export(req).await.map(|_| ())
-    })
 }
 
 const T0: u64 = 1_700_000_000_123_456_789;
@@ -351,41 +317,15 @@ fn failure_behaviour_and_backend_down() {
         .enable_all()
         .build()
         .unwrap();
-    let one = |id: u8| ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: vec![9; 16],
-                    span_id: vec![id; 8],
-                    name: "s".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
     let jport = free_port();
     // Down first: the queue (2 requests) fills and the refusal reaches the client retryably.
     let (c, grpc) = collector(
         jport,
         "    sending_queue: { queue_size: 2, num_consumers: 1 }",
     );
-    let mut accepted = 0;
-    let mut refused = 0;
-    for id in 1..=10 {
-        match send(&rt, grpc, one(id)) {
-            Ok(()) => accepted += 1,
-            Err(st) => {
-                assert_eq!(st.code(), tonic::Code::Unavailable);
-                refused += 1;
-            }
-        }
-    }
-    assert!(
-        accepted > 0 && refused > 0,
-        "accepted {accepted}, refused {refused}"
-    );
+    let accepted = common::fill_queue_until_refused(10, |i| {
+        send(&rt, grpc, common::one_span(9, i as u8 + 1, "s"))
+    });
     let jg = jaeger(&rt, jport);
     wait_until(
         "the queued spans at jaeger",
@@ -399,7 +339,7 @@ fn failure_behaviour_and_backend_down() {
         .lock()
         .unwrap()
         .push_back(tonic::Status::unavailable("restarting"));
-    send(&rt, grpc, one(20)).unwrap();
+    send(&rt, grpc, common::one_span(9, 20, "s")).unwrap();
     wait_until("span 20", Duration::from_secs(10), || {
         jg.batches.lock().unwrap().len() == accepted + 1
     });
@@ -410,7 +350,7 @@ fn failure_behaviour_and_backend_down() {
         .lock()
         .unwrap()
         .push_back(tonic::Status::invalid_argument("bad batch"));
-    send(&rt, grpc, one(21)).unwrap();
+    send(&rt, grpc, common::one_span(9, 21, "s")).unwrap();
     wait_until(
         "the permanent error counted",
         Duration::from_secs(10),

@@ -14,11 +14,28 @@ use std::time::Duration;
 use common::{Collector, free_port, wait_until};
 use ferrotel::proto::loki as lp;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+
+fn collector(lport: u16, extra: &str) -> (Collector, u16) {
+    common::exporter_collector(
+        "logs",
+        "loki",
+        &format!(
+            r#"  loki:
+    endpoint: "http://127.0.0.1:{lport}/loki/api/v1/push"
+    timeout: 1s
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }}
+{extra}"#
+        ),
+    )
+}
+
+fn send(rt: &tokio::runtime::Runtime, grpc: u16, req: ExportLogsServiceRequest) {
+    common::export_logs(rt, grpc, req).unwrap();
+}
 
 /// One received stream: tenant, labels, entries.
 type Received = (Option<String>, String, Vec<lp::EntryAdapter>);
@@ -150,50 +167,8 @@ fn loki(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Loki> {
     state
 }
 
-fn collector(lport: u16, extra: &str) -> (Collector, u16) {
-    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
-    let cfg = format!(
-        r#"
-receivers:
-  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
-exporters:
-  loki:
-    endpoint: "http://127.0.0.1:{lport}/loki/api/v1/push"
-    timeout: 1s
-    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }}
-{extra}
-extensions:
-  health_check: {{ endpoint: "127.0.0.1:{health}" }}
-service:
-  extensions: [health_check]
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
-  pipelines:
-    logs: {{ receivers: [otlp], exporters: [loki] }}
-"#
-    );
-    (
-        Collector::start(&cfg, &[], Some(health), Some(metrics)),
-        grpc,
-    )
-}
-
 fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn send(rt: &tokio::runtime::Runtime, grpc: u16, req: ExportLogsServiceRequest) {
-    rt.block_on(async {
-        let mut c = LogsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
-            .await
-            .unwrap();
-        c.export(req).await.unwrap();
-    });
+    common::kv(k, any_value::Value::StringValue(v.into()))
 }
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -471,25 +446,9 @@ fn slow_backend_and_backend_down() {
             ..Default::default()
         }],
     };
-    let (mut accepted, mut refused) = (0, 0);
-    rt.block_on(async {
-        let mut client = LogsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
-            .await
-            .unwrap();
-        for i in 0..10 {
-            match client.export(one(format!("down {i}"))).await {
-                Ok(_) => accepted += 1,
-                Err(st) => {
-                    assert_eq!(st.code(), tonic::Code::Unavailable);
-                    refused += 1;
-                }
-            }
-        }
+    let accepted = common::fill_queue_until_refused(10, |i| {
+        common::export_logs(&rt, grpc, one(format!("down {i}")))
     });
-    assert!(
-        accepted > 0 && refused > 0,
-        "accepted {accepted}, refused {refused}"
-    );
     let lk = loki(&rt, lport);
     wait_until(
         "everything accepted at loki",

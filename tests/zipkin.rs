@@ -11,15 +11,33 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Collector, free_port, wait_until};
+use common::{Collector, free_port, kv, wait_until};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
+    AnyValue, ArrayValue, InstrumentationScope, any_value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use serde::Deserialize;
+
+fn collector(zipkin_port: u16, extra: &str) -> (Collector, u16) {
+    common::exporter_collector(
+        "traces",
+        "zipkin",
+        &format!(
+            r#"  zipkin:
+    endpoint: "http://127.0.0.1:{zipkin_port}/api/v2/spans"
+    default_service_name: fallback-svc
+    timeout: 1s
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }}
+{extra}"#
+        ),
+    )
+}
+
+fn send(rt: &tokio::runtime::Runtime, grpc: u16, req: ExportTraceServiceRequest) {
+    common::export_traces(rt, grpc, req).unwrap();
+}
 
 /// zipkin2 `Span` (api/v2 JSON), strict.
 #[derive(Debug, Deserialize)]
@@ -144,52 +162,6 @@ fn zipkin(rt: &tokio::runtime::Runtime) -> (u16, Arc<Server>) {
         axum::serve(l, app).await.unwrap();
     });
     (port, state)
-}
-
-fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn collector(zipkin_port: u16, extra: &str) -> (Collector, u16, u16) {
-    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
-    let cfg = format!(
-        r#"
-receivers:
-  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
-exporters:
-  zipkin:
-    endpoint: "http://127.0.0.1:{zipkin_port}/api/v2/spans"
-    default_service_name: fallback-svc
-    timeout: 1s
-    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }}
-{extra}
-extensions:
-  health_check: {{ endpoint: "127.0.0.1:{health}" }}
-service:
-  extensions: [health_check]
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [zipkin] }}
-"#
-    );
-    (
-        Collector::start(&cfg, &[], Some(health), Some(metrics)),
-        grpc,
-        metrics,
-    )
-}
-
-fn send(rt: &tokio::runtime::Runtime, grpc: u16, req: ExportTraceServiceRequest) {
-    rt.block_on(async {
-        let mut c = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
-            .await
-            .unwrap();
-        c.export(req).await.unwrap();
-    });
 }
 
 const T0: u64 = 1_700_000_000_123_456_789;
@@ -327,7 +299,7 @@ fn translation_field_by_field() {
         .build()
         .unwrap();
     let (zport, z) = zipkin(&rt);
-    let (_c, grpc, _) = collector(zport, "");
+    let (_c, grpc) = collector(zport, "");
     send(&rt, grpc, edge_case_request());
     wait_until("three spans at zipkin", Duration::from_secs(10), || {
         z.got.lock().unwrap().len() == 3
@@ -464,7 +436,7 @@ fn failure_behaviour() {
         }],
     };
     let (zport, z) = zipkin(&rt);
-    let (c, grpc, _) = collector(zport, "");
+    let (c, grpc) = collector(zport, "");
 
     // 500 then 202: delivered exactly once.
     z.script.lock().unwrap().push_back((500, None, 0));
@@ -534,50 +506,19 @@ fn backend_down_then_back() {
         .build()
         .unwrap();
     let zport = free_port();
-    let (c, grpc, _) = collector(
+    let (c, grpc) = collector(
         zport,
         "    sending_queue: { queue_size: 2, num_consumers: 1 }",
     );
-    let mut accepted = 0u8;
-    let mut refused = 0;
-    rt.block_on(async {
-        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
-            .await
-            .unwrap();
-        for id in 1..=20u8 {
-            let req = ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    scope_spans: vec![ScopeSpans {
-                        spans: vec![Span {
-                            trace_id: vec![7; 16],
-                            span_id: vec![id; 8],
-                            name: "d".into(),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-            };
-            match client.export(req).await {
-                Ok(_) => accepted += 1,
-                Err(st) => {
-                    assert_eq!(st.code(), tonic::Code::Unavailable);
-                    refused += 1;
-                }
-            }
-        }
+    let accepted = common::fill_queue_until_refused(20, |i| {
+        common::export_traces(&rt, grpc, common::one_span(7, i as u8 + 1, "d"))
     });
-    assert!(
-        refused > 0 && accepted > 0,
-        "accepted {accepted}, refused {refused}"
-    );
     // The backend comes up on the port the exporter points at.
     let z = zipkin_on(&rt, zport);
     wait_until(
         "everything accepted at zipkin",
         Duration::from_secs(20),
-        || z.got.lock().unwrap().len() == accepted as usize,
+        || z.got.lock().unwrap().len() == accepted,
     );
     assert_eq!(
         c.metric("otelcol_exporter_send_failed_spans_total{exporter=\"zipkin\"}"),
@@ -655,7 +596,7 @@ fn proto_format() {
             .unwrap();
         axum::serve(l, app).await.unwrap();
     });
-    let (_c, grpc, _) = collector(port, "    format: proto");
+    let (_c, grpc) = collector(port, "    format: proto");
     send(&rt, grpc, edge_case_request());
     wait_until("three spans", Duration::from_secs(10), || {
         got.lock().unwrap().len() == 3

@@ -447,3 +447,118 @@ pub fn attr_text(
         .find(|kv| kv.key == k)
         .map(|kv| value_text(&kv.value))
 }
+
+/// An attribute.
+pub fn kv(
+    k: &str,
+    v: opentelemetry_proto::tonic::common::v1::any_value::Value,
+) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    opentelemetry_proto::tonic::common::v1::KeyValue {
+        key: k.into(),
+        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+/// A collector with an OTLP/gRPC receiver, one `exporter` (its YAML under `exporters:`, indented
+/// by two spaces) in a pipeline of `signal`, health check and self-metrics: the setup of every
+/// exporter's end-to-end test. Returns the collector and its gRPC port.
+pub fn exporter_collector(signal: &str, exporter: &str, exporter_yaml: &str) -> (Collector, u16) {
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+exporters:
+{exporter_yaml}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    {signal}: {{ receivers: [otlp], exporters: [{exporter}] }}
+"#
+    );
+    (
+        Collector::start(&cfg, &[], Some(health), Some(metrics)),
+        grpc,
+    )
+}
+
+/// One OTLP/gRPC trace export to `127.0.0.1:grpc`.
+pub fn export_traces(
+    rt: &tokio::runtime::Runtime,
+    grpc: u16,
+    req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) -> Result<(), tonic::Status> {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    rt.block_on(async {
+        let mut c = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        c.export(req).await.map(|_| ())
+    })
+}
+
+/// One OTLP/gRPC log export to `127.0.0.1:grpc`.
+pub fn export_logs(
+    rt: &tokio::runtime::Runtime,
+    grpc: u16,
+    req: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+) -> Result<(), tonic::Status> {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    rt.block_on(async {
+        let mut c = LogsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        c.export(req).await.map(|_| ())
+    })
+}
+
+/// Sends `n` requests (`send(i)` for each `i`) while the backend is down: some are taken into
+/// the exporter's queue, then the queue is full and the rest are refused `UNAVAILABLE`, the
+/// retryable answer. Returns how many were accepted; asserts both happened.
+pub fn fill_queue_until_refused(
+    n: usize,
+    mut send: impl FnMut(usize) -> Result<(), tonic::Status>,
+) -> usize {
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..n {
+        match send(i) {
+            Ok(()) => accepted += 1,
+            Err(st) => {
+                assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "accepted {accepted}, refused {refused}"
+    );
+    accepted
+}
+
+/// A trace export of one span (`trace_id` of `trace` bytes, `span_id` of `id` bytes).
+pub fn one_span(
+    trace: u8,
+    id: u8,
+    name: &str,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: vec![trace; 16],
+                    span_id: vec![id; 8],
+                    name: name.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
