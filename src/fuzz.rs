@@ -84,7 +84,7 @@ pub fn decompress(data: &[u8]) {
         "gzip", "zstd", "deflate", "snappy", "identity", "x-gzip", "br",
     ][usize::from(first) % 7];
     const LIMIT: usize = 1 << 20;
-    if let Ok(out) = crate::compression::decode(enc, body, LIMIT) {
+    if let Ok(out) = crate::net::compression::decode(enc, body, LIMIT) {
         assert!(out.len() <= LIMIT);
     }
 }

@@ -116,7 +116,7 @@ fn main() -> ExitCode {
                 tracing::warn!("{w}");
             }
             // Each connection is a file descriptor; listeners cap them well below this.
-            ferrotel::server::raise_fd_limit();
+            ferrotel::net::server::raise_fd_limit();
             ferrotel::admission::set_release_hook(|| {
                 // SAFETY: mi_collect takes no pointers; it may run on any thread at any time.
                 unsafe { libmimalloc_sys::mi_collect(true) }

@@ -410,7 +410,7 @@ pub struct ProcessStats {
 /// Resident memory and CPU time of this process, from /proc (Linux).
 impl Telemetry {
     /// The connection counters of one listener.
-    pub fn connection_metrics(&self, endpoint: &str) -> crate::server::ConnectionMetrics {
+    pub fn connection_metrics(&self, endpoint: &str) -> crate::net::server::ConnectionMetrics {
         let c = |reason: &str| {
             self.connections_closed
                 .get_or_create(&ConnectionLabels {
@@ -419,7 +419,7 @@ impl Telemetry {
                 })
                 .clone()
         };
-        crate::server::ConnectionMetrics {
+        crate::net::server::ConnectionMetrics {
             shed: c("shed"),
             refused: c("refused"),
             idle: c("idle"),
@@ -472,7 +472,7 @@ pub async fn serve(
     telemetry: Arc<Telemetry>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    let listener = crate::server::bind(addr)
+    let listener = crate::net::server::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} for self-metrics: {e}"))?;
     let router = axum::Router::new().route(
@@ -491,7 +491,7 @@ pub async fn serve(
         }),
     );
     tracing::info!(address = %addr, "self-metrics listening on /metrics");
-    Ok(crate::server::serve(listener, None, router, stop))
+    Ok(crate::net::server::serve(listener, None, router, stop))
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub const FACTORY: Factory = Factory::new(
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;
-    otlp_grpc::parse_endpoint(&cfg.endpoint, cfg.client.tls.insecure)
+    crate::net::client::parse_endpoint(&cfg.endpoint, cfg.client.tls.insecure)
         .map_err(|m| key_err(node, &["endpoint"], m))?;
     let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
@@ -78,9 +78,9 @@ impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let sender = JaegerSender {
-            channel: otlp_grpc::channel(&cfg.endpoint, &cfg.client.tls)
+            channel: crate::net::client::grpc_channel(&cfg.endpoint, &cfg.client.tls)
                 .map_err(|e| BuildError::new(&ctx.id, e))?,
-            headers: otlp_grpc::metadata(&cfg.client.headers)
+            headers: crate::net::client::grpc_metadata(&cfg.client.headers)
                 .map_err(|e| BuildError::new(&ctx.id, e))?,
             timeout: cfg.client.timeout,
             max_request: usize::try_from(cfg.max_request_size)

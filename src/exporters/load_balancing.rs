@@ -205,7 +205,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
                 } else {
                     format!("{h}:4317")
                 };
-                otlp_grpc::parse_endpoint(&with_port, true)
+                crate::net::client::parse_endpoint(&with_port, true)
                     .map_err(|m| key_err(node, &["resolver", "static", "hostnames"], m))?;
             }
         }

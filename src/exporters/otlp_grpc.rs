@@ -1,16 +1,14 @@
 //! `otlp_grpc` exporter (alias `otlp`): OTLP over gRPC, e.g. agent → gateway, or to Jaeger ≥1.35.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use hyper_util::rt::TokioIo;
 use prost::Message;
 use serde::Deserialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -20,11 +18,10 @@ use super::key_err;
 use crate::component::{
     BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
 };
-use crate::compression::Compression;
 use crate::config::{DeError, Node, units};
+use crate::net::compression::Compression;
 use crate::signal::response::{ExportResponse, log_partial_success};
 use crate::signal::{Batch, Signal};
-use crate::tls::ClientTlsConfig;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -59,44 +56,6 @@ fn default_max_request() -> u64 {
     DEFAULT_MAX_REQUEST
 }
 
-/// Where to connect and whether to use TLS, from an endpoint as the Collector takes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-pub fn parse_endpoint(endpoint: &str, insecure: bool) -> Result<Target, String> {
-    let (rest, tls) = if let Some(r) = endpoint.strip_prefix("https://") {
-        (r, true)
-    } else if let Some(r) = endpoint.strip_prefix("http://") {
-        (r, false)
-    } else if endpoint.contains("://") {
-        return Err(format!(
-            "endpoint {endpoint:?}: only http:// and https:// URLs, or host:port"
-        ));
-    } else {
-        (endpoint, !insecure)
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| format!("endpoint {endpoint:?} needs a port, e.g. gateway:4317"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("endpoint {endpoint:?} has an invalid port {port:?}"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') {
-        return Err(format!("endpoint {endpoint:?} has no valid host"));
-    }
-    Ok(Target {
-        host: host.to_owned(),
-        port,
-        tls,
-    })
-}
-
 /// `otlp_grpc`'s identity: its config name, other names, signals and stability.
 pub const FACTORY: Factory = Factory::new(
     "otlp_grpc",
@@ -108,7 +67,7 @@ pub const FACTORY: Factory = Factory::new(
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;
-    parse_endpoint(&cfg.endpoint, cfg.client.tls.insecure)
+    crate::net::client::parse_endpoint(&cfg.endpoint, cfg.client.tls.insecure)
         .map_err(|m| key_err(node, &["endpoint"], m))?;
     let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
@@ -132,66 +91,11 @@ pub struct GrpcSender {
     id: String,
 }
 
-/// A lazily connecting gRPC channel to `endpoint` (as the Collector takes it), with TLS done by
-/// our rustls config. Shared by the gRPC exporters.
-pub fn channel(endpoint: &str, tls: &ClientTlsConfig) -> Result<Channel, String> {
-    let target = parse_endpoint(endpoint, tls.insecure)?;
-    // The URI only names the peer; TLS (when on) is done by our connector, so the scheme
-    // stays http.
-    let uri = if target.host.contains(':') {
-        format!("http://[{}]:{}", target.host, target.port)
-    } else {
-        format!("http://{}:{}", target.host, target.port)
-    };
-    let ep = Endpoint::from_shared(uri)
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    if !target.tls {
-        return Ok(ep.connect_lazy());
-    }
-    let config = Arc::new(tls.build(&[b"h2"]).map_err(|e| e.to_string())?);
-    let name = tls
-        .server_name_override
-        .clone()
-        .unwrap_or_else(|| target.host.clone());
-    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
-        .map_err(|e| format!("invalid TLS server name {name:?}: {e}"))?;
-    let (host, port) = (target.host.clone(), target.port);
-    let connector = tower::service_fn(move |_uri: http::Uri| {
-        let (config, server_name, host) = (config.clone(), server_name.clone(), host.clone());
-        async move {
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(server_name, tcp)
-                .await?;
-            Ok::<_, std::io::Error>(TokioIo::new(stream))
-        }
-    });
-    Ok(ep.connect_with_connector_lazy(connector))
-}
-
-/// gRPC metadata from a `headers` config map.
-pub fn metadata(headers: &BTreeMap<String, String>) -> Result<http::HeaderMap, String> {
-    let mut out = http::HeaderMap::new();
-    for (k, v) in headers {
-        let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
-            .map_err(|e| e.to_string())?;
-        let val = http::HeaderValue::from_str(v)
-            .map_err(|_| format!("invalid header value for {k:?}"))?;
-        out.insert(name, val);
-    }
-    Ok(out)
-}
-
 impl GrpcSender {
     pub fn new(cfg: &Config, id: &str) -> Result<Self, String> {
         Ok(GrpcSender {
-            channel: channel(&cfg.endpoint, &cfg.client.tls)?,
-            headers: metadata(&cfg.client.headers)?,
+            channel: crate::net::client::grpc_channel(&cfg.endpoint, &cfg.client.tls)?,
+            headers: crate::net::client::grpc_metadata(&cfg.client.headers)?,
             compression: cfg.compression,
             timeout: cfg.client.timeout,
             max_request: usize::try_from(cfg.max_request_size)
@@ -243,7 +147,7 @@ impl GrpcSender {
     pub fn uncompressed(&self, req: &EncodedRequest) -> Option<Bytes> {
         match self.compression.header_value() {
             None => Some(req.payload.clone()),
-            Some(enc) => crate::compression::decode(enc, &req.payload, usize::MAX)
+            Some(enc) => crate::net::compression::decode(enc, &req.payload, usize::MAX)
                 .ok()
                 .map(Bytes::from),
         }
@@ -436,7 +340,7 @@ fn decode_response(data: &[u8], encoding: Option<&str>) -> Result<ExportResponse
         .ok_or_else(|| Status::internal("truncated gRPC response"))?;
     let plain;
     let body = if data[0] == 1 {
-        plain = crate::compression::decode(encoding.unwrap_or("identity"), body, 1 << 20)
+        plain = crate::net::compression::decode(encoding.unwrap_or("identity"), body, 1 << 20)
             .map_err(|e| Status::internal(format!("gRPC response: {e}")))?;
         &plain[..]
     } else {
@@ -550,28 +454,6 @@ mod tests {
         assert!(
             matches!(sender.send(&req).await, Err(SendError::Permanent(m)) if m.contains("ResourceExhausted"))
         );
-    }
-
-    #[test]
-    fn endpoints_as_the_collector_takes_them() {
-        assert_eq!(
-            parse_endpoint("gateway:4317", false).unwrap(),
-            Target {
-                host: "gateway".into(),
-                port: 4317,
-                tls: true
-            }
-        );
-        assert!(!parse_endpoint("gateway:4317", true).unwrap().tls);
-        assert!(!parse_endpoint("http://gw:4317", false).unwrap().tls);
-        assert!(parse_endpoint("https://gw:4317/", true).unwrap().tls);
-        assert_eq!(parse_endpoint("[::1]:4317", true).unwrap().host, "::1");
-        assert!(
-            parse_endpoint("YOUR_JAEGER_URL", false)
-                .unwrap_err()
-                .contains("needs a port")
-        );
-        assert!(parse_endpoint("grpc://x:1", false).is_err());
     }
 
     #[test]

@@ -14,8 +14,8 @@ use super::key_err;
 use crate::component::{
     BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
 };
-use crate::compression::Compression;
 use crate::config::{DeError, Node, units};
+use crate::net::compression::Compression;
 use crate::signal::response::{ExportResponse, log_partial_success};
 use crate::signal::{Batch, Signal};
 
@@ -107,7 +107,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             } else {
                 "endpoint"
             };
-            super::check_http_url(&u).map_err(|m| key_err(node, &[key], m))?;
+            crate::net::client::check_http_url(&u).map_err(|m| key_err(node, &[key], m))?;
         }
     }
     if !any {
@@ -124,7 +124,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let client = super::http_client(&cfg.client.tls, &cfg.client.headers)
+        let client = crate::net::client::http_client(&cfg.client.tls, &cfg.client.headers)
             .map_err(|e| BuildError::new(&ctx.id, e))?;
         let sender = HttpSender {
             client,
@@ -271,7 +271,7 @@ impl Sender for HttpSender {
     fn split(&self, req: &EncodedRequest) -> Option<Vec<Part<EncodedRequest>>> {
         let plain = match self.compression.header_value() {
             None => req.body.to_vec(),
-            Some(enc) => crate::compression::decode(enc, &req.body, usize::MAX).ok()?,
+            Some(enc) => crate::net::compression::decode(enc, &req.body, usize::MAX).ok()?,
         };
         let raw = match self.encoding {
             Encoding::Proto => plain,

@@ -26,8 +26,8 @@ use super::{classify_http, key_err};
 use crate::component::{
     BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
 };
-use crate::compression::Compression;
 use crate::config::{DeError, Node, units};
+use crate::net::compression::Compression;
 use crate::signal::{Batch, value};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
@@ -89,7 +89,7 @@ pub const FACTORY: Factory = Factory::new(
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;
-    super::check_http_url(&cfg.endpoint).map_err(|m| {
+    crate::net::client::check_http_url(&cfg.endpoint).map_err(|m| {
         key_err(
             node,
             &["endpoint"],
@@ -103,7 +103,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let client = super::http_client(&cfg.client.tls, &cfg.client.headers)
+        let client = crate::net::client::http_client(&cfg.client.tls, &cfg.client.headers)
             .map_err(|e| BuildError::new(&ctx.id, e))?;
         let sender = ZipkinSender {
             client,
@@ -538,7 +538,7 @@ impl Sender for ZipkinSender {
     fn split(&self, req: &EncodedSpans) -> Option<Vec<Part<EncodedSpans>>> {
         let plain = match self.compression.header_value() {
             None => req.body.to_vec(),
-            Some(enc) => crate::compression::decode(enc, &req.body, usize::MAX).ok()?,
+            Some(enc) => crate::net::compression::decode(enc, &req.body, usize::MAX).ok()?,
         };
         let spans: Vec<Vec<u8>> = match self.format {
             Format::Json => serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(&plain)
@@ -624,7 +624,7 @@ mod tests {
             let count = |body: &Bytes| -> usize {
                 let plain = match compression.header_value() {
                     None => body.to_vec(),
-                    Some(e) => crate::compression::decode(e, body, usize::MAX).unwrap(),
+                    Some(e) => crate::net::compression::decode(e, body, usize::MAX).unwrap(),
                 };
                 assert!(plain.len() <= 3_000);
                 match format {

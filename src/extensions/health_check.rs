@@ -11,7 +11,7 @@ use crate::component::{
     BoxFuture, BuildError, Context, ExtensionConfig, Factory, Lifecycle, Parse, Stability,
 };
 use crate::config::{DeError, Node, from_node};
-use crate::tls::ServerTlsConfig;
+use crate::net::tls::ServerTlsConfig;
 
 use crate::health::Health;
 
@@ -51,7 +51,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
         path: vec![k.into()],
         msg: m,
     };
-    crate::server::validate_endpoint(&cfg.endpoint).map_err(|m| at("endpoint", m))?;
+    crate::net::server::validate_endpoint(&cfg.endpoint).map_err(|m| at("endpoint", m))?;
     if !cfg.path.starts_with('/') {
         return Err(at("path", "must start with `/`".into()));
     }
@@ -105,9 +105,11 @@ impl ExtensionConfig for Config {
                 .map(|t| t.build())
                 .transpose()
                 .map_err(|e| BuildError::new(&ctx.id, e))?;
-            let listener = crate::server::bind(&self.endpoint).await.map_err(|e| {
-                BuildError::new(&ctx.id, format!("cannot listen on {}: {e}", self.endpoint))
-            })?;
+            let listener = crate::net::server::bind(&self.endpoint)
+                .await
+                .map_err(|e| {
+                    BuildError::new(&ctx.id, format!("cannot listen on {}: {e}", self.endpoint))
+                })?;
             let health = ctx.health.clone();
             let router = axum::Router::new().route(
                 &self.path,
@@ -115,7 +117,7 @@ impl ExtensionConfig for Config {
             );
             let stop = tokio_util::sync::CancellationToken::new();
             tracing::info!(extension = %ctx.id, endpoint = %self.endpoint, "health check listening");
-            let task = crate::server::serve(listener, tls, router, stop.clone());
+            let task = crate::net::server::serve(listener, tls, router, stop.clone());
             Ok(crate::component::Tasks::new(stop, vec![task]) as Box<dyn Lifecycle>)
         })
     }

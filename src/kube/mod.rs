@@ -18,7 +18,7 @@ pub use objects::*;
 pub struct ApiConfig {
     pub server: String,
     pub token: Option<String>,
-    pub tls: crate::tls::ClientTlsConfig,
+    pub tls: crate::net::tls::ClientTlsConfig,
 }
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -39,7 +39,7 @@ impl ApiConfig {
         Ok(ApiConfig {
             server: format!("https://{host}:{port}"),
             token: Some(token.trim().to_owned()),
-            tls: crate::tls::ClientTlsConfig {
+            tls: crate::net::tls::ClientTlsConfig {
                 ca_file: Some(format!("{SA_DIR}/ca.crt")),
                 ..Default::default()
             },
@@ -108,7 +108,7 @@ impl ApiConfig {
         Ok(ApiConfig {
             server: c.server.trim_end_matches('/').to_owned(),
             token,
-            tls: crate::tls::ClientTlsConfig {
+            tls: crate::net::tls::ClientTlsConfig {
                 insecure_skip_verify: c.insecure_skip_tls_verify,
                 ca_file: ca,
                 cert_file: cert,

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::{QueueConfig, RetryConfig, Settings};
 use crate::config::{DeError, Node, from_node_flat, key_err, units};
-use crate::tls::ClientTlsConfig;
+use crate::net::tls::ClientTlsConfig;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -145,7 +145,7 @@ pub const FACTORY: Factory = Factory::new(
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let mut cfg: Config = client::parse(node)?;
-    super::check_http_url(&cfg.endpoint).map_err(|m| {
+    crate::net::client::check_http_url(&cfg.endpoint).map_err(|m| {
         key_err(
             node,
             &["endpoint"],
@@ -177,7 +177,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let client = super::http_client(&cfg.client.tls, &cfg.client.headers)
+        let client = crate::net::client::http_client(&cfg.client.tls, &cfg.client.headers)
             .map_err(|e| BuildError::new(&ctx.id, e))?;
         let dropped = ctx
             .telemetry

@@ -131,7 +131,7 @@ where
         }
         let peer = req
             .extensions()
-            .get::<crate::server::PeerAddr>()
+            .get::<crate::net::server::PeerAddr>()
             .map(|p| p.0.ip());
         let export = Export {
             entry: self.entry.clone(),
@@ -243,13 +243,17 @@ fn decode_and_admit(
                 "the message is flagged compressed but no grpc-encoding was sent",
             ));
         }
-        let (plain, held) =
-            crate::compression::decode_reserved(encoding, &payload, max_message, &entry.budget)
-                .map_err(|e| match e {
-                    crate::compression::DecodeError::TooLarge(_) => too_large(max_message, None),
-                    crate::compression::DecodeError::Busy(r) => busy(r.to_string()),
-                    other => Status::invalid_argument(other.to_string()),
-                })?;
+        let (plain, held) = crate::net::compression::decode_reserved(
+            encoding,
+            &payload,
+            max_message,
+            &entry.budget,
+        )
+        .map_err(|e| match e {
+            crate::net::compression::DecodeError::TooLarge(_) => too_large(max_message, None),
+            crate::net::compression::DecodeError::Busy(r) => busy(r.to_string()),
+            other => Status::invalid_argument(other.to_string()),
+        })?;
         (Bytes::from(plain), Some(held))
     } else {
         (payload, None)

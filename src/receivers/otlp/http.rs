@@ -21,7 +21,7 @@ use prost::Message;
 
 use super::{Admitted, CorsConfig, Entry, HttpConfig, Refused, entry_for};
 use crate::component::ConsumeError;
-use crate::compression::{self, DecodeError};
+use crate::net::compression::{self, DecodeError};
 use crate::signal::Signal;
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -191,7 +191,7 @@ async fn preflight(State(st): State<SignalState>, headers: HeaderMap) -> Respons
 
 async fn handle(
     State(st): State<SignalState>,
-    peer: Option<axum::Extension<crate::server::PeerAddr>>,
+    peer: Option<axum::Extension<crate::net::server::PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

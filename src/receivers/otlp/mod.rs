@@ -12,8 +12,8 @@ use crate::component::{
     Stability,
 };
 use crate::config::{DeError, Node, from_node};
+use crate::net::tls::ServerTlsConfig;
 use crate::signal::{Batch, Signal};
-use crate::tls::ServerTlsConfig;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -51,9 +51,9 @@ pub struct GrpcConfig {
     /// Pass the request's metadata to processors (`attributes` `from_context: metadata.<key>`).
     /// Default false.
     pub include_metadata: bool,
-    /// Connection keepalive: idle and age limits, pings (see [`crate::server`]).
+    /// Connection keepalive: idle and age limits, pings (see [`crate::net::server`]).
     #[serde(deserialize_with = "crate::config::present")]
-    pub keepalive: Option<crate::server::KeepaliveConfig>,
+    pub keepalive: Option<crate::net::server::KeepaliveConfig>,
     /// HTTP/2 streams per connection at once. Default hyper's (200).
     #[serde(deserialize_with = "crate::config::present")]
     pub max_concurrent_streams: Option<u32>,
@@ -90,7 +90,7 @@ impl Default for GrpcConfig {
             include_metadata: false,
             keepalive: None,
             max_concurrent_streams: None,
-            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
+            max_connections: crate::net::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -146,7 +146,7 @@ impl Default for HttpConfig {
             include_metadata: false,
             read_header_timeout: None,
             idle_timeout: None,
-            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
+            max_connections: crate::net::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -199,7 +199,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
         ));
     }
     if let Some(g) = &p.grpc {
-        crate::server::validate_endpoint(&g.endpoint)
+        crate::net::server::validate_endpoint(&g.endpoint)
             .map_err(|m| de_err(&["protocols", "grpc", "endpoint"], node, m))?;
         if g.transport != "tcp" {
             return Err(de_err(
@@ -235,7 +235,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
         }
     }
     if let Some(h) = &p.http {
-        crate::server::validate_endpoint(&h.endpoint)
+        crate::net::server::validate_endpoint(&h.endpoint)
             .map_err(|m| de_err(&["protocols", "http", "endpoint"], node, m))?;
         if let Some(t) = &h.tls {
             t.validate()
@@ -407,7 +407,7 @@ pub(crate) fn admit_protobuf(
 pub(crate) fn heavy(encoding: &str, body: &[u8]) -> bool {
     const LARGE: u64 = 1 << 20;
     body.len() > 256 << 10
-        || match crate::compression::size_hint(encoding, body) {
+        || match crate::net::compression::size_hint(encoding, body) {
             Some(n) => n > LARGE,
             None => body.len() > 16 << 10,
         }
@@ -544,19 +544,19 @@ impl ReceiverConfig for Config {
                     .map(|t| t.build())
                     .transpose()
                     .map_err(|e| BuildError::new(&ctx.id, e))?;
-                let listener = crate::server::bind(&g.endpoint).await.map_err(|e| {
+                let listener = crate::net::server::bind(&g.endpoint).await.map_err(|e| {
                     BuildError::new(
                         &ctx.id,
                         format!("cannot listen on {} (grpc): {e}", g.endpoint),
                     )
                 })?;
                 tracing::info!(receiver = %ctx.id, endpoint = %g.endpoint, tls = tls.is_some(), "OTLP gRPC listening");
-                tasks.push(crate::server::serve_with(
+                tasks.push(crate::net::server::serve_with(
                     listener,
                     tls,
                     grpc::router(g, entries),
                     stop.clone(),
-                    crate::server::Limits::grpc(
+                    crate::net::server::Limits::grpc(
                         g.keepalive.as_ref(),
                         g.max_concurrent_streams,
                         g.max_connections,
@@ -572,19 +572,19 @@ impl ReceiverConfig for Config {
                     .map(|t| t.build())
                     .transpose()
                     .map_err(|e| BuildError::new(&ctx.id, e))?;
-                let listener = crate::server::bind(&h.endpoint).await.map_err(|e| {
+                let listener = crate::net::server::bind(&h.endpoint).await.map_err(|e| {
                     BuildError::new(
                         &ctx.id,
                         format!("cannot listen on {} (http): {e}", h.endpoint),
                     )
                 })?;
                 tracing::info!(receiver = %ctx.id, endpoint = %h.endpoint, tls = tls.is_some(), "OTLP HTTP listening");
-                tasks.push(crate::server::serve_with(
+                tasks.push(crate::net::server::serve_with(
                     listener,
                     tls,
                     http::router(h, entries),
                     stop.clone(),
-                    crate::server::Limits::http(
+                    crate::net::server::Limits::http(
                         h.read_header_timeout,
                         h.idle_timeout,
                         h.max_connections,

@@ -55,7 +55,7 @@ pub struct TcpConfig {
     /// TLS on the listener (RFC 5425): `cert_file`, `key_file`, `client_ca_file` (mTLS),
     /// `min_version`, `max_version`. Off when absent.
     #[serde(deserialize_with = "crate::config::present")]
-    pub tls: Option<crate::tls::ServerTlsConfig>,
+    pub tls: Option<crate::net::tls::ServerTlsConfig>,
     /// Open connections at most; past it the longest silent one is closed for the new one.
     /// Default 4096.
     pub max_connections: usize,
@@ -65,7 +65,7 @@ impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
             tls: None,
-            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
+            max_connections: crate::net::server::DEFAULT_MAX_CONNECTIONS,
             listen_address: String::new(),
             max_log_size: 1 << 20,
             add_attributes: false,
@@ -167,7 +167,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
         ));
     }
     if let Some(t) = &cfg.tcp {
-        crate::server::validate_endpoint(&t.listen_address)
+        crate::net::server::validate_endpoint(&t.listen_address)
             .map_err(|m| key_err(node, &["tcp", "listen_address"], m))?;
         if let Some(tls) = &t.tls {
             tls.validate()
@@ -190,7 +190,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
         }
     }
     if let Some(u) = &cfg.udp {
-        crate::server::validate_endpoint(&u.listen_address)
+        crate::net::server::validate_endpoint(&u.listen_address)
             .map_err(|m| key_err(node, &["udp", "listen_address"], m))?;
         text_encoding(&u.encoding).map_err(|m| key_err(node, &["udp", "encoding"], m))?;
     }
@@ -262,12 +262,14 @@ impl ReceiverConfig for Config {
                     .clone()
             };
             if let Some(t) = &self.tcp {
-                let listener = crate::server::bind(&t.listen_address).await.map_err(|e| {
-                    BuildError::new(
-                        &ctx.id,
-                        format!("cannot listen on tcp {}: {e}", t.listen_address),
-                    )
-                })?;
+                let listener = crate::net::server::bind(&t.listen_address)
+                    .await
+                    .map_err(|e| {
+                        BuildError::new(
+                            &ctx.id,
+                            format!("cannot listen on tcp {}: {e}", t.listen_address),
+                        )
+                    })?;
                 let conn = Arc::new(Conn {
                     out: Output::new(&ctx, "tcp", consumer.clone()),
                     parser: parser.clone(),
@@ -294,7 +296,7 @@ impl ReceiverConfig for Config {
                     None => None,
                 };
                 tracing::info!(address = %t.listen_address, tls = tls.is_some(), "syslog receiver listening on tcp");
-                let slots = crate::server::ConnectionSlots::new(
+                let slots = crate::net::server::ConnectionSlots::new(
                     t.max_connections,
                     ctx.telemetry.connection_metrics(&t.listen_address),
                 );
@@ -477,7 +479,7 @@ async fn accept_loop(
     conn: Arc<Conn>,
     framing: Framing,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    slots: crate::server::ConnectionSlots,
+    slots: crate::net::server::ConnectionSlots,
 ) {
     loop {
         let (sock, peer) = tokio::select! {
@@ -590,7 +592,7 @@ async fn tcp_conn<S: tokio::io::AsyncRead + Unpin>(
     local: Option<SocketAddr>,
     conn: &Conn,
     f: Framing,
-    slot: &crate::server::Slot,
+    slot: &crate::net::server::Slot,
 ) -> std::io::Result<()> {
     // Grown as data comes: an idle connection holds no buffer to speak of.
     let mut buf: Vec<u8> = Vec::new();
