@@ -1,10 +1,44 @@
 //! `kubernetes_sd_configs` with role `pod`: the pod list from the API server as Prometheus's
 //! pod-role targets with their `__meta_kubernetes_pod_*` labels.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
-use super::KubernetesSd;
+use crate::config::units;
+
 use super::relabel::Labels;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesSd {
+    /// Only `pod`.
+    pub role: String,
+    /// Default: in-cluster (the service account).
+    pub api_server: Option<String>,
+    pub kubeconfig_file: Option<String>,
+    pub namespaces: Namespaces,
+    /// Field selectors per role (only `pod`'s `field` is used, e.g. `spec.nodeName=$NODE`).
+    pub selectors: Vec<Selector>,
+    /// How often the pod list is refreshed. Default 30s.
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub refresh_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Namespaces {
+    pub names: Vec<String>,
+    pub own_namespace: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Selector {
+    pub role: String,
+    pub label: Option<String>,
+    pub field: Option<String>,
+}
 
 /// `kubernetes_sd_configs` with role `pod`: lists pods from the API server.
 pub(super) struct PodDiscovery {

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::convert::kv;
 use self::kubernetes::PodDiscovery;
+pub use self::kubernetes::{KubernetesSd, Namespaces, Selector};
 use self::relabel::{Labels, RelabelConfig, Rule};
 use super::Output;
 use crate::component::{
@@ -128,37 +129,6 @@ pub struct TlsConfig {
 pub struct StaticConfig {
     pub targets: Vec<String>,
     pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct KubernetesSd {
-    /// Only `pod`.
-    pub role: String,
-    /// Default: in-cluster (the service account).
-    pub api_server: Option<String>,
-    pub kubeconfig_file: Option<String>,
-    pub namespaces: Namespaces,
-    /// Field selectors per role (only `pod`'s `field` is used, e.g. `spec.nodeName=$NODE`).
-    pub selectors: Vec<Selector>,
-    /// How often the pod list is refreshed. Default 30s.
-    #[serde(deserialize_with = "units::opt_duration")]
-    pub refresh_interval: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Namespaces {
-    pub names: Vec<String>,
-    pub own_namespace: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Selector {
-    pub role: String,
-    pub label: Option<String>,
-    pub field: Option<String>,
 }
 
 /// `prometheus`'s identity: its config name, other names, signals and stability.
