@@ -22,7 +22,8 @@ use tonic::Status;
 use tonic::server::NamedService;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{Entry, GrpcConfig, Refused, admit_protobuf, entry_for};
+use super::admit::{Entry, Refused, admit_protobuf, entry_for};
+use super::config::GrpcConfig;
 use crate::client::ClientInfo;
 use crate::component::{BoxFuture, ConsumeError};
 use crate::signal::Signal;
@@ -183,7 +184,7 @@ impl Export {
         let (max_message, max_decoded) = (self.max_message, self.max_decoded);
         // Inflating and scanning a large message on the blocking pool keeps these workers free
         // for the other requests.
-        let heavy = super::heavy(if compressed { &encoding } else { "identity" }, &payload);
+        let heavy = super::admit::heavy(if compressed { &encoding } else { "identity" }, &payload);
         let decode = {
             let entry = entry.clone();
             move || {
@@ -236,7 +237,7 @@ fn decode_and_admit(
     payload: Bytes,
     max_message: usize,
     max_decoded: u64,
-) -> Result<super::Admitted, Status> {
+) -> Result<super::admit::Admitted, Status> {
     let (message, _inflated) = if compressed {
         if encoding == "identity" {
             return Err(Status::internal(

@@ -19,7 +19,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use super::{Admitted, CorsConfig, Entry, HttpConfig, Refused, entry_for};
+use super::admit::{Admitted, Entry, Refused, entry_for};
+use super::config::{CorsConfig, HttpConfig};
 use crate::component::ConsumeError;
 use crate::net::compression::{self, DecodeError};
 use crate::signal::Signal;
@@ -236,7 +237,7 @@ async fn handle_inner(
         .unwrap_or_default();
     // Inflating, transcoding and scanning a large body takes milliseconds of CPU: on the
     // blocking pool, so that the other requests on these workers are not held up behind it.
-    let admitted = if crate::receivers::otlp::heavy(&content_encoding, &body) {
+    let admitted = if super::admit::heavy(&content_encoding, &body) {
         let st2 = st.clone();
         match tokio::task::spawn_blocking(move || {
             let r = prepare(&st2, enc, &content_encoding, &body);
@@ -360,13 +361,15 @@ fn prepare(
 /// Admits the decompressed body: protobuf as it is, JSON transcoded to protobuf first.
 fn admit(st: &SignalState, enc: Encoding, raw: Vec<u8>) -> Result<Admitted, Refused> {
     match enc {
-        Encoding::Protobuf => super::admit_protobuf(
+        Encoding::Protobuf => super::admit::admit_protobuf(
             st.signal,
             axum::body::Bytes::from(raw),
             st.max_decoded,
             &st.entry.budget,
         ),
-        Encoding::Json => super::admit_json(st.signal, raw, st.max_decoded, &st.entry.budget),
+        Encoding::Json => {
+            super::admit::admit_json(st.signal, raw, st.max_decoded, &st.entry.budget)
+        }
     }
 }
 
@@ -438,9 +441,9 @@ mod tests {
         let budget = crate::admission::Budget::new();
         let admitted = match enc {
             Encoding::Protobuf => {
-                super::super::admit_protobuf(signal, raw.into(), u64::MAX, &budget)
+                super::super::admit::admit_protobuf(signal, raw.into(), u64::MAX, &budget)
             }
-            Encoding::Json => super::super::admit_json(signal, raw, u64::MAX, &budget),
+            Encoding::Json => super::super::admit::admit_json(signal, raw, u64::MAX, &budget),
         };
         match admitted {
             Ok(a) => a.batch.into_decoded().map_err(|e| e.to_string()),
@@ -512,7 +515,12 @@ mod tests {
         req.extend_from_slice(&rs);
         let budget = crate::admission::Budget::new();
         let limit = 16 * req.len() as u64;
-        match super::super::admit_protobuf(Signal::Traces, req.clone().into(), limit, &budget) {
+        match super::super::admit::admit_protobuf(
+            Signal::Traces,
+            req.clone().into(),
+            limit,
+            &budget,
+        ) {
             Err(Refused::TooLarge { msg, items }) => {
                 assert_eq!(items, 200_000);
                 assert!(
@@ -527,7 +535,7 @@ mod tests {
         let spans = vec!["{}"; 200_000].join(",");
         let json = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{spans}]}}]}}]}}"#);
         let limit = 16 * json.len() as u64;
-        match super::super::admit_json(Signal::Traces, json.into_bytes(), limit, &budget) {
+        match super::super::admit::admit_json(Signal::Traces, json.into_bytes(), limit, &budget) {
             Err(Refused::TooLarge { msg, .. }) => {
                 assert!(msg.contains("max_decoded_size"), "{msg}")
             }
@@ -539,7 +547,7 @@ mod tests {
         let limited = crate::admission::Budget::new();
         limited.limit(u64::MAX / 2, 1 << 20);
         assert!(matches!(
-            super::super::admit_protobuf(Signal::Traces, req.into(), u64::MAX, &limited),
+            super::super::admit::admit_protobuf(Signal::Traces, req.into(), u64::MAX, &limited),
             Err(Refused::TooLarge { .. })
         ));
     }
