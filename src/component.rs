@@ -333,6 +333,42 @@ impl Factory {
         }
     }
 
+    pub const fn receiver(
+        name: &'static str,
+        signals: &'static [Signal],
+        stability: Stability,
+        parse: fn(&Node) -> Result<Box<dyn ReceiverConfig>, DeError>,
+    ) -> Factory {
+        Factory::new(name, signals, stability, Parse::Receiver(parse))
+    }
+
+    pub const fn processor(
+        name: &'static str,
+        signals: &'static [Signal],
+        stability: Stability,
+        parse: fn(&Node) -> Result<Box<dyn ProcessorConfig>, DeError>,
+    ) -> Factory {
+        Factory::new(name, signals, stability, Parse::Processor(parse))
+    }
+
+    pub const fn exporter(
+        name: &'static str,
+        signals: &'static [Signal],
+        stability: Stability,
+        parse: fn(&Node) -> Result<Box<dyn ExporterConfig>, DeError>,
+    ) -> Factory {
+        Factory::new(name, signals, stability, Parse::Exporter(parse))
+    }
+
+    /// Extensions take no signals.
+    pub const fn extension(
+        name: &'static str,
+        stability: Stability,
+        parse: fn(&Node) -> Result<Box<dyn ExtensionConfig>, DeError>,
+    ) -> Factory {
+        Factory::new(name, &[], stability, Parse::Extension(parse))
+    }
+
     pub const fn aliases(mut self, names: &'static [&'static str]) -> Factory {
         self.aliases = names;
         self

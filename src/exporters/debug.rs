@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
 use super::key_err;
 use crate::component::{
-    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Stability,
 };
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::Batch;
@@ -89,13 +89,9 @@ impl Config {
 }
 
 /// `debug`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "debug",
-    crate::signal::ALL_SIGNALS,
-    Stability::Beta,
-    Parse::Exporter(parse),
-)
-.deprecated(&["logging"]);
+pub const FACTORY: Factory =
+    Factory::exporter("debug", crate::signal::ALL_SIGNALS, Stability::Beta, parse)
+        .deprecated(&["logging"]);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     // `sending_queue` written without `enabled` turns the queue on, as in the Collector.

@@ -23,7 +23,7 @@ use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, SendError, Sender, Validated};
 use super::{key_err, otlp_grpc};
 use crate::component::{
-    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Stability,
 };
 use crate::config::{DeError, Node};
 use crate::proto::jaeger as j;
@@ -59,12 +59,8 @@ fn default_max_request() -> u64 {
 }
 
 /// `jaeger`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "jaeger",
-    &[crate::signal::Signal::Traces],
-    Stability::Alpha,
-    Parse::Exporter(parse),
-);
+pub const FACTORY: Factory =
+    Factory::exporter("jaeger", crate::signal::TRACES, Stability::Alpha, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;

@@ -25,7 +25,7 @@ use super::key_err;
 use super::otlp_grpc::{self, EncodedRequest, GrpcSender};
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, Exporter,
-    ExporterConfig, Factory, Lifecycle, Parse, Stability,
+    ExporterConfig, Factory, Lifecycle, Stability,
 };
 use crate::config::node::{Key, Value};
 use crate::config::{ComponentId, DeError, Node, from_node, units};
@@ -124,11 +124,11 @@ fn with_endpoint(otlp: &Node, endpoint: &str) -> Node {
 }
 
 /// `load_balancing`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::exporter(
     "load_balancing",
     crate::signal::ALL_SIGNALS,
     Stability::Alpha,
-    Parse::Exporter(parse),
+    parse,
 )
 .aliases(&["loadbalancing"]);
 

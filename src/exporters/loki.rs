@@ -29,7 +29,7 @@ use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, SendError, Sender, Validated};
 use super::key_err;
 use crate::component::{
-    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Stability,
 };
 use crate::config::{DeError, Node};
 use crate::proto::loki as lp;
@@ -103,12 +103,8 @@ fn default_max() -> usize {
     4 << 20
 }
 /// `loki`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "loki",
-    &[crate::signal::Signal::Logs],
-    Stability::Alpha,
-    Parse::Exporter(parse),
-);
+pub const FACTORY: Factory =
+    Factory::exporter("loki", crate::signal::LOGS, Stability::Alpha, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;

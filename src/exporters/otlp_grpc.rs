@@ -16,7 +16,7 @@ use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, Part, SendError, Sender, Validated};
 use super::key_err;
 use crate::component::{
-    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Stability,
 };
 use crate::config::{DeError, Node, units};
 use crate::net::compression::Compression;
@@ -57,11 +57,11 @@ fn default_max_request() -> u64 {
 }
 
 /// `otlp_grpc`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::exporter(
     "otlp_grpc",
     crate::signal::ALL_SIGNALS,
     Stability::Beta,
-    Parse::Exporter(parse),
+    parse,
 )
 .aliases(&["otlp"]);
 

@@ -12,7 +12,7 @@ use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, SendError, Sender, Validated};
 use super::key_err;
 use crate::component::{
-    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Stability,
 };
 use crate::config::{DeError, Node, units};
 use crate::net::compression::Compression;
@@ -84,11 +84,11 @@ impl Config {
 }
 
 /// `otlp_http`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::exporter(
     "otlp_http",
     crate::signal::ALL_SIGNALS,
     Stability::Beta,
-    Parse::Exporter(parse),
+    parse,
 )
 .aliases(&["otlphttp"]);
 

@@ -24,7 +24,7 @@ use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, Part, SendError, Sender, Validated};
 use super::{classify_http, key_err};
 use crate::component::{
-    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Stability,
 };
 use crate::config::{DeError, Node, units};
 use crate::net::compression::Compression;
@@ -80,12 +80,8 @@ fn no_compression() -> Compression {
     Compression::None
 }
 /// `zipkin`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "zipkin",
-    &[crate::signal::Signal::Traces],
-    Stability::Alpha,
-    Parse::Exporter(parse),
-);
+pub const FACTORY: Factory =
+    Factory::exporter("zipkin", crate::signal::TRACES, Stability::Alpha, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;

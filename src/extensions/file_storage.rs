@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::component::{
-    BoxFuture, BuildError, Context, ExtensionConfig, Factory, Lifecycle, Parse, Stability,
+    BoxFuture, BuildError, Context, ExtensionConfig, Factory, Lifecycle, Stability,
 };
 use crate::config::{ComponentId, DeError, Node, from_node, key_err, units};
 use crate::storage::{CompactionPolicy, StorageError, StorageExtension, Store};
@@ -88,13 +88,8 @@ impl Default for Config {
 }
 
 /// `file_storage`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "file_storage",
-    &[],
-    Stability::Beta,
-    Parse::Extension(parse),
-)
-.provides_storage();
+pub const FACTORY: Factory =
+    Factory::extension("file_storage", Stability::Beta, parse).provides_storage();
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
     let cfg: Config = from_node(node)?;

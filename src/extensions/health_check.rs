@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 
 use crate::component::{
-    BoxFuture, BuildError, Context, ExtensionConfig, Factory, Lifecycle, Parse, Stability,
+    BoxFuture, BuildError, Context, ExtensionConfig, Factory, Lifecycle, Stability,
 };
 use crate::config::{DeError, Node, from_node};
 use crate::net::tls::ServerTlsConfig;
@@ -37,12 +37,7 @@ impl Default for Config {
 }
 
 /// `health_check`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "health_check",
-    &[],
-    Stability::Beta,
-    Parse::Extension(parse),
-);
+pub const FACTORY: Factory = Factory::extension("health_check", Stability::Beta, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -25,7 +25,7 @@ use super::matcher::{Item, MatchConfig, Matcher, Scalar, text};
 use super::{InPlace, Transform};
 use crate::client::ClientInfo;
 use crate::component::{
-    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+    BuildError, Context, DynConsumer, Factory, Processor, ProcessorConfig, Stability,
 };
 use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
@@ -357,11 +357,11 @@ struct Compiled {
 }
 
 /// `attributes`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::processor(
     "attributes",
     crate::signal::ALL_SIGNALS,
     Stability::Alpha,
-    Parse::Processor(parse),
+    parse,
 );
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {

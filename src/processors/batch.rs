@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::batcher::{Batcher, Limits, Stats};
 use crate::component::{
-    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+    BuildError, Context, DynConsumer, Factory, Processor, ProcessorConfig, Stability,
 };
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::Signal;
@@ -45,12 +45,8 @@ impl Default for Config {
 }
 
 /// `batch`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "batch",
-    crate::signal::ALL_SIGNALS,
-    Stability::Beta,
-    Parse::Processor(parse),
-);
+pub const FACTORY: Factory =
+    Factory::processor("batch", crate::signal::ALL_SIGNALS, Stability::Beta, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::matcher::{Item, MatchConfig, Matcher};
 use super::{InPlace, Transform, prune};
 use crate::component::{
-    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+    BuildError, Context, DynConsumer, Factory, Processor, ProcessorConfig, Stability,
 };
 use crate::config::{DeError, Node, from_node};
 use crate::ottl::eval::{
@@ -186,11 +186,11 @@ fn conditions(
 }
 
 /// `filter`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::processor(
     "filter",
     crate::signal::ALL_SIGNALS,
     Stability::Alpha,
-    Parse::Processor(parse),
+    parse,
 );
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Factory,
-    Lifecycle, Parse, Processor, ProcessorConfig, Stability,
+    Lifecycle, Processor, ProcessorConfig, Stability,
 };
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::{Batch, Signal};
@@ -74,11 +74,11 @@ impl Config {
 }
 
 /// `memory_limiter`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::processor(
     "memory_limiter",
     crate::signal::ALL_SIGNALS,
     Stability::Beta,
-    Parse::Processor(parse),
+    parse,
 );
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{InPlace, Transform, prune};
 use crate::component::{
-    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+    BuildError, Context, DynConsumer, Factory, Processor, ProcessorConfig, Stability,
 };
 use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
@@ -72,11 +72,11 @@ impl Default for Config {
 }
 
 /// `probabilistic_sampler`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::processor(
     "probabilistic_sampler",
     &[crate::signal::Signal::Traces, crate::signal::Signal::Logs],
     Stability::Alpha,
-    Parse::Processor(parse),
+    parse,
 );
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {

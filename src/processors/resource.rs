@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::attributes::{Action, ActionConfig, apply, compile_actions};
 use super::{InPlace, Transform};
 use crate::component::{
-    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+    BuildError, Context, DynConsumer, Factory, Processor, ProcessorConfig, Stability,
 };
 use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
@@ -27,11 +27,11 @@ struct Resource {
 }
 
 /// `resource`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::processor(
     "resource",
     crate::signal::ALL_SIGNALS,
     Stability::Alpha,
-    Parse::Processor(parse),
+    parse,
 );
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {

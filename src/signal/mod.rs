@@ -26,6 +26,9 @@ pub enum Signal {
 
 /// Every signal, for a component that takes all three.
 pub const ALL_SIGNALS: &[Signal] = &Signal::ALL;
+pub const TRACES: &[Signal] = &[Signal::Traces];
+pub const METRICS: &[Signal] = &[Signal::Metrics];
+pub const LOGS: &[Signal] = &[Signal::Logs];
 
 impl Signal {
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];

@@ -48,7 +48,7 @@ use super::helper::client::{self, ClientSettings};
 use super::helper::{Helper, Part, QueueConfig, SendError, Sender, Validated};
 use super::key_err;
 use crate::component::{
-    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Parse, Stability,
+    BoxFuture, BuildError, Context, Exporter, ExporterConfig, Factory, Stability,
 };
 use crate::config::{DeError, Node, units};
 use crate::proto::prometheus as pb;
@@ -135,11 +135,11 @@ fn three_mb() -> usize {
     3_000_000
 }
 /// `prometheus_remote_write`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::exporter(
     "prometheus_remote_write",
-    &[crate::signal::Signal::Metrics],
+    crate::signal::METRICS,
     Stability::Alpha,
-    Parse::Exporter(parse),
+    parse,
 )
 .aliases(&["prometheusremotewrite"]);
 

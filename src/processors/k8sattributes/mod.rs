@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::{InPlace, Transform};
 use crate::component::{
-    BuildError, Context, DynConsumer, Factory, Parse, Processor, ProcessorConfig, Stability,
+    BuildError, Context, DynConsumer, Factory, Processor, ProcessorConfig, Stability,
 };
 use crate::config::key_err;
 use crate::config::{DeError, Node, from_node};
@@ -202,11 +202,11 @@ fn rules(
 }
 
 /// `k8sattributes`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
+pub const FACTORY: Factory = Factory::processor(
     "k8sattributes",
     crate::signal::ALL_SIGNALS,
     Stability::Alpha,
-    Parse::Processor(parse),
+    parse,
 )
 .aliases(&["k8s_attributes"]);
 

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::{
     BoxFuture, BuildError, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Lifecycle,
-    Parse, Processor, ProcessorConfig, Stability,
+    Processor, ProcessorConfig, Stability,
 };
 use crate::config::key_err;
 use crate::config::{DeError, Node, from_node, units};
@@ -48,11 +48,11 @@ use policy::*;
 use sampler::*;
 
 /// `tail_sampling`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: crate::component::Factory = crate::component::Factory::new(
+pub const FACTORY: crate::component::Factory = crate::component::Factory::processor(
     "tail_sampling",
-    &[crate::signal::Signal::Traces],
+    crate::signal::TRACES,
     Stability::Alpha,
-    Parse::Processor(parse),
+    parse,
 );
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {

@@ -33,7 +33,7 @@ use self::config::{Config, StartAt};
 use self::tailer::*;
 use super::Output;
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, Context, Factory, Lifecycle, Parse, ReceiverConfig,
+    BoxFuture, BuildError, ConsumeError, Context, Factory, Lifecycle, ReceiverConfig,
     SignalConsumers, Stability, now_nanos,
 };
 use crate::config::{ComponentId, DeError, Node, from_node};
@@ -52,13 +52,9 @@ const MAX_BATCH: usize = 2048;
 const READ_CHUNK: usize = 256 << 10;
 
 /// `filelog`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "filelog",
-    &[crate::signal::Signal::Logs],
-    Stability::Beta,
-    Parse::Receiver(parse),
-)
-.aliases(&["file_log"]);
+pub const FACTORY: Factory =
+    Factory::receiver("filelog", crate::signal::LOGS, Stability::Beta, parse)
+        .aliases(&["file_log"]);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;

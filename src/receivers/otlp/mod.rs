@@ -12,8 +12,7 @@ pub use config::*;
 use std::sync::Arc;
 
 use crate::component::{
-    BoxFuture, BuildError, Context, Factory, Lifecycle, Parse, ReceiverConfig, SignalConsumers,
-    Stability,
+    BoxFuture, BuildError, Context, Factory, Lifecycle, ReceiverConfig, SignalConsumers, Stability,
 };
 use crate::config::{DeError, Node, from_node};
 
@@ -37,12 +36,8 @@ fn de_err(path: &[&str], node: &Node, msg: impl Into<String>) -> DeError {
 }
 
 /// `otlp`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "otlp",
-    crate::signal::ALL_SIGNALS,
-    Stability::Beta,
-    Parse::Receiver(parse),
-);
+pub const FACTORY: Factory =
+    Factory::receiver("otlp", crate::signal::ALL_SIGNALS, Stability::Beta, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;

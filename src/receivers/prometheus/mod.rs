@@ -36,8 +36,8 @@ pub use self::kubernetes::{KubernetesSd, Namespaces, Selector};
 use self::relabel::{Labels, RelabelConfig, Rule};
 use super::Output;
 use crate::component::{
-    BoxFuture, BuildError, Context, Factory, Lifecycle, Parse, ReceiverConfig, SignalConsumers,
-    Stability, now_nanos,
+    BoxFuture, BuildError, Context, Factory, Lifecycle, ReceiverConfig, SignalConsumers, Stability,
+    now_nanos,
 };
 use crate::config::{DeError, Node, from_node, key_err, units};
 use crate::signal::{Batch, Signal};
@@ -132,12 +132,8 @@ pub struct StaticConfig {
 }
 
 /// `prometheus`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "prometheus",
-    &[crate::signal::Signal::Metrics],
-    Stability::Beta,
-    Parse::Receiver(parse),
-);
+pub const FACTORY: Factory =
+    Factory::receiver("prometheus", crate::signal::METRICS, Stability::Beta, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;

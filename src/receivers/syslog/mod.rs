@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Output;
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, Context, Factory, Lifecycle, Parse, ReceiverConfig,
+    BoxFuture, BuildError, ConsumeError, Context, Factory, Lifecycle, ReceiverConfig,
     SignalConsumers, Stability, now_nanos,
 };
 use crate::config::{DeError, Node, from_node, key_err, units};
@@ -150,12 +150,8 @@ fn text_encoding(name: &str) -> Result<Encoding, String> {
 const MAX_MESSAGE: u64 = 64 << 20;
 
 /// `syslog`'s identity: its config name, other names, signals and stability.
-pub const FACTORY: Factory = Factory::new(
-    "syslog",
-    &[crate::signal::Signal::Logs],
-    Stability::Alpha,
-    Parse::Receiver(parse),
-);
+pub const FACTORY: Factory =
+    Factory::receiver("syslog", crate::signal::LOGS, Stability::Alpha, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
