@@ -67,10 +67,10 @@ def loadgen(endpoint, seconds, rate=0, concurrency=8, spans=100, attrs=10):
 COMPRESSION = "gzip"
 
 
-def start_ferrotel(grpc, sink, tmp):
+def start_ferrotel(grpc, sink, tmp, binary=None):
     env = dict(os.environ, BENCH_GRPC="127.0.0.1:%d" % grpc, BENCH_SINK="127.0.0.1:%d" % sink, RUST_LOG="warn",
                BENCH_COMPRESSION=COMPRESSION)
-    return subprocess.Popen([os.path.join(REL, "ferrotel"), "--config", os.path.join(ROOT, "benches", "passthrough.yaml")],
+    return subprocess.Popen([binary or os.path.join(REL, "ferrotel"), "--config", os.path.join(ROOT, "benches", "passthrough.yaml")],
                             env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "ferrotel.log"), "w"))
 
 
@@ -146,10 +146,13 @@ def main():
     ap.add_argument("--rotel", default=default_rotel)
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--compression", choices=["gzip", "none"], default="gzip", help="exporter compression, both collectors")
+    ap.add_argument("--baseline", default="", help="another ferrotel binary (an earlier commit's build) measured in the same run")
     a = ap.parse_args()
     global COMPRESSION
     COMPRESSION = a.compression
     results = [measure("ferrotel", start_ferrotel, a.seconds)]
+    if a.baseline:
+        results.append(measure("ferrotel baseline", lambda g, s, t: start_ferrotel(g, s, t, a.baseline), a.seconds))
     if a.rotel:
         results.append(measure("rotel", lambda g, s, t: start_rotel(a.rotel, g, s, t), a.seconds))
     else:
@@ -161,12 +164,13 @@ def main():
             ("accepted_total", "spans accepted (total)", "%d"), ("sink_total", "spans at the sink (total)", "%d"),
             ("drain_s", "seconds until the sink had them all", "%.1f"),
             ("sat_refused", "refused requests at saturation", "%d"), ("sat_errors", "errors at saturation", "%d")]
-    print("| metric | " + " | ".join(r["name"] for r in results) + (" | ratio ferrotel/rotel |" if len(results) == 2 else " |"))
-    print("|---|" + "---|" * len(results) + ("---|" if len(results) == 2 else ""))
+    rotel = results[-1] if results[-1]["name"] == "rotel" else None
+    print("| metric | " + " | ".join(r["name"] for r in results) + (" | ratio ferrotel/rotel |" if rotel else " |"))
+    print("|---|" + "---|" * len(results) + ("---|" if rotel else ""))
     for k, label, fmt in keys:
         row = "| %s | " % label + " | ".join(fmt % r[k] for r in results)
-        if len(results) == 2 and results[1][k]:
-            row += " | %.2f" % (results[0][k] / results[1][k])
+        if rotel:
+            row += " | %.2f" % (results[0][k] / rotel[k]) if rotel[k] else " | –"
         print(row + " |")
     print(json.dumps(results), file=sys.stderr)
 
