@@ -17,21 +17,25 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
 /// Attribute `key` (the first, as the Collector's `pcommon.Map.Get`).
+#[inline]
 pub fn find_kv<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a KeyValue> {
     attrs.iter().find(|kv| kv.key == key)
 }
 
 /// The value of attribute `key`, if present and set.
+#[inline]
 pub fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     find_kv(attrs, key).and_then(|kv| kv.value.as_ref())
 }
 
 /// The inner value of attribute `key`, if present and set.
+#[inline]
 pub fn find_value<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a V> {
     find(attrs, key).and_then(|v| v.value.as_ref())
 }
 
 /// Attribute `key` when it is a string.
+#[inline]
 pub fn find_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     match find_value(attrs, key)? {
         V::StringValue(s) => Some(s),
@@ -40,6 +44,7 @@ pub fn find_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
 }
 
 /// Attribute `key` when it is an integer, or a string holding one.
+#[inline]
 pub fn find_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
     match find_value(attrs, key)? {
         V::IntValue(i) => Some(*i),
@@ -59,6 +64,7 @@ pub fn bytes_text(b: &[u8]) -> String {
 }
 
 /// A value as text (see the module's rule).
+#[inline]
 pub fn text(v: &AnyValue) -> Cow<'_, str> {
     match &v.value {
         None => Cow::Borrowed(""),
@@ -73,6 +79,7 @@ pub fn text(v: &AnyValue) -> Cow<'_, str> {
 }
 
 /// An optional value as text; unset is the empty string.
+#[inline]
 pub fn option_text(v: &Option<AnyValue>) -> Cow<'_, str> {
     v.as_ref().map_or(Cow::Borrowed(""), text)
 }
