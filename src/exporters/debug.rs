@@ -340,6 +340,24 @@ mod tests {
     }
 
     #[test]
+    fn values_are_shown_typed_with_bytes_as_the_shared_rule_renders_them() {
+        // The one deliberate difference from signal::value::text: this display is for people and
+        // marks types (strings quoted, unset shown); bytes come out as everywhere else (base64).
+        let v = |x| Some(AnyValue { value: Some(x) });
+        let bytes = v(any_value::Value::BytesValue(vec![0xde, 0xad, 0xbe, 0xef]));
+        assert_eq!(
+            value(&bytes),
+            crate::signal::value::option_text(&bytes).into_owned()
+        );
+        assert_eq!(value(&bytes), "3q2+7w==");
+        assert_eq!(
+            value(&v(any_value::Value::StringValue("a".into()))),
+            "\"a\""
+        );
+        assert_eq!(value(&None), "<empty>");
+    }
+
+    #[test]
     fn data_cannot_forge_lines() {
         let forged = "x\n2026-12-01T00:00:00Z ERROR forged\u{1b}[2J";
         let mut b = testdata::spans("svc", 1, 1);
