@@ -1,9 +1,10 @@
-//! The contracts between stages and the registry of every component type.
+//! The contracts between stages; this module imports no component.
 //!
 //! Data moves through one async interface, [`Consumer`]. Receivers hold a consumer per signal,
-//! processors wrap the next consumer, exporters are consumers. Each component type has a
-//! [`Factory`]: its config name, older aliases, signals, stability, and a `parse` function that
-//! turns its located config node into a validated, ready-to-build config.
+//! processors wrap the next consumer, exporters are consumers. Each component type declares a
+//! [`Factory`] in its own module: its config name, aliases and deprecated names, signals,
+//! stability, capabilities, and a `parse` function that turns its located config node into a
+//! validated, ready-to-build config. [`crate::registry`] lists them.
 
 use std::future::Future;
 use std::pin::Pin;

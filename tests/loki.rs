@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::standin::{Script, response, serve_post};
 use common::{Collector, free_port, wait_until};
 use ferrotel::proto::loki as lp;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -42,12 +42,9 @@ type Received = (Option<String>, String, Vec<lp::EntryAdapter>);
 
 #[derive(Default)]
 struct Loki {
-    script: Mutex<VecDeque<(u16, Option<&'static str>)>>,
+    script: Script,
     /// (tenant, stream labels, entries)
     got: Mutex<Vec<Received>>,
-    calls: Mutex<usize>,
-    /// Delays the next answer (a slow backend), once.
-    delay_ms: Mutex<u64>,
 }
 
 fn label_string_ok(s: &str) -> bool {
@@ -92,77 +89,48 @@ fn label_string_ok(s: &str) -> bool {
 fn loki(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Loki> {
     let state = Arc::new(Loki::default());
     let st = state.clone();
-    rt.spawn(async move {
-        let app = axum::Router::new().route(
-            "/loki/api/v1/push",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let st = st.clone();
-                    async move {
-                        use axum::http::StatusCode;
-                        *st.calls.lock().unwrap() += 1;
-                        let delay = std::mem::take(&mut *st.delay_ms.lock().unwrap());
-                        if delay > 0 {
-                            tokio::time::sleep(Duration::from_millis(delay)).await;
-                        }
-                        if let Some((code, ra)) = st.script.lock().unwrap().pop_front() {
-                            let mut r =
-                                axum::response::Response::new(axum::body::Body::from("scripted"));
-                            *r.status_mut() = StatusCode::from_u16(code).unwrap();
-                            if let Some(ra) = ra {
-                                r.headers_mut().insert("retry-after", ra.parse().unwrap());
-                            }
-                            return r;
-                        }
-                        let bad = |m: String| {
-                            let mut r = axum::response::Response::new(axum::body::Body::from(m));
-                            *r.status_mut() = StatusCode::BAD_REQUEST;
-                            r
-                        };
-                        if headers.get("content-type").map(|v| v.as_bytes())
-                            != Some(b"application/x-protobuf")
-                            || headers.get("content-encoding").map(|v| v.as_bytes())
-                                != Some(b"snappy")
-                        {
-                            return bad(format!("wrong headers {headers:?}"));
-                        }
-                        let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
-                            Ok(r) => r,
-                            Err(e) => return bad(format!("snappy: {e}")),
-                        };
-                        let req = match lp::PushRequest::decode(&raw[..]) {
-                            Ok(r) => r,
-                            Err(e) => return bad(format!("proto: {e}")),
-                        };
-                        let tenant = headers
-                            .get("x-scope-orgid")
-                            .map(|v| v.to_str().unwrap().to_owned());
-                        for s in req.streams {
-                            if !label_string_ok(&s.labels) {
-                                return bad(format!("labels {}", s.labels));
-                            }
-                            let ts: Vec<_> = s
-                                .entries
-                                .iter()
-                                .map(|e| e.timestamp.map(|t| (t.seconds, t.nanos)))
-                                .collect();
-                            if ts.windows(2).any(|w| w[0] > w[1]) {
-                                return bad("entries out of order".into());
-                            }
-                            st.got
-                                .lock()
-                                .unwrap()
-                                .push((tenant.clone(), s.labels, s.entries));
-                        }
-                        axum::response::Response::new(axum::body::Body::empty())
-                    }
-                },
-            ),
-        );
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        axum::serve(l, app).await.unwrap();
+    serve_post(rt, port, "/loki/api/v1/push", move |headers, body| {
+        let st = st.clone();
+        async move {
+            if let Some(r) = st.script.next().await {
+                return r;
+            }
+            let bad = |m: String| response(400, m);
+            if headers.get("content-type").map(|v| v.as_bytes()) != Some(b"application/x-protobuf")
+                || headers.get("content-encoding").map(|v| v.as_bytes()) != Some(b"snappy")
+            {
+                return bad(format!("wrong headers {headers:?}"));
+            }
+            let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+                Ok(r) => r,
+                Err(e) => return bad(format!("snappy: {e}")),
+            };
+            let req = match lp::PushRequest::decode(&raw[..]) {
+                Ok(r) => r,
+                Err(e) => return bad(format!("proto: {e}")),
+            };
+            let tenant = headers
+                .get("x-scope-orgid")
+                .map(|v| v.to_str().unwrap().to_owned());
+            for s in req.streams {
+                if !label_string_ok(&s.labels) {
+                    return bad(format!("labels {}", s.labels));
+                }
+                let ts: Vec<_> = s
+                    .entries
+                    .iter()
+                    .map(|e| e.timestamp.map(|t| (t.seconds, t.nanos)))
+                    .collect();
+                if ts.windows(2).any(|w| w[0] > w[1]) {
+                    return bad("entries out of order".into());
+                }
+                st.got
+                    .lock()
+                    .unwrap()
+                    .push((tenant.clone(), s.labels, s.entries));
+            }
+            response(200, "")
+        }
     });
     state
 }
@@ -392,22 +360,22 @@ fn failure_behaviour() {
             ..Default::default()
         }],
     };
-    lk.script.lock().unwrap().push_back((500, None));
+    lk.script.answer(500, None);
     send(&rt, grpc, one("after 500"));
     wait_until("delivered after a 500", Duration::from_secs(10), || {
         lk.got.lock().unwrap().len() == 1
     });
-    assert_eq!(*lk.calls.lock().unwrap(), 2);
+    assert_eq!(lk.script.calls(), 2);
 
-    lk.script.lock().unwrap().push_back((400, None));
+    lk.script.answer(400, None);
     send(&rt, grpc, one("refused"));
     wait_until("the 400 counted", Duration::from_secs(10), || {
         c.metric("otelcol_exporter_send_failed_log_records_total{exporter=\"loki\"}") == 1.0
     });
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(*lk.calls.lock().unwrap(), 3, "a 400 is not retried");
+    assert_eq!(lk.script.calls(), 3, "a 400 is not retried");
 
-    lk.script.lock().unwrap().push_back((429, Some("2")));
+    lk.script.answer(429, Some("2"));
     let t = std::time::Instant::now();
     send(&rt, grpc, one("after 429"));
     wait_until("delivered after a 429", Duration::from_secs(10), || {
@@ -464,7 +432,7 @@ fn slow_backend_and_backend_down() {
         },
     );
     // Slow: the next answer takes 3s, over the 1s timeout; the push is retried and arrives.
-    *lk.delay_ms.lock().unwrap() = 3000;
+    lk.script.delay_next(3000);
     send(&rt, grpc, one("slow".into()));
     wait_until("the slow push retried", Duration::from_secs(15), || {
         lk.got

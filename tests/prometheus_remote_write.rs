@@ -8,6 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::standin::{Script, response, serve_post};
 use common::{Collector, free_port, http_get, sdk_send_env, wait_until};
 
 struct Prometheus {
@@ -247,15 +248,13 @@ fn failure_behaviour_against_a_spec_checking_receiver() {
         Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
     };
     use prost::Message;
-    use std::collections::VecDeque;
+
     use std::sync::{Arc, Mutex};
 
     #[derive(Default)]
     struct Rw {
-        script: Mutex<VecDeque<(u16, Option<&'static str>)>>,
+        script: Script,
         samples: Mutex<Vec<(String, f64)>>,
-        calls: Mutex<usize>,
-        delay_ms: Mutex<u64>,
     }
     fn check(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<pb::WriteRequest, String> {
         let h = |k: &str| {
@@ -389,56 +388,30 @@ service:
         "accepted {accepted}, refused {refused}"
     );
     let st = state.clone();
-    rt.spawn(async move {
-        let app = axum::Router::new().route(
-            "/api/v1/write",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let st = st.clone();
-                    async move {
-                        *st.calls.lock().unwrap() += 1;
-                        let delay = std::mem::take(&mut *st.delay_ms.lock().unwrap());
-                        if delay > 0 {
-                            tokio::time::sleep(Duration::from_millis(delay)).await;
-                        }
-                        let mut resp = axum::response::Response::new(axum::body::Body::empty());
-                        if let Some((code, ra)) = st.script.lock().unwrap().pop_front() {
-                            *resp.status_mut() = axum::http::StatusCode::from_u16(code).unwrap();
-                            if let Some(ra) = ra {
-                                resp.headers_mut()
-                                    .insert("retry-after", ra.parse().unwrap());
-                            }
-                            return resp;
-                        }
-                        match check(&headers, &body) {
-                            Ok(req) => {
-                                let mut s = st.samples.lock().unwrap();
-                                for ts in req.timeseries {
-                                    let name = ts
-                                        .labels
-                                        .iter()
-                                        .find(|l| l.name == "__name__")
-                                        .unwrap()
-                                        .value
-                                        .clone();
-                                    s.extend(ts.samples.iter().map(|x| (name.clone(), x.value)));
-                                }
-                                *resp.status_mut() = axum::http::StatusCode::NO_CONTENT;
-                            }
-                            Err(e) => {
-                                *resp.status_mut() = axum::http::StatusCode::BAD_REQUEST;
-                                *resp.body_mut() = axum::body::Body::from(e);
-                            }
-                        }
-                        resp
+    serve_post(&rt, port, "/api/v1/write", move |headers, body| {
+        let st = st.clone();
+        async move {
+            if let Some(r) = st.script.next().await {
+                return r;
+            }
+            match check(&headers, &body) {
+                Ok(req) => {
+                    let mut s = st.samples.lock().unwrap();
+                    for ts in req.timeseries {
+                        let name = ts
+                            .labels
+                            .iter()
+                            .find(|l| l.name == "__name__")
+                            .unwrap()
+                            .value
+                            .clone();
+                        s.extend(ts.samples.iter().map(|x| (name.clone(), x.value)));
                     }
-                },
-            ),
-        );
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        axum::serve(l, app).await.unwrap();
+                    response(204, "")
+                }
+                Err(e) => response(400, e),
+            }
+        }
     });
     wait_until(
         "the queued points after the receiver came up",
@@ -446,31 +419,27 @@ service:
         || state.samples.lock().unwrap().len() == accepted,
     );
     state.samples.lock().unwrap().clear();
-    let calls0 = *state.calls.lock().unwrap();
-    state.script.lock().unwrap().push_back((500, None));
+    let calls0 = state.script.calls();
+    state.script.answer(500, None);
     send(1.0);
     wait_until("delivered after a 500", Duration::from_secs(10), || {
         state.samples.lock().unwrap().len() == 1
     });
-    assert_eq!(*state.calls.lock().unwrap(), calls0 + 2);
+    assert_eq!(state.script.calls(), calls0 + 2);
     assert_eq!(
         state.samples.lock().unwrap()[0],
         ("queue_depth".to_string(), 1.0)
     );
 
-    state.script.lock().unwrap().push_back((400, None));
+    state.script.answer(400, None);
     send(2.0);
     wait_until("the 400 counted", Duration::from_secs(10), || {
         c.metric("otelcol_exporter_send_failed_metric_points_total{exporter=\"prometheus_remote_write\"}") == 1.0
     });
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(
-        *state.calls.lock().unwrap(),
-        calls0 + 3,
-        "a 400 is not retried"
-    );
+    assert_eq!(state.script.calls(), calls0 + 3, "a 400 is not retried");
 
-    state.script.lock().unwrap().push_back((429, Some("2")));
+    state.script.answer(429, Some("2"));
     let t = std::time::Instant::now();
     send(3.0);
     wait_until("delivered after a 429", Duration::from_secs(10), || {
@@ -483,7 +452,7 @@ service:
     );
 
     // Slow: the next answer takes 3s, over the 1s timeout; the write is retried and arrives.
-    *state.delay_ms.lock().unwrap() = 3000;
+    state.script.delay_next(3000);
     send(4.0);
     wait_until("the slow write retried", Duration::from_secs(15), || {
         state.samples.lock().unwrap().iter().any(|(_, v)| *v == 4.0)

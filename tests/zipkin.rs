@@ -7,10 +7,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::standin::{Script, response, serve_post};
 use common::{Collector, free_port, kv, wait_until};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -107,61 +108,38 @@ fn strict_decode(body: &[u8]) -> Result<Vec<ZSpan>, String> {
 
 #[derive(Default)]
 struct Server {
-    script: Mutex<VecDeque<(u16, Option<&'static str>, u64)>>,
+    script: Script,
     got: Mutex<Vec<ZSpan>>,
-    calls: Mutex<usize>,
 }
 
 /// Starts the schema-checking Zipkin stand-in on a free port.
 fn zipkin(rt: &tokio::runtime::Runtime) -> (u16, Arc<Server>) {
-    use axum::http::StatusCode;
-    let state = Arc::new(Server::default());
     let port = free_port();
+    (port, zipkin_on(rt, port))
+}
+
+/// The schema-checking Zipkin stand-in on `port`: the scripted answers first, then 202 for a
+/// body Zipkin would accept and 400 for one it would not.
+fn zipkin_on(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Server> {
+    let state = Arc::new(Server::default());
     let st = state.clone();
-    rt.spawn(async move {
-        let app = axum::Router::new().route(
-            "/api/v2/spans",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let st = st.clone();
-                    async move {
-                        *st.calls.lock().unwrap() += 1;
-                        assert_eq!(headers.get("content-type").unwrap(), "application/json");
-                        let step = st
-                            .script
-                            .lock()
-                            .unwrap()
-                            .pop_front()
-                            .unwrap_or((202, None, 0));
-                        if step.2 > 0 {
-                            tokio::time::sleep(Duration::from_millis(step.2)).await;
-                        }
-                        let mut resp = axum::response::Response::new(axum::body::Body::empty());
-                        *resp.status_mut() = StatusCode::from_u16(step.0).unwrap();
-                        if let Some(ra) = step.1 {
-                            resp.headers_mut()
-                                .insert("retry-after", ra.parse().unwrap());
-                        }
-                        if step.0 == 202 {
-                            match strict_decode(&body) {
-                                Ok(spans) => st.got.lock().unwrap().extend(spans),
-                                Err(e) => {
-                                    *resp.status_mut() = StatusCode::BAD_REQUEST;
-                                    *resp.body_mut() = axum::body::Body::from(e);
-                                }
-                            }
-                        }
-                        resp
-                    }
-                },
-            ),
-        );
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        axum::serve(l, app).await.unwrap();
+    serve_post(rt, port, "/api/v2/spans", move |headers, body| {
+        let st = st.clone();
+        async move {
+            assert_eq!(headers.get("content-type").unwrap(), "application/json");
+            if let Some(r) = st.script.next().await {
+                return r;
+            }
+            match strict_decode(&body) {
+                Ok(spans) => {
+                    st.got.lock().unwrap().extend(spans);
+                    response(202, "")
+                }
+                Err(e) => response(400, e),
+            }
+        }
     });
-    (port, state)
+    state
 }
 
 const T0: u64 = 1_700_000_000_123_456_789;
@@ -439,21 +417,21 @@ fn failure_behaviour() {
     let (c, grpc) = collector(zport, "");
 
     // 500 then 202: delivered exactly once.
-    z.script.lock().unwrap().push_back((500, None, 0));
+    z.script.answer(500, None);
     send(&rt, grpc, one(1));
     wait_until("span 1 after a retry", Duration::from_secs(10), || {
         z.got.lock().unwrap().len() == 1
     });
-    assert_eq!(*z.calls.lock().unwrap(), 2);
+    assert_eq!(z.script.calls(), 2);
 
     // 400: dropped, counted, not retried.
-    z.script.lock().unwrap().push_back((400, None, 0));
+    z.script.answer(400, None);
     send(&rt, grpc, one(2));
     wait_until("the 400 to be counted", Duration::from_secs(10), || {
         c.metric("otelcol_exporter_send_failed_spans_total{exporter=\"zipkin\"}") == 1.0
     });
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(*z.calls.lock().unwrap(), 3, "a 400 is not retried");
+    assert_eq!(z.script.calls(), 3, "a 400 is not retried");
     assert_eq!(
         c.metric(
             "otelcol_exporter_dropped_items_total{exporter=\"zipkin\",reason=\"permanent_error\"}"
@@ -462,7 +440,7 @@ fn failure_behaviour() {
     );
 
     // 429 with Retry-After: 2 is honoured (the retry waits 2s, not the 100ms backoff).
-    z.script.lock().unwrap().push_back((429, Some("2"), 0));
+    z.script.answer(429, Some("2"));
     let t = std::time::Instant::now();
     send(&rt, grpc, one(3));
     wait_until("span 3 after Retry-After", Duration::from_secs(10), || {
@@ -475,7 +453,7 @@ fn failure_behaviour() {
     );
 
     // A slow backend (3s > the 1s timeout) is timed out and retried.
-    z.script.lock().unwrap().push_back((202, None, 3000));
+    z.script.delay_next(3000);
     send(&rt, grpc, one(4));
     wait_until("span 4 after a timeout", Duration::from_secs(15), || {
         z.got
@@ -524,34 +502,6 @@ fn backend_down_then_back() {
         c.metric("otelcol_exporter_send_failed_spans_total{exporter=\"zipkin\"}"),
         0.0
     );
-}
-
-fn zipkin_on(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Server> {
-    // Same as `zipkin` but on a given port.
-    let state = Arc::new(Server::default());
-    let st = state.clone();
-    rt.spawn(async move {
-        let app = axum::Router::new().route(
-            "/api/v2/spans",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let st = st.clone();
-                async move {
-                    match strict_decode(&body) {
-                        Ok(spans) => {
-                            st.got.lock().unwrap().extend(spans);
-                            axum::http::StatusCode::ACCEPTED
-                        }
-                        Err(_) => axum::http::StatusCode::BAD_REQUEST,
-                    }
-                }
-            }),
-        );
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        axum::serve(l, app).await.unwrap();
-    });
-    state
 }
 
 /// `format: proto`: the body is the zipkin2 protobuf `ListOfSpans` (decoded here with the model

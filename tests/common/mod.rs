@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod sink;
+pub mod standin;
 
 use std::io::Read;
 use std::net::TcpListener;
