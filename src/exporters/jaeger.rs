@@ -74,9 +74,13 @@ impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let sender = JaegerSender {
-            channel: crate::net::client::grpc_channel(&cfg.endpoint, &cfg.client.tls)
+            channel: cfg
+                .client
+                .grpc_channel(&cfg.endpoint)
                 .map_err(|e| BuildError::new(&ctx.id, e))?,
-            headers: crate::net::client::grpc_metadata(&cfg.client.headers)
+            headers: cfg
+                .client
+                .grpc_metadata()
                 .map_err(|e| BuildError::new(&ctx.id, e))?,
             timeout: cfg.client.timeout,
             max_request: usize::try_from(cfg.max_request_size)

@@ -94,8 +94,8 @@ pub struct GrpcSender {
 impl GrpcSender {
     pub fn new(cfg: &Config, id: &str) -> Result<Self, String> {
         Ok(GrpcSender {
-            channel: crate::net::client::grpc_channel(&cfg.endpoint, &cfg.client.tls)?,
-            headers: crate::net::client::grpc_metadata(&cfg.client.headers)?,
+            channel: cfg.client.grpc_channel(&cfg.endpoint)?,
+            headers: cfg.client.grpc_metadata()?,
             compression: cfg.compression,
             timeout: cfg.client.timeout,
             max_request: usize::try_from(cfg.max_request_size)

@@ -55,6 +55,23 @@ impl ClientSettings {
     }
 }
 
+impl ClientSettings {
+    /// An HTTP client with these settings' TLS and headers.
+    pub fn http_client(&self) -> Result<reqwest::Client, String> {
+        crate::net::client::http_client(&self.tls, &self.headers)
+    }
+
+    /// A lazily connecting gRPC channel to `endpoint` with these settings' TLS.
+    pub fn grpc_channel(&self, endpoint: &str) -> Result<tonic::transport::Channel, String> {
+        crate::net::client::grpc_channel(endpoint, &self.tls)
+    }
+
+    /// These settings' headers as gRPC metadata.
+    pub fn grpc_metadata(&self) -> Result<http::HeaderMap, String> {
+        crate::net::client::grpc_metadata(&self.headers)
+    }
+}
+
 /// An exporter config that holds the client settings (in a `#[serde(skip)]` field that
 /// [`parse`] fills).
 pub trait HasClient: DeserializeOwned {

@@ -177,7 +177,9 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 impl ExporterConfig for Validated<Config> {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let client = crate::net::client::http_client(&cfg.client.tls, &cfg.client.headers)
+        let client = cfg
+            .client
+            .http_client()
             .map_err(|e| BuildError::new(&ctx.id, e))?;
         let dropped = ctx
             .telemetry
