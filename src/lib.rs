@@ -12,6 +12,7 @@ pub mod component;
 pub mod config;
 pub mod exporters;
 pub mod extensions;
+pub mod featuregate;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod health;

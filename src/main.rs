@@ -1,10 +1,12 @@
-//! `ferrotel` command line: run, validate, components.
+//! `ferrotel` command line: run (SIGHUP reloads), validate, print-config, components,
+//! featuregate.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferrotel::component::Kind;
+use ferrotel::config::{ListMerge, Sources, render};
+use ferrotel::featuregate::{self, Gates};
 use ferrotel::registry::FACTORIES;
 
 #[global_allocator]
@@ -17,9 +19,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "A telemetry collector in the mould of the OpenTelemetry Collector"
 )]
 struct Cli {
-    /// Config file (the OpenTelemetry Collector's YAML shape).
+    /// A config source, repeatable and merged in order (mappings key by key, lists replaced):
+    /// a file path, `file:PATH`, `env:VAR` (the variable holds the YAML) or `yaml:INLINE`
+    /// (keys joined by `::`, e.g. `yaml:exporters::debug::verbosity: detailed`).
     #[arg(long, short = 'c', global = true, env = "FERROTEL_CONFIG")]
-    config: Option<PathBuf>,
+    config: Vec<String>,
+    /// Sets one value on top of every --config: `key::path=value` (the value is YAML),
+    /// repeatable, e.g. `--set=processors::batch::timeout=2s`.
+    #[arg(long, global = true)]
+    set: Vec<String>,
+    /// Feature gates to enable (`id`, `+id`) or disable (`-id`), comma-separated and
+    /// repeatable; `ferrotel featuregate` lists them.
+    #[arg(long = "feature-gates", global = true)]
+    feature_gates: Vec<String>,
     /// Log level: error, warn, info, debug, trace (or a RUST_LOG-style filter). Overrides
     /// RUST_LOG and `service.telemetry.logs.level`.
     #[arg(long, global = true)]
@@ -38,77 +50,156 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the config as resolved: every source merged, every `${...}` expanded.
+    PrintConfig {
+        /// `redacted` (default) hides passwords, tokens, keys and header values.
+        #[arg(long, default_value = "redacted", value_parser = ["redacted", "unredacted"])]
+        mode: String,
+        /// `yaml` (default) or `json`.
+        #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
+        format: String,
+    },
+    /// List the feature gates ferrotel knows, with their stage and whether they are on.
+    Featuregate {
+        /// Show one gate only.
+        id: Option<String>,
+    },
 }
 
-fn init_logs(cli_level: Option<&str>, config_level: Option<&str>) {
+type LogReload = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Installs the log output; the returned function changes the level from a reloaded config
+/// (unless --log-level or RUST_LOG fixed it).
+fn init_logs(cli_level: Option<&str>, config_level: Option<&str>) -> LogReload {
     use tracing_subscriber::EnvFilter;
-    let filter = match (cli_level, std::env::var("RUST_LOG").ok(), config_level) {
+    use tracing_subscriber::prelude::*;
+    let env = std::env::var("RUST_LOG").ok().filter(|e| !e.is_empty());
+    let fixed = cli_level.is_some() || env.is_some();
+    let filter = match (cli_level, env, config_level) {
         (Some(l), _, _) => EnvFilter::new(l),
-        (None, Some(env), _) if !env.is_empty() => EnvFilter::new(env),
-        (None, _, Some(l)) => EnvFilter::new(l),
+        (None, Some(env), _) => EnvFilter::new(env),
+        (None, None, Some(l)) => EnvFilter::new(l),
         _ => EnvFilter::new("info"),
     };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         // Control characters inside an event are escaped: values come from clients too.
         .with_writer(ferrotel::text::stderr_log_writer)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    Box::new(move |level: &str| {
+        if fixed {
+            return;
+        }
+        if let Err(e) = handle.reload(EnvFilter::new(level)) {
+            tracing::warn!("cannot change the log level: {e}");
+        }
+    })
+}
+
+/// What every command that reads a config needs: its sources, with the gates applied.
+fn sources(cli: &Cli) -> Result<Sources, ExitCode> {
+    let gates = match Gates::parse(&cli.feature_gates) {
+        Ok(g) => g,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return Err(ExitCode::from(2));
+        }
+    };
+    if cli.config.is_empty() {
+        eprintln!(
+            "error: --config FILE is required (try pipelines/local.yaml); it may be repeated and take `file:`, `env:` or `yaml:` URIs"
+        );
+        return Err(ExitCode::from(2));
+    }
+    Ok(Sources {
+        uris: cli.config.clone(),
+        sets: cli.set.clone(),
+        lists: if gates.enabled(featuregate::MERGE_APPEND) {
+            ListMerge::AppendComponentLists
+        } else {
+            ListMerge::Replace
+        },
+    })
+}
+
+fn print_errors(label: &str, errors: &[ferrotel::config::ConfigError], suffix: &str) {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!("{label}: {} error(s){suffix}", errors.len());
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match &cli.command {
         Some(Command::Components { json }) => {
-            components(json);
-            ExitCode::SUCCESS
+            components(*json);
+            return ExitCode::SUCCESS;
         }
+        Some(Command::Featuregate { id }) => return featuregates(id.as_deref()),
+        _ => {}
+    }
+    let sources = match sources(&cli) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match &cli.command {
         Some(Command::Validate) => {
-            init_logs(cli.log_level.as_deref().or(Some("warn")), None);
-            let Some(path) = cli.config else {
-                eprintln!("error: validate needs --config FILE");
-                return ExitCode::from(2);
-            };
-            match ferrotel::pipeline::validate_file(&path) {
+            let _ = init_logs(cli.log_level.as_deref().or(Some("warn")), None);
+            match ferrotel::pipeline::validate_sources(&sources) {
                 Ok(v) => {
                     for w in &v.warnings {
                         eprintln!("warning: {w}");
                     }
-                    println!("{}: valid", path.display());
+                    println!("{}: valid", sources.label());
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {
-                    for e in &errors {
-                        eprintln!("error: {e}");
-                    }
-                    eprintln!("{}: {} error(s)", path.display(), errors.len());
+                    print_errors(&sources.label(), &errors, "");
                     ExitCode::FAILURE
                 }
             }
         }
-        None => {
-            let Some(path) = cli.config else {
-                eprintln!("error: --config FILE is required (try pipelines/local.yaml)");
-                return ExitCode::from(2);
-            };
-            let validated = match ferrotel::pipeline::validate_file(&path) {
+        Some(Command::PrintConfig { mode, format }) => {
+            let _ = init_logs(cli.log_level.as_deref().or(Some("warn")), None);
+            let mut errors = ferrotel::config::Errors::for_sources(&sources);
+            let env = |n: &str| std::env::var(n).ok();
+            let root = ferrotel::config::resolve(&sources, &env, &mut errors);
+            match root {
+                Some(root) if errors.is_empty() => {
+                    let root = if mode == "redacted" {
+                        render::redacted(&root)
+                    } else {
+                        root
+                    };
+                    if format == "json" {
+                        println!("{}", render::json_text(&root));
+                    } else {
+                        print!("{}", render::yaml_text(&root));
+                    }
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    print_errors(&sources.label(), &errors.list, "");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {
+            let validated = match ferrotel::pipeline::validate_sources(&sources) {
                 Ok(v) => v,
                 Err(errors) => {
-                    init_logs(cli.log_level.as_deref(), None);
-                    for e in &errors {
-                        eprintln!("error: {e}");
-                    }
-                    eprintln!(
-                        "{}: {} error(s); not starting",
-                        path.display(),
-                        errors.len()
-                    );
+                    let _ = init_logs(cli.log_level.as_deref(), None);
+                    print_errors(&sources.label(), &errors, "; not starting");
                     return ExitCode::FAILURE;
                 }
             };
-            init_logs(
+            let set_level = init_logs(
                 cli.log_level.as_deref(),
                 validated.config.telemetry.logs.level.as_deref(),
             );
@@ -131,38 +222,109 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(run(validated))
+            rt.block_on(run(sources, validated, set_level))
         }
     }
 }
 
-async fn run(validated: ferrotel::pipeline::Validated) -> ExitCode {
+async fn run(
+    sources: Sources,
+    validated: ferrotel::pipeline::Validated,
+    set_level: LogReload,
+) -> ExitCode {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting ferrotel");
-    let running = match ferrotel::pipeline::start(validated).await {
+    let mut running = match ferrotel::pipeline::start(validated).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping on ctrl-c only");
+        let _ = tokio::signal::ctrl_c().await;
+        running.shutdown().await;
+        return ExitCode::SUCCESS;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("received SIGTERM"); break; }
+            _ = int.recv() => { tracing::info!("received SIGINT"); break; }
+            _ = hup.recv() => reload(&sources, &mut running, &set_level).await,
+        }
+    }
     running.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping on ctrl-c only");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
+/// SIGHUP: the same sources read again; a config with errors leaves the running one as it is.
+async fn reload(
+    sources: &Sources,
+    running: &mut ferrotel::pipeline::Running,
+    set_level: &LogReload,
+) {
+    tracing::info!(
+        "received SIGHUP: reloading the config from {}",
+        sources.label()
+    );
+    let started = std::time::Instant::now();
+    let validated = match ferrotel::pipeline::validate_sources(sources) {
+        Ok(v) => v,
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            tracing::error!(
+                "the reloaded config has {} error(s); the running config stays in place",
+                errors.len()
+            );
+            return;
+        }
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("received SIGTERM"),
-        _ = int.recv() => tracing::info!("received SIGINT"),
+    for w in &validated.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(level) = validated.config.telemetry.logs.level.as_deref() {
+        set_level(level);
+    }
+    match running.reload(validated).await {
+        Ok(summary) => tracing::info!(
+            elapsed = ?started.elapsed(),
+            "config reloaded; {summary}"
+        ),
+        Err(e) => tracing::error!("config reloaded with an error: {e}; the rest of it is running"),
+    }
+}
+
+fn featuregates(id: Option<&str>) -> ExitCode {
+    let defaults = Gates::default();
+    let mut found = false;
+    for g in featuregate::GATES
+        .iter()
+        .filter(|g| id.is_none_or(|i| i == g.id))
+    {
+        found = true;
+        println!(
+            "{}\t{}\t{}\t{}",
+            g.id,
+            serde_json::to_value(g.stage)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            if defaults.enabled(g.id) { "on" } else { "off" },
+            g.description
+        );
+    }
+    if found {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: no such feature gate `{}`", id.unwrap_or_default());
+        ExitCode::FAILURE
     }
 }
 

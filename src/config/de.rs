@@ -518,7 +518,7 @@ mod tests {
     fn unknown_key_points_at_the_key_with_its_path() {
         let n = parse("inner:\n  queue_size: 5\n  qeue_size: 6\nlist: []\n").unwrap();
         let e = from_node::<Outer>(&n).unwrap_err();
-        assert_eq!(e.pos, Some(Pos { line: 3, column: 3 }));
+        assert_eq!(e.pos, Some(Pos::at(3, 3)));
         assert_eq!(e.path_string(), "inner.qeue_size");
         assert!(e.msg.contains("unknown field `qeue_size`"), "{}", e.msg);
     }
@@ -541,7 +541,7 @@ mod tests {
         assert_eq!((o.endpoint.as_str(), s.timeout), ("x", 3));
         let n = parse("endpoint: x\ntimeuot: 3\n").unwrap();
         let e = from_node_flat::<Own, Shared>(&n).unwrap_err();
-        assert_eq!(e.pos, Some(Pos { line: 2, column: 1 }));
+        assert_eq!(e.pos, Some(Pos::at(2, 1)));
         assert_eq!(
             e.msg,
             "unknown field `timeuot`, expected one of `endpoint`, `timeout`"
@@ -558,13 +558,7 @@ mod tests {
     fn wrong_type_points_at_the_value_inside_a_list() {
         let n = parse("list:\n  - queue_size: 1\n  - queue_size: lots\n").unwrap();
         let e = from_node::<Outer>(&n).unwrap_err();
-        assert_eq!(
-            e.pos,
-            Some(Pos {
-                line: 3,
-                column: 17
-            })
-        );
+        assert_eq!(e.pos, Some(Pos::at(3, 17)));
         assert_eq!(e.path_string(), "list[1].queue_size");
         assert!(e.msg.contains("invalid type: string \"lots\""), "{}", e.msg);
     }

@@ -7,6 +7,8 @@
 pub mod de;
 pub mod env;
 pub mod node;
+pub mod render;
+pub mod sources;
 pub mod units;
 
 use std::fmt;
@@ -17,6 +19,7 @@ use serde::Deserialize;
 
 pub use de::{DeError, from_node, from_node_flat};
 pub use node::{Key, Node, Pos, Value};
+pub use sources::{ListMerge, Sources};
 
 use crate::signal::Signal;
 
@@ -52,15 +55,52 @@ impl fmt::Display for ConfigError {
 /// Collects errors so that `validate` can list every problem at once.
 #[derive(Debug, Default)]
 pub struct Errors {
+    /// What an error with no position is reported against: the first source, or all of them.
     pub file: String,
+    /// The name of each source, indexed by [`Pos::source`], and whether its positions mean
+    /// anything (a `--set` flag is one line of its own making: no line and column).
+    pub sources: Vec<(String, bool)>,
     pub list: Vec<ConfigError>,
 }
 
 impl Errors {
     pub fn new(file: impl Into<String>) -> Self {
+        let file = file.into();
         Errors {
-            file: file.into(),
+            sources: vec![(file.clone(), true)],
+            file,
             list: Vec::new(),
+        }
+    }
+
+    /// Errors of a config read from `sources`: the first source is index 0.
+    pub fn for_sources(sources: &Sources) -> Self {
+        let mut e = Errors::new(sources.label());
+        if let Some(first) = sources.uris.first() {
+            e.sources[0].0 = sources::display_name(first);
+        }
+        e
+    }
+
+    /// Registers one more source (a `--config` file, an `env:` value, a `--set` flag) and
+    /// returns the index its positions carry.
+    pub fn add_source(&mut self, name: impl Into<String>, placed: bool) -> u16 {
+        self.sources.push((name.into(), placed));
+        u16::try_from(self.sources.len() - 1).unwrap_or(u16::MAX)
+    }
+
+    /// The name of the source a position is in.
+    pub fn file_of(&self, pos: Pos) -> &str {
+        self.sources
+            .get(usize::from(pos.source))
+            .map_or(&self.file, |(name, _)| name)
+    }
+
+    /// The position as reported: none for a source without lines.
+    fn placed(&self, pos: Pos) -> Option<Pos> {
+        match self.sources.get(usize::from(pos.source)) {
+            Some((_, false)) => None,
+            _ => Some(pos),
         }
     }
 
@@ -72,10 +112,21 @@ impl Errors {
         msg: impl Into<String>,
     ) {
         self.list.push(ConfigError {
-            file: self.file.clone(),
-            pos: Some(pos),
+            file: self.file_of(pos).to_owned(),
+            pos: self.placed(pos),
             component: component.map(str::to_owned),
             key: key.map(str::to_owned),
+            msg: msg.into(),
+        });
+    }
+
+    /// An error about the config as a whole or a source that could not be read: no position.
+    pub fn unplaced(&mut self, file: &str, msg: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: file.to_owned(),
+            pos: None,
+            component: None,
+            key: None,
             msg: msg.into(),
         });
     }
@@ -83,9 +134,10 @@ impl Errors {
     /// Records a deserialization error of a component's config, keeping its position and path.
     pub fn de(&mut self, component: &str, fallback: Pos, e: DeError) {
         let key = e.path_string();
+        let pos = e.pos.unwrap_or(fallback);
         self.list.push(ConfigError {
-            file: self.file.clone(),
-            pos: Some(e.pos.unwrap_or(fallback)),
+            file: self.file_of(pos).to_owned(),
+            pos: self.placed(pos),
             component: Some(component.to_owned()),
             key: (!key.is_empty()).then_some(key),
             msg: e.msg,
@@ -290,31 +342,29 @@ pub struct Config {
 /// Reads and parses a config file. Structural errors are collected into `errors`; the returned
 /// config holds whatever could be read, so that later checks can still report their own errors.
 pub fn load_file(path: &Path, errors: &mut Errors) -> Option<Config> {
-    let text = match std::fs::read(path) {
-        Ok(b) => match String::from_utf8(b) {
-            Ok(t) => t,
-            Err(_) => {
-                errors.at(
-                    Pos { line: 1, column: 1 },
-                    None,
-                    None,
-                    "the file is not valid UTF-8",
-                );
-                return None;
-            }
-        },
-        Err(e) => {
-            errors.list.push(ConfigError {
-                file: errors.file.clone(),
-                pos: None,
-                component: None,
-                key: None,
-                msg: format!("cannot read the config file: {e}"),
-            });
-            return None;
-        }
-    };
-    load_str(&text, &|n| std::env::var(n).ok(), errors)
+    let sources = Sources::file(path.display().to_string());
+    let root = resolve(&sources, &|n| std::env::var(n).ok(), errors)?;
+    from_tree(root, errors)
+}
+
+/// Reads and merges every source and expands `${...}` references: the tree a config is read
+/// from, and what `print-config` shows.
+pub fn resolve(
+    sources: &Sources,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) -> Option<Node> {
+    let mut root = sources::resolve(sources, env, errors)?;
+    expand_refs(&mut root, env::Providers { env, files: true }, errors);
+    Some(root)
+}
+
+fn expand_refs(root: &mut Node, providers: env::Providers<'_>, errors: &mut Errors) {
+    let mut env_errors = Vec::new();
+    env::expand(root, providers, &mut env_errors);
+    for e in env_errors {
+        errors.at(e.pos, None, None, e.msg);
+    }
 }
 
 const SECTIONS: [&str; 6] = [
@@ -338,11 +388,13 @@ pub fn load_str(
             return None;
         }
     };
-    let mut env_errors = Vec::new();
-    env::expand(&mut root, lookup, &mut env_errors);
-    for e in env_errors {
-        errors.at(e.pos, None, None, e.msg);
-    }
+    sources::unfold_keys(&mut root);
+    expand_refs(&mut root, env::Providers::env_only(lookup), errors);
+    from_tree(root, errors)
+}
+
+/// The service graph's shape read from a resolved tree.
+pub fn from_tree(root: Node, errors: &mut Errors) -> Option<Config> {
     let Some(entries) = root.entries() else {
         errors.at(
             root.pos,

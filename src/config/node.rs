@@ -10,11 +10,24 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-/// 1-based position in the config file.
+/// 1-based position in a config source. `source` indexes the sources read for one config
+/// (`--config` files, `env:` and `yaml:` values, `--set` flags), so an error in a merged config
+/// names the one it came from; see [`crate::config::Errors`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pos {
     pub line: u64,
     pub column: u64,
+    pub source: u16,
+}
+
+impl Pos {
+    pub fn at(line: u64, column: u64) -> Self {
+        Pos {
+            line,
+            column,
+            source: 0,
+        }
+    }
 }
 
 impl fmt::Display for Pos {
@@ -83,6 +96,50 @@ impl Node {
         }
     }
 
+    /// Equal values, wherever they are written: a reload keeps a component whose config reads
+    /// the same even if lines moved.
+    pub fn same_value(&self, other: &Node) -> bool {
+        match (&self.value, &other.value) {
+            (Value::Seq(a), Value::Seq(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_value(y))
+            }
+            (Value::Map(a), Value::Map(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((ka, va), (kb, vb))| ka.name == kb.name && va.same_value(vb))
+            }
+            (a, b) => a == b,
+        }
+    }
+
+    /// Marks every position in the tree as coming from source `source`.
+    pub fn set_source(&mut self, source: u16) {
+        self.pos.source = source;
+        match &mut self.value {
+            Value::Seq(items) => items.iter_mut().for_each(|n| n.set_source(source)),
+            Value::Map(entries) => entries.iter_mut().for_each(|(k, n)| {
+                k.pos.source = source;
+                n.set_source(source);
+            }),
+            _ => {}
+        }
+    }
+
+    /// Moves every position in the tree to `pos`: a subtree read from a `${file:...}`
+    /// reference is reported where the reference is written.
+    pub fn relocate(&mut self, pos: Pos) {
+        self.pos = pos;
+        match &mut self.value {
+            Value::Seq(items) => items.iter_mut().for_each(|n| n.relocate(pos)),
+            Value::Map(entries) => entries.iter_mut().for_each(|(k, n)| {
+                k.pos = pos;
+                n.relocate(pos);
+            }),
+            _ => {}
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self.value {
             Value::Null => "null",
@@ -97,10 +154,7 @@ impl Node {
 }
 
 fn pos_of(loc: &serde_saphyr::Location) -> Pos {
-    Pos {
-        line: loc.line(),
-        column: loc.column(),
-    }
+    Pos::at(loc.line(), loc.column())
 }
 
 /// The node without its position, as serde-saphyr hands it to us; wrapped in `Spanned` below.
@@ -233,7 +287,7 @@ impl<'de> Visitor<'de> for RawVisitor {
 pub fn parse(text: &str) -> Result<Node, (Pos, String)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
-        return Ok(Node::null(Pos { line: 1, column: 1 }));
+        return Ok(Node::null(Pos::at(1, 1)));
     }
     // YAML 1.2 booleans, as the Collector's YAML library reads untyped values: `yes`, `on`,
     // `y` stay text (a bool field still takes them, see `de.rs`).

@@ -5,7 +5,8 @@
 //! pipeline, exporters are shared (one queue fed by every pipeline listing it).
 
 mod run;
+mod switch;
 mod validate;
 
-pub use run::{Running, start, test_context};
-pub use validate::{Validated, validate_file, validate_str};
+pub use run::{ReloadSummary, Running, start, test_context};
+pub use validate::{Validated, validate_file, validate_sources, validate_str};

@@ -1,5 +1,14 @@
 //! Builds the validated graph, starts it in order (extensions, exporters, processors,
-//! receivers) and stops it in the reverse order within the shutdown deadline.
+//! receivers), reloads it in place, and stops it in the reverse order within the shutdown
+//! deadline.
+//!
+//! A reload keeps what did not change: an exporter whose config reads the same keeps its
+//! instance and queue; a pipeline whose processors and exporters are all unchanged keeps its
+//! processors and their state; a receiver whose config and signals are unchanged keeps its
+//! listeners and connections and is pointed at the new pipelines through its [`Switch`]. What
+//! changed is built new, and what it replaces is stopped and drained (receivers first, then
+//! processors, then exporters), so nothing accepted is lost. A change to the extensions restarts
+//! everything but the self-metrics endpoint, since exporters and receivers hold their storage.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,12 +16,35 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::switch::{InFlight, Switch};
 use super::validate::Validated;
 use crate::component::{BuildError, Context, DynConsumer, Exporter, FanOut, Lifecycle, Processor};
-use crate::config::ComponentId;
+use crate::config::{ComponentDef, ComponentId, Config, Node, PipelineDef};
 use crate::health::Health;
 use crate::signal::Signal;
 use crate::telemetry::Telemetry;
+
+struct PipelineRun {
+    def: PipelineDef,
+    /// First processor first.
+    procs: Vec<Arc<dyn Processor>>,
+    head: DynConsumer,
+}
+
+struct ReceiverRun {
+    id: ComponentId,
+    running: Box<dyn Lifecycle>,
+    /// Per signal (in `Signal::ALL` order), the switch it was given, if it feeds that signal.
+    switches: [Option<Arc<Switch>>; 3],
+}
+
+/// The parts a reload may keep or retire.
+#[derive(Default)]
+struct Parts {
+    receivers: Vec<ReceiverRun>,
+    pipelines: Vec<PipelineRun>,
+    exporters: Vec<(ComponentId, Arc<dyn Exporter>)>,
+}
 
 /// A running collector.
 pub struct Running {
@@ -20,12 +52,45 @@ pub struct Running {
     pub health: Arc<Health>,
     token: CancellationToken,
     shutdown_timeout: Duration,
-    receivers: Vec<(ComponentId, Box<dyn Lifecycle>)>,
-    /// Per pipeline, in pipeline order (first processor first).
-    processors: Vec<Vec<Arc<dyn Processor>>>,
-    exporters: Vec<(ComponentId, Arc<dyn Exporter>)>,
+    base: Context,
+    /// The config now applied, to tell what a reload changes.
+    config: Config,
+    parts: Parts,
     extensions: Vec<(ComponentId, Box<dyn Lifecycle>)>,
-    metrics_server: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    metrics_server: Option<(String, CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+/// What a reload kept and what it built new.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub receivers_kept: usize,
+    pub receivers_started: usize,
+    pub pipelines_kept: usize,
+    pub pipelines_built: usize,
+    pub exporters_kept: usize,
+    pub exporters_built: usize,
+    /// The extensions changed, so everything was restarted.
+    pub restarted: bool,
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "receivers: {} kept, {} started; pipelines: {} kept, {} built; exporters: {} kept, {} built{}",
+            self.receivers_kept,
+            self.receivers_started,
+            self.pipelines_kept,
+            self.pipelines_built,
+            self.exporters_kept,
+            self.exporters_built,
+            if self.restarted {
+                " (the extensions changed: everything restarted)"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 /// The context of component `id`: the shared parts of `base`, its own id.
@@ -41,23 +106,52 @@ pub fn test_context(name: &str) -> Context {
     Context::standalone(name)
 }
 
+fn node_of<'a>(defs: &'a [ComponentDef], id: &ComponentId) -> Option<&'a Node> {
+    defs.iter().find(|d| d.id == *id).map(|d| &d.node)
+}
+
+fn same_node(old: &[ComponentDef], new: &[ComponentDef], id: &ComponentId) -> bool {
+    match (node_of(old, id), node_of(new, id)) {
+        (Some(a), Some(b)) => a.same_value(b),
+        _ => false,
+    }
+}
+
 /// Builds and starts everything; on a failure, stops what was started and returns the error.
 pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
     let telemetry = Telemetry::new(&v.config.telemetry.resource);
     let health = Arc::new(Health::default());
     let token = CancellationToken::new();
-    let mut running = Running {
+    let base = Context {
+        id: ComponentId {
+            kind: "service".into(),
+            name: None,
+        },
         telemetry: telemetry.clone(),
+        shutdown: token.clone(),
         health: health.clone(),
-        token: token.clone(),
+        storage: Default::default(),
+        pipeline: String::new(),
+        memory: crate::admission::Budget::new(),
+    };
+    let mut running = Running {
+        telemetry,
+        health: health.clone(),
+        token,
         shutdown_timeout: v.config.shutdown_timeout,
-        receivers: Vec::new(),
-        processors: Vec::new(),
-        exporters: Vec::new(),
+        base,
+        config: empty_config(),
+        parts: Parts::default(),
         extensions: Vec::new(),
         metrics_server: None,
     };
-    match build(&mut v, &mut running).await {
+    let result = async {
+        running.serve_metrics(&v.config).await?;
+        running.start_extensions(&mut v).await?;
+        running.assemble(v, Parts::default()).await.map(|_| ())
+    }
+    .await;
+    match result {
         Ok(()) => {
             health.set_ready();
             tracing::info!("everything is ready; begin running and processing data");
@@ -70,129 +164,310 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
     }
 }
 
-async fn build(v: &mut Validated, r: &mut Running) -> Result<(), BuildError> {
-    let telemetry = r.telemetry.clone();
-    let base = Context {
-        id: ComponentId {
-            kind: "service".into(),
-            name: None,
-        },
-        telemetry: telemetry.clone(),
-        shutdown: r.token.clone(),
-        health: r.health.clone(),
-        storage: Default::default(),
-        pipeline: String::new(),
-        memory: crate::admission::Budget::new(),
-    };
-    if let Some(addr) = v.config.telemetry.metrics.listen_address() {
-        let stop = CancellationToken::new();
-        let task = crate::telemetry::serve(&addr, telemetry.clone(), stop.clone())
-            .await
-            .map_err(|e| {
-                let id = ComponentId {
-                    kind: "telemetry".into(),
-                    name: None,
-                };
-                BuildError::new(&id, e)
-            })?;
-        r.metrics_server = Some((stop, task));
+fn empty_config() -> Config {
+    Config {
+        file: String::new(),
+        receivers: Vec::new(),
+        processors: Vec::new(),
+        exporters: Vec::new(),
+        extensions: Vec::new(),
+        connectors: Vec::new(),
+        service_extensions: Vec::new(),
+        pipelines: Vec::new(),
+        telemetry: Default::default(),
+        shutdown_timeout: Duration::from_secs(10),
     }
-    for rf in &v.config.service_extensions {
-        if let Some(cfg) = v.extensions.remove(&rf.id) {
-            let running = cfg.start(ctx(&rf.id, &base)).await?;
-            r.extensions.push((rf.id.clone(), running));
-        }
-    }
-    // Exporters: one instance per id used by any pipeline.
-    let mut exporters: HashMap<ComponentId, Arc<dyn Exporter>> = HashMap::new();
-    for p in &v.config.pipelines {
-        for e in &p.exporters {
-            if exporters.contains_key(&e.id) {
-                continue;
-            }
-            if let Some(cfg) = v.exporters.remove(&e.id) {
-                let exp = cfg.build(ctx(&e.id, &base))?;
-                r.exporters.push((e.id.clone(), exp.clone()));
-                exporters.insert(e.id.clone(), exp);
-            }
-        }
-    }
-    // Pipelines: fan-out to exporters, wrapped by processors from last to first.
-    let mut heads: Vec<(Signal, Vec<ComponentId>, DynConsumer)> = Vec::new();
-    for p in &v.config.pipelines {
-        let outs: Vec<DynConsumer> = p
-            .exporters
-            .iter()
-            .filter_map(|e| exporters.get(&e.id).cloned().map(|x| x as DynConsumer))
-            .collect();
-        let mut next = FanOut::build(outs);
-        let mut procs = Vec::new();
-        for pr in p.processors.iter().rev() {
-            let Some(cfg) = v.processors.get(&pr.id) else {
-                continue;
-            };
-            let mut pctx = ctx(&pr.id, &base);
-            pctx.pipeline = p.id().to_string();
-            let proc = cfg.build(pctx, p.signal, next)?;
-            next = proc.clone();
-            procs.push(proc);
-        }
-        procs.reverse();
-        r.processors.push(procs);
-        heads.push((
-            p.signal,
-            p.receivers.iter().map(|x| x.id.clone()).collect(),
-            next,
-        ));
-    }
-    // Receivers last, so no data arrives before its path exists.
-    let mut ids: Vec<ComponentId> = heads.iter().flat_map(|(_, rs, _)| rs.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    for id in ids {
-        let consumers = Signal::ALL.map(|s| {
-            let cs: Vec<DynConsumer> = heads
-                .iter()
-                .filter(|(sig, rs, _)| *sig == s && rs.contains(&id))
-                .map(|(_, _, c)| c.clone())
-                .collect();
-            (!cs.is_empty()).then(|| FanOut::build(cs))
-        });
-        if let Some(cfg) = v.receivers.remove(&id) {
-            let running = cfg.start(ctx(&id, &base), consumers).await?;
-            r.receivers.push((id, running));
-        }
-    }
-    Ok(())
 }
 
 impl Running {
+    async fn serve_metrics(&mut self, config: &Config) -> Result<(), BuildError> {
+        let want = config.telemetry.metrics.listen_address();
+        if self.metrics_server.as_ref().map(|(a, _, _)| a) == want.as_ref() {
+            return Ok(());
+        }
+        if let Some((_, stop, task)) = self.metrics_server.take() {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Some(addr) = want {
+            let stop = CancellationToken::new();
+            let task = crate::telemetry::serve(&addr, self.telemetry.clone(), stop.clone())
+                .await
+                .map_err(|e| {
+                    let id = ComponentId {
+                        kind: "telemetry".into(),
+                        name: None,
+                    };
+                    BuildError::new(&id, e)
+                })?;
+            self.metrics_server = Some((addr, stop, task));
+        }
+        Ok(())
+    }
+
+    async fn start_extensions(&mut self, v: &mut Validated) -> Result<(), BuildError> {
+        for rf in &v.config.service_extensions {
+            if let Some(cfg) = v.extensions.remove(&rf.id) {
+                let running = cfg.start(ctx(&rf.id, &self.base)).await?;
+                self.extensions.push((rf.id.clone(), running));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the graph of `v`, keeping from `old` what reads the same, then stops what `old`
+    /// had that is not kept. On an error the parts built so far are in place (and are stopped
+    /// by the caller or by the next shutdown).
+    async fn assemble(
+        &mut self,
+        mut v: Validated,
+        old: Parts,
+    ) -> Result<ReloadSummary, BuildError> {
+        let mut sum = ReloadSummary::default();
+        let old_config = std::mem::replace(&mut self.config, empty_config());
+        let Parts {
+            receivers: mut old_receivers,
+            pipelines: mut old_pipelines,
+            exporters: mut old_exporters,
+        } = old;
+        let new = &v.config;
+
+        // Exporters: one instance per id used by any pipeline; unchanged ones are kept.
+        let mut exporters: HashMap<ComponentId, Arc<dyn Exporter>> = HashMap::new();
+        let mut kept_exporters = Vec::new();
+        for p in &new.pipelines {
+            for e in &p.exporters {
+                if exporters.contains_key(&e.id) {
+                    continue;
+                }
+                let kept = old_exporters
+                    .iter()
+                    .position(|(id, _)| *id == e.id)
+                    .filter(|_| same_node(&old_config.exporters, &new.exporters, &e.id));
+                let exp = match kept {
+                    Some(i) => {
+                        sum.exporters_kept += 1;
+                        kept_exporters.push(e.id.clone());
+                        old_exporters.swap_remove(i).1
+                    }
+                    None => match v.exporters.remove(&e.id) {
+                        Some(cfg) => {
+                            sum.exporters_built += 1;
+                            cfg.build(ctx(&e.id, &self.base))?
+                        }
+                        None => continue,
+                    },
+                };
+                self.parts.exporters.push((e.id.clone(), exp.clone()));
+                exporters.insert(e.id.clone(), exp);
+            }
+        }
+
+        // Pipelines: fan-out to exporters, wrapped by processors from last to first. One whose
+        // processors and exporters are all unchanged is kept with its processors' state.
+        for p in &new.pipelines {
+            let unchanged = |o: &PipelineRun| {
+                o.def.id() == p.id()
+                    && ids(&o.def.processors) == ids(&p.processors)
+                    && ids(&o.def.exporters) == ids(&p.exporters)
+                    && p.processors
+                        .iter()
+                        .all(|r| same_node(&old_config.processors, &new.processors, &r.id))
+                    && p.exporters.iter().all(|r| kept_exporters.contains(&r.id))
+            };
+            if let Some(i) = old_pipelines.iter().position(unchanged) {
+                let mut kept = old_pipelines.swap_remove(i);
+                kept.def = p.clone();
+                self.parts.pipelines.push(kept);
+                sum.pipelines_kept += 1;
+                continue;
+            }
+            let outs: Vec<DynConsumer> = p
+                .exporters
+                .iter()
+                .filter_map(|e| exporters.get(&e.id).cloned().map(|x| x as DynConsumer))
+                .collect();
+            let mut next = FanOut::build(outs);
+            let mut procs = Vec::new();
+            for pr in p.processors.iter().rev() {
+                let Some(cfg) = v.processors.get(&pr.id) else {
+                    continue;
+                };
+                let mut pctx = ctx(&pr.id, &self.base);
+                pctx.pipeline = p.id().to_string();
+                let proc = cfg.build(pctx, p.signal, next)?;
+                next = proc.clone();
+                procs.push(proc);
+            }
+            procs.reverse();
+            self.parts.pipelines.push(PipelineRun {
+                def: p.clone(),
+                procs,
+                head: next,
+            });
+            sum.pipelines_built += 1;
+        }
+
+        // Receivers last, so no data arrives before its path exists.
+        let mut receiver_ids: Vec<ComponentId> = new
+            .pipelines
+            .iter()
+            .flat_map(|p| p.receivers.iter().map(|r| r.id.clone()))
+            .collect();
+        receiver_ids.sort();
+        receiver_ids.dedup();
+        let heads_of = |id: &ComponentId| -> [Option<DynConsumer>; 3] {
+            Signal::ALL.map(|s| {
+                let cs: Vec<DynConsumer> = self
+                    .parts
+                    .pipelines
+                    .iter()
+                    .filter(|p| p.def.signal == s && p.def.receivers.iter().any(|r| r.id == *id))
+                    .map(|p| p.head.clone())
+                    .collect();
+                (!cs.is_empty()).then(|| FanOut::build(cs))
+            })
+        };
+        let mut inflight: Vec<InFlight> = Vec::new();
+        let mut to_start = Vec::new();
+        let mut kept_receivers = Vec::new();
+        for id in receiver_ids {
+            let heads = heads_of(&id);
+            let kept = old_receivers.iter().position(|o| {
+                o.id == id
+                    && same_node(&old_config.receivers, &new.receivers, &id)
+                    && o.switches
+                        .iter()
+                        .zip(&heads)
+                        .all(|(s, h)| s.is_some() == h.is_some())
+            });
+            match kept {
+                Some(i) => {
+                    let r = old_receivers.swap_remove(i);
+                    for (s, h) in r.switches.iter().zip(heads) {
+                        if let (Some(s), Some(h)) = (s, h) {
+                            inflight.push(s.set(h));
+                        }
+                    }
+                    kept_receivers.push(r);
+                    sum.receivers_kept += 1;
+                }
+                None => to_start.push((id, heads)),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        // A changed receiver may listen where its old self did: the old one goes first.
+        for r in &old_receivers {
+            r.running.shutdown(deadline).await;
+            tracing::debug!(receiver = %r.id, "stopped");
+        }
+        self.parts.receivers.extend(kept_receivers);
+        let mut first_error = None;
+        for (id, heads) in to_start {
+            let Some(cfg) = v.receivers.remove(&id) else {
+                continue;
+            };
+            let switches = heads.map(|h| h.map(Switch::new));
+            let consumers = switches.clone().map(|s| s.map(|s| s as DynConsumer));
+            match cfg.start(ctx(&id, &self.base), consumers).await {
+                Ok(running) => {
+                    self.parts.receivers.push(ReceiverRun {
+                        id,
+                        running,
+                        switches,
+                    });
+                    sum.receivers_started += 1;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // What is retired is stopped once nothing runs inside it: calls that entered an old
+        // pipeline through a kept receiver finish first, then processors flush to exporters.
+        for f in inflight {
+            if !f.wait(deadline).await {
+                tracing::warn!("calls into a replaced pipeline were still running at the deadline");
+            }
+        }
+        for p in &old_pipelines {
+            for proc in &p.procs {
+                proc.shutdown(deadline).await;
+            }
+        }
+        for (id, e) in &old_exporters {
+            e.shutdown(deadline).await;
+            tracing::debug!(exporter = %id, "stopped");
+        }
+        self.shutdown_timeout = v.config.shutdown_timeout;
+        self.config = std::mem::replace(&mut v.config, empty_config());
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(sum),
+        }
+    }
+
+    /// Applies a new, validated config in place (see the module's documentation). On an error
+    /// (a listener that cannot bind, say) everything else of the new config is running and the
+    /// error is returned.
+    pub async fn reload(&mut self, mut v: Validated) -> Result<ReloadSummary, BuildError> {
+        let extensions_changed = ids(&self.config.service_extensions)
+            != ids(&v.config.service_extensions)
+            || v.config
+                .service_extensions
+                .iter()
+                .any(|r| !same_node(&self.config.extensions, &v.config.extensions, &r.id));
+        self.serve_metrics(&v.config).await?;
+        let old = std::mem::take(&mut self.parts);
+        if !extensions_changed {
+            return self.assemble(v, old).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        stop_parts(&old, deadline).await;
+        for (_, e) in self.extensions.drain(..) {
+            e.shutdown(deadline).await;
+        }
+        self.base.storage = Default::default();
+        self.start_extensions(&mut v).await?;
+        let mut sum = self.assemble(v, Parts::default()).await?;
+        sum.restarted = true;
+        Ok(sum)
+    }
+
     /// Stops receivers, drains processors and exporter queues within `shutdown_timeout`.
     pub async fn shutdown(self) {
         self.health.set_stopping();
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         tracing::info!(timeout = ?self.shutdown_timeout, "shutting down: receivers first, then processors and exporters");
-        for (id, r) in &self.receivers {
-            r.shutdown(deadline).await;
-            tracing::debug!(receiver = %id, "stopped");
-        }
-        for procs in &self.processors {
-            for p in procs {
-                p.shutdown(deadline).await;
-            }
-        }
-        for (id, e) in &self.exporters {
-            e.shutdown(deadline).await;
-            tracing::debug!(exporter = %id, "stopped");
-        }
+        stop_parts(&self.parts, deadline).await;
         for (_, e) in &self.extensions {
             e.shutdown(deadline).await;
         }
-        if let Some((stop, task)) = self.metrics_server {
+        if let Some((_, stop, task)) = self.metrics_server {
             stop.cancel();
             let _ = tokio::time::timeout_at(deadline, task).await;
         }
         self.token.cancel();
         tracing::info!("shutdown complete");
+    }
+}
+
+fn ids(refs: &[crate::config::Ref]) -> Vec<&ComponentId> {
+    refs.iter().map(|r| &r.id).collect()
+}
+
+async fn stop_parts(parts: &Parts, deadline: tokio::time::Instant) {
+    for r in &parts.receivers {
+        r.running.shutdown(deadline).await;
+        tracing::debug!(receiver = %r.id, "stopped");
+    }
+    for p in &parts.pipelines {
+        for proc in &p.procs {
+            proc.shutdown(deadline).await;
+        }
+    }
+    for (id, e) in &parts.exporters {
+        e.shutdown(deadline).await;
+        tracing::debug!(exporter = %id, "stopped");
     }
 }

@@ -7,7 +7,10 @@ use std::path::Path;
 use crate::component::{
     self, ExporterConfig, ExtensionConfig, Kind, Parse, ProcessorConfig, ReceiverConfig,
 };
-use crate::config::{self, ComponentDef, ComponentId, Config, ConfigError, Errors, Pos};
+use crate::config::{
+    self, ComponentDef, ComponentId, Config, ConfigError, DeError, Errors, Node, Pos, Sources,
+    Value,
+};
 
 /// A config that passed every check, with each component's typed config.
 pub struct Validated {
@@ -21,9 +24,113 @@ pub struct Validated {
 }
 
 pub fn validate_file(path: &Path) -> Result<Validated, Vec<ConfigError>> {
-    let mut errors = Errors::new(path.display().to_string());
-    let cfg = config::load_file(path, &mut errors);
+    validate_sources(&Sources::file(path.display().to_string()))
+}
+
+/// Resolves `--config` URIs and `--set` flags (see [`config::sources`]) and checks the result.
+pub fn validate_sources(sources: &Sources) -> Result<Validated, Vec<ConfigError>> {
+    let mut errors = Errors::for_sources(sources);
+    let env = |n: &str| std::env::var(n).ok();
+    let cfg = config::resolve(sources, &env, &mut errors)
+        .and_then(|root| config::from_tree(root, &mut errors));
     finish(cfg, errors)
+}
+
+/// How many errors of one component are listed before the rest are left for the next run.
+const MAX_ERRORS_PER_COMPONENT: usize = 32;
+
+/// Every error of a component's config, not only the first serde meets: the offending key is
+/// taken out of a copy and the config read again, until it reads or an error has nothing to
+/// take out. An error a removal may have caused (the removed key now "missing", a check across
+/// keys) ends the search unreported.
+fn parse_all<T>(
+    node: &Node,
+    parse: impl Fn(&Node) -> Result<T, DeError>,
+) -> Result<T, Vec<DeError>> {
+    let first = match parse(node) {
+        Ok(c) => return Ok(c),
+        Err(e) => e,
+    };
+    let mut copy = node.clone();
+    let mut removed: Vec<Vec<String>> = Vec::new();
+    let mut errs = vec![first];
+    while errs.len() < MAX_ERRORS_PER_COMPONENT {
+        let Some(last) = errs.last() else { break };
+        let path = last.path.clone();
+        if path.is_empty() || !remove_at(&mut copy, &path) {
+            break;
+        }
+        removed.push(path);
+        match parse(&copy) {
+            Ok(_) => break,
+            Err(e) => {
+                let caused = removed.iter().any(|r| {
+                    r.starts_with(&e.path)
+                        || e.msg
+                            .contains(&format!("`{}`", r.last().map_or("", String::as_str)))
+                            && e.msg.starts_with("missing field")
+                });
+                // After a removal only errors local to one key are sure to be real: a check
+                // across keys (say "at least one scrape config") may fail only because of it.
+                let local = [
+                    "unknown field",
+                    "invalid type",
+                    "invalid value",
+                    "unknown variant",
+                ]
+                .iter()
+                .any(|p| e.msg.starts_with(p));
+                if caused || !local {
+                    break;
+                }
+                errs.push(e);
+            }
+        }
+    }
+    Err(errs)
+}
+
+/// Removes the value at a key path (`a`, `b`, `[2]`, ...); false when it is not there.
+fn remove_at(node: &mut Node, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut n = node;
+    for seg in parents {
+        let next = match (
+            &mut n.value,
+            seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')),
+        ) {
+            (Value::Seq(items), Some(i)) => i.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            (Value::Map(entries), None) => entries
+                .iter_mut()
+                .find(|(k, _)| k.name == *seg)
+                .map(|(_, v)| v),
+            _ => None,
+        };
+        match next {
+            Some(x) => n = x,
+            None => return false,
+        }
+    }
+    match (
+        &mut n.value,
+        last.strip_prefix('[').and_then(|s| s.strip_suffix(']')),
+    ) {
+        (Value::Seq(items), Some(i)) => match i.parse::<usize>() {
+            Ok(i) if i < items.len() => {
+                items.remove(i);
+                true
+            }
+            _ => false,
+        },
+        (Value::Map(entries), None) => {
+            let before = entries.len();
+            entries.retain(|(k, _)| k.name != *last);
+            entries.len() < before
+        }
+        _ => false,
+    }
 }
 
 pub fn validate_str(
@@ -79,25 +186,36 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
                 };
                 v.warnings.push(format!(
                     "{}:{}: {what}: `{}` is {how} of `{}`",
-                    errors.file, def.pos, def.id.kind, f.name
+                    errors.file_of(def.pos),
+                    def.pos,
+                    def.id.kind,
+                    f.name
                 ));
             }
             match &f.parse {
-                Parse::Receiver(p) => match p(&def.node) {
+                Parse::Receiver(p) => match parse_all(&def.node, p) {
                     Ok(c) => drop(v.receivers.insert(def.id.clone(), c)),
-                    Err(e) => errors.de(&what, def.node.pos, e),
+                    Err(es) => es
+                        .into_iter()
+                        .for_each(|e| errors.de(&what, def.node.pos, e)),
                 },
-                Parse::Processor(p) => match p(&def.node) {
+                Parse::Processor(p) => match parse_all(&def.node, p) {
                     Ok(c) => drop(v.processors.insert(def.id.clone(), c)),
-                    Err(e) => errors.de(&what, def.node.pos, e),
+                    Err(es) => es
+                        .into_iter()
+                        .for_each(|e| errors.de(&what, def.node.pos, e)),
                 },
-                Parse::Exporter(p) => match p(&def.node) {
+                Parse::Exporter(p) => match parse_all(&def.node, p) {
                     Ok(c) => drop(v.exporters.insert(def.id.clone(), c)),
-                    Err(e) => errors.de(&what, def.node.pos, e),
+                    Err(es) => es
+                        .into_iter()
+                        .for_each(|e| errors.de(&what, def.node.pos, e)),
                 },
-                Parse::Extension(p) => match p(&def.node) {
+                Parse::Extension(p) => match parse_all(&def.node, p) {
                     Ok(c) => drop(v.extensions.insert(def.id.clone(), c)),
-                    Err(e) => errors.de(&what, def.node.pos, e),
+                    Err(es) => es
+                        .into_iter()
+                        .for_each(|e| errors.de(&what, def.node.pos, e)),
                 },
             }
         }
@@ -194,7 +312,7 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
     }
     if v.config.pipelines.is_empty() {
         errors.at(
-            Pos { line: 1, column: 1 },
+            Pos::at(1, 1),
             Some("service"),
             Some("pipelines"),
             "no pipelines are defined",
@@ -329,7 +447,7 @@ fn check_ports(v: &Validated, errors: &mut Errors) {
         add(
             &addr,
             "service::telemetry::metrics".into(),
-            Pos { line: 1, column: 1 },
+            Pos::at(1, 1),
             errors,
         );
     }

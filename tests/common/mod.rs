@@ -253,6 +253,18 @@ impl Collector {
         parse_metric(&self.self_metrics(), series)
     }
 
+    /// Sends a signal (`1` SIGHUP, ...) without waiting.
+    pub fn signal(&self, sig: i32) {
+        send_signal(self.pid(), sig);
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// SIGTERM, then wait for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");

@@ -106,6 +106,8 @@ def main():
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--timeout", type=float, default=10, help="export timeout, seconds")
     ap.add_argument("--service", default="sdk-e2e", help="service.name of the resource")
+    ap.add_argument("--max-queue-size", type=int, default=2048,
+                    help="the BatchSpanProcessor's queue: spans beyond it are dropped by the SDK")
     ap.add_argument("--ca-file", help="CA to verify the server with (turns TLS on)")
     ap.add_argument("--client-cert", help="client certificate for mTLS")
     ap.add_argument("--client-key", help="client key for mTLS")
@@ -120,7 +122,7 @@ def main():
     if "traces" in signals:
         rec = RecSpan(span_exp, SpanExportResult.SUCCESS)
         tp = TracerProvider(resource=resource)
-        tp.add_span_processor(BatchSpanProcessor(rec, max_export_batch_size=64, schedule_delay_millis=100))
+        tp.add_span_processor(BatchSpanProcessor(rec, max_export_batch_size=64, schedule_delay_millis=100, max_queue_size=a.max_queue_size))
         tracer = tp.get_tracer("ferrotel.e2e", "1.2.3")
         for i in range(a.count):
             with tracer.start_as_current_span("parent-%d" % i, kind=SpanKind.SERVER) as parent:
