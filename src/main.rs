@@ -380,10 +380,11 @@ fn components(json: bool) {
             } else {
                 signals
             };
-            println!(
-                "  {:<16} {:<24} {:?}{aliases}",
-                f.name, signals, f.stability
-            );
+            let stability = serde_json::to_value(f.stability)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            println!("  {:<24} {:<24} {stability}{aliases}", f.name, signals);
         }
     }
 }

@@ -40,7 +40,7 @@ fn components_lists_kinds_signals_stability_and_aliases() {
         .expect("otlp_grpc listed");
     assert!(
         otlp.contains("traces, metrics, logs")
-            && otlp.contains("Beta")
+            && otlp.contains("beta")
             && otlp.contains("alias: otlp"),
         "{otlp}"
     );
@@ -352,4 +352,42 @@ fn get_status(port: u16) -> Option<u16> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The README's status table and `ferrotel components` use one word for each component's
+/// stability, and every component has a row.
+#[test]
+fn readme_stability_matches_the_factories() {
+    let (code, json, _) = ferrotel(&["components", "--json"]);
+    assert_eq!(code, 0);
+    let comps: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("| component | kind | signals | stability |")
+        .nth(1)
+        .expect("the status table")
+        .split("\n\n")
+        .next()
+        .unwrap();
+    for word in ["development", "alpha", "beta", "stable", "deprecated"] {
+        assert!(
+            readme.contains(&format!("- **{word}**")),
+            "{word} is defined"
+        );
+    }
+    for c in &comps {
+        let name = c["type"].as_str().unwrap();
+        let kind = c["kind"].as_str().unwrap();
+        let row = table
+            .lines()
+            .find(|l| {
+                let first = l.split(" | ").next().unwrap_or_default();
+                let first = first.split('(').next().unwrap_or_default();
+                first.contains(&format!("`{name}`")) && l.contains(&format!("| {kind} |"))
+            })
+            .unwrap_or_else(|| panic!("no README row for {kind} `{name}`"));
+        let stability = row.split(" | ").nth(3).unwrap().trim();
+        assert_eq!(stability, c["stability"].as_str().unwrap(), "{row}");
+    }
 }
