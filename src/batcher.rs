@@ -36,6 +36,9 @@ pub struct Stats {
     /// Refused retryably by a downstream stage that did not give the batch back.
     pub dropped_unreturned: Counter,
     pub dropped_shutdown: Counter,
+    /// Items per batch sent (`otelcol_processor_batch_batch_send_size`,
+    /// `otelcol_exporter_queue_batch_send_size`).
+    pub send_size: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 enum Msg {
@@ -191,10 +194,14 @@ impl Run {
             self.results_tx.clone(),
             self.cfg.send_batch_max_size,
         );
+        let send_size = self.stats.send_size.clone();
         tokio::spawn(async move {
             let _permit = permit;
             for chunk in batch.split(max) {
                 let n = chunk.item_count();
+                if let Some(h) = &send_size {
+                    h.observe(n as f64);
+                }
                 let r = next.consume(chunk).await;
                 let _ = results.send((n, r)).await;
             }

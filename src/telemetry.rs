@@ -13,8 +13,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
+pub use crate::config::Exposition;
 use crate::signal::Signal;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +150,9 @@ pub struct Telemetry {
     started: Instant,
     pub receiver_accepted: PerSignal<ReceiverLabels>,
     pub receiver_refused: PerSignal<ReceiverLabels>,
+    /// Items a receiver could not push for a reason other than backpressure (a permanent
+    /// error downstream), as the Collector's `otelcol_receiver_failed_*`.
+    pub receiver_failed: PerSignal<ReceiverLabels>,
     pub exporter_sent: PerSignal<ExporterLabels>,
     pub exporter_send_failed: PerSignal<ExporterLabels>,
     pub exporter_enqueue_failed: PerSignal<ExporterLabels>,
@@ -164,6 +169,10 @@ pub struct Telemetry {
     pub processor_dropped: Family<ProcessorDropLabels, Counter>,
     pub batch_size_trigger: Family<ProcessorLabels, Counter>,
     pub batch_timeout_trigger: Family<ProcessorLabels, Counter>,
+    /// Items per batch the batch processor sent.
+    pub batch_send_size: Family<ProcessorLabels, Histogram>,
+    /// Items per request the exporters' `sending_queue.batch` sent.
+    pub queue_batch_send_size: Family<ExporterLabels, Histogram>,
     /// `tail_sampling`: traces decided, by policy and outcome.
     pub tail_sampling_decisions: Family<PolicyLabels, Counter>,
     /// `tail_sampling`: traces held waiting for their decision.
@@ -179,9 +188,28 @@ pub struct Telemetry {
     /// Open server connections by listen address.
     pub connections_open: Family<EndpointLabels, Gauge>,
     process_rss: Gauge,
-    process_cpu: Gauge<f64, AtomicU64>,
-    process_uptime: Gauge<f64, AtomicU64>,
+    process_cpu: Counter<f64, AtomicU64>,
+    process_uptime: Counter<f64, AtomicU64>,
 }
+
+/// The Collector's buckets for batch sizes (its batch processor's `batch_send_size`).
+const BATCH_SIZE_BUCKETS: [f64; 22] = [
+    10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0,
+    6000.0, 7000.0, 8000.0, 9000.0, 10000.0, 20000.0, 30000.0, 50000.0, 100000.0,
+];
+
+fn batch_size_histogram() -> Histogram {
+    Histogram::new(BATCH_SIZE_BUCKETS)
+}
+
+/// The names written with a unit suffix, and what `without_units` makes of them.
+const UNIT_SUFFIXED: [(&str, &str); 2] = [
+    (
+        "otelcol_process_memory_rss_bytes",
+        "otelcol_process_memory_rss",
+    ),
+    ("otelcol_process_uptime_seconds", "otelcol_process_uptime"),
+];
 
 impl Telemetry {
     pub fn new(resource: &std::collections::BTreeMap<String, Option<String>>) -> Arc<Self> {
@@ -195,7 +223,12 @@ impl Telemetry {
         let receiver_refused = PerSignal::register(
             reg,
             "otelcol_receiver_refused",
-            "Items that could not be pushed into the pipeline",
+            "Items that could not be pushed into the pipeline because it pushed back (retryable)",
+        );
+        let receiver_failed = PerSignal::register(
+            reg,
+            "otelcol_receiver_failed",
+            "Items that could not be pushed into the pipeline for another reason (permanent)",
         );
         let exporter_sent = PerSignal::register(
             reg,
@@ -286,6 +319,20 @@ impl Telemetry {
             "otelcol_processor_batch_timeout_trigger_send",
             "Batches sent because of the timeout trigger",
         );
+        let batch_send_size: Family<ProcessorLabels, Histogram> =
+            Family::new_with_constructor(batch_size_histogram);
+        reg.register(
+            "otelcol_processor_batch_batch_send_size",
+            "Number of units in the batch that was sent",
+            batch_send_size.clone(),
+        );
+        let queue_batch_send_size: Family<ExporterLabels, Histogram> =
+            Family::new_with_constructor(batch_size_histogram);
+        reg.register(
+            "otelcol_exporter_queue_batch_send_size",
+            "Number of items in the request the sending queue's batcher sent",
+            queue_batch_send_size.clone(),
+        );
         let tail_sampling_decisions: Family<PolicyLabels, Counter> = Family::default();
         reg.register(
             "otelcol_processor_tail_sampling_count_traces_sampled",
@@ -310,29 +357,36 @@ impl Telemetry {
             "Input items a receiver could not parse (syslog messages kept raw, scrapes that failed)",
             receiver_malformed.clone(),
         );
+        // Units as the Collector declares them, so the names get the same suffixes:
+        // `otelcol_process_memory_rss_bytes`, `otelcol_process_cpu_seconds_total`,
+        // `otelcol_process_uptime_seconds_total`.
         let process_rss = Gauge::default();
-        reg.register(
+        reg.register_with_unit(
             "otelcol_process_memory_rss",
-            "Resident set size, bytes",
+            "Total physical memory (resident set size) in bytes",
+            Unit::Bytes,
             process_rss.clone(),
         );
-        let process_cpu: Gauge<f64, AtomicU64> = Gauge::default();
-        reg.register(
-            "otelcol_process_cpu_seconds",
-            "Total CPU user and system time, seconds",
+        let process_cpu: Counter<f64, AtomicU64> = Counter::default();
+        reg.register_with_unit(
+            "otelcol_process_cpu",
+            "Total CPU user and system time in seconds",
+            Unit::Seconds,
             process_cpu.clone(),
         );
-        let process_uptime: Gauge<f64, AtomicU64> = Gauge::default();
-        reg.register(
+        let process_uptime: Counter<f64, AtomicU64> = Counter::default();
+        reg.register_with_unit(
             "otelcol_process_uptime",
-            "Uptime of the process, seconds",
+            "Uptime of the process in seconds",
+            Unit::Seconds,
             process_uptime.clone(),
         );
-        if !resource.is_empty() {
+        let attributes = resource_attributes(resource);
+        if !attributes.is_empty() {
             let info: Family<Vec<(String, String)>, Gauge> = Family::default();
-            let labels = resource
+            let labels = attributes
                 .iter()
-                .map(|(k, v)| (sanitize_label(k), v.clone().unwrap_or_default()))
+                .map(|(k, v)| (sanitize_label(k), v.clone()))
                 .collect::<Vec<_>>();
             info.get_or_create(&labels).set(1);
             reg.register(
@@ -346,6 +400,7 @@ impl Telemetry {
             started: Instant::now(),
             receiver_accepted,
             receiver_refused,
+            receiver_failed,
             exporter_sent,
             exporter_send_failed,
             exporter_enqueue_failed,
@@ -361,6 +416,8 @@ impl Telemetry {
             processor_dropped,
             batch_size_trigger,
             batch_timeout_trigger,
+            batch_send_size,
+            queue_batch_send_size,
             tail_sampling_decisions,
             tail_sampling_traces,
             k8s_unenriched,
@@ -373,16 +430,94 @@ impl Telemetry {
 
     /// The Prometheus text exposition of every self-metric.
     pub fn encode(&self) -> String {
+        self.encode_as(Exposition::default())
+    }
+
+    /// The exposition as one pull reader writes it.
+    pub fn encode_as(&self, how: Exposition) -> String {
         let p = process_stats();
         self.process_rss.set(p.rss_bytes as i64);
-        self.process_cpu.set(p.cpu_seconds);
-        self.process_uptime
-            .set(self.started.elapsed().as_secs_f64());
+        // Counters only go up: add what passed since the last read.
+        let add = |c: &Counter<f64, AtomicU64>, now: f64| {
+            let delta = now - c.get();
+            if delta > 0.0 {
+                c.inc_by(delta);
+            }
+        };
+        add(&self.process_cpu, p.cpu_seconds);
+        add(&self.process_uptime, self.started.elapsed().as_secs_f64());
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        if how == Exposition::default() {
+            return out;
+        }
+        rewrite(&out, how)
     }
+}
+
+/// Applies `without_units` and `without_type_suffix` to an exposition, line by line.
+fn rewrite(text: &str, how: Exposition) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let mut l = line.to_owned();
+        if how.without_units {
+            if l.starts_with("# UNIT ") {
+                continue;
+            }
+            for (with, without) in UNIT_SUFFIXED {
+                l = l.replace(with, without);
+            }
+        }
+        if how.without_type_suffix && !l.starts_with('#') {
+            // `name_total{...} v` or `name_total v`: the counter's sample without `_total`.
+            let name_end = l.find(['{', ' ']).unwrap_or(l.len());
+            if l[..name_end].ends_with("_total") {
+                l.replace_range(name_end - "_total".len()..name_end, "");
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The collector's resource, as the Collector builds it: `service.name`, `service.version` and
+/// a random `service.instance.id` unless set, then `service.telemetry.resource` on top; an
+/// attribute set to null is left out.
+pub fn resource_attributes(
+    configured: &std::collections::BTreeMap<String, Option<String>>,
+) -> Vec<(String, String)> {
+    let instance = {
+        let b: [u8; 16] = rand::random();
+        // A version-4 UUID, as the Collector generates.
+        let v = u128::from_be_bytes(b) & !(0xf000 << 64) | (0x4000 << 64);
+        let v = v & !(0xc000 << 48) | (0x8000 << 48);
+        let h = format!("{v:032x}");
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    };
+    let mut out: std::collections::BTreeMap<String, Option<String>> = [
+        ("service.name".to_string(), Some("ferrotel".to_string())),
+        (
+            "service.version".to_string(),
+            Some(env!("CARGO_PKG_VERSION").to_string()),
+        ),
+        ("service.instance.id".to_string(), Some(instance)),
+    ]
+    .into();
+    for (k, v) in configured {
+        out.insert(k.clone(), v.clone());
+    }
+    out.into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
 }
 
 fn sanitize_label(k: &str) -> String {
@@ -470,6 +605,7 @@ pub fn process_stats() -> ProcessStats {
 pub async fn serve(
     addr: &str,
     telemetry: Arc<Telemetry>,
+    how: Exposition,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = crate::net::server::bind(addr)
@@ -485,7 +621,7 @@ pub async fn serve(
                         http::header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    t.encode(),
+                    t.encode_as(how),
                 )
             }
         }),
@@ -517,8 +653,33 @@ mod tests {
         assert!(text.contains(
             "otelcol_receiver_accepted_log_records_total{receiver=\"otlp\",transport=\"grpc\"} 2"
         ));
-        assert!(text.contains("target_info{host_name=\"n1\"} 1"));
-        assert!(text.contains("otelcol_process_memory_rss "));
+        let info = text
+            .lines()
+            .find(|l| l.starts_with("target_info{"))
+            .unwrap();
+        assert!(info.contains("host_name=\"n1\""), "{info}");
+        assert!(info.contains("service_name=\"ferrotel\""), "{info}");
+        assert!(info.contains("service_version=\""), "{info}");
+        assert!(text.contains("otelcol_process_memory_rss_bytes "), "{text}");
         assert!(process_stats().rss_bytes > 0);
+    }
+
+    #[test]
+    fn resource_defaults_can_be_overridden_and_removed() {
+        let a = resource_attributes(
+            &[
+                ("service.name".to_string(), Some("edge".to_string())),
+                ("service.instance.id".to_string(), None),
+            ]
+            .into(),
+        );
+        let get = |k: &str| a.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("service.name"), Some("edge"));
+        assert_eq!(get("service.instance.id"), None);
+        assert_eq!(get("service.version"), Some(env!("CARGO_PKG_VERSION")));
+        let b = resource_attributes(&Default::default());
+        let id = b.iter().find(|(k, _)| k == "service.instance.id").unwrap();
+        assert_eq!(id.1.len(), 36);
+        assert_eq!(&id.1[14..15], "4", "{}", id.1);
     }
 }

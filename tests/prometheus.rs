@@ -328,7 +328,15 @@ service:
         str_attr(&sum.data_points[0].attributes, "team").as_deref(),
         Some("platform")
     );
-    let Some(metric::Data::Gauge(_)) = &find(last, "otelcol_process_uptime").unwrap().data else {
+    let Some(metric::Data::Gauge(_)) =
+        &find(last, "otelcol_process_memory_rss_bytes").unwrap().data
+    else {
+        panic!()
+    };
+    let Some(metric::Data::Sum(_)) = &find(last, "otelcol_process_uptime_seconds_total")
+        .unwrap()
+        .data
+    else {
         panic!()
     };
 

@@ -6,6 +6,7 @@
 
 pub mod de;
 pub mod env;
+pub mod errors;
 pub mod node;
 pub mod render;
 pub mod sources;
@@ -18,136 +19,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use de::{DeError, from_node, from_node_flat};
+pub use errors::{ConfigError, Errors};
 pub use node::{Key, Node, Pos, Value};
 pub use sources::{ListMerge, Sources};
 
 use crate::signal::Signal;
-
-/// One located problem in a config file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError {
-    pub file: String,
-    pub pos: Option<Pos>,
-    /// `receivers::otlp/internal`, `service::pipelines::traces`, ...
-    pub component: Option<String>,
-    /// Dotted key path inside the component, e.g. `protocols.grpc.endpoint`.
-    pub key: Option<String>,
-    pub msg: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(p) = self.pos {
-            write!(f, ":{}:{}", p.line, p.column)?;
-        }
-        f.write_str(": ")?;
-        if let Some(c) = &self.component {
-            write!(f, "{c}: ")?;
-        }
-        if let Some(k) = &self.key {
-            write!(f, "`{k}`: ")?;
-        }
-        f.write_str(&self.msg)
-    }
-}
-
-/// Collects errors so that `validate` can list every problem at once.
-#[derive(Debug, Default)]
-pub struct Errors {
-    /// What an error with no position is reported against: the first source, or all of them.
-    pub file: String,
-    /// The name of each source, indexed by [`Pos::source`], and whether its positions mean
-    /// anything (a `--set` flag is one line of its own making: no line and column).
-    pub sources: Vec<(String, bool)>,
-    pub list: Vec<ConfigError>,
-}
-
-impl Errors {
-    pub fn new(file: impl Into<String>) -> Self {
-        let file = file.into();
-        Errors {
-            sources: vec![(file.clone(), true)],
-            file,
-            list: Vec::new(),
-        }
-    }
-
-    /// Errors of a config read from `sources`: the first source is index 0.
-    pub fn for_sources(sources: &Sources) -> Self {
-        let mut e = Errors::new(sources.label());
-        if let Some(first) = sources.uris.first() {
-            e.sources[0].0 = sources::display_name(first);
-        }
-        e
-    }
-
-    /// Registers one more source (a `--config` file, an `env:` value, a `--set` flag) and
-    /// returns the index its positions carry.
-    pub fn add_source(&mut self, name: impl Into<String>, placed: bool) -> u16 {
-        self.sources.push((name.into(), placed));
-        u16::try_from(self.sources.len() - 1).unwrap_or(u16::MAX)
-    }
-
-    /// The name of the source a position is in.
-    pub fn file_of(&self, pos: Pos) -> &str {
-        self.sources
-            .get(usize::from(pos.source))
-            .map_or(&self.file, |(name, _)| name)
-    }
-
-    /// The position as reported: none for a source without lines.
-    fn placed(&self, pos: Pos) -> Option<Pos> {
-        match self.sources.get(usize::from(pos.source)) {
-            Some((_, false)) => None,
-            _ => Some(pos),
-        }
-    }
-
-    pub fn at(
-        &mut self,
-        pos: Pos,
-        component: Option<&str>,
-        key: Option<&str>,
-        msg: impl Into<String>,
-    ) {
-        self.list.push(ConfigError {
-            file: self.file_of(pos).to_owned(),
-            pos: self.placed(pos),
-            component: component.map(str::to_owned),
-            key: key.map(str::to_owned),
-            msg: msg.into(),
-        });
-    }
-
-    /// An error about the config as a whole or a source that could not be read: no position.
-    pub fn unplaced(&mut self, file: &str, msg: impl Into<String>) {
-        self.list.push(ConfigError {
-            file: file.to_owned(),
-            pos: None,
-            component: None,
-            key: None,
-            msg: msg.into(),
-        });
-    }
-
-    /// Records a deserialization error of a component's config, keeping its position and path.
-    pub fn de(&mut self, component: &str, fallback: Pos, e: DeError) {
-        let key = e.path_string();
-        let pos = e.pos.unwrap_or(fallback);
-        self.list.push(ConfigError {
-            file: self.file_of(pos).to_owned(),
-            pos: self.placed(pos),
-            component: Some(component.to_owned()),
-            key: (!key.is_empty()).then_some(key),
-            msg: e.msg,
-        });
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-}
 
 /// `type[/name]`, e.g. `otlp`, `otlp_grpc/gateway`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -241,25 +117,29 @@ pub struct TelemetryLogs {
     pub level: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetryMetrics {
-    /// `none` turns the self-metrics endpoint off; `basic`, `normal`, `detailed` keep it on.
-    pub level: String,
-    /// Where the Prometheus endpoint listens. Default `0.0.0.0:8888`.
-    pub address: Option<String>,
-    /// The newer form: `readers: [{pull: {exporter: {prometheus: {host, port}}}}]`.
-    pub readers: Vec<MetricReader>,
+/// `service.telemetry.metrics.level`: which self-metrics exist. ferrotel's metrics are all at
+/// `basic` in the Collector's tables, so `basic`, `normal` and `detailed` expose the same set
+/// (the Collector's `detailed` adds HTTP and RPC client/server metrics ferrotel does not have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsLevel {
+    None,
+    Basic,
+    #[default]
+    Normal,
+    Detailed,
 }
 
-impl Default for TelemetryMetrics {
-    fn default() -> Self {
-        TelemetryMetrics {
-            level: "normal".into(),
-            address: None,
-            readers: Vec::new(),
-        }
-    }
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryMetrics {
+    /// `none` turns the self-metrics off; `basic`, `normal` (default), `detailed` keep them on.
+    pub level: MetricsLevel,
+    /// The legacy form of one pull reader's address. Default `0.0.0.0:8888` when no reader is
+    /// configured.
+    pub address: Option<String>,
+    /// `readers: [{pull: {exporter: {prometheus: {host, port, ...}}}}]`, any number.
+    pub readers: Vec<MetricReader>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -283,15 +163,17 @@ pub struct PullExporter {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusPull {
+    /// Default `0.0.0.0`.
     pub host: Option<String>,
+    /// Default 8888.
     pub port: Option<u16>,
-    /// Accepted for compatibility; ferrotel's exposition has no scope info to remove.
+    /// Accepted: ferrotel writes no `otel_scope_*` labels, so there is nothing to remove.
     #[serde(default)]
     pub without_scope_info: bool,
-    /// Not supported yet: ferrotel always writes the `_total` suffix on counters.
+    /// Counters without their `_total` suffix.
     #[serde(default)]
     pub without_type_suffix: bool,
-    /// Accepted; ferrotel's self-metric names carry no unit suffixes.
+    /// Names without their unit suffix (`otelcol_process_memory_rss`, not `..._rss_bytes`).
     #[serde(default)]
     pub without_units: bool,
     /// Accepted; the resource goes to `target_info` instead.
@@ -299,12 +181,21 @@ pub struct PrometheusPull {
     pub with_resource_constant_labels: Option<serde::de::IgnoredAny>,
 }
 
+/// How one pull reader writes the exposition: the Collector's `without_units` and
+/// `without_type_suffix`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exposition {
+    pub without_units: bool,
+    pub without_type_suffix: bool,
+}
+
 impl TelemetryMetrics {
-    /// The self-metrics listen address, or `None` when turned off.
-    pub fn listen_address(&self) -> Option<String> {
-        if self.level == "none" {
-            return None;
+    /// Each pull reader's listen address and exposition; none when the level is `none`.
+    pub fn pull_readers(&self) -> Vec<(String, Exposition)> {
+        if self.level == MetricsLevel::None {
+            return Vec::new();
         }
+        let mut out = Vec::new();
         for r in &self.readers {
             if let Some(p) = r.pull.as_ref().and_then(|p| p.exporter.prometheus.as_ref()) {
                 let host = p.host.clone().unwrap_or_else(|| "0.0.0.0".into());
@@ -313,14 +204,29 @@ impl TelemetryMetrics {
                 } else {
                     host
                 };
-                return Some(format!("{host}:{}", p.port.unwrap_or(8888)));
+                out.push((
+                    format!("{host}:{}", p.port.unwrap_or(8888)),
+                    Exposition {
+                        without_units: p.without_units,
+                        without_type_suffix: p.without_type_suffix,
+                    },
+                ));
             }
         }
-        Some(
-            self.address
-                .clone()
-                .unwrap_or_else(|| "0.0.0.0:8888".into()),
-        )
+        if self.readers.is_empty() {
+            out.push((
+                self.address
+                    .clone()
+                    .unwrap_or_else(|| "0.0.0.0:8888".into()),
+                Default::default(),
+            ));
+        }
+        out
+    }
+
+    /// The endpoints the readers listen on, for clash checks.
+    pub fn listen_addresses(&self) -> Vec<String> {
+        self.pull_readers().into_iter().map(|(a, _)| a).collect()
     }
 }
 

@@ -6,7 +6,7 @@
 //! Each source gets its own index in [`Errors::sources`], so an error in the merged config
 //! names the file (or `env:NAME`, or the `--set` flag) it came from.
 
-use super::Errors;
+use super::errors::Errors;
 use super::node::{self, Key, Node, Pos, Value};
 
 /// How lists from different sources combine.
@@ -49,6 +49,17 @@ impl Sources {
                 all.join(" + ")
             }
         }
+    }
+}
+
+impl Errors {
+    /// Errors of a config read from `sources`: the first source is index 0.
+    pub fn for_sources(sources: &Sources) -> Self {
+        let mut e = Errors::new(sources.label());
+        if let Some(first) = sources.uris.first() {
+            e.sources[0].0 = display_name(first);
+        }
+        e
     }
 }
 

@@ -57,7 +57,12 @@ pub struct Running {
     config: Config,
     parts: Parts,
     extensions: Vec<(ComponentId, Box<dyn Lifecycle>)>,
-    metrics_server: Option<(String, CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// One per pull reader: its address and exposition, and the server.
+    metrics_servers: Vec<(
+        (String, crate::telemetry::Exposition),
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 /// What a reload kept and what it built new.
@@ -143,7 +148,7 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
         config: empty_config(),
         parts: Parts::default(),
         extensions: Vec::new(),
-        metrics_server: None,
+        metrics_servers: Vec::new(),
     };
     let result = async {
         running.serve_metrics(&v.config).await?;
@@ -181,17 +186,22 @@ fn empty_config() -> Config {
 
 impl Running {
     async fn serve_metrics(&mut self, config: &Config) -> Result<(), BuildError> {
-        let want = config.telemetry.metrics.listen_address();
-        if self.metrics_server.as_ref().map(|(a, _, _)| a) == want.as_ref() {
+        let want = config.telemetry.metrics.pull_readers();
+        let have: Vec<_> = self
+            .metrics_servers
+            .iter()
+            .map(|(r, _, _)| r.clone())
+            .collect();
+        if have == want {
             return Ok(());
         }
-        if let Some((_, stop, task)) = self.metrics_server.take() {
+        for (_, stop, task) in self.metrics_servers.drain(..) {
             stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        if let Some(addr) = want {
+        for (addr, how) in want {
             let stop = CancellationToken::new();
-            let task = crate::telemetry::serve(&addr, self.telemetry.clone(), stop.clone())
+            let task = crate::telemetry::serve(&addr, self.telemetry.clone(), how, stop.clone())
                 .await
                 .map_err(|e| {
                     let id = ComponentId {
@@ -200,7 +210,7 @@ impl Running {
                     };
                     BuildError::new(&id, e)
                 })?;
-            self.metrics_server = Some((addr, stop, task));
+            self.metrics_servers.push(((addr, how), stop, task));
         }
         Ok(())
     }
@@ -443,7 +453,7 @@ impl Running {
         for (_, e) in &self.extensions {
             e.shutdown(deadline).await;
         }
-        if let Some((_, stop, task)) = self.metrics_server {
+        for (_, stop, task) in self.metrics_servers {
             stop.cancel();
             let _ = tokio::time::timeout_at(deadline, task).await;
         }

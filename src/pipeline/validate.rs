@@ -443,7 +443,7 @@ fn check_ports(v: &Validated, errors: &mut Errors) {
             }
         }
     }
-    if let Some(addr) = v.config.telemetry.metrics.listen_address() {
+    for addr in v.config.telemetry.metrics.listen_addresses() {
         add(
             &addr,
             "service::telemetry::metrics".into(),

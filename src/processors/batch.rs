@@ -95,6 +95,7 @@ impl ProcessorConfig for Config {
             timeout_trigger: t.batch_timeout_trigger.get_or_create(&labels).clone(),
             dropped_unreturned: dropped("refused_without_data"),
             dropped_shutdown: dropped("shutdown"),
+            send_size: Some(t.batch_send_size.get_or_create(&labels).clone()),
         };
         Ok(Arc::new(Batcher::start(self.limits(), signal, next, stats)))
     }

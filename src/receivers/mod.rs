@@ -12,6 +12,7 @@ pub(crate) struct Output {
     consumer: DynConsumer,
     accepted: SignalCounters,
     refused: SignalCounters,
+    failed: SignalCounters,
     /// The memory budget requests are admitted against before they are decoded.
     pub(crate) budget: std::sync::Arc<crate::admission::Budget>,
 }
@@ -26,6 +27,7 @@ impl Output {
             consumer,
             accepted: ctx.telemetry.receiver_accepted.handles(&labels),
             refused: ctx.telemetry.receiver_refused.handles(&labels),
+            failed: ctx.telemetry.receiver_failed.handles(&labels),
             budget: ctx.memory.clone(),
         }
     }
@@ -49,8 +51,13 @@ impl Output {
                 self.accepted.add(signal, n);
                 Ok(())
             }
-            Err(e) => {
+            // Backpressure is `refused` (the client retries); anything else `failed`.
+            Err(e @ ConsumeError::Retryable { .. }) => {
                 self.refused.add(signal, n);
+                Err(e)
+            }
+            Err(e) => {
+                self.failed.add(signal, n);
                 Err(e)
             }
         }

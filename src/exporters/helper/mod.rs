@@ -403,9 +403,14 @@ impl<S: Sender> Helper<S> {
                 send_batch_size: b.min_size,
                 send_batch_max_size: b.max_size,
             };
+            let send_size = t.queue_batch_send_size.get_or_create(&labels).clone();
             Signal::ALL.map(|s| {
                 let front: DynConsumer = Arc::new(Front(inner.clone()));
-                crate::batcher::Batcher::start(cfg.clone(), s, front, Default::default())
+                let stats = crate::batcher::Stats {
+                    send_size: Some(send_size.clone()),
+                    ..Default::default()
+                };
+                crate::batcher::Batcher::start(cfg.clone(), s, front, stats)
             })
         });
         Arc::new(Helper {
