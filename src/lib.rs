@@ -17,6 +17,7 @@ pub mod featuregate;
 pub mod fuzz;
 pub mod health;
 pub mod kube;
+pub mod logs;
 pub mod net;
 pub mod ottl;
 pub mod pipeline;

@@ -66,37 +66,20 @@ enum Command {
     },
 }
 
-type LogReload = Box<dyn Fn(&str) + Send + Sync>;
+type LogReload = ferrotel::logs::SetLevel;
 
-/// Installs the log output; the returned function changes the level from a reloaded config
-/// (unless --log-level or RUST_LOG fixed it).
-fn init_logs(cli_level: Option<&str>, config_level: Option<&str>) -> LogReload {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::prelude::*;
-    let env = std::env::var("RUST_LOG").ok().filter(|e| !e.is_empty());
-    let fixed = cli_level.is_some() || env.is_some();
-    let filter = match (cli_level, env, config_level) {
-        (Some(l), _, _) => EnvFilter::new(l),
-        (None, Some(env), _) => EnvFilter::new(env),
-        (None, None, Some(l)) => EnvFilter::new(l),
-        _ => EnvFilter::new("info"),
+/// Logs for the commands that only read a config: warnings and errors on stderr.
+fn init_tool_logs(cli_level: Option<&str>) {
+    let quiet = ferrotel::config::TelemetryLogs {
+        sampling: ferrotel::config::LogSampling {
+            enabled: false,
+            ..Default::default()
+        },
+        ..Default::default()
     };
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    use std::io::IsTerminal;
-    let fmt = tracing_subscriber::fmt::layer()
-        // Control characters inside an event are escaped: values come from clients too.
-        .with_writer(ferrotel::text::stderr_log_writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    tracing_subscriber::registry().with(filter).with(fmt).init();
-    Box::new(move |level: &str| {
-        if fixed {
-            return;
-        }
-        if let Err(e) = handle.reload(EnvFilter::new(level)) {
-            tracing::warn!("cannot change the log level: {e}");
-        }
-    })
+    if let Err(e) = ferrotel::logs::init(cli_level.or(Some("warn")), &quiet) {
+        eprintln!("error: {e}");
+    }
 }
 
 /// What every command that reads a config needs: its sources, with the gates applied.
@@ -150,7 +133,7 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         Some(Command::Validate) => {
-            let _ = init_logs(cli.log_level.as_deref().or(Some("warn")), None);
+            init_tool_logs(cli.log_level.as_deref());
             match ferrotel::pipeline::validate_sources(&sources) {
                 Ok(v) => {
                     for w in &v.warnings {
@@ -166,7 +149,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::PrintConfig { mode, format }) => {
-            let _ = init_logs(cli.log_level.as_deref().or(Some("warn")), None);
+            init_tool_logs(cli.log_level.as_deref());
             let mut errors = ferrotel::config::Errors::for_sources(&sources);
             let env = |n: &str| std::env::var(n).ok();
             let root = ferrotel::config::resolve(&sources, &env, &mut errors);
@@ -194,15 +177,21 @@ fn main() -> ExitCode {
             let validated = match ferrotel::pipeline::validate_sources(&sources) {
                 Ok(v) => v,
                 Err(errors) => {
-                    let _ = init_logs(cli.log_level.as_deref(), None);
+                    init_tool_logs(cli.log_level.as_deref());
                     print_errors(&sources.label(), &errors, "; not starting");
                     return ExitCode::FAILURE;
                 }
             };
-            let set_level = init_logs(
+            let set_level = match ferrotel::logs::init(
                 cli.log_level.as_deref(),
-                validated.config.telemetry.logs.level.as_deref(),
-            );
+                &validated.config.telemetry.logs,
+            ) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: service::telemetry::logs: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             for w in &validated.warnings {
                 tracing::warn!("{w}");
             }

@@ -88,6 +88,23 @@ fn needs_escape(body: &[u8]) -> bool {
     })
 }
 
+/// An error with every cause after it, `: `-separated (`connecting: tcp connect error:
+/// Connection refused (os error 111)`), so a log line says why, not just "transport error".
+/// A cause whose text its parent already ends with is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 /// A `MakeWriter` for tracing-subscriber: stderr through [`LogWriter`].
 pub fn stderr_log_writer() -> LogWriter<io::Stderr> {
     LogWriter(io::stderr())
@@ -102,6 +119,33 @@ mod tests {
     fn excerpts_cut_long_text_on_a_character_boundary() {
         assert_eq!(excerpt("short", 10), "short");
         assert_eq!(excerpt("ééééé", 3), "ééé…");
+    }
+
+    #[test]
+    fn error_chains_name_every_cause_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "transport error",
+            Some(Box::new(E(
+                "tcp connect error: Connection refused",
+                Some(Box::new(E("Connection refused", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "transport error: tcp connect error: Connection refused"
+        );
     }
 
     #[test]

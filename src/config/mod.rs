@@ -110,11 +110,122 @@ pub struct TelemetryConfig {
     pub resource: std::collections::BTreeMap<String, Option<String>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `service.telemetry.logs`, with the Collector's keys and defaults.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryLogs {
-    /// `debug`, `info` (default), `warn`, `error`; `--log-level` and `RUST_LOG` take precedence.
+    /// `debug`, `info` (default), `warn`, `error` (any case; `dpanic`, `panic`, `fatal` are
+    /// `error`); `--log-level` and `RUST_LOG` take precedence.
+    #[serde(deserialize_with = "log_level")]
     pub level: Option<String>,
+    /// Accepted; zap's development mode (stack traces on warnings) has no equivalent here.
+    pub development: bool,
+    /// `console` (default) or `json`.
+    pub encoding: LogEncoding,
+    /// Accepted; ferrotel's lines carry no caller.
+    pub disable_caller: bool,
+    /// Accepted; ferrotel writes no stack traces.
+    pub disable_stacktrace: bool,
+    pub sampling: LogSampling,
+    /// `stderr` (default), `stdout` or file paths; every line goes to each.
+    pub output_paths: Vec<String>,
+    /// Accepted; errors of the logger itself have nowhere else to go than stderr.
+    pub error_output_paths: Vec<String>,
+    /// Fields added to every line.
+    #[serde(deserialize_with = "scalar_map")]
+    pub initial_fields: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for TelemetryLogs {
+    fn default() -> Self {
+        TelemetryLogs {
+            level: None,
+            development: false,
+            encoding: LogEncoding::Console,
+            disable_caller: false,
+            disable_stacktrace: false,
+            sampling: LogSampling::default(),
+            output_paths: vec!["stderr".into()],
+            error_output_paths: vec!["stderr".into()],
+            initial_fields: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    #[default]
+    Console,
+    Json,
+}
+
+/// zap's sampler: per log statement and `tick`, the first `initial` lines, then every
+/// `thereafter`-th (none when 0).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSampling {
+    /// Default true.
+    pub enabled: bool,
+    /// Default 10s.
+    #[serde(deserialize_with = "units::duration")]
+    pub tick: Duration,
+    /// Default 10.
+    pub initial: u64,
+    /// Default 100.
+    pub thereafter: u64,
+}
+
+impl Default for LogSampling {
+    fn default() -> Self {
+        LogSampling {
+            enabled: true,
+            tick: Duration::from_secs(10),
+            initial: 10,
+            thereafter: 100,
+        }
+    }
+}
+
+fn log_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    if let Some(l) = &s {
+        let known = ["debug", "info", "warn", "error", "dpanic", "panic", "fatal"];
+        if !known.contains(&l.to_ascii_lowercase().as_str()) {
+            return Err(serde::de::Error::custom(format!(
+                "unknown log level {l:?}; expected one of {}",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(s)
+}
+
+/// A mapping of scalars, each kept as text.
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    let m = Option::<std::collections::BTreeMap<String, Scalar>>::deserialize(d)?;
+    Ok(m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 /// `service.telemetry.metrics.level`: which self-metrics exist. ferrotel's metrics are all at

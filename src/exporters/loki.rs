@@ -678,7 +678,11 @@ impl Sender for LokiSender {
                     rb = rb.header("X-Scope-OrgID", t);
                 }
                 let resp = rb.send().await.map_err(|e| {
-                    SendError::retryable(format!("POST {}: {e}", self.cfg.endpoint))
+                    SendError::retryable(format!(
+                        "POST {}: {}",
+                        self.cfg.endpoint,
+                        crate::text::error_chain(&e)
+                    ))
                 })?;
                 let status = resp.status();
                 if !status.is_success() {

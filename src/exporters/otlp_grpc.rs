@@ -283,16 +283,16 @@ pub async fn unary(channel: &Channel, call: UnaryCall<'_>) -> Result<ExportRespo
     request
         .headers_mut()
         .extend(call.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let response = channel
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
+    let response = channel.clone().oneshot(request).await.map_err(|e| {
+        Status::unavailable(format!("connecting: {}", crate::text::error_chain(&e)))
+    })?;
     let (parts, body) = response.into_parts();
-    let collected = body
-        .collect()
-        .await
-        .map_err(|e| Status::unavailable(format!("reading the response: {e}")))?;
+    let collected = body.collect().await.map_err(|e| {
+        Status::unavailable(format!(
+            "reading the response: {}",
+            crate::text::error_chain(&e)
+        ))
+    })?;
     let trailers = collected.trailers().cloned();
     let data = collected.to_bytes();
     if parts.status != http::StatusCode::OK {

@@ -304,10 +304,9 @@ impl Sender for HttpSender {
             if let Some(enc) = self.compression.header_value() {
                 rb = rb.header(http::header::CONTENT_ENCODING, enc);
             }
-            let resp = rb
-                .send()
-                .await
-                .map_err(|e| SendError::retryable(format!("POST {url}: {e}")))?;
+            let resp = rb.send().await.map_err(|e| {
+                SendError::retryable(format!("POST {url}: {}", crate::text::error_chain(&e)))
+            })?;
             let status = resp.status();
             let hint = retry_after(resp.headers());
             let body = resp.bytes().await.unwrap_or_default();

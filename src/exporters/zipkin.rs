@@ -575,10 +575,13 @@ impl Sender for ZipkinSender {
             if let Some(enc) = self.compression.header_value() {
                 rb = rb.header(http::header::CONTENT_ENCODING, enc);
             }
-            let resp = rb
-                .send()
-                .await
-                .map_err(|e| SendError::retryable(format!("POST {}: {e}", self.url)))?;
+            let resp = rb.send().await.map_err(|e| {
+                SendError::retryable(format!(
+                    "POST {}: {}",
+                    self.url,
+                    crate::text::error_chain(&e)
+                ))
+            })?;
             let status = resp.status();
             if status.is_success() {
                 return Ok(());

@@ -98,13 +98,13 @@ async fn list(
             .timeout(Duration::from_secs(60))
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("GET {url}: {}", crate::text::error_chain(&e)))?;
         if !resp.status().is_success() {
             return Err(format!("GET {url}: HTTP {}", resp.status()));
         }
         let list: List<serde_json::Value> =
             serde_json::from_slice(&resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?)
-                .map_err(|e| format!("GET {url}: {e}"))?;
+                .map_err(|e| format!("GET {url}: {}", crate::text::error_chain(&e)))?;
         items.extend(list.items);
         match list.metadata.cont.filter(|c| !c.is_empty()) {
             Some(c) => cont = Some(c),
@@ -136,7 +136,7 @@ async fn watch(
     let resp = request(client, api, url, &q)?
         .send()
         .await
-        .map_err(|e| format!("watch {url}: {e}"))?;
+        .map_err(|e| format!("watch {url}: {}", crate::text::error_chain(&e)))?;
     if resp.status() == reqwest::StatusCode::GONE {
         return Ok(None);
     }
@@ -148,7 +148,7 @@ async fn watch(
     let mut buf: Vec<u8> = Vec::new();
     let mut body = http::Response::from(resp).into_body();
     while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-        let frame = frame.map_err(|e| format!("watch {url}: {e}"))?;
+        let frame = frame.map_err(|e| format!("watch {url}: {}", crate::text::error_chain(&e)))?;
         let Ok(chunk) = frame.into_data() else {
             continue;
         };

@@ -89,7 +89,12 @@ impl Sender for PrwSender {
                     .body(body.clone())
                     .send()
                     .await
-                    .map_err(|e| SendError::retryable(format!("POST {url}: {e}")))?;
+                    .map_err(|e| {
+                        SendError::retryable(format!(
+                            "POST {url}: {}",
+                            crate::text::error_chain(&e)
+                        ))
+                    })?;
                 let status = resp.status();
                 if !status.is_success() {
                     let headers = resp.headers().clone();

@@ -103,7 +103,7 @@ impl PodDiscovery {
             if let Some(t) = &self.api.token {
                 req = req.bearer_auth(t);
             }
-            let resp = req.send().await.map_err(|e| e.to_string())?;
+            let resp = req.send().await.map_err(|e| crate::text::error_chain(&e))?;
             if !resp.status().is_success() {
                 return Err(format!("listing pods: HTTP {}", resp.status()));
             }

@@ -649,7 +649,7 @@ async fn fetch(job: &Job, url: &str) -> Result<(String, bool), String> {
         let tok = std::fs::read_to_string(f).map_err(|e| format!("bearer_token_file {f}: {e}"))?;
         req = req.bearer_auth(tok.trim());
     }
-    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let resp = req.send().await.map_err(|e| crate::text::error_chain(&e))?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
     }
