@@ -28,6 +28,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::exporters::zipkin::FACTORY,
     crate::extensions::file_storage::FACTORY,
     crate::extensions::health_check::FACTORY,
+    crate::extensions::healthcheckv2::FACTORY,
 ];
 
 /// Finds the factory of a component type by its name, an alias or a deprecated name.

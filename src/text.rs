@@ -105,6 +105,30 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// `2026-12-01T16:28:07.392Z`: a wall-clock time in RFC 3339, UTC, milliseconds.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // The civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
 /// A `MakeWriter` for tracing-subscriber: stderr through [`LogWriter`].
 pub fn stderr_log_writer() -> LogWriter<io::Stderr> {
     LogWriter(io::stderr())
@@ -146,6 +170,15 @@ mod tests {
             error_chain(&e),
             "transport error: tcp connect error: Connection refused"
         );
+    }
+
+    #[test]
+    fn times_in_rfc3339() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_606_487_392);
+        assert_eq!(rfc3339(t), "2025-12-01T16:28:07.392Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]

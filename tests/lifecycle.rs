@@ -57,6 +57,9 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         ),
         (Kind::Extension, "file_storage") => format!("{{directory: '{dir}'}}"),
         (Kind::Extension, "health_check") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
+        (Kind::Extension, "healthcheckv2") => {
+            format!("{{use_v2: true, http: {{endpoint: '127.0.0.1:{port}'}}}}")
+        }
         _ => return None,
     })
 }

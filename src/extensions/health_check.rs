@@ -1,4 +1,7 @@
-//! `health_check` extension: HTTP 200 while every pipeline runs, 503 while starting or stopping.
+//! `health_check` extension: HTTP 200 while every pipeline runs, 503 while starting or stopping,
+//! and, with `check_collector_pipeline`, 503 while an exporter has failed
+//! `exporter_failure_threshold` times within `interval`. `?verbose` answers every pipeline's
+//! and component's status in healthcheckv2's JSON shape.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,7 +16,7 @@ use crate::component::{
 use crate::config::{DeError, Node, from_node};
 use crate::net::tls::ServerTlsConfig;
 
-use crate::health::Health;
+use crate::health::{Health, Policy, report_json};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +27,38 @@ pub struct Config {
     pub path: String,
     #[serde(deserialize_with = "crate::config::present")]
     pub tls: Option<ServerTlsConfig>,
+    pub check_collector_pipeline: CheckPipeline,
+    /// Bodies to answer instead of the JSON status (`healthy`, `unhealthy`).
+    pub response_body: Option<ResponseBody>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckPipeline {
+    /// Default false.
+    pub enabled: bool,
+    /// The window failures are counted in. Default 5m.
+    #[serde(deserialize_with = "crate::config::units::duration")]
+    pub interval: std::time::Duration,
+    /// Failures of one exporter within `interval` that make the collector unhealthy. Default 5.
+    pub exporter_failure_threshold: usize,
+}
+
+impl Default for CheckPipeline {
+    fn default() -> Self {
+        CheckPipeline {
+            enabled: false,
+            interval: std::time::Duration::from_secs(300),
+            exporter_failure_threshold: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseBody {
+    pub healthy: String,
+    pub unhealthy: String,
 }
 
 impl Default for Config {
@@ -32,6 +67,20 @@ impl Default for Config {
             endpoint: "0.0.0.0:13133".into(),
             path: "/".into(),
             tls: None,
+            check_collector_pipeline: CheckPipeline::default(),
+            response_body: None,
+        }
+    }
+}
+
+impl Config {
+    fn policy(&self) -> Policy {
+        let c = &self.check_collector_pipeline;
+        Policy {
+            failures_within: c
+                .enabled
+                .then_some((c.exporter_failure_threshold, c.interval)),
+            ..Default::default()
         }
     }
 }
@@ -56,9 +105,36 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
     Ok(Box::new(cfg))
 }
 
-async fn status(health: Arc<Health>) -> axum::response::Response {
+fn json(code: StatusCode, body: String) -> axum::response::Response {
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(
+    health: Arc<Health>,
+    policy: Arc<Policy>,
+    body: Option<Arc<ResponseBody>>,
+    verbose: bool,
+) -> axum::response::Response {
+    let (healthy, report) = report_json(&health, &policy, None);
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if verbose {
+        return json(code, report.to_string());
+    }
+    if let Some(b) = body {
+        let text = if healthy { &b.healthy } else { &b.unhealthy };
+        return (code, text.clone()).into_response();
+    }
     let (since, started) = health.since();
-    if health.is_ready() {
+    if healthy {
         let up_since = since
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -67,20 +143,13 @@ async fn status(health: Arc<Health>) -> axum::response::Response {
             "upSince": up_since,
             "uptime": format!("{:.3}s", started.elapsed().as_secs_f64()),
         });
-        (
-            StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
+        json(code, body.to_string())
     } else {
-        let body = serde_json::json!({"status": "Server not available"});
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
+        let mut body = serde_json::json!({"status": "Server not available"});
+        if let Some(e) = report.get("error") {
+            body["error"] = e.clone();
+        }
+        json(code, body.to_string())
     }
 }
 
@@ -106,9 +175,18 @@ impl ExtensionConfig for Config {
                     BuildError::new(&ctx.id, format!("cannot listen on {}: {e}", self.endpoint))
                 })?;
             let health = ctx.health.clone();
+            let policy = Arc::new(self.policy());
+            let body = self.response_body.clone().map(Arc::new);
             let router = axum::Router::new().route(
                 &self.path,
-                axum::routing::get(move || status(health.clone())),
+                axum::routing::get(move |uri: axum::http::Uri| {
+                    status(
+                        health.clone(),
+                        policy.clone(),
+                        body.clone(),
+                        crate::health::query_has(&uri, "verbose"),
+                    )
+                }),
             );
             let stop = tokio_util::sync::CancellationToken::new();
             tracing::info!(extension = %ctx.id, endpoint = %self.endpoint, "health check listening");
@@ -125,17 +203,13 @@ mod tests {
     #[tokio::test]
     async fn unavailable_until_ready_and_again_while_stopping() {
         let h = Arc::new(Health::default());
-        assert_eq!(
-            status(h.clone()).await.status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        let p = Arc::new(Policy::default());
+        let st = |h: &Arc<Health>| status(h.clone(), p.clone(), None, false);
+        assert_eq!(st(&h).await.status(), StatusCode::SERVICE_UNAVAILABLE);
         h.set_ready();
-        assert_eq!(status(h.clone()).await.status(), StatusCode::OK);
+        assert_eq!(st(&h).await.status(), StatusCode::OK);
         h.set_stopping();
-        assert_eq!(
-            status(h.clone()).await.status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(st(&h).await.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

@@ -411,6 +411,23 @@ impl Running {
         }
         self.shutdown_timeout = v.config.shutdown_timeout;
         self.config = std::mem::replace(&mut v.config, empty_config());
+        // What the health extensions show per pipeline, in the Collector's `kind:id` keys.
+        self.health.set_pipelines(
+            self.config
+                .pipelines
+                .iter()
+                .map(|p| {
+                    let members = p
+                        .receivers
+                        .iter()
+                        .map(|r| format!("receiver:{}", r.id))
+                        .chain(p.processors.iter().map(|r| format!("processor:{}", r.id)))
+                        .chain(p.exporters.iter().map(|r| format!("exporter:{}", r.id)))
+                        .collect();
+                    (format!("pipeline:{}", p.id()), members)
+                })
+                .collect(),
+        );
         match first_error {
             Some(e) => Err(e),
             None => Ok(sum),

@@ -343,6 +343,8 @@ struct Inner<S: Sender> {
     queue_size: prometheus_client::metrics::gauge::Gauge,
     queued_items: [prometheus_client::metrics::gauge::Gauge; 3],
     telemetry: Arc<crate::telemetry::Telemetry>,
+    /// This exporter's status for the health extensions.
+    status: crate::health::Reporter,
     /// Cancelled at the shutdown deadline: retries stop, what is left is dropped and counted.
     hard_stop: CancellationToken,
 }
@@ -387,6 +389,7 @@ impl<S: Sender> Helper<S> {
             queue_size: t.exporter_queue_size.get_or_create(&labels).clone(),
             queued_items: t.exporter_queued.handles(&labels),
             telemetry: t.clone(),
+            status: ctx.health.reporter("exporter", &ctx.id.to_string()),
             hard_stop: CancellationToken::new(),
             settings,
         });
@@ -583,6 +586,9 @@ impl<S: Sender> Inner<S> {
 
     fn give_up<R>(&self, job: &Job<R>, reason: &str, msg: &str) {
         self.failed.add(job.signal, job.items);
+        if reason != "shutdown" {
+            self.status.permanent(msg);
+        }
         self.telemetry
             .exporter_dropped_items
             .get_or_create(&DropLabels {
@@ -642,6 +648,7 @@ impl<S: Sender> Inner<S> {
                 r = attempt => match r {
                     Ok(Ok(())) => {
                         self.sent.add(job.signal, job.items);
+                        self.status.ok();
                         return Ok(());
                     }
                     Ok(Err(e)) => e,
@@ -672,6 +679,7 @@ impl<S: Sender> Inner<S> {
                 self.give_up(job, "retries_exhausted", &msg);
                 return Err(err);
             }
+            self.status.recoverable(&msg);
             tracing::warn!(exporter = %self.id, error = %msg, retry_in = ?wait, "send failed; will retry");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
