@@ -174,7 +174,11 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            let validated = match ferrotel::pipeline::validate_sources(&sources) {
+            // The logger is set up from the config, so what reading it warns (an unset
+            // variable) is kept and logged once the logger exists.
+            let (result, early) =
+                capture_warnings(|| ferrotel::pipeline::validate_sources(&sources));
+            let validated = match result {
                 Ok(v) => v,
                 Err(errors) => {
                     init_tool_logs(cli.log_level.as_deref());
@@ -192,7 +196,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            for w in &validated.warnings {
+            for w in early.iter().chain(&validated.warnings) {
                 tracing::warn!("{w}");
             }
             // Each connection is a file descriptor; listeners cap them well below this.
@@ -288,6 +292,41 @@ async fn reload(
         ),
         Err(e) => tracing::error!("config reloaded with an error: {e}; the rest of it is running"),
     }
+}
+
+/// Runs `f` with a logger that keeps its warning lines (message and fields, no time or level).
+fn capture_warnings<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = buf
+        .0
+        .lock()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    (out, text.lines().map(|l| l.trim().to_owned()).collect())
 }
 
 fn featuregates(id: Option<&str>) -> ExitCode {

@@ -104,3 +104,40 @@ service:
     // The same lines on stderr.
     assert!(c.logs().contains("\"cluster\":\"test-1\""));
 }
+
+/// What reading the config warns about (an unset variable) is logged once the logger is up,
+/// not lost because the logger is configured by that same config.
+#[test]
+fn warnings_from_reading_the_config_reach_the_log() {
+    let (health, metrics) = (free_port(), free_port());
+    let c = Collector::start(
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:{}" }}
+exporters:
+  debug:
+    verbosity: basic${{env:FERROTEL_TEST_SURELY_UNSET}}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [debug] }}
+"#,
+            free_port()
+        ),
+        &[],
+        Some(health),
+        Some(metrics),
+    );
+    let logs = c.logs();
+    assert!(
+        logs.contains("environment variable is not set")
+            && logs.contains("FERROTEL_TEST_SURELY_UNSET"),
+        "{logs}"
+    );
+}
