@@ -136,9 +136,9 @@ impl ServerTlsConfig {
             (Some(_), Some(_)) => {}
             _ => return Err("a TLS listener needs both cert_file and key_file".into()),
         }
-        versions(self.min_version.as_deref(), self.max_version.as_deref())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        // The files are read and parsed as the start will read them, so `validate` finds a
+        // missing or broken certificate too.
+        self.build().map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Reads the files and builds the rustls config (ALPN h2 and http/1.1).
@@ -180,9 +180,8 @@ impl ClientTlsConfig {
         if self.cert_file.is_some() != self.key_file.is_some() {
             return Err("client cert_file and key_file must be set together".into());
         }
-        versions(self.min_version.as_deref(), self.max_version.as_deref())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        // The CA bundle and the client certificate are read and parsed as the start will.
+        self.build(&[]).map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Builds the rustls client config; `alpn` is e.g. `[b"h2"]` for gRPC.
