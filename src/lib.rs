@@ -25,6 +25,7 @@ pub mod processors;
 pub mod proto;
 pub mod receivers;
 pub mod registry;
+pub mod selfexport;
 pub mod signal;
 pub mod stanza;
 pub mod storage;

@@ -296,7 +296,11 @@ pub fn directive(level: &str) -> String {
 
 /// Installs the log output. `cli_level` (`--log-level`) and `RUST_LOG` win over the config's
 /// level.
-pub fn init(cli_level: Option<&str>, cfg: &TelemetryLogs) -> Result<SetLevel, String> {
+pub fn init(
+    cli_level: Option<&str>,
+    cfg: &TelemetryLogs,
+    resource: &std::collections::BTreeMap<String, Option<String>>,
+) -> Result<SetLevel, String> {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
     let env = std::env::var("RUST_LOG").ok().filter(|e| !e.is_empty());
@@ -334,9 +338,14 @@ pub fn init(cli_level: Option<&str>, cfg: &TelemetryLogs) -> Result<SetLevel, St
             ),
             (LogEncoding::Console, true) => Box::new(base.with_filter(sampler_filter(sampler))),
         };
+    let exports = crate::selfexport::exports_of(&cfg.processors, resource)
+        .into_iter()
+        .map(crate::selfexport::start_logs)
+        .collect::<Result<Vec<_>, _>>()?;
     tracing_subscriber::registry()
         .with(filter)
         .with(layer)
+        .with(exports)
         .try_init()
         .map_err(|e| format!("cannot install the logger: {e}"))?;
     if let Some(dropped) = dropped {

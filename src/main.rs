@@ -77,7 +77,7 @@ fn init_tool_logs(cli_level: Option<&str>) {
         },
         ..Default::default()
     };
-    if let Err(e) = ferrotel::logs::init(cli_level.or(Some("warn")), &quiet) {
+    if let Err(e) = ferrotel::logs::init(cli_level.or(Some("warn")), &quiet, &Default::default()) {
         eprintln!("error: {e}");
     }
 }
@@ -189,6 +189,7 @@ fn main() -> ExitCode {
             let set_level = match ferrotel::logs::init(
                 cli.log_level.as_deref(),
                 &validated.config.telemetry.logs,
+                &validated.config.telemetry.resource,
             ) {
                 Ok(f) => f,
                 Err(e) => {
@@ -196,6 +197,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let t = &validated.config.telemetry;
+            if t.traces.level.as_deref() != Some("none") && !t.traces.processors.is_empty() {
+                let exports = ferrotel::selfexport::exports_of(&t.traces.processors, &t.resource);
+                if let Err(e) = ferrotel::selfexport::start_traces(exports) {
+                    eprintln!("error: service::telemetry::traces: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             for w in early.iter().chain(&validated.warnings) {
                 tracing::warn!("{w}");
             }

@@ -488,21 +488,25 @@ fn rewrite(text: &str, how: Exposition) -> String {
 pub fn resource_attributes(
     configured: &std::collections::BTreeMap<String, Option<String>>,
 ) -> Vec<(String, String)> {
-    let instance = {
-        let b: [u8; 16] = rand::random();
-        // A version-4 UUID, as the Collector generates.
-        let v = u128::from_be_bytes(b) & !(0xf000 << 64) | (0x4000 << 64);
-        let v = v & !(0xc000 << 48) | (0x8000 << 48);
-        let h = format!("{v:032x}");
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
-    };
+    // One id for the process: the metrics and the logs it exports name the same instance.
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let instance = INSTANCE
+        .get_or_init(|| {
+            let b: [u8; 16] = rand::random();
+            // A version-4 UUID, as the Collector generates.
+            let v = u128::from_be_bytes(b) & !(0xf000 << 64) | (0x4000 << 64);
+            let v = v & !(0xc000 << 48) | (0x8000 << 48);
+            let h = format!("{v:032x}");
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..32]
+            )
+        })
+        .clone();
     let mut out: std::collections::BTreeMap<String, Option<String>> = [
         ("service.name".to_string(), Some("ferrotel".to_string())),
         (

@@ -636,3 +636,17 @@ fn referenced_files_are_read_at_validation() {
         "{out}"
     );
 }
+
+#[test]
+fn telemetry_push_exporters_are_checked() {
+    let yaml = "receivers:\n  otlp:\n    protocols:\n      grpc:\nexporters:\n  debug:\nservice:\n  telemetry:\n    metrics:\n      readers:\n        - periodic:\n            exporter:\n              otlp:\n                protocol: http/json\n                endpoint: http://x:4318\n        - periodic:\n            exporter: {}\n    logs:\n      processors:\n        - batch:\n            exporter:\n              otlp_grpc:\n                endpoint: ''\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n";
+    let (ok, out) = validate(yaml);
+    assert!(!ok);
+    for want in [
+        "cfg.yaml:14:27: service::telemetry: `metrics.readers[0].periodic.exporter.otlp.protocol`: \"http/json\" is not supported",
+        "service::telemetry: `metrics.readers[1].periodic.exporter`: needs exactly one of `otlp`, `otlp_http`, `otlp_grpc`",
+        "service::telemetry: `logs.processors[0].batch.exporter.otlp_grpc.endpoint`: is required",
+    ] {
+        assert!(out.contains(want), "{want} in:\n{out}");
+    }
+}

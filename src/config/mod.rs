@@ -106,6 +106,7 @@ impl PipelineDef {
 pub struct TelemetryConfig {
     pub logs: TelemetryLogs,
     pub metrics: TelemetryMetrics,
+    pub traces: TelemetryTraces,
     /// Resource attributes of the collector itself; exported on the `target_info` self-metric.
     pub resource: std::collections::BTreeMap<String, Option<String>>,
 }
@@ -134,6 +135,8 @@ pub struct TelemetryLogs {
     /// Fields added to every line.
     #[serde(deserialize_with = "scalar_map")]
     pub initial_fields: std::collections::BTreeMap<String, String>,
+    /// The collector's own logs exported over OTLP, besides the outputs.
+    pub processors: Vec<LogProcessor>,
 }
 
 impl Default for TelemetryLogs {
@@ -148,6 +151,7 @@ impl Default for TelemetryLogs {
             output_paths: vec!["stderr".into()],
             error_output_paths: vec!["stderr".into()],
             initial_fields: Default::default(),
+            processors: Vec::new(),
         }
     }
 }
@@ -257,6 +261,143 @@ pub struct TelemetryMetrics {
 #[serde(deny_unknown_fields)]
 pub struct MetricReader {
     pub pull: Option<PullReader>,
+    pub periodic: Option<PeriodicReader>,
+}
+
+/// `periodic: {interval, timeout, exporter: {otlp: {...}}}`: the collector's own metrics pushed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeriodicReader {
+    /// Milliseconds between exports. Default 60000.
+    pub interval: u64,
+    /// Milliseconds one export may take. Default 30000.
+    pub timeout: u64,
+    pub exporter: PushExporter,
+}
+
+impl Default for PeriodicReader {
+    fn default() -> Self {
+        PeriodicReader {
+            interval: 60_000,
+            timeout: 30_000,
+            exporter: PushExporter::default(),
+        }
+    }
+}
+
+/// `exporter:` of a periodic reader or a log processor: `otlp` (with `protocol`), or the newer
+/// `otlp_http` / `otlp_grpc` spellings of the SDK's declarative config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushExporter {
+    pub otlp: Option<OtlpPush>,
+    pub otlp_http: Option<OtlpPush>,
+    pub otlp_grpc: Option<OtlpPush>,
+}
+
+impl PushExporter {
+    /// The exporter and its protocol (`grpc`, `http/protobuf`).
+    pub fn otlp(&self) -> Option<(OtlpPush, &'static str)> {
+        if let Some(g) = &self.otlp_grpc {
+            return Some((g.clone(), "grpc"));
+        }
+        if let Some(h) = &self.otlp_http {
+            return Some((h.clone(), "http/protobuf"));
+        }
+        self.otlp.as_ref().map(|o| {
+            let proto = match o.protocol.as_deref() {
+                Some("grpc") => "grpc",
+                _ => "http/protobuf",
+            };
+            (o.clone(), proto)
+        })
+    }
+}
+
+/// An OTLP exporter of the SDK's declarative config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpPush {
+    /// `grpc` or `http/protobuf` (default); `http/json` is refused.
+    pub protocol: Option<String>,
+    /// gRPC: `http://host:4317`; HTTP: the URL, `/v1/metrics` or `/v1/logs` added when it has
+    /// no path.
+    pub endpoint: String,
+    /// `{name: value}` or `[{name, value}]`.
+    #[serde(deserialize_with = "header_list")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `gzip` or `none` (default).
+    pub compression: Option<String>,
+    /// Milliseconds. Default 10000.
+    pub timeout: Option<u64>,
+    /// gRPC without TLS on a host:port endpoint.
+    pub insecure: Option<bool>,
+    /// CA bundle to verify the server with.
+    pub certificate: Option<String>,
+    pub client_certificate: Option<String>,
+    pub client_key: Option<String>,
+    /// `cumulative` (default), `delta`, `lowmemory` (metrics only).
+    pub temporality_preference: Option<String>,
+    /// Accepted (the SDK's histogram aggregation choice): explicit buckets are written.
+    pub default_histogram_aggregation: Option<String>,
+    /// Accepted; `protobuf` is what is written.
+    pub encoding: Option<String>,
+}
+
+fn header_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Pair {
+        name: String,
+        value: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Headers {
+        Map(std::collections::BTreeMap<String, String>),
+        List(Vec<Pair>),
+    }
+    Ok(match Option::<Headers>::deserialize(d)? {
+        None => Default::default(),
+        Some(Headers::Map(m)) => m,
+        Some(Headers::List(l)) => l.into_iter().map(|p| (p.name, p.value)).collect(),
+    })
+}
+
+/// `service.telemetry.traces`: the collector's own spans (start-up, config reloads, each
+/// export request) over OTLP.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryTraces {
+    /// `none` turns them off; any other level (default `basic`) keeps them.
+    pub level: Option<String>,
+    /// Accepted (`tracecontext`, `b3`): ferrotel starts every trace itself.
+    pub propagators: Vec<String>,
+    /// Span processors, in the shape of the log processors.
+    pub processors: Vec<LogProcessor>,
+}
+
+/// `logs.processors[]` and `traces.processors[]`: `batch` or `simple`, each with an OTLP exporter.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogProcessor {
+    pub batch: Option<LogBatch>,
+    pub simple: Option<LogBatch>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogBatch {
+    /// Milliseconds between exports (batch). Default 1000.
+    pub schedule_delay: Option<u64>,
+    /// Records one export carries at most. Default 512.
+    pub max_export_batch_size: Option<usize>,
+    /// Records held at most; more are dropped and counted. Default 2048.
+    pub max_queue_size: Option<usize>,
+    /// Milliseconds one export may take. Default 30000.
+    pub export_timeout: Option<u64>,
+    pub exporter: PushExporter,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -536,7 +677,12 @@ fn read_service(service: &Node, cfg: &mut Config, errors: &mut Errors) {
             "extensions" => cfg.service_extensions = id_list(v, "service::extensions", errors),
             "pipelines" => read_pipelines(v, cfg, errors),
             "telemetry" => match from_node::<TelemetryConfig>(v) {
-                Ok(t) => cfg.telemetry = t,
+                Ok(t) => {
+                    for e in check_telemetry(&t, v) {
+                        errors.de("service::telemetry", v.pos, e);
+                    }
+                    cfg.telemetry = t;
+                }
                 Err(e) => errors.de("service::telemetry", v.pos, e),
             },
             "shutdown_timeout" => match from_node::<DurationField>(v) {
@@ -558,6 +704,122 @@ fn read_service(service: &Node, cfg: &mut Config, errors: &mut Errors) {
             ),
         }
     }
+}
+
+/// The checks of `service.telemetry` that serde cannot make: readers and log processors with
+/// exactly one kind each, OTLP exporters with a protocol, endpoint and options ferrotel has.
+fn check_telemetry(t: &TelemetryConfig, node: &Node) -> Vec<DeError> {
+    let mut out = Vec::new();
+    let exporter = |e: &PushExporter, at: &[&str], out: &mut Vec<DeError>| {
+        let path: Vec<&str> = at.iter().copied().chain(["exporter"]).collect();
+        let n = [
+            e.otlp.is_some(),
+            e.otlp_http.is_some(),
+            e.otlp_grpc.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if n != 1 {
+            out.push(key_err(
+                node,
+                &path,
+                "needs exactly one of `otlp`, `otlp_http`, `otlp_grpc`",
+            ));
+            return;
+        }
+        let Some((o, protocol)) = e.otlp() else {
+            return;
+        };
+        let mut p = path.clone();
+        p.push(if e.otlp.is_some() {
+            "otlp"
+        } else if e.otlp_http.is_some() {
+            "otlp_http"
+        } else {
+            "otlp_grpc"
+        });
+        let at = |k: &'static str| {
+            let mut q = p.clone();
+            q.push(k);
+            q
+        };
+        if let Some(pr) = o.protocol.as_deref()
+            && !matches!(pr, "grpc" | "http/protobuf")
+        {
+            out.push(key_err(
+                node,
+                &at("protocol"),
+                format!("{pr:?} is not supported; use `grpc` or `http/protobuf`"),
+            ));
+        }
+        if o.endpoint.is_empty() {
+            out.push(key_err(node, &at("endpoint"), "is required"));
+        } else if protocol == "http/protobuf"
+            && let Err(m) = crate::net::client::check_http_url(&o.endpoint)
+        {
+            out.push(key_err(node, &at("endpoint"), m));
+        } else if protocol == "grpc"
+            && let Err(m) =
+                crate::net::client::parse_endpoint(&o.endpoint, o.insecure.unwrap_or(false))
+        {
+            out.push(key_err(node, &at("endpoint"), m));
+        }
+        if let Some(c) = o.compression.as_deref()
+            && !matches!(c, "gzip" | "none" | "")
+        {
+            out.push(key_err(
+                node,
+                &at("compression"),
+                format!("{c:?}: expected `gzip` or `none`"),
+            ));
+        }
+        if let Some(t) = o.temporality_preference.as_deref()
+            && !matches!(t, "cumulative" | "delta" | "lowmemory")
+        {
+            out.push(key_err(
+                node,
+                &at("temporality_preference"),
+                format!("{t:?}: expected `cumulative`, `delta` or `lowmemory`"),
+            ));
+        }
+    };
+    for (i, r) in t.metrics.readers.iter().enumerate() {
+        let idx = format!("[{i}]");
+        let at = ["metrics", "readers", idx.as_str()];
+        match (&r.pull, &r.periodic) {
+            (Some(_), None) => {}
+            (None, Some(p)) => exporter(&p.exporter, &[&at[..], &["periodic"]].concat(), &mut out),
+            _ => out.push(key_err(
+                node,
+                &at,
+                "a reader is exactly one of `pull` or `periodic`",
+            )),
+        }
+    }
+    let processors = t
+        .logs
+        .processors
+        .iter()
+        .map(|p| ("logs", p))
+        .chain(t.traces.processors.iter().map(|p| ("traces", p)));
+    let mut index = std::collections::HashMap::new();
+    for (signal, p) in processors {
+        let i = index.entry(signal).or_insert(0usize);
+        let idx = format!("[{i}]");
+        *i += 1;
+        let at = [signal, "processors", idx.as_str()];
+        match (&p.batch, &p.simple) {
+            (Some(b), None) => exporter(&b.exporter, &[&at[..], &["batch"]].concat(), &mut out),
+            (None, Some(b)) => exporter(&b.exporter, &[&at[..], &["simple"]].concat(), &mut out),
+            _ => out.push(key_err(
+                node,
+                &at,
+                "a log processor is exactly one of `batch` or `simple`",
+            )),
+        }
+    }
+    out
 }
 
 struct DurationField(Duration);
@@ -652,7 +914,14 @@ pub fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 pub fn key_err(node: &Node, path: &[&str], msg: impl Into<String>) -> DeError {
     let mut n = node;
     for p in path {
-        match n.get(p) {
+        let next = match (
+            &n.value,
+            p.strip_prefix('[').and_then(|i| i.strip_suffix(']')),
+        ) {
+            (Value::Seq(items), Some(i)) => i.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => n.get(p),
+        };
+        match next {
             Some(c) => n = c,
             None => break,
         }

@@ -57,6 +57,8 @@ pub struct Running {
     config: Config,
     parts: Parts,
     extensions: Vec<(ComponentId, Box<dyn Lifecycle>)>,
+    /// One per periodic reader: its stop and its task (a last export when stopped).
+    periodic: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// One per pull reader: its address and exposition, and the server.
     metrics_servers: Vec<(
         (String, crate::telemetry::Exposition),
@@ -149,9 +151,13 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
         parts: Parts::default(),
         extensions: Vec::new(),
         metrics_servers: Vec::new(),
+        periodic: Vec::new(),
     };
+    let mut span = crate::selfexport::span("service.start");
+    span.attr("pipelines", v.config.pipelines.len());
     let result = async {
         running.serve_metrics(&v.config).await?;
+        running.push_metrics(&v.config).await?;
         running.start_extensions(&mut v).await?;
         running.assemble(v, Parts::default()).await.map(|_| ())
     }
@@ -163,6 +169,7 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
             Ok(running)
         }
         Err(e) => {
+            span.error(&e.to_string());
             running.shutdown().await;
             Err(e)
         }
@@ -211,6 +218,49 @@ impl Running {
                     BuildError::new(&id, e)
                 })?;
             self.metrics_servers.push(((addr, how), stop, task));
+        }
+        Ok(())
+    }
+
+    /// (Re)starts the periodic readers: the old ones make their last export first.
+    async fn push_metrics(&mut self, config: &Config) -> Result<(), BuildError> {
+        for (stop, task) in self.periodic.drain(..) {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        let metrics = &config.telemetry.metrics;
+        if metrics.level == crate::config::MetricsLevel::None {
+            return Ok(());
+        }
+        let resource = crate::selfexport::resource(&crate::telemetry::resource_attributes(
+            &config.telemetry.resource,
+        ));
+        for r in metrics.readers.iter().filter_map(|r| r.periodic.as_ref()) {
+            let Some((otlp, protocol)) = r.exporter.otlp() else {
+                continue;
+            };
+            let client = crate::selfexport::Client::new(&otlp, protocol).map_err(|e| {
+                let id = ComponentId {
+                    kind: "telemetry".into(),
+                    name: None,
+                };
+                BuildError::new(&id, format!("metrics.readers periodic exporter: {e}"))
+            })?;
+            let temporality = match otlp.temporality_preference.as_deref() {
+                Some("delta") | Some("lowmemory") => crate::selfexport::Temporality::Delta,
+                _ => crate::selfexport::Temporality::Cumulative,
+            };
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(crate::selfexport::run_periodic_reader(
+                self.telemetry.clone(),
+                client,
+                Duration::from_millis(r.interval.max(1)),
+                Duration::from_millis(r.timeout.max(1)),
+                temporality,
+                resource.clone(),
+                stop.clone(),
+            ));
+            self.periodic.push((stop, task));
         }
         Ok(())
     }
@@ -437,7 +487,17 @@ impl Running {
     /// Applies a new, validated config in place (see the module's documentation). On an error
     /// (a listener that cannot bind, say) everything else of the new config is running and the
     /// error is returned.
-    pub async fn reload(&mut self, mut v: Validated) -> Result<ReloadSummary, BuildError> {
+    pub async fn reload(&mut self, v: Validated) -> Result<ReloadSummary, BuildError> {
+        let mut span = crate::selfexport::span("service.reload");
+        let r = self.reload_inner(v).await;
+        match &r {
+            Ok(sum) => span.attr("summary", sum),
+            Err(e) => span.error(&e.to_string()),
+        }
+        r
+    }
+
+    async fn reload_inner(&mut self, mut v: Validated) -> Result<ReloadSummary, BuildError> {
         let extensions_changed = ids(&self.config.service_extensions)
             != ids(&v.config.service_extensions)
             || v.config
@@ -445,6 +505,7 @@ impl Running {
                 .iter()
                 .any(|r| !same_node(&self.config.extensions, &v.config.extensions, &r.id));
         self.serve_metrics(&v.config).await?;
+        self.push_metrics(&v.config).await?;
         let old = std::mem::take(&mut self.parts);
         if !extensions_changed {
             return self.assemble(v, old).await;
@@ -471,6 +532,11 @@ impl Running {
             e.shutdown(deadline).await;
         }
         for (_, stop, task) in self.metrics_servers {
+            stop.cancel();
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        // Last, so the last push has everything counted.
+        for (stop, task) in self.periodic {
             stop.cancel();
             let _ = tokio::time::timeout_at(deadline, task).await;
         }

@@ -643,6 +643,12 @@ impl<S: Sender> Inner<S> {
             } else {
                 self.settings.timeout
             };
+            // The collector's own span of this export request, when it records them.
+            let mut span = crate::selfexport::tracing_enabled().then(|| {
+                let mut s = crate::selfexport::span(format!("exporter/{}/{}", self.id, job.signal));
+                s.attr("items", job.items);
+                s
+            });
             let attempt = tokio::time::timeout(limit, self.sender.send(&job.req));
             let err = tokio::select! {
                 r = attempt => match r {
@@ -659,6 +665,12 @@ impl<S: Sender> Inner<S> {
                     return Err(SendError::Permanent("shutdown".into()));
                 }
             };
+            if let (Some(s), SendError::Permanent(m) | SendError::TooLarge(m)) = (&mut span, &err) {
+                s.error(m);
+            } else if let (Some(s), SendError::Retryable { msg, .. }) = (&mut span, &err) {
+                s.error(msg);
+            }
+            drop(span);
             let (msg, hint) = match &err {
                 SendError::Permanent(m) => {
                     self.give_up(job, "permanent_error", m);
