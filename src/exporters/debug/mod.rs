@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde::Deserialize;
 
 use super::helper::{Helper, QueueConfig, RetryConfig, SendError, Sender, Settings, Validated};
@@ -16,7 +15,6 @@ use crate::component::{
 };
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::Batch;
-use crate::text::escape_control as esc;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -41,6 +39,10 @@ pub struct Config {
     /// After that, print one batch in this many. Default 1 (all).
     #[serde(default = "one")]
     pub sampling_thereafter: u64,
+    /// true (default): the text goes to the collector's log output (stderr), prefixed with the
+    /// exporter's id; false: to stdout as it is, as the Collector writes it then.
+    #[serde(default = "yes")]
+    pub use_internal_logger: bool,
     /// Old `logging` exporter key: `debug` → detailed, `info` → normal, else basic.
     #[serde(default, alias = "logLevel")]
     pub loglevel: Option<String>,
@@ -54,6 +56,9 @@ pub struct Config {
     pub timeout: Duration,
 }
 
+fn yes() -> bool {
+    true
+}
 fn two() -> u64 {
     2
 }
@@ -139,6 +144,7 @@ impl ExporterConfig for Validated<Config> {
             window: AtomicU64::new(0),
             count: AtomicU64::new(0),
             id: ctx.id.to_string(),
+            internal_logger: cfg.use_internal_logger,
         };
         Ok(Helper::build(&ctx, settings, sender))
     }
@@ -152,6 +158,7 @@ pub struct DebugSender {
     window: AtomicU64,
     count: AtomicU64,
     id: String,
+    internal_logger: bool,
 }
 
 impl DebugSender {
@@ -174,38 +181,10 @@ impl DebugSender {
     }
 }
 
-fn value(v: &Option<AnyValue>) -> String {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        None => "<empty>".into(),
-        Some(any_value::Value::StringValue(s)) => format!("{s:?}"),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BytesValue(b)) => crate::signal::value::bytes_text(b),
-        Some(any_value::Value::ArrayValue(a)) => {
-            format!(
-                "[{}]",
-                a.values
-                    .iter()
-                    .map(|v| value(&Some(v.clone())))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-        Some(any_value::Value::KvlistValue(kv)) => format!("{{{}}}", attrs(&kv.values)),
-        Some(any_value::Value::StringValueStrindex(i)) => format!("<strindex {i}>"),
-    }
-}
+mod text;
 
-fn attrs(kvs: &[KeyValue]) -> String {
-    kvs.iter()
-        .map(|kv| format!("{}={}", esc(&kv.key), value(&kv.value)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Renders a batch at the given verbosity. Every line is one item: names, keys and values are
-/// escaped (`Debug` escapes them in `detailed`).
+/// Renders a batch at the given verbosity, as the Collector's debug exporter does: `basic` one
+/// summary line, `normal` and `detailed` that line followed by the marshalers' text.
 pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
     if batch.is_encoded() {
         return match batch.clone().into_decoded() {
@@ -223,8 +202,12 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
         ),
         Batch::Metrics(v) => writeln!(
             out,
-            "Metrics\t{{\"resource metrics\": {}, \"data points\": {n}}}",
-            v.len()
+            "Metrics\t{{\"resource metrics\": {}, \"metrics\": {}, \"data points\": {n}}}",
+            v.len(),
+            v.iter()
+                .flat_map(|r| &r.scope_metrics)
+                .map(|s| s.metrics.len())
+                .sum::<usize>()
         ),
         Batch::Logs(v) => writeln!(
             out,
@@ -233,59 +216,15 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
         ),
         Batch::Encoded(_) => Ok(()),
     };
-    match verbosity {
-        Verbosity::Basic => {}
-        Verbosity::Normal => match batch {
-            Batch::Traces(v) => {
-                for r in v {
-                    for s in r.scope_spans.iter().flat_map(|s| &s.spans) {
-                        let _ = writeln!(
-                            out,
-                            "{} {} {} {}",
-                            esc(&s.name),
-                            hex::encode(&s.trace_id),
-                            hex::encode(&s.span_id),
-                            attrs(&s.attributes)
-                        );
-                    }
-                }
-            }
-            Batch::Metrics(v) => {
-                for m in v
-                    .iter()
-                    .flat_map(|r| &r.scope_metrics)
-                    .flat_map(|s| &s.metrics)
-                {
-                    let points = m.data.as_ref().map_or(0, crate::signal::data_point_count);
-                    let _ = writeln!(out, "{} {} {points} points", esc(&m.name), esc(&m.unit));
-                }
-            }
-            Batch::Logs(v) => {
-                for l in v
-                    .iter()
-                    .flat_map(|r| &r.scope_logs)
-                    .flat_map(|s| &s.log_records)
-                {
-                    let _ = writeln!(
-                        out,
-                        "{} {} {}",
-                        esc(&l.severity_text),
-                        value(&l.body),
-                        attrs(&l.attributes)
-                    );
-                }
-            }
-            Batch::Encoded(_) => {}
-        },
-        Verbosity::Detailed => {
-            let _ = match batch {
-                Batch::Traces(v) => writeln!(out, "{v:#?}"),
-                Batch::Metrics(v) => writeln!(out, "{v:#?}"),
-                Batch::Logs(v) => writeln!(out, "{v:#?}"),
-                Batch::Encoded(_) => Ok(()),
-            };
-        }
-    }
+    out.push_str(&match (verbosity, batch) {
+        (Verbosity::Basic, _) | (_, Batch::Encoded(_)) => String::new(),
+        (Verbosity::Normal, Batch::Traces(v)) => text::normal_traces(v),
+        (Verbosity::Normal, Batch::Metrics(v)) => text::normal_metrics(v),
+        (Verbosity::Normal, Batch::Logs(v)) => text::normal_logs(v),
+        (Verbosity::Detailed, Batch::Traces(v)) => text::detailed_traces(v),
+        (Verbosity::Detailed, Batch::Metrics(v)) => text::detailed_metrics(v),
+        (Verbosity::Detailed, Batch::Logs(v)) => text::detailed_logs(v),
+    });
     out
 }
 
@@ -301,8 +240,14 @@ impl Sender for DebugSender {
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), SendError>> {
         if self.sampled() {
             let text = render(batch, self.verbosity);
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "{} {}", self.id, text);
+            // One write per batch, so batches from several workers never interleave.
+            if self.internal_logger {
+                let _ = std::io::stderr()
+                    .lock()
+                    .write_all(format!("{} {text}", self.id).as_bytes());
+            } else {
+                let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            }
         }
         Box::pin(async { Ok(()) })
     }
@@ -340,24 +285,6 @@ mod tests {
     }
 
     #[test]
-    fn values_are_shown_typed_with_bytes_as_the_shared_rule_renders_them() {
-        // The one deliberate difference from signal::value::text: this display is for people and
-        // marks types (strings quoted, unset shown); bytes come out as everywhere else (base64).
-        let v = |x| Some(AnyValue { value: Some(x) });
-        let bytes = v(any_value::Value::BytesValue(vec![0xde, 0xad, 0xbe, 0xef]));
-        assert_eq!(
-            value(&bytes),
-            crate::signal::value::option_text(&bytes).into_owned()
-        );
-        assert_eq!(value(&bytes), "3q2+7w==");
-        assert_eq!(
-            value(&v(any_value::Value::StringValue("a".into()))),
-            "\"a\""
-        );
-        assert_eq!(value(&None), "<empty>");
-    }
-
-    #[test]
     fn data_cannot_forge_lines() {
         let forged = "x\n2026-12-01T00:00:00Z ERROR forged\u{1b}[2J";
         let mut b = testdata::spans("svc", 1, 1);
@@ -368,7 +295,9 @@ mod tests {
         }
         let mut l = testdata::logs(1);
         if let Batch::Logs(rl) = &mut l {
-            rl[0].scope_logs[0].log_records[0].severity_text = forged.into();
+            let r = &mut rl[0].scope_logs[0].log_records[0];
+            r.severity_text = forged.into();
+            r.attributes.push(testdata::kv(forged, forged));
         }
         let mut m = testdata::gauge(1);
         if let Batch::Metrics(rm) = &mut m {
@@ -396,6 +325,7 @@ mod tests {
             window: AtomicU64::new(0),
             count: AtomicU64::new(0),
             id: "debug".into(),
+            internal_logger: true,
         };
         let picks: Vec<bool> = (0..8).map(|_| s.sampled_at(100)).collect();
         assert_eq!(
