@@ -345,7 +345,9 @@ pub fn init(
     tracing_subscriber::registry()
         .with(filter)
         .with(layer)
-        .with(exports)
+        // An empty Vec of layers would disable every event (its interest is "never"): None
+        // is the layer that is not there.
+        .with((!exports.is_empty()).then_some(exports))
         .try_init()
         .map_err(|e| format!("cannot install the logger: {e}"))?;
     if let Some(dropped) = dropped {
