@@ -173,6 +173,9 @@ pub struct Context {
     /// The process's memory budget: memory_limiter sets it, receivers reserve from it before
     /// decoding.
     pub memory: Arc<crate::admission::Budget>,
+    /// For an exporter, the signals of the pipelines that list it (its queue metrics carry
+    /// `data_type` for each); empty for the other kinds.
+    pub signals: Vec<Signal>,
 }
 
 impl Context {
@@ -187,6 +190,7 @@ impl Context {
             storage: Default::default(),
             pipeline: String::new(),
             memory: crate::admission::Budget::new(),
+            signals: crate::signal::ALL_SIGNALS.to_vec(),
         }
     }
 }

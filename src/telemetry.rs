@@ -63,6 +63,13 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+/// An exporter's queue metrics, per signal as the Collector's (`data_type`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub exporter: String,
+    pub data_type: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     pub exporter: String,
@@ -156,8 +163,8 @@ pub struct Telemetry {
     pub exporter_sent: PerSignal<ExporterLabels>,
     pub exporter_send_failed: PerSignal<ExporterLabels>,
     pub exporter_enqueue_failed: PerSignal<ExporterLabels>,
-    pub exporter_queue_size: Family<ExporterLabels, Gauge>,
-    pub exporter_queue_capacity: Family<ExporterLabels, Gauge>,
+    pub exporter_queue_size: Family<QueueLabels, Gauge>,
+    pub exporter_queue_capacity: Family<QueueLabels, Gauge>,
     /// Items an exporter holds: queued, being sent or waiting to be retried.
     pub exporter_queued: PerSignalGauge<ExporterLabels>,
     /// Items given up for good, by reason (`retries_exhausted`, `permanent_error`, `shutdown`).
@@ -246,19 +253,19 @@ impl Telemetry {
             "Items refused because the sending queue was full (per attempt: a batch processor retries them)",
         );
         let gauge = |reg: &mut Registry, name: &str, help: &str| {
-            let f: Family<ExporterLabels, Gauge> = Family::default();
+            let f: Family<QueueLabels, Gauge> = Family::default();
             reg.register(name, help, f.clone());
             f
         };
         let exporter_queue_size = gauge(
             reg,
             "otelcol_exporter_queue_size",
-            "Requests held by the exporter: in its sending queue, being sent or waiting to be retried",
+            "Requests of one signal held by the exporter: in its sending queue, being sent or waiting to be retried",
         );
         let exporter_queue_capacity = gauge(
             reg,
             "otelcol_exporter_queue_capacity",
-            "Fixed capacity of the sending queue (requests)",
+            "Fixed capacity of the sending queue (requests), which the exporter's signals share",
         );
         let exporter_queued = PerSignalGauge::register(
             reg,

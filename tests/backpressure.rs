@@ -189,7 +189,9 @@ fn full_queue_refuses_retryably_and_recovers_without_loss() {
         0.0
     );
     assert_eq!(
-        agent.metric("otelcol_exporter_queue_size{exporter=\"otlp_grpc/gateway\"}"),
+        agent.metric(
+            "otelcol_exporter_queue_size{exporter=\"otlp_grpc/gateway\",data_type=\"traces\"}"
+        ),
         0.0
     );
     rt.shutdown_background();

@@ -8,7 +8,7 @@
 //! counters' samples with `_total`), plus what that table predates and the Collector now has
 //! (`otelcol_receiver_failed_*`, `otelcol_exporter_queue_batch_send_size`). Label sets are those
 //! of the Collector's helpers' `metadata.yaml` (receiverhelper: `receiver`, `transport`;
-//! exporterhelper: `exporter`; processorhelper: `processor`, `otel_signal`; batchprocessor:
+//! exporterhelper: `exporter`, and `data_type` on the queue gauges; processorhelper: `processor`, `otel_signal`; batchprocessor:
 //! `processor`); ferrotel adds `pipeline` (and `otel_signal`) to processor metrics.
 
 mod common;
@@ -35,8 +35,16 @@ const DOCUMENTED: &[(&str, &str, &[&str])] = &[
         "counter",
         &["exporter"],
     ),
-    ("otelcol_exporter_queue_capacity", "gauge", &["exporter"]),
-    ("otelcol_exporter_queue_size", "gauge", &["exporter"]),
+    (
+        "otelcol_exporter_queue_capacity",
+        "gauge",
+        &["exporter", "data_type"],
+    ),
+    (
+        "otelcol_exporter_queue_size",
+        "gauge",
+        &["exporter", "data_type"],
+    ),
     (
         "otelcol_exporter_send_failed_log_records",
         "counter",

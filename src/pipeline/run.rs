@@ -140,6 +140,7 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
         storage: Default::default(),
         pipeline: String::new(),
         memory: crate::admission::Budget::new(),
+        signals: Vec::new(),
     };
     let mut running = Running {
         telemetry,
@@ -313,7 +314,16 @@ impl Running {
                     None => match v.exporters.remove(&e.id) {
                         Some(cfg) => {
                             sum.exporters_built += 1;
-                            cfg.build(ctx(&e.id, &self.base))?
+                            let mut ectx = ctx(&e.id, &self.base);
+                            ectx.signals = Signal::ALL
+                                .into_iter()
+                                .filter(|s| {
+                                    new.pipelines.iter().any(|p| {
+                                        p.signal == *s && p.exporters.iter().any(|x| x.id == e.id)
+                                    })
+                                })
+                                .collect();
+                            cfg.build(ectx)?
                         }
                         None => continue,
                     },

@@ -340,7 +340,8 @@ struct Inner<S: Sender> {
     enqueue_failed: SignalCounters,
     /// Requests and items held from enqueue until their send ends (sent, or given up): in a
     /// queue, with a worker, or waiting between retries. So accepted = sent + failed + held.
-    queue_size: prometheus_client::metrics::gauge::Gauge,
+    /// Per signal.
+    queue_size: [prometheus_client::metrics::gauge::Gauge; 3],
     queued_items: [prometheus_client::metrics::gauge::Gauge; 3],
     telemetry: Arc<crate::telemetry::Telemetry>,
     /// This exporter's status for the health extensions.
@@ -373,11 +374,19 @@ impl<S: Sender> Helper<S> {
         let queues: Vec<_> = (0..n_queues)
             .map(|_| Queue::new(settings.queue.queue_size))
             .collect();
+        // One queue serves the exporter's signals: the capacity is reported under each, so
+        // `queue_size / queue_capacity` by `data_type` reads as in the Collector.
+        let queue_labels = |s: Signal| crate::telemetry::QueueLabels {
+            exporter: ctx.id.to_string(),
+            data_type: s.to_string(),
+        };
         if !queues.is_empty() {
             let total: usize = queues.iter().map(Queue::capacity).sum();
-            t.exporter_queue_capacity
-                .get_or_create(&labels)
-                .set(total as i64);
+            for s in &ctx.signals {
+                t.exporter_queue_capacity
+                    .get_or_create(&queue_labels(*s))
+                    .set(total as i64);
+            }
         }
         let inner = Arc::new(Inner {
             sender,
@@ -386,7 +395,17 @@ impl<S: Sender> Helper<S> {
             sent: t.exporter_sent.handles(&labels),
             failed: t.exporter_send_failed.handles(&labels),
             enqueue_failed: t.exporter_enqueue_failed.handles(&labels),
-            queue_size: t.exporter_queue_size.get_or_create(&labels).clone(),
+            queue_size: Signal::ALL.map(|s| {
+                let g = t
+                    .exporter_queue_size
+                    .get_or_create(&queue_labels(s))
+                    .clone();
+                if !ctx.signals.contains(&s) {
+                    // Not a signal of this exporter's pipelines: no series.
+                    t.exporter_queue_size.remove(&queue_labels(s));
+                }
+                g
+            }),
             queued_items: t.exporter_queued.handles(&labels),
             telemetry: t.clone(),
             status: ctx.health.reporter("exporter", &ctx.id.to_string()),
@@ -546,7 +565,7 @@ impl<S: Sender> Inner<S> {
                 let (sig, n) = (job.signal, job.items);
                 match q.push(job) {
                     Ok(()) => {
-                        self.queue_size.inc();
+                        self.queue_size[sig.index()].inc();
                         self.queued_items[sig.index()].inc_by(n as i64);
                         break;
                     }
@@ -571,7 +590,7 @@ impl<S: Sender> Inner<S> {
 
     /// A queued job's send ended (sent or given up): it is no longer held.
     fn release<R>(&self, job: &Job<R>) {
-        self.queue_size.dec();
+        self.queue_size[job.signal.index()].dec();
         self.queued_items[job.signal.index()].dec_by(job.items as i64);
     }
 
@@ -947,7 +966,7 @@ mod tests {
         // (accepted = sent + failed + held) adds up during the outage.
         let text = ctx.telemetry.encode();
         assert!(
-            text.contains("otelcol_exporter_queue_size{exporter=\"otlp\"} 3"),
+            text.contains("otelcol_exporter_queue_size{exporter=\"otlp\",data_type=\"logs\"} 3"),
             "{text}"
         );
         assert!(
@@ -964,7 +983,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("otelcol_exporter_queue_size{exporter=\"otlp\"} 0")
+            text.contains("otelcol_exporter_queue_size{exporter=\"otlp\",data_type=\"logs\"} 0")
                 && text.contains("otelcol_exporter_queued_log_records{exporter=\"otlp\"} 0"),
             "{text}"
         );
