@@ -287,7 +287,8 @@ fn the_charts_examples_run_ferrotel_with_values_ferrotel() {
     assert!(failed.is_empty(), "{report}");
     let ran = outcomes.iter().filter(|o| o.ran).count();
     // The examples without a component ferrotel lacks: they all start.
-    assert!(ran >= 14, "only {ran} examples ran:\n{report}");
+    // 13 workloads of 12 examples (daemonset-and-deployment has two).
+    assert!(ran >= 13, "only {ran} workloads ran:\n{report}");
 }
 
 /// `ferrotel validate` with the container's args: Ok(true) valid, Ok(false) refused only for
