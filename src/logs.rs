@@ -149,6 +149,14 @@ impl<S> Filter<S> for Sampler {
     fn enabled(&self, _: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
         true
     }
+    // Every call site is of interest (the level filter decides before us, once per call site);
+    // the default, "sometimes", would re-check every disabled `debug!` on the hot path.
+    fn callsite_enabled(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
     fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
         self.keep(event.metadata().callsite(), Instant::now())
     }
@@ -326,17 +334,23 @@ pub fn init(
         .with_writer(outputs)
         .with_ansi(ansi && cfg.encoding == LogEncoding::Console && initial.is_empty())
         .with_target(false);
+    // Without sampling the output layer has no filter of its own (a per-layer filter makes
+    // every event pass through the registry's per-layer bookkeeping).
     let layer: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> =
-        match (cfg.encoding, initial.is_empty()) {
-            (LogEncoding::Json, _) => Box::new(
-                base.event_format(JsonFormat { initial })
-                    .with_filter(sampler_filter(sampler)),
-            ),
-            (LogEncoding::Console, false) => Box::new(
+        match (cfg.encoding, initial.is_empty(), sampler) {
+            (LogEncoding::Json, _, Some(s)) => {
+                Box::new(base.event_format(JsonFormat { initial }).with_filter(s))
+            }
+            (LogEncoding::Json, _, None) => Box::new(base.event_format(JsonFormat { initial })),
+            (LogEncoding::Console, false, Some(s)) => Box::new(
                 base.event_format(ConsoleWithFields { initial })
-                    .with_filter(sampler_filter(sampler)),
+                    .with_filter(s),
             ),
-            (LogEncoding::Console, true) => Box::new(base.with_filter(sampler_filter(sampler))),
+            (LogEncoding::Console, false, None) => {
+                Box::new(base.event_format(ConsoleWithFields { initial }))
+            }
+            (LogEncoding::Console, true, Some(s)) => Box::new(base.with_filter(s)),
+            (LogEncoding::Console, true, None) => Box::new(base),
         };
     let exports = crate::selfexport::exports_of(&cfg.processors, resource)
         .into_iter()
@@ -377,17 +391,6 @@ pub fn init(
             tracing::warn!("cannot change the log level: {e}");
         }
     }))
-}
-
-/// The sampler as a per-layer filter, or one that keeps everything.
-fn sampler_filter<S>(sampler: Option<Sampler>) -> Box<dyn Filter<S> + Send + Sync>
-where
-    S: Subscriber,
-{
-    match sampler {
-        Some(s) => Box::new(s),
-        None => Box::new(tracing_subscriber::filter::filter_fn(|_| true)),
-    }
 }
 
 #[cfg(test)]
