@@ -149,14 +149,6 @@ impl<S> Filter<S> for Sampler {
     fn enabled(&self, _: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
         true
     }
-    // Every call site is of interest (the level filter decides before us, once per call site);
-    // the default, "sometimes", would re-check every disabled `debug!` on the hot path.
-    fn callsite_enabled(
-        &self,
-        _: &'static tracing::Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        tracing::subscriber::Interest::always()
-    }
     fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
         self.keep(event.metadata().callsite(), Instant::now())
     }
