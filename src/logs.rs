@@ -17,7 +17,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
-use tracing_subscriber::layer::{Context, Filter};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{LogEncoding, LogSampling, TelemetryLogs};
@@ -145,12 +145,78 @@ impl Sampler {
     }
 }
 
-impl<S> Filter<S> for Sampler {
-    fn enabled(&self, _: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
-        true
+/// A layer whose events pass through a [`Sampler`] first. A wrapper rather than a per-layer
+/// filter: a per-layer filter makes every call site "sometimes" interesting, so every disabled
+/// `trace!` of the HTTP/2 stack would be checked again on every frame; the wrapper leaves the
+/// level filter's once-per-call-site decision alone.
+pub struct Sampled<L> {
+    inner: L,
+    sampler: Sampler,
+}
+
+impl<S, L> tracing_subscriber::Layer<S> for Sampled<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: tracing_subscriber::Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.inner.on_register_dispatch(subscriber);
     }
-    fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
-        self.keep(event.metadata().callsite(), Instant::now())
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.inner.on_layer(subscriber);
+    }
+    fn register_callsite(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.inner.register_callsite(meta)
+    }
+    fn enabled(&self, meta: &tracing::Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.enabled(meta, ctx)
+    }
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        self.inner.on_new_span(attrs, id, ctx);
+    }
+    fn on_record(
+        &self,
+        span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        self.inner.on_record(span, values, ctx);
+    }
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        self.inner.on_follows_from(span, follows, ctx);
+    }
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if self
+            .sampler
+            .keep(event.metadata().callsite(), Instant::now())
+        {
+            self.inner.on_event(event, ctx);
+        }
+    }
+    fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.inner.on_enter(id, ctx);
+    }
+    fn on_exit(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.inner.on_exit(id, ctx);
+    }
+    fn on_close(&self, id: tracing::span::Id, ctx: Context<'_, S>) {
+        self.inner.on_close(id, ctx);
+    }
+    fn on_id_change(&self, old: &tracing::span::Id, new: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.inner.on_id_change(old, new, ctx);
     }
 }
 
@@ -326,22 +392,24 @@ pub fn init(
         .with_writer(outputs)
         .with_ansi(ansi && cfg.encoding == LogEncoding::Console && initial.is_empty())
         .with_target(false);
-    // Without sampling the output layer has no filter of its own (a per-layer filter makes
-    // every event pass through the registry's per-layer bookkeeping).
     let layer: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> =
         match (cfg.encoding, initial.is_empty(), sampler) {
-            (LogEncoding::Json, _, Some(s)) => {
-                Box::new(base.event_format(JsonFormat { initial }).with_filter(s))
-            }
+            (LogEncoding::Json, _, Some(sampler)) => Box::new(Sampled {
+                inner: base.event_format(JsonFormat { initial }),
+                sampler,
+            }),
             (LogEncoding::Json, _, None) => Box::new(base.event_format(JsonFormat { initial })),
-            (LogEncoding::Console, false, Some(s)) => Box::new(
-                base.event_format(ConsoleWithFields { initial })
-                    .with_filter(s),
-            ),
+            (LogEncoding::Console, false, Some(sampler)) => Box::new(Sampled {
+                inner: base.event_format(ConsoleWithFields { initial }),
+                sampler,
+            }),
             (LogEncoding::Console, false, None) => {
                 Box::new(base.event_format(ConsoleWithFields { initial }))
             }
-            (LogEncoding::Console, true, Some(s)) => Box::new(base.with_filter(s)),
+            (LogEncoding::Console, true, Some(sampler)) => Box::new(Sampled {
+                inner: base,
+                sampler,
+            }),
             (LogEncoding::Console, true, None) => Box::new(base),
         };
     let exports = crate::selfexport::exports_of(&cfg.processors, resource)
