@@ -147,29 +147,32 @@ impl Client {
         }
     }
 
+    /// A gRPC request carrying the configured headers and the timeout.
+    fn grpc_request<T>(&self, req: T, timeout: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(req);
+        if let Client::Grpc { metadata, .. } = self {
+            *r.metadata_mut() = tonic::metadata::MetadataMap::from_headers(metadata.clone());
+        }
+        r.set_timeout(timeout);
+        r
+    }
+
     pub async fn export_metrics(
         &self,
         req: ExportMetricsServiceRequest,
         timeout: Duration,
     ) -> Result<(), String> {
         match self {
-            Client::Grpc {
-                channel,
-                metadata,
-                gzip,
-            } => {
+            Client::Grpc { channel, gzip, .. } => {
                 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
                 let mut c = MetricsServiceClient::new(channel.clone());
                 if *gzip {
                     c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
-                let mut r = tonic::Request::new(req);
-                *r.metadata_mut() = tonic::metadata::MetadataMap::from_headers(metadata.clone());
-                r.set_timeout(timeout);
-                c.export(r)
+                c.export(self.grpc_request(req, timeout))
                     .await
                     .map(|_| ())
-                    .map_err(|s| format!("{}: {}", s.code(), s.message()))
+                    .map_err(status_text)
             }
             Client::Http { .. } => self.post("/v1/metrics", req.encode_to_vec(), timeout).await,
         }
@@ -181,23 +184,16 @@ impl Client {
         timeout: Duration,
     ) -> Result<(), String> {
         match self {
-            Client::Grpc {
-                channel,
-                metadata,
-                gzip,
-            } => {
+            Client::Grpc { channel, gzip, .. } => {
                 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
                 let mut c = TraceServiceClient::new(channel.clone());
                 if *gzip {
                     c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
-                let mut r = tonic::Request::new(req);
-                *r.metadata_mut() = tonic::metadata::MetadataMap::from_headers(metadata.clone());
-                r.set_timeout(timeout);
-                c.export(r)
+                c.export(self.grpc_request(req, timeout))
                     .await
                     .map(|_| ())
-                    .map_err(|s| format!("{}: {}", s.code(), s.message()))
+                    .map_err(status_text)
             }
             Client::Http { .. } => self.post("/v1/traces", req.encode_to_vec(), timeout).await,
         }
@@ -209,27 +205,24 @@ impl Client {
         timeout: Duration,
     ) -> Result<(), String> {
         match self {
-            Client::Grpc {
-                channel,
-                metadata,
-                gzip,
-            } => {
+            Client::Grpc { channel, gzip, .. } => {
                 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
                 let mut c = LogsServiceClient::new(channel.clone());
                 if *gzip {
                     c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
-                let mut r = tonic::Request::new(req);
-                *r.metadata_mut() = tonic::metadata::MetadataMap::from_headers(metadata.clone());
-                r.set_timeout(timeout);
-                c.export(r)
+                c.export(self.grpc_request(req, timeout))
                     .await
                     .map(|_| ())
-                    .map_err(|s| format!("{}: {}", s.code(), s.message()))
+                    .map_err(status_text)
             }
             Client::Http { .. } => self.post("/v1/logs", req.encode_to_vec(), timeout).await,
         }
     }
+}
+
+fn status_text(s: tonic::Status) -> String {
+    format!("{}: {}", s.code(), s.message())
 }
 
 /// Writes a failure of the self-export to stderr, at most once a minute per kind.

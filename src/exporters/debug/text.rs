@@ -334,6 +334,33 @@ impl Buf {
             ));
         }
     }
+    /// A data point's title, attributes and times.
+    fn point_head(
+        &mut self,
+        title: std::fmt::Arguments<'_>,
+        attrs: &[KeyValue],
+        (start, time): (u64, u64),
+    ) {
+        self.line(title);
+        self.attributes("Data point attributes", attrs);
+        self.line(format_args!("StartTimestamp: {}", timestamp(start)));
+        self.line(format_args!("Timestamp: {}", timestamp(time)));
+    }
+    fn count_sum_min_max(
+        &mut self,
+        count: u64,
+        sum: Option<f64>,
+        min: Option<f64>,
+        max: Option<f64>,
+    ) {
+        self.line(format_args!("Count: {count}"));
+        for (name, v) in [("Sum", sum), ("Min", min), ("Max", max)] {
+            if let Some(v) = v {
+                self.line(format_args!("{name}: {v:.6}"));
+            }
+        }
+    }
+
     fn scope(&mut self, s: Option<&InstrumentationScope>) {
         let (name, version) = s.map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
         self.line(format_args!(
@@ -513,13 +540,11 @@ fn temporality(t: i32) -> &'static str {
 
 fn number_points(b: &mut Buf, points: &[NumberDataPoint]) {
     for (i, p) in points.iter().enumerate() {
-        b.line(format_args!("NumberDataPoints #{i}"));
-        b.attributes("Data point attributes", &p.attributes);
-        b.line(format_args!(
-            "StartTimestamp: {}",
-            timestamp(p.start_time_unix_nano)
-        ));
-        b.line(format_args!("Timestamp: {}", timestamp(p.time_unix_nano)));
+        b.point_head(
+            format_args!("NumberDataPoints #{i}"),
+            &p.attributes,
+            (p.start_time_unix_nano, p.time_unix_nano),
+        );
         match p.value {
             Some(number_data_point::Value::AsInt(v)) => b.line(format_args!("Value: {v}")),
             Some(number_data_point::Value::AsDouble(v)) => b.line(format_args!("Value: {v:.6}")),
@@ -576,23 +601,12 @@ pub fn detailed_metrics(rm: &[ResourceMetrics]) -> String {
                             temporality(h.aggregation_temporality)
                         ));
                         for (n, p) in h.data_points.iter().enumerate() {
-                            b.line(format_args!("HistogramDataPoints #{n}"));
-                            b.attributes("Data point attributes", &p.attributes);
-                            b.line(format_args!(
-                                "StartTimestamp: {}",
-                                timestamp(p.start_time_unix_nano)
-                            ));
-                            b.line(format_args!("Timestamp: {}", timestamp(p.time_unix_nano)));
-                            b.line(format_args!("Count: {}", p.count));
-                            if let Some(v) = p.sum {
-                                b.line(format_args!("Sum: {v:.6}"));
-                            }
-                            if let Some(v) = p.min {
-                                b.line(format_args!("Min: {v:.6}"));
-                            }
-                            if let Some(v) = p.max {
-                                b.line(format_args!("Max: {v:.6}"));
-                            }
+                            b.point_head(
+                                format_args!("HistogramDataPoints #{n}"),
+                                &p.attributes,
+                                (p.start_time_unix_nano, p.time_unix_nano),
+                            );
+                            b.count_sum_min_max(p.count, p.sum, p.min, p.max);
                             for (e, bound) in p.explicit_bounds.iter().enumerate() {
                                 b.line(format_args!("ExplicitBounds #{e}: {bound:.6}"));
                             }
@@ -607,23 +621,12 @@ pub fn detailed_metrics(rm: &[ResourceMetrics]) -> String {
                             temporality(h.aggregation_temporality)
                         ));
                         for (n, p) in h.data_points.iter().enumerate() {
-                            b.line(format_args!("ExponentialHistogramDataPoints #{n}"));
-                            b.attributes("Data point attributes", &p.attributes);
-                            b.line(format_args!(
-                                "StartTimestamp: {}",
-                                timestamp(p.start_time_unix_nano)
-                            ));
-                            b.line(format_args!("Timestamp: {}", timestamp(p.time_unix_nano)));
-                            b.line(format_args!("Count: {}", p.count));
-                            if let Some(v) = p.sum {
-                                b.line(format_args!("Sum: {v:.6}"));
-                            }
-                            if let Some(v) = p.min {
-                                b.line(format_args!("Min: {v:.6}"));
-                            }
-                            if let Some(v) = p.max {
-                                b.line(format_args!("Max: {v:.6}"));
-                            }
+                            b.point_head(
+                                format_args!("ExponentialHistogramDataPoints #{n}"),
+                                &p.attributes,
+                                (p.start_time_unix_nano, p.time_unix_nano),
+                            );
+                            b.count_sum_min_max(p.count, p.sum, p.min, p.max);
                             let factor = std::f64::consts::LN_2 * 2f64.powi(-p.scale);
                             if let Some(neg) = &p.negative {
                                 for pos in (0..neg.bucket_counts.len()).rev() {
@@ -653,13 +656,11 @@ pub fn detailed_metrics(rm: &[ResourceMetrics]) -> String {
                     }
                     Some(metric::Data::Summary(sm)) => {
                         for (n, p) in sm.data_points.iter().enumerate() {
-                            b.line(format_args!("SummaryDataPoints #{n}"));
-                            b.attributes("Data point attributes", &p.attributes);
-                            b.line(format_args!(
-                                "StartTimestamp: {}",
-                                timestamp(p.start_time_unix_nano)
-                            ));
-                            b.line(format_args!("Timestamp: {}", timestamp(p.time_unix_nano)));
+                            b.point_head(
+                                format_args!("SummaryDataPoints #{n}"),
+                                &p.attributes,
+                                (p.start_time_unix_nano, p.time_unix_nano),
+                            );
                             b.line(format_args!("Count: {}", p.count));
                             b.line(format_args!("Sum: {:.6}", p.sum));
                             for (q, v) in p.quantile_values.iter().enumerate() {
