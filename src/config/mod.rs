@@ -249,6 +249,8 @@ pub enum MetricsLevel {
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryMetrics {
     /// `none` turns the self-metrics off; `basic`, `normal` (default), `detailed` keep them on.
+    /// Any case, as the Collector reads it.
+    #[serde(deserialize_with = "units::any_case")]
     pub level: MetricsLevel,
     /// The legacy form of one pull reader's address. Default `0.0.0.0:8888` when no reader is
     /// configured.
@@ -908,6 +910,23 @@ pub fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+thread_local! {
+    /// Old keys a component's parse accepted, with what to write instead; taken by the
+    /// validation after each component so the warning names its file and line.
+    static KEY_WARNINGS: std::cell::RefCell<Vec<DeError>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records that an accepted key is deprecated (`msg` says what replaces it).
+pub fn warn_key(node: &Node, path: &[&str], msg: impl Into<String>) {
+    let w = key_err(node, path, msg);
+    KEY_WARNINGS.with(|k| k.borrow_mut().push(w));
+}
+
+/// The warnings [`warn_key`] recorded on this thread since the last call.
+pub fn take_key_warnings() -> Vec<DeError> {
+    KEY_WARNINGS.with(|k| std::mem::take(&mut *k.borrow_mut()))
 }
 
 /// A config error at a key path inside a component's node (at the deepest key that exists).

@@ -30,6 +30,8 @@ pub struct Config {
     pub check_collector_pipeline: CheckPipeline,
     /// Bodies to answer instead of the JSON status (`healthy`, `unhealthy`).
     pub response_body: Option<ResponseBody>,
+    /// The old form of `endpoint`: listen on `0.0.0.0:<port>`. Deprecated (warns).
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -69,6 +71,7 @@ impl Default for Config {
             tls: None,
             check_collector_pipeline: CheckPipeline::default(),
             response_body: None,
+            port: None,
         }
     }
 }
@@ -89,12 +92,26 @@ impl Config {
 pub const FACTORY: Factory = Factory::extension("health_check", Stability::Beta, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
-    let cfg: Config = from_node(node)?;
+    let mut cfg: Config = from_node(node)?;
     let at = |k: &str, m: String| DeError {
         pos: node.get(k).map(|n| n.pos),
         path: vec![k.into()],
         msg: m,
     };
+    if let Some(port) = cfg.port {
+        if node.get("endpoint").is_some() {
+            return Err(at(
+                "port",
+                "set either endpoint or the deprecated port, not both".into(),
+            ));
+        }
+        cfg.endpoint = format!("0.0.0.0:{port}");
+        crate::config::warn_key(
+            node,
+            &["port"],
+            format!("deprecated: write `endpoint: 0.0.0.0:{port}` instead"),
+        );
+    }
     crate::net::server::validate_endpoint(&cfg.endpoint).map_err(|m| at("endpoint", m))?;
     if !cfg.path.starts_with('/') {
         return Err(at("path", "must start with `/`".into()));

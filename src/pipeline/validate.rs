@@ -90,6 +90,15 @@ fn parse_all<T>(
     Err(errs)
 }
 
+/// Stores a parsed component config, or hands back its errors.
+fn keep<C>(
+    into: &mut BTreeMap<ComponentId, C>,
+    id: &ComponentId,
+    parsed: Result<C, Vec<DeError>>,
+) -> Result<(), Vec<DeError>> {
+    parsed.map(|c| drop(into.insert(id.clone(), c)))
+}
+
 /// Removes the value at a key path (`a`, `b`, `[2]`, ...); false when it is not there.
 fn remove_at(node: &mut Node, path: &[String]) -> bool {
     let Some((last, parents)) = path.split_last() else {
@@ -192,31 +201,28 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
                     f.name
                 ));
             }
-            match &f.parse {
-                Parse::Receiver(p) => match parse_all(&def.node, p) {
-                    Ok(c) => drop(v.receivers.insert(def.id.clone(), c)),
-                    Err(es) => es
-                        .into_iter()
-                        .for_each(|e| errors.de(&what, def.node.pos, e)),
-                },
-                Parse::Processor(p) => match parse_all(&def.node, p) {
-                    Ok(c) => drop(v.processors.insert(def.id.clone(), c)),
-                    Err(es) => es
-                        .into_iter()
-                        .for_each(|e| errors.de(&what, def.node.pos, e)),
-                },
-                Parse::Exporter(p) => match parse_all(&def.node, p) {
-                    Ok(c) => drop(v.exporters.insert(def.id.clone(), c)),
-                    Err(es) => es
-                        .into_iter()
-                        .for_each(|e| errors.de(&what, def.node.pos, e)),
-                },
-                Parse::Extension(p) => match parse_all(&def.node, p) {
-                    Ok(c) => drop(v.extensions.insert(def.id.clone(), c)),
-                    Err(es) => es
-                        .into_iter()
-                        .for_each(|e| errors.de(&what, def.node.pos, e)),
-                },
+            config::take_key_warnings();
+            let ok = match &f.parse {
+                Parse::Receiver(p) => keep(&mut v.receivers, &def.id, parse_all(&def.node, p)),
+                Parse::Processor(p) => keep(&mut v.processors, &def.id, parse_all(&def.node, p)),
+                Parse::Exporter(p) => keep(&mut v.exporters, &def.id, parse_all(&def.node, p)),
+                Parse::Extension(p) => keep(&mut v.extensions, &def.id, parse_all(&def.node, p)),
+            };
+            match ok {
+                Ok(()) => {
+                    for w in config::take_key_warnings() {
+                        let pos = w.pos.unwrap_or(def.node.pos);
+                        v.warnings.push(format!(
+                            "{}:{pos}: {what}: `{}`: {}",
+                            errors.file_of(pos),
+                            w.path_string(),
+                            w.msg
+                        ));
+                    }
+                }
+                Err(es) => es
+                    .into_iter()
+                    .for_each(|e| errors.de(&what, def.node.pos, e)),
             }
         }
     }

@@ -35,6 +35,8 @@ pub struct Config {
     pub limit_percentage: u64,
     /// Spike headroom as a percentage of the available memory.
     pub spike_limit_percentage: u64,
+    /// The Go heap ballast of old Collectors; it has no meaning here and is ignored (warns).
+    pub ballast_size_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,6 +85,14 @@ pub const FACTORY: Factory = Factory::processor(
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
     let cfg: Config = from_node(node)?;
+    if cfg.ballast_size_mib.is_some() {
+        crate::config::warn_key(
+            node,
+            &["ballast_size_mib"],
+            "deprecated and ignored: a Go heap ballast has no meaning in ferrotel (the Collector \
+             removed it too; remove the key)",
+        );
+    }
     if cfg.check_interval.is_zero() {
         return Err(err(
             node,

@@ -31,7 +31,8 @@ pub enum Verbosity {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
+    /// `basic`, `normal` or `detailed`, in any case. Default `basic`.
+    #[serde(default, deserialize_with = "units::opt_any_case")]
     pub verbosity: Option<Verbosity>,
     /// Batches printed in full each second before sampling starts. Default 2.
     #[serde(default = "two")]
@@ -124,6 +125,18 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             &["loglevel"],
             format!("unknown log level {l:?}: use debug, info, warn or error"),
         ));
+    }
+    if cfg.loglevel.is_some() {
+        let key = if node.get("logLevel").is_some() {
+            "logLevel"
+        } else {
+            "loglevel"
+        };
+        crate::config::warn_key(
+            node,
+            &[key],
+            "deprecated: write `verbosity` instead (debug → detailed, info → normal, else basic)",
+        );
     }
     let settings = Settings::new(
         cfg.timeout,
