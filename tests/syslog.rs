@@ -377,3 +377,106 @@ service:
     assert!(shed >= 15.0, "{shed} connections shed");
     drop(silent);
 }
+
+/// Corpus file 21's pattern: stanza operators after the syslog parser (`add`, and here a
+/// `router` and `move` too), applied to what util-linux `logger` sends.
+#[test]
+fn operators_after_the_parser_apply_to_logger_messages() {
+    let sink = Sink::start();
+    let (tcp, health, metrics) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  syslog:
+    protocol: rfc5424
+    tcp: {{listen_address: "127.0.0.1:{tcp}"}}
+    operators:
+      - type: add
+        field: attributes.log.source
+        value: syslog
+      - type: router
+        routes:
+          - expr: 'attributes.appname == "billing"'
+            output: billing
+        default: tagged
+      - type: move
+        id: billing
+        from: attributes.appname
+        to: resource["service.name"]
+      - type: add
+        id: tagged
+        field: attributes.device.type
+        value: EXPR("host-" + attributes.appname)
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    logs:
+      receivers: [syslog]
+      exporters: [otlp]
+"#,
+        sink = sink.port
+    );
+    let c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    let port = tcp.to_string();
+    for tag in ["billing", "web"] {
+        logger(&[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tcp",
+            "--rfc5424",
+            "-t",
+            tag,
+            "-p",
+            "user.info",
+            "hello",
+        ]);
+    }
+    wait_until("2 records", Duration::from_secs(15), || {
+        sink.store.log_count() >= 2
+    });
+    let logs = sink.store.logs.lock().unwrap().clone();
+    let mut seen = Vec::new();
+    for rl in &logs {
+        let service = attr(
+            &rl.resource.clone().unwrap_or_default().attributes,
+            "service.name",
+        );
+        for r in rl.scope_logs.iter().flat_map(|sl| &sl.log_records) {
+            let log = r.attributes.iter().find(|kv| kv.key == "log").cloned();
+            let Some(any_value::Value::KvlistValue(m)) = log.and_then(|kv| kv.value?.value) else {
+                panic!("`attributes.log.source` is a nested map: {r:?}")
+            };
+            assert_eq!(attr(&m.values, "source").as_deref(), Some("syslog"));
+            seen.push((
+                service.clone(),
+                attr(&r.attributes, "appname"),
+                r.attributes
+                    .iter()
+                    .find(|kv| kv.key == "device")
+                    .map(|kv| format!("{:?}", kv.value)),
+            ));
+        }
+    }
+    seen.sort();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // billing: routed to `move`, which took appname into the resource, then on to `tagged`.
+    assert_eq!(seen[0].0, None);
+    assert_eq!(seen[0].1.as_deref(), Some("web"));
+    assert!(
+        seen[0].2.as_deref().unwrap_or("").contains("host-web"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[1].0.as_deref(), Some("billing"));
+    assert_eq!(seen[1].1, None, "moved out of the attributes");
+    let mut c = c;
+    assert!(c.terminate().success());
+}

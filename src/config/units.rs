@@ -146,6 +146,23 @@ impl<'de> Deserialize<'de> for DurationWrap {
     }
 }
 
+/// An enum value read in any case, where the Collector lower-cases before matching
+/// (`verbosity: Detailed`, `level: Normal`): the text is lower-cased, then read as `T`.
+pub fn any_case<'de, D: Deserializer<'de>, T: de::DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let s = String::deserialize(d)?;
+    T::deserialize(de::value::StrDeserializer::<de::value::Error>::new(
+        &s.to_ascii_lowercase(),
+    ))
+    .map_err(de::Error::custom)
+}
+
+/// [`any_case`] for `Option<T>` keys (use with `#[serde(default)]`).
+pub fn opt_any_case<'de, D: Deserializer<'de>, T: de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    any_case(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,21 +202,4 @@ mod tests {
                 .contains("expected a number")
         );
     }
-}
-
-/// An enum value read in any case, where the Collector lower-cases before matching
-/// (`verbosity: Detailed`, `level: Normal`): the text is lower-cased, then read as `T`.
-pub fn any_case<'de, D: Deserializer<'de>, T: de::DeserializeOwned>(d: D) -> Result<T, D::Error> {
-    let s = String::deserialize(d)?;
-    T::deserialize(de::value::StrDeserializer::<de::value::Error>::new(
-        &s.to_ascii_lowercase(),
-    ))
-    .map_err(de::Error::custom)
-}
-
-/// [`any_case`] for `Option<T>` keys (use with `#[serde(default)]`).
-pub fn opt_any_case<'de, D: Deserializer<'de>, T: de::DeserializeOwned>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    any_case(d).map(Some)
 }

@@ -21,7 +21,12 @@ pub struct ApiConfig {
     pub tls: crate::net::tls::ClientTlsConfig,
 }
 
-const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Where a pod's service account is mounted; `FERROTEL_SERVICE_ACCOUNT_DIR` moves it (a
+/// collector run outside a pod with a copied token, and the tests).
+fn sa_dir() -> String {
+    std::env::var("FERROTEL_SERVICE_ACCOUNT_DIR")
+        .unwrap_or_else(|_| "/var/run/secrets/kubernetes.io/serviceaccount".into())
+}
 
 impl ApiConfig {
     /// The pod's service account (`KUBERNETES_SERVICE_HOST`/`_PORT`, token and CA files).
@@ -29,8 +34,9 @@ impl ApiConfig {
         let host = std::env::var("KUBERNETES_SERVICE_HOST")
             .map_err(|_| "KUBERNETES_SERVICE_HOST is not set: not running in a pod (use auth_type: kubeConfig outside a cluster)".to_string())?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-        let token = std::fs::read_to_string(format!("{SA_DIR}/token"))
-            .map_err(|e| format!("{SA_DIR}/token: {e}"))?;
+        let dir = sa_dir();
+        let token = std::fs::read_to_string(format!("{dir}/token"))
+            .map_err(|e| format!("{dir}/token: {e}"))?;
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -40,7 +46,7 @@ impl ApiConfig {
             server: format!("https://{host}:{port}"),
             token: Some(token.trim().to_owned()),
             tls: crate::net::tls::ClientTlsConfig {
-                ca_file: Some(format!("{SA_DIR}/ca.crt")),
+                ca_file: Some(format!("{dir}/ca.crt")),
                 ..Default::default()
             },
         })

@@ -115,6 +115,13 @@ pub struct Entry {
     pub observed: u64,
     pub severity_number: i32,
     pub severity_text: String,
+    /// 16 bytes when set by `trace_parser`, else empty.
+    pub trace_id: Vec<u8>,
+    /// 8 bytes when set, else empty.
+    pub span_id: Vec<u8>,
+    pub trace_flags: u32,
+    /// The instrumentation scope's name (`scope_name_parser`); entries are grouped by it.
+    pub scope_name: String,
 }
 
 impl Entry {
@@ -134,8 +141,68 @@ impl Entry {
             severity_text: self.severity_text,
             body: Some(self.body.into_any()),
             attributes: into_kvs(self.attributes),
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            flags: self.trace_flags,
             ..Default::default()
         }
+    }
+}
+
+/// Log records grouped by the resource and scope name operators gave their entries, in arrival
+/// order (consecutive entries with the same pair share a group).
+#[derive(Default)]
+pub struct LogGroups {
+    groups: Vec<(Map, String, Vec<LogRecord>)>,
+    pub count: usize,
+}
+
+impl LogGroups {
+    pub fn push(&mut self, mut e: Entry) {
+        let resource = std::mem::take(&mut e.resource);
+        let scope = std::mem::take(&mut e.scope_name);
+        self.push_in(resource, scope, e.into_record());
+    }
+
+    /// A record with an empty resource and scope.
+    pub fn push_record(&mut self, r: LogRecord) {
+        self.push_in(Map::new(), String::new(), r);
+    }
+
+    fn push_in(&mut self, resource: Map, scope: String, r: LogRecord) {
+        self.count += 1;
+        if let Some((res, s, recs)) = self.groups.last_mut()
+            && *res == resource
+            && *s == scope
+        {
+            recs.push(r);
+            return;
+        }
+        self.groups.push((resource, scope, vec![r]));
+    }
+
+    pub fn into_resource_logs(self) -> Vec<opentelemetry_proto::tonic::logs::v1::ResourceLogs> {
+        use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+        use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        self.groups
+            .into_iter()
+            .map(|(res, scope, log_records)| ResourceLogs {
+                resource: Some(Resource {
+                    attributes: into_kvs(res),
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: scope,
+                        ..Default::default()
+                    }),
+                    log_records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect()
     }
 }
 

@@ -1,7 +1,9 @@
 //! The small part of stanza's expression language (expr-lang) that operator `if:` conditions
 //! and `recombine`'s `is_first_entry`/`is_last_entry` use in practice: fields, string, number,
 //! bool and nil literals, `==`, `!=`, `matches`, `contains`, `startsWith`, `endsWith`, `and`/`&&`,
-//! `or`/`||`, `not`/`!`, parentheses. Anything else is refused when the config is read.
+//! `or`/`||`, `not`/`!`, `<`, `<=`, `>`, `>=`, `+` (numbers add, strings join), `env("NAME")`,
+//! parentheses. Anything else is refused when the config is read. `add`'s and `router`'s
+//! `EXPR(...)` values are [`Expr::value_of`].
 
 use regex::Regex;
 
@@ -18,6 +20,8 @@ pub enum Expr {
     Cmp(Box<Expr>, CmpOp, Box<Expr>),
     /// `x matches "re"` with the regex compiled once.
     Matches(Box<Expr>, Regex),
+    /// `a + b + ...`.
+    Add(Vec<Expr>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,6 +31,10 @@ pub enum CmpOp {
     Contains,
     StartsWith,
     EndsWith,
+    Lt,
+    Le,
+    Gt,
+    Ge,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +47,7 @@ enum Tok {
     LBrack,
     RBrack,
     Dot,
+    Comma,
     Op(&'static str),
 }
 
@@ -55,6 +64,18 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
             '[' => (out.push(Tok::LBrack), i += 1).1,
             ']' => (out.push(Tok::RBrack), i += 1).1,
             '.' => (out.push(Tok::Dot), i += 1).1,
+            ',' => (out.push(Tok::Comma), i += 1).1,
+            '+' => (out.push(Tok::Op("+")), i += 1).1,
+            '<' | '>' => {
+                let eq = b.get(i + 1) == Some(&b'=');
+                out.push(Tok::Op(match (c, eq) {
+                    ('<', false) => "<",
+                    ('<', true) => "<=",
+                    (_, false) => ">",
+                    _ => ">=",
+                }));
+                i += 1 + eq as usize;
+            }
             '"' | '\'' => {
                 let mut v = String::new();
                 i += 1;
@@ -192,10 +213,14 @@ impl Parser {
         self.cmp()
     }
     fn cmp(&mut self) -> Result<Expr, String> {
-        let l = self.primary()?;
+        let l = self.add()?;
         let op = match self.peek() {
             Some(Tok::Op("==")) => CmpOp::Eq,
             Some(Tok::Op("!=")) => CmpOp::Ne,
+            Some(Tok::Op("<")) => CmpOp::Lt,
+            Some(Tok::Op("<=")) => CmpOp::Le,
+            Some(Tok::Op(">")) => CmpOp::Gt,
+            Some(Tok::Op(">=")) => CmpOp::Ge,
             Some(Tok::Ident(w)) if w == "matches" => {
                 self.at += 1;
                 let Some(Tok::Str(re)) = self.next() else {
@@ -210,8 +235,20 @@ impl Parser {
             _ => return Ok(l),
         };
         self.at += 1;
-        let r = self.primary()?;
+        let r = self.add()?;
         Ok(Expr::Cmp(Box::new(l), op, Box::new(r)))
+    }
+    fn add(&mut self) -> Result<Expr, String> {
+        let mut terms = vec![self.primary()?];
+        while self.peek() == Some(&Tok::Op("+")) {
+            self.at += 1;
+            terms.push(self.primary()?);
+        }
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Expr::Add(terms)
+        })
     }
     fn primary(&mut self) -> Result<Expr, String> {
         match self.next() {
@@ -234,6 +271,20 @@ impl Parser {
                 "true" => Ok(Expr::Lit(Value::Bool(true))),
                 "false" => Ok(Expr::Lit(Value::Bool(false))),
                 "nil" => Ok(Expr::Lit(Value::Null)),
+                // The environment does not change while the collector runs: read it once.
+                "env" if self.peek() == Some(&Tok::LParen) => {
+                    self.at += 1;
+                    let (Some(Tok::Str(name)), Some(Tok::RParen)) = (self.next(), self.next())
+                    else {
+                        return Err("`env` takes one quoted variable name: env(\"NAME\")".into());
+                    };
+                    Ok(Expr::Lit(
+                        std::env::var(&name).map(Value::Str).unwrap_or(Value::Null),
+                    ))
+                }
+                _ if self.peek() == Some(&Tok::LParen) => Err(format!(
+                    "unsupported function `{w}` (ferrotel's expressions have env())"
+                )),
                 _ => {
                     // A field: name, then `.name` or `["key"]` parts.
                     let mut text = w.clone();
@@ -281,7 +332,7 @@ impl Expr {
         let e = p.or().map_err(|e| format!("expression `{quoted}`: {e}"))?;
         if p.at < p.toks.len() {
             return Err(format!(
-                "expression `{quoted}`: unsupported syntax after token {} (ferrotel supports fields, literals, ==, !=, matches, contains, startsWith, endsWith, and, or, not)",
+                "expression `{quoted}`: unsupported syntax after token {} (ferrotel supports fields, literals, ==, !=, <, <=, >, >=, +, matches, contains, startsWith, endsWith, and, or, not, env())",
                 p.at
             ));
         }
@@ -293,8 +344,14 @@ impl Expr {
         match self {
             Expr::Field(f) => f.get(e).map(Cow::Borrowed),
             Expr::Lit(v) => Some(Cow::Borrowed(v)),
+            Expr::Add(terms) => add_values(terms, e).map(Cow::Owned),
             other => Some(Cow::Owned(Value::Bool(other.eval(e)))),
         }
+    }
+
+    /// The expression's value (an `EXPR(...)`): a missing field or a type clash is nil.
+    pub fn value_of(&self, e: &Entry) -> Value {
+        self.value(e).map(|v| v.into_owned()).unwrap_or(Value::Null)
     }
 
     pub fn eval(&self, e: &Entry) -> bool {
@@ -314,6 +371,21 @@ impl Expr {
                 match op {
                     CmpOp::Eq => values_eq(a, b),
                     CmpOp::Ne => !values_eq(a, b),
+                    CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge => {
+                        let ord = match (number(a), number(b)) {
+                            (Some(x), Some(y)) => x.partial_cmp(&y),
+                            _ => match (a, b) {
+                                (Value::Str(x), Value::Str(y)) => Some(x.cmp(y)),
+                                _ => None,
+                            },
+                        };
+                        ord.is_some_and(|o| match op {
+                            CmpOp::Lt => o.is_lt(),
+                            CmpOp::Le => o.is_le(),
+                            CmpOp::Gt => o.is_gt(),
+                            _ => o.is_ge(),
+                        })
+                    }
                     _ => {
                         let (Some(a), Some(b)) = (a.to_text(), b.to_text()) else {
                             return false;
@@ -328,8 +400,35 @@ impl Expr {
             }
             Expr::Field(f) => matches!(f.get(e), Some(Value::Bool(true))),
             Expr::Lit(v) => matches!(v, Value::Bool(true)),
+            Expr::Add(_) => matches!(self.value(e).as_deref(), Some(Value::Bool(true))),
         }
     }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Double(d) => Some(*d),
+        _ => None,
+    }
+}
+
+/// `+` as expr-lang has it: integers stay integers, any double makes a double, strings join;
+/// anything else (a missing field, a string plus a number) is nil.
+fn add_values(terms: &[Expr], e: &Entry) -> Option<Value> {
+    let mut acc = terms.first()?.value(e)?.into_owned();
+    for t in &terms[1..] {
+        let v = t.value(e)?;
+        acc = match (acc, v.as_ref()) {
+            (Value::Int(a), Value::Int(b)) => Value::Int(a.wrapping_add(*b)),
+            (Value::Str(mut a), Value::Str(b)) => {
+                a.push_str(b);
+                Value::Str(a)
+            }
+            (a, b) => Value::Double(number(&a)? + number(b)?),
+        };
+    }
+    Some(acc)
 }
 
 fn values_eq(a: &Value, b: &Value) -> bool {
@@ -372,6 +471,34 @@ mod tests {
     }
 
     #[test]
+    fn values_comparisons_and_env() {
+        let e = entry();
+        for (src, want) in [
+            ("attributes.n > 2", true),
+            ("attributes.n >= 3.5", false),
+            ("attributes.n <= 3", true),
+            (r#"attributes["log.iostream"] < "t""#, true),
+            ("attributes.missing < 3", false),
+        ] {
+            assert_eq!(Expr::parse(src).unwrap().eval(&e), want, "{src}");
+        }
+        let v = |src: &str| Expr::parse(src).unwrap().value_of(&e);
+        assert_eq!(
+            v(r#"attributes["log.iostream"] + "-" + "x""#),
+            Value::Str("stderr-x".into())
+        );
+        assert_eq!(v("attributes.n + 4"), Value::Int(7));
+        assert_eq!(v("attributes.n + 0.5"), Value::Double(3.5));
+        assert_eq!(v(r#"attributes.n + "x""#), Value::Null);
+        assert_eq!(
+            v(r#"env("PATH")"#),
+            Value::Str(std::env::var("PATH").unwrap())
+        );
+        assert_eq!(v(r#"env("FERROTEL_SURELY_UNSET_VAR")"#), Value::Null);
+        assert!(Expr::parse("env(PATH)").is_err());
+    }
+
+    #[test]
     fn nesting_is_bounded_and_chains_are_flat() {
         let deep = format!("{}true{}", "(".repeat(10_000), ")".repeat(10_000));
         let e = Expr::parse(&deep).unwrap_err();
@@ -391,7 +518,11 @@ mod tests {
     #[test]
     fn unsupported_syntax_is_refused_at_parse() {
         assert!(Expr::parse("body matches").is_err());
-        assert!(Expr::parse(r#"len(body) > 3"#).is_err());
+        assert!(
+            Expr::parse(r#"len(body) > 3"#)
+                .unwrap_err()
+                .contains("unsupported function `len`")
+        );
         assert!(
             Expr::parse(r#"body matches "(""#)
                 .unwrap_err()

@@ -9,4 +9,5 @@ pub mod encoding;
 pub mod entry;
 pub mod expr;
 pub mod operators;
+pub mod parsers;
 pub mod stateful;

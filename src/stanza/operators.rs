@@ -1,6 +1,8 @@
-//! Stanza's stateless operators: `regex_parser`, `json_parser`, `severity_parser`, `time_parser`,
-//! `move`, `copy`, `remove`, `add`, `noop`, with the parsers' embedded `timestamp:` and
-//! `severity:` blocks, `if:` conditions and `on_error`.
+//! Stanza's stateless operators (`regex_parser`, `json_parser`, `key_value_parser`, `csv_parser`,
+//! `uri_parser`, `severity_parser`, `time_parser`, `trace_parser`, `scope_name_parser`, `move`,
+//! `copy`, `remove`, `add`, `flatten`, `retain`, `unquote`, `assign_keys`, `regex_replace`,
+//! `router`, `noop`) with the parsers' embedded `timestamp:` and `severity:` blocks, `if:`
+//! conditions and `on_error`, and the graph they form through `output` ([`run`]).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +11,10 @@ use serde::Deserialize;
 
 use super::entry::{Entry, Field, Value};
 use super::expr::Expr;
+use super::parsers::{self, Csv, KeyValue, Trace};
+
+/// The output index meaning "leave the operators": the entry goes to the receiver's output.
+pub const END: usize = usize::MAX;
 
 /// What a parser does with an entry it cannot parse (stanza's `on_error`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
@@ -412,12 +418,72 @@ impl SeverityParser {
     }
 }
 
-/// One configured operator.
+/// One configured operator and where its entries go next (indices into the operator list,
+/// [`END`] for the receiver's output; several: a copy to each).
 #[derive(Debug, Clone)]
 pub struct Op {
     pub cond: Option<Expr>,
     pub on_error: OnError,
     pub kind: OpKind,
+    pub outputs: Vec<usize>,
+}
+
+/// A `router` route: the first whose `expr` is true takes the entry, with `attributes` added.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub expr: Expr,
+    pub attributes: Vec<(String, AddValue)>,
+    pub outputs: Vec<usize>,
+}
+
+/// A value to set: as written, or an `EXPR(...)` evaluated on each entry.
+#[derive(Debug, Clone)]
+pub enum AddValue {
+    Lit(Value),
+    Expr(Expr),
+}
+
+impl AddValue {
+    pub fn get(&self, e: &Entry) -> Value {
+        match self {
+            AddValue::Lit(v) => v.clone(),
+            AddValue::Expr(x) => x.value_of(e),
+        }
+    }
+}
+
+/// `regex_parser`'s `cache`: results of recent inputs (file paths repeat on every line), so a
+/// repeated input skips the regex. Bounded; cleared when full, as a simple bound on memory.
+#[derive(Debug)]
+pub struct ParseCache {
+    size: usize,
+    map: std::sync::Mutex<std::collections::HashMap<String, Vec<(String, Value)>>>,
+}
+
+impl Clone for ParseCache {
+    fn clone(&self) -> Self {
+        ParseCache::new(self.size)
+    }
+}
+
+impl ParseCache {
+    pub fn new(size: usize) -> ParseCache {
+        ParseCache {
+            size,
+            map: Default::default(),
+        }
+    }
+    fn get(&self, k: &str) -> Option<Vec<(String, Value)>> {
+        self.map.try_lock().ok()?.get(k).cloned()
+    }
+    fn put(&self, k: &str, v: &[(String, Value)]) {
+        if let Ok(mut m) = self.map.try_lock() {
+            if m.len() >= self.size {
+                m.clear();
+            }
+            m.insert(k.to_string(), v.to_vec());
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -428,6 +494,45 @@ pub enum OpKind {
         to: Field,
         time: Option<TimeParser>,
         severity: Option<SeverityParser>,
+        cache: Option<ParseCache>,
+    },
+    KeyValue {
+        kv: KeyValue,
+        from: Field,
+        to: Field,
+        time: Option<TimeParser>,
+        severity: Option<SeverityParser>,
+    },
+    Csv {
+        csv: Csv,
+        from: Field,
+        to: Field,
+        time: Option<TimeParser>,
+        severity: Option<SeverityParser>,
+    },
+    Uri {
+        from: Field,
+        to: Field,
+        time: Option<TimeParser>,
+        severity: Option<SeverityParser>,
+    },
+    Trace(Trace),
+    ScopeName(Field),
+    Flatten(Field),
+    Retain(Vec<Field>),
+    Unquote(Field),
+    AssignKeys {
+        field: Field,
+        keys: Vec<String>,
+    },
+    RegexReplace {
+        field: Field,
+        re: Regex,
+        with: String,
+    },
+    Router {
+        routes: Vec<Route>,
+        default: Vec<usize>,
     },
     Json {
         from: Field,
@@ -448,33 +553,69 @@ pub enum OpKind {
     Remove(Field),
     Add {
         field: Field,
-        value: Value,
+        value: AddValue,
     },
     Noop,
 }
 
-/// What became of an entry.
-pub enum Outcome {
-    Keep,
-    Drop,
+/// Runs an entry through the operator graph from the first operator; what leaves it is pushed
+/// to `out` (none when an operator dropped it, several when an `output` lists several ids).
+pub fn run(ops: &[Op], e: Entry, out: &mut Vec<Entry>) {
+    if ops.is_empty() {
+        out.push(e);
+        return;
+    }
+    // The common linear case walks without a stack; fan-out parks copies on one.
+    let mut parked: Vec<(usize, Entry)> = Vec::new();
+    let mut cur = Some((0usize, e));
+    while let Some((i, mut e)) = cur.take().or_else(|| parked.pop()) {
+        if i == END {
+            out.push(e);
+            continue;
+        }
+        let Some(op) = ops.get(i) else { continue };
+        let Some(next) = op.apply(&mut e) else {
+            continue;
+        };
+        if let Some((first, rest)) = next.split_first() {
+            for j in rest.iter().rev() {
+                parked.push((*j, e.clone()));
+            }
+            cur = Some((*first, e));
+        }
+    }
 }
 
 impl Op {
-    pub fn apply(&self, e: &mut Entry) -> Outcome {
+    /// Applies the operator; where the entry goes next, or None when it is dropped.
+    pub fn apply(&self, e: &mut Entry) -> Option<&[usize]> {
         if let Some(c) = &self.cond
             && !c.eval(e)
         {
-            return Outcome::Keep;
+            return Some(&self.outputs);
+        }
+        if let OpKind::Router { routes, default } = &self.kind {
+            for r in routes {
+                if r.expr.eval(e) {
+                    for (k, v) in &r.attributes {
+                        let v = v.get(e);
+                        super::entry::map_set(&mut e.attributes, k, v);
+                    }
+                    return Some(&r.outputs);
+                }
+            }
+            // No route and no default: stanza drops the entry.
+            return (!default.is_empty()).then_some(default.as_slice());
         }
         match self.run(e) {
-            Ok(()) => Outcome::Keep,
+            Ok(()) => Some(&self.outputs),
             Err(msg) => {
                 if matches!(self.on_error, OnError::Send | OnError::Drop) {
-                    tracing::warn!(error = %msg, "filelog operator failed on an entry");
+                    tracing::warn!(error = %msg, "log operator failed on an entry");
                 }
                 match self.on_error {
-                    OnError::Send | OnError::SendQuiet => Outcome::Keep,
-                    OnError::Drop | OnError::DropQuiet => Outcome::Drop,
+                    OnError::Send | OnError::SendQuiet => Some(&self.outputs),
+                    OnError::Drop | OnError::DropQuiet => None,
                 }
             }
         }
@@ -488,23 +629,115 @@ impl Op {
                 to,
                 time,
                 severity,
+                cache,
             } => {
                 let text = from
                     .get(e)
                     .and_then(Value::to_text)
                     .ok_or("regex_parser: the field to parse is missing or not text")?;
-                let caps = re
-                    .captures(&text)
-                    .ok_or("regex_parser: the regex does not match")?;
-                let mut m = Vec::new();
-                for name in re.capture_names().flatten() {
-                    if let Some(c) = caps.name(name) {
-                        m.push((name.to_string(), Value::Str(c.as_str().to_string())));
+                let m = match cache.as_ref().and_then(|c| c.get(&text)) {
+                    Some(m) => m,
+                    None => {
+                        let caps = re
+                            .captures(&text)
+                            .ok_or("regex_parser: the regex does not match")?;
+                        let mut m = Vec::new();
+                        for name in re.capture_names().flatten() {
+                            if let Some(c) = caps.name(name) {
+                                m.push((name.to_string(), Value::Str(c.as_str().to_string())));
+                            }
+                        }
+                        if let Some(c) = cache {
+                            c.put(&text, &m);
+                        }
+                        m
                     }
-                }
+                };
                 to.merge(e, m);
                 after_parse(e, time, severity)
             }
+            OpKind::KeyValue {
+                kv,
+                from,
+                to,
+                time,
+                severity,
+            } => {
+                let text = from
+                    .get(e)
+                    .and_then(Value::as_str)
+                    .ok_or("key_value_parser: the field to parse is missing or not a string")?;
+                let m = kv.parse(text)?;
+                to.merge(e, m);
+                after_parse(e, time, severity)
+            }
+            OpKind::Csv {
+                csv,
+                from,
+                to,
+                time,
+                severity,
+            } => {
+                let text = from
+                    .get(e)
+                    .and_then(Value::as_str)
+                    .ok_or("csv_parser: the field to parse is missing or not a string")?;
+                let m = csv.parse(e, text)?;
+                to.merge(e, m);
+                after_parse(e, time, severity)
+            }
+            OpKind::Uri {
+                from,
+                to,
+                time,
+                severity,
+            } => {
+                let text = from
+                    .get(e)
+                    .and_then(Value::as_str)
+                    .ok_or("uri_parser: the field to parse is missing or not a string")?;
+                let m = parsers::parse_uri(text)?;
+                to.merge(e, m);
+                after_parse(e, time, severity)
+            }
+            OpKind::Trace(t) => t.apply(e),
+            OpKind::ScopeName(f) => {
+                let name = f
+                    .get(e)
+                    .and_then(Value::to_text)
+                    .ok_or("scope_name_parser: the field is missing or not text")?;
+                e.scope_name = name;
+                Ok(())
+            }
+            OpKind::Flatten(f) => parsers::flatten(e, f),
+            OpKind::Retain(fields) => {
+                parsers::retain(e, fields);
+                Ok(())
+            }
+            OpKind::Unquote(f) => {
+                let v = f
+                    .get(e)
+                    .and_then(Value::as_str)
+                    .ok_or("unquote: the field is missing or not a string")?;
+                let u = parsers::unquote(v)?;
+                f.set(e, Value::Str(u));
+                Ok(())
+            }
+            OpKind::AssignKeys { field, keys } => {
+                let v = field.remove(e).ok_or("assign_keys: the field is missing")?;
+                match parsers::assign_keys(v, keys) {
+                    Ok(m) => {
+                        field.set(e, m);
+                        Ok(())
+                    }
+                    Err((v, msg)) => {
+                        field.set(e, v);
+                        Err(msg)
+                    }
+                }
+            }
+            OpKind::RegexReplace { field, re, with } => parsers::regex_replace(e, field, re, with),
+            OpKind::Router { .. } => Ok(()),
             OpKind::Json {
                 from,
                 to,
@@ -540,7 +773,8 @@ impl Op {
                 .map(|_| ())
                 .ok_or("remove: the field is missing".into()),
             OpKind::Add { field, value } => {
-                field.set(e, value.clone());
+                let v = value.get(e);
+                field.set(e, v);
                 Ok(())
             }
             OpKind::Noop => Ok(()),

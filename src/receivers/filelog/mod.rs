@@ -40,7 +40,6 @@ use crate::config::{ComponentId, DeError, Node, from_node};
 use crate::signal::{Batch, Signal};
 use crate::stanza::encoding::Encoding;
 use crate::stanza::entry::{Entry, Map, Value, into_kvs};
-use crate::stanza::operators::{Op, Outcome};
 use crate::stanza::stateful::{FileState, RawLine, Stages};
 use crate::storage::Store;
 

@@ -65,10 +65,10 @@ pub(super) struct Tailer {
     pub(super) retry_max: Duration,
 }
 
-/// Entries ready to send, grouped by resource in arrival order.
+/// Entries ready to send, grouped by resource and scope name in arrival order.
 #[derive(Default)]
 pub(super) struct Pending {
-    pub(super) groups: Vec<(Arc<Map>, Vec<LogRecord>)>,
+    pub(super) groups: Vec<(Arc<Map>, String, Vec<LogRecord>)>,
     pub(super) count: usize,
     /// Readers (by index into `known`) whose offsets advance when this batch is accepted.
     pub(super) touched: Vec<usize>,
@@ -89,13 +89,15 @@ impl Pending {
             Arc::new(m)
         };
         self.count += 1;
-        if let Some((r, recs)) = self.groups.last_mut()
+        let scope = std::mem::take(&mut e.scope_name);
+        if let Some((r, s, recs)) = self.groups.last_mut()
             && (Arc::ptr_eq(r, &resource) || **r == *resource)
+            && *s == scope
         {
             recs.push(e.into_record());
             return;
         }
-        self.groups.push((resource, vec![e.into_record()]));
+        self.groups.push((resource, scope, vec![e.into_record()]));
     }
 
     pub(super) fn take_batch(&mut self) -> Batch {
@@ -104,13 +106,16 @@ impl Pending {
         Batch::Logs(
             groups
                 .into_iter()
-                .map(|(r, records)| ResourceLogs {
+                .map(|(r, scope, records)| ResourceLogs {
                     resource: Some(Resource {
                         attributes: into_kvs(Arc::unwrap_or_clone(r)),
                         ..Default::default()
                     }),
                     scope_logs: vec![ScopeLogs {
-                        scope: Some(InstrumentationScope::default()),
+                        scope: Some(InstrumentationScope {
+                            name: scope,
+                            ..Default::default()
+                        }),
                         log_records: records,
                         ..Default::default()
                     }],
@@ -543,11 +548,13 @@ impl Tailer {
                 pending.touched.push(i);
             }
             let file_res = self.file_resource(i);
+            let mut done = Vec::with_capacity(produced.len());
             for mut e in produced {
                 e.observed = observed;
-                if apply_ops(&self.ops.ops, &mut e) {
-                    pending.add(e, &file_res);
-                }
+                crate::stanza::operators::run(&self.ops.ops, e, &mut done);
+            }
+            for e in done {
+                pending.add(e, &file_res);
             }
             if pending.count >= MAX_BATCH && !self.flush(pending, out).await {
                 return false;
@@ -567,11 +574,13 @@ impl Tailer {
             }
             let observed = now_nanos();
             let file_res = self.file_resource(i);
+            let mut done = Vec::with_capacity(produced.len());
             for mut e in produced {
                 e.observed = observed;
-                if apply_ops(&self.ops.ops, &mut e) {
-                    pending.add(e, &file_res);
-                }
+                crate::stanza::operators::run(&self.ops.ops, e, &mut done);
+            }
+            for e in done {
+                pending.add(e, &file_res);
             }
         }
         true
@@ -750,16 +759,6 @@ pub(super) struct Split {
     pub(super) entries: Vec<(u64, String)>,
     /// Where the entry still waiting for more lines starts (multiline only): it is read again.
     pub(super) pending_start: Option<u64>,
-}
-
-/// Runs the stateless operators; false if one dropped the entry.
-pub(super) fn apply_ops(ops: &[Op], e: &mut Entry) -> bool {
-    for op in ops {
-        if let Outcome::Drop = op.apply(e) {
-            return false;
-        }
-    }
-    true
 }
 
 pub(super) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

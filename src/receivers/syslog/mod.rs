@@ -13,8 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
@@ -27,8 +26,10 @@ use crate::component::{
 };
 use crate::config::{DeError, Node, from_node, key_err, units};
 use crate::signal::{Batch, Signal};
+use crate::stanza::config::Operators;
 use crate::stanza::encoding::Encoding;
-use crate::stanza::entry::{Value, into_kvs};
+use crate::stanza::entry::Value;
+use crate::stanza::entry::{Entry, LogGroups};
 use crate::telemetry::ReceiverLabels;
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -121,13 +122,32 @@ pub struct Config {
     pub allow_skip_pri_header: bool,
     pub tcp: Option<TcpConfig>,
     pub udp: Option<UdpConfig>,
-    /// Only an empty list is accepted (operators after the syslog parser are not supported).
+    /// Stanza operators applied after the syslog parser (`add`, `move`, `router`, ...; not the
+    /// per-file `container` and `recombine`).
     #[serde(default)]
-    pub operators: Vec<serde::de::IgnoredAny>,
+    pub operators: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub compiled: Compiled,
     /// Accepted for compatibility: a retryable refusal from the pipeline is always retried
     /// (backoff up to 5s) until accepted or shutdown, which holds back the TCP sender.
     #[serde(default)]
     pub retry_on_failure: Option<crate::stanza::config::RetryOnFailure>,
+}
+
+/// The compiled operators; equal whenever `operators` is, which is what comparisons check.
+#[derive(Clone, Default)]
+pub struct Compiled(pub Arc<Operators>);
+
+impl PartialEq for Compiled {
+    fn eq(&self, _: &Compiled) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} operators", self.0.ops.len())
+    }
 }
 
 fn utc() -> String {
@@ -154,7 +174,8 @@ pub const FACTORY: Factory =
     Factory::receiver("syslog", crate::signal::LOGS, Stability::Alpha, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
-    let cfg: Config = from_node(node)?;
+    let mut cfg: Config = from_node(node)?;
+    cfg.compiled = Compiled(Arc::new(Operators::stateless(node.get("operators"))?));
     if cfg.tcp.is_none() && cfg.udp.is_none() {
         return Err(key_err(
             node,
@@ -214,13 +235,6 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
             format!("must be between 1 and {MAX_MESSAGE} bytes (64 MiB)"),
         ));
     }
-    if !cfg.operators.is_empty() {
-        return Err(key_err(
-            node,
-            &["operators"],
-            "operators after the syslog parser are not supported; use processors",
-        ));
-    }
     Ok(Box::new(cfg))
 }
 
@@ -273,6 +287,7 @@ impl ReceiverConfig for Config {
                         .map_err(|m| BuildError::new(&ctx.id, m))?,
                     malformed: malformed("tcp"),
                     add_attributes: t.add_attributes,
+                    ops: self.compiled.0.clone(),
                     stop: stop.clone(),
                 });
                 let framing = Framing {
@@ -316,6 +331,7 @@ impl ReceiverConfig for Config {
                         .map_err(|m| BuildError::new(&ctx.id, m))?,
                     malformed: malformed("udp"),
                     add_attributes: u.add_attributes,
+                    ops: self.compiled.0.clone(),
                     stop: stop.clone(),
                 });
                 tracing::info!(address = %u.listen_address, "syslog receiver listening on udp");
@@ -343,6 +359,12 @@ impl Parser {
 
     /// One message as a log record, and whether it was malformed (then it is the raw body only).
     pub fn record(&self, msg: &str, observed: u64) -> (LogRecord, bool) {
+        let (e, malformed) = self.entry(msg, observed);
+        (e.into_record(), malformed)
+    }
+
+    /// One message as a stanza entry, for the operators after the parser.
+    pub fn entry(&self, msg: &str, observed: u64) -> (Entry, bool) {
         let owned;
         let text = if self.allow_skip_pri && !msg.starts_with('<') {
             // Without a PRI header the message is read as user.notice, RFC 3164's default.
@@ -355,17 +377,13 @@ impl Parser {
             Protocol::Rfc5424 => parse::rfc5424(text),
             Protocol::Rfc3164 => parse::rfc3164(text, &self.tz),
         };
-        let mut r = LogRecord {
-            observed_time_unix_nano: observed,
-            body: Some(Value::Str(msg.to_string()).into_any()),
-            ..Default::default()
-        };
+        let mut r = Entry::new(msg.to_string(), observed);
         match parsed {
             Ok(p) => {
-                r.time_unix_nano = p.timestamp;
+                r.timestamp = p.timestamp;
                 r.severity_number = p.severity_number;
                 r.severity_text = p.severity_text.to_string();
-                r.attributes = into_kvs(p.attributes);
+                r.attributes = p.attributes;
                 (r, false)
             }
             Err(e) => {
@@ -382,58 +400,55 @@ struct Conn {
     encoding: Encoding,
     malformed: Counter,
     add_attributes: bool,
+    ops: Arc<Operators>,
     stop: CancellationToken,
 }
 
 impl Conn {
+    /// Parses messages into `out`, through the configured operators if there are any.
     fn records(
         &self,
         msgs: &[&[u8]],
         peer: SocketAddr,
         local: Option<SocketAddr>,
-    ) -> Vec<LogRecord> {
+        out: &mut LogGroups,
+    ) {
         let observed = now_nanos();
-        let mut out = Vec::with_capacity(msgs.len());
+        let mut done = Vec::new();
         for m in msgs {
             let text = self.encoding.decode_cow(m);
             let text = text.trim_end_matches(['\r', '\n', '\0']);
             if text.is_empty() {
                 continue;
             }
-            let (mut r, malformed) = self.parser.record(text, observed);
+            let (mut e, malformed) = self.parser.entry(text, observed);
             if malformed {
                 self.malformed.inc();
             }
             if self.add_attributes {
-                let mut extra = vec![
-                    ("net.peer.ip".to_string(), Value::Str(peer.ip().to_string())),
-                    ("net.peer.port".to_string(), Value::Int(peer.port() as i64)),
-                ];
+                let a = &mut e.attributes;
+                a.push(("net.peer.ip".into(), Value::Str(peer.ip().to_string())));
+                a.push(("net.peer.port".into(), Value::Int(peer.port() as i64)));
                 if let Some(l) = local {
-                    extra.push(("net.host.ip".into(), Value::Str(l.ip().to_string())));
-                    extra.push(("net.host.port".into(), Value::Int(l.port() as i64)));
+                    a.push(("net.host.ip".into(), Value::Str(l.ip().to_string())));
+                    a.push(("net.host.port".into(), Value::Int(l.port() as i64)));
                 }
-                r.attributes.extend(into_kvs(extra));
             }
-            out.push(r);
+            if self.ops.ops.is_empty() {
+                out.push_record(e.into_record());
+            } else {
+                crate::stanza::operators::run(&self.ops.ops, e, &mut done);
+                done.drain(..).for_each(|e| out.push(e));
+            }
         }
-        out
     }
 
     /// Sends, retrying a retryable refusal (with the batch handed back) until shutdown.
-    async fn send(&self, records: Vec<LogRecord>, peer: SocketAddr) {
-        if records.is_empty() {
+    async fn send(&self, records: LogGroups, peer: SocketAddr) {
+        if records.count == 0 {
             return;
         }
-        let mut batch = Batch::Logs(vec![ResourceLogs {
-            resource: Some(Default::default()),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope::default()),
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }]);
+        let mut batch = Batch::Logs(records.into_resource_logs());
         let client = crate::client::ClientInfo {
             addr: Some(peer.ip()),
             metadata: Vec::new(),
@@ -610,7 +625,8 @@ async fn tcp_conn<S: tokio::io::AsyncRead + Unpin>(
         if n == 0 {
             // The peer closed: a last unterminated newline-framed message still counts.
             if !buf.is_empty() {
-                let recs = conn.records(&[&buf[..]], peer, local);
+                let mut recs = LogGroups::default();
+                conn.records(&[&buf[..]], peer, local, &mut recs);
                 conn.send(recs, peer).await;
             }
             return Ok(());
@@ -620,7 +636,8 @@ async fn tcp_conn<S: tokio::io::AsyncRead + Unpin>(
         let (ranges, used) = frames(&buf, f, &conn.malformed);
         if !ranges.is_empty() {
             let msgs: Vec<&[u8]> = ranges.iter().map(|r| &buf[r.clone()]).collect();
-            let recs = conn.records(&msgs, peer, local);
+            let mut recs = LogGroups::default();
+            conn.records(&msgs, peer, local, &mut recs);
             conn.send(recs, peer).await;
         }
         buf.drain(..used);
@@ -646,17 +663,17 @@ async fn udp_loop(sock: tokio::net::UdpSocket, conn: Arc<Conn>, one_per_packet: 
             },
         };
         // Whatever else is already queued goes into the same batch.
-        let mut recs = Vec::new();
-        let take = |data: &[u8], peer: SocketAddr, recs: &mut Vec<LogRecord>| {
+        let mut recs = LogGroups::default();
+        let take = |data: &[u8], peer: SocketAddr, recs: &mut LogGroups| {
             let msgs: Vec<&[u8]> = if one_per_packet {
                 vec![data]
             } else {
                 data.split(|b| *b == b'\n').collect()
             };
-            recs.extend(conn.records(&msgs, peer, local));
+            conn.records(&msgs, peer, local, recs);
         };
         take(&buf[..n], peer, &mut recs);
-        while recs.len() < 1024 {
+        while recs.count < 1024 {
             match sock.try_recv_from(&mut buf) {
                 Ok((n, p)) => take(&buf[..n], p, &mut recs),
                 Err(_) => break,
