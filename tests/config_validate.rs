@@ -301,7 +301,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "30-contrib-k8s-daemonset-filelog-k8sattributes.yaml",
-        Expect::Refused(&["`pod_association[0].from`: unknown field `from`"]),
+        Expect::Valid,
     ),
     (
         "31-tracetest-filter-ottl-trace-state.yaml",
@@ -361,10 +361,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "45-reject-dynatrace-k8s-pod-logs-transform.yaml",
-        Expect::Refused(&[
-            "unsupported metadata \"k8s.cluster.uid\"",
-            "unsupported component types: processors: transform (line 43)",
-        ]),
+        Expect::Refused(&["unsupported component types: processors: transform (line 43)"]),
     ),
     (
         "46-reject-dynatrace-k8scombined.yaml",
@@ -380,12 +377,8 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "48-reject-helm-alternate-config-k8s-cluster.yaml",
-        // `k8s_attributes` is the Collector's current name of k8sattributes: the receivers are
-        // missing, and a key of the processor (issue 14's depth gap).
-        Expect::Refused(&[
-            "processors::k8s_attributes: `extract.otel_annotations`: unknown field `otel_annotations`",
-            "unsupported component types: receivers: k8s_cluster (line 42), k8sobjects (line 44)",
-        ]),
+        // `k8s_attributes` (with `otel_annotations`) is supported; the receivers are missing.
+        Expect::Unsupported(&["receivers: k8s_cluster (line 42), k8sobjects (line 44)"]),
     ),
     (
         "49-reject-operator-ta-kubernetessd-prometheus-exporter.yaml",

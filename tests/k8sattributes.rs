@@ -562,3 +562,305 @@ fn api_unreachable_data_flows_unenriched_and_counted() {
         c.logs()
     );
 }
+
+/// A stand-in API server that serves fixed lists (each `kind`List in the API's JSON, with a
+/// resource version) and watches that stay open without events.
+fn start_static_api(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    lists: Vec<(&'static str, serde_json::Value)>,
+) {
+    use axum::body::Body;
+    use axum::http::{StatusCode, Uri};
+    use axum::response::Response;
+    let lists = Arc::new(lists);
+    let handler = move |uri: Uri| {
+        let lists = lists.clone();
+        async move {
+            let watch = uri.query().unwrap_or("").contains("watch=1");
+            match lists.iter().find(|(p, _)| *p == uri.path()) {
+                Some(_) if watch => Response::builder()
+                    .body(Body::from_stream(futures::stream::pending::<
+                        Result<axum::body::Bytes, std::io::Error>,
+                    >()))
+                    .unwrap(),
+                Some((_, list)) => Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from(list.to_string()))
+                    .unwrap(),
+                None => Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(Body::empty())
+                    .unwrap(),
+            }
+        }
+    };
+    rt.spawn(async move {
+        let app = axum::Router::new().fallback(handler);
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+}
+
+fn list(kind: &str, items: Vec<serde_json::Value>) -> serde_json::Value {
+    json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": items})
+}
+
+/// The keys the current Collector has beyond the basics: the legacy flat `pod_association`
+/// (corpus file 30), `otel_annotations` (file 48), the `service.*` attributes by the semantic
+/// conventions' order (annotation, well-known label, owner), the owners' uids (Deployment through
+/// its ReplicaSet, CronJob through its Job), the node's and the cluster's (kube-system's) uid,
+/// the container found by its id, `exclude`, and `wait_for_metadata`.
+#[test]
+fn service_attributes_uids_annotations_exclude_and_legacy_association() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = free_port();
+    let web = pod(
+        "web-7d9f-abc",
+        "u-web",
+        "10.1.0.5",
+        Some(("ReplicaSet", "web-7d9f")),
+        "5",
+        json!({}),
+    );
+    let mut web = web;
+    web["metadata"]["annotations"] = json!({"resource.opentelemetry.io/service.name": "checkout", "resource.opentelemetry.io/team.tier": "gold"});
+    web["metadata"]["labels"] = json!({"app.kubernetes.io/version": "2.1"});
+    web["spec"]["hostname"] = json!("web-host");
+    web["status"]["containerStatuses"][0]["imageID"] =
+        json!("registry:5000/shop/web@sha256:0123abcd");
+    let mut job = pod(
+        "backup-28734120-xk2",
+        "u-job",
+        "10.1.0.7",
+        Some(("Job", "backup-28734120")),
+        "6",
+        json!({}),
+    );
+    job["metadata"]["labels"] = json!({"app.kubernetes.io/name": "backup-tool"});
+    let skipped = pod("skip-me-1", "u-skip", "10.1.0.8", None, "7", json!({}));
+    start_static_api(
+        &rt,
+        port,
+        vec![
+            ("/api/v1/pods", list("Pod", vec![web, job, skipped])),
+            (
+                "/apis/apps/v1/replicasets",
+                list(
+                    "ReplicaSet",
+                    vec![
+                        json!({"metadata": {"name": "web-7d9f", "namespace": "shop", "uid": "rs-uid",
+                        "ownerReferences": [{"kind": "Deployment", "name": "web", "uid": "dep-uid"}]}}),
+                    ],
+                ),
+            ),
+            (
+                "/apis/batch/v1/jobs",
+                list(
+                    "Job",
+                    vec![
+                        json!({"metadata": {"name": "backup-28734120", "namespace": "shop", "uid": "backup-28734120-uid",
+                        "ownerReferences": [{"kind": "CronJob", "name": "backup", "uid": "cron-uid"}]}}),
+                    ],
+                ),
+            ),
+            (
+                "/api/v1/nodes",
+                list(
+                    "Node",
+                    vec![json!({"metadata": {"name": "node-1", "uid": "node-uid"}})],
+                ),
+            ),
+            (
+                "/api/v1/namespaces",
+                list(
+                    "Namespace",
+                    vec![
+                        json!({"metadata": {"name": "kube-system", "uid": "cluster-uid"}}),
+                        json!({"metadata": {"name": "shop", "uid": "shop-uid"}}),
+                    ],
+                ),
+            ),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), port);
+    let sink = Sink::start();
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let c = Collector::start(
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:{grpc}" }}
+processors:
+  k8sattributes:
+    auth_type: kubeConfig
+    wait_for_metadata: true
+    wait_for_metadata_timeout: 10s
+    exclude:
+      pods: [{{ name: "^skip-" }}]
+    extract:
+      otel_annotations: true
+      metadata: [k8s.pod.name, k8s.pod.hostname, k8s.deployment.name, k8s.deployment.uid,
+                 k8s.replicaset.uid, k8s.job.uid, k8s.cronjob.name, k8s.cronjob.uid, k8s.node.uid,
+                 k8s.cluster.uid, k8s.cluster.name, k8s.container.name, container.image.repo_digests,
+                 service.namespace, service.name, service.version, service.instance.id]
+    pod_association:
+      - from: resource_attribute
+        name: k8s.pod.uid
+      - from: resource_attribute
+        name: k8s.pod.ip
+exporters:
+  otlp_grpc/sink:
+    endpoint: "127.0.0.1:{sink}"
+    tls: {{ insecure: true }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [k8sattributes], exporters: [otlp_grpc/sink] }}
+"#,
+            sink = sink.port
+        ),
+        &[("KUBECONFIG", kc.to_string_lossy().into_owned())],
+        Some(health),
+        Some(metrics),
+    );
+    assert!(
+        c.logs()
+            .contains("processors::k8sattributes: `pod_association[0].from`: deprecated flat form"),
+        "{}",
+        c.logs()
+    );
+    assert!(
+        c.logs()
+            .contains("`k8s.cluster.name`: deprecated and never set"),
+        "{}",
+        c.logs()
+    );
+    let send = |req: ExportTraceServiceRequest| {
+        rt.block_on(async {
+            let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+                .await
+                .unwrap();
+            client.export(req).await.unwrap();
+        })
+    };
+    // No pod-list wait here: `wait_for_metadata` held the start until the pods were listed.
+    send(span_with(
+        vec![
+            ("k8s.pod.uid", "u-web"),
+            ("container.id", "containerd://u-web-app"),
+        ],
+        "web",
+    ));
+    send(span_with(vec![("k8s.pod.ip", "10.1.0.7")], "job"));
+    send(span_with(vec![("k8s.pod.ip", "10.1.0.8")], "skipped"));
+    wait_until("3 spans", Duration::from_secs(20), || {
+        sink.store.span_count() == 3
+    });
+    let strings = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        resource_of(&sink, "web").unwrap(),
+        strings(&[
+            ("k8s.pod.uid", "u-web"),
+            ("container.id", "containerd://u-web-app"),
+            // otel_annotations first: the annotation wins over the owner's name.
+            ("service.name", "checkout"),
+            ("team.tier", "gold"),
+            ("k8s.pod.name", "web-7d9f-abc"),
+            ("k8s.pod.hostname", "web-host"),
+            ("k8s.deployment.name", "web"),
+            ("k8s.deployment.uid", "dep-uid"),
+            ("k8s.replicaset.uid", "web-7d9f-uid"),
+            ("k8s.node.uid", "node-uid"),
+            ("k8s.cluster.uid", "cluster-uid"),
+            ("k8s.container.name", "app"),
+            ("service.namespace", "shop"),
+            ("service.version", "2.1"),
+            ("service.instance.id", "shop.web-7d9f-abc.app"),
+        ])
+    );
+    let spans = sink.store.spans.lock().unwrap().clone();
+    let digests = spans
+        .iter()
+        .filter_map(|r| r.resource.as_ref())
+        .flat_map(|r| &r.attributes)
+        .find(|kv| kv.key == "container.image.repo_digests")
+        .and_then(|kv| kv.value.clone()?.value);
+    let Some(any_value::Value::ArrayValue(a)) = digests else {
+        panic!("repo digests as a list: {digests:?}")
+    };
+    assert_eq!(
+        a.values[0].value,
+        Some(any_value::Value::StringValue(
+            "registry:5000/shop/web@sha256:0123abcd".into()
+        ))
+    );
+    assert_eq!(
+        resource_of(&sink, "job").unwrap(),
+        strings(&[
+            ("k8s.pod.ip", "10.1.0.7"),
+            ("k8s.pod.name", "backup-28734120-xk2"),
+            ("k8s.pod.hostname", "backup-28734120-xk2"),
+            ("k8s.job.uid", "backup-28734120-uid"),
+            ("k8s.cronjob.name", "backup"),
+            ("k8s.cronjob.uid", "cron-uid"),
+            ("k8s.node.uid", "node-uid"),
+            ("k8s.cluster.uid", "cluster-uid"),
+            ("service.namespace", "shop"),
+            // The well-known label comes before the owners.
+            ("service.name", "backup-tool"),
+        ])
+    );
+    // Excluded: never cached, so not found.
+    assert_eq!(
+        resource_of(&sink, "skipped").unwrap(),
+        strings(&[("k8s.pod.ip", "10.1.0.8")])
+    );
+}
+
+/// `wait_for_metadata` with no API server: the start fails after the timeout, naming why.
+#[test]
+fn wait_for_metadata_fails_the_start_when_the_api_never_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), free_port());
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"127.0.0.1:{}\"}}\nprocessors:\n  k8sattributes:\n    auth_type: kubeConfig\n    wait_for_metadata: true\n    wait_for_metadata_timeout: 1s\nexporters:\n  debug:\nservice:\n  telemetry: {{metrics: {{level: none}}}}\n  pipelines:\n    traces: {{receivers: [otlp], processors: [k8sattributes], exporters: [debug]}}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrotel"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("KUBECONFIG", &kc)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("wait_for_metadata: the pods were not listed within 1s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -50,6 +50,8 @@ pub struct PodSpec {
     #[serde(default)]
     pub node_name: String,
     #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
     pub host_network: bool,
     #[serde(default)]
     pub containers: Vec<Container>,
@@ -88,6 +90,9 @@ pub struct ContainerStatus {
     pub name: String,
     #[serde(default, rename = "containerID")]
     pub container_id: String,
+    /// The image the runtime resolved, with its digest (`repo@sha256:...`).
+    #[serde(default, rename = "imageID")]
+    pub image_id: String,
     #[serde(default)]
     pub restart_count: u32,
 }

@@ -20,7 +20,12 @@ pub struct Cache {
     pub pods: HashMap<String, Arc<Pod>>,
     pub by_ip: HashMap<String, String>,
     pub by_container: HashMap<String, String>,
-    pub replicasets: HashMap<(String, String), String>,
+    /// (namespace, ReplicaSet) → its Deployment's (name, uid).
+    pub replicasets: HashMap<(String, String), (String, String)>,
+    /// (namespace, Job) → its CronJob's (name, uid); watched only when a uid is extracted.
+    pub jobs: HashMap<(String, String), (String, String)>,
+    /// Node name → uid; watched only when `k8s.node.uid` is extracted.
+    pub nodes: HashMap<String, String>,
     pub namespaces: HashMap<String, Arc<Meta>>,
     pub deleted: Vec<(Instant, String)>,
     /// Whether the pods are listed (false until the first list and while the API is unreachable
@@ -33,8 +38,11 @@ pub const MAX_PODS: usize = 200_000;
 const DELETE_GRACE: Duration = Duration::from_secs(120);
 
 impl Cache {
-    fn upsert_pod(&mut self, pod: Pod) {
+    fn upsert_pod(&mut self, pod: Pod, exclude: &[regex::Regex]) {
         let uid = pod.metadata.uid.clone();
+        if exclude.iter().any(|re| re.is_match(&pod.metadata.name)) {
+            return;
+        }
         if uid.is_empty() || (!self.pods.contains_key(&uid) && self.pods.len() >= MAX_PODS) {
             return;
         }
@@ -91,6 +99,10 @@ pub struct WatchSpec {
     pub node: Option<String>,
     pub namespace: Option<String>,
     pub namespaces: bool,
+    pub jobs: bool,
+    pub nodes: bool,
+    /// Pods whose name matches one of these are not cached (`exclude.pods`).
+    pub exclude: Vec<regex::Regex>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,6 +110,8 @@ enum Kind {
     Pods,
     ReplicaSets,
     Namespaces,
+    Jobs,
+    Nodes,
 }
 
 impl Kind {
@@ -109,6 +123,9 @@ impl Kind {
             (Kind::ReplicaSets, None) => "/apis/apps/v1/replicasets".into(),
             (Kind::ReplicaSets, Some(ns)) => format!("/apis/apps/v1/namespaces/{ns}/replicasets"),
             (Kind::Namespaces, _) => "/api/v1/namespaces".into(),
+            (Kind::Jobs, None) => "/apis/batch/v1/jobs".into(),
+            (Kind::Jobs, Some(ns)) => format!("/apis/batch/v1/namespaces/{ns}/jobs"),
+            (Kind::Nodes, _) => "/api/v1/nodes".into(),
         };
         let mut query = Vec::new();
         if self == Kind::Pods
@@ -125,6 +142,7 @@ impl Kind {
 pub struct Watcher {
     pub cache: RwLock<Cache>,
     pub reachable: std::sync::atomic::AtomicBool,
+    exclude: Vec<regex::Regex>,
 }
 
 impl Watcher {
@@ -138,10 +156,17 @@ impl Watcher {
         let w = Arc::new(Watcher {
             cache: RwLock::new(Cache::default()),
             reachable: std::sync::atomic::AtomicBool::new(false),
+            exclude: spec.exclude.clone(),
         });
         let mut kinds = vec![Kind::Pods, Kind::ReplicaSets];
-        if spec.namespaces {
-            kinds.push(Kind::Namespaces);
+        for (on, kind) in [
+            (spec.namespaces, Kind::Namespaces),
+            (spec.jobs, Kind::Jobs),
+            (spec.nodes, Kind::Nodes),
+        ] {
+            if on {
+                kinds.push(kind);
+            }
         }
         for kind in kinds {
             let (w, client, api, stop) = (w.clone(), client.clone(), api.clone(), stop.clone());
@@ -197,13 +222,13 @@ impl Watcher {
                     cache.remove_pod(&uid);
                 }
                 for p in fresh {
-                    cache.upsert_pod(p);
+                    cache.upsert_pod(p, &self.exclude);
                 }
                 cache.synced = true;
             }
             (Kind::Pods, Event::Applied(object)) => {
                 if let Ok(pod) = serde_json::from_value::<Pod>(object) {
-                    cache.upsert_pod(pod);
+                    cache.upsert_pod(pod, &self.exclude);
                 }
             }
             (Kind::Pods, Event::Deleted(object)) => {
@@ -253,24 +278,70 @@ impl Watcher {
                     cache.namespaces.remove(&m.metadata.name);
                 }
             }
+            (Kind::Jobs, Event::Listed(items)) => {
+                cache.jobs.clear();
+                for v in items {
+                    if let Ok(m) = serde_json::from_value::<Meta>(v) {
+                        apply_owned(&mut cache.jobs, &m, "CronJob", false);
+                    }
+                }
+            }
+            (Kind::Jobs, Event::Applied(o)) => {
+                if let Ok(m) = serde_json::from_value::<Meta>(o) {
+                    apply_owned(&mut cache.jobs, &m, "CronJob", false);
+                }
+            }
+            (Kind::Jobs, Event::Deleted(o)) => {
+                if let Ok(m) = serde_json::from_value::<Meta>(o) {
+                    apply_owned(&mut cache.jobs, &m, "CronJob", true);
+                }
+            }
+            (Kind::Nodes, Event::Listed(items)) => {
+                cache.nodes.clear();
+                for v in items {
+                    if let Ok(m) = serde_json::from_value::<Meta>(v) {
+                        cache.nodes.insert(m.metadata.name, m.metadata.uid);
+                    }
+                }
+            }
+            (Kind::Nodes, Event::Applied(o)) => {
+                if let Ok(m) = serde_json::from_value::<Meta>(o) {
+                    cache.nodes.insert(m.metadata.name, m.metadata.uid);
+                }
+            }
+            (Kind::Nodes, Event::Deleted(o)) => {
+                if let Ok(m) = serde_json::from_value::<Meta>(o) {
+                    cache.nodes.remove(&m.metadata.name);
+                }
+            }
         }
     }
 }
 
 fn apply_replicaset(cache: &mut Cache, m: &Meta, deleted: bool) {
+    apply_owned(&mut cache.replicasets, m, "Deployment", deleted);
+}
+
+/// Records the owner of `kind` (name and uid) of an object, or forgets the object.
+fn apply_owned(
+    map: &mut HashMap<(String, String), (String, String)>,
+    m: &Meta,
+    kind: &str,
+    deleted: bool,
+) {
     let key = (m.metadata.namespace.clone(), m.metadata.name.clone());
-    let deployment = m
+    let owner = m
         .metadata
         .owner_references
         .iter()
-        .find(|o| o.kind == "Deployment")
-        .map(|o| o.name.clone());
-    match (deleted, deployment) {
-        (false, Some(d)) => {
-            cache.replicasets.insert(key, d);
+        .find(|o| o.kind == kind)
+        .map(|o| (o.name.clone(), o.uid.clone()));
+    match (deleted, owner) {
+        (false, Some(o)) => {
+            map.insert(key, o);
         }
         _ => {
-            cache.replicasets.remove(&key);
+            map.remove(&key);
         }
     }
 }
@@ -290,7 +361,7 @@ mod tests {
     #[test]
     fn deleted_pods_linger_then_go_and_reused_ips_follow_the_new_pod() {
         let mut c = Cache::default();
-        c.upsert_pod(pod("a", "10.0.0.1", "containerd://aaa"));
+        c.upsert_pod(pod("a", "10.0.0.1", "containerd://aaa"), &[]);
         let t0 = Instant::now();
         c.deleted.push((t0, "a".into()));
         c.sweep(t0 + Duration::from_secs(60));
@@ -300,7 +371,13 @@ mod tests {
             "kept during the grace period"
         );
         // The IP goes to a new pod before the old one is forgotten.
-        c.upsert_pod(pod("b", "10.0.0.1", "cri-o://bbb"));
+        c.upsert_pod(pod("b", "10.0.0.1", "cri-o://bbb"), &[]);
+        // An excluded pod's name is never cached.
+        let jaeger = regex::Regex::new("^jaeger-agent$").unwrap();
+        let mut p = pod("j", "10.0.0.9", "containerd://jjj");
+        p.metadata.name = "jaeger-agent".into();
+        c.upsert_pod(p, &[jaeger]);
+        assert!(!c.by_ip.contains_key("10.0.0.9"));
         assert_eq!(c.by_ip.get("10.0.0.1").map(String::as_str), Some("b"));
         c.sweep(t0 + DELETE_GRACE);
         assert!(!c.pods.contains_key("a"));

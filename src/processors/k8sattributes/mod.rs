@@ -1,13 +1,17 @@
 //! `k8sattributes` processor: adds Kubernetes metadata to the resource of every span, data point
 //! and log record, found by `pod_association` (by default the resource attributes `k8s.pod.ip`,
-//! `k8s.pod.uid`, `container.id`, then the sending connection's IP) in a cache that watches
-//! the API server ([`kube`]). `extract.metadata` chooses among `k8s.namespace.name`,
-//! `k8s.pod.name`, `k8s.pod.uid`, `k8s.pod.ip`, `k8s.pod.start_time`, `k8s.node.name`,
-//! `k8s.deployment.name` (through the ReplicaSet's owner), `k8s.replicaset.name`,
-//! `k8s.statefulset.name`, `k8s.daemonset.name`, `k8s.job.name`, `k8s.cronjob.name`, and, when
-//! the resource names its `k8s.container.name`, `container.image.name`, `container.image.tag`
-//! and `container.id`; `extract.labels`/`annotations` copy pod or namespace labels by key or
-//! regex. Attributes already present are kept.
+//! `k8s.pod.uid`, `container.id`, then the sending connection's IP; the legacy flat
+//! `from`/`name` entries are read too, with a warning) in a cache that watches the API server
+//! ([`kube`]). `extract.metadata` chooses among the Collector's keys ([`METADATA`]): the pod's
+//! names, uid, IP, hostname and start time; its node's name and uid; the cluster's uid (the
+//! `kube-system` namespace's); the names and uids of its ReplicaSet, Deployment (through the
+//! ReplicaSet), StatefulSet, DaemonSet, Job and CronJob (through the Job); the container's name
+//! (from the resource, or found by `container.id`), image name, tag and repo digests; and
+//! `service.namespace`/`name`/`version`/`instance.id` by the semantic conventions' order.
+//! `extract.otel_annotations` copies `resource.opentelemetry.io/*` pod annotations first;
+//! `extract.labels`/`annotations` copy pod or namespace labels by key or regex. Attributes
+//! already present are kept. `exclude.pods` leaves pods out by name; `wait_for_metadata` holds
+//! the start until the pods are listed.
 //!
 //! `filter.node_from_env_var` makes a DaemonSet agent watch only its own node's pods;
 //! `passthrough: true` watches nothing and only adds `k8s.pod.ip` from the connection (an agent
@@ -72,6 +76,9 @@ pub struct ExtractCfg {
     pub metadata: Vec<String>,
     pub labels: Vec<FieldExtract>,
     pub annotations: Vec<FieldExtract>,
+    /// Pod annotations `resource.opentelemetry.io/<key>` become resource attributes `<key>`
+    /// (before the `service.*` rules, which they then take precedence over). Default false.
+    pub otel_annotations: bool,
 }
 
 impl Default for ExtractCfg {
@@ -89,6 +96,7 @@ impl Default for ExtractCfg {
             .to_vec(),
             labels: Vec::new(),
             annotations: Vec::new(),
+            otel_annotations: false,
         }
     }
 }
@@ -102,10 +110,40 @@ pub struct SourceCfg {
     pub name: Option<String>,
 }
 
+/// One association rule: `sources` (all must match), or the legacy flat form, one source
+/// written as `from`/`name` directly (deprecated, warns).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AssociationCfg {
+    #[serde(default)]
     pub sources: Vec<SourceCfg>,
+    pub from: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExcludePod {
+    /// A regular expression on the pod name.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExcludeCfg {
+    #[serde(default)]
+    pub pods: Vec<ExcludePod>,
+}
+
+impl Default for ExcludeCfg {
+    /// The Collector's default: its own Jaeger pods.
+    fn default() -> Self {
+        ExcludeCfg {
+            pods: ["jaeger-agent", "jaeger-collector"]
+                .map(|n| ExcludePod { name: n.into() })
+                .to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -116,29 +154,55 @@ pub struct Config {
     pub filter: FilterCfg,
     pub extract: ExtractCfg,
     pub pod_association: Vec<AssociationCfg>,
-    /// Accepted for compatibility: data is never held back waiting for metadata here.
+    /// Pods left out of the cache (default: `jaeger-agent`, `jaeger-collector`).
+    pub exclude: ExcludeCfg,
+    /// Start only once the pods are listed, failing the start after
+    /// `wait_for_metadata_timeout` (default 10s). Default false: start at once, and data that
+    /// comes before the list is counted as unenriched.
     pub wait_for_metadata: bool,
-    #[serde(deserialize_with = "crate::config::units::duration")]
-    pub wait_for_metadata_timeout: std::time::Duration,
+    #[serde(deserialize_with = "crate::config::units::opt_duration")]
+    pub wait_for_metadata_timeout: Option<std::time::Duration>,
 }
 
+/// The Collector's `extract.metadata` keys, all supported.
 const METADATA: &[&str] = &[
     "k8s.namespace.name",
     "k8s.pod.name",
+    "k8s.pod.hostname",
     "k8s.pod.uid",
     "k8s.pod.ip",
     "k8s.pod.start_time",
     "k8s.node.name",
+    "k8s.node.uid",
+    "k8s.cluster.uid",
     "k8s.deployment.name",
+    "k8s.deployment.uid",
     "k8s.replicaset.name",
+    "k8s.replicaset.uid",
     "k8s.statefulset.name",
+    "k8s.statefulset.uid",
     "k8s.daemonset.name",
+    "k8s.daemonset.uid",
     "k8s.job.name",
+    "k8s.job.uid",
     "k8s.cronjob.name",
+    "k8s.cronjob.uid",
+    "k8s.container.name",
     "container.image.name",
     "container.image.tag",
+    "container.image.repo_digests",
     "container.id",
+    "service.namespace",
+    "service.name",
+    "service.version",
+    "service.instance.id",
 ];
+
+/// Keys of old Collectors, accepted with a warning and never set.
+const REMOVED_METADATA: &[(&str, &str)] = &[(
+    "k8s.cluster.name",
+    "deprecated and never set: Kubernetes removed the pod's clusterName field in 1.25 (use the resource processor to set it)",
+)];
 
 #[derive(Debug, Clone)]
 enum Source {
@@ -211,8 +275,18 @@ pub const FACTORY: Factory = Factory::processor(
 .aliases(&["k8s_attributes"]);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
-    let cfg: Config = from_node(node)?;
-    for m in &cfg.extract.metadata {
+    let mut cfg: Config = from_node(node)?;
+    let mut removed = Vec::new();
+    for (i, m) in cfg.extract.metadata.iter().enumerate() {
+        if let Some((_, why)) = REMOVED_METADATA.iter().find(|(k, _)| k == m) {
+            crate::config::warn_key(
+                node,
+                &["extract", "metadata", &format!("[{i}]")],
+                format!("`{m}`: {why}"),
+            );
+            removed.push(m.clone());
+            continue;
+        }
         if !METADATA.contains(&m.as_str()) {
             return Err(key_err(
                 node,
@@ -223,6 +297,44 @@ pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
                 ),
             ));
         }
+    }
+    cfg.extract.metadata.retain(|m| !removed.contains(m));
+    for (i, a) in cfg.pod_association.iter_mut().enumerate() {
+        if a.from.is_none() && a.name.is_none() {
+            if a.sources.is_empty() {
+                return Err(key_err(
+                    node,
+                    &["pod_association", &format!("[{i}]")],
+                    "an association needs `sources`",
+                ));
+            }
+            continue;
+        }
+        if !a.sources.is_empty() {
+            return Err(key_err(
+                node,
+                &["pod_association", &format!("[{i}]"), "from"],
+                "write `sources` or the legacy `from`/`name`, not both",
+            ));
+        }
+        crate::config::warn_key(
+            node,
+            &["pod_association", &format!("[{i}]"), "from"],
+            "deprecated flat form: write `sources: [{from: ..., name: ...}]`",
+        );
+        a.sources = vec![SourceCfg {
+            from: a.from.take().unwrap_or_default(),
+            name: a.name.take(),
+        }];
+    }
+    for (i, p) in cfg.exclude.pods.iter().enumerate() {
+        Regex::new(&p.name).map_err(|e| {
+            key_err(
+                node,
+                &["exclude", "pods", &format!("[{i}]"), "name"],
+                format!("invalid regex: {e}"),
+            )
+        })?;
     }
     let associations = if cfg.pod_association.is_empty() {
         vec![
@@ -312,10 +424,21 @@ impl Shared {
                     })?),
                     None => self.cfg.filter.node.clone(),
                 };
+                let wants = |k: &str| self.cfg.extract.metadata.iter().any(|m| m == k);
                 let spec = WatchSpec {
                     node,
                     namespace: self.cfg.filter.namespace.clone(),
-                    namespaces: self.labels.iter().chain(&self.annotations).any(|r| r.namespace),
+                    namespaces: self.labels.iter().chain(&self.annotations).any(|r| r.namespace)
+                        || wants("k8s.cluster.uid"),
+                    jobs: wants("k8s.cronjob.uid"),
+                    nodes: wants("k8s.node.uid"),
+                    exclude: self
+                        .cfg
+                        .exclude
+                        .pods
+                        .iter()
+                        .filter_map(|p| Regex::new(&p.name).ok())
+                        .collect(),
                 };
                 tracing::info!(processor = %ctx.id, server = %api.server, node = ?spec.node, "watching the Kubernetes API");
                 Watcher::start(api, spec, ctx.shutdown.clone())
@@ -346,9 +469,19 @@ impl ProcessorConfig for Shared {
                 })
                 .clone()
         };
+        if self.cfg.wait_for_metadata
+            && let Some(w) = &watcher
+        {
+            let timeout = self
+                .cfg
+                .wait_for_metadata_timeout
+                .unwrap_or(std::time::Duration::from_secs(10));
+            wait_synced(w, timeout).map_err(|m| BuildError::new(&ctx.id, m))?;
+        }
         let e = Enricher {
             watcher,
             metadata: self.cfg.extract.metadata.clone(),
+            otel_annotations: self.cfg.extract.otel_annotations,
             associations: self.associations.clone(),
             labels: self.labels.clone(),
             annotations: self.annotations.clone(),
@@ -360,9 +493,32 @@ impl ProcessorConfig for Shared {
     }
 }
 
+/// `wait_for_metadata`: holds the start until the pods are listed. The start runs on the
+/// runtime, so the wait gives its worker thread up to the others while it blocks.
+fn wait_synced(w: &Watcher, timeout: std::time::Duration) -> Result<(), String> {
+    let synced = || w.cache.read().map(|c| c.synced).unwrap_or(false);
+    let deadline = std::time::Instant::now() + timeout;
+    let poll = || {
+        while !synced() {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "wait_for_metadata: the pods were not listed within {timeout:?} (is the API server reachable?)"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(poll),
+        _ => poll(),
+    }
+}
+
 struct Enricher {
     watcher: Option<Arc<Watcher>>,
     metadata: Vec<String>,
+    otel_annotations: bool,
     associations: Vec<Vec<Source>>,
     labels: Vec<Rule>,
     annotations: Vec<Rule>,
@@ -452,15 +608,30 @@ impl Enricher {
 
     fn enrich(&self, cache: &cache::Cache, attrs: &mut Vec<KeyValue>, pod: &Pod) {
         let m = &pod.metadata;
-        let owner = |kind: &str| {
-            m.owner_references
-                .iter()
-                .find(|o| o.kind == kind)
-                .map(|o| o.name.as_str())
-        };
+        let owner = |kind: &str| m.owner_references.iter().find(|o| o.kind == kind);
         let replicaset = owner("ReplicaSet");
         let job = owner("Job");
-        let container = get(attrs, "k8s.container.name").map(str::to_owned);
+        let deployment = replicaset.and_then(|rs| {
+            cache
+                .replicasets
+                .get(&(m.namespace.clone(), rs.name.clone()))
+        });
+        let cronjob = job.and_then(|j| cache.jobs.get(&(m.namespace.clone(), j.name.clone())));
+        // The container: named by the resource, or found by its id in the pod's statuses.
+        let container: Option<String> = get(attrs, "k8s.container.name")
+            .map(str::to_owned)
+            .or_else(|| {
+                let id = get(attrs, "container.id")?;
+                let id = kube::container_id(id).unwrap_or(id);
+                pod.status
+                    .container_statuses
+                    .iter()
+                    .find(|s| kube::container_id(&s.container_id) == Some(id))
+                    .map(|s| s.name.clone())
+            });
+        let status = container
+            .as_deref()
+            .and_then(|c| pod.status.container_statuses.iter().find(|s| s.name == c));
         let spec_container = container.as_deref().and_then(|c| {
             pod.spec
                 .containers
@@ -468,10 +639,34 @@ impl Enricher {
                 .chain(&pod.spec.init_containers)
                 .find(|x| x.name == c)
         });
+        if self.otel_annotations {
+            for (k, v) in &m.annotations {
+                if let Some(key) = k.strip_prefix("resource.opentelemetry.io/") {
+                    insert(attrs, key, v);
+                }
+            }
+        }
+        let label = |k: &str| m.labels.get(k).cloned();
+        let first_owner_name = || {
+            deployment
+                .map(|d| d.0.clone())
+                .or_else(|| replicaset.map(|o| o.name.clone()))
+                .or_else(|| owner("StatefulSet").map(|o| o.name.clone()))
+                .or_else(|| owner("DaemonSet").map(|o| o.name.clone()))
+                .or_else(|| cronjob.map(|c| c.0.clone()))
+                .or_else(|| job.and_then(|j| cronjob_of(&j.name)).map(str::to_owned))
+                .or_else(|| job.map(|o| o.name.clone()))
+                .or_else(|| Some(m.name.clone()))
+        };
         for key in &self.metadata {
             let value: Option<String> = match key.as_str() {
                 "k8s.namespace.name" => Some(m.namespace.clone()),
                 "k8s.pod.name" => Some(m.name.clone()),
+                "k8s.pod.hostname" => Some(if pod.spec.hostname.is_empty() {
+                    m.name.clone()
+                } else {
+                    pod.spec.hostname.clone()
+                }),
                 "k8s.pod.uid" => Some(m.uid.clone()),
                 "k8s.pod.ip" => Some(pod.status.pod_ip.clone()),
                 "k8s.pod.start_time" => pod
@@ -480,29 +675,78 @@ impl Enricher {
                     .clone()
                     .or_else(|| m.creation_timestamp.clone()),
                 "k8s.node.name" => Some(pod.spec.node_name.clone()),
-                "k8s.replicaset.name" => replicaset.map(str::to_owned),
-                "k8s.deployment.name" => replicaset.and_then(|rs| {
-                    cache
-                        .replicasets
-                        .get(&(m.namespace.clone(), rs.to_owned()))
-                        .cloned()
-                }),
-                "k8s.statefulset.name" => owner("StatefulSet").map(str::to_owned),
-                "k8s.daemonset.name" => owner("DaemonSet").map(str::to_owned),
-                "k8s.job.name" => job.map(str::to_owned),
-                "k8s.cronjob.name" => job.and_then(cronjob_of).map(str::to_owned),
+                "k8s.node.uid" => cache.nodes.get(&pod.spec.node_name).cloned(),
+                // The cluster's uid is, by convention, the kube-system namespace's.
+                "k8s.cluster.uid" => cache
+                    .namespaces
+                    .get("kube-system")
+                    .map(|n| n.metadata.uid.clone()),
+                "k8s.replicaset.name" => replicaset.map(|o| o.name.clone()),
+                "k8s.replicaset.uid" => replicaset.map(|o| o.uid.clone()),
+                "k8s.deployment.name" => deployment.map(|d| d.0.clone()),
+                "k8s.deployment.uid" => deployment.map(|d| d.1.clone()),
+                "k8s.statefulset.name" => owner("StatefulSet").map(|o| o.name.clone()),
+                "k8s.statefulset.uid" => owner("StatefulSet").map(|o| o.uid.clone()),
+                "k8s.daemonset.name" => owner("DaemonSet").map(|o| o.name.clone()),
+                "k8s.daemonset.uid" => owner("DaemonSet").map(|o| o.uid.clone()),
+                "k8s.job.name" => job.map(|o| o.name.clone()),
+                "k8s.job.uid" => job.map(|o| o.uid.clone()),
+                "k8s.cronjob.name" => cronjob
+                    .map(|c| c.0.clone())
+                    .or_else(|| job.and_then(|j| cronjob_of(&j.name)).map(str::to_owned)),
+                "k8s.cronjob.uid" => cronjob.map(|c| c.1.clone()),
+                "k8s.container.name" => container.clone(),
                 "container.image.name" => {
                     spec_container.map(|c| image_parts(&c.image).0.to_owned())
                 }
                 "container.image.tag" => spec_container.map(|c| image_parts(&c.image).1.to_owned()),
-                "container.id" => container.as_deref().and_then(|c| {
-                    pod.status
-                        .container_statuses
-                        .iter()
-                        .find(|s| s.name == c)
-                        .and_then(|s| kube::container_id(&s.container_id))
-                        .map(str::to_owned)
+                "container.image.repo_digests" => {
+                    if let Some(s) = status
+                        && let Some((_, digest)) = s.image_id.rsplit_once('@')
+                        && !attrs.iter().any(|kv| kv.key == *key)
+                    {
+                        let repo = spec_container.map_or("", |c| image_parts(&c.image).0);
+                        attrs.push(KeyValue {
+                            key: key.clone(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::ArrayValue(
+                                    opentelemetry_proto::tonic::common::v1::ArrayValue {
+                                        values: vec![AnyValue {
+                                            value: Some(any_value::Value::StringValue(format!(
+                                                "{repo}@{digest}"
+                                            ))),
+                                        }],
+                                    },
+                                )),
+                            }),
+                            ..Default::default()
+                        });
+                    }
+                    None
+                }
+                "container.id" => status
+                    .and_then(|s| kube::container_id(&s.container_id))
+                    .map(str::to_owned),
+                // Semantic conventions' "Service attributes" order (the annotations, when
+                // `otel_annotations` is on, were inserted first and so win).
+                "service.namespace" => Some(m.namespace.clone()),
+                "service.name" => label("app.kubernetes.io/instance")
+                    .or_else(|| label("app.kubernetes.io/name"))
+                    .or_else(first_owner_name),
+                "service.version" => label("app.kubernetes.io/version").or_else(|| {
+                    let tag = spec_container.map(|c| image_parts(&c.image).1.to_owned());
+                    let digest = status
+                        .and_then(|s| s.image_id.rsplit_once('@'))
+                        .map(|(_, d)| d.to_owned());
+                    match (tag, digest) {
+                        (Some(t), Some(d)) => Some(format!("{t}@{d}")),
+                        (None, Some(d)) => Some(d),
+                        (t, None) => t,
+                    }
                 }),
+                "service.instance.id" => container
+                    .as_deref()
+                    .map(|c| format!("{}.{}.{c}", m.namespace, m.name)),
                 _ => None,
             };
             if let Some(v) = value {
@@ -659,6 +903,7 @@ mod tests {
         let e = Enricher {
             watcher: None,
             metadata: ExtractCfg::default().metadata,
+            otel_annotations: false,
             associations: vec![vec![Source::Connection]],
             labels: vec![],
             annotations: vec![],
