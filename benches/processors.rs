@@ -124,6 +124,7 @@ fn benches(c: &mut Criterion) {
     let regex = Condition::parse(r#"IsMatch(name, ".*health.*")"#, OttlContext::Span).unwrap();
     let outer = Outer {
         resource: &input[0].resource.as_ref().unwrap().attributes,
+        resource_dropped: 0,
         scope: None,
     };
     let spans = &input[0].scope_spans[0].spans;

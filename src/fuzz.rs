@@ -176,6 +176,7 @@ pub fn ottl(data: &[u8]) {
     )];
     let outer = crate::ottl::eval::Outer {
         resource: &resource,
+        resource_dropped: 0,
         scope: None,
     };
     for ctx in [

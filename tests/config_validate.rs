@@ -303,19 +303,12 @@ const CORPUS: &[(&str, Expect)] = &[
         "30-contrib-k8s-daemonset-filelog-k8sattributes.yaml",
         Expect::Valid,
     ),
-    (
-        "31-tracetest-filter-ottl-trace-state.yaml",
-        Expect::Refused(&["`trace_state` is not a map: it cannot be indexed"]),
-    ),
+    ("31-tracetest-filter-ottl-trace-state.yaml", Expect::Valid),
     (
         "32-tracetest-tail-sampling-trace-state.yaml",
         Expect::Refused(&["`policies[0].trace_state`: unknown field `trace_state`"]),
     ),
-    // Its Jaeger endpoint is `${JAEGER_ENDPOINT}`, unset here: an empty endpoint is refused.
-    (
-        "33-tracetest-otel-demo-jaeger-otlphttp.yaml",
-        Expect::Refused(&["exporters::jaeger: `endpoint`: endpoint \"\" needs a port"]),
-    ),
+    ("33-tracetest-otel-demo-jaeger-otlphttp.yaml", Expect::Valid),
     (
         "34-newrelic-confluent-prometheus-basic-auth.yaml",
         Expect::Refused(&["`config.scrape_configs[0].basic_auth`: unknown field `basic_auth`"]),
@@ -455,6 +448,9 @@ const CORPUS_ENV: &[(&str, &str)] = &[
         "https://otlp.nr-data.net",
     ),
     ("NEW_RELIC_LICENSE_KEY", "license"),
+    ("TRACETEST_ENDPOINT", "tracetest:4317"),
+    ("JAEGER_ENDPOINT", "jaeger-collector:14250"),
+    ("LIGHTSTEP_TOKEN", "token"),
 ];
 
 fn corpus_dir() -> std::path::PathBuf {

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::{Span, span::Event};
 
-use super::{CmpOp, Condition, Expr, Field, Literal, Path, Value};
+use super::{CmpOp, Condition, Expr, Field, Key, Literal, Path, Value};
 
 /// A value during evaluation, borrowed from the item where possible.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,11 @@ pub enum Val<'a> {
     Bytes(Cow<'a, [u8]>),
     Map(&'a [KeyValue]),
     List(&'a [AnyValue]),
+    /// A time-typed path (`start_time`, `time`, ...), Unix nanoseconds; compared only with times.
+    Time(i64),
+    /// A list of telemetry items (events, links, data points, bounds, ...): `Len` counts it;
+    /// it equals nothing.
+    Items(&'static str, usize),
 }
 
 impl<'a> Val<'a> {
@@ -53,6 +58,8 @@ impl<'a> Val<'a> {
             Val::Bytes(_) => "bytes",
             Val::Map(_) => "map",
             Val::List(_) => "slice",
+            Val::Time(_) => "time",
+            Val::Items(kind, _) => kind,
         }
     }
 
@@ -82,6 +89,12 @@ impl<'a> Val<'a> {
             Val::List(vs) => {
                 Cow::Owned(serde_json::Value::Array(vs.iter().map(json).collect()).to_string())
             }
+            Val::Time(ns) => Cow::Owned(
+                jiff::Timestamp::from_nanosecond(*ns as i128)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+            ),
+            Val::Items(..) => return None,
         })
     }
 }
@@ -99,6 +112,10 @@ pub struct EvalError(pub String);
 /// The item a condition reads.
 pub trait Ctx {
     fn field(&self, f: Field) -> Val<'_>;
+    /// A spanevent's `span.*` paths: the enclosing span's field.
+    fn span_field(&self, _f: Field) -> Val<'_> {
+        Val::Nil
+    }
 }
 
 impl Condition {
@@ -178,6 +195,7 @@ fn compare(op: CmpOp, a: &Val<'_>, b: &Val<'_>) -> bool {
         (Val::Float(x), Val::Int(y)) => x.partial_cmp(&(*y as f64)),
         (Val::Str(x), Val::Str(y)) => Some(x.cmp(y)),
         (Val::Bytes(x), Val::Bytes(y)) => Some(x.cmp(y)),
+        (Val::Time(x), Val::Time(y)) => Some(x.cmp(y)),
         (Val::Map(x), Val::Map(y)) => (x == y).then_some(Ordering::Equal),
         (Val::List(x), Val::List(y)) => (x == y).then_some(Ordering::Equal),
         _ => None,
@@ -213,6 +231,7 @@ fn value<'a>(v: &'a Value, ctx: &'a dyn Ctx) -> Result<Val<'a>, EvalError> {
             Val::Bytes(b) => Val::Int(b.len() as i64),
             Val::Map(m) => Val::Int(m.len() as i64),
             Val::List(l) => Val::Int(l.len() as i64),
+            Val::Items(_, n) => Val::Int(n as i64),
             other => {
                 return Err(EvalError(format!(
                     "Len: unsupported type {}",
@@ -242,14 +261,41 @@ fn value<'a>(v: &'a Value, ctx: &'a dyn Ctx) -> Result<Val<'a>, EvalError> {
 }
 
 fn path<'a>(p: &Path, ctx: &'a dyn Ctx) -> Val<'a> {
-    let mut v = ctx.field(p.field);
+    let mut v = if p.of_span {
+        ctx.span_field(p.field)
+    } else {
+        ctx.field(p.field)
+    };
+    if p.field == Field::TraceState {
+        return match (v, p.keys.first()) {
+            (v, None) => v,
+            (Val::Str(Cow::Borrowed(ts)), Some(Key::Str(k))) => {
+                trace_state_get(ts, k).map_or(Val::Nil, |s| Val::Str(Cow::Borrowed(s)))
+            }
+            (Val::Str(Cow::Owned(ts)), Some(Key::Str(k))) => {
+                trace_state_get(&ts, k).map_or(Val::Nil, |s| Val::Str(Cow::Owned(s.to_owned())))
+            }
+            _ => Val::Nil,
+        };
+    }
     for k in &p.keys {
-        v = match v {
-            Val::Map(kvs) => Val::from_any(crate::signal::value::find(kvs, k)),
+        v = match (v, k) {
+            (Val::Map(kvs), Key::Str(k)) => Val::from_any(crate::signal::value::find(kvs, k)),
+            (Val::List(items), Key::Index(i)) => {
+                usize::try_from(*i).map_or(Val::Nil, |i| Val::from_any(items.get(i)))
+            }
             _ => return Val::Nil,
         };
     }
     v
+}
+
+/// The value of `key` in a W3C `tracestate` (`k1=v1,k2=v2`, optional whitespace).
+pub fn trace_state_get<'a>(ts: &'a str, key: &str) -> Option<&'a str> {
+    ts.split(',').find_map(|member| {
+        let (k, v) = member.trim().split_once('=')?;
+        (k == key).then_some(v)
+    })
 }
 
 fn scope_field<'a>(scope: Option<&'a InstrumentationScope>, f: Field) -> Val<'a> {
@@ -271,9 +317,14 @@ fn nanos(n: u64) -> Val<'static> {
     Val::Int(n as i64)
 }
 
+fn time(n: u64) -> Val<'static> {
+    Val::Time(n as i64)
+}
+
 /// What every context shares: the resource's attributes and the scope.
 pub struct Outer<'a> {
     pub resource: &'a [KeyValue],
+    pub resource_dropped: u32,
     pub scope: Option<&'a InstrumentationScope>,
 }
 
@@ -281,9 +332,65 @@ impl<'a> Outer<'a> {
     fn field(&self, f: Field) -> Val<'a> {
         match f {
             Field::ResourceAttributes => Val::Map(self.resource),
+            Field::ResourceDroppedAttributesCount => Val::Int(self.resource_dropped as i64),
+            // Conditions never write the statements' cache.
+            Field::Cache => Val::Map(&[]),
+            Field::ScopeDroppedAttributesCount => {
+                Val::Int(self.scope.map_or(0, |s| s.dropped_attributes_count) as i64)
+            }
             _ => scope_field(self.scope, f),
         }
     }
+}
+
+const KIND_NAMES: [(&str, &str); 6] = [
+    ("Unspecified", "SPAN_KIND_UNSPECIFIED"),
+    ("Internal", "SPAN_KIND_INTERNAL"),
+    ("Server", "SPAN_KIND_SERVER"),
+    ("Client", "SPAN_KIND_CLIENT"),
+    ("Producer", "SPAN_KIND_PRODUCER"),
+    ("Consumer", "SPAN_KIND_CONSUMER"),
+];
+
+fn span_field<'a>(s: &'a Span, f: Field) -> Option<Val<'a>> {
+    Some(match f {
+        Field::Attributes => Val::Map(&s.attributes),
+        Field::Name => Val::Str(Cow::Borrowed(&s.name)),
+        Field::Kind => Val::Int(s.kind as i64),
+        Field::KindString | Field::KindDeprecatedString => {
+            let names = KIND_NAMES.get(s.kind as usize).copied().unwrap_or(("", ""));
+            Val::Str(Cow::Borrowed(if f == Field::KindString {
+                names.0
+            } else {
+                names.1
+            }))
+        }
+        Field::StatusCode => Val::Int(s.status.as_ref().map_or(0, |st| st.code as i64)),
+        Field::StatusMessage => Val::Str(Cow::Borrowed(
+            s.status.as_ref().map_or("", |st| st.message.as_str()),
+        )),
+        Field::TraceId => Val::Bytes(Cow::Borrowed(&s.trace_id)),
+        Field::SpanId => Val::Bytes(Cow::Borrowed(&s.span_id)),
+        Field::ParentSpanId => Val::Bytes(Cow::Borrowed(&s.parent_span_id)),
+        Field::TraceIdString => id_string(&s.trace_id),
+        Field::SpanIdString => id_string(&s.span_id),
+        Field::ParentSpanIdString => id_string(&s.parent_span_id),
+        Field::TraceState => Val::Str(Cow::Borrowed(&s.trace_state)),
+        Field::StartTime => nanos(s.start_time_unix_nano),
+        Field::EndTime => nanos(s.end_time_unix_nano),
+        Field::StartTimeTyped => time(s.start_time_unix_nano),
+        Field::EndTimeTyped => time(s.end_time_unix_nano),
+        Field::Duration => {
+            Val::Int(s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as i64)
+        }
+        Field::DroppedAttributesCount => Val::Int(s.dropped_attributes_count as i64),
+        Field::DroppedEventsCount => Val::Int(s.dropped_events_count as i64),
+        Field::DroppedLinksCount => Val::Int(s.dropped_links_count as i64),
+        Field::Events => Val::Items("events", s.events.len()),
+        Field::Links => Val::Items("links", s.links.len()),
+        Field::Flags => Val::Int(s.flags as i64),
+        _ => return None,
+    })
 }
 
 /// A condition that reads only the resource and the scope ([`Condition::reads_only_resource_and_scope`])
@@ -301,30 +408,7 @@ pub struct SpanCtx<'a> {
 
 impl Ctx for SpanCtx<'_> {
     fn field(&self, f: Field) -> Val<'_> {
-        let s = self.span;
-        match f {
-            Field::Attributes => Val::Map(&s.attributes),
-            Field::Name => Val::Str(Cow::Borrowed(&s.name)),
-            Field::Kind => Val::Int(s.kind as i64),
-            Field::StatusCode => Val::Int(s.status.as_ref().map_or(0, |st| st.code as i64)),
-            Field::StatusMessage => Val::Str(Cow::Borrowed(
-                s.status.as_ref().map_or("", |st| st.message.as_str()),
-            )),
-            Field::TraceId => Val::Bytes(Cow::Borrowed(&s.trace_id)),
-            Field::SpanId => Val::Bytes(Cow::Borrowed(&s.span_id)),
-            Field::ParentSpanId => Val::Bytes(Cow::Borrowed(&s.parent_span_id)),
-            Field::TraceIdString => id_string(&s.trace_id),
-            Field::SpanIdString => id_string(&s.span_id),
-            Field::ParentSpanIdString => id_string(&s.parent_span_id),
-            Field::TraceState => Val::Str(Cow::Borrowed(&s.trace_state)),
-            Field::StartTime => nanos(s.start_time_unix_nano),
-            Field::EndTime => nanos(s.end_time_unix_nano),
-            Field::Duration => {
-                Val::Int(s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as i64)
-            }
-            Field::DroppedAttributesCount => Val::Int(s.dropped_attributes_count as i64),
-            other => self.outer.field(other),
-        }
+        span_field(self.span, f).unwrap_or_else(|| self.outer.field(f))
     }
 }
 
@@ -332,6 +416,8 @@ pub struct EventCtx<'a> {
     pub outer: &'a Outer<'a>,
     pub span: &'a Span,
     pub event: &'a Event,
+    /// The event's position in its span's list.
+    pub index: usize,
 }
 
 impl Ctx for EventCtx<'_> {
@@ -340,10 +426,16 @@ impl Ctx for EventCtx<'_> {
             Field::Attributes => Val::Map(&self.event.attributes),
             Field::EventName => Val::Str(Cow::Borrowed(&self.event.name)),
             Field::Time => nanos(self.event.time_unix_nano),
+            Field::TimeTyped => time(self.event.time_unix_nano),
             Field::DroppedAttributesCount => Val::Int(self.event.dropped_attributes_count as i64),
+            Field::EventIndex => Val::Int(self.index as i64),
             Field::SpanName => Val::Str(Cow::Borrowed(&self.span.name)),
             other => self.outer.field(other),
         }
+    }
+
+    fn span_field(&self, f: Field) -> Val<'_> {
+        span_field(self.span, f).unwrap_or_else(|| self.outer.field(f))
     }
 }
 
@@ -377,6 +469,10 @@ fn metric_field(m: &Metric, f: Field) -> Option<Val<'_>> {
             _ => 0,
         }),
         Field::IsMonotonic => Val::Bool(matches!(&m.data, Some(Data::Sum(s)) if s.is_monotonic)),
+        Field::DataPoints => Val::Items(
+            "data points",
+            m.data.as_ref().map_or(0, crate::signal::data_point_count),
+        ),
         _ => return None,
     })
 }
@@ -433,10 +529,57 @@ impl Ctx for PointCtx<'_> {
                 p.flags,
             ),
         };
+        let exemplars = match self.point {
+            PointRef::Number(p) => p.exemplars.len(),
+            PointRef::Histogram(p) => p.exemplars.len(),
+            PointRef::ExpHistogram(p) => p.exemplars.len(),
+            PointRef::Summary(_) => 0,
+        };
         match f {
             Field::Attributes => Val::Map(attrs),
             Field::Time => nanos(time),
             Field::StartTimeUnixNano => nanos(start),
+            Field::TimeTyped => self::time(time),
+            Field::StartTimeTyped => self::time(start),
+            Field::Exemplars => Val::Items("exemplars", exemplars),
+            Field::BucketCounts => match self.point {
+                PointRef::Histogram(p) => Val::Items("bucket counts", p.bucket_counts.len()),
+                _ => Val::Nil,
+            },
+            Field::ExplicitBounds => match self.point {
+                PointRef::Histogram(p) => Val::Items("bounds", p.explicit_bounds.len()),
+                _ => Val::Nil,
+            },
+            Field::QuantileValues => match self.point {
+                PointRef::Summary(p) => Val::Items("quantiles", p.quantile_values.len()),
+                _ => Val::Nil,
+            },
+            Field::Scale
+            | Field::ZeroCount
+            | Field::PositiveOffset
+            | Field::NegativeOffset
+            | Field::PositiveBucketCounts
+            | Field::NegativeBucketCounts => match self.point {
+                PointRef::ExpHistogram(p) => match f {
+                    Field::Scale => Val::Int(p.scale as i64),
+                    Field::ZeroCount => Val::Int(p.zero_count as i64),
+                    Field::PositiveOffset => {
+                        Val::Int(p.positive.as_ref().map_or(0, |b| b.offset) as i64)
+                    }
+                    Field::NegativeOffset => {
+                        Val::Int(p.negative.as_ref().map_or(0, |b| b.offset) as i64)
+                    }
+                    Field::PositiveBucketCounts => Val::Items(
+                        "bucket counts",
+                        p.positive.as_ref().map_or(0, |b| b.bucket_counts.len()),
+                    ),
+                    _ => Val::Items(
+                        "bucket counts",
+                        p.negative.as_ref().map_or(0, |b| b.bucket_counts.len()),
+                    ),
+                },
+                _ => Val::Nil,
+            },
             Field::Flags => Val::Int(flags as i64),
             Field::ValueInt => match self.point {
                 PointRef::Number(NumberDataPoint {
@@ -482,6 +625,12 @@ impl Ctx for LogCtx<'_> {
         match f {
             Field::Attributes => Val::Map(&l.attributes),
             Field::Body => Val::from_any(l.body.as_ref()),
+            Field::BodyString => match Val::from_any(l.body.as_ref()) {
+                Val::Nil => Val::Str(Cow::Borrowed("")),
+                v => v.to_text().map_or(Val::Nil, Val::Str),
+            },
+            Field::TimeTyped => time(l.time_unix_nano),
+            Field::ObservedTimeTyped => time(l.observed_time_unix_nano),
             Field::SeverityNumber => Val::Int(l.severity_number as i64),
             Field::SeverityText => Val::Str(Cow::Borrowed(&l.severity_text)),
             Field::Time => nanos(l.time_unix_nano),
@@ -568,6 +717,7 @@ mod tests {
         };
         let outer = Outer {
             resource: &res,
+            resource_dropped: 0,
             scope: Some(&scope),
         };
         let c = Condition::parse(cond, Context::Span).unwrap_or_else(|e| panic!("{cond}: {e}"));
@@ -624,6 +774,160 @@ mod tests {
         no(r#"name == "x" or kind == 3"#);
         yes("true");
         no("false or false");
+    }
+
+    /// One test per path group, each with the exact value it reads.
+    #[test]
+    fn span_paths_trace_state_kinds_times_counts_and_indexes() {
+        let mut s = span();
+        s.trace_state = "tracetest=true, congo=t61rcWkgMzE".into();
+        s.dropped_events_count = 2;
+        s.dropped_links_count = 3;
+        s.flags = 0x100;
+        s.events = vec![Event::default(); 2];
+        let res = vec![kv(
+            "service.name",
+            any_value::Value::StringValue("checkout".into()),
+        )];
+        let scope = InstrumentationScope {
+            name: "lib".into(),
+            dropped_attributes_count: 4,
+            ..Default::default()
+        };
+        let outer = Outer {
+            resource: &res,
+            resource_dropped: 5,
+            scope: Some(&scope),
+        };
+        let ctx = SpanCtx {
+            outer: &outer,
+            span: &s,
+        };
+        let t = |c: &str| {
+            Condition::parse(c, Context::Span)
+                .unwrap_or_else(|e| panic!("{c}: {e}"))
+                .eval(&ctx)
+        };
+        for c in [
+            // Corpus file 31's condition.
+            r#"trace_state["tracetest"] == "true""#,
+            r#"trace_state["congo"] == "t61rcWkgMzE""#,
+            r#"trace_state["missing"] == nil"#,
+            r#"trace_state == "tracetest=true, congo=t61rcWkgMzE""#,
+            r#"kind.string == "Server" and kind.deprecated_string == "SPAN_KIND_SERVER""#,
+            "dropped_events_count == 2 and dropped_links_count == 3 and flags == 256",
+            "Len(events) == 2 and Len(links) == 0",
+            "start_time < end_time and start_time != start_time_unix_nano",
+            "resource.dropped_attributes_count == 5",
+            r#"scope.name == "lib" and scope.dropped_attributes_count == 4"#,
+            r#"cache["x"] == nil and Len(cache) == 0"#,
+            r#"span.name == "GET /health""#,
+            r#"attributes["list"][0] == 1 and attributes["list"][1] == nil"#,
+            r#"attributes["nested"][0] == nil and attributes["list"]["k"] == nil"#,
+            r#"String(start_time) == "1970-01-01T00:00:00.000001Z""#,
+        ] {
+            assert_eq!(t(c), Ok(true), "{c}");
+        }
+        assert!(Condition::parse("trace_state[0] == 1", Context::Span).is_err());
+        assert!(Condition::parse("events == 2", Context::Span).is_ok());
+        assert_eq!(t("events == 2"), Ok(false), "lists of items equal nothing");
+    }
+
+    #[test]
+    fn spanevent_datapoint_and_log_paths() {
+        let s = span();
+        let ev = Event {
+            name: "exception".into(),
+            time_unix_nano: 7,
+            ..Default::default()
+        };
+        let outer = Outer {
+            resource: &[],
+            resource_dropped: 0,
+            scope: None,
+        };
+        let ctx = EventCtx {
+            outer: &outer,
+            span: &s,
+            event: &ev,
+            index: 3,
+        };
+        for c in [
+            r#"name == "exception" and event_index == 3 and time_unix_nano == 7"#,
+            r#"span.name == "GET /health" and span.kind == SPAN_KIND_SERVER"#,
+            r#"span.attributes["http.status_code"] == 503"#,
+            r#"spanevent.name == "exception""#,
+        ] {
+            let cond =
+                Condition::parse(c, Context::SpanEvent).unwrap_or_else(|e| panic!("{c}: {e}"));
+            assert_eq!(cond.eval(&ctx), Ok(true), "{c}");
+        }
+
+        use opentelemetry_proto::tonic::metrics::v1::{
+            ExponentialHistogram, exponential_histogram_data_point::Buckets,
+        };
+        let p = ExponentialHistogramDataPoint {
+            scale: 3,
+            zero_count: 4,
+            positive: Some(Buckets {
+                offset: -2,
+                bucket_counts: vec![1, 2, 3],
+            }),
+            time_unix_nano: 10,
+            ..Default::default()
+        };
+        let m = Metric {
+            name: "latency".into(),
+            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![p.clone()],
+                aggregation_temporality: 2,
+            })),
+            ..Default::default()
+        };
+        let ctx = PointCtx {
+            outer: &outer,
+            metric: &m,
+            point: PointRef::ExpHistogram(&p),
+        };
+        for c in [
+            "scale == 3 and zero_count == 4 and positive.offset == -2",
+            "Len(positive.bucket_counts) == 3 and Len(negative.bucket_counts) == 0",
+            r#"metric.name == "latency" and Len(metric.data_points) == 1"#,
+            "datapoint.time_unix_nano == 10 and Len(exemplars) == 0",
+        ] {
+            let cond =
+                Condition::parse(c, Context::DataPoint).unwrap_or_else(|e| panic!("{c}: {e}"));
+            assert_eq!(cond.eval(&ctx), Ok(true), "{c}");
+        }
+
+        let log = LogRecord {
+            body: Some(AnyValue {
+                value: Some(any_value::Value::ArrayValue(
+                    opentelemetry_proto::tonic::common::v1::ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(any_value::Value::StringValue("first".into())),
+                        }],
+                    },
+                )),
+            }),
+            event_name: "login".into(),
+            time_unix_nano: 5,
+            observed_time_unix_nano: 6,
+            ..Default::default()
+        };
+        let ctx = LogCtx {
+            outer: &outer,
+            log: &log,
+        };
+        for c in [
+            r#"body[0] == "first" and body[1] == nil"#,
+            r#"body.string == "[\"first\"]""#,
+            r#"event_name == "login" and log.event_name == "login""#,
+            "time < observed_time and time_unix_nano == 5",
+        ] {
+            let cond = Condition::parse(c, Context::Log).unwrap_or_else(|e| panic!("{c}: {e}"));
+            assert_eq!(cond.eval(&ctx), Ok(true), "{c}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! OTTL conditions (the OpenTelemetry Transformation Language's boolean expressions), the subset
-//! the `filter` processor needs: paths into the telemetry of one context (`attributes["k"]`,
-//! `resource.attributes["k"]`, `name`, `status.code`, `metric.type`, ...), the enum constants
+//! the `filter` processor needs: every path of the Collector's resource, scope, span, spanevent,
+//! metric, datapoint and log contexts ([`PATHS`]; map keys and slice indexes after them, the
+//! context's own name as an optional prefix), the enum constants
 //! (`SPAN_KIND_*`, `STATUS_CODE_*`, `SEVERITY_NUMBER_*`, `METRIC_DATA_TYPE_*`,
 //! `AGGREGATION_TEMPORALITY_*`), string, int, float, bool, bytes (`0x…`) and `nil` literals, the
 //! comparisons `==` `!=` `<` `<=` `>` `>=`, `and` `or` `not`, parentheses, and the converters
@@ -59,7 +60,14 @@ pub enum Field {
     ScopeName,
     ScopeVersion,
     ScopeAttributes,
+    ScopeDroppedAttributesCount,
+    ResourceDroppedAttributesCount,
+    /// The statements' scratch map; a condition of the filter processor always sees it empty.
+    Cache,
     Name,
+    /// `kind.string` (`Server`) and `kind.deprecated_string` (`SPAN_KIND_SERVER`).
+    KindString,
+    KindDeprecatedString,
     Kind,
     StatusCode,
     StatusMessage,
@@ -72,6 +80,11 @@ pub enum Field {
     TraceState,
     StartTime,
     EndTime,
+    /// The time-typed forms (`start_time`, `time`, ...), compared only with each other.
+    StartTimeTyped,
+    EndTimeTyped,
+    TimeTyped,
+    ObservedTimeTyped,
     /// `end - start` in nanoseconds.
     Duration,
     Time,
@@ -81,6 +94,26 @@ pub enum Field {
     Body,
     Flags,
     DroppedAttributesCount,
+    DroppedEventsCount,
+    DroppedLinksCount,
+    /// A span's events and links, a metric's data points, a point's exemplars, bucket counts,
+    /// bounds and quantiles: lists `Len` can count.
+    Events,
+    Links,
+    DataPoints,
+    Exemplars,
+    BucketCounts,
+    ExplicitBounds,
+    QuantileValues,
+    Scale,
+    ZeroCount,
+    PositiveOffset,
+    NegativeOffset,
+    PositiveBucketCounts,
+    NegativeBucketCounts,
+    EventIndex,
+    /// `body.string`: the body as text.
+    BodyString,
     EventName,
     /// Of the enclosing span (span events).
     SpanName,
@@ -100,8 +133,16 @@ pub enum Field {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
     pub field: Field,
-    /// Map keys after the field: `attributes["a"]["b"]` → `["a", "b"]`.
-    pub keys: Vec<String>,
+    /// Map keys and slice indexes after the field: `attributes["a"][0]`.
+    pub keys: Vec<Key>,
+    /// A spanevent condition's `span.*` path: the enclosing span's field.
+    pub of_span: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Key {
+    Str(String),
+    Index(i64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,9 +217,12 @@ impl Condition {
                 Value::Path(p) => matches!(
                     p.field,
                     Field::ResourceAttributes
+                        | Field::ResourceDroppedAttributesCount
                         | Field::ScopeName
                         | Field::ScopeVersion
                         | Field::ScopeAttributes
+                        | Field::ScopeDroppedAttributesCount
+                        | Field::Cache
                 ),
                 Value::IsMatch(v, _)
                 | Value::Len(v)
@@ -645,11 +689,14 @@ impl Parser {
             let open = self.next();
             let t = self.next();
             match t.tok {
-                Tok::Str(s) => keys.push(s),
+                Tok::Str(s) => keys.push(Key::Str(s)),
+                Tok::Int(i) => keys.push(Key::Index(i)),
                 other => {
                     return Err(ParseError {
                         column: t.col,
-                        msg: format!("expected a string key inside `[ ]`, found {other}"),
+                        msg: format!(
+                            "expected a string key or an index inside `[ ]`, found {other}"
+                        ),
                     });
                 }
             }
@@ -658,34 +705,209 @@ impl Parser {
                 e
             })?;
         }
+        // A path may name its own context first (`span.name` in the span context), as the
+        // Collector's context-inferred statements write them.
+        let own = self.context.to_string();
+        if parts.len() > 1 && parts[0] == own && !(self.context == Context::Metric) {
+            parts.remove(0);
+        }
+        let mut of_span = false;
+        if self.context == Context::SpanEvent && parts.len() > 1 && parts[0] == "span" {
+            of_span = true;
+            parts.remove(0);
+        }
         let name = parts.join(".");
-        let field = resolve(self.context, &name).ok_or_else(|| ParseError {
-            column: col,
-            msg: format!("unknown path `{name}` in the {} context", self.context),
+        let ctx = if of_span { Context::Span } else { self.context };
+        let field = resolve(ctx, &name).ok_or_else(|| {
+            let near = paths(ctx)
+                .into_iter()
+                .map(|p| (crate::text::edit_distance(p, &name), p))
+                .min()
+                .filter(|(d, _)| *d <= 2)
+                .map(|(_, p)| format!("; did you mean `{p}`?"))
+                .unwrap_or_default();
+            ParseError {
+                column: col,
+                msg: format!("unknown path `{name}` in the {ctx} context{near}"),
+            }
         })?;
         let is_map = matches!(
             field,
-            Field::Attributes | Field::ResourceAttributes | Field::ScopeAttributes | Field::Body
+            Field::Attributes
+                | Field::ResourceAttributes
+                | Field::ScopeAttributes
+                | Field::Body
+                | Field::Cache
+                | Field::TraceState
         );
         if !keys.is_empty() && !is_map {
             return Err(ParseError {
                 column: col,
-                msg: format!("`{name}` is not a map: it cannot be indexed"),
+                msg: format!("`{name}` is not a map or a slice: it cannot be indexed"),
             });
         }
-        Ok(Path { field, keys })
+        if field == Field::TraceState
+            && (keys.len() > 1 || matches!(keys.first(), Some(Key::Index(_))))
+        {
+            return Err(ParseError {
+                column: col,
+                msg: "`trace_state` takes one string key: trace_state[\"vendor\"]".into(),
+            });
+        }
+        Ok(Path {
+            field,
+            keys,
+            of_span,
+        })
     }
+}
+
+/// Every path of each context, as the Collector's OTTL contexts name them (the map and slice
+/// forms `attributes["k"]`, `body[0]`, `trace_state["k"]`, `cache["k"]` index these). The
+/// README's path table is checked against this list by a test.
+pub const PATHS: &[(Context, &[&str])] = &[
+    (
+        Context::Span,
+        &[
+            "trace_id",
+            "trace_id.string",
+            "span_id",
+            "span_id.string",
+            "parent_span_id",
+            "parent_span_id.string",
+            "trace_state",
+            "name",
+            "kind",
+            "kind.string",
+            "kind.deprecated_string",
+            "start_time_unix_nano",
+            "end_time_unix_nano",
+            "start_time",
+            "end_time",
+            "duration",
+            "attributes",
+            "dropped_attributes_count",
+            "events",
+            "dropped_events_count",
+            "links",
+            "dropped_links_count",
+            "status.code",
+            "status.message",
+            "flags",
+        ],
+    ),
+    (
+        Context::SpanEvent,
+        &[
+            "name",
+            "time_unix_nano",
+            "time",
+            "attributes",
+            "dropped_attributes_count",
+            "event_index",
+            "span.<any span path>",
+        ],
+    ),
+    (
+        Context::Metric,
+        &[
+            "name",
+            "description",
+            "unit",
+            "type",
+            "aggregation_temporality",
+            "is_monotonic",
+            "data_points",
+        ],
+    ),
+    (
+        Context::DataPoint,
+        &[
+            "attributes",
+            "start_time_unix_nano",
+            "time_unix_nano",
+            "start_time",
+            "time",
+            "value_double",
+            "value_int",
+            "exemplars",
+            "flags",
+            "count",
+            "sum",
+            "bucket_counts",
+            "explicit_bounds",
+            "scale",
+            "zero_count",
+            "positive.offset",
+            "positive.bucket_counts",
+            "negative.offset",
+            "negative.bucket_counts",
+            "quantile_values",
+            "metric.<any metric path>",
+        ],
+    ),
+    (
+        Context::Log,
+        &[
+            "time_unix_nano",
+            "observed_time_unix_nano",
+            "time",
+            "observed_time",
+            "severity_number",
+            "severity_text",
+            "body",
+            "body.string",
+            "attributes",
+            "dropped_attributes_count",
+            "flags",
+            "trace_id",
+            "trace_id.string",
+            "span_id",
+            "span_id.string",
+            "event_name",
+        ],
+    ),
+];
+
+/// Paths every context reads: the resource's, the scope's (both spellings) and `cache`.
+pub const SHARED_PATHS: &[&str] = &[
+    "resource.attributes",
+    "resource.dropped_attributes_count",
+    "scope.name",
+    "scope.version",
+    "scope.attributes",
+    "scope.dropped_attributes_count",
+    "instrumentation_scope.name",
+    "instrumentation_scope.version",
+    "instrumentation_scope.attributes",
+    "instrumentation_scope.dropped_attributes_count",
+    "cache",
+];
+
+fn paths(ctx: Context) -> Vec<&'static str> {
+    PATHS
+        .iter()
+        .filter(|(c, _)| *c == ctx)
+        .flat_map(|(_, p)| p.iter().copied())
+        .chain(SHARED_PATHS.iter().copied())
+        .collect()
 }
 
 /// The paths each context can read.
 fn resolve(ctx: Context, name: &str) -> Option<Field> {
     use Field::*;
-    let common = match name {
-        "attributes" => Some(Attributes),
-        "resource.attributes" => Some(ResourceAttributes),
-        "instrumentation_scope.name" => Some(ScopeName),
-        "instrumentation_scope.version" => Some(ScopeVersion),
-        "instrumentation_scope.attributes" => Some(ScopeAttributes),
+    let scope = name
+        .strip_prefix("instrumentation_scope.")
+        .or_else(|| name.strip_prefix("scope."));
+    let common = match (name, scope) {
+        ("attributes", _) => Some(Attributes),
+        ("resource.attributes", _) => Some(ResourceAttributes),
+        ("resource.dropped_attributes_count", _) => Some(ResourceDroppedAttributesCount),
+        ("cache", _) => Some(Cache),
+        (_, Some("name")) => Some(ScopeName),
+        (_, Some("version")) => Some(ScopeVersion),
+        (_, Some("attributes")) => Some(ScopeAttributes),
+        (_, Some("dropped_attributes_count")) => Some(ScopeDroppedAttributesCount),
         _ => None,
     };
     if common.is_some() {
@@ -701,12 +923,15 @@ fn resolve(ctx: Context, name: &str) -> Option<Field> {
         "type" => Some(MetricType),
         "aggregation_temporality" => Some(AggregationTemporality),
         "is_monotonic" => Some(IsMonotonic),
+        "data_points" => Some(DataPoints),
         _ => None,
     };
     match ctx {
         Context::Span => match name {
             "name" => Some(Name),
             "kind" => Some(Kind),
+            "kind.string" => Some(KindString),
+            "kind.deprecated_string" => Some(KindDeprecatedString),
             "status.code" => Some(StatusCode),
             "status.message" => Some(StatusMessage),
             "trace_id" => Some(TraceId),
@@ -718,15 +943,23 @@ fn resolve(ctx: Context, name: &str) -> Option<Field> {
             "trace_state" => Some(TraceState),
             "start_time_unix_nano" => Some(StartTime),
             "end_time_unix_nano" => Some(EndTime),
+            "start_time" => Some(StartTimeTyped),
+            "end_time" => Some(EndTimeTyped),
             "duration" => Some(Duration),
             "dropped_attributes_count" => Some(DroppedAttributesCount),
+            "events" => Some(Events),
+            "dropped_events_count" => Some(DroppedEventsCount),
+            "links" => Some(Links),
+            "dropped_links_count" => Some(DroppedLinksCount),
+            "flags" => Some(Flags),
             _ => None,
         },
         Context::SpanEvent => match name {
             "name" => Some(EventName),
             "time_unix_nano" => Some(Time),
+            "time" => Some(TimeTyped),
             "dropped_attributes_count" => Some(DroppedAttributesCount),
-            "span.name" => Some(SpanName),
+            "event_index" => Some(EventIndex),
             _ => None,
         },
         Context::Metric => match name {
@@ -738,17 +971,32 @@ fn resolve(ctx: Context, name: &str) -> Option<Field> {
             "value_double" => Some(ValueDouble),
             "time_unix_nano" => Some(Time),
             "start_time_unix_nano" => Some(StartTimeUnixNano),
+            "time" => Some(TimeTyped),
+            "start_time" => Some(StartTimeTyped),
             "count" => Some(Count),
             "sum" => Some(Sum),
             "flags" => Some(Flags),
+            "exemplars" => Some(Exemplars),
+            "bucket_counts" => Some(BucketCounts),
+            "explicit_bounds" => Some(ExplicitBounds),
+            "scale" => Some(Scale),
+            "zero_count" => Some(ZeroCount),
+            "positive.offset" => Some(PositiveOffset),
+            "positive.bucket_counts" => Some(PositiveBucketCounts),
+            "negative.offset" => Some(NegativeOffset),
+            "negative.bucket_counts" => Some(NegativeBucketCounts),
+            "quantile_values" => Some(QuantileValues),
             n => n.strip_prefix("metric.").and_then(metric),
         },
         Context::Log => match name {
             "body" => Some(Body),
+            "body.string" => Some(BodyString),
             "severity_number" => Some(SeverityNumber),
             "severity_text" => Some(SeverityText),
             "time_unix_nano" => Some(Time),
             "observed_time_unix_nano" => Some(ObservedTime),
+            "time" => Some(TimeTyped),
+            "observed_time" => Some(ObservedTimeTyped),
             "trace_id" => Some(TraceId),
             "span_id" => Some(SpanId),
             "trace_id.string" => Some(TraceIdString),
@@ -906,7 +1154,10 @@ mod tests {
         let e = err("nmae == \"x\"", Context::Span);
         assert_eq!(
             (e.column, e.msg.as_str()),
-            (1, "unknown path `nmae` in the span context")
+            (
+                1,
+                "unknown path `nmae` in the span context; did you mean `name`?"
+            )
         );
         let e = err("kind == SPAN_KIND_SERVR", Context::Span);
         assert_eq!(e.column, 9);
@@ -1037,5 +1288,27 @@ mod tests {
         }
         assert!(parse("attributes[\"a\"] == 1", Context::Metric).is_err());
         assert!(parse("value_int == 1", Context::Metric).is_err());
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    /// The README's OTTL path table lists exactly [`super::PATHS`].
+    #[test]
+    fn readme_path_table_matches() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let table = readme
+            .split("<!-- ottl-paths:")
+            .nth(1)
+            .expect("the README's OTTL path table");
+        for (ctx, paths) in super::PATHS {
+            let row = table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {ctx} |")))
+                .unwrap_or_else(|| panic!("no README row for {ctx}"));
+            let listed: Vec<&str> = row.split('`').skip(1).step_by(2).collect();
+            assert_eq!(&listed, paths, "README row for {ctx}");
+        }
     }
 }

@@ -326,9 +326,14 @@ impl Transform for Filter {
                 }
                 for r in rs.iter_mut() {
                     let resource = r.resource.as_ref().map_or(&[][..], |r| &r.attributes);
+                    let resource_dropped = r
+                        .resource
+                        .as_ref()
+                        .map_or(0, |r| r.dropped_attributes_count);
                     for ss in &mut r.scope_spans {
                         let outer = Outer {
                             resource,
+                            resource_dropped,
                             scope: ss.scope.as_ref(),
                         };
                         if self.any(&self.span.outer, &outer, &mut err) {
@@ -363,13 +368,16 @@ impl Transform for Filter {
                                 span.events.clear();
                             } else if !self.spanevent.item.is_empty() {
                                 let mut events = std::mem::take(&mut span.events);
+                                let mut index = 0;
                                 events.retain(|event| {
+                                    index += 1;
                                     !self.any(
                                         &self.spanevent.item,
                                         &EventCtx {
                                             outer: &outer,
                                             span,
                                             event,
+                                            index: index - 1,
                                         },
                                         &mut err,
                                     )
@@ -390,9 +398,14 @@ impl Transform for Filter {
                 }
                 for r in rm.iter_mut() {
                     let resource = r.resource.as_ref().map_or(&[][..], |r| &r.attributes);
+                    let resource_dropped = r
+                        .resource
+                        .as_ref()
+                        .map_or(0, |r| r.dropped_attributes_count);
                     for sm in &mut r.scope_metrics {
                         let outer = Outer {
                             resource,
+                            resource_dropped,
                             scope: sm.scope.as_ref(),
                         };
                         if self.any(&self.metric.outer, &outer, &mut err)
@@ -474,9 +487,14 @@ impl Transform for Filter {
                 }
                 for r in rl.iter_mut() {
                     let resource = r.resource.as_ref().map_or(&[][..], |r| &r.attributes);
+                    let resource_dropped = r
+                        .resource
+                        .as_ref()
+                        .map_or(0, |r| r.dropped_attributes_count);
                     for sl in &mut r.scope_logs {
                         let outer = Outer {
                             resource,
+                            resource_dropped,
                             scope: sl.scope.as_ref(),
                         };
                         if self.any(&self.log_record.outer, &outer, &mut err) {
