@@ -304,10 +304,7 @@ const CORPUS: &[(&str, Expect)] = &[
         Expect::Valid,
     ),
     ("31-tracetest-filter-ottl-trace-state.yaml", Expect::Valid),
-    (
-        "32-tracetest-tail-sampling-trace-state.yaml",
-        Expect::Refused(&["`policies[0].trace_state`: unknown field `trace_state`"]),
-    ),
+    ("32-tracetest-tail-sampling-trace-state.yaml", Expect::Valid),
     ("33-tracetest-otel-demo-jaeger-otlphttp.yaml", Expect::Valid),
     (
         "34-newrelic-confluent-prometheus-basic-auth.yaml",

@@ -72,6 +72,55 @@ pub struct AndCfg {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceStateCfg {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OttlCfg {
+    /// `propagate` (default: an evaluation error does not sample), `ignore`, `silent`.
+    pub error_mode: Option<String>,
+    /// Span conditions; any true samples the trace.
+    pub span: Vec<String>,
+    /// Span-event conditions; any true samples the trace.
+    pub spanevent: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotCfg {
+    pub not_sub_policy: Box<PolicyCfg>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DropCfg {
+    pub drop_sub_policy: Vec<PolicyCfg>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateAllocationCfg {
+    pub policy: String,
+    pub percent: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompositeCfg {
+    pub max_total_spans_per_second: u64,
+    /// The sub-policies' names in evaluation order.
+    pub policy_order: Vec<String>,
+    pub composite_sub_policy: Vec<PolicyCfg>,
+    /// A sub-policy's share of `max_total_spans_per_second`, in percent; one not listed gets an
+    /// equal share of the total.
+    pub rate_allocation: Vec<RateAllocationCfg>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyCfg {
     pub name: String,
@@ -97,6 +146,18 @@ pub struct PolicyCfg {
     pub rate_limiting: Option<RateLimitingCfg>,
     #[serde(default)]
     pub and: Option<AndCfg>,
+    #[serde(default)]
+    pub trace_state: Option<TraceStateCfg>,
+    #[serde(default)]
+    pub ottl_condition: Option<OttlCfg>,
+    #[serde(default)]
+    pub not: Option<NotCfg>,
+    #[serde(default)]
+    pub drop: Option<DropCfg>,
+    #[serde(default)]
+    pub composite: Option<CompositeCfg>,
+    #[serde(default, deserialize_with = "crate::config::present")]
+    pub trace_flags: Option<Empty>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -125,6 +186,10 @@ pub struct Config {
     /// Decisions remembered for late spans (per outcome). Default `num_traces` each.
     #[serde(default)]
     pub decision_cache: Option<DecisionCacheCfg>,
+    /// Stop at the first policy that samples (later ones are not evaluated or counted).
+    /// Default false.
+    #[serde(default)]
+    pub sample_on_first_match: bool,
     pub policies: Vec<PolicyCfg>,
 }
 

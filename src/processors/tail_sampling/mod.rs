@@ -1,7 +1,9 @@
 //! `tail_sampling` processor: holds the spans of each trace for `decision_wait` after its first
 //! span arrives, then decides on the whole trace with the configured policies and passes on
-//! every span of a sampled trace together (no orphan spans). A trace is sampled when any policy
-//! samples it, unless an inverted policy (`invert_match`) vetoes it, as in the Collector.
+//! every span of a sampled trace together (no orphan spans). As in the Collector, a `drop`
+//! match drops the trace; else an inverted policy (`invert_match`) that did not match vetoes
+//! it; else any sampling policy keeps it; else an inverted match keeps it when no policy said
+//! no. `sample_on_first_match` stops at the first sampling policy.
 //!
 //! Policies: `always_sample`, `latency` (`threshold_ms`, `upper_threshold_ms`: first start to
 //! last end), `status_code` (`status_codes`: `OK`, `ERROR`, `UNSET`), `probabilistic`
@@ -9,7 +11,12 @@
 //! (`key`, `values`, `enabled_regex_matching`, `invert_match`; span or resource attributes),
 //! `numeric_attribute` (`key`, `min_value`, `max_value`, `invert_match`), `boolean_attribute`
 //! (`key`, `value`, `invert_match`), `span_count` (`min_spans`, `max_spans`), `rate_limiting`
-//! (`spans_per_second`) and `and` (`and_sub_policy`: all must sample).
+//! (`spans_per_second`), `trace_state` (`key`, `values`), `trace_flags` (a span with the W3C
+//! sampled flag), `ottl_condition` (`span`, `spanevent` conditions, `error_mode`), `and`
+//! (`and_sub_policy`: all must sample; nests), `not` (`not_sub_policy`), `drop`
+//! (`drop_sub_policy`: all match → dropped) and `composite` (`max_total_spans_per_second`,
+//! `policy_order`, `composite_sub_policy`, `rate_allocation`: the first sampling sub-policy
+//! decides within its share of spans per second; an unlisted one gets an equal share).
 //!
 //! Memory is bounded by `num_traces`: past it the oldest undecided trace is dropped and counted
 //! (`otelcol_processor_dropped_items{reason="evicted"}`). Decisions are remembered for the last
@@ -327,6 +334,187 @@ mod tests {
             rate.evaluate(&id, &t),
             Decision::NotSampled,
             "2 + 2 spans > 3 per second"
+        );
+    }
+
+    /// The newer policies, one assertion each on the exact decision.
+    #[test]
+    fn trace_state_flags_ottl_not_drop_and_composite() {
+        use opentelemetry_proto::tonic::trace::v1::span::Event;
+        let id = [9u8; 16];
+        let mut a = Span {
+            trace_id: id.to_vec(),
+            name: "GET /cart".into(),
+            trace_state: "tracetest=true,other=1".into(),
+            flags: 0x101,
+            attributes: vec![kv(
+                "http.route",
+                any_value::Value::StringValue("/cart".into()),
+            )],
+            ..Default::default()
+        };
+        a.events.push(Event {
+            name: "exception".into(),
+            ..Default::default()
+        });
+        let b = Span {
+            trace_id: id.to_vec(),
+            name: "db".into(),
+            ..Default::default()
+        };
+        let t = held(vec![a, b.clone()], vec![]);
+        let d = |text: &str| policy(text).evaluate(&id, &t);
+        // Corpus file 32's policy, written as a flow map whose name has spaces.
+        assert_eq!(
+            d(
+                "{ name: sample traces from tracetest, type: trace_state, trace_state: { key: tracetest, values: [\"true\"] } }"
+            ),
+            Decision::Sampled
+        );
+        assert_eq!(
+            d("{name: x, type: trace_state, trace_state: {key: tracetest, values: [\"false\"]}}"),
+            Decision::NotSampled
+        );
+        assert_eq!(d("{name: x, type: trace_flags}"), Decision::Sampled);
+        assert_eq!(
+            policy("{name: x, type: trace_flags}").evaluate(&id, &held(vec![b.clone()], vec![])),
+            Decision::NotSampled
+        );
+        assert_eq!(
+            d(
+                "{name: x, type: ottl_condition, ottl_condition: {span: ['attributes[\"http.route\"] == \"/cart\"']}}"
+            ),
+            Decision::Sampled
+        );
+        assert_eq!(
+            d(
+                "{name: x, type: ottl_condition, ottl_condition: {spanevent: ['name == \"exception\" and span.name == \"GET /cart\"']}}"
+            ),
+            Decision::Sampled
+        );
+        assert_eq!(
+            d(
+                "{name: x, type: ottl_condition, ottl_condition: {error_mode: ignore, span: ['name == \"nope\"', 'Len(kind) > 0']}}"
+            ),
+            Decision::NotSampled,
+            "an evaluation error is false"
+        );
+        assert_eq!(
+            d("{name: x, type: not, not: {not_sub_policy: {name: y, type: trace_flags}}}"),
+            Decision::NotSampled
+        );
+        assert_eq!(
+            d(
+                "{name: x, type: not, not: {not_sub_policy: {name: y, type: span_count, span_count: {min_spans: 5}}}}"
+            ),
+            Decision::Sampled
+        );
+        assert_eq!(
+            d(
+                "{name: x, type: drop, drop: {drop_sub_policy: [{name: y, type: trace_flags}, {name: z, type: always_sample}]}}"
+            ),
+            Decision::Dropped
+        );
+        assert_eq!(
+            d(
+                "{name: x, type: drop, drop: {drop_sub_policy: [{name: y, type: trace_flags}, {name: z, type: span_count, span_count: {min_spans: 5}}]}}"
+            ),
+            Decision::NotSampled
+        );
+        // `and` nests.
+        assert_eq!(
+            d(
+                "{name: x, type: and, and: {and_sub_policy: [{name: y, type: trace_flags}, {name: z, type: and, and: {and_sub_policy: [{name: w, type: always_sample}]}}]}}"
+            ),
+            Decision::Sampled
+        );
+        // Composite: the first sampling sub-policy decides within its share of the rate
+        // (here 2 spans per second: 50% of 4); a trace of 2 spans fits once per second.
+        let c = policy(
+            "{name: c, type: composite, composite: {max_total_spans_per_second: 4, policy_order: [flags, all], composite_sub_policy: [{name: all, type: always_sample}, {name: flags, type: trace_flags}], rate_allocation: [{policy: flags, percent: 50}]}}",
+        );
+        assert_eq!(c.evaluate(&id, &t), Decision::Sampled);
+        assert_eq!(
+            c.evaluate(&id, &t),
+            Decision::NotSampled,
+            "over `flags`' share; `all` is not tried"
+        );
+        // Without the flag `flags` does not sample, so `all` (an equal share: 2) decides.
+        let plain = held(vec![b.clone(), b], vec![]);
+        assert_eq!(c.evaluate(&id, &plain), Decision::Sampled);
+        assert!(
+            cfg("policies:\n  - {name: c, type: composite, composite: {max_total_spans_per_second: 1, policy_order: [missing], composite_sub_policy: [{name: a, type: always_sample}]}}\n")
+                .err()
+                .unwrap()
+                .msg
+                .contains("policy_order names `missing`")
+        );
+        assert!(
+            cfg("policies:\n  - {name: o, type: ottl_condition, ottl_condition: {span: ['nmae == 1']}}\n")
+                .err()
+                .unwrap()
+                .msg
+                .contains("did you mean `name`")
+        );
+    }
+
+    /// The Collector's final decision: drop beats everything, an inverted non-match vetoes, a
+    /// match samples, an inverted match samples only when no policy said no;
+    /// `sample_on_first_match` stops at the first sampling policy.
+    #[tokio::test]
+    async fn final_decision_precedence_and_first_match() {
+        let id = [3u8; 16];
+        let t = held(
+            vec![Span {
+                trace_id: id.to_vec(),
+                attributes: vec![kv("k", any_value::Value::StringValue("v".into()))],
+                ..Default::default()
+            }],
+            vec![],
+        );
+        let decide = async |yaml_policies: &str| {
+            let node = yaml(&format!("policies:\n{yaml_policies}")).unwrap();
+            let cfg: Config = from_node(&node).unwrap();
+            let policies = cfg
+                .policies
+                .iter()
+                .map(|p| compile(p, &node, &[]).unwrap())
+                .collect();
+            let ctx = crate::component::Context::standalone("tail_sampling");
+            let out = Arc::new(Capture(Mutex::new(Vec::new())));
+            let ts = TailSampler::start(ctx.clone(), Signal::Traces, out.clone(), cfg, policies);
+            ts.consume(Batch::Traces(t.fragments.clone()))
+                .await
+                .unwrap();
+            // Shutdown decides every held trace at once.
+            ts.shutdown(Instant::now() + Duration::from_secs(5)).await;
+            let sampled = !out.0.lock().unwrap().is_empty();
+            (sampled, ctx.telemetry.encode())
+        };
+        let always = "  - {name: always, type: always_sample}\n";
+        let drop = "  - {name: drop, type: drop, drop: {drop_sub_policy: [{name: s, type: always_sample}]}}\n";
+        let inverted_hit = "  - {name: inv, type: string_attribute, string_attribute: {key: k, values: [other], invert_match: true}}\n";
+        let inverted_veto = "  - {name: veto, type: string_attribute, string_attribute: {key: k, values: [v], invert_match: true}}\n";
+        let no = "  - {name: no, type: span_count, span_count: {min_spans: 9}}\n";
+        assert!(!decide(&format!("{always}{drop}")).await.0, "drop wins");
+        assert!(
+            !decide(&format!("{always}{inverted_veto}")).await.0,
+            "an inverted non-match vetoes"
+        );
+        assert!(decide(inverted_hit).await.0);
+        assert!(
+            !decide(&format!("{inverted_hit}{no}")).await.0,
+            "an inverted match loses to a no"
+        );
+        assert!(decide(&format!("{inverted_hit}{no}{always}")).await.0);
+        let (sampled, metrics) = decide(&format!(
+            "{always}{no}  - {{name: later, type: always_sample}}\nsample_on_first_match: true\n"
+        ))
+        .await;
+        assert!(sampled);
+        assert!(
+            metrics.contains("policy=\"no\",sampled=\"false\"} 0"),
+            "policies after the first match are not evaluated: {metrics}"
         );
     }
 

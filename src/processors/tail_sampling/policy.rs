@@ -10,6 +10,14 @@ pub(super) enum Decision {
     NotSampled,
     InvertSampled,
     InvertNotSampled,
+    /// A `drop` policy matched: the trace is not sampled, whatever the others say.
+    Dropped,
+}
+
+impl Decision {
+    fn samples(self) -> bool {
+        matches!(self, Decision::Sampled | Decision::InvertSampled)
+    }
 }
 
 #[derive(Debug)]
@@ -50,6 +58,28 @@ pub(super) enum Rule {
         window: Mutex<(u64, u64)>,
     },
     And(Vec<Policy>),
+    TraceState {
+        key: String,
+        values: Vec<String>,
+    },
+    /// Any span with the W3C `sampled` flag.
+    TraceFlags,
+    Ottl {
+        span: Vec<crate::ottl::Condition>,
+        spanevent: Vec<crate::ottl::Condition>,
+        /// `propagate`: an error leaves the trace unsampled by this policy; otherwise the
+        /// failing condition counts as false (`ignore` logs, `silent` does not).
+        log_errors: bool,
+    },
+    Not(Box<Policy>),
+    Drop(Vec<Policy>),
+    Composite {
+        max_total: u64,
+        /// (sub-policy, its spans per second) in `policy_order`.
+        subs: Vec<(Policy, u64)>,
+        /// The second and what each sub-policy sampled in it.
+        window: Mutex<(u64, Vec<u64>)>,
+    },
 }
 
 #[derive(Debug)]
@@ -207,11 +237,142 @@ pub(super) fn compile(p: &PolicyCfg, node: &Node, path: &[String]) -> Result<Pol
                 .collect::<Result<_, _>>()?;
             Rule::And(subs)
         }
+        "trace_state" => {
+            let c = need(&p.trace_state, "trace_state", &err)?;
+            if c.key.is_empty() || c.values.is_empty() {
+                return Err(err("trace_state", "set `key` and `values`".into()));
+            }
+            Rule::TraceState {
+                key: c.key.clone(),
+                values: c.values.clone(),
+            }
+        }
+        "trace_flags" => Rule::TraceFlags,
+        "ottl_condition" => {
+            let c = need(&p.ottl_condition, "ottl_condition", &err)?;
+            if c.span.is_empty() && c.spanevent.is_empty() {
+                return Err(err(
+                    "ottl_condition",
+                    "set `span` or `spanevent` conditions".into(),
+                ));
+            }
+            let log_errors = match c.error_mode.as_deref().unwrap_or("propagate") {
+                "propagate" | "ignore" => true,
+                "silent" => false,
+                o => {
+                    return Err(err(
+                        "ottl_condition",
+                        format!("error_mode `{o}`: expected propagate, ignore or silent"),
+                    ));
+                }
+            };
+            let parse = |list: &[String], ctx: crate::ottl::Context, key: &str| {
+                list.iter()
+                    .enumerate()
+                    .map(|(i, text)| {
+                        crate::ottl::Condition::parse(text, ctx)
+                            .map_err(|e| err("ottl_condition", format!("{key}[{i}] `{text}`: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            Rule::Ottl {
+                span: parse(&c.span, crate::ottl::Context::Span, "span")?,
+                spanevent: parse(&c.spanevent, crate::ottl::Context::SpanEvent, "spanevent")?,
+                log_errors,
+            }
+        }
+        "not" => {
+            let c = need(&p.not, "not", &err)?;
+            let mut sub = path.to_vec();
+            sub.extend(["not".into(), "not_sub_policy".into()]);
+            Rule::Not(Box::new(compile(&c.not_sub_policy, node, &sub)?))
+        }
+        "drop" => {
+            let c = need(&p.drop, "drop", &err)?;
+            if c.drop_sub_policy.is_empty() {
+                return Err(err("drop", "drop_sub_policy must not be empty".into()));
+            }
+            Rule::Drop(
+                c.drop_sub_policy
+                    .iter()
+                    .enumerate()
+                    .map(|(i, sp)| {
+                        let mut sub = path.to_vec();
+                        sub.extend(["drop".into(), "drop_sub_policy".into(), format!("[{i}]")]);
+                        compile(sp, node, &sub)
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        "composite" => {
+            let c = need(&p.composite, "composite", &err)?;
+            if c.composite_sub_policy.is_empty() {
+                return Err(err(
+                    "composite",
+                    "composite_sub_policy must not be empty".into(),
+                ));
+            }
+            let total: u64 = c.rate_allocation.iter().map(|r| r.percent).sum();
+            if total > 100 {
+                return Err(err(
+                    "composite",
+                    format!("rate_allocation adds up to {total}%, more than 100%"),
+                ));
+            }
+            let equal = c.max_total_spans_per_second / c.composite_sub_policy.len() as u64;
+            let mut order: Vec<&str> = c.policy_order.iter().map(String::as_str).collect();
+            for sp in &c.composite_sub_policy {
+                if !order.contains(&sp.name.as_str()) {
+                    order.push(&sp.name);
+                }
+            }
+            let mut subs = Vec::new();
+            for name in order {
+                let Some(i) = c.composite_sub_policy.iter().position(|sp| sp.name == name) else {
+                    return Err(err(
+                        "composite",
+                        format!(
+                            "policy_order names `{name}`, which is not in composite_sub_policy"
+                        ),
+                    ));
+                };
+                let mut sub = path.to_vec();
+                sub.extend([
+                    "composite".into(),
+                    "composite_sub_policy".into(),
+                    format!("[{i}]"),
+                ]);
+                let policy = compile(&c.composite_sub_policy[i], node, &sub)?;
+                let rate = c
+                    .rate_allocation
+                    .iter()
+                    .find(|r| r.policy == name)
+                    .map_or(equal, |r| c.max_total_spans_per_second * r.percent / 100);
+                subs.push((policy, rate));
+            }
+            for r in &c.rate_allocation {
+                if !c.composite_sub_policy.iter().any(|sp| sp.name == r.policy) {
+                    return Err(err(
+                        "composite",
+                        format!(
+                            "rate_allocation names `{}`, which is not in composite_sub_policy",
+                            r.policy
+                        ),
+                    ));
+                }
+            }
+            let n = subs.len();
+            Rule::Composite {
+                max_total: c.max_total_spans_per_second,
+                subs,
+                window: Mutex::new((0, vec![0; n])),
+            }
+        }
         other => {
             return Err(err(
                 "type",
                 format!(
-                    "unknown policy type {other:?}; supported: always_sample, latency, status_code, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, rate_limiting, and"
+                    "unknown policy type {other:?}; supported: always_sample, latency, status_code, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, rate_limiting, trace_state, trace_flags, ottl_condition, and, not, drop, composite"
                 ),
             ));
         }
@@ -343,12 +504,104 @@ impl Policy {
                     Decision::NotSampled
                 }
             }
-            Rule::And(subs) => yes(subs.iter().all(|p| {
-                matches!(
-                    p.evaluate(id, t),
-                    Decision::Sampled | Decision::InvertSampled
-                )
+            Rule::And(subs) => yes(subs.iter().all(|p| p.evaluate(id, t).samples())),
+            Rule::TraceState { key, values } => yes(spans(&t.fragments).any(|(_, s)| {
+                crate::ottl::eval::trace_state_get(&s.trace_state, key)
+                    .is_some_and(|v| values.iter().any(|x| x == v))
             })),
+            Rule::TraceFlags => yes(spans(&t.fragments).any(|(_, s)| s.flags & 1 == 1)),
+            Rule::Ottl {
+                span,
+                spanevent,
+                log_errors,
+            } => yes(ottl_matches(t, span, spanevent, *log_errors)),
+            Rule::Not(sub) => match sub.evaluate(id, t) {
+                d if d.samples() => Decision::NotSampled,
+                Decision::Dropped => Decision::Dropped,
+                _ => Decision::Sampled,
+            },
+            Rule::Drop(subs) => {
+                if subs.iter().all(|p| p.evaluate(id, t).samples()) {
+                    Decision::Dropped
+                } else {
+                    Decision::NotSampled
+                }
+            }
+            Rule::Composite {
+                max_total,
+                subs,
+                window,
+            } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
+                if w.0 != now {
+                    w.0 = now;
+                    w.1.iter_mut().for_each(|c| *c = 0);
+                }
+                // The first sub-policy that samples decides, within its share of the rate.
+                for (i, (p, rate)) in subs.iter().enumerate() {
+                    if p.evaluate(id, t).samples() {
+                        let after = w.1[i] + t.spans as u64;
+                        if after <= *rate && after <= *max_total {
+                            w.1[i] = after;
+                            return Decision::Sampled;
+                        }
+                        return Decision::NotSampled;
+                    }
+                }
+                Decision::NotSampled
+            }
         }
     }
+}
+
+/// Whether any span (or span event) of the trace meets one of the conditions.
+fn ottl_matches(
+    t: &Held,
+    span: &[crate::ottl::Condition],
+    spanevent: &[crate::ottl::Condition],
+    log_errors: bool,
+) -> bool {
+    use crate::ottl::eval::{EventCtx, Outer, SpanCtx};
+    let check = |c: &crate::ottl::Condition, ctx: &dyn crate::ottl::Ctx| match c.eval(ctx) {
+        Ok(b) => b,
+        Err(e) => {
+            if log_errors {
+                tracing::debug!(condition = %c.text, error = %e, "tail_sampling: ottl_condition failed");
+            }
+            false
+        }
+    };
+    t.fragments.iter().any(|r| {
+        let resource: &[KeyValue] = r.resource.as_ref().map_or(&[], |r| &r.attributes);
+        let resource_dropped = r
+            .resource
+            .as_ref()
+            .map_or(0, |r| r.dropped_attributes_count);
+        r.scope_spans.iter().any(|ss| {
+            let outer = Outer {
+                resource,
+                resource_dropped,
+                scope: ss.scope.as_ref(),
+            };
+            ss.spans.iter().any(|s| {
+                let sc = SpanCtx {
+                    outer: &outer,
+                    span: s,
+                };
+                span.iter().any(|c| check(c, &sc))
+                    || s.events.iter().enumerate().any(|(index, event)| {
+                        let ec = EventCtx {
+                            outer: &outer,
+                            span: s,
+                            event,
+                            index,
+                        };
+                        spanevent.iter().any(|c| check(c, &ec))
+                    })
+            })
+        })
+    })
 }

@@ -145,18 +145,28 @@ impl TailSampler {
 }
 
 impl Inner {
-    /// Decides one trace: any policy sampling it keeps it, unless an inverted one vetoes it.
+    /// Decides one trace as the Collector does: a `drop` match drops it; else an inverted
+    /// policy that did not match (`invert_match`) vetoes it; else any policy sampling it keeps
+    /// it; else an inverted match keeps it when no policy said no.
     pub(super) fn decide(&self, id: &TraceId, t: &Held) -> bool {
-        let mut sampled = false;
-        let mut veto = false;
+        let (mut sampled, mut not_sampled, mut invert_sampled, mut veto) =
+            (false, false, false, false);
         for (p, counters) in self.policies.iter().zip(&self.decisions) {
             let d = p.evaluate(id, t);
             let yes = matches!(d, Decision::Sampled | Decision::InvertSampled);
             counters[usize::from(!yes)].inc();
-            sampled |= yes;
-            veto |= d == Decision::InvertNotSampled;
+            match d {
+                Decision::Dropped => return false,
+                Decision::Sampled => sampled = true,
+                Decision::NotSampled => not_sampled = true,
+                Decision::InvertSampled => invert_sampled = true,
+                Decision::InvertNotSampled => veto = true,
+            }
+            if self.cfg.sample_on_first_match && d == Decision::Sampled {
+                break;
+            }
         }
-        sampled && !veto
+        !veto && (sampled || (invert_sampled && !not_sampled))
     }
 
     /// Decides every trace whose wait is over (all of them with `now` far enough ahead).
