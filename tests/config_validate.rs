@@ -274,11 +274,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ("21-dynatrace-syslog-tcp-udp.yaml", Expect::Valid),
     (
         "22-dynatrace-prometheus-ta-load-balancing.yaml",
-        Expect::Refused(&[
-            "`target_allocator`: unknown field `target_allocator`",
-            "`resolver.k8s`: unknown field `k8s`",
-            "2 error(s)",
-        ]),
+        Expect::Refused(&["`resolver.k8s`: unknown field `k8s`", "1 error(s)"]),
     ),
     (
         "23-dynatrace-self-monitoring-otlp-reader.yaml",
@@ -308,7 +304,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ("33-tracetest-otel-demo-jaeger-otlphttp.yaml", Expect::Valid),
     (
         "34-newrelic-confluent-prometheus-basic-auth.yaml",
-        Expect::Refused(&["`config.scrape_configs[0].basic_auth`: unknown field `basic_auth`"]),
+        Expect::Valid,
     ),
     ("35-gcp-operator-trace-filtering-legacy.yaml", Expect::Valid),
     (
@@ -373,7 +369,7 @@ const CORPUS: &[(&str, Expect)] = &[
     (
         "49-reject-operator-ta-kubernetessd-prometheus-exporter.yaml",
         Expect::Refused(&[
-            "`config.scrape_configs[0].authorization`: unknown field `authorization`",
+            "`config.scrape_configs[0].kubernetes_sd_configs`: role `node` is not supported (only `pod`)",
             "unsupported component types: exporters: prometheus (line 20)",
         ]),
     ),
@@ -448,6 +444,12 @@ const CORPUS_ENV: &[(&str, &str)] = &[
     ("TRACETEST_ENDPOINT", "tracetest:4317"),
     ("JAEGER_ENDPOINT", "jaeger-collector:14250"),
     ("LIGHTSTEP_TOKEN", "token"),
+    ("K8S_POD_NAME", "collector-0"),
+    ("NEW_RELIC_OTLP_ENDPOINT", "https://otlp.nr-data.net"),
+    ("NEW_RELIC_API_KEY", "key"),
+    ("CONFLUENT_API_KEY", "confluent-key"),
+    ("CONFLUENT_API_SECRET", "confluent-secret"),
+    ("CONFLUENT_CLUSTER_ID", "lkc-1"),
 ];
 
 fn corpus_dir() -> std::path::PathBuf {

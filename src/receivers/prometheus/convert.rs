@@ -92,6 +92,31 @@ struct Agg {
 
 /// Converts samples (already relabeled; labels include `job`/`instance`, which the caller moved
 /// to the resource and removed) into metrics.
+/// `trim_metric_suffixes`: `_total` off monotonic sums, and `_<unit>` off any metric whose
+/// unit the target declared (OpenMetrics `# UNIT`), as the Collector's option does.
+pub fn trim_suffixes(batch: &mut crate::signal::Batch) {
+    let crate::signal::Batch::Metrics(rms) = batch else {
+        return;
+    };
+    for m in rms
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_metrics)
+        .flat_map(|s| &mut s.metrics)
+    {
+        if matches!(&m.data, Some(metric::Data::Sum(s)) if s.is_monotonic)
+            && let Some(base) = m.name.strip_suffix("_total")
+        {
+            m.name = base.to_string();
+        }
+        if !m.unit.is_empty()
+            && let Some(base) = m.name.strip_suffix(&format!("_{}", m.unit))
+            && !base.is_empty()
+        {
+            m.name = base.to_string();
+        }
+    }
+}
+
 pub fn convert(
     scrape: &Scrape,
     samples: &[Sample],
@@ -363,6 +388,51 @@ mod tests {
         assert_eq!(
             sum.data_points[0].start_time_unix_nano,
             1_700_000_000_000_000_000
+        );
+    }
+}
+
+#[cfg(test)]
+mod trim_tests {
+    use super::*;
+    use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics, Sum};
+
+    #[test]
+    fn trim_metric_suffixes_drops_total_and_the_declared_unit() {
+        let m = |name: &str, unit: &str, monotonic: bool| Metric {
+            name: name.into(),
+            unit: unit.into(),
+            data: Some(metric::Data::Sum(Sum {
+                is_monotonic: monotonic,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let mut b = crate::signal::Batch::Metrics(vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    m("http_requests_total", "", true),
+                    m("cpu_seconds_total", "seconds", true),
+                    m("queue_total", "", false),
+                    m("latency_seconds", "", true),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        trim_suffixes(&mut b);
+        let crate::signal::Batch::Metrics(r) = &b else {
+            unreachable!()
+        };
+        let names: Vec<&str> = r[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["http_requests", "cpu", "queue_total", "latency_seconds"],
+            "a gauge-like sum keeps _total; an undeclared unit stays"
         );
     }
 }

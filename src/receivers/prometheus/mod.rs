@@ -13,9 +13,12 @@
 //! in `otelcol_receiver_malformed_items`).
 
 pub mod convert;
+pub mod http;
 mod kubernetes;
 pub mod parse;
 pub mod relabel;
+pub mod sd;
+mod target_allocator;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -46,8 +49,15 @@ use crate::telemetry::ReceiverLabels;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Prometheus's configuration (only `global` and `scrape_configs` are read).
+    /// Prometheus's configuration (`global`, `scrape_configs`, `scrape_config_files`).
+    #[serde(default)]
     pub config: PromConfig,
+    /// Jobs and targets from the OpenTelemetry Operator's target allocator.
+    #[serde(default)]
+    pub target_allocator: Option<target_allocator::TaConfig>,
+    /// Drop the unit and `_total` suffixes from metric names (the Collector's option).
+    #[serde(default)]
+    pub trim_metric_suffixes: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -55,6 +65,8 @@ pub struct Config {
 pub struct PromConfig {
     pub global: Global,
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// Files (globs) whose `scrape_configs` are added, as Prometheus reads them at load.
+    pub scrape_config_files: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -101,12 +113,20 @@ pub struct ScrapeConfig {
     pub params: BTreeMap<String, Vec<String>>,
     pub static_configs: Vec<StaticConfig>,
     pub kubernetes_sd_configs: Vec<KubernetesSd>,
+    pub file_sd_configs: Vec<sd::FileSd>,
+    pub http_sd_configs: Vec<sd::HttpSd>,
+    pub dns_sd_configs: Vec<sd::DnsSd>,
     pub relabel_configs: Vec<RelabelConfig>,
     pub metric_relabel_configs: Vec<RelabelConfig>,
     /// Scrapes with more samples than this fail (0 = no limit).
     pub sample_limit: usize,
     pub tls_config: Option<TlsConfig>,
+    pub basic_auth: Option<http::BasicAuth>,
+    pub authorization: Option<http::Authorization>,
+    pub bearer_token: Option<String>,
     pub bearer_token_file: Option<String>,
+    pub oauth2: Option<http::OAuth2>,
+    pub proxy_url: Option<String>,
     pub follow_redirects: Option<bool>,
     pub enable_http2: Option<bool>,
     /// Largest response body; a larger one fails the scrape. 0 = no limit (default).
@@ -114,14 +134,51 @@ pub struct ScrapeConfig {
     pub body_size_limit: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-    pub insecure_skip_verify: bool,
-    pub server_name: Option<String>,
+pub use http::TlsConfig;
+
+impl ScrapeConfig {
+    fn settings(&self) -> http::ClientSettings {
+        http::ClientSettings {
+            basic_auth: self.basic_auth.clone(),
+            authorization: self.authorization.clone(),
+            bearer_token: self.bearer_token.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+            oauth2: self.oauth2.clone(),
+            proxy_url: self.proxy_url.clone(),
+            tls_config: self.tls_config.clone(),
+            follow_redirects: self.follow_redirects,
+        }
+    }
+}
+
+/// `scrape_config_files`: each glob's files, each a YAML document with `scrape_configs`.
+fn read_scrape_config_files(patterns: &[String]) -> Result<Vec<ScrapeConfig>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        scrape_configs: Vec<ScrapeConfig>,
+    }
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let paths = glob::glob(pattern).map_err(|e| format!("{pattern:?}: {e}"))?;
+        for p in paths.filter_map(Result::ok) {
+            let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let node =
+                crate::config::node::parse(&text).map_err(|e| format!("{}: {e:?}", p.display()))?;
+            let f: File = from_node(&node).map_err(|e| {
+                format!(
+                    "{}:{}: `{}`: {}",
+                    p.display(),
+                    e.pos.map_or(0, |p| p.line),
+                    e.path_string(),
+                    e.msg
+                )
+            })?;
+            out.extend(f.scrape_configs);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -136,13 +193,21 @@ pub const FACTORY: Factory =
     Factory::receiver("prometheus", crate::signal::METRICS, Stability::Beta, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
-    let cfg: Config = from_node(node)?;
+    let mut cfg: Config = from_node(node)?;
+    let files = read_scrape_config_files(&cfg.config.scrape_config_files)
+        .map_err(|m| key_err(node, &["config", "scrape_config_files"], m))?;
+    cfg.config.scrape_configs.extend(files);
+    cfg.config.scrape_config_files.clear();
+    if let Some(ta) = &cfg.target_allocator {
+        ta.validate()
+            .map_err(|m| key_err(node, &["target_allocator"], m))?;
+    }
     let g = &cfg.config.global;
-    if cfg.config.scrape_configs.is_empty() {
+    if cfg.config.scrape_configs.is_empty() && cfg.target_allocator.is_none() {
         return Err(key_err(
             node,
             &["config", "scrape_configs"],
-            "at least one scrape config is required",
+            "at least one scrape config (or a target_allocator) is required",
         ));
     }
     let mut names = Vec::new();
@@ -153,9 +218,6 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
             e.path.push(k.to_string());
             e
         };
-        if sc.job_name.is_empty() {
-            return Err(at("job_name", "`job_name` is required".into()));
-        }
         if names.contains(&sc.job_name) {
             return Err(at(
                 "job_name",
@@ -163,47 +225,63 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
             ));
         }
         names.push(sc.job_name.clone());
-        let interval = sc.scrape_interval.unwrap_or(g.scrape_interval);
-        let timeout = sc.scrape_timeout.unwrap_or(g.scrape_timeout.min(interval));
-        if interval.is_zero() {
-            return Err(at("scrape_interval", "must be positive".into()));
-        }
-        if timeout > interval {
-            return Err(at(
-                "scrape_timeout",
-                format!("{timeout:?} is longer than scrape_interval {interval:?}"),
+        check(sc, g).map_err(|(k, m)| at(k, m))?;
+    }
+    Ok(Box::new(cfg))
+}
+
+/// One scrape config's checks (the key at fault and why), for the config and for the jobs a
+/// target allocator hands out.
+fn check(sc: &ScrapeConfig, g: &Global) -> Result<(), (&'static str, String)> {
+    if sc.job_name.is_empty() {
+        return Err(("job_name", "`job_name` is required".into()));
+    }
+    let interval = sc.scrape_interval.unwrap_or(g.scrape_interval);
+    let timeout = sc.scrape_timeout.unwrap_or(g.scrape_timeout.min(interval));
+    if interval.is_zero() {
+        return Err(("scrape_interval", "must be positive".into()));
+    }
+    if timeout > interval {
+        return Err((
+            "scrape_timeout",
+            format!("{timeout:?} is longer than scrape_interval {interval:?}"),
+        ));
+    }
+    match sc.scheme.as_deref() {
+        None | Some("http") | Some("https") => {}
+        Some(s) => return Err(("scheme", format!("`{s}`: expected http or https"))),
+    }
+    for r in sc.relabel_configs.iter() {
+        Rule::new(r).map_err(|m| ("relabel_configs", m))?;
+    }
+    for r in sc.metric_relabel_configs.iter() {
+        Rule::new(r).map_err(|m| ("metric_relabel_configs", m))?;
+    }
+    sc.settings().validate().map_err(|m| ("basic_auth", m))?;
+    for (j, h) in sc.http_sd_configs.iter().enumerate() {
+        h.validate()
+            .map_err(|m| ("http_sd_configs", format!("[{j}]: {m}")))?;
+    }
+    for (j, d) in sc.dns_sd_configs.iter().enumerate() {
+        d.validate()
+            .map_err(|m| ("dns_sd_configs", format!("[{j}]: {m}")))?;
+    }
+    for sd in &sc.kubernetes_sd_configs {
+        if sd.role != "pod" {
+            return Err((
+                "kubernetes_sd_configs",
+                format!("role `{}` is not supported (only `pod`)", sd.role),
             ));
         }
-        match sc.scheme.as_deref() {
-            None | Some("http") | Some("https") => {}
-            Some(s) => return Err(at("scheme", format!("`{s}`: expected http or https"))),
-        }
-        for r in sc.relabel_configs.iter() {
-            Rule::new(r).map_err(|m| at("relabel_configs", m))?;
-        }
-        for r in sc.metric_relabel_configs.iter() {
-            Rule::new(r).map_err(|m| at("metric_relabel_configs", m))?;
-        }
-        for sd in &sc.kubernetes_sd_configs {
-            if sd.role != "pod" {
-                return Err(at(
-                    "kubernetes_sd_configs",
-                    format!("role `{}` is not supported (only `pod`)", sd.role),
-                ));
-            }
-        }
-        for st in &sc.static_configs {
-            for t in &st.targets {
-                if t.is_empty() || t.contains('/') {
-                    return Err(at(
-                        "static_configs",
-                        format!("target `{t}` must be host:port"),
-                    ));
-                }
+    }
+    for st in &sc.static_configs {
+        for t in &st.targets {
+            if t.is_empty() || t.contains('/') {
+                return Err(("static_configs", format!("target `{t}` must be host:port")));
             }
         }
     }
-    Ok(Box::new(cfg))
+    Ok(())
 }
 
 impl ReceiverConfig for Config {
@@ -231,16 +309,23 @@ impl ReceiverConfig for Config {
                 .clone();
             let stop = CancellationToken::new();
             let mut tasks = Vec::new();
+            let scraper = Scraper {
+                out,
+                malformed,
+                trim_suffixes: self.trim_metric_suffixes,
+            };
             for sc in &self.config.scrape_configs {
                 let job = Arc::new(
-                    Job::new(sc, &self.config.global).map_err(|m| BuildError::new(&ctx.id, m))?,
+                    Job::new(sc, &self.config.global, None)
+                        .map_err(|m| BuildError::new(&ctx.id, m))?,
                 );
-                let sd = sc.kubernetes_sd_configs.first().cloned();
-                tasks.push(tokio::spawn(manage(
-                    job,
-                    sd,
-                    out.clone(),
-                    malformed.clone(),
+                tasks.push(tokio::spawn(manage(job, scraper.clone(), stop.clone())));
+            }
+            if let Some(ta) = &self.target_allocator {
+                tasks.push(tokio::spawn(target_allocator::run(
+                    ta.clone(),
+                    self.config.global.clone(),
+                    scraper,
                     stop.clone(),
                 )));
             }
@@ -249,9 +334,22 @@ impl ReceiverConfig for Config {
     }
 }
 
+/// Where a receiver's scrapes go.
+#[derive(Clone)]
+struct Scraper {
+    out: Arc<Output>,
+    malformed: Counter,
+    trim_suffixes: bool,
+}
+
 /// A scrape config, compiled.
 struct Job {
     name: String,
+    /// Discovery: Kubernetes pods, files, HTTP, DNS (in that order of the label sets).
+    kubernetes: Option<KubernetesSd>,
+    files: Vec<sd::FileSd>,
+    http_sd: Vec<sd::HttpSd>,
+    dns: Vec<sd::DnsSd>,
     interval: Duration,
     timeout: Duration,
     path: String,
@@ -266,45 +364,23 @@ struct Job {
     body_size_limit: u64,
     external: BTreeMap<String, String>,
     client: reqwest::Client,
-    bearer_file: Option<String>,
+    auth: http::Auth,
 }
 
 impl Job {
-    fn new(sc: &ScrapeConfig, g: &Global) -> Result<Job, String> {
+    /// `extra_sd`: a discovery the config does not name (the target allocator's targets URL).
+    fn new(sc: &ScrapeConfig, g: &Global, extra_sd: Option<sd::HttpSd>) -> Result<Job, String> {
         let interval = sc.scrape_interval.unwrap_or(g.scrape_interval);
         let timeout = sc.scrape_timeout.unwrap_or(g.scrape_timeout.min(interval));
-        let mut b = reqwest::Client::builder().timeout(timeout).redirect(
-            if sc.follow_redirects.unwrap_or(true) {
-                reqwest::redirect::Policy::limited(10)
-            } else {
-                reqwest::redirect::Policy::none()
-            },
-        );
-        if let Some(t) = &sc.tls_config {
-            if t.insecure_skip_verify {
-                b = b.danger_accept_invalid_certs(true);
-            }
-            if let Some(ca) = &t.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| format!("tls_config.ca_file {ca}: {e}"))?;
-                for c in reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| format!("tls_config.ca_file {ca}: {e}"))?
-                {
-                    b = b.add_root_certificate(c);
-                }
-            }
-            if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
-                let mut pem =
-                    std::fs::read(cert).map_err(|e| format!("tls_config.cert_file {cert}: {e}"))?;
-                pem.extend(
-                    std::fs::read(key).map_err(|e| format!("tls_config.key_file {key}: {e}"))?,
-                );
-                b = b.identity(
-                    reqwest::Identity::from_pem(&pem).map_err(|e| format!("tls_config: {e}"))?,
-                );
-            }
-        }
+        let settings = sc.settings();
+        let mut http_sd = sc.http_sd_configs.clone();
+        http_sd.extend(extra_sd);
         Ok(Job {
             name: sc.job_name.clone(),
+            kubernetes: sc.kubernetes_sd_configs.first().cloned(),
+            files: sc.file_sd_configs.clone(),
+            http_sd,
+            dns: sc.dns_sd_configs.clone(),
             interval,
             timeout,
             path: sc.metrics_path.clone().unwrap_or_else(|| "/metrics".into()),
@@ -326,8 +402,8 @@ impl Job {
             sample_limit: sc.sample_limit,
             body_size_limit: sc.body_size_limit,
             external: g.external_labels.clone(),
-            client: b.build().map_err(|e| e.to_string())?,
-            bearer_file: sc.bearer_token_file.clone(),
+            client: settings.client(timeout)?,
+            auth: settings.auth(),
         })
     }
 
@@ -401,25 +477,36 @@ struct Target {
     labels: Labels,
 }
 
-/// Keeps one scrape loop per current target of a job.
-async fn manage(
-    job: Arc<Job>,
-    sd: Option<KubernetesSd>,
-    out: Arc<Output>,
-    malformed: Counter,
-    stop: CancellationToken,
-) {
+/// Keeps one scrape loop per current target of a job, refreshing its discoveries at the
+/// shortest of their intervals.
+async fn manage(job: Arc<Job>, scraper: Scraper, stop: CancellationToken) {
     let mut loops: HashMap<Target, CancellationToken> = HashMap::new();
-    let refresh = sd.as_ref().map_or(Duration::from_secs(3600), |s| {
-        s.refresh_interval.unwrap_or(Duration::from_secs(30))
-    });
+    let refresh = job
+        .kubernetes
+        .iter()
+        .map(|s| s.refresh_interval.unwrap_or(Duration::from_secs(30)))
+        .chain(job.files.iter().map(sd::FileSd::refresh))
+        .chain(job.http_sd.iter().map(sd::HttpSd::refresh))
+        .chain(job.dns.iter().map(sd::DnsSd::refresh))
+        .min()
+        .unwrap_or(Duration::from_secs(3600));
     // Discovery that cannot start (no service account outside a cluster) or list is retried,
     // as Prometheus does; the static targets and what was discovered last keep being scraped.
     let mut discovery: Option<PodDiscovery> = None;
     let mut pods: Vec<Labels> = Vec::new();
+    let http: Vec<Option<sd::HttpDiscovery>> = job
+        .http_sd
+        .iter()
+        .map(|h| {
+            sd::HttpDiscovery::new(h)
+                .inspect_err(|e| tracing::warn!(job = %job.name, url = %h.url, error = %e, "prometheus: http_sd cannot start"))
+                .ok()
+        })
+        .collect();
+    let mut from_http: Vec<Vec<Labels>> = vec![Vec::new(); http.len()];
     loop {
         let mut wait = refresh;
-        if let Some(sdc) = &sd {
+        if let Some(sdc) = &job.kubernetes {
             if discovery.is_none() {
                 match PodDiscovery::new(sdc) {
                     Ok(d) => discovery = Some(d),
@@ -438,8 +525,27 @@ async fn manage(
                 }
             }
         }
+        for (i, h) in http.iter().enumerate() {
+            let Some(h) = h else { continue };
+            match h.discover().await {
+                Ok(l) => from_http[i] = l,
+                Err(e) => {
+                    tracing::warn!(job = %job.name, error = %e, "prometheus: http_sd failed; keeping the current targets");
+                    wait = Duration::from_secs(5).min(refresh);
+                }
+            }
+        }
         let mut discovered = job.static_labels();
         discovered.extend(pods.iter().cloned());
+        for f in &job.files {
+            discovered.extend(f.discover());
+        }
+        for l in &from_http {
+            discovered.extend(l.iter().cloned());
+        }
+        for d in &job.dns {
+            discovered.extend(d.discover().await);
+        }
         let targets = job.targets(discovered);
         loops.retain(|t, tok| {
             let keep = targets.contains(t);
@@ -455,13 +561,7 @@ async fn manage(
             let tok = stop.child_token();
             loops.insert(t.clone(), tok.clone());
             tracing::info!(job = %job.name, url = %t.url, "prometheus: scraping a new target");
-            tokio::spawn(scrape_loop(
-                job.clone(),
-                t,
-                out.clone(),
-                malformed.clone(),
-                tok,
-            ));
+            tokio::spawn(scrape_loop(job.clone(), t, scraper.clone(), tok));
         }
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -473,13 +573,7 @@ async fn manage(
     }
 }
 
-async fn scrape_loop(
-    job: Arc<Job>,
-    t: Target,
-    out: Arc<Output>,
-    malformed: Counter,
-    stop: CancellationToken,
-) {
+async fn scrape_loop(job: Arc<Job>, t: Target, scraper: Scraper, stop: CancellationToken) {
     // Spread targets over the interval, as Prometheus does, by a hash of the URL.
     let offset = {
         use std::hash::{Hash, Hasher};
@@ -500,8 +594,11 @@ async fn scrape_loop(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let batch = scrape_once(&job, &t, &malformed, &mut starts).await;
-        if let Err(e) = out.push(batch, Default::default()).await {
+        let mut batch = scrape_once(&job, &t, &scraper.malformed, &mut starts).await;
+        if scraper.trim_suffixes {
+            convert::trim_suffixes(&mut batch);
+        }
+        if let Err(e) = scraper.out.push(batch, Default::default()).await {
             // The next scrape brings fresh values; this one is counted as refused.
             tracing::debug!(job = %job.name, error = %e, "prometheus: the pipeline refused a scrape");
         }
@@ -645,10 +742,7 @@ async fn fetch(job: &Job, url: &str) -> Result<(String, bool), String> {
             "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
         )
         .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", job.timeout.as_secs_f64()));
-    if let Some(f) = &job.bearer_file {
-        let tok = std::fs::read_to_string(f).map_err(|e| format!("bearer_token_file {f}: {e}"))?;
-        req = req.bearer_auth(tok.trim());
-    }
+    req = job.auth.apply(&job.client, req).await?;
     let resp = req.send().await.map_err(|e| crate::text::error_chain(&e))?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
@@ -660,7 +754,7 @@ async fn fetch(job: &Job, url: &str) -> Result<(String, bool), String> {
         .is_some_and(|c| c.starts_with("application/openmetrics-text"));
     // Read in frames so that a limit stops a huge body early.
     let limit = job.body_size_limit;
-    let mut body_stream = http::Response::from(resp).into_body();
+    let mut body_stream = ::http::Response::from(resp).into_body();
     let mut bytes: Vec<u8> = Vec::new();
     while let Some(frame) = http_body_util::BodyExt::frame(&mut body_stream).await {
         let frame = frame.map_err(|e| e.to_string())?;
@@ -687,7 +781,7 @@ mod tests {
             honor_labels: honor,
             ..Default::default()
         };
-        Job::new(&sc, &Global::default()).unwrap()
+        Job::new(&sc, &Global::default(), None).unwrap()
     }
 
     #[test]

@@ -1,0 +1,249 @@
+//! Service discovery beyond static targets and Kubernetes: `file_sd_configs` (JSON or YAML
+//! files of target groups), `http_sd_configs` (a URL answering target groups in JSON, as
+//! Prometheus's HTTP SD documents them, which is also what the OpenTelemetry Operator's target
+//! allocator serves) and `dns_sd_configs` (A and AAAA records through the system resolver),
+//! each with Prometheus's `__meta_*` labels.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::http::{Auth, Authorization, BasicAuth, ClientSettings, OAuth2, TlsConfig};
+use super::relabel::Labels;
+use crate::config::units;
+
+/// One target group: `{"targets": [...], "labels": {...}}`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct TargetGroup {
+    pub targets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl TargetGroup {
+    fn into_labels(self, extra: &[(&str, &str)], out: &mut Vec<Labels>) {
+        for t in self.targets {
+            let mut l: Labels = self.labels.clone();
+            for (k, v) in extra {
+                l.insert((*k).into(), (*v).into());
+            }
+            l.insert("__address__".into(), t);
+            out.push(l);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSd {
+    /// Paths, the last element may be a glob (`*.json`, `*.yml`, `*.yaml`).
+    pub files: Vec<String>,
+    /// Default 5m (files are also re-read then; Prometheus watches them too).
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub refresh_interval: Option<Duration>,
+}
+
+impl FileSd {
+    pub fn refresh(&self) -> Duration {
+        self.refresh_interval.unwrap_or(Duration::from_secs(300))
+    }
+
+    /// Every target of every matching file; a file that does not read or parse is skipped with
+    /// a warning (Prometheus keeps the other files' targets too).
+    pub fn discover(&self) -> Vec<Labels> {
+        let mut out = Vec::new();
+        for pattern in &self.files {
+            let paths: Vec<std::path::PathBuf> = match glob::glob(pattern) {
+                Ok(p) => p.filter_map(Result::ok).collect(),
+                Err(e) => {
+                    tracing::warn!(pattern = %pattern, error = %e, "prometheus: file_sd pattern is not a glob");
+                    continue;
+                }
+            };
+            for p in paths {
+                let path = p.display().to_string();
+                match read_groups(&p) {
+                    Ok(groups) => {
+                        for g in groups {
+                            g.into_labels(&[("__meta_filepath", &path)], &mut out);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %path, error = %e, "prometheus: file_sd file skipped")
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn read_groups(p: &std::path::Path) -> Result<Vec<TargetGroup>, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
+    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext {
+        "json" => serde_json::from_str(&text).map_err(|e| e.to_string()),
+        "yml" | "yaml" => {
+            let node = crate::config::node::parse(&text).map_err(|e| format!("{e:?}"))?;
+            crate::config::from_node(&node).map_err(|e| e.msg)
+        }
+        other => Err(format!(
+            "extension `.{other}`: file_sd reads .json, .yml and .yaml"
+        )),
+    }
+}
+
+/// `http_sd_configs`: its URL and the HTTP client keys of Prometheus's `HTTPClientConfig`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSd {
+    pub url: String,
+    /// Default 60s.
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub refresh_interval: Option<Duration>,
+    pub basic_auth: Option<BasicAuth>,
+    pub authorization: Option<Authorization>,
+    pub bearer_token: Option<String>,
+    pub bearer_token_file: Option<String>,
+    pub oauth2: Option<OAuth2>,
+    pub proxy_url: Option<String>,
+    pub tls_config: Option<TlsConfig>,
+    pub follow_redirects: Option<bool>,
+    pub enable_http2: Option<bool>,
+}
+
+impl HttpSd {
+    pub fn settings(&self) -> ClientSettings {
+        ClientSettings {
+            basic_auth: self.basic_auth.clone(),
+            authorization: self.authorization.clone(),
+            bearer_token: self.bearer_token.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+            oauth2: self.oauth2.clone(),
+            proxy_url: self.proxy_url.clone(),
+            tls_config: self.tls_config.clone(),
+            follow_redirects: self.follow_redirects,
+        }
+    }
+
+    pub fn refresh(&self) -> Duration {
+        self.refresh_interval.unwrap_or(Duration::from_secs(60))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let u = url::Url::parse(&self.url).map_err(|e| format!("url {:?}: {e}", self.url))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(format!("url {:?}: needs http:// or https://", self.url));
+        }
+        self.settings().validate()
+    }
+}
+
+/// A running HTTP discovery: its client and credentials.
+pub struct HttpDiscovery {
+    pub url: String,
+    client: reqwest::Client,
+    auth: Auth,
+}
+
+impl HttpDiscovery {
+    pub fn new(sd: &HttpSd) -> Result<HttpDiscovery, String> {
+        let s = sd.settings();
+        Ok(HttpDiscovery {
+            url: sd.url.clone(),
+            client: s.client(Duration::from_secs(30))?,
+            auth: s.auth(),
+        })
+    }
+
+    /// One poll: the groups as Prometheus's HTTP SD reads them (HTTP 200, a JSON list).
+    pub async fn discover(&self) -> Result<Vec<Labels>, String> {
+        let req = self
+            .auth
+            .apply(&self.client, self.client.get(&self.url))
+            .await?;
+        let resp = req.send().await.map_err(|e| crate::text::error_chain(&e))?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(format!("{}: HTTP {}", self.url, resp.status()));
+        }
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| format!("{}: {}", self.url, crate::text::error_chain(&e)))?;
+        let groups: Vec<TargetGroup> = serde_json::from_str(&body)
+            .map_err(|e| format!("{}: not a JSON list of target groups: {e}", self.url))?;
+        let mut out = Vec::new();
+        for g in groups {
+            g.into_labels(&[("__meta_url", &self.url)], &mut out);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSd {
+    pub names: Vec<String>,
+    /// `A` or `AAAA` (Prometheus's default is `SRV`, which ferrotel does not query yet, so
+    /// `type` is required).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub port: Option<u16>,
+    /// Default 30s.
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub refresh_interval: Option<Duration>,
+}
+
+impl DnsSd {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.names.is_empty() {
+            return Err("`names` is required".into());
+        }
+        match self.kind.as_deref() {
+            Some("A") | Some("AAAA") => {}
+            None | Some("SRV") => {
+                return Err(
+                    "SRV records are not queried yet: set `type: A` or `type: AAAA` with `port`"
+                        .into(),
+                );
+            }
+            Some(o) => return Err(format!("type {o:?}: expected A or AAAA")),
+        }
+        if self.port.is_none() {
+            return Err("`port` is required for A and AAAA records".into());
+        }
+        Ok(())
+    }
+
+    pub fn refresh(&self) -> Duration {
+        self.refresh_interval.unwrap_or(Duration::from_secs(30))
+    }
+
+    /// Every address each name resolves to (of the record type), with `__meta_dns_name`.
+    pub async fn discover(&self) -> Vec<Labels> {
+        let port = self.port.unwrap_or(0);
+        let v6 = self.kind.as_deref() == Some("AAAA");
+        let mut out = Vec::new();
+        for name in &self.names {
+            match tokio::net::lookup_host((name.as_str(), port)).await {
+                Ok(addrs) => {
+                    let mut seen: Vec<std::net::SocketAddr> =
+                        addrs.filter(|a| a.is_ipv6() == v6).collect();
+                    seen.sort();
+                    seen.dedup();
+                    for a in seen {
+                        let mut l = Labels::new();
+                        l.insert("__address__".into(), a.to_string());
+                        l.insert("__meta_dns_name".into(), name.clone());
+                        out.push(l);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(name = %name, error = %e, "prometheus: dns_sd lookup failed")
+                }
+            }
+        }
+        out
+    }
+}
