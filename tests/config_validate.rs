@@ -225,11 +225,7 @@ const CORPUS: &[(&str, Expect)] = &[
         ]),
     ),
     ("10-dynatrace-tail-sampling-otlp-http.yaml", Expect::Valid),
-    (
-        "11-dynatrace-load-balancing-k8s.yaml",
-        // The k8s resolver (watching Endpoints) is not implemented; static and dns are.
-        Expect::Refused(&["`resolver.k8s`: unknown field `k8s`, expected `static` or `dns`"]),
-    ),
+    ("11-dynatrace-load-balancing-k8s.yaml", Expect::Valid),
     ("12-dotnet-zipkin-bom.yaml", Expect::Valid),
     // Its certificates live under /cfg/certs in its test rig; here they do not exist, and
     // `validate` reads them as the start would.
@@ -274,7 +270,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ("21-dynatrace-syslog-tcp-udp.yaml", Expect::Valid),
     (
         "22-dynatrace-prometheus-ta-load-balancing.yaml",
-        Expect::Refused(&["`resolver.k8s`: unknown field `k8s`", "1 error(s)"]),
+        Expect::Valid,
     ),
     (
         "23-dynatrace-self-monitoring-otlp-reader.yaml",
@@ -445,6 +441,7 @@ const CORPUS_ENV: &[(&str, &str)] = &[
     ("JAEGER_ENDPOINT", "jaeger-collector:14250"),
     ("LIGHTSTEP_TOKEN", "token"),
     ("K8S_POD_NAME", "collector-0"),
+    ("K8S_NODE_NAME", "node-1"),
     ("NEW_RELIC_OTLP_ENDPOINT", "https://otlp.nr-data.net"),
     ("NEW_RELIC_API_KEY", "key"),
     ("CONFLUENT_API_KEY", "confluent-key"),

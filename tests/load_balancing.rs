@@ -21,12 +21,17 @@ struct Gateway {
 }
 
 fn gateway(name: &str, sink: u16) -> Gateway {
-    let (port, health, metrics) = (free_port(), free_port(), free_port());
+    gateway_on(name, "127.0.0.1", free_port(), sink)
+}
+
+/// A gateway listening on `ip:port` (loopback addresses 127.0.0.2, ... stand for pod IPs).
+fn gateway_on(name: &str, ip: &str, port: u16, sink: u16) -> Gateway {
+    let (health, metrics) = (free_port(), free_port());
     let c = Collector::start(
         &format!(
             r#"
 receivers:
-  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{port}" }} }} }}
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "{ip}:{port}" }} }} }}
 processors:
   resource:
     attributes: [{{ key: gateway, value: {name}, action: upsert }}]
@@ -238,4 +243,178 @@ fn traces_stay_whole_spread_move_a_quarter_and_survive_a_stopped_gateway() {
         "{}",
         a3.logs()
     );
+}
+
+/// A stand-in Kubernetes API for `resolver.k8s` (no cluster runs here): the EndpointSlice list
+/// of Service `gw` in namespace `obs` in the API's JSON (`discovery.k8s.io/v1`, with a
+/// not-ready endpoint that must be ignored), and a watch that, once `rollout` is notified,
+/// reports the slice MODIFIED: one pod gone, a new one ready.
+fn endpointslice_api(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    gw_port: u16,
+    rollout: std::sync::Arc<tokio::sync::Notify>,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use axum::body::Body;
+    use axum::http::{StatusCode, Uri};
+    use axum::response::Response;
+    use futures::StreamExt;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let st = seen.clone();
+    let slice = |ips: &[(&str, bool)]| {
+        serde_json::json!({
+            "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {"name": "gw-abc12", "namespace": "obs", "resourceVersion": "7",
+                "labels": {"kubernetes.io/service-name": "gw"}},
+            "addressType": "IPv4",
+            "endpoints": ips.iter().map(|(ip, ready)| serde_json::json!({
+                "addresses": [ip], "conditions": {"ready": ready, "serving": ready, "terminating": false}
+            })).collect::<Vec<_>>(),
+            "ports": [{"name": "otlp-grpc", "port": gw_port, "protocol": "TCP"}]
+        })
+    };
+    let before = slice(&[
+        ("127.0.0.2", true),
+        ("127.0.0.3", true),
+        ("127.0.0.9", false),
+    ]);
+    let after = slice(&[("127.0.0.2", true), ("127.0.0.4", true)]);
+    let handler = move |uri: Uri| {
+        let (st, rollout, before, after) =
+            (st.clone(), rollout.clone(), before.clone(), after.clone());
+        async move {
+            st.lock().unwrap().push(uri.to_string());
+            if uri.path() != "/apis/discovery.k8s.io/v1/namespaces/obs/endpointslices"
+                || !uri
+                    .query()
+                    .unwrap_or("")
+                    .contains("labelSelector=kubernetes.io%2Fservice-name%3Dgw")
+            {
+                return Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(Body::empty())
+                    .unwrap();
+            }
+            if !uri.query().unwrap_or("").contains("watch=1") {
+                return Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from(
+                        serde_json::json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+                            "metadata": {"resourceVersion": "7"}, "items": [before]})
+                        .to_string(),
+                    ))
+                    .unwrap();
+            }
+            let ev = serde_json::json!({"type": "MODIFIED", "object": after}).to_string() + "\n";
+            let stream = futures::stream::once(async move {
+                rollout.notified().await;
+                Ok::<_, std::io::Error>(axum::body::Bytes::from(ev))
+            })
+            .chain(futures::stream::pending());
+            Response::builder().body(Body::from_stream(stream)).unwrap()
+        }
+    };
+    rt.spawn(async move {
+        let app = axum::Router::new().fallback(handler);
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+    seen
+}
+
+/// `resolver.k8s` follows the Service's EndpointSlices (ready endpoints only): a rollout that
+/// replaces a pod moves its traces to the new one, and what was meant for the pod that went
+/// down first (its queue and the requests routed to it) is routed to the others, not lost.
+#[test]
+fn k8s_resolver_follows_endpointslices_through_a_rollout() {
+    const TRACES: u64 = 200;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = Sink::start();
+    let gw_port = free_port();
+    let mut a = gateway_on("a", "127.0.0.2", gw_port, sink.port);
+    let mut b = gateway_on("b", "127.0.0.3", gw_port, sink.port);
+    let api_port = free_port();
+    let rollout = std::sync::Arc::new(tokio::sync::Notify::new());
+    let seen = endpointslice_api(&rt, api_port, gw_port, rollout.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: t\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{api_port}\ncontexts:\n- name: t\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: lb-token\n"),
+    )
+    .unwrap();
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let agent = Collector::start(
+        &format!(
+            r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+exporters:
+  load_balancing:
+    routing_key: traceID
+    protocol:
+      otlp:
+        tls: {{ insecure: true }}
+        timeout: 2s
+        retry_on_failure: {{ initial_interval: 100ms, max_interval: 300ms }}
+    resolver:
+      k8s: {{ service: gw.obs, ports: [{gw_port}], timeout: 5s }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [load_balancing] }}
+"#
+        ),
+        &[("KUBECONFIG", kc.display().to_string())],
+        Some(health),
+        None,
+    );
+    // Before the rollout: the two ready pods share the traces; the not-ready one gets none.
+    send(&rt, grpc, round(TRACES, 0, 9));
+    wait_until("round 0", Duration::from_secs(30), || {
+        landed(&sink, 9).len() == TRACES as usize
+    });
+    let owners: BTreeSet<String> = landed(&sink, 9).values().cloned().collect();
+    assert_eq!(owners, ["a", "b"].map(String::from).into(), "{owners:?}");
+    // Pod b goes down before the API says so: what routes to it goes to a instead.
+    assert!(b.c.terminate().success());
+    send(&rt, grpc, round(TRACES, 1, 9));
+    wait_until("round 1 despite b down", Duration::from_secs(60), || {
+        landed(&sink, 9).len() == 2 * TRACES as usize
+    });
+    // The rollout: b leaves the slice, c (a new pod) joins.
+    let mut c = gateway_on("c", "127.0.0.4", gw_port, sink.port);
+    rollout.notify_one();
+    wait_until("c added", Duration::from_secs(20), || {
+        agent
+            .logs()
+            .contains(&format!("backend=127.0.0.4:{gw_port}"))
+    });
+    send(&rt, grpc, round(TRACES, 2, 9));
+    wait_until("round 2", Duration::from_secs(60), || {
+        landed(&sink, 9).len() == 3 * TRACES as usize
+    });
+    let round2: BTreeSet<String> = landed(&sink, 9)
+        .iter()
+        .filter(|(id, _)| *id & 0xff == 2)
+        .map(|(_, g)| g.clone())
+        .collect();
+    assert_eq!(round2, ["a", "c"].map(String::from).into(), "{round2:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|u| u.contains("watch=1")), "{seen:?}");
+    assert!(
+        !agent.logs().contains("127.0.0.9"),
+        "the not-ready endpoint is never a backend"
+    );
+    assert!(a.c.terminate().success());
+    assert!(c.c.terminate().success());
 }

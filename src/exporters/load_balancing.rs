@@ -40,6 +40,16 @@ pub enum RoutingKey {
     Service,
     #[serde(rename = "resource")]
     Resource,
+    /// Metrics: each metric by its name.
+    #[serde(rename = "metric")]
+    Metric,
+    /// Metrics: each data point stream (resource, scope, metric name, point attributes).
+    #[serde(rename = "streamID")]
+    StreamId,
+    /// Traces: each span by the values of `routing_attributes` (span, then resource), or by
+    /// its trace id when it has none of them.
+    #[serde(rename = "attributes")]
+    Attributes,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -63,6 +73,34 @@ pub struct DnsCfg {
     pub timeout: Option<Duration>,
 }
 
+/// `resolver.k8s`: the ready endpoints of a Service, from its EndpointSlices, watched.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct K8sCfg {
+    /// `name.namespace` (namespace `default` when omitted).
+    pub service: String,
+    /// Ports of each endpoint to send to. Default `[4317]`.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Default 1s: the time the first list may take before the exporter starts without
+    /// backends (data is then refused retryably until they appear).
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Use `<hostname>.<service>.<namespace>` (a StatefulSet's stable names) instead of IPs.
+    #[serde(default)]
+    pub return_hostnames: bool,
+}
+
+impl K8sCfg {
+    fn name_namespace(&self) -> (&str, &str) {
+        self.service
+            .split_once('.')
+            .map_or((self.service.as_str(), "default"), |(n, ns)| {
+                (n, ns.split('.').next().unwrap_or(ns))
+            })
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResolverCfg {
@@ -70,6 +108,8 @@ pub struct ResolverCfg {
     pub static_: Option<StaticCfg>,
     #[serde(default)]
     pub dns: Option<DnsCfg>,
+    #[serde(default)]
+    pub k8s: Option<K8sCfg>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +117,9 @@ pub struct ResolverCfg {
 struct Top {
     #[serde(default)]
     routing_key: RoutingKey,
+    /// With `routing_key: attributes`, the attribute keys whose values route a span.
+    #[serde(default)]
+    routing_attributes: Vec<String>,
     /// Checked separately: `protocol.otlp` is an `otlp_grpc` config without `endpoint`.
     #[allow(dead_code)]
     #[serde(default)]
@@ -95,6 +138,7 @@ struct Top {
 /// Validated: the per-backend config (endpoint filled in per backend) and the routing.
 struct Validated {
     routing_key: RoutingKey,
+    routing_attributes: Vec<String>,
     otlp: otlp_grpc::Config,
     settings: Settings,
     resolver: ResolverCfg,
@@ -187,7 +231,33 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         otlp_cfg.client.sending_queue.clone(),
         at,
     )?;
+    let chosen = [
+        top.resolver.static_.is_some(),
+        top.resolver.dns.is_some(),
+        top.resolver.k8s.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if chosen > 1 {
+        return Err(key_err(
+            node,
+            &["resolver"],
+            "set one of static, dns and k8s",
+        ));
+    }
+    if let Some(k) = &top.resolver.k8s {
+        let (name, _) = k.name_namespace();
+        if name.is_empty() {
+            return Err(key_err(
+                node,
+                &["resolver", "k8s", "service"],
+                "name the Service as name.namespace",
+            ));
+        }
+    }
     match (&top.resolver.static_, &top.resolver.dns) {
+        _ if top.resolver.k8s.is_some() => {}
         (Some(s), None) => {
             if s.hostnames.is_empty() {
                 return Err(key_err(
@@ -222,7 +292,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
             return Err(key_err(
                 node,
                 &["resolver"],
-                "set resolver.static (hostnames) or resolver.dns (hostname); the k8s resolver is not supported yet",
+                "set resolver.static (hostnames), resolver.dns (hostname) or resolver.k8s (service)",
             ));
         }
         (Some(_), Some(_)) => {
@@ -234,7 +304,15 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         }
     }
     otlp_cfg.endpoint = String::new();
+    if top.routing_key == RoutingKey::Attributes && top.routing_attributes.is_empty() {
+        return Err(key_err(
+            node,
+            &["routing_attributes"],
+            "routing_key attributes needs routing_attributes (the keys to route by)",
+        ));
+    }
     Ok(Box::new(Validated {
+        routing_attributes: top.routing_attributes,
         routing_key: top.routing_key,
         otlp: otlp_cfg,
         settings,
@@ -271,6 +349,7 @@ struct Core {
     id: ComponentId,
     ctx: Context,
     routing_key: RoutingKey,
+    routing_attributes: Vec<String>,
     otlp: otlp_grpc::Config,
     settings: Settings,
     backends: Mutex<BTreeMap<String, Backend>>,
@@ -497,12 +576,21 @@ impl Core {
             Batch::Traces(rs) => {
                 for r in rs {
                     match self.routing_key {
-                        RoutingKey::TraceId => {
+                        RoutingKey::TraceId | RoutingKey::Metric | RoutingKey::StreamId => {
                             let mut frags = Vec::new();
                             crate::signal::split::split_by_trace(r, &mut frags);
                             for (tid, frag) in frags {
                                 if let Some(t) = pick(&tid, &targets) {
                                     add(t, Batch::Traces(vec![frag]));
+                                }
+                            }
+                        }
+                        RoutingKey::Attributes => {
+                            for (key, part) in
+                                split_spans_by_attributes(r, &self.routing_attributes)
+                            {
+                                if let Some(t) = pick(&key, &targets) {
+                                    add(t, Batch::Traces(vec![part]));
                                 }
                             }
                         }
@@ -517,9 +605,21 @@ impl Core {
             }
             Batch::Metrics(rm) => {
                 for r in rm {
-                    let key = resource_key(self.routing_key, r.resource.as_ref());
-                    if let Some(t) = pick(&key, &targets) {
-                        add(t, Batch::Metrics(vec![r]));
+                    match self.routing_key {
+                        RoutingKey::Metric | RoutingKey::StreamId => {
+                            let per_point = self.routing_key == RoutingKey::StreamId;
+                            for (key, part) in split_metrics(r, per_point) {
+                                if let Some(t) = pick(&key, &targets) {
+                                    add(t, Batch::Metrics(vec![part]));
+                                }
+                            }
+                        }
+                        _ => {
+                            let key = resource_key(self.routing_key, r.resource.as_ref());
+                            if let Some(t) = pick(&key, &targets) {
+                                add(t, Batch::Metrics(vec![r]));
+                            }
+                        }
                     }
                 }
             }
@@ -546,6 +646,177 @@ impl Core {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// Spans grouped by the values of `keys` (span attributes first, then the resource's); a span
+/// with none of them goes by its trace id.
+fn split_spans_by_attributes(
+    r: opentelemetry_proto::tonic::trace::v1::ResourceSpans,
+    keys: &[String],
+) -> Vec<(
+    Vec<u8>,
+    opentelemetry_proto::tonic::trace::v1::ResourceSpans,
+)> {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let res_attrs = r
+        .resource
+        .as_ref()
+        .map_or(&[][..], |x| &x.attributes)
+        .to_vec();
+    let mut out: Vec<(Vec<u8>, ResourceSpans)> = Vec::new();
+    for ss in r.scope_spans {
+        for span in ss.spans {
+            let mut key = Vec::new();
+            for k in keys {
+                let v =
+                    value::find_kv(&span.attributes, k).or_else(|| value::find_kv(&res_attrs, k));
+                if let Some(kv) = v {
+                    key.extend_from_slice(k.as_bytes());
+                    key.push(0);
+                    key.extend_from_slice(value::option_text(&kv.value).as_bytes());
+                    key.push(1);
+                }
+            }
+            if key.is_empty() {
+                key = span.trace_id.clone();
+            }
+            let slot = match out.iter_mut().position(|(k, _)| *k == key) {
+                Some(i) => &mut out[i].1,
+                None => {
+                    out.push((
+                        key,
+                        ResourceSpans {
+                            resource: r.resource.clone(),
+                            schema_url: r.schema_url.clone(),
+                            scope_spans: Vec::new(),
+                        },
+                    ));
+                    &mut out.last_mut().expect("just pushed").1
+                }
+            };
+            match slot
+                .scope_spans
+                .iter_mut()
+                .find(|s| s.scope == ss.scope && s.schema_url == ss.schema_url)
+            {
+                Some(s) => s.spans.push(span),
+                None => slot.scope_spans.push(ScopeSpans {
+                    scope: ss.scope.clone(),
+                    schema_url: ss.schema_url.clone(),
+                    spans: vec![span],
+                }),
+            }
+        }
+    }
+    out
+}
+
+/// Metrics one by one (`metric`: keyed by name), or data point by data point (`streamID`:
+/// keyed by the resource, scope, name and point attributes), each under its resource and scope.
+fn split_metrics(
+    r: opentelemetry_proto::tonic::metrics::v1::ResourceMetrics,
+    per_point: bool,
+) -> Vec<(
+    Vec<u8>,
+    opentelemetry_proto::tonic::metrics::v1::ResourceMetrics,
+)> {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Metric, ResourceMetrics, ScopeMetrics, metric::Data,
+    };
+    let res_key = resource_key(RoutingKey::Resource, r.resource.as_ref());
+    let wrap = |scope: &ScopeMetrics, m: Metric| ResourceMetrics {
+        resource: r.resource.clone(),
+        schema_url: r.schema_url.clone(),
+        scope_metrics: vec![ScopeMetrics {
+            scope: scope.scope.clone(),
+            schema_url: scope.schema_url.clone(),
+            metrics: vec![m],
+        }],
+    };
+    let attrs_key = |attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+        let mut pairs: Vec<(String, String)> = attrs
+            .iter()
+            .map(|kv| (kv.key.clone(), value::option_text(&kv.value).into_owned()))
+            .collect();
+        pairs.sort();
+        let mut k = Vec::new();
+        for (a, b) in pairs {
+            k.extend_from_slice(a.as_bytes());
+            k.push(0);
+            k.extend_from_slice(b.as_bytes());
+            k.push(1);
+        }
+        k
+    };
+    let mut out = Vec::new();
+    for sm in &r.scope_metrics {
+        for m in &sm.metrics {
+            if !per_point {
+                out.push((m.name.clone().into_bytes(), wrap(sm, m.clone())));
+                continue;
+            }
+            let head = |data: Data| Metric {
+                data: Some(data),
+                ..Metric {
+                    name: m.name.clone(),
+                    description: m.description.clone(),
+                    unit: m.unit.clone(),
+                    metadata: m.metadata.clone(),
+                    data: None,
+                }
+            };
+            let key_of = |attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+                let mut k = res_key.clone();
+                k.extend_from_slice(sm.scope.as_ref().map_or("", |s| s.name.as_str()).as_bytes());
+                k.push(2);
+                k.extend_from_slice(m.name.as_bytes());
+                k.push(2);
+                k.extend(attrs_key(attrs));
+                k
+            };
+            let mut points: Vec<(Vec<u8>, Metric)> = Vec::new();
+            match &m.data {
+                Some(Data::Gauge(g)) => {
+                    for p in &g.data_points {
+                        let mut g1 = g.clone();
+                        g1.data_points = vec![p.clone()];
+                        points.push((key_of(&p.attributes), head(Data::Gauge(g1))));
+                    }
+                }
+                Some(Data::Sum(x)) => {
+                    for p in &x.data_points {
+                        let mut x1 = x.clone();
+                        x1.data_points = vec![p.clone()];
+                        points.push((key_of(&p.attributes), head(Data::Sum(x1))));
+                    }
+                }
+                Some(Data::Histogram(x)) => {
+                    for p in &x.data_points {
+                        let mut x1 = x.clone();
+                        x1.data_points = vec![p.clone()];
+                        points.push((key_of(&p.attributes), head(Data::Histogram(x1))));
+                    }
+                }
+                Some(Data::ExponentialHistogram(x)) => {
+                    for p in &x.data_points {
+                        let mut x1 = x.clone();
+                        x1.data_points = vec![p.clone()];
+                        points.push((key_of(&p.attributes), head(Data::ExponentialHistogram(x1))));
+                    }
+                }
+                Some(Data::Summary(x)) => {
+                    for p in &x.data_points {
+                        let mut x1 = x.clone();
+                        x1.data_points = vec![p.clone()];
+                        points.push((key_of(&p.attributes), head(Data::Summary(x1))));
+                    }
+                }
+                None => points.push((key_of(&[]), m.clone())),
+            }
+            out.extend(points.into_iter().map(|(k, m)| (k, wrap(sm, m))));
+        }
+    }
+    out
 }
 
 /// The key of a whole resource: its `service.name`, or all its attributes.
@@ -589,6 +860,7 @@ impl ExporterConfig for Validated {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated {
             routing_key,
+            routing_attributes,
             otlp,
             settings,
             resolver,
@@ -597,6 +869,7 @@ impl ExporterConfig for Validated {
             id: ctx.id.clone(),
             ctx: ctx.clone(),
             routing_key,
+            routing_attributes,
             otlp,
             settings,
             backends: Mutex::new(BTreeMap::new()),
@@ -662,11 +935,164 @@ impl ExporterConfig for Validated {
                 }
             }));
         }
+        if let Some(k) = resolver.k8s {
+            task = Some(k8s_resolver(core.clone(), k, ctx.shutdown.clone())?);
+        }
         Ok(Arc::new(LoadBalancer {
             core,
             resolver: task,
         }))
     }
+}
+
+/// The backends of `resolver.k8s`: the Service's EndpointSlices are listed and watched; each
+/// change sets the ready endpoints (× `ports`) as the backends. A backend that goes away drains
+/// its queue, and what it cannot send is routed to the others (see [`Core::set_backends`]).
+fn k8s_resolver(
+    core: Arc<Core>,
+    k: K8sCfg,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, BuildError> {
+    // In a pod: the service account; outside one: $KUBECONFIG (a developer's cluster, tests).
+    let api = crate::kube::ApiConfig::in_cluster()
+        .or_else(|e| {
+            crate::kube::ApiConfig::from_kubeconfig()
+                .map_err(|e2| format!("{e}; and no kubeconfig: {e2}"))
+        })
+        .map_err(|m| BuildError::new(&core.id, format!("resolver.k8s: {m}")))?;
+    let client = api
+        .client()
+        .map_err(|m| BuildError::new(&core.id, format!("resolver.k8s: {m}")))?;
+    let (name, ns) = k.name_namespace();
+    let (name, ns) = (name.to_owned(), ns.to_owned());
+    let resource = crate::kube::watch::Resource {
+        path: format!("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"),
+        query: vec![(
+            "labelSelector".into(),
+            format!("kubernetes.io/service-name={name}"),
+        )],
+    };
+    let ports = if k.ports.is_empty() {
+        vec![4317]
+    } else {
+        k.ports.clone()
+    };
+    let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<String>>>(None);
+    let id = core.id.clone();
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut slices: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let publish = |slices: &BTreeMap<String, Vec<String>>| {
+                let mut eps: Vec<String> = slices
+                    .values()
+                    .flatten()
+                    .flat_map(|host| {
+                        ports.iter().map(move |p| {
+                            if host.contains(':') {
+                                format!("[{host}]:{p}")
+                            } else {
+                                format!("{host}:{p}")
+                            }
+                        })
+                    })
+                    .collect();
+                eps.sort();
+                eps.dedup();
+                let _ = tx.send(Some(eps));
+            };
+            let on = |ev: crate::kube::watch::Event| {
+                use crate::kube::watch::Event;
+                match ev {
+                    Event::Listed(items) => {
+                        slices.clear();
+                        for v in items {
+                            if let Some((n, hosts)) =
+                                slice_hosts(&v, k.return_hostnames, &name, &ns)
+                            {
+                                slices.insert(n, hosts);
+                            }
+                        }
+                        publish(&slices);
+                    }
+                    Event::Applied(v) => {
+                        if let Some((n, hosts)) = slice_hosts(&v, k.return_hostnames, &name, &ns) {
+                            slices.insert(n, hosts);
+                            publish(&slices);
+                        }
+                    }
+                    Event::Deleted(v) => {
+                        if let Some((n, _)) = slice_hosts(&v, k.return_hostnames, &name, &ns) {
+                            slices.remove(&n);
+                            publish(&slices);
+                        }
+                    }
+                    Event::Reachable(false) => {
+                        tracing::warn!(exporter = %id, "resolver.k8s: the API server is unreachable; keeping the backends")
+                    }
+                    Event::Reachable(true) => {}
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = crate::kube::watch::run(&client, &api, &resource, on) => {}
+            }
+        })
+    };
+    let first_wait = k.timeout.unwrap_or(Duration::from_secs(1));
+    Ok(tokio::spawn(async move {
+        // The first list, within `timeout`: until then (or after it) data is refused
+        // retryably while there is no backend.
+        let _ = tokio::time::timeout(first_wait, rx.wait_for(Option::is_some)).await;
+        loop {
+            let eps = rx.borrow_and_update().clone();
+            if let Some(eps) = eps {
+                core.set_backends(eps).await;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                r = rx.changed() => if r.is_err() { break },
+            }
+        }
+        watcher.abort();
+    }))
+}
+
+/// An EndpointSlice's name and the addresses of its ready endpoints (or their hostnames).
+fn slice_hosts(
+    v: &serde_json::Value,
+    hostnames: bool,
+    service: &str,
+    ns: &str,
+) -> Option<(String, Vec<String>)> {
+    let name = v.pointer("/metadata/name")?.as_str()?.to_owned();
+    let mut hosts = Vec::new();
+    for ep in v
+        .get("endpoints")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+    {
+        // `ready` unset means ready (the API's rule for consumers).
+        if ep.pointer("/conditions/ready").and_then(|r| r.as_bool()) == Some(false) {
+            continue;
+        }
+        let host = ep.get("hostname").and_then(|h| h.as_str());
+        match (hostnames, host) {
+            (true, Some(h)) => hosts.push(format!("{h}.{service}.{ns}")),
+            _ => {
+                if let Some(a) = ep
+                    .get("addresses")
+                    .and_then(|a| a.as_array())
+                    .and_then(|a| a.first())
+                    .and_then(|a| a.as_str())
+                {
+                    hosts.push(a.to_owned());
+                }
+            }
+        }
+    }
+    Some((name, hosts))
 }
 
 impl Consumer for LoadBalancer {
@@ -698,6 +1124,122 @@ impl Lifecycle for LoadBalancer {
 mod tests {
     use super::*;
     use crate::config::node::parse as yaml;
+
+    #[test]
+    fn endpointslice_hosts_ready_only_and_hostnames() {
+        let v = serde_json::json!({
+            "metadata": {"name": "gw-1"},
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "hostname": "gw-0", "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.2"], "hostname": "gw-1", "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.3"], "conditions": {}}
+            ]
+        });
+        assert_eq!(
+            slice_hosts(&v, false, "gw", "obs"),
+            Some(("gw-1".into(), vec!["10.0.0.1".into(), "10.0.0.3".into()]))
+        );
+        assert_eq!(
+            slice_hosts(&v, true, "gw", "obs"),
+            Some(("gw-1".into(), vec!["gw-0.gw.obs".into(), "10.0.0.3".into()]))
+        );
+        let k = K8sCfg {
+            service: "gw".into(),
+            ports: vec![],
+            timeout: None,
+            return_hostnames: false,
+        };
+        assert_eq!(k.name_namespace(), ("gw", "default"));
+    }
+
+    #[test]
+    fn metric_stream_and_attribute_keys_split_as_documented() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data,
+        };
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        };
+        let point = |host: &str| NumberDataPoint {
+            attributes: vec![kv("host", host)],
+            ..Default::default()
+        };
+        let gauge = |name: &str, points: Vec<NumberDataPoint>| Metric {
+            name: name.into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: points,
+            })),
+            ..Default::default()
+        };
+        let rm = ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    gauge("cpu", vec![point("a"), point("b")]),
+                    gauge("mem", vec![point("a")]),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let by_metric = split_metrics(rm.clone(), false);
+        assert_eq!(
+            by_metric.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            vec![b"cpu".to_vec(), b"mem".to_vec()]
+        );
+        let streams = split_metrics(rm, true);
+        assert_eq!(streams.len(), 3, "one part per data point");
+        assert_ne!(
+            streams[0].0, streams[1].0,
+            "cpu{{host=a}} and cpu{{host=b}} are two streams"
+        );
+        for (_, part) in &streams {
+            let Some(Data::Gauge(g)) = &part.scope_metrics[0].metrics[0].data else {
+                panic!("a gauge")
+            };
+            assert_eq!(g.data_points.len(), 1);
+        }
+        let span = |tenant: Option<&str>, t: u8| Span {
+            trace_id: vec![t; 16],
+            attributes: tenant.map(|v| vec![kv("tenant", v)]).unwrap_or_default(),
+            ..Default::default()
+        };
+        let rs = ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    span(Some("x"), 1),
+                    span(Some("x"), 2),
+                    span(Some("y"), 3),
+                    span(None, 4),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let parts = split_spans_by_attributes(rs, &["tenant".to_string()]);
+        let sizes: Vec<usize> = parts
+            .iter()
+            .map(|(_, p)| p.scope_spans[0].spans.len())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![2, 1, 1],
+            "x together, y alone, no tenant by trace id"
+        );
+        assert_eq!(parts[2].0, vec![4u8; 16]);
+        assert!(
+            parse(&yaml("routing_key: attributes\nprotocol: {otlp: {}}\nresolver:\n  dns: {hostname: gw}\n").unwrap())
+                .err()
+                .unwrap()
+                .msg
+                .contains("routing_attributes")
+        );
+    }
 
     #[test]
     fn rendezvous_moves_about_one_nth_when_a_backend_is_added() {

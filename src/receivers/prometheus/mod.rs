@@ -322,7 +322,7 @@ impl ReceiverConfig for Config {
                 tasks.push(tokio::spawn(manage(job, scraper.clone(), stop.clone())));
             }
             if let Some(ta) = &self.target_allocator {
-                tasks.push(tokio::spawn(target_allocator::run(
+                tasks.push(tokio::spawn(run_target_allocator(
                     ta.clone(),
                     self.config.global.clone(),
                     scraper,
@@ -331,6 +331,75 @@ impl ReceiverConfig for Config {
             }
             Ok(crate::component::Tasks::new(stop, tasks) as Box<dyn Lifecycle>)
         })
+    }
+}
+
+/// `target_allocator` (see [`target_allocator`]): polls the job list every `interval` and runs
+/// its jobs, each with the allocator's targets URL as its discovery; a changed list replaces
+/// the jobs, an unreachable allocator keeps them.
+async fn run_target_allocator(
+    cfg: target_allocator::TaConfig,
+    global: Global,
+    scraper: Scraper,
+    stop: CancellationToken,
+) {
+    let interval = cfg.interval.unwrap_or(Duration::from_secs(30));
+    let settings = http::ClientSettings {
+        tls_config: cfg.tls_config(),
+        ..Default::default()
+    };
+    let client = match settings.client(cfg.timeout.unwrap_or(Duration::from_secs(10))) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "prometheus: target allocator client");
+            return;
+        }
+    };
+    let url = format!("{}/scrape_configs", cfg.base());
+    let known = crate::config::de::struct_fields::<ScrapeConfig>();
+    let mut current: Option<(serde_json::Value, CancellationToken)> = None;
+    loop {
+        match target_allocator::fetch(&client, &url, &cfg.headers).await {
+            Ok(jobs) if current.as_ref().is_none_or(|(v, _)| *v != jobs) => {
+                if let Some((_, tok)) = current.take() {
+                    tok.cancel();
+                }
+                let tok = stop.child_token();
+                let mut n = 0;
+                for (name, v) in jobs.as_object().into_iter().flatten() {
+                    let job = serde_json::from_value::<ScrapeConfig>(target_allocator::job_json(
+                        name,
+                        v.clone(),
+                        known,
+                    ))
+                    .map_err(|e| format!("job {name:?}: {e}"))
+                    .and_then(|sc| {
+                        check(&sc, &global)
+                            .map_err(|(k, m)| format!("job {name:?}: `{k}`: {m}"))?;
+                        Job::new(&sc, &global, Some(cfg.targets_sd(name)))
+                    });
+                    match job {
+                        Ok(job) => {
+                            tokio::spawn(manage(Arc::new(job), scraper.clone(), tok.clone()));
+                            n += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "prometheus: a target allocator job is skipped")
+                        }
+                    }
+                }
+                tracing::info!(jobs = n, endpoint = %cfg.endpoint, "prometheus: jobs from the target allocator");
+                current = Some((jobs, tok));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(url = %url, error = %e, "prometheus: target allocator unreachable; keeping the current jobs");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
     }
 }
 

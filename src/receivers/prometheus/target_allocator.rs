@@ -6,13 +6,12 @@
 //! cannot be reached keeps the current ones.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
-use super::{Global, Job, ScrapeConfig, Scraper, check, manage, sd};
+use super::http::TlsConfig;
+use super::sd;
 use crate::config::units;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -67,8 +66,8 @@ impl TaConfig {
         Ok(())
     }
 
-    fn tls_config(&self) -> Option<super::TlsConfig> {
-        self.tls.as_ref().map(|t| super::TlsConfig {
+    pub fn tls_config(&self) -> Option<TlsConfig> {
+        self.tls.as_ref().map(|t| TlsConfig {
             ca_file: t.ca_file.clone(),
             cert_file: t.cert_file.clone(),
             key_file: t.key_file.clone(),
@@ -78,12 +77,12 @@ impl TaConfig {
         })
     }
 
-    fn base(&self) -> &str {
+    pub fn base(&self) -> &str {
         self.endpoint.trim_end_matches('/')
     }
 
     /// The HTTP SD of one job: its targets for this collector.
-    fn targets_sd(&self, job: &str) -> sd::HttpSd {
+    pub fn targets_sd(&self, job: &str) -> sd::HttpSd {
         let job: String = url::form_urlencoded::byte_serialize(job.as_bytes()).collect();
         let id: String =
             url::form_urlencoded::byte_serialize(self.collector_id.as_bytes()).collect();
@@ -101,11 +100,10 @@ impl TaConfig {
     }
 }
 
-/// A job as the allocator serves it: the keys ferrotel's scrape config has are kept, others
-/// (Prometheus marshals every field, e.g. `track_timestamps_staleness`) are dropped with a
-/// debug line.
-fn scrape_config(name: &str, mut v: serde_json::Value) -> Result<ScrapeConfig, String> {
-    let known = crate::config::de::struct_fields::<ScrapeConfig>();
+/// A job as the allocator serves it, reduced to the `known` keys of a scrape config (Prometheus
+/// marshals every field, e.g. `track_timestamps_staleness`; those are dropped with a debug
+/// line), without its own discovery (the allocator's targets replace it), and named.
+pub fn job_json(name: &str, mut v: serde_json::Value, known: &[&str]) -> serde_json::Value {
     if let Some(obj) = v.as_object_mut() {
         let dropped: Vec<String> = obj
             .keys()
@@ -118,53 +116,15 @@ fn scrape_config(name: &str, mut v: serde_json::Value) -> Result<ScrapeConfig, S
         if !dropped.is_empty() {
             tracing::debug!(job = %name, keys = ?dropped, "prometheus: target allocator job keys ferrotel does not use");
         }
-        // Discovery is the allocator's; a job's own SD would scrape targets twice.
         obj.retain(|k, _| !k.ends_with("_sd_configs") && k != "static_configs");
         obj.entry("job_name")
             .or_insert_with(|| serde_json::Value::String(name.into()));
     }
-    serde_json::from_value(v).map_err(|e| format!("job {name:?}: {e}"))
+    v
 }
 
-pub(super) async fn run(cfg: TaConfig, global: Global, scraper: Scraper, stop: CancellationToken) {
-    let interval = cfg.interval.unwrap_or(Duration::from_secs(30));
-    let settings = super::http::ClientSettings {
-        tls_config: cfg.tls_config(),
-        ..Default::default()
-    };
-    let client = match settings.client(cfg.timeout.unwrap_or(Duration::from_secs(10))) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "prometheus: target allocator client");
-            return;
-        }
-    };
-    let url = format!("{}/scrape_configs", cfg.base());
-    let mut current: Option<(serde_json::Value, CancellationToken)> = None;
-    loop {
-        match fetch(&client, &url, &cfg.headers).await {
-            Ok(jobs) if current.as_ref().is_none_or(|(v, _)| *v != jobs) => {
-                if let Some((_, tok)) = current.take() {
-                    tok.cancel();
-                }
-                let tok = stop.child_token();
-                let n = start_jobs(&cfg, &global, &jobs, &scraper, &tok);
-                tracing::info!(jobs = n, endpoint = %cfg.endpoint, "prometheus: jobs from the target allocator");
-                current = Some((jobs, tok));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(url = %url, error = %e, "prometheus: target allocator unreachable; keeping the current jobs");
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
-}
-
-async fn fetch(
+/// `GET <endpoint>/scrape_configs`: the job name → scrape config object.
+pub async fn fetch(
     client: &reqwest::Client,
     url: &str,
     headers: &BTreeMap<String, String>,
@@ -188,39 +148,13 @@ async fn fetch(
     Ok(v)
 }
 
-fn start_jobs(
-    cfg: &TaConfig,
-    global: &Global,
-    jobs: &serde_json::Value,
-    scraper: &Scraper,
-    tok: &CancellationToken,
-) -> usize {
-    let mut n = 0;
-    for (name, v) in jobs.as_object().into_iter().flatten() {
-        let job = scrape_config(name, v.clone())
-            .and_then(|sc| {
-                check(&sc, global).map_err(|(k, m)| format!("job {name:?}: `{k}`: {m}"))?;
-                Job::new(&sc, global, Some(cfg.targets_sd(name)))
-            })
-            .map(Arc::new);
-        match job {
-            Ok(job) => {
-                tokio::spawn(manage(job, scraper.clone(), tok.clone()));
-                n += 1;
-            }
-            Err(e) => tracing::warn!(error = %e, "prometheus: a target allocator job is skipped"),
-        }
-    }
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn jobs_keep_known_keys_and_lose_their_own_discovery() {
-        let sc = scrape_config(
+        let v = job_json(
             "node exporter",
             serde_json::json!({
                 "job_name": "node exporter",
@@ -229,12 +163,21 @@ mod tests {
                 "static_configs": [{"targets": ["x:1"]}],
                 "metric_relabel_configs": [{"action": "drop", "regex": "go_.*", "source_labels": ["__name__"]}]
             }),
-        )
-        .unwrap();
-        assert_eq!(sc.job_name, "node exporter");
-        assert_eq!(sc.scrape_interval, Some(Duration::from_secs(15)));
-        assert!(sc.static_configs.is_empty());
-        assert_eq!(sc.metric_relabel_configs.len(), 1);
+            &[
+                "job_name",
+                "scrape_interval",
+                "static_configs",
+                "metric_relabel_configs",
+            ],
+        );
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "job_name": "node exporter",
+                "scrape_interval": "15s",
+                "metric_relabel_configs": [{"action": "drop", "regex": "go_.*", "source_labels": ["__name__"]}]
+            })
+        );
         let cfg = TaConfig {
             endpoint: "http://ta:8080/".into(),
             collector_id: "collector-0".into(),
