@@ -331,3 +331,154 @@ service:
         g.sink.store.log_count() == 4
     });
 }
+
+/// The certificate `openssl s_client` is served on 127.0.0.1:`port` (its subject line).
+fn served_subject(port: u16) -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `reload_interval`: the receiver re-reads its certificate files, so a rotation (new files
+/// written in place, as cert-manager does) is served without a restart, while the Python SDK
+/// keeps sending over TLS; inline `cert_pem`/`key_pem`, `cipher_suites` and
+/// `curve_preferences` are honoured (a client offering only other suites is refused).
+#[test]
+fn certificates_rotate_without_a_restart_and_tls_keys_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_params, ca_key, ca_pem) = ca("rotation CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let (cert1, key1) = leaf(&["localhost", "127.0.0.1"], "server-one", &issuer);
+    let (cert2, key2) = leaf(&["localhost", "127.0.0.1"], "server-two", &issuer);
+    let (cert_path, key_path, ca_path) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("ca.crt"),
+    );
+    let put = |path: &Path, text: &str| {
+        // Written whole then renamed, so a reader never sees half a file.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    };
+    put(&cert_path, &cert1);
+    put(&key_path, &key1);
+    put(&ca_path, &ca_pem);
+    let sink = Sink::start();
+    let (grpc, inline, health) = (free_port(), free_port(), free_port());
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("            {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: "127.0.0.1:{grpc}"
+        tls: {{ cert_file: "{cert}", key_file: "{key}", reload_interval: 200ms }}
+  otlp/inline:
+    protocols:
+      grpc:
+        endpoint: "127.0.0.1:{inline}"
+        tls:
+          cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]
+          curve_preferences: [P256]
+          max_version: "1.2"
+          cert_pem: |
+{cert_pem}
+          key_pem: |
+{key_pem}
+exporters:
+  otlp_grpc: {{ endpoint: "127.0.0.1:{sink}", tls: {{ insecure: true }} }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ level: none }} }}
+  pipelines:
+    traces: {{ receivers: [otlp, otlp/inline], exporters: [otlp_grpc] }}
+"#,
+        cert = cert_path.display(),
+        key = key_path.display(),
+        cert_pem = indent(&cert1),
+        key_pem = indent(&key1),
+        sink = sink.port,
+    );
+    let _c = Collector::start(&cfg, &[], Some(health), None);
+    let ca = p(&ca_path);
+    assert!(
+        served_subject(grpc).contains("server-one"),
+        "{}",
+        served_subject(grpc)
+    );
+    let send = |run: &str| {
+        let (ok, _, err) = sdk_send(
+            &format!("localhost:{grpc}"),
+            "grpc",
+            "traces",
+            5,
+            run,
+            &["--ca-file", &ca],
+        );
+        assert!(ok, "SDK over TLS ({run}): {err}");
+    };
+    send("before-rotation");
+    put(&cert_path, &cert2);
+    put(&key_path, &key2);
+    wait_until(
+        "the rotated certificate is served",
+        Duration::from_secs(10),
+        || served_subject(grpc).contains("server-two"),
+    );
+    send("after-rotation");
+    wait_until("every span", Duration::from_secs(20), || {
+        sink.store.span_count() == 2 * 10
+    });
+    // A rotation that does not read keeps the last good certificate.
+    put(&key_path, "not a key");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(served_subject(grpc).contains("server-two"));
+
+    // The inline certificate with one TLS 1.2 suite: offered, it is chosen; other suites alone
+    // are refused. (rcgen's keys are ECDSA P-256.)
+    let suite = |cipher: &str| {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{inline}"),
+                "-tls1_2",
+                "-cipher",
+                cipher,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let ok = suite("ECDHE-ECDSA-AES256-GCM-SHA384");
+    assert!(
+        ok.contains("Cipher is ECDHE-ECDSA-AES256-GCM-SHA384"),
+        "{ok}"
+    );
+    assert!(ok.contains("server-one"), "the inline certificate: {ok}");
+    let refused = suite("ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert!(!refused.contains("Cipher is ECDHE"), "{refused}");
+}
