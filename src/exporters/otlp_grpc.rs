@@ -37,10 +37,33 @@ pub struct Config {
     /// Collector's and most gRPC servers; 0 = no bound. Accepts units (`"16MiB"`).
     #[serde(default = "default_max_request", deserialize_with = "units::bytes")]
     pub max_request_size: u64,
+    /// `time` (default 30s), `timeout`, `permit_without_stream` (default true).
+    #[serde(default)]
+    pub keepalive: Option<GrpcKeepalive>,
+    /// `pick_first` or `round_robin`: accepted; ferrotel keeps one HTTP/2 connection to the
+    /// endpoint (spread load over backends with `load_balancing`).
+    #[serde(default)]
+    pub balancer_name: Option<String>,
+    /// The `:authority` header instead of the endpoint's host.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Accepted: requests wait for the connection as it is (re)made either way.
+    #[serde(default)]
+    pub wait_for_ready: Option<bool>,
     /// `tls`, `headers`, `timeout`, `retry_on_failure`, `sending_queue`: flattened in by
     /// [`client::parse`].
     #[serde(skip)]
     pub client: ClientSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcKeepalive {
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub time: Option<Duration>,
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub timeout: Option<Duration>,
+    pub permit_without_stream: Option<bool>,
 }
 
 impl client::HasClient for Config {
@@ -67,6 +90,25 @@ pub const FACTORY: Factory = Factory::exporter(
 
 pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;
+    if let Some(k) = client::HTTP_ONLY_KEYS
+        .iter()
+        .find(|k| node.get(k).is_some())
+    {
+        return Err(key_err(
+            node,
+            &[k],
+            format!("`{k}` is a key of HTTP clients (otlp_http), not of gRPC"),
+        ));
+    }
+    if let Some(b) = &cfg.balancer_name
+        && !matches!(b.as_str(), "pick_first" | "round_robin")
+    {
+        return Err(key_err(
+            node,
+            &["balancer_name"],
+            format!("{b:?}: expected pick_first or round_robin"),
+        ));
+    }
     crate::net::client::parse_endpoint(&cfg.endpoint, cfg.client.tls.insecure)
         .map_err(|m| key_err(node, &["endpoint"], m))?;
     let settings = cfg.client.validate(node)?;
@@ -94,7 +136,19 @@ pub struct GrpcSender {
 impl GrpcSender {
     pub fn new(cfg: &Config, id: &str) -> Result<Self, String> {
         Ok(GrpcSender {
-            channel: cfg.client.grpc_channel(&cfg.endpoint)?,
+            channel: crate::net::client::grpc_channel_with(
+                &cfg.endpoint,
+                &cfg.client.tls,
+                &crate::net::client::GrpcOptions {
+                    keepalive_time: cfg.keepalive.as_ref().and_then(|k| k.time),
+                    keepalive_timeout: cfg.keepalive.as_ref().and_then(|k| k.timeout),
+                    permit_without_stream: cfg
+                        .keepalive
+                        .as_ref()
+                        .and_then(|k| k.permit_without_stream),
+                    authority: cfg.authority.clone(),
+                },
+            )?,
             headers: cfg.client.grpc_metadata()?,
             compression: cfg.compression,
             timeout: cfg.client.timeout,
@@ -387,6 +441,31 @@ pub fn classify(status: &Status) -> SendError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_client_keys() {
+        let p = |y: &str| {
+            parse(&crate::config::node::parse(y).unwrap())
+                .err()
+                .map(|e| e.msg)
+        };
+        assert_eq!(
+            p(
+                "endpoint: gw:4317\nkeepalive: {time: 10s, timeout: 2s, permit_without_stream: false}\nauthority: gw.example\nbalancer_name: round_robin\n"
+            ),
+            None
+        );
+        assert!(
+            p("endpoint: gw:4317\nproxy_url: http://proxy:3128\n")
+                .unwrap()
+                .contains("a key of HTTP clients")
+        );
+        assert!(
+            p("endpoint: gw:4317\nbalancer_name: random\n")
+                .unwrap()
+                .contains("pick_first or round_robin")
+        );
+    }
     use crate::config::node::parse as yaml;
     use tonic::codec::CompressionEncoding;
 

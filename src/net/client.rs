@@ -50,7 +50,27 @@ pub fn parse_endpoint(endpoint: &str, insecure: bool) -> Result<Target, String> 
 
 /// A lazily connecting gRPC channel to `endpoint` (as the Collector takes it), with TLS done by
 /// our rustls config. Shared by the gRPC exporters.
+/// gRPC connection options (`configgrpc`'s `keepalive` and `authority`).
+#[derive(Debug, Clone, Default)]
+pub struct GrpcOptions {
+    /// Ping after this much silence (default 30s), wait this long for the answer, and whether
+    /// to ping without open streams (default true).
+    pub keepalive_time: Option<Duration>,
+    pub keepalive_timeout: Option<Duration>,
+    pub permit_without_stream: Option<bool>,
+    /// The `:authority` sent instead of the endpoint's.
+    pub authority: Option<String>,
+}
+
 pub fn grpc_channel(endpoint: &str, tls: &ClientTlsConfig) -> Result<Channel, String> {
+    grpc_channel_with(endpoint, tls, &GrpcOptions::default())
+}
+
+pub fn grpc_channel_with(
+    endpoint: &str,
+    tls: &ClientTlsConfig,
+    opts: &GrpcOptions,
+) -> Result<Channel, String> {
     let target = parse_endpoint(endpoint, tls.insecure)?;
     // The URI only names the peer; TLS (when on) is done by our connector, so the scheme
     // stays http.
@@ -59,12 +79,21 @@ pub fn grpc_channel(endpoint: &str, tls: &ClientTlsConfig) -> Result<Channel, St
     } else {
         format!("http://{}:{}", target.host, target.port)
     };
-    let ep = Endpoint::from_shared(uri)
+    let mut ep = Endpoint::from_shared(uri)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
+        .http2_keep_alive_interval(opts.keepalive_time.unwrap_or(Duration::from_secs(30)))
+        .keep_alive_while_idle(opts.permit_without_stream.unwrap_or(true));
+    if let Some(t) = opts.keepalive_timeout {
+        ep = ep.keep_alive_timeout(t);
+    }
+    if let Some(a) = &opts.authority {
+        let origin: http::Uri = format!("http://{a}")
+            .parse()
+            .map_err(|e| format!("authority {a:?}: {e}"))?;
+        ep = ep.origin(origin);
+    }
     if !target.tls {
         return Ok(ep.connect_lazy());
     }
@@ -105,9 +134,27 @@ pub fn grpc_metadata(headers: &BTreeMap<String, String>) -> Result<http::HeaderM
 
 /// The HTTP client of an HTTP exporter: our rustls config (HTTP/2 or 1.1 by ALPN), the configured
 /// headers on every request, ferrotel's user agent.
+/// Connection options of an HTTP client (`confighttp`'s keys).
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    pub proxy_url: Option<String>,
+    pub max_idle_per_host: Option<usize>,
+    pub idle_timeout: Option<Duration>,
+    pub h2_ping_interval: Option<Duration>,
+    pub h2_ping_timeout: Option<Duration>,
+}
+
 pub fn http_client(
     tls: &crate::net::tls::ClientTlsConfig,
     headers: &BTreeMap<String, String>,
+) -> Result<reqwest::Client, String> {
+    http_client_with(tls, headers, &HttpOptions::default())
+}
+
+pub fn http_client_with(
+    tls: &crate::net::tls::ClientTlsConfig,
+    headers: &BTreeMap<String, String>,
+    opts: &HttpOptions,
 ) -> Result<reqwest::Client, String> {
     let tls = tls
         .build(&[b"h2", b"http/1.1"])
@@ -122,12 +169,28 @@ pub fn http_client(
             map.insert(k, v);
         }
     }
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .default_headers(map)
-        .user_agent(concat!("ferrotel/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())
+        .user_agent(concat!("ferrotel/", env!("CARGO_PKG_VERSION")));
+    if let Some(p) = &opts.proxy_url {
+        b = b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("proxy_url {p:?}: {e}"))?);
+    }
+    if let Some(n) = opts.max_idle_per_host {
+        b = b.pool_max_idle_per_host(n);
+    }
+    if let Some(t) = opts.idle_timeout {
+        b = b.pool_idle_timeout(t);
+    }
+    if let Some(t) = opts.h2_ping_interval {
+        b = b
+            .http2_keep_alive_interval(t)
+            .http2_keep_alive_while_idle(true);
+    }
+    if let Some(t) = opts.h2_ping_timeout {
+        b = b.http2_keep_alive_timeout(t);
+    }
+    b.build().map_err(|e| e.to_string())
 }
 
 /// Checks an exporter endpoint URL: `http://` or `https://` with a host.

@@ -25,6 +25,30 @@ pub struct ClientSettings {
     pub timeout: Duration,
     pub retry_on_failure: RetryConfig,
     pub sending_queue: QueueConfig,
+    /// `confighttp`'s connection keys (HTTP exporters; a gRPC exporter refuses them).
+    /// A forward proxy for every request (`http://` or `https://`).
+    pub proxy_url: Option<String>,
+    /// Idle connections kept in total / per host. The pool here is per host, so the smaller
+    /// of the two applies. Default: unbounded (the Collector's 100 total).
+    pub max_idle_conns: Option<usize>,
+    pub max_idle_conns_per_host: Option<usize>,
+    /// Accepted; connections are opened as requests need them.
+    pub max_conns_per_host: Option<usize>,
+    /// How long an idle connection is kept. Default 90s.
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub idle_conn_timeout: Option<Duration>,
+    /// A new connection per request.
+    pub disable_keep_alives: bool,
+    /// HTTP/2 pings after this much silence, and the wait for their answer.
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub http2_read_idle_timeout: Option<Duration>,
+    #[serde(deserialize_with = "units::opt_duration")]
+    pub http2_ping_timeout: Option<Duration>,
+    /// Accepted (both protocols): the kernel's socket buffers are used.
+    pub read_buffer_size: Option<usize>,
+    pub write_buffer_size: Option<usize>,
+    /// Accepted: HTTP/2 is negotiated by ALPN where the server offers it.
+    pub force_attempt_http2: Option<bool>,
 }
 
 impl Default for ClientSettings {
@@ -35,9 +59,33 @@ impl Default for ClientSettings {
             timeout: Duration::from_secs(5),
             retry_on_failure: RetryConfig::default(),
             sending_queue: QueueConfig::default(),
+            proxy_url: None,
+            max_idle_conns: None,
+            max_idle_conns_per_host: None,
+            max_conns_per_host: None,
+            idle_conn_timeout: None,
+            disable_keep_alives: false,
+            http2_read_idle_timeout: None,
+            http2_ping_timeout: None,
+            read_buffer_size: None,
+            write_buffer_size: None,
+            force_attempt_http2: None,
         }
     }
 }
+
+/// The keys of [`ClientSettings`] only HTTP clients have.
+pub const HTTP_ONLY_KEYS: &[&str] = &[
+    "proxy_url",
+    "max_idle_conns",
+    "max_idle_conns_per_host",
+    "max_conns_per_host",
+    "idle_conn_timeout",
+    "disable_keep_alives",
+    "http2_read_idle_timeout",
+    "http2_ping_timeout",
+    "force_attempt_http2",
+];
 
 impl ClientSettings {
     /// Validates the keys; `node` is the exporter's config node (for positions).
@@ -46,6 +94,10 @@ impl ClientSettings {
             .validate()
             .map_err(|m| key_err(node, &["tls"], m))?;
         validate_headers(node, &self.headers)?;
+        if let Some(p) = &self.proxy_url {
+            reqwest::Proxy::all(p)
+                .map_err(|e| key_err(node, &["proxy_url"], format!("{p:?}: {e}")))?;
+        }
         Settings::new(
             self.timeout,
             self.retry_on_failure.clone(),
@@ -58,7 +110,25 @@ impl ClientSettings {
 impl ClientSettings {
     /// An HTTP client with these settings' TLS and headers.
     pub fn http_client(&self) -> Result<reqwest::Client, String> {
-        crate::net::client::http_client(&self.tls, &self.headers)
+        let idle = match (self.max_idle_conns, self.max_idle_conns_per_host) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        crate::net::client::http_client_with(
+            &self.tls,
+            &self.headers,
+            &crate::net::client::HttpOptions {
+                proxy_url: self.proxy_url.clone(),
+                max_idle_per_host: if self.disable_keep_alives {
+                    Some(0)
+                } else {
+                    idle
+                },
+                idle_timeout: self.idle_conn_timeout,
+                h2_ping_interval: self.http2_read_idle_timeout,
+                h2_ping_timeout: self.http2_ping_timeout,
+            },
+        )
     }
 
     /// A lazily connecting gRPC channel to `endpoint` with these settings' TLS.
@@ -106,4 +176,47 @@ pub(crate) fn validate_headers(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `proxy_url`: requests go to the proxy in absolute form; the pool keys are taken.
+    #[tokio::test]
+    async fn http_client_keys_reach_the_client() {
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut s, _) = proxy.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        });
+        let c = ClientSettings {
+            proxy_url: Some(format!("http://{addr}")),
+            max_idle_conns: Some(4),
+            idle_conn_timeout: Some(Duration::from_secs(30)),
+            http2_read_idle_timeout: Some(Duration::from_secs(10)),
+            http2_ping_timeout: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        let client = c.http_client().unwrap();
+        let resp = client
+            .post("http://backend.example:4318/v1/traces")
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let req = seen.await.unwrap();
+        assert!(
+            req.starts_with("POST http://backend.example:4318/v1/traces HTTP/1.1"),
+            "{req}"
+        );
+    }
 }
