@@ -452,3 +452,66 @@ async fn bad_input_gets_its_status_and_other_clients_are_served() {
         || s.sink.store.span_count() == ok * 5 + partial_and_grpc,
     );
 }
+
+/// `response_headers` on every answer, and `compression_algorithms` limiting what is inflated:
+/// gzip refused with 415 when only zstd is listed, zstd and plain bodies accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_headers_and_compression_algorithms() {
+    let sink = Sink::start();
+    let (http, health) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: "127.0.0.1:{http}"
+        response_headers: {{ X-Served-By: ferrotel, Strict-Transport-Security: max-age=60 }}
+        compression_algorithms: [zstd]
+exporters:
+  otlp_grpc: {{ endpoint: "127.0.0.1:{sink}", tls: {{ insecure: true }} }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ level: none }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp_grpc] }}
+"#,
+        sink = sink.port
+    );
+    let _c = tokio::task::spawn_blocking(move || Collector::start(&cfg, &[], Some(health), None))
+        .await
+        .unwrap();
+    let body = span_request("h", 3).encode_to_vec();
+    let client = reqwest::Client::new();
+    let send = |enc: Option<&'static str>, b: Vec<u8>| {
+        let mut rb = client
+            .post(format!("http://127.0.0.1:{http}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(b);
+        if let Some(e) = enc {
+            rb = rb.header("content-encoding", e);
+        }
+        rb.send()
+    };
+    let r = send(Some("gzip"), gzip(&body, 6)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    assert_eq!(r.headers()["x-served-by"], "ferrotel", "on refusals too");
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("compression_algorithms: zstd")
+    );
+    let r = send(Some("zstd"), zstd::encode_all(&body[..], 3).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=60");
+    let r = send(None, body.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    common::wait_until("6 spans", std::time::Duration::from_secs(10), || {
+        sink.store.span_count() == 6
+    });
+}

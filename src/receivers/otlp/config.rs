@@ -47,6 +47,9 @@ pub struct GrpcConfig {
     /// HTTP/2 streams per connection at once. Default hyper's (200).
     #[serde(deserialize_with = "crate::config::present")]
     pub max_concurrent_streams: Option<u32>,
+    /// Accepted: the kernel's socket buffers are used.
+    pub read_buffer_size: Option<usize>,
+    pub write_buffer_size: Option<usize>,
     /// Open connections at most; beyond, the longest idle is shed (or the new one closed when
     /// all are busy). Default 4096.
     pub max_connections: usize,
@@ -81,6 +84,8 @@ impl Default for GrpcConfig {
             keepalive: None,
             max_concurrent_streams: None,
             max_connections: crate::net::server::DEFAULT_MAX_CONNECTIONS,
+            read_buffer_size: None,
+            write_buffer_size: None,
         }
     }
 }
@@ -120,6 +125,11 @@ pub struct HttpConfig {
     /// Open connections at most; beyond, the longest idle is shed (or the new one closed when
     /// all are busy). Default 4096.
     pub max_connections: usize,
+    /// Headers added to every response.
+    pub response_headers: std::collections::BTreeMap<String, String>,
+    /// The request `Content-Encoding`s accepted (`gzip`, `zstd`, `zlib`/`deflate`, `snappy`);
+    /// others are refused with 415. Default: all of them.
+    pub compression_algorithms: Option<Vec<String>>,
 }
 
 impl Default for HttpConfig {
@@ -137,6 +147,8 @@ impl Default for HttpConfig {
             read_header_timeout: None,
             idle_timeout: None,
             max_connections: crate::net::server::DEFAULT_MAX_CONNECTIONS,
+            response_headers: Default::default(),
+            compression_algorithms: None,
         }
     }
 }

@@ -51,6 +51,8 @@ struct SignalState {
     max_decoded: u64,
     cors: Option<Arc<CorsConfig>>,
     include_metadata: bool,
+    /// `compression_algorithms`, lower-cased; None: every encoding the decoder knows.
+    algorithms: Option<Arc<Vec<String>>>,
 }
 
 pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum::Router {
@@ -71,6 +73,17 @@ pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
             max_decoded: cfg.max_decoded_bytes(),
             cors: cors.clone(),
             include_metadata: cfg.include_metadata,
+            algorithms: cfg.compression_algorithms.as_ref().map(|a| {
+                Arc::new(
+                    a.iter()
+                        .map(|x| match x.as_str() {
+                            // Go's `zlib` is HTTP's `deflate` (zlib-wrapped DEFLATE).
+                            "zlib" => "deflate".to_string(),
+                            other => other.to_ascii_lowercase(),
+                        })
+                        .collect(),
+                )
+            }),
         };
         r = r.route(
             path,
@@ -80,6 +93,27 @@ pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
                 // Compressed bodies are limited too; the decompressed size is checked in `handle`.
                 .layer(DefaultBodyLimit::max(cfg.max_request_body_size)),
         );
+    }
+    if !cfg.response_headers.is_empty() {
+        let extra: Arc<Vec<(header::HeaderName, HeaderValue)>> = Arc::new(
+            cfg.response_headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        header::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect(),
+        );
+        r = r.layer(tower::util::MapResponseLayer::new(
+            move |mut resp: Response| {
+                for (k, v) in extra.iter() {
+                    resp.headers_mut().insert(k.clone(), v.clone());
+                }
+                resp
+            },
+        ));
     }
     r
 }
@@ -297,6 +331,22 @@ fn prepare(
     content_encoding: &str,
     body: &[u8],
 ) -> Result<Admitted, Box<Response>> {
+    if let Some(allowed) = &st.algorithms {
+        let ce = content_encoding.trim().to_ascii_lowercase();
+        if !ce.is_empty() && ce != "identity" && !allowed.contains(&ce) {
+            return Err(Box::new(
+                (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    [(header::CONTENT_TYPE, "text/plain")],
+                    format!(
+                        "Content-Encoding {ce:?} is not accepted here (compression_algorithms: {})",
+                        allowed.join(", ")
+                    ),
+                )
+                    .into_response(),
+            ));
+        }
+    }
     let (raw, inflating) =
         match compression::decode_reserved(content_encoding, body, st.limit, &st.entry.budget) {
             Ok(b) => b,

@@ -92,6 +92,31 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
             t.validate()
                 .map_err(|m| de_err(&["protocols", "http", "tls"], node, m))?;
         }
+        for (k, v) in &h.response_headers {
+            if axum::http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || axum::http::HeaderValue::from_str(v).is_err()
+            {
+                return Err(de_err(
+                    &["protocols", "http", "response_headers", k],
+                    node,
+                    "not a valid header name and value",
+                ));
+            }
+        }
+        for a in h.compression_algorithms.iter().flatten() {
+            if !matches!(
+                a.as_str(),
+                "gzip" | "zstd" | "zlib" | "deflate" | "snappy" | "x-snappy-framed" | ""
+            ) {
+                return Err(de_err(
+                    &["protocols", "http", "compression_algorithms"],
+                    node,
+                    format!(
+                        "{a:?}: expected gzip, zstd, zlib, deflate, snappy or x-snappy-framed (lz4 is not supported)"
+                    ),
+                ));
+            }
+        }
         for (key, path) in [
             ("traces_url_path", &h.traces_url_path),
             ("metrics_url_path", &h.metrics_url_path),
