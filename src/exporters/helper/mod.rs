@@ -64,10 +64,14 @@ pub struct QueueConfig {
     pub enabled: bool,
     /// Workers sending from the queue in parallel. Default 10.
     pub num_consumers: usize,
-    /// Capacity in requests. Default 1000.
+    /// Capacity, in the sizer's unit. Default 1000.
     pub queue_size: usize,
-    /// Only `requests` (the unit of `queue_size`).
+    /// The unit of `queue_size`: `requests` (default) or `items` (spans, data points, log
+    /// records).
     pub sizer: String,
+    /// The caller waits until its data is sent (or given up) instead of returning once it is
+    /// queued; a failure then reaches the client. Default false.
+    pub wait_for_result: bool,
     /// When full: wait for room (true) or refuse at once with a retryable error (false, default).
     pub block_on_overflow: bool,
     /// An on-disk queue through a storage extension. Not implemented yet: refused at validation.
@@ -84,6 +88,7 @@ impl Default for QueueConfig {
             num_consumers: 10,
             queue_size: 1000,
             sizer: "requests".into(),
+            wait_for_result: false,
             block_on_overflow: false,
             storage: None,
             batch: None,
@@ -207,13 +212,19 @@ impl Settings {
                     ),
                 ));
             }
-            if queue.sizer != "requests" {
+            if !matches!(queue.sizer.as_str(), "requests" | "items") {
                 return Err(at(
                     &["sending_queue", "sizer"],
                     format!(
-                        "sizer {:?} is not supported yet; use `requests`",
+                        "sizer {:?} is not supported yet; use `requests` or `items`",
                         queue.sizer
                     ),
+                ));
+            }
+            if queue.wait_for_result && queue.batch.is_some() {
+                return Err(at(
+                    &["sending_queue", "wait_for_result"],
+                    "wait_for_result with sending_queue.batch is not supported yet".into(),
                 ));
             }
             if queue.storage.is_some() {
@@ -327,6 +338,8 @@ struct Job<R> {
     req: R,
     signal: Signal,
     items: usize,
+    /// `wait_for_result`: told the outcome when the send ends.
+    done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
 }
 
 struct Inner<S: Sender> {
@@ -514,7 +527,18 @@ impl<S: Sender> Inner<S> {
             return Ok(());
         }
         // Full: refuse before taking the batch, and give it back to the caller.
-        if self.queues.iter().any(|q| q.len() >= q.capacity())
+        let weight = self.weight(items);
+        if weight > self.queues.first().map_or(usize::MAX, Queue::capacity) {
+            self.enqueue_failed.add(signal, items);
+            return Err(ConsumeError::Permanent(format!(
+                "{items} items are more than the sending queue of exporter {} holds (queue_size {})",
+                self.id, self.settings.queue.queue_size
+            )));
+        }
+        if self
+            .queues
+            .iter()
+            .any(|q| q.len() + weight.min(q.capacity()) > q.capacity())
             && !self.settings.queue.block_on_overflow
         {
             self.enqueue_failed.add(signal, items);
@@ -530,6 +554,7 @@ impl<S: Sender> Inner<S> {
                     req: (),
                     signal,
                     items,
+                    done: None,
                 };
                 self.give_up(&job, "encode_error", &e.to_string());
                 return Err(ConsumeError::Permanent(e.to_string()));
@@ -544,6 +569,7 @@ impl<S: Sender> Inner<S> {
                     req: part.req,
                     signal,
                     items: part.items,
+                    done: None,
                 };
                 if let Err(e) = self.send_with_retry(&job).await {
                     result = Err(ConsumeError::Permanent(e.to_string()));
@@ -552,20 +578,27 @@ impl<S: Sender> Inner<S> {
             return result;
         }
         let mut result = Ok(());
+        let mut waiting = Vec::new();
         for part in parts {
             let q = &self.queues[part.shard.min(self.queues.len() - 1)];
+            let done = self.settings.queue.wait_for_result.then(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                waiting.push(rx);
+                tx
+            });
             let mut job = Job {
                 req: part.req,
                 signal,
                 items: part.items,
+                done,
             };
             // Another producer may have taken the last slot since the check above: wait for
             // room rather than drop what is already encoded.
             loop {
                 let (sig, n) = (job.signal, job.items);
-                match q.push(job) {
+                match q.push_weighted(job, self.weight(n)) {
                     Ok(()) => {
-                        self.queue_size[sig.index()].inc();
+                        self.queue_size[sig.index()].inc_by(self.weight(n) as i64);
                         self.queued_items[sig.index()].inc_by(n as i64);
                         break;
                     }
@@ -585,12 +618,34 @@ impl<S: Sender> Inner<S> {
                 }
             }
         }
+        // `wait_for_result`: the outcome of every part (a final failure was counted when the
+        // worker gave up, so it is permanent for the caller, as without a queue).
+        for rx in waiting {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(m)) => result = Err(ConsumeError::Permanent(m)),
+                Err(_) => {
+                    result = Err(ConsumeError::Permanent(
+                        "the request was dropped before it was sent".into(),
+                    ))
+                }
+            }
+        }
         result
+    }
+
+    /// What a request of `items` takes of the queue, in the sizer's unit.
+    fn weight(&self, items: usize) -> usize {
+        if self.settings.queue.sizer == "items" {
+            items.max(1)
+        } else {
+            1
+        }
     }
 
     /// A queued job's send ended (sent or given up): it is no longer held.
     fn release<R>(&self, job: &Job<R>) {
-        self.queue_size[job.signal.index()].dec();
+        self.queue_size[job.signal.index()].dec_by(self.weight(job.items) as i64);
         self.queued_items[job.signal.index()].dec_by(job.items as i64);
     }
 
@@ -598,8 +653,12 @@ impl<S: Sender> Inner<S> {
         let q = &self.queues[shard];
         while let Some(job) = q.pop().await {
             // The outcome is counted inside; a worker has nobody to report it to.
-            let _ = self.send_with_retry(&job).await;
+            let mut job = job;
+            let result = self.send_with_retry(&job).await;
             self.release(&job);
+            if let Some(done) = job.done.take() {
+                let _ = done.send(result.map_err(|e| e.to_string()));
+            }
         }
     }
 
@@ -639,6 +698,7 @@ impl<S: Sender> Inner<S> {
                             req: part.req,
                             signal: job.signal,
                             items: part.items,
+                            done: None,
                         };
                         if let Err(e) = self.send_with_retry(&sub).await {
                             result = Err(e);
@@ -987,6 +1047,66 @@ mod tests {
                 && text.contains("otelcol_exporter_queued_log_records{exporter=\"otlp\"} 0"),
             "{text}"
         );
+    }
+
+    /// `sizer: items`: `queue_size` counts spans/points/records; a request larger than the whole
+    /// queue is refused permanently (it would never fit), one that does not fit now retryably.
+    #[tokio::test(start_paused = true)]
+    async fn the_items_sizer_bounds_the_queue_in_items() {
+        let ctx = crate::component::Context::standalone("otlp");
+        let f = flaky(usize::MAX, SendError::retryable("down"));
+        let mut s = settings(true, 10);
+        s.queue.sizer = "items".into();
+        let e = Helper::build(&ctx, s, f.clone());
+        e.consume(testdata::logs(4)).await.unwrap();
+        e.consume(testdata::logs(4)).await.unwrap();
+        let r = e.consume(testdata::logs(4)).await;
+        assert!(
+            matches!(r, Err(ConsumeError::Retryable { .. })),
+            "8 + 4 > 10: {r:?}"
+        );
+        e.consume(testdata::logs(2)).await.unwrap();
+        let r = e.consume(testdata::logs(11)).await;
+        assert!(
+            matches!(r, Err(ConsumeError::Permanent(ref m)) if m.contains("more than the sending queue")),
+            "{r:?}"
+        );
+        let text = ctx.telemetry.encode();
+        assert!(
+            text.contains("otelcol_exporter_queue_size{exporter=\"otlp\",data_type=\"logs\"} 10"),
+            "in items: {text}"
+        );
+        f.fail.store(0, Ordering::SeqCst);
+        e.shutdown(Instant::now() + Duration::from_secs(60)).await;
+        assert_eq!(f.delivered.lock().unwrap().iter().sum::<usize>(), 10);
+    }
+
+    /// `wait_for_result`: the caller returns when its data is sent, and learns of a failure.
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_result_returns_the_outcome() {
+        let ctx = crate::component::Context::standalone("otlp");
+        let f = flaky(2, SendError::retryable("503"));
+        let mut s = settings(true, 10);
+        s.queue.wait_for_result = true;
+        let e = Helper::build(&ctx, s, f.clone());
+        e.consume(testdata::logs(3)).await.unwrap();
+        assert_eq!(
+            *f.delivered.lock().unwrap(),
+            vec![3],
+            "sent before consume returned"
+        );
+        let g = flaky(0, SendError::Permanent("schema".into()));
+        g.fail.store(1, Ordering::SeqCst);
+        let mut s = settings(true, 10);
+        s.queue.wait_for_result = true;
+        let e2 = Helper::build(&ctx, s, g.clone());
+        let r = e2.consume(testdata::logs(1)).await;
+        assert!(
+            matches!(r, Err(ConsumeError::Permanent(ref m)) if m.contains("schema")),
+            "{r:?}"
+        );
+        e.shutdown(Instant::now() + Duration::from_secs(5)).await;
+        e2.shutdown(Instant::now() + Duration::from_secs(5)).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,8 +9,9 @@ use crossbeam::queue::SegQueue;
 use tokio::sync::Semaphore;
 
 pub struct Queue<T> {
-    items: SegQueue<T>,
-    /// Items pushed and not yet popped; never above `capacity`.
+    /// Each item with its weight (1, or its items or bytes under another sizer).
+    items: SegQueue<(T, usize)>,
+    /// Weight pushed and not yet popped; never above `capacity`.
     len: AtomicUsize,
     capacity: usize,
     ready: Semaphore,
@@ -28,20 +29,26 @@ impl<T> Queue<T> {
 
     /// Adds an item, or gives it back when the queue is full or closed.
     pub fn push(&self, item: T) -> Result<(), T> {
+        self.push_weighted(item, 1)
+    }
+
+    /// Adds an item that takes `weight` of the capacity (a sizer's unit), or gives it back
+    /// when that much is not free or the queue is closed.
+    pub fn push_weighted(&self, item: T, weight: usize) -> Result<(), T> {
         if self.ready.is_closed() {
             return Err(item);
         }
-        // Reserve a slot first, so concurrent producers never overshoot the capacity.
+        // Reserve first, so concurrent producers never overshoot the capacity.
         if self
             .len
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.capacity).then_some(n + 1)
+                (n + weight <= self.capacity).then_some(n + weight)
             })
             .is_err()
         {
             return Err(item);
         }
-        self.items.push(item);
+        self.items.push((item, weight));
         self.ready.add_permits(1);
         Ok(())
     }
@@ -62,8 +69,8 @@ impl<T> Queue<T> {
     }
 
     fn take(&self) -> Option<T> {
-        let item = self.items.pop()?;
-        self.len.fetch_sub(1, Ordering::AcqRel);
+        let (item, weight) = self.items.pop()?;
+        self.len.fetch_sub(weight, Ordering::AcqRel);
         Some(item)
     }
 
@@ -101,6 +108,18 @@ mod tests {
         assert_eq!(q.push(4), Err(4));
         assert_eq!(q.pop().await, Some(2));
         assert_eq!(q.pop().await, None);
+    }
+
+    #[test]
+    fn weights_count_against_the_capacity() {
+        let q = Queue::new(10);
+        q.push_weighted("a", 6).unwrap();
+        assert_eq!(q.push_weighted("b", 5), Err("b"), "6 + 5 > 10");
+        q.push_weighted("c", 4).unwrap();
+        assert_eq!(q.len(), 10);
+        assert_eq!(q.try_pop(), Some("a"));
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.push_weighted("d", 11), Err("d"), "never fits");
     }
 
     #[test]
