@@ -84,6 +84,29 @@ fn old_keys_warn_with_their_replacement() {
 }
 
 #[test]
+fn filelog_header_needs_start_at_beginning_and_its_operators_are_located() {
+    let base = "receivers:\n  filelog:\n    include: [/tmp/x/*.log]\n    header:\n      pattern: '^#'\n      metadata_operators:\n        - {type: regex_parser, regex: '^#(?P<k>.*)$'}\n";
+    let pipe = "exporters:\n  debug:\nservice:\n  pipelines:\n    logs: {receivers: [filelog], exporters: [debug]}\n";
+    assert_error(
+        &format!("{base}{pipe}"),
+        "receivers::filelog: `header`: `header` needs `start_at: beginning`",
+    );
+    assert_error(
+        &format!(
+            "{}{pipe}",
+            base.replace("    header:", "    start_at: beginning\n    header:")
+                .replace("type: regex_parser", "type: recombine")
+        ),
+        "cfg.yaml:8:29: receivers::filelog: `header.metadata_operators[0].regex`: `regex` is not a key of operator type `recombine`",
+    );
+    let (ok, out) = validate(&format!(
+        "{}{pipe}",
+        base.replace("    header:", "    start_at: beginning\n    header:")
+    ));
+    assert!(ok, "{out}");
+}
+
+#[test]
 fn unknown_key_names_file_line_column_component_and_key() {
     assert_error(
         &format!("{HEAD}processors:\n  batch:\n    send_batch_sise: 10\n{PIPE}"),

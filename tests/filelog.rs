@@ -534,3 +534,88 @@ service:
     assert_eq!(recs[2].body, "while down");
     assert_eq!(recs[2].severity, 5);
 }
+
+/// `header`: a W3C-style log's `#` lines are metadata, parsed by `metadata_operators` into
+/// attributes of every entry of that file (and not entries themselves); the header's attributes
+/// survive a restart through the checkpoint.
+#[test]
+fn header_lines_become_attributes_of_the_files_entries() {
+    let sink = Sink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (health, metrics) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+  file_storage: {{directory: "{storage}"}}
+receivers:
+  filelog:
+    include: ["{dir}/*.log"]
+    start_at: beginning
+    storage: file_storage
+    poll_interval: 50ms
+    header:
+      pattern: '^#'
+      metadata_operators:
+        - type: regex_parser
+          regex: '^#Software: (?P<software>.*)$'
+          on_error: send_quiet
+        - type: regex_parser
+          regex: '^#Version: (?P<log_version>.*)$'
+          on_error: send_quiet
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check, file_storage]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    logs: {{receivers: [filelog], exporters: [otlp]}}
+"#,
+        dir = dir.path().display(),
+        storage = storage.path().display(),
+        sink = sink.port,
+    );
+    append(
+        &log,
+        "#Software: Microsoft IIS 10.0\n#Version: 1.0\nGET /a 200\nGET /b 404\n",
+    );
+    let mut c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    wait_until("two entries", Duration::from_secs(10), || {
+        records(&sink).len() >= 2
+    });
+    assert!(c.terminate().success());
+    append(&log, "#not a header any more\nGET /c 500\n");
+    let _c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    wait_until("four entries", Duration::from_secs(10), || {
+        records(&sink).len() >= 4
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let recs = records(&sink);
+    let bodies: Vec<&str> = recs.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "GET /a 200",
+            "GET /b 404",
+            "#not a header any more",
+            "GET /c 500"
+        ],
+        "header lines are not entries; a `#` line after the header is"
+    );
+    for r in &recs {
+        assert_eq!(
+            attr(&r.attrs, "software").as_deref(),
+            Some("Microsoft IIS 10.0"),
+            "{r:?}"
+        );
+        assert_eq!(
+            attr(&r.attrs, "log_version").as_deref(),
+            Some("1.0"),
+            "{r:?}"
+        );
+    }
+}

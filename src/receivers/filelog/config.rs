@@ -29,11 +29,61 @@ pub struct Multiline {
     pub omit_pattern: bool,
 }
 
+/// `header`: lines at the start of a file matching `pattern` are metadata, parsed by
+/// `metadata_operators` into attributes every later entry of the file gets.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderConfig {
+    pub pattern: String,
+    pub metadata_operators: serde_json::Value,
+}
+
+/// The compiled `header`.
+#[derive(Debug)]
+pub struct Header {
+    pub pattern: regex::Regex,
+    pub ops: Operators,
+}
+
+/// Compiles `header` (its operators as stanza operators without per-file state).
+pub fn header(node: &Node, cfg: &Config) -> Result<Option<Header>, DeError> {
+    let Some(h) = &cfg.header else {
+        return Ok(None);
+    };
+    if cfg.start_at != StartAt::Beginning {
+        return Err(key_err(
+            node,
+            &["header"],
+            "`header` needs `start_at: beginning` (a file's header is at its start)",
+        ));
+    }
+    let pattern = regex::Regex::new(&h.pattern)
+        .map_err(|e| key_err(node, &["header", "pattern"], format!("invalid regex: {e}")))?;
+    let ops_node = node.get("header").and_then(|n| n.get("metadata_operators"));
+    let ops = Operators::stateless(ops_node).map_err(|mut e| {
+        e.path.insert(0, "header".into());
+        if let Some(first) = e.path.get_mut(1) {
+            *first = "metadata_operators".into();
+        }
+        e
+    })?;
+    if ops.ops.is_empty() {
+        return Err(key_err(
+            node,
+            &["header", "metadata_operators"],
+            "at least one operator is required",
+        ));
+    }
+    Ok(Some(Header { pattern, ops }))
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Glob patterns of files to read (`**` crosses directories). Required.
     pub include: Vec<String>,
+    /// Metadata lines at the start of each file (see [`HeaderConfig`]).
+    pub header: Option<HeaderConfig>,
     /// Glob patterns of files to skip.
     pub exclude: Vec<String>,
     /// `end` (default) or `beginning`, for files present at the first poll without a checkpoint.
@@ -83,6 +133,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             include: Vec::new(),
+            header: None,
             exclude: Vec::new(),
             start_at: StartAt::End,
             poll_interval: Duration::from_millis(200),

@@ -59,6 +59,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
     config::validate(node, &cfg)?;
     let ops = config::operators(node.get("operators"))?;
+    let header = config::header(node, &cfg)?.map(Arc::new);
     let storage = cfg
         .storage
         .as_deref()
@@ -69,6 +70,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
         cfg,
         storage,
         ops: Arc::new(ops),
+        header,
     }))
 }
 
@@ -76,6 +78,7 @@ pub struct Receiver {
     cfg: Config,
     storage: Option<ComponentId>,
     ops: Arc<config::Operators>,
+    header: Option<Arc<config::Header>>,
 }
 
 impl ReceiverConfig for Receiver {
@@ -109,8 +112,9 @@ impl ReceiverConfig for Receiver {
                 }
                 None => None,
             };
-            let tailer = Tailer::new(&self.cfg, self.ops.clone(), store)
+            let mut tailer = Tailer::new(&self.cfg, self.ops.clone(), store)
                 .map_err(|m| BuildError::new(&ctx.id, m))?;
+            tailer.header = self.header.clone();
             let out = Output::new(&ctx, "", consumer);
             let stop = CancellationToken::new();
             let task = tokio::spawn(run(tailer, out, self.cfg.poll_interval, stop.clone()));

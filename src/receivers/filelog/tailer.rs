@@ -19,6 +19,10 @@ pub(super) struct Reader {
     pub(super) base: Entry,
     /// When an incomplete tail was first seen at this file length.
     pub(super) tail: Option<(u64, Instant)>,
+    /// `header`: the file's header lines are behind us (its attributes are in `base`).
+    pub(super) header_done: bool,
+    /// What the header gave, kept for the checkpoint.
+    pub(super) header_attrs: Vec<(String, String)>,
     /// Polls since the file was last matched: an unmatched reader is kept a few polls so that a
     /// file that reappears (a rotation copy being written) is recognised.
     pub(super) unseen: u32,
@@ -35,6 +39,9 @@ pub(super) struct Saved {
     pub(super) path: String,
     #[serde(default)]
     pub(super) pending: Vec<RawLine>,
+    /// The header's attributes once it was read (absent: not read yet, or no `header`).
+    #[serde(default)]
+    pub(super) header: Option<Vec<(String, String)>>,
 }
 
 pub(super) struct Tailer {
@@ -59,6 +66,7 @@ pub(super) struct Tailer {
     pub(super) resource: Map,
     pub(super) stages: Stages,
     pub(super) ops: Arc<config::Operators>,
+    pub(super) header: Option<Arc<config::Header>>,
     pub(super) store: Option<Arc<Store>>,
     pub(super) known: Vec<Reader>,
     pub(super) retry_initial: Duration,
@@ -189,6 +197,7 @@ impl Tailer {
                 recombine: ops.recombine.clone(),
             },
             ops,
+            header: None,
             store,
             known: Vec::new(),
             retry_initial: if cfg.retry_on_failure.enabled {
@@ -237,7 +246,16 @@ impl Tailer {
                 base: self.base_entry(&s.path),
                 tail: None,
                 unseen: 0,
+                header_done: s.header.is_some() || s.offset > 0,
+                header_attrs: s.header.clone().unwrap_or_default(),
             };
+            for (k, v) in &r.header_attrs {
+                crate::stanza::entry::map_set(
+                    &mut r.base.attributes,
+                    k,
+                    crate::stanza::entry::Value::Str(v.clone()),
+                );
+            }
             // Rebuild the stateful stages' buffers from the raw lines they held.
             let mut sink = Vec::new();
             for (o, l) in s.pending {
@@ -383,6 +401,8 @@ impl Tailer {
                         state: FileState::default(),
                         tail: None,
                         unseen: 0,
+                        header_done: offset > 0,
+                        header_attrs: Vec::new(),
                     }
                 }
             };
@@ -506,6 +526,12 @@ impl Tailer {
                 lines.push((offset0 + consumed as u64, &buf[consumed..]));
                 consumed = buf.len();
             }
+            if let Some(h) = self.header.clone()
+                && !self.known[i].header_done
+            {
+                let taken = self.read_header(i, &h, &lines);
+                lines.drain(..taken);
+            }
             let base_offset = offset0;
             let mut split = self.split_entries(&lines, flush);
             if !at_eof && split.pending_start == Some(base_offset) {
@@ -599,6 +625,34 @@ impl Tailer {
     }
 
     /// Groups physical lines into entries (multiline rules, whitespace trimming, encoding).
+    /// Reads the header lines at the front of `lines` into file `i`'s attributes; how many
+    /// lines were header. The header ends at the first line that does not match.
+    fn read_header(&mut self, i: usize, h: &config::Header, lines: &[(u64, &[u8])]) -> usize {
+        let mut taken = 0;
+        for (_, l) in lines {
+            let text = self.encoding.decode(l);
+            let text = text.trim_end_matches('\r');
+            if !h.pattern.is_match(text) {
+                self.known[i].header_done = true;
+                break;
+            }
+            let mut out = Vec::new();
+            crate::stanza::operators::run(&h.ops.ops, Entry::new(text.to_string(), 0), &mut out);
+            let r = &mut self.known[i];
+            for e in out {
+                for (k, v) in e.attributes {
+                    if let Some(t) = v.to_text() {
+                        r.header_attrs.retain(|(x, _)| *x != k);
+                        r.header_attrs.push((k.clone(), t));
+                    }
+                    crate::stanza::entry::map_set(&mut r.base.attributes, &k, v);
+                }
+            }
+            taken += 1;
+        }
+        taken
+    }
+
     pub(super) fn split_entries(&self, lines: &[(u64, &[u8])], flush: bool) -> Split {
         let mut out = Split::default();
         let decode = |b: &[u8]| {
@@ -745,6 +799,7 @@ impl Tailer {
                 offset: r.committed,
                 path: r.path.clone(),
                 pending: r.committed_pending.clone(),
+                header: r.header_done.then(|| r.header_attrs.clone()),
             })
             .collect();
         let bytes = serde_json::to_vec(&saved).unwrap_or_default();
