@@ -401,3 +401,117 @@ service:
     drop(s);
     drop(c);
 }
+
+/// Staleness markers: a series a target stops exposing, and every series of a target that
+/// leaves discovery (its `file_sd` file rewritten), get a point with no recorded value
+/// (`FLAG_NO_RECORDED_VALUE`), as Prometheus's stale markers do. The target is a stand-in
+/// serving the text format; the discovery file is real.
+#[test]
+fn series_and_targets_that_disappear_get_staleness_markers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = free_port();
+    let scrapes = Arc::new(AtomicUsize::new(0));
+    let n = scrapes.clone();
+    rt.spawn(async move {
+        let app = axum::Router::new().fallback(move || {
+            let n = n.clone();
+            async move {
+                // `room_b` is there for the first two scrapes only.
+                let k = n.fetch_add(1, Ordering::SeqCst);
+                let mut body = "# TYPE temp gauge\ntemp{room=\"a\"} 21\n".to_string();
+                if k < 2 {
+                    body.push_str("temp{room=\"b\"} 19\n");
+                }
+                body
+            }
+        });
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let targets = dir.path().join("targets.json");
+    std::fs::write(
+        &targets,
+        format!(r#"[{{"targets": ["127.0.0.1:{port}"]}}]"#),
+    )
+    .unwrap();
+    let sink = Sink::start();
+    let (health, metrics) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: rooms
+          scrape_interval: 300ms
+          scrape_timeout: 300ms
+          file_sd_configs: [{{files: ["{t}"], refresh_interval: 300ms}}]
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    metrics: {{receivers: [prometheus], exporters: [otlp]}}
+"#,
+        t = targets.display(),
+        sink = sink.port,
+    );
+    let _c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    // (room, flags) of every `temp` point received, in order.
+    let temps = || -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for r in sink.store.metrics.lock().unwrap().iter() {
+            for m in r.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                if m.name != "temp" {
+                    continue;
+                }
+                if let Some(metric::Data::Gauge(g)) = &m.data {
+                    for p in &g.data_points {
+                        let room = p
+                            .attributes
+                            .iter()
+                            .find(|kv| kv.key == "room")
+                            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                                any_value::Value::StringValue(s) => Some(s.clone()),
+                                _ => None,
+                            })
+                            .unwrap_or_default();
+                        out.push((room, p.flags));
+                    }
+                }
+            }
+        }
+        out
+    };
+    wait_until("room b's marker", Duration::from_secs(15), || {
+        temps().iter().any(|(r, f)| r == "b" && *f == 1)
+    });
+    std::fs::write(&targets, "[]").unwrap();
+    wait_until("the target's markers", Duration::from_secs(15), || {
+        temps().iter().any(|(r, f)| r == "a" && *f == 1)
+    });
+    let t = temps();
+    assert_eq!(
+        t.iter().filter(|(r, f)| r == "b" && *f == 1).count(),
+        1,
+        "one marker for b: {t:?}"
+    );
+    let a_marker = t.iter().position(|(r, f)| r == "a" && *f == 1).unwrap();
+    assert!(
+        t[a_marker + 1..].iter().all(|(r, _)| r != "a"),
+        "nothing of the removed target after its marker: {t:?}"
+    );
+}

@@ -18,6 +18,7 @@ mod kubernetes;
 pub mod parse;
 pub mod relabel;
 pub mod sd;
+mod stale;
 mod target_allocator;
 
 use std::collections::{BTreeMap, HashMap};
@@ -630,7 +631,13 @@ async fn manage(job: Arc<Job>, scraper: Scraper, stop: CancellationToken) {
             let tok = stop.child_token();
             loops.insert(t.clone(), tok.clone());
             tracing::info!(job = %job.name, url = %t.url, "prometheus: scraping a new target");
-            tokio::spawn(scrape_loop(job.clone(), t, scraper.clone(), tok));
+            tokio::spawn(scrape_loop(
+                job.clone(),
+                t,
+                scraper.clone(),
+                tok,
+                stop.clone(),
+            ));
         }
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -642,7 +649,15 @@ async fn manage(job: Arc<Job>, scraper: Scraper, stop: CancellationToken) {
     }
 }
 
-async fn scrape_loop(job: Arc<Job>, t: Target, scraper: Scraper, stop: CancellationToken) {
+/// Scrapes one target until `stop`; when the target is gone (`stop` without `job_stop`, the
+/// receiver's), its series get staleness markers.
+async fn scrape_loop(
+    job: Arc<Job>,
+    t: Target,
+    scraper: Scraper,
+    stop: CancellationToken,
+    job_stop: CancellationToken,
+) {
     // Spread targets over the interval, as Prometheus does, by a hash of the URL.
     let offset = {
         use std::hash::{Hash, Hasher};
@@ -656,17 +671,28 @@ async fn scrape_loop(job: Arc<Job>, t: Target, scraper: Scraper, stop: Cancellat
         _ = tokio::time::sleep(offset) => {}
     }
     let mut starts = convert::StartTimes::default();
+    let mut staleness = stale::Staleness::default();
     let mut tick = tokio::time::interval(job.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                // The target left discovery (not a shutdown): end its series now.
+                if !job_stop.is_cancelled()
+                    && let Some(markers) = staleness.all_stale(now_nanos())
+                    && let Err(e) = scraper.out.push(markers, Default::default()).await
+                {
+                    tracing::debug!(job = %job.name, error = %e, "prometheus: the pipeline refused staleness markers");
+                }
+                return;
+            }
             _ = tick.tick() => {}
         }
         let mut batch = scrape_once(&job, &t, &scraper.malformed, &mut starts).await;
         if scraper.trim_suffixes {
             convert::trim_suffixes(&mut batch);
         }
+        staleness.observe(&mut batch, now_nanos());
         if let Err(e) = scraper.out.push(batch, Default::default()).await {
             // The next scrape brings fresh values; this one is counted as refused.
             tracing::debug!(job = %job.name, error = %e, "prometheus: the pipeline refused a scrape");
