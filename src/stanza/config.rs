@@ -11,7 +11,7 @@ use super::entry::{Field, Value};
 use super::expr::Expr;
 use super::operators::{
     AddValue, END, OnError, Op, OpKind, ParseCache, Route, SeverityConfig, SeverityParser,
-    TimeConfig, TimeParser, parse_to,
+    TextParser, TimeConfig, TimeParser, parse_to,
 };
 use super::parsers::{self, Csv, KeyValue, Trace};
 use super::stateful::{ContainerConfig, Format, RecombineConfig};
@@ -523,7 +523,8 @@ pub fn operators(node: Option<&Node>) -> Result<Operators, DeError> {
                         .map(|c| ParseCache::new(c.size)),
                 }
             }
-            "json_parser" => OpKind::Json {
+            "json_parser" => OpKind::Text {
+                parser: TextParser::Json,
                 from: from()?,
                 to: to()?,
                 time: time(&c.timestamp)?,
@@ -543,11 +544,11 @@ pub fn operators(node: Option<&Node>) -> Result<Operators, DeError> {
                         "must not be empty or equal to `delimiter`".into(),
                     ));
                 }
-                OpKind::KeyValue {
-                    kv: KeyValue {
+                OpKind::Text {
+                    parser: TextParser::KeyValue(KeyValue {
                         delimiter,
                         pair_delimiter: c.pair_delimiter.clone(),
-                    },
+                    }),
                     from: from()?,
                     to: to()?,
                     time: time(&c.timestamp)?,
@@ -577,8 +578,8 @@ pub fn operators(node: Option<&Node>) -> Result<Operators, DeError> {
                         "`lazy_quotes` and `ignore_quotes` exclude each other".into(),
                     ));
                 }
-                OpKind::Csv {
-                    csv: Csv {
+                OpKind::Text {
+                    parser: TextParser::Csv(Csv {
                         header: c
                             .header
                             .as_deref()
@@ -588,14 +589,15 @@ pub fn operators(node: Option<&Node>) -> Result<Operators, DeError> {
                         delimiter,
                         lazy_quotes: c.lazy_quotes.unwrap_or(false),
                         ignore_quotes: c.ignore_quotes.unwrap_or(false),
-                    },
+                    }),
                     from: from()?,
                     to: to()?,
                     time: time(&c.timestamp)?,
                     severity: sev(&c.severity)?,
                 }
             }
-            "uri_parser" => OpKind::Uri {
+            "uri_parser" => OpKind::Text {
+                parser: TextParser::Uri,
                 from: from()?,
                 to: to()?,
                 time: time(&c.timestamp)?,

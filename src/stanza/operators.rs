@@ -16,6 +16,42 @@ use super::parsers::{self, Csv, KeyValue, Trace};
 /// The output index meaning "leave the operators": the entry goes to the receiver's output.
 pub const END: usize = usize::MAX;
 
+/// A parser of a string into a map.
+#[derive(Debug, Clone)]
+pub enum TextParser {
+    Json,
+    KeyValue(KeyValue),
+    Csv(Csv),
+    Uri,
+}
+
+impl TextParser {
+    fn name(&self) -> &'static str {
+        match self {
+            TextParser::Json => "json_parser",
+            TextParser::KeyValue(_) => "key_value_parser",
+            TextParser::Csv(_) => "csv_parser",
+            TextParser::Uri => "uri_parser",
+        }
+    }
+
+    fn parse(&self, e: &Entry, text: &str) -> Result<super::entry::Map, String> {
+        match self {
+            TextParser::Json => {
+                let v: serde_json::Value =
+                    serde_json::from_str(text).map_err(|err| format!("json_parser: {err}"))?;
+                match Value::from_json(v) {
+                    Value::Map(m) => Ok(m),
+                    _ => Err("json_parser: not a JSON object".into()),
+                }
+            }
+            TextParser::KeyValue(kv) => kv.parse(text),
+            TextParser::Csv(c) => c.parse(e, text),
+            TextParser::Uri => parsers::parse_uri(text),
+        }
+    }
+}
+
 /// What a parser does with an entry it cannot parse (stanza's `on_error`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -496,21 +532,10 @@ pub enum OpKind {
         severity: Option<SeverityParser>,
         cache: Option<ParseCache>,
     },
-    KeyValue {
-        kv: KeyValue,
-        from: Field,
-        to: Field,
-        time: Option<TimeParser>,
-        severity: Option<SeverityParser>,
-    },
-    Csv {
-        csv: Csv,
-        from: Field,
-        to: Field,
-        time: Option<TimeParser>,
-        severity: Option<SeverityParser>,
-    },
-    Uri {
+    /// The parsers of a string field into a map: `key_value_parser`, `csv_parser`,
+    /// `uri_parser`, `json_parser`.
+    Text {
+        parser: TextParser,
         from: Field,
         to: Field,
         time: Option<TimeParser>,
@@ -533,12 +558,6 @@ pub enum OpKind {
     Router {
         routes: Vec<Route>,
         default: Vec<usize>,
-    },
-    Json {
-        from: Field,
-        to: Field,
-        time: Option<TimeParser>,
-        severity: Option<SeverityParser>,
     },
     Severity(SeverityParser),
     Time(TimeParser),
@@ -656,47 +675,20 @@ impl Op {
                 to.merge(e, m);
                 after_parse(e, time, severity)
             }
-            OpKind::KeyValue {
-                kv,
+            OpKind::Text {
+                parser,
                 from,
                 to,
                 time,
                 severity,
             } => {
-                let text = from
-                    .get(e)
-                    .and_then(Value::as_str)
-                    .ok_or("key_value_parser: the field to parse is missing or not a string")?;
-                let m = kv.parse(text)?;
-                to.merge(e, m);
-                after_parse(e, time, severity)
-            }
-            OpKind::Csv {
-                csv,
-                from,
-                to,
-                time,
-                severity,
-            } => {
-                let text = from
-                    .get(e)
-                    .and_then(Value::as_str)
-                    .ok_or("csv_parser: the field to parse is missing or not a string")?;
-                let m = csv.parse(e, text)?;
-                to.merge(e, m);
-                after_parse(e, time, severity)
-            }
-            OpKind::Uri {
-                from,
-                to,
-                time,
-                severity,
-            } => {
-                let text = from
-                    .get(e)
-                    .and_then(Value::as_str)
-                    .ok_or("uri_parser: the field to parse is missing or not a string")?;
-                let m = parsers::parse_uri(text)?;
+                let text = from.get(e).and_then(Value::as_str).ok_or_else(|| {
+                    format!(
+                        "{}: the field to parse is missing or not a string",
+                        parser.name()
+                    )
+                })?;
+                let m = parser.parse(e, text)?;
                 to.merge(e, m);
                 after_parse(e, time, severity)
             }
@@ -738,24 +730,6 @@ impl Op {
             }
             OpKind::RegexReplace { field, re, with } => parsers::regex_replace(e, field, re, with),
             OpKind::Router { .. } => Ok(()),
-            OpKind::Json {
-                from,
-                to,
-                time,
-                severity,
-            } => {
-                let text = from
-                    .get(e)
-                    .and_then(Value::as_str)
-                    .ok_or("json_parser: the field to parse is missing or not a string")?;
-                let v: serde_json::Value =
-                    serde_json::from_str(text).map_err(|err| format!("json_parser: {err}"))?;
-                let Value::Map(m) = Value::from_json(v) else {
-                    return Err("json_parser: not a JSON object".into());
-                };
-                to.merge(e, m);
-                after_parse(e, time, severity)
-            }
             OpKind::Severity(p) => p.apply(e),
             OpKind::Time(p) => p.apply(e),
             OpKind::Move { from, to } => {

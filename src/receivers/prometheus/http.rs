@@ -54,6 +54,24 @@ pub struct OAuth2 {
     pub proxy_url: Option<String>,
 }
 
+/// The [`ClientSettings`] of a config that has Prometheus's client keys as its own fields
+/// (a scrape config, an `http_sd_configs` entry).
+macro_rules! client_settings {
+    ($c:expr) => {
+        $crate::receivers::prometheus::http::ClientSettings {
+            basic_auth: $c.basic_auth.clone(),
+            authorization: $c.authorization.clone(),
+            bearer_token: $c.bearer_token.clone(),
+            bearer_token_file: $c.bearer_token_file.clone(),
+            oauth2: $c.oauth2.clone(),
+            proxy_url: $c.proxy_url.clone(),
+            tls_config: $c.tls_config.clone(),
+            follow_redirects: $c.follow_redirects,
+        }
+    };
+}
+pub(crate) use client_settings;
+
 /// The client settings of one scrape config or SD config, gathered from its keys.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClientSettings {

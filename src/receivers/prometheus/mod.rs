@@ -139,16 +139,7 @@ pub use http::TlsConfig;
 
 impl ScrapeConfig {
     fn settings(&self) -> http::ClientSettings {
-        http::ClientSettings {
-            basic_auth: self.basic_auth.clone(),
-            authorization: self.authorization.clone(),
-            bearer_token: self.bearer_token.clone(),
-            bearer_token_file: self.bearer_token_file.clone(),
-            oauth2: self.oauth2.clone(),
-            proxy_url: self.proxy_url.clone(),
-            tls_config: self.tls_config.clone(),
-            follow_redirects: self.follow_redirects,
-        }
+        http::client_settings!(self)
     }
 }
 

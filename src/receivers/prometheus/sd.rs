@@ -115,16 +115,7 @@ pub struct HttpSd {
 
 impl HttpSd {
     pub fn settings(&self) -> ClientSettings {
-        ClientSettings {
-            basic_auth: self.basic_auth.clone(),
-            authorization: self.authorization.clone(),
-            bearer_token: self.bearer_token.clone(),
-            bearer_token_file: self.bearer_token_file.clone(),
-            oauth2: self.oauth2.clone(),
-            proxy_url: self.proxy_url.clone(),
-            tls_config: self.tls_config.clone(),
-            follow_redirects: self.follow_redirects,
-        }
+        super::http::client_settings!(self)
     }
 
     pub fn refresh(&self) -> Duration {
