@@ -851,6 +851,15 @@ fn read_pipelines(node: &Node, cfg: &mut Config, errors: &mut Errors) {
             "traces" => Signal::Traces,
             "metrics" => Signal::Metrics,
             "logs" => Signal::Logs,
+            "profiles" => {
+                errors.at(
+                    k.pos,
+                    Some(&what),
+                    None,
+                    "unknown signal \"profiles\": OTLP profiles (a development signal of the Collector) are not carried by ferrotel yet; remove this pipeline",
+                );
+                continue;
+            }
             other => {
                 errors.at(
                     k.pos,
