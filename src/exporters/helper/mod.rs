@@ -66,8 +66,8 @@ pub struct QueueConfig {
     pub num_consumers: usize,
     /// Capacity, in the sizer's unit. Default 1000.
     pub queue_size: usize,
-    /// The unit of `queue_size`: `requests` (default) or `items` (spans, data points, log
-    /// records).
+    /// The unit of `queue_size`: `requests` (default), `items` (spans, data points, log
+    /// records) or `bytes` (of protobuf, before compression).
     pub sizer: String,
     /// The caller waits until its data is sent (or given up) instead of returning once it is
     /// queued; a failure then reaches the client. Default false.
@@ -204,7 +204,12 @@ impl Settings {
                     format!("must be between 1 and {MAX_CONSUMERS}"),
                 ));
             }
-            if !(1..=MAX_QUEUE_SIZE).contains(&queue.queue_size) {
+            let max = if queue.sizer == "bytes" {
+                usize::MAX >> 1
+            } else {
+                MAX_QUEUE_SIZE
+            };
+            if !(1..=max).contains(&queue.queue_size) {
                 return Err(at(
                     &["sending_queue", "queue_size"],
                     format!(
@@ -212,13 +217,10 @@ impl Settings {
                     ),
                 ));
             }
-            if !matches!(queue.sizer.as_str(), "requests" | "items") {
+            if !matches!(queue.sizer.as_str(), "requests" | "items" | "bytes") {
                 return Err(at(
                     &["sending_queue", "sizer"],
-                    format!(
-                        "sizer {:?} is not supported yet; use `requests` or `items`",
-                        queue.sizer
-                    ),
+                    format!("sizer {:?}: expected requests, items or bytes", queue.sizer),
                 ));
             }
             if queue.wait_for_result && queue.batch.is_some() {
@@ -340,6 +342,8 @@ struct Job<R> {
     items: usize,
     /// `wait_for_result`: told the outcome when the send ends.
     done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    /// What it takes of the queue, in the sizer's unit (set when queued).
+    weight: usize,
 }
 
 struct Inner<S: Sender> {
@@ -527,12 +531,17 @@ impl<S: Sender> Inner<S> {
             return Ok(());
         }
         // Full: refuse before taking the batch, and give it back to the caller.
-        let weight = self.weight(items);
+        let bytes = if self.settings.queue.sizer == "bytes" {
+            (batch.encoded_len(), items)
+        } else {
+            (0, 1)
+        };
+        let weight = self.weight(items, bytes);
         if weight > self.queues.first().map_or(usize::MAX, Queue::capacity) {
             self.enqueue_failed.add(signal, items);
             return Err(ConsumeError::Permanent(format!(
-                "{items} items are more than the sending queue of exporter {} holds (queue_size {})",
-                self.id, self.settings.queue.queue_size
+                "{items} items ({weight} {}) are more than the sending queue of exporter {} holds (queue_size {})",
+                self.settings.queue.sizer, self.id, self.settings.queue.queue_size
             )));
         }
         if self
@@ -555,6 +564,7 @@ impl<S: Sender> Inner<S> {
                     signal,
                     items,
                     done: None,
+                    weight: 0,
                 };
                 self.give_up(&job, "encode_error", &e.to_string());
                 return Err(ConsumeError::Permanent(e.to_string()));
@@ -570,6 +580,7 @@ impl<S: Sender> Inner<S> {
                     signal,
                     items: part.items,
                     done: None,
+                    weight: 0,
                 };
                 if let Err(e) = self.send_with_retry(&job).await {
                     result = Err(ConsumeError::Permanent(e.to_string()));
@@ -591,14 +602,17 @@ impl<S: Sender> Inner<S> {
                 signal,
                 items: part.items,
                 done,
+                weight: 0,
             };
             // Another producer may have taken the last slot since the check above: wait for
             // room rather than drop what is already encoded.
             loop {
                 let (sig, n) = (job.signal, job.items);
-                match q.push_weighted(job, self.weight(n)) {
+                let w = self.weight(n, bytes);
+                job.weight = w;
+                match q.push_weighted(job, w) {
                     Ok(()) => {
-                        self.queue_size[sig.index()].inc_by(self.weight(n) as i64);
+                        self.queue_size[sig.index()].inc_by(w as i64);
                         self.queued_items[sig.index()].inc_by(n as i64);
                         break;
                     }
@@ -634,18 +648,19 @@ impl<S: Sender> Inner<S> {
         result
     }
 
-    /// What a request of `items` takes of the queue, in the sizer's unit.
-    fn weight(&self, items: usize) -> usize {
-        if self.settings.queue.sizer == "items" {
-            items.max(1)
-        } else {
-            1
+    /// What a request of `items` takes of the queue, in the sizer's unit (`bytes`: the
+    /// batch's protobuf size shared among its parts by their items).
+    fn weight(&self, items: usize, (bytes, of_items): (usize, usize)) -> usize {
+        match self.settings.queue.sizer.as_str() {
+            "items" => items.max(1),
+            "bytes" => (items.saturating_mul(bytes) / of_items.max(1)).max(1),
+            _ => 1,
         }
     }
 
     /// A queued job's send ended (sent or given up): it is no longer held.
     fn release<R>(&self, job: &Job<R>) {
-        self.queue_size[job.signal.index()].dec_by(self.weight(job.items) as i64);
+        self.queue_size[job.signal.index()].dec_by(job.weight as i64);
         self.queued_items[job.signal.index()].dec_by(job.items as i64);
     }
 
@@ -699,6 +714,7 @@ impl<S: Sender> Inner<S> {
                             signal: job.signal,
                             items: part.items,
                             done: None,
+                            weight: 0,
                         };
                         if let Err(e) = self.send_with_retry(&sub).await {
                             result = Err(e);
@@ -1079,6 +1095,37 @@ mod tests {
         f.fail.store(0, Ordering::SeqCst);
         e.shutdown(Instant::now() + Duration::from_secs(60)).await;
         assert_eq!(f.delivered.lock().unwrap().iter().sum::<usize>(), 10);
+    }
+
+    /// `sizer: bytes`: the queue holds up to `queue_size` bytes of protobuf.
+    #[tokio::test(start_paused = true)]
+    async fn the_bytes_sizer_bounds_the_queue_in_bytes() {
+        let ctx = crate::component::Context::standalone("otlp");
+        let f = flaky(usize::MAX, SendError::retryable("down"));
+        let one = testdata::logs(4).encoded_len();
+        let mut s = settings(true, one * 2 + one / 2);
+        s.queue.sizer = "bytes".into();
+        let e = Helper::build(&ctx, s, f.clone());
+        e.consume(testdata::logs(4)).await.unwrap();
+        e.consume(testdata::logs(4)).await.unwrap();
+        let r = e.consume(testdata::logs(4)).await;
+        assert!(matches!(r, Err(ConsumeError::Retryable { .. })), "{r:?}");
+        let text = ctx.telemetry.encode();
+        assert!(
+            text.contains(&format!(
+                "otelcol_exporter_queue_size{{exporter=\"otlp\",data_type=\"logs\"}} {}",
+                2 * one
+            )),
+            "in bytes: {text}"
+        );
+        f.fail.store(0, Ordering::SeqCst);
+        e.shutdown(Instant::now() + Duration::from_secs(60)).await;
+        assert_eq!(f.delivered.lock().unwrap().iter().sum::<usize>(), 8);
+        assert!(
+            ctx.telemetry
+                .encode()
+                .contains("otelcol_exporter_queue_size{exporter=\"otlp\",data_type=\"logs\"} 0")
+        );
     }
 
     /// `wait_for_result`: the caller returns when its data is sent, and learns of a failure.
