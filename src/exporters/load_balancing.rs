@@ -720,9 +720,8 @@ fn split_metrics(
     Vec<u8>,
     opentelemetry_proto::tonic::metrics::v1::ResourceMetrics,
 )> {
-    use opentelemetry_proto::tonic::metrics::v1::{
-        Metric, ResourceMetrics, ScopeMetrics, metric::Data,
-    };
+    use crate::signal::split::{metric_points, point_attributes};
+    use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
     let res_key = resource_key(RoutingKey::Resource, r.resource.as_ref());
     let wrap = |scope: &ScopeMetrics, m: Metric| ResourceMetrics {
         resource: r.resource.clone(),
@@ -733,21 +732,6 @@ fn split_metrics(
             metrics: vec![m],
         }],
     };
-    let attrs_key = |attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
-        let mut pairs: Vec<(String, String)> = attrs
-            .iter()
-            .map(|kv| (kv.key.clone(), value::option_text(&kv.value).into_owned()))
-            .collect();
-        pairs.sort();
-        let mut k = Vec::new();
-        for (a, b) in pairs {
-            k.extend_from_slice(a.as_bytes());
-            k.push(0);
-            k.extend_from_slice(b.as_bytes());
-            k.push(1);
-        }
-        k
-    };
     let mut out = Vec::new();
     for sm in &r.scope_metrics {
         for m in &sm.metrics {
@@ -755,65 +739,15 @@ fn split_metrics(
                 out.push((m.name.clone().into_bytes(), wrap(sm, m.clone())));
                 continue;
             }
-            let head = |data: Data| Metric {
-                data: Some(data),
-                ..Metric {
-                    name: m.name.clone(),
-                    description: m.description.clone(),
-                    unit: m.unit.clone(),
-                    metadata: m.metadata.clone(),
-                    data: None,
-                }
-            };
-            let key_of = |attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+            for p in metric_points(m) {
                 let mut k = res_key.clone();
                 k.extend_from_slice(sm.scope.as_ref().map_or("", |s| s.name.as_str()).as_bytes());
                 k.push(2);
                 k.extend_from_slice(m.name.as_bytes());
                 k.push(2);
-                k.extend(attrs_key(attrs));
-                k
-            };
-            let mut points: Vec<(Vec<u8>, Metric)> = Vec::new();
-            match &m.data {
-                Some(Data::Gauge(g)) => {
-                    for p in &g.data_points {
-                        let mut g1 = g.clone();
-                        g1.data_points = vec![p.clone()];
-                        points.push((key_of(&p.attributes), head(Data::Gauge(g1))));
-                    }
-                }
-                Some(Data::Sum(x)) => {
-                    for p in &x.data_points {
-                        let mut x1 = x.clone();
-                        x1.data_points = vec![p.clone()];
-                        points.push((key_of(&p.attributes), head(Data::Sum(x1))));
-                    }
-                }
-                Some(Data::Histogram(x)) => {
-                    for p in &x.data_points {
-                        let mut x1 = x.clone();
-                        x1.data_points = vec![p.clone()];
-                        points.push((key_of(&p.attributes), head(Data::Histogram(x1))));
-                    }
-                }
-                Some(Data::ExponentialHistogram(x)) => {
-                    for p in &x.data_points {
-                        let mut x1 = x.clone();
-                        x1.data_points = vec![p.clone()];
-                        points.push((key_of(&p.attributes), head(Data::ExponentialHistogram(x1))));
-                    }
-                }
-                Some(Data::Summary(x)) => {
-                    for p in &x.data_points {
-                        let mut x1 = x.clone();
-                        x1.data_points = vec![p.clone()];
-                        points.push((key_of(&p.attributes), head(Data::Summary(x1))));
-                    }
-                }
-                None => points.push((key_of(&[]), m.clone())),
+                value::attrs_key(point_attributes(&p), &mut k);
+                out.push((k, wrap(sm, p)));
             }
-            out.extend(points.into_iter().map(|(k, m)| (k, wrap(sm, m))));
         }
     }
     out
@@ -834,18 +768,8 @@ fn resource_key(
             .unwrap_or_default()
             .into_bytes(),
         _ => {
-            let mut pairs: Vec<(String, String)> = attrs
-                .iter()
-                .map(|kv| (kv.key.clone(), text(&kv.value)))
-                .collect();
-            pairs.sort();
             let mut out = Vec::new();
-            for (k, v) in pairs {
-                out.extend_from_slice(k.as_bytes());
-                out.push(0);
-                out.extend_from_slice(v.as_bytes());
-                out.push(1);
-            }
+            value::attrs_key(attrs, &mut out);
             out
         }
     }

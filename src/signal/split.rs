@@ -189,6 +189,57 @@ fn split_metrics(res: Vec<ResourceMetrics>, max: usize) -> Vec<Vec<ResourceMetri
 /// A trace id as a map key (shorter ids right-aligned, as the wire allows only 16 bytes).
 pub type TraceId = [u8; 16];
 
+/// Each data point of `m` as a metric of its own (name, unit, type and temporality kept), with
+/// the point's attributes.
+pub fn metric_points(
+    m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+    use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data};
+    let one = |data: Data| Metric {
+        name: m.name.clone(),
+        description: m.description.clone(),
+        unit: m.unit.clone(),
+        metadata: m.metadata.clone(),
+        data: Some(data),
+    };
+    macro_rules! each {
+        ($x:expr, $v:ident) => {
+            $x.data_points
+                .iter()
+                .map(|p| {
+                    let mut y = $x.clone();
+                    y.data_points = vec![p.clone()];
+                    one(Data::$v(y))
+                })
+                .collect()
+        };
+    }
+    match &m.data {
+        Some(Data::Gauge(x)) => each!(x, Gauge),
+        Some(Data::Sum(x)) => each!(x, Sum),
+        Some(Data::Histogram(x)) => each!(x, Histogram),
+        Some(Data::ExponentialHistogram(x)) => each!(x, ExponentialHistogram),
+        Some(Data::Summary(x)) => each!(x, Summary),
+        None => vec![m.clone()],
+    }
+}
+
+/// The attributes of a one-point metric's point (see [`metric_points`]).
+pub fn point_attributes(
+    m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+) -> &[opentelemetry_proto::tonic::common::v1::KeyValue] {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let a = match &m.data {
+        Some(Data::Gauge(x)) => x.data_points.first().map(|p| &p.attributes),
+        Some(Data::Sum(x)) => x.data_points.first().map(|p| &p.attributes),
+        Some(Data::Histogram(x)) => x.data_points.first().map(|p| &p.attributes),
+        Some(Data::ExponentialHistogram(x)) => x.data_points.first().map(|p| &p.attributes),
+        Some(Data::Summary(x)) => x.data_points.first().map(|p| &p.attributes),
+        None => None,
+    };
+    a.map_or(&[], Vec::as_slice)
+}
+
 pub fn trace_key(id: &[u8]) -> TraceId {
     let mut k = [0u8; 16];
     let n = id.len().min(16);

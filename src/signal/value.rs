@@ -84,6 +84,22 @@ pub fn option_text(v: &Option<AnyValue>) -> Cow<'_, str> {
     v.as_ref().map_or(Cow::Borrowed(""), text)
 }
 
+/// An attribute set as bytes that are equal exactly when the sets are (key order does not
+/// matter): a routing or series key.
+pub fn attrs_key(attrs: &[KeyValue], out: &mut Vec<u8>) {
+    let mut pairs: Vec<(&str, Cow<'_, str>)> = attrs
+        .iter()
+        .map(|kv| (kv.key.as_str(), option_text(&kv.value)))
+        .collect();
+    pairs.sort();
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(1);
+    }
+}
+
 /// A value as JSON: arrays and maps as JSON arrays and objects, bytes as base64, a double that
 /// JSON cannot hold (NaN, infinities) as null.
 pub fn to_json(v: &AnyValue) -> serde_json::Value {

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, metric::Data};
 
 use crate::signal::Batch;
@@ -22,74 +21,17 @@ pub struct Staleness {
     frame: Option<ResourceMetrics>,
 }
 
-fn attrs_key(name: &str, attrs: &[KeyValue]) -> Vec<u8> {
-    let mut pairs: Vec<(&str, String)> = attrs
-        .iter()
-        .map(|kv| (kv.key.as_str(), value::option_text(&kv.value).into_owned()))
-        .collect();
-    pairs.sort();
-    let mut k = name.as_bytes().to_vec();
-    for (a, b) in pairs {
-        k.push(0);
-        k.extend_from_slice(a.as_bytes());
-        k.push(1);
-        k.extend_from_slice(b.as_bytes());
-    }
-    k
-}
-
-/// Each point of `m` as its own metric, keyed by series.
+/// Each point of `m` as its own metric, keyed by series (name and attributes).
 fn series(m: &Metric) -> Vec<(Vec<u8>, Metric)> {
-    let one = |data: Data| Metric {
-        name: m.name.clone(),
-        description: m.description.clone(),
-        unit: m.unit.clone(),
-        metadata: Vec::new(),
-        data: Some(data),
-    };
-    let mut out = Vec::new();
-    match &m.data {
-        Some(Data::Gauge(g)) => {
-            for p in &g.data_points {
-                let mut x = g.clone();
-                x.data_points = vec![p.clone()];
-                out.push((attrs_key(&m.name, &p.attributes), one(Data::Gauge(x))));
-            }
-        }
-        Some(Data::Sum(s)) => {
-            for p in &s.data_points {
-                let mut x = s.clone();
-                x.data_points = vec![p.clone()];
-                out.push((attrs_key(&m.name, &p.attributes), one(Data::Sum(x))));
-            }
-        }
-        Some(Data::Histogram(h)) => {
-            for p in &h.data_points {
-                let mut x = h.clone();
-                x.data_points = vec![p.clone()];
-                out.push((attrs_key(&m.name, &p.attributes), one(Data::Histogram(x))));
-            }
-        }
-        Some(Data::Summary(s)) => {
-            for p in &s.data_points {
-                let mut x = s.clone();
-                x.data_points = vec![p.clone()];
-                out.push((attrs_key(&m.name, &p.attributes), one(Data::Summary(x))));
-            }
-        }
-        Some(Data::ExponentialHistogram(h)) => {
-            for p in &h.data_points {
-                let mut x = h.clone();
-                x.data_points = vec![p.clone()];
-                out.push((
-                    attrs_key(&m.name, &p.attributes),
-                    one(Data::ExponentialHistogram(x)),
-                ));
-            }
-        }
-        None => {}
-    }
-    out
+    crate::signal::split::metric_points(m)
+        .into_iter()
+        .map(|p| {
+            let mut k = p.name.as_bytes().to_vec();
+            k.push(2);
+            value::attrs_key(crate::signal::split::point_attributes(&p), &mut k);
+            (k, p)
+        })
+        .collect()
 }
 
 /// `m` (one point) as a staleness marker at `now`: no value, the flag set.
@@ -186,7 +128,7 @@ impl Staleness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::metrics::v1::{
         Gauge, NumberDataPoint, ScopeMetrics, number_data_point,
     };
