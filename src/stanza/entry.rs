@@ -325,7 +325,7 @@ fn get_in<'a>(m: &'a Map, p: &[String]) -> Option<&'a Value> {
     get_path(map_get(m, k)?, rest)
 }
 
-fn set_in(m: &mut Map, p: &[String], v: Value) {
+pub fn set_in(m: &mut Map, p: &[String], v: Value) {
     let Some((k, rest)) = p.split_first() else {
         return;
     };
@@ -341,7 +341,7 @@ fn set_in(m: &mut Map, p: &[String], v: Value) {
     }
 }
 
-fn remove_in(m: &mut Map, p: &[String]) -> Option<Value> {
+pub fn remove_in(m: &mut Map, p: &[String]) -> Option<Value> {
     let (k, rest) = p.split_first()?;
     if rest.is_empty() {
         return map_remove(m, k);

@@ -343,26 +343,15 @@ pub fn retain(e: &mut Entry, fields: &[Field]) {
             Field::Resource(p) => res.push(p.clone()),
         }
     }
+    // The named fields move to a fresh map, which replaces the old one.
     let keep = |m: &mut Map, paths: &[Vec<String>]| {
         if paths.is_empty() {
             return;
         }
         let mut kept = Map::new();
         for p in paths {
-            let f = Field::Attributes(p.clone());
-            let mut tmp = Entry {
-                attributes: std::mem::take(m),
-                ..Default::default()
-            };
-            let v = f.remove(&mut tmp);
-            *m = tmp.attributes;
-            if let Some(v) = v {
-                let mut t = Entry {
-                    attributes: std::mem::take(&mut kept),
-                    ..Default::default()
-                };
-                f.set(&mut t, v);
-                kept = t.attributes;
+            if let Some(v) = super::entry::remove_in(m, p) {
+                super::entry::set_in(&mut kept, p, v);
             }
         }
         *m = kept;
