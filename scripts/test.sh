@@ -15,7 +15,8 @@ export FERROTEL_TEST_PYTHON="$PWD/.venv/bin/python"
 
 # Real peers the tests start on 127.0.0.1, from Debian packages: Prometheus (remote-write
 # target), kubectl (renders the manifests), prometheus-node-exporter (a scrape target) and
-# util-linux's logger (a syslog client, in bsdutils), openssl (a TLS syslog client).
+# util-linux's logger (a syslog client, in bsdutils), openssl (a TLS syslog client), dnsmasq
+# (a DNS server with SRV records).
 need() { # need <command> <debian package>
   command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -31,5 +32,6 @@ need kubectl kubernetes-client
 need prometheus-node-exporter prometheus-node-exporter
 need logger bsdutils
 need openssl openssl
+need dnsmasq dnsmasq-base
 
 cargo test --all-targets "$@"

@@ -515,3 +515,375 @@ service:
         "nothing of the removed target after its marker: {t:?}"
     );
 }
+
+/// Resource-level (`service.name`, `service.instance.id`) of every scrape received, in order.
+fn scrapes(sink: &Sink) -> Vec<(String, String)> {
+    let attr = |r: &opentelemetry_proto::tonic::metrics::v1::ResourceMetrics, k: &str| {
+        r.resource
+            .as_ref()
+            .and_then(|res| res.attributes.iter().find(|kv| kv.key == k))
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    sink.store
+        .metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (attr(r, "service.name"), attr(r, "service.instance.id")))
+        .collect()
+}
+
+/// `kubernetes_sd_configs` by watch. No API server runs here, so a stand-in written from the
+/// Kubernetes API reference serves the lists (`EndpointSliceList`, `ServiceList`, `PodList`,
+/// `NodeList` with a `resourceVersion`) and the watches (`?watch=1`, newline-delimited
+/// `WatchEvent`s, held open); the targets behind the objects are real node exporters on
+/// 127.0.0.1. Role `endpointslice` joins the service's and the pods' labels and follows the
+/// slices as they change (a new slice is scraped, an endpoint that turns not-ready leaves
+/// through the `keep` rule) while each collection is listed once; role `node` scrapes the
+/// node's kubelet port with `instance` set to the node's name.
+#[test]
+fn kubernetes_roles_follow_the_api_by_watch() {
+    use axum::body::Body;
+    use axum::http::Uri;
+    use axum::response::Response;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ne1, ne2, ne3) = (free_port(), free_port(), free_port());
+    let _n1 = node_exporter(ne1, None);
+    let _n2 = node_exporter(ne2, None);
+    let _n3 = node_exporter(ne3, None);
+    for p in [ne1, ne2, ne3] {
+        wait_until("node exporter up", Duration::from_secs(15), || {
+            http_get(p, "/metrics").is_some_and(|(c, _)| c == 200)
+        });
+    }
+    let slice = |name: &str, port: u16, pod: &str, ready: bool| {
+        serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": "2",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": ready},
+                "targetRef": {"kind": "Pod", "name": pod, "namespace": "shop"}}],
+            "ports": [{"name": "metrics", "port": port, "protocol": "TCP"}]
+        })
+    };
+    let pod = |name: &str, port: u16| {
+        serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "uid": name, "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "ne", "image": "node-exporter",
+                "ports": [{"name": "metrics", "containerPort": port}]}]},
+            "status": {"podIP": "127.0.0.1", "phase": "Running"}
+        })
+    };
+    let list = |kind: &str, items: Vec<serde_json::Value>| {
+        serde_json::json!({"kind": format!("{kind}List"), "apiVersion": "v1",
+            "metadata": {"resourceVersion": "1"}, "items": items})
+        .to_string()
+    };
+    let lists: Vec<(&'static str, String)> = vec![
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+            list("EndpointSlice", vec![slice("web-a", ne1, "web-1", true)]),
+        ),
+        (
+            "/api/v1/namespaces/shop/services",
+            list(
+                "Service",
+                vec![
+                    serde_json::json!({"metadata": {"name": "web", "namespace": "shop",
+                    "labels": {"tier": "front"}}, "spec": {"ports": [{"port": 80}]}}),
+                ],
+            ),
+        ),
+        (
+            "/api/v1/namespaces/shop/pods",
+            list("Pod", vec![pod("web-1", ne1), pod("web-2", ne2)]),
+        ),
+        (
+            "/api/v1/nodes",
+            list(
+                "Node",
+                vec![
+                    serde_json::json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/os": "linux"}},
+                    "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                        "daemonEndpoints": {"kubeletEndpoint": {"Port": ne3}}}}),
+                ],
+            ),
+        ),
+    ];
+    let (events, _) = tokio::sync::broadcast::channel::<String>(16);
+    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+    let api = free_port();
+    {
+        let (events, requests) = (events.clone(), requests.clone());
+        let lists = Arc::new(lists);
+        let handler = move |uri: Uri| {
+            let (events, requests, lists) = (events.clone(), requests.clone(), lists.clone());
+            async move {
+                requests.lock().unwrap().push(uri.to_string());
+                let watch = uri.query().unwrap_or("").contains("watch=1");
+                let Some((path, body)) = lists.iter().find(|(p, _)| *p == uri.path()) else {
+                    return Response::builder().status(404).body(Body::empty()).unwrap();
+                };
+                if !watch {
+                    return Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.clone()))
+                        .unwrap();
+                }
+                // The slices' watch streams what the test sends; the others stay quiet.
+                let rx = path.ends_with("endpointslices").then(|| events.subscribe());
+                let stream = futures::stream::unfold(rx, |rx| async move {
+                    let mut rx = rx?;
+                    loop {
+                        match rx.recv().await {
+                            Ok(line) => {
+                                return Some((
+                                    Ok::<_, std::io::Error>(axum::body::Bytes::from(line + "\n")),
+                                    Some(rx),
+                                ));
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => return None,
+                        }
+                    }
+                });
+                let quiet = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+                let body = if path.ends_with("endpointslices") {
+                    Body::from_stream(stream)
+                } else {
+                    Body::from_stream(quiet)
+                };
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .unwrap()
+            }
+        };
+        rt.spawn(async move {
+            let app = axum::Router::new().fallback(handler);
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", api))
+                .await
+                .unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    }
+    let sink = Sink::start();
+    let (health, metrics) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: slices
+          scrape_interval: 300ms
+          scrape_timeout: 300ms
+          kubernetes_sd_configs:
+            - role: endpointslice
+              api_server: http://127.0.0.1:{api}
+              namespaces: {{names: [shop]}}
+              selectors: [{{role: pod, label: "app=web"}}]
+          relabel_configs:
+            - source_labels: [__meta_kubernetes_endpointslice_endpoint_conditions_ready]
+              regex: "true"
+              action: keep
+            - source_labels: [__meta_kubernetes_service_label_tier]
+              target_label: tier
+            - source_labels: [__meta_kubernetes_pod_name]
+              target_label: pod
+        - job_name: nodes
+          scrape_interval: 300ms
+          scrape_timeout: 300ms
+          kubernetes_sd_configs: [{{role: node, api_server: "http://127.0.0.1:{api}"}}]
+          relabel_configs:
+            - action: labelmap
+              regex: __meta_kubernetes_node_label_(.+)
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    metrics: {{receivers: [prometheus], exporters: [otlp]}}
+"#,
+        sink = sink.port,
+    );
+    let c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    let (i1, i2) = (format!("127.0.0.1:{ne1}"), format!("127.0.0.1:{ne2}"));
+    let seen = |job: &str, inst: &str| {
+        scrapes(&sink)
+            .iter()
+            .filter(|(j, i)| j == job && i == inst)
+            .count()
+    };
+    wait_until(
+        "the first slice's pod and the node",
+        Duration::from_secs(20),
+        || seen("slices", &i1) > 0 && seen("nodes", "n1") > 0,
+    );
+    assert_eq!(
+        point_label(&sink, "slices", "up", "pod").as_deref(),
+        Some("web-1")
+    );
+    assert_eq!(
+        point_label(&sink, "slices", "up", "tier").as_deref(),
+        Some("front")
+    );
+    assert_eq!(
+        point_label(&sink, "nodes", "up", "kubernetes_io_os").as_deref(),
+        Some("linux")
+    );
+    assert_eq!(seen("slices", &i2), 0, "web-2 has no slice yet");
+
+    // A second slice arrives by watch: its pod is scraped.
+    let send = |kind: &str, obj: serde_json::Value| {
+        events
+            .send(serde_json::json!({"type": kind, "object": obj}).to_string())
+            .expect("the collector watches the slices");
+    };
+    send("ADDED", slice("web-b", ne2, "web-2", true));
+    wait_until("the new slice's pod", Duration::from_secs(10), || {
+        seen("slices", &i2) > 0
+    });
+    // web-1 turns not ready: the keep rule drops it and its scrapes stop.
+    send("MODIFIED", slice("web-a", ne1, "web-1", false));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = seen("slices", &i1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(seen("slices", &i1), after, "web-1 is still scraped");
+    let before = seen("slices", &i2);
+    wait_until("web-2 still scraped", Duration::from_secs(5), || {
+        seen("slices", &i2) > before
+    });
+
+    // Each collection was listed once, then watched; the pod selector reached the API.
+    let reqs = requests.lock().unwrap().clone();
+    let lists_of = |path: &str| {
+        reqs.iter()
+            .filter(|r| r.starts_with(path) && !r.contains("watch=1"))
+            .count()
+    };
+    assert_eq!(
+        lists_of("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices"),
+        1,
+        "{reqs:#?}"
+    );
+    assert_eq!(lists_of("/api/v1/nodes"), 1, "{reqs:#?}");
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("/api/v1/namespaces/shop/pods")
+                && r.contains("labelSelector=app%3Dweb")),
+        "{reqs:#?}"
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.contains("endpointslices") && r.contains("watch=1"))
+    );
+    drop(c);
+}
+
+/// `dns_sd_configs` SRV records (Prometheus's default type) from a real DNS server: Debian's
+/// dnsmasq on 127.0.0.1 serves two SRV records whose targets are node exporters; the
+/// collector asks it (`FERROTEL_DNS_SERVERS`) and scrapes both, with the record's labels.
+#[test]
+fn dns_sd_srv_records_from_a_real_dns_server() {
+    let (ne1, ne2, dns) = (free_port(), free_port(), free_port());
+    let _n1 = node_exporter(ne1, None);
+    let _n2 = node_exporter(ne2, None);
+    let bin = ["/usr/sbin/dnsmasq", "dnsmasq"]
+        .into_iter()
+        .find(|b| std::path::Path::new(b).exists() || *b == "dnsmasq")
+        .unwrap();
+    let _dnsmasq = Proc(
+        Command::new(bin)
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--pid-file=",
+                &format!("--port={dns}"),
+                &format!("--srv-host=_metrics._tcp.ferrotel.test,localhost,{ne1},0,10"),
+                &format!("--srv-host=_metrics._tcp.ferrotel.test,localhost,{ne2},1,10"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq is installed (scripts/test.sh installs dnsmasq-base)"),
+    );
+    for p in [ne1, ne2] {
+        wait_until("node exporter up", Duration::from_secs(15), || {
+            http_get(p, "/metrics").is_some_and(|(c, _)| c == 200)
+        });
+    }
+    let sink = Sink::start();
+    let (health, metrics) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: srv
+          scrape_interval: 300ms
+          scrape_timeout: 300ms
+          dns_sd_configs:
+            - names: [_metrics._tcp.ferrotel.test]
+              refresh_interval: 1s
+          relabel_configs:
+            - source_labels: [__meta_dns_srv_record_target]
+              target_label: srv_target
+            - source_labels: [__meta_dns_name]
+              target_label: dns_name
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    metrics: {{receivers: [prometheus], exporters: [otlp]}}
+"#,
+        sink = sink.port,
+    );
+    let _c = Collector::start(
+        &cfg,
+        &[("FERROTEL_DNS_SERVERS", format!("127.0.0.1:{dns}"))],
+        Some(health),
+        Some(metrics),
+    );
+    let (i1, i2) = (format!("localhost:{ne1}"), format!("localhost:{ne2}"));
+    wait_until("both SRV targets scraped", Duration::from_secs(20), || {
+        let s = scrapes(&sink);
+        [&i1, &i2]
+            .iter()
+            .all(|i| s.iter().any(|(j, inst)| j == "srv" && inst == *i))
+    });
+    assert_eq!(
+        point_label(&sink, "srv", "up", "srv_target").as_deref(),
+        Some("localhost.")
+    );
+    assert_eq!(
+        point_label(&sink, "srv", "up", "dns_name").as_deref(),
+        Some("_metrics._tcp.ferrotel.test")
+    );
+    assert_eq!(up_by_job(&sink).get("srv"), Some(&1.0));
+}

@@ -28,6 +28,14 @@ fn sa_dir() -> String {
         .unwrap_or_else(|_| "/var/run/secrets/kubernetes.io/serviceaccount".into())
 }
 
+/// The namespace the collector's pod runs in (its service account's).
+pub fn own_namespace() -> Result<String, String> {
+    let path = format!("{}/namespace", sa_dir());
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("own namespace: {path}: {e}"))
+}
+
 impl ApiConfig {
     /// The pod's service account (`KUBERNETES_SERVICE_HOST`/`_PORT`, token and CA files).
     pub fn in_cluster() -> Result<ApiConfig, String> {

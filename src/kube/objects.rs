@@ -31,6 +31,9 @@ pub struct OwnerRef {
     pub name: String,
     #[serde(default)]
     pub uid: String,
+    /// Whether this owner is the managing controller.
+    #[serde(default)]
+    pub controller: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

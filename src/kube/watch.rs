@@ -41,6 +41,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut rv: Option<String> = None;
     loop {
+        let started = std::time::Instant::now();
         let result = match &rv {
             None => list(client, api, &url, &resource.query, &mut on)
                 .await
@@ -49,8 +50,16 @@ pub async fn run(
         };
         match result {
             Ok(Some(next)) => {
+                let watched = rv.is_some();
                 rv = Some(next);
-                backoff = Duration::from_millis(200);
+                // A watch the server ends at once (a proxy, a server that does not stream)
+                // is retried with backoff rather than in a tight loop.
+                if watched && started.elapsed() < Duration::from_secs(1) {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                } else {
+                    backoff = Duration::from_millis(200);
+                }
             }
             // 410 Gone: the version is too old; relist.
             Ok(None) => rv = None,

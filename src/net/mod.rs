@@ -1,8 +1,9 @@
 //! Networking shared by every component: TLS ([`tls`]), the HTTP/gRPC server with its
-//! connection limits ([`server`]), compression ([`compression`]) and client construction
-//! ([`client`]).
+//! connection limits ([`server`]), compression ([`compression`]), a DNS client for SRV/MX/NS
+//! ([`dns`]) and client construction ([`client`]).
 
 pub mod client;
 pub mod compression;
+pub mod dns;
 pub mod server;
 pub mod tls;

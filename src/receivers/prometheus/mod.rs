@@ -1,10 +1,9 @@
 //! `prometheus` receiver: scrapes targets as Prometheus does, from `config.scrape_configs` in
 //! Prometheus's own shape, and sends what it scrapes as OTLP metrics.
 //!
-//! Targets come from `static_configs` and from `kubernetes_sd_configs` with role `pod` (a pod
-//! list every `refresh_interval`, one target per declared container port, or the pod IP when
-//! none is declared, with Prometheus's `__meta_kubernetes_pod_*` labels), then
-//! `relabel_configs`. Each target is scraped every `scrape_interval` within `scrape_timeout`;
+//! Targets come from `static_configs`, `kubernetes_sd_configs` (every role, by watch, with
+//! Prometheus's `__meta_kubernetes_*` labels), `file_sd_configs`, `http_sd_configs`,
+//! `dns_sd_configs` and the target allocator, then `relabel_configs`. Each target is scraped every `scrape_interval` within `scrape_timeout`;
 //! the text format and OpenMetrics are both accepted. Samples pass `metric_relabel_configs`,
 //! become metrics (see [`convert`]) under a resource whose `service.name` is the `job` and
 //! `service.instance.id` the `instance`, plus Prometheus's own `up`, `scrape_duration_seconds`,
@@ -35,8 +34,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use self::convert::kv;
-use self::kubernetes::PodDiscovery;
-pub use self::kubernetes::{KubernetesSd, Namespaces, Selector};
+use self::kubernetes::KubernetesDiscovery;
+pub use self::kubernetes::{AttachMetadata, KubernetesSd, Namespaces, Selector};
 use self::relabel::{Labels, RelabelConfig, Rule};
 use super::Output;
 use crate::component::{
@@ -258,13 +257,9 @@ fn check(sc: &ScrapeConfig, g: &Global) -> Result<(), (&'static str, String)> {
         d.validate()
             .map_err(|m| ("dns_sd_configs", format!("[{j}]: {m}")))?;
     }
-    for sd in &sc.kubernetes_sd_configs {
-        if sd.role != "pod" {
-            return Err((
-                "kubernetes_sd_configs",
-                format!("role `{}` is not supported (only `pod`)", sd.role),
-            ));
-        }
+    for (j, sd) in sc.kubernetes_sd_configs.iter().enumerate() {
+        sd.validate()
+            .map_err(|m| ("kubernetes_sd_configs", format!("[{j}]: {m}")))?;
     }
     for st in &sc.static_configs {
         for t in &st.targets {
@@ -406,8 +401,8 @@ struct Scraper {
 /// A scrape config, compiled.
 struct Job {
     name: String,
-    /// Discovery: Kubernetes pods, files, HTTP, DNS (in that order of the label sets).
-    kubernetes: Option<KubernetesSd>,
+    /// Discovery: Kubernetes, files, HTTP, DNS (in that order of the label sets).
+    kubernetes: Vec<KubernetesSd>,
     files: Vec<sd::FileSd>,
     http_sd: Vec<sd::HttpSd>,
     dns: Vec<sd::DnsSd>,
@@ -438,7 +433,7 @@ impl Job {
         http_sd.extend(extra_sd);
         Ok(Job {
             name: sc.job_name.clone(),
-            kubernetes: sc.kubernetes_sd_configs.first().cloned(),
+            kubernetes: sc.kubernetes_sd_configs.clone(),
             files: sc.file_sd_configs.clone(),
             http_sd,
             dns: sc.dns_sd_configs.clone(),
@@ -538,23 +533,23 @@ struct Target {
     labels: Labels,
 }
 
-/// Keeps one scrape loop per current target of a job, refreshing its discoveries at the
-/// shortest of their intervals.
+/// Keeps one scrape loop per current target of a job. Kubernetes discovery watches and wakes
+/// the job on each change (at most once a second, as changes come in bursts); files, HTTP and
+/// DNS are refreshed at the shortest of their intervals.
 async fn manage(job: Arc<Job>, scraper: Scraper, stop: CancellationToken) {
     let mut loops: HashMap<Target, CancellationToken> = HashMap::new();
     let refresh = job
-        .kubernetes
+        .files
         .iter()
-        .map(|s| s.refresh_interval.unwrap_or(Duration::from_secs(30)))
-        .chain(job.files.iter().map(sd::FileSd::refresh))
+        .map(sd::FileSd::refresh)
         .chain(job.http_sd.iter().map(sd::HttpSd::refresh))
         .chain(job.dns.iter().map(sd::DnsSd::refresh))
         .min()
         .unwrap_or(Duration::from_secs(3600));
-    // Discovery that cannot start (no service account outside a cluster) or list is retried,
-    // as Prometheus does; the static targets and what was discovered last keep being scraped.
-    let mut discovery: Option<PodDiscovery> = None;
-    let mut pods: Vec<Labels> = Vec::new();
+    // Discovery that cannot start (no service account outside a cluster) is retried, as
+    // Prometheus does; the static targets and what was discovered last keep being scraped.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let mut kube: Vec<Option<KubernetesDiscovery>> = job.kubernetes.iter().map(|_| None).collect();
     let http: Vec<Option<sd::HttpDiscovery>> = job
         .http_sd
         .iter()
@@ -565,48 +560,50 @@ async fn manage(job: Arc<Job>, scraper: Scraper, stop: CancellationToken) {
         })
         .collect();
     let mut from_http: Vec<Vec<Labels>> = vec![Vec::new(); http.len()];
+    let mut periodic: Vec<Labels> = Vec::new();
+    let mut next_refresh = tokio::time::Instant::now();
     loop {
-        let mut wait = refresh;
-        if let Some(sdc) = &job.kubernetes {
-            if discovery.is_none() {
-                match PodDiscovery::new(sdc) {
-                    Ok(d) => discovery = Some(d),
+        let now = tokio::time::Instant::now();
+        for (sdc, d) in job.kubernetes.iter().zip(kube.iter_mut()) {
+            if d.is_none() {
+                match KubernetesDiscovery::start(sdc, changed.clone()) {
+                    Ok(started) => *d = Some(started),
                     Err(e) => {
-                        tracing::warn!(job = %job.name, error = %e, retry_in = ?refresh, "prometheus: pod discovery cannot start");
+                        tracing::warn!(job = %job.name, role = %sdc.role, error = %e, retry_in = "5s", "prometheus: kubernetes discovery cannot start");
+                        next_refresh = next_refresh.min(now + Duration::from_secs(5));
                     }
                 }
             }
-            if let Some(d) = &discovery {
-                match d.list().await {
-                    Ok(p) => pods = p,
+        }
+        if now >= next_refresh {
+            let mut wait = refresh;
+            for (i, h) in http.iter().enumerate() {
+                let Some(h) = h else { continue };
+                match h.discover().await {
+                    Ok(l) => from_http[i] = l,
                     Err(e) => {
-                        tracing::warn!(job = %job.name, error = %e, "prometheus: pod discovery failed; keeping the current targets");
+                        tracing::warn!(job = %job.name, error = %e, "prometheus: http_sd failed; keeping the current targets");
                         wait = Duration::from_secs(5).min(refresh);
                     }
                 }
             }
-        }
-        for (i, h) in http.iter().enumerate() {
-            let Some(h) = h else { continue };
-            match h.discover().await {
-                Ok(l) => from_http[i] = l,
-                Err(e) => {
-                    tracing::warn!(job = %job.name, error = %e, "prometheus: http_sd failed; keeping the current targets");
-                    wait = Duration::from_secs(5).min(refresh);
-                }
+            periodic.clear();
+            for f in &job.files {
+                periodic.extend(f.discover());
             }
+            for l in &from_http {
+                periodic.extend(l.iter().cloned());
+            }
+            for d in &job.dns {
+                periodic.extend(d.discover().await);
+            }
+            next_refresh = now + wait;
         }
         let mut discovered = job.static_labels();
-        discovered.extend(pods.iter().cloned());
-        for f in &job.files {
-            discovered.extend(f.discover());
+        for d in kube.iter().flatten() {
+            discovered.extend(d.targets());
         }
-        for l in &from_http {
-            discovered.extend(l.iter().cloned());
-        }
-        for d in &job.dns {
-            discovered.extend(d.discover().await);
-        }
+        discovered.extend(periodic.iter().cloned());
         let targets = job.targets(discovered);
         loops.retain(|t, tok| {
             let keep = targets.contains(t);
@@ -630,9 +627,18 @@ async fn manage(job: Arc<Job>, scraper: Scraper, stop: CancellationToken) {
                 stop.clone(),
             ));
         }
+        let since = tokio::time::Instant::now();
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(next_refresh) => {}
+            _ = changed.notified() => {
+                // Let a burst of changes (a rollout) land before rebuilding.
+                let until = since + Duration::from_secs(1);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(until.min(next_refresh)) => {}
+                }
+            }
         }
     }
     for (_, t) in loops {
@@ -728,6 +734,14 @@ async fn scrape_once(
         }
     };
     let dur = began.elapsed().as_secs_f64();
+    // The report series carry the target's labels, as Prometheus's do (`job` and `instance`
+    // are the resource).
+    let target_attrs: Vec<_> = t
+        .labels
+        .iter()
+        .filter(|(k, _)| *k != "job" && *k != "instance")
+        .map(|(k, v)| kv(k, v))
+        .collect();
     for (name, v) in [
         ("up", up),
         ("scrape_duration_seconds", dur),
@@ -738,6 +752,7 @@ async fn scrape_once(
             name: name.into(),
             data: Some(metric::Data::Gauge(Gauge {
                 data_points: vec![NumberDataPoint {
+                    attributes: target_attrs.clone(),
                     time_unix_nano: now,
                     value: Some(number_data_point::Value::AsDouble(v)),
                     ..Default::default()
@@ -923,9 +938,12 @@ mod tests {
         );
         assert!(e.contains("scrape_timeout") && e.contains("longer"), "{e}");
         let e = bad(
-            "config:\n  scrape_configs:\n    - job_name: a\n      kubernetes_sd_configs: [{role: node}]\n",
+            "config:\n  scrape_configs:\n    - job_name: a\n      kubernetes_sd_configs: [{role: nodes}]\n",
         );
-        assert!(e.contains("only `pod`"), "{e}");
+        assert!(
+            e.contains("role \"nodes\"") && e.contains("endpointslice"),
+            "{e}"
+        );
         let e = bad(
             "config:\n  scrape_configs:\n    - job_name: a\n      relabel_configs: [{action: explode}]\n",
         );

@@ -1,8 +1,8 @@
 //! Service discovery beyond static targets and Kubernetes: `file_sd_configs` (JSON or YAML
 //! files of target groups), `http_sd_configs` (a URL answering target groups in JSON, as
 //! Prometheus's HTTP SD documents them, which is also what the OpenTelemetry Operator's target
-//! allocator serves) and `dns_sd_configs` (A and AAAA records through the system resolver),
-//! each with Prometheus's `__meta_*` labels.
+//! allocator serves) and `dns_sd_configs` (SRV, MX and NS records from the DNS servers, A and
+//! AAAA through the system resolver), each with Prometheus's `__meta_*` labels.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -176,8 +176,7 @@ impl HttpDiscovery {
 #[serde(deny_unknown_fields, default)]
 pub struct DnsSd {
     pub names: Vec<String>,
-    /// `A` or `AAAA` (Prometheus's default is `SRV`, which ferrotel does not query yet, so
-    /// `type` is required).
+    /// `SRV` (default), `A`, `AAAA`, `MX` or `NS`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub port: Option<u16>,
@@ -192,17 +191,13 @@ impl DnsSd {
             return Err("`names` is required".into());
         }
         match self.kind.as_deref() {
-            Some("A") | Some("AAAA") => {}
-            None | Some("SRV") => {
-                return Err(
-                    "SRV records are not queried yet: set `type: A` or `type: AAAA` with `port`"
-                        .into(),
-                );
+            None | Some("SRV") => {}
+            Some("A" | "AAAA" | "MX" | "NS") => {
+                if self.port.is_none() {
+                    return Err("`port` is required for every record type but SRV".into());
+                }
             }
-            Some(o) => return Err(format!("type {o:?}: expected A or AAAA")),
-        }
-        if self.port.is_none() {
-            return Err("`port` is required for A and AAAA records".into());
+            Some(o) => return Err(format!("type {o:?}: expected SRV, A, AAAA, MX or NS")),
         }
         Ok(())
     }
@@ -211,27 +206,85 @@ impl DnsSd {
         self.refresh_interval.unwrap_or(Duration::from_secs(30))
     }
 
-    /// Every address each name resolves to (of the record type), with `__meta_dns_name`.
+    /// Every record of each name, as Prometheus labels them: `__meta_dns_name`, and the SRV
+    /// (`__meta_dns_srv_record_target`, `_port`), MX or NS target. A and AAAA go through the
+    /// system resolver (so `/etc/hosts` answers too); SRV, MX and NS through
+    /// [`crate::net::dns`]. A name that fails keeps no targets (and is logged).
     pub async fn discover(&self) -> Vec<Labels> {
+        use crate::net::dns::{self, Record, RecordType};
         let port = self.port.unwrap_or(0);
-        let v6 = self.kind.as_deref() == Some("AAAA");
         let mut out = Vec::new();
+        let kind = match self.kind.as_deref() {
+            Some("A") => None,
+            Some("AAAA") => None,
+            Some("MX") => Some(RecordType::Mx),
+            Some("NS") => Some(RecordType::Ns),
+            _ => Some(RecordType::Srv),
+        };
+        let rc = kind.map(|_| dns::ResolvConf::system());
         for name in &self.names {
-            match tokio::net::lookup_host((name.as_str(), port)).await {
-                Ok(addrs) => {
-                    let mut seen: Vec<std::net::SocketAddr> =
-                        addrs.filter(|a| a.is_ipv6() == v6).collect();
-                    seen.sort();
-                    seen.dedup();
-                    for a in seen {
-                        let mut l = Labels::new();
-                        l.insert("__address__".into(), a.to_string());
-                        l.insert("__meta_dns_name".into(), name.clone());
-                        out.push(l);
+            let mut add = |address: String, extra: &[(&str, String)]| {
+                let mut l = Labels::new();
+                l.insert("__address__".into(), address);
+                l.insert("__meta_dns_name".into(), name.clone());
+                for (k, v) in extra {
+                    l.insert((*k).into(), v.clone());
+                }
+                out.push(l);
+            };
+            let (Some(kind), Some(rc)) = (kind, &rc) else {
+                let v6 = self.kind.as_deref() == Some("AAAA");
+                match tokio::net::lookup_host((name.as_str(), port)).await {
+                    Ok(addrs) => {
+                        let mut seen: Vec<std::net::SocketAddr> =
+                            addrs.filter(|a| a.is_ipv6() == v6).collect();
+                        seen.sort();
+                        seen.dedup();
+                        for a in seen {
+                            add(a.to_string(), &[]);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(name = %name, error = %e, "prometheus: dns_sd lookup failed")
                     }
                 }
+                continue;
+            };
+            let records = match dns::lookup(rc, name, kind).await {
+                Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(name = %name, error = %e, "prometheus: dns_sd lookup failed")
+                    tracing::warn!(name = %name, error = %e, "prometheus: dns_sd lookup failed");
+                    continue;
+                }
+            };
+            let host_port = |host: &str, port: u16| {
+                let host = host.trim_end_matches('.');
+                if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                }
+            };
+            for r in records {
+                match r {
+                    Record::Srv {
+                        port: p, target, ..
+                    } => add(
+                        host_port(&target, p),
+                        &[
+                            ("__meta_dns_srv_record_target", target.clone()),
+                            ("__meta_dns_srv_record_port", p.to_string()),
+                        ],
+                    ),
+                    Record::Mx { exchange, .. } => add(
+                        host_port(&exchange, port),
+                        &[("__meta_dns_mx_record_target", exchange.clone())],
+                    ),
+                    Record::Ns(ns) => add(
+                        host_port(&ns, port),
+                        &[("__meta_dns_ns_record_target", ns.clone())],
+                    ),
+                    Record::A(_) | Record::Aaaa(_) => {}
                 }
             }
         }
