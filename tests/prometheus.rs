@@ -430,3 +430,98 @@ service:
         );
     }
 }
+
+/// OpenMetrics exemplars from a real client library: the Python `prometheus_client` serves a
+/// counter and a histogram whose observations carry a trace and span id (it answers
+/// OpenMetrics because the scrape asks for it). They arrive as OTLP exemplars with the ids
+/// decoded and the other exemplar labels as filtered attributes.
+#[test]
+fn exemplars_from_the_python_prometheus_client() {
+    use opentelemetry_proto::tonic::metrics::v1::exemplar;
+    let port = free_port();
+    let script = format!(
+        r#"
+import time
+from prometheus_client import Counter, Histogram, start_http_server
+c = Counter("checkout", "Checkouts.", ["code"])
+c.labels("200").inc(3, exemplar={{"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7", "user": "u1"}})
+h = Histogram("latency_seconds", "Latency.", buckets=[0.1, 1.0])
+h.observe(0.05, exemplar={{"trace_id": "0af7651916cd43dd8448eb211c80319c"}})
+start_http_server({port}, addr="127.0.0.1")
+while True:
+    time.sleep(1)
+"#
+    );
+    let _py = Proc(
+        Command::new(common::python())
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python"),
+    );
+    wait_until("the client serves", Duration::from_secs(15), || {
+        http_get(port, "/metrics").is_some_and(|(c, _)| c == 200)
+    });
+    let sink = Sink::start();
+    let (health, metrics) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: py
+          scrape_interval: 500ms
+          static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    metrics: {{receivers: [prometheus], exporters: [otlp]}}
+"#,
+        sink = sink.port
+    );
+    let _c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    let inst = format!("127.0.0.1:{port}");
+    wait_until("a scrape with the counter", Duration::from_secs(20), || {
+        of_instance(&resources(&sink), &inst)
+            .iter()
+            .any(|ms| find(ms, "checkout_total").is_some())
+    });
+    let scrape = of_instance(&resources(&sink), &inst)
+        .into_iter()
+        .find(|ms| find(ms, "checkout_total").is_some())
+        .unwrap();
+    let Some(metric::Data::Sum(sum)) = &find(&scrape, "checkout_total").unwrap().data else {
+        panic!("checkout_total is not a sum");
+    };
+    let e = &sum.data_points[0].exemplars;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        hex::encode(&e[0].trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(hex::encode(&e[0].span_id), "00f067aa0ba902b7");
+    assert_eq!(
+        str_attr(&e[0].filtered_attributes, "user").as_deref(),
+        Some("u1")
+    );
+    assert_eq!(e[0].value, Some(exemplar::Value::AsDouble(3.0)));
+    assert!(e[0].time_unix_nano > 1_600_000_000_000_000_000);
+    let Some(metric::Data::Histogram(h)) = &find(&scrape, "latency_seconds").unwrap().data else {
+        panic!("latency_seconds is not a histogram");
+    };
+    let e = &h.data_points[0].exemplars;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        hex::encode(&e[0].trace_id),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(e[0].value, Some(exemplar::Value::AsDouble(0.05)));
+}

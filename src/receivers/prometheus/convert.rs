@@ -10,8 +10,9 @@ use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
-    Summary, SummaryDataPoint, metric, number_data_point, summary_data_point::ValueAtQuantile,
+    AggregationTemporality, Exemplar, Gauge, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, Sum, Summary, SummaryDataPoint, exemplar, metric, number_data_point,
+    summary_data_point::ValueAtQuantile,
 };
 
 use super::parse::{Sample, Scrape, Type};
@@ -88,6 +89,34 @@ struct Agg {
     sum: f64,
     created: Option<u64>,
     ts: Option<u64>,
+    exemplars: Vec<Exemplar>,
+}
+
+/// An OpenMetrics exemplar as OTLP's: `trace_id` and `span_id` (hex) become the ids, the other
+/// labels its filtered attributes; without a timestamp it takes its sample's time, as
+/// Prometheus's scrape loop gives it.
+fn exemplar(e: &super::parse::Exemplar, sample_time: u64) -> Exemplar {
+    let mut out = Exemplar {
+        time_unix_nano: e
+            .timestamp_ms
+            .filter(|ms| *ms > 0)
+            .map_or(sample_time, |ms| ms as u64 * 1_000_000),
+        value: Some(exemplar::Value::AsDouble(e.value)),
+        ..Default::default()
+    };
+    for (k, v) in &e.labels {
+        let id = match k.as_str() {
+            "trace_id" => hex::decode(v).ok().filter(|b| b.len() == 16),
+            "span_id" => hex::decode(v).ok().filter(|b| b.len() == 8),
+            _ => None,
+        };
+        match id {
+            Some(b) if k == "trace_id" => out.trace_id = b,
+            Some(b) => out.span_id = b,
+            None => out.filtered_attributes.push(kv(k, v)),
+        }
+    }
+    out
 }
 
 /// Converts samples (already relabeled; labels include `job`/`instance`, which the caller moved
@@ -167,7 +196,10 @@ pub fn convert(
                     out.len() - 1
                 });
                 if let Some(metric::Data::Sum(sum)) = &mut out[i].data {
-                    sum.data_points.push(number(a, s.value, start, t));
+                    let mut p = number(a, s.value, start, t);
+                    p.exemplars
+                        .extend(s.exemplar.as_deref().map(|e| exemplar(e, t)));
+                    sum.data_points.push(p);
                 }
             }
             Type::Histogram | Type::GaugeHistogram | Type::Summary => {
@@ -200,6 +232,9 @@ pub fn convert(
                     "_bucket" => {
                         if let Some(le) = label("le").and_then(super::parse::parse_value) {
                             agg.buckets.push((le, s.value));
+                        }
+                        if let Some(e) = &s.exemplar {
+                            agg.exemplars.push(exemplar(e, time(s)));
                         }
                     }
                     "_count" | "_gcount" => agg.count = s.value,
@@ -311,6 +346,7 @@ pub fn convert(
                     sum: Some(agg.sum),
                     bucket_counts: counts,
                     explicit_bounds: bounds,
+                    exemplars: std::mem::take(&mut agg.exemplars),
                     ..Default::default()
                 });
             }
@@ -334,6 +370,55 @@ fn number(a: Vec<(String, String)>, v: f64, start: u64, t: u64) -> NumberDataPoi
 mod tests {
     use super::super::parse::parse;
     use super::*;
+
+    /// OpenMetrics exemplars on a counter and on histogram buckets: the ids decoded, other
+    /// labels kept, the exemplar's own time or its sample's.
+    #[test]
+    fn exemplars_on_counters_and_buckets() {
+        let body = concat!(
+            "# TYPE req counter\n",
+            "req_total{code=\"200\"} 7 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\",user=\"u1\"} 1 1700000000.5\n",
+            "# TYPE lat histogram\n",
+            "lat_bucket{le=\"0.1\"} 2 # {trace_id=\"not-hex\"} 0.05\n",
+            "lat_bucket{le=\"1\"} 3\n",
+            "lat_bucket{le=\"+Inf\"} 3 # {span_id=\"00f067aa0ba902b7\"} 4.5 1700000001\n",
+            "lat_count 3\nlat_sum 2\n# EOF\n",
+        );
+        let sc = parse(body, true).unwrap();
+        let m = convert(&sc, &sc.samples, 9_000, true, &mut StartTimes::default());
+        let Some(metric::Data::Sum(sum)) = &m[0].data else {
+            panic!()
+        };
+        let e = &sum.data_points[0].exemplars;
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            hex::encode(&e[0].trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(hex::encode(&e[0].span_id), "00f067aa0ba902b7");
+        assert_eq!(e[0].filtered_attributes, vec![kv("user", "u1")]);
+        assert_eq!(e[0].time_unix_nano, 1_700_000_000_500_000_000);
+        assert_eq!(e[0].value, Some(exemplar::Value::AsDouble(1.0)));
+        let Some(metric::Data::Histogram(h)) = &m[1].data else {
+            panic!()
+        };
+        let e = &h.data_points[0].exemplars;
+        assert_eq!(e.len(), 2);
+        // Not hex: kept as an attribute; no timestamp: the scrape's time.
+        assert!(e[0].trace_id.is_empty());
+        assert_eq!(e[0].filtered_attributes, vec![kv("trace_id", "not-hex")]);
+        assert_eq!(e[0].time_unix_nano, 9_000);
+        assert_eq!(e[1].value, Some(exemplar::Value::AsDouble(4.5)));
+        assert_eq!(e[1].time_unix_nano, 1_700_000_001_000_000_000);
+        // A malformed exemplar fails the scrape, as Prometheus's parser does.
+        for bad in [
+            "# TYPE c counter\nc_total 1 # 0.5\n# EOF\n",
+            "# TYPE c counter\nc_total 1 # {a=\"b\"}\n# EOF\n",
+            "# TYPE c counter\nc_total 1 # {a=\"b\"} x\n# EOF\n",
+        ] {
+            assert!(parse(bad, true).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn counters_histograms_summaries_and_resets() {

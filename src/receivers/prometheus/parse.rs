@@ -30,6 +30,16 @@ pub struct Sample {
     pub value: f64,
     /// Milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
+    /// An OpenMetrics exemplar (` # {trace_id="..."} 0.3 1690000000.1`).
+    pub exemplar: Option<Box<Exemplar>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -145,6 +155,7 @@ pub fn parse(body: &str, openmetrics: bool) -> Result<Scrape, String> {
             labels: s.1,
             value: s.2,
             timestamp_ms: s.3,
+            exemplar: s.4,
         });
     }
     if openmetrics && !saw_eof {
@@ -180,7 +191,13 @@ fn family_of(
     None
 }
 
-type Parsed = (String, Vec<(String, String)>, f64, Option<i64>);
+type Parsed = (
+    String,
+    Vec<(String, String)>,
+    f64,
+    Option<i64>,
+    Option<Box<Exemplar>>,
+);
 
 fn sample(line: &str, openmetrics: bool) -> Result<Parsed, String> {
     let name_end = line.find(['{', ' ', '\t']).ok_or("no value")?;
@@ -191,72 +208,14 @@ fn sample(line: &str, openmetrics: bool) -> Result<Parsed, String> {
     let mut rest = &line[name_end..];
     let mut labels = Vec::new();
     if let Some(r) = rest.strip_prefix('{') {
-        let b = r.as_bytes();
-        let mut i = 0;
-        loop {
-            while b.get(i) == Some(&b' ') {
-                i += 1;
-            }
-            if b.get(i) == Some(&b'}') {
-                i += 1;
-                break;
-            }
-            let eq = r[i..].find('=').ok_or("label without `=`")? + i;
-            let lname = r[i..eq].trim();
-            if !is_name(lname) || lname.contains(':') {
-                return Err(format!("bad label name `{lname}`"));
-            }
-            i = eq + 1;
-            if b.get(i) != Some(&b'"') {
-                return Err("label value must be quoted".into());
-            }
-            i += 1;
-            let mut v = String::new();
-            loop {
-                match b.get(i) {
-                    None => return Err("unterminated label value".into()),
-                    Some(b'\\') => {
-                        match b.get(i + 1) {
-                            Some(b'n') => v.push('\n'),
-                            Some(b'"') => v.push('"'),
-                            Some(b'\\') => v.push('\\'),
-                            _ => return Err("bad escape in label value".into()),
-                        }
-                        i += 2;
-                    }
-                    Some(b'"') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(_) => {
-                        let ch = r[i..].chars().next().expect("in bounds");
-                        v.push(ch);
-                        i += ch.len_utf8();
-                    }
-                }
-            }
-            if labels.iter().any(|(n, _): &(String, String)| n == lname) {
-                return Err(format!("duplicate label `{lname}`"));
-            }
-            labels.push((lname.to_string(), v));
-            while b.get(i) == Some(&b' ') {
-                i += 1;
-            }
-            match b.get(i) {
-                Some(b',') => i += 1,
-                Some(b'}') => {
-                    i += 1;
-                    break;
-                }
-                _ => return Err("expected `,` or `}` after a label".into()),
-            }
-        }
-        rest = &r[i..];
+        let (l, used) = label_set(r)?;
+        labels = l;
+        rest = &r[used..];
     }
     // OpenMetrics exemplars follow ` # `.
-    let rest = match rest.find(" # ") {
-        Some(i) if openmetrics => &rest[..i],
-        _ => rest,
+    let (rest, exemplar) = match rest.find(" # ") {
+        Some(i) if openmetrics => (&rest[..i], Some(Box::new(exemplar(&rest[i + 3..])?))),
+        _ => (rest, None),
     };
     let mut it = rest.split_whitespace();
     let v = it.next().ok_or("no value")?;
@@ -272,7 +231,102 @@ fn sample(line: &str, openmetrics: bool) -> Result<Parsed, String> {
     if it.next().is_some() {
         return Err("unexpected text after the timestamp".into());
     }
-    Ok((name.to_string(), labels, value, ts))
+    Ok((name.to_string(), labels, value, ts, exemplar))
+}
+
+/// `{labels} value [timestamp]`, the timestamp in seconds.
+fn exemplar(s: &str) -> Result<Exemplar, String> {
+    let r = s
+        .trim_start()
+        .strip_prefix('{')
+        .ok_or("an exemplar starts with its label set")?;
+    let (labels, used) = label_set(r).map_err(|e| format!("exemplar: {e}"))?;
+    let mut it = r[used..].split_whitespace();
+    let v = it.next().ok_or("exemplar without a value")?;
+    let value = parse_value(v).ok_or_else(|| format!("bad exemplar value `{v}`"))?;
+    let timestamp_ms = match it.next() {
+        None => None,
+        Some(t) => {
+            let secs: f64 = t
+                .parse()
+                .map_err(|_| format!("bad exemplar timestamp `{t}`"))?;
+            Some((secs * 1000.0) as i64)
+        }
+    };
+    if it.next().is_some() {
+        return Err("unexpected text after the exemplar".into());
+    }
+    Ok(Exemplar {
+        labels,
+        value,
+        timestamp_ms,
+    })
+}
+
+/// A label set after its `{`: the labels and how many bytes of `r` they took (through `}`).
+fn label_set(r: &str) -> Result<(Vec<(String, String)>, usize), String> {
+    let mut labels = Vec::new();
+    let b = r.as_bytes();
+    let mut i = 0;
+    loop {
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+            break;
+        }
+        let eq = r[i..].find('=').ok_or("label without `=`")? + i;
+        let lname = r[i..eq].trim();
+        if !is_name(lname) || lname.contains(':') {
+            return Err(format!("bad label name `{lname}`"));
+        }
+        i = eq + 1;
+        if b.get(i) != Some(&b'"') {
+            return Err("label value must be quoted".into());
+        }
+        i += 1;
+        let mut v = String::new();
+        loop {
+            match b.get(i) {
+                None => return Err("unterminated label value".into()),
+                Some(b'\\') => {
+                    match b.get(i + 1) {
+                        Some(b'n') => v.push('\n'),
+                        Some(b'"') => v.push('"'),
+                        Some(b'\\') => v.push('\\'),
+                        _ => return Err("bad escape in label value".into()),
+                    }
+                    i += 2;
+                }
+                Some(b'"') => {
+                    i += 1;
+                    break;
+                }
+                Some(_) => {
+                    let ch = r[i..].chars().next().expect("in bounds");
+                    v.push(ch);
+                    i += ch.len_utf8();
+                }
+            }
+        }
+        if labels.iter().any(|(n, _): &(String, String)| n == lname) {
+            return Err(format!("duplicate label `{lname}`"));
+        }
+        labels.push((lname.to_string(), v));
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => {
+                i += 1;
+                break;
+            }
+            _ => return Err("expected `,` or `}` after a label".into()),
+        }
+    }
+    Ok((labels, i))
 }
 
 #[cfg(test)]
