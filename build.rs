@@ -3,6 +3,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/prometheus/remote.proto",
+        "proto/prometheus/metrics.proto",
         "proto/jaeger/model.proto",
         "proto/jaeger/collector.proto",
         "proto/loki/push.proto",

@@ -231,11 +231,12 @@ pub fn syslog(data: &[u8]) {
     let _ = crate::receivers::syslog::parse::rfc3164(&text, &jiff::tz::TimeZone::UTC);
 }
 
-/// Prometheus text and OpenMetrics scrape bodies.
+/// Prometheus text, OpenMetrics and protobuf scrape bodies (native histograms included).
 pub fn prometheus_text(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = crate::receivers::prometheus::parse::parse(&text, false);
     let _ = crate::receivers::prometheus::parse::parse(&text, true);
+    let _ = crate::receivers::prometheus::protobuf::parse(data, true);
 }
 
 /// Container log lines (docker JSON, CRI-O, containerd) through the container stage, partials

@@ -6,6 +6,12 @@ pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 
+/// Prometheus's protobuf exposition format (`proto/prometheus/metrics.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod prometheus_client {
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
+}
+
 /// Jaeger api_v2 model and CollectorService (`proto/jaeger/`).
 #[allow(clippy::all, missing_docs)]
 pub mod jaeger {

@@ -25,10 +25,15 @@ impl Drop for Prometheus {
 }
 
 fn prometheus() -> Prometheus {
+    prometheus_with("global:\n  scrape_interval: 1m\n")
+}
+
+/// A Prometheus with `config` as its prometheus.yml.
+fn prometheus_with(config: &str) -> Prometheus {
     let bin = std::env::var("FERROTEL_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1m\n").unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let port = free_port();
     let child = Command::new(&bin)
         .arg(format!("--config.file={}", cfg.display()))
@@ -629,4 +634,215 @@ service:
         "the shards never sent in parallel (max in flight {max})"
     );
     assert!(max <= 4, "more requests in flight ({max}) than shards");
+}
+
+/// A protobuf encoder for the test's exposition body, written from the exposition format's
+/// field numbers independently of ferrotel's `metrics.proto`.
+mod pb {
+    pub fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    pub fn zigzag(v: i64) -> u64 {
+        ((v << 1) ^ (v >> 63)) as u64
+    }
+    pub fn uint(field: u32, v: u64, out: &mut Vec<u8>) {
+        varint(u64::from(field) << 3, out);
+        varint(v, out);
+    }
+    pub fn double(field: u32, v: f64, out: &mut Vec<u8>) {
+        varint((u64::from(field) << 3) | 1, out);
+        out.extend(v.to_le_bytes());
+    }
+    pub fn bytes(field: u32, b: &[u8], out: &mut Vec<u8>) {
+        varint((u64::from(field) << 3) | 2, out);
+        varint(b.len() as u64, out);
+        out.extend(b);
+    }
+}
+
+/// `rpc_seconds{svc="a"}`: a native histogram (schema 2, zero bucket 1, Prometheus buckets 4
+/// and 6 holding 2 and 3) as one length-delimited `MetricFamily`.
+fn native_exposition() -> Vec<u8> {
+    let span = |offset: i64, length: u64| {
+        let mut b = Vec::new();
+        pb::uint(1, pb::zigzag(offset), &mut b);
+        pb::uint(2, length, &mut b);
+        b
+    };
+    let mut h = Vec::new();
+    pb::uint(1, 6, &mut h); // sample_count
+    pb::double(2, 3.5, &mut h); // sample_sum
+    pb::uint(5, pb::zigzag(2), &mut h); // schema
+    pb::double(6, 0.001, &mut h); // zero_threshold
+    pb::uint(7, 1, &mut h); // zero_count
+    pb::bytes(12, &span(4, 1), &mut h); // positive_span
+    pb::bytes(12, &span(1, 1), &mut h);
+    let mut deltas = Vec::new();
+    pb::varint(pb::zigzag(2), &mut deltas);
+    pb::varint(pb::zigzag(1), &mut deltas);
+    pb::bytes(13, &deltas, &mut h); // positive_delta, packed
+    let mut label = Vec::new();
+    pb::bytes(1, b"svc", &mut label);
+    pb::bytes(2, b"a", &mut label);
+    let mut metric = Vec::new();
+    pb::bytes(1, &label, &mut metric);
+    pb::bytes(7, &h, &mut metric);
+    let mut family = Vec::new();
+    pb::bytes(1, b"rpc_seconds", &mut family);
+    pb::bytes(2, b"RPC latency.", &mut family);
+    pb::uint(3, 4, &mut family); // HISTOGRAM
+    pb::bytes(4, &metric, &mut family);
+    let mut body = Vec::new();
+    pb::varint(family.len() as u64, &mut body);
+    body.extend(family);
+    body
+}
+
+/// Native histograms over the protobuf exposition format. No instrumented application with
+/// native histograms runs here, so the target is a stand-in serving a body encoded from the
+/// published format; a real Prometheus (native histograms enabled) scrapes the same target,
+/// which shows the body is what Prometheus reads as a native histogram. ferrotel scrapes it with
+/// `scrape_protocols: [PrometheusProto]` and remote-writes it into that Prometheus; both views
+/// agree on count and sum. ferrotel also scrapes Prometheus's own metrics over protobuf (real
+/// bytes: counters, gauges, classic histograms, summaries).
+#[test]
+fn native_histograms_scraped_over_protobuf_reach_prometheus() {
+    use std::io::{Read, Write};
+    let body = native_exposition();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    let prom = prometheus_with(&format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: standin\n    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
+    ));
+    let port = prom.port;
+    let sink = common::sink::Sink::start();
+    let health = free_port();
+    let cfg = format!(
+        r#"
+receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: native
+          scrape_interval: 500ms
+          scrape_protocols: [PrometheusProto]
+          static_configs: [{{targets: ["127.0.0.1:{target}"]}}]
+        - job_name: self-proto
+          scrape_interval: 500ms
+          scrape_protocols: [PrometheusProto, PrometheusText0.0.4]
+          static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
+exporters:
+  prometheus_remote_write:
+    endpoint: "http://127.0.0.1:{port}/api/v1/write"
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  pipelines:
+    metrics: {{receivers: [prometheus], exporters: [prometheus_remote_write, otlp]}}
+"#,
+        sink = sink.port
+    );
+    let _c = Collector::start(&cfg, &[], Some(health), None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_until(
+        "both views of the histogram",
+        Duration::from_secs(30),
+        || {
+            value(&rt, port, r#"histogram_count(rpc_seconds{job="standin"})"#).is_some()
+                && value(&rt, port, r#"histogram_count(rpc_seconds{job="native"})"#).is_some()
+        },
+    );
+    for job in ["standin", "native"] {
+        assert_eq!(
+            value(
+                &rt,
+                port,
+                &format!(r#"histogram_count(rpc_seconds{{job="{job}",svc="a"}})"#)
+            ),
+            Some(6.0),
+            "{job}"
+        );
+        assert_eq!(
+            value(
+                &rt,
+                port,
+                &format!(r#"histogram_sum(rpc_seconds{{job="{job}",svc="a"}})"#)
+            ),
+            Some(3.5),
+            "{job}"
+        );
+    }
+    // What ferrotel sent: an exponential histogram with the spans made dense.
+    use opentelemetry_proto::tonic::metrics::v1::metric;
+    let metrics = sink.store.metrics.lock().unwrap().clone();
+    let all: Vec<_> = metrics
+        .iter()
+        .flat_map(|r| r.scope_metrics.iter().flat_map(|s| s.metrics.iter()))
+        .collect();
+    let exp = all
+        .iter()
+        .find_map(|m| match &m.data {
+            Some(metric::Data::ExponentialHistogram(h)) if m.name == "rpc_seconds" => Some(h),
+            _ => None,
+        })
+        .expect("rpc_seconds as an exponential histogram");
+    let p = &exp.data_points[0];
+    assert_eq!((p.count, p.scale, p.zero_count), (6, 2, 1));
+    let pos = p.positive.as_ref().unwrap();
+    assert_eq!((pos.offset, pos.bucket_counts.clone()), (3, vec![2, 0, 3]));
+    // Prometheus's own metrics over protobuf: each kind, as the real bytes carry it.
+    let kind = |name: &str| {
+        all.iter().find(|m| m.name == name).map(|m| match &m.data {
+            Some(metric::Data::Sum(s)) => format!("sum monotonic={}", s.is_monotonic),
+            Some(metric::Data::Gauge(_)) => "gauge".into(),
+            Some(metric::Data::Histogram(h)) => {
+                format!(
+                    "histogram bounds={}",
+                    h.data_points[0].explicit_bounds.len()
+                )
+            }
+            Some(metric::Data::Summary(s)) => {
+                format!(
+                    "summary quantiles={}",
+                    s.data_points[0].quantile_values.len()
+                )
+            }
+            other => format!("{other:?}"),
+        })
+    };
+    assert_eq!(
+        kind("prometheus_http_requests_total").as_deref(),
+        Some("sum monotonic=true")
+    );
+    assert_eq!(kind("go_goroutines").as_deref(), Some("gauge"));
+    assert_eq!(
+        kind("go_gc_duration_seconds").as_deref(),
+        Some("summary quantiles=5")
+    );
+    let h = kind("prometheus_http_request_duration_seconds").unwrap_or_default();
+    assert!(
+        h.starts_with("histogram bounds=") && h != "histogram bounds=0",
+        "{h}"
+    );
 }

@@ -10,12 +10,13 @@ use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Exemplar, Gauge, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, Sum, Summary, SummaryDataPoint, exemplar, metric, number_data_point,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum, Summary, SummaryDataPoint,
+    exemplar, exponential_histogram_data_point::Buckets, metric, number_data_point,
     summary_data_point::ValueAtQuantile,
 };
 
-use super::parse::{Sample, Scrape, Type};
+use super::parse::{Native, Sample, Scrape, Type};
 
 /// Per-target memory of cumulative series: (metric, attributes) → (start, last value, last time).
 type Attrs = Vec<(String, String)>;
@@ -356,6 +357,78 @@ pub fn convert(
     out
 }
 
+/// Native histograms → exponential histograms (cumulative, or without temporality for a gauge
+/// histogram), one metric per name; start times as for classic histograms (the created
+/// timestamp, else first sight, reset when the count goes down).
+pub fn natives(
+    scrape: &Scrape,
+    natives: &[Native],
+    now: u64,
+    honor_ts: bool,
+    st: &mut StartTimes,
+) -> Vec<Metric> {
+    let mut out: Vec<Metric> = Vec::new();
+    for n in natives {
+        let f = &scrape.families[n.family];
+        let t = match (honor_ts, n.timestamp_ms) {
+            (true, Some(ms)) if ms > 0 => ms as u64 * 1_000_000,
+            _ => now,
+        };
+        let a = attrs(&n.labels, "");
+        let start = if n.gauge {
+            0
+        } else {
+            let created = n.created_secs.map(|s| (s * 1e9) as u64);
+            st.start(&n.name, &a, n.count as f64, t, created)
+        };
+        let i = match out.iter().position(|m| m.name == n.name) {
+            Some(i) => i,
+            None => {
+                out.push(Metric {
+                    name: n.name.clone(),
+                    description: f.help.clone(),
+                    unit: f.unit.clone(),
+                    data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points: Vec::new(),
+                        aggregation_temporality: if n.gauge {
+                            AggregationTemporality::Unspecified as i32
+                        } else {
+                            AggregationTemporality::Cumulative as i32
+                        },
+                    })),
+                    ..Default::default()
+                });
+                out.len() - 1
+            }
+        };
+        let (pos_offset, pos) = n.dense(&n.positive);
+        let (neg_offset, neg) = n.dense(&n.negative);
+        if let Some(metric::Data::ExponentialHistogram(h)) = &mut out[i].data {
+            h.data_points.push(ExponentialHistogramDataPoint {
+                attributes: to_kvs(&a),
+                start_time_unix_nano: start,
+                time_unix_nano: t,
+                count: n.count,
+                sum: Some(n.sum),
+                scale: n.scale,
+                zero_count: n.zero_count,
+                zero_threshold: n.zero_threshold,
+                positive: Some(Buckets {
+                    offset: pos_offset,
+                    bucket_counts: pos,
+                }),
+                negative: Some(Buckets {
+                    offset: neg_offset,
+                    bucket_counts: neg,
+                }),
+                exemplars: n.exemplars.iter().map(|e| exemplar(e, t)).collect(),
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
 fn number(a: Vec<(String, String)>, v: f64, start: u64, t: u64) -> NumberDataPoint {
     NumberDataPoint {
         attributes: to_kvs(&a),
@@ -370,6 +443,62 @@ fn number(a: Vec<(String, String)>, v: f64, start: u64, t: u64) -> NumberDataPoi
 mod tests {
     use super::super::parse::parse;
     use super::*;
+
+    #[test]
+    fn natives_become_exponential_histograms_with_start_times() {
+        let sc = Scrape {
+            families: vec![super::super::parse::Family {
+                name: "rpc_seconds".into(),
+                kind: Type::Histogram,
+                help: "RPC latency.".into(),
+                unit: String::new(),
+            }],
+            ..Default::default()
+        };
+        let n = Native {
+            family: 0,
+            name: "rpc_seconds".into(),
+            labels: vec![("svc".into(), "a".into())],
+            timestamp_ms: None,
+            count: 6,
+            sum: 3.5,
+            scale: 2,
+            zero_threshold: 0.001,
+            zero_count: 1,
+            positive: vec![(3, 2), (5, 3)],
+            negative: vec![],
+            created_secs: Some(1_700_000_000.0),
+            exemplars: vec![],
+            gauge: false,
+        };
+        let mut st = StartTimes::default();
+        let m = natives(&sc, std::slice::from_ref(&n), 5_000, true, &mut st);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].description, "RPC latency.");
+        let Some(metric::Data::ExponentialHistogram(h)) = &m[0].data else {
+            panic!("{m:?}")
+        };
+        assert_eq!(
+            h.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        let p = &h.data_points[0];
+        assert_eq!(
+            (p.count, p.sum, p.scale, p.zero_count),
+            (6, Some(3.5), 2, 1)
+        );
+        assert_eq!(p.start_time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(p.time_unix_nano, 5_000);
+        let pos = p.positive.as_ref().unwrap();
+        assert_eq!((pos.offset, pos.bucket_counts.clone()), (3, vec![2, 0, 3]));
+        assert_eq!(p.attributes, vec![kv("svc", "a")]);
+        // A downscale merges neighbours: 3 → 1, 5 → 2.
+        let mut d = n.clone();
+        assert!(d.downscale());
+        assert_eq!((d.scale, d.positive.clone()), (1, vec![(1, 2), (2, 3)]));
+        assert!(d.downscale());
+        assert_eq!(d.positive, vec![(0, 2), (1, 3)]);
+    }
 
     /// OpenMetrics exemplars on a counter and on histogram buckets: the ids decoded, other
     /// labels kept, the exemplar's own time or its sample's.

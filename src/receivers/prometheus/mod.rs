@@ -15,6 +15,7 @@ pub mod convert;
 pub mod http;
 mod kubernetes;
 pub mod parse;
+pub mod protobuf;
 pub mod relabel;
 pub mod sd;
 mod stale;
@@ -81,6 +82,8 @@ pub struct Global {
     #[serde(deserialize_with = "units::duration")]
     pub evaluation_interval: Duration,
     pub external_labels: BTreeMap<String, String>,
+    /// The default of each scrape config's `scrape_protocols`.
+    pub scrape_protocols: Option<Vec<String>>,
 }
 
 impl Default for Global {
@@ -90,6 +93,7 @@ impl Default for Global {
             scrape_timeout: Duration::from_secs(10),
             evaluation_interval: Duration::from_secs(60),
             external_labels: BTreeMap::new(),
+            scrape_protocols: None,
         }
     }
 }
@@ -132,6 +136,52 @@ pub struct ScrapeConfig {
     /// Largest response body; a larger one fails the scrape. 0 = no limit (default).
     #[serde(deserialize_with = "units::bytes")]
     pub body_size_limit: u64,
+    /// The formats asked for, in order of preference (`PrometheusProto`,
+    /// `OpenMetricsText1.0.0`, `OpenMetricsText0.0.1`, `PrometheusText1.0.0`,
+    /// `PrometheusText0.0.4`). Default: the global list, else OpenMetrics then the text format.
+    /// Native histograms come only with `PrometheusProto`.
+    pub scrape_protocols: Option<Vec<String>>,
+    /// A histogram a target sends both native and classic also gives its classic buckets
+    /// (Prometheus 3's name; `scrape_classic_histograms` is Prometheus 2's).
+    pub always_scrape_classic_histograms: bool,
+    pub scrape_classic_histograms: bool,
+    /// A native histogram with more buckets is downscaled until it fits (0 = no limit).
+    pub native_histogram_bucket_limit: u64,
+    /// A native histogram with a finer resolution (a smaller growth factor from one bucket
+    /// to the next) is downscaled to it (0 = as sent).
+    pub native_histogram_min_bucket_factor: f64,
+}
+
+/// The protocols Prometheus negotiates, with their media types.
+const SCRAPE_PROTOCOLS: [(&str, &str); 5] = [
+    (
+        "PrometheusProto",
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+    ),
+    (
+        "OpenMetricsText1.0.0",
+        "application/openmetrics-text;version=1.0.0",
+    ),
+    (
+        "OpenMetricsText0.0.1",
+        "application/openmetrics-text;version=0.0.1",
+    ),
+    ("PrometheusText1.0.0", "text/plain;version=1.0.0"),
+    ("PrometheusText0.0.4", "text/plain;version=0.0.4"),
+];
+
+/// Prometheus's Accept header for `protocols`: each with a falling weight, then anything.
+fn accept_header(protocols: &[String]) -> String {
+    let mut weight = SCRAPE_PROTOCOLS.len() + 1;
+    let mut parts = Vec::new();
+    for p in protocols {
+        if let Some((_, media)) = SCRAPE_PROTOCOLS.iter().find(|(n, _)| n == p) {
+            parts.push(format!("{media};q=0.{weight}"));
+            weight = weight.saturating_sub(1);
+        }
+    }
+    parts.push(format!("*/*;q=0.{weight}"));
+    parts.join(",")
 }
 
 pub use http::TlsConfig;
@@ -236,6 +286,27 @@ fn check(sc: &ScrapeConfig, g: &Global) -> Result<(), (&'static str, String)> {
         return Err((
             "scrape_timeout",
             format!("{timeout:?} is longer than scrape_interval {interval:?}"),
+        ));
+    }
+    for p in sc
+        .scrape_protocols
+        .iter()
+        .chain(g.scrape_protocols.iter())
+        .flatten()
+    {
+        if !SCRAPE_PROTOCOLS.iter().any(|(n, _)| n == p) {
+            let known: Vec<&str> = SCRAPE_PROTOCOLS.iter().map(|(n, _)| *n).collect();
+            return Err((
+                "scrape_protocols",
+                format!("unknown protocol {p:?} (known: {})", known.join(", ")),
+            ));
+        }
+    }
+    let f = sc.native_histogram_min_bucket_factor;
+    if f != 0.0 && (f.is_nan() || f <= 1.0) {
+        return Err((
+            "native_histogram_min_bucket_factor",
+            format!("{f}: a growth factor is greater than 1 (or 0 for none)"),
         ));
     }
     match sc.scheme.as_deref() {
@@ -418,6 +489,10 @@ struct Job {
     metric_relabel: Vec<Rule>,
     sample_limit: usize,
     body_size_limit: u64,
+    accept: String,
+    keep_classic: bool,
+    bucket_limit: u64,
+    min_bucket_factor: f64,
     external: BTreeMap<String, String>,
     client: reqwest::Client,
     auth: http::Auth,
@@ -457,6 +532,13 @@ impl Job {
                 .collect::<Result<_, _>>()?,
             sample_limit: sc.sample_limit,
             body_size_limit: sc.body_size_limit,
+            accept: match sc.scrape_protocols.as_ref().or(g.scrape_protocols.as_ref()) {
+                Some(p) => accept_header(p),
+                None => DEFAULT_ACCEPT.into(),
+            },
+            keep_classic: sc.always_scrape_classic_histograms || sc.scrape_classic_histograms,
+            bucket_limit: sc.native_histogram_bucket_limit,
+            min_bucket_factor: sc.native_histogram_min_bucket_factor,
             external: g.external_labels.clone(),
             client: settings.client(timeout)?,
             auth: settings.auth(),
@@ -709,17 +791,33 @@ async fn scrape_once(
     let now = now_nanos();
     let result = fetch(job, &t.url).await;
     let mut metrics: Vec<Metric> = Vec::new();
-    let (up, scraped, kept) = match result {
-        Ok((body, openmetrics)) => match parse::parse(&body, openmetrics) {
-            Ok(sc) if job.sample_limit > 0 && sc.samples.len() > job.sample_limit => {
-                tracing::warn!(url = %t.url, samples = sc.samples.len(), limit = job.sample_limit, "prometheus: sample_limit exceeded; scrape dropped");
-                (0.0, sc.samples.len(), 0)
+    let parsed = result.map(|body| match body {
+        Body::Text { text, openmetrics } => parse::parse(&text, openmetrics),
+        Body::Proto(bytes) => protobuf::parse(&bytes, job.keep_classic),
+    });
+    let (up, scraped, kept) = match parsed {
+        Ok(parsed) => match parsed {
+            Ok(sc)
+                if job.sample_limit > 0
+                    && sc.samples.len() + sc.natives.len() > job.sample_limit =>
+            {
+                let n = sc.samples.len() + sc.natives.len();
+                tracing::warn!(url = %t.url, samples = n, limit = job.sample_limit, "prometheus: sample_limit exceeded; scrape dropped");
+                (0.0, n, 0)
             }
             Ok(sc) => {
-                let scraped = sc.samples.len();
+                let scraped = sc.samples.len() + sc.natives.len();
                 let samples = relabel_samples(job, t, &sc);
-                let kept = samples.len();
+                let natives = relabel_natives(job, t, &sc);
+                let kept = samples.len() + natives.len();
                 metrics = convert::convert(&sc, &samples, now, job.honor_timestamps, starts);
+                metrics.extend(convert::natives(
+                    &sc,
+                    &natives,
+                    now,
+                    job.honor_timestamps,
+                    starts,
+                ));
                 (1.0, scraped, kept)
             }
             Err(e) => {
@@ -794,65 +892,122 @@ async fn scrape_once(
     }])
 }
 
-/// Target labels onto each sample (by `honor_labels`), then `metric_relabel_configs`; `job`
-/// and `instance` leave the sample (they are the resource).
+/// Target labels onto a series (by `honor_labels`), then `metric_relabel_configs`; `job` and
+/// `instance` leave it (they are the resource). `None`: the rules dropped it.
+fn relabel_series(
+    job: &Job,
+    t: &Target,
+    name: &str,
+    labels: &[(String, String)],
+) -> Option<(String, Vec<(String, String)>)> {
+    let mut l: Labels = labels.iter().cloned().collect();
+    for (k, v) in t.labels.iter().chain(job.external.iter()) {
+        match l.get(k) {
+            Some(_) if job.honor_labels => {}
+            Some(existing) => {
+                let e = existing.clone();
+                l.insert(format!("exported_{k}"), e);
+                l.insert(k.clone(), v.clone());
+            }
+            None => {
+                l.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut name = name.to_string();
+    if !job.metric_relabel.is_empty() {
+        l.insert("__name__".into(), name.clone());
+        let mut nl = relabel::apply(&job.metric_relabel, l)?;
+        if let Some(n) = nl.remove("__name__") {
+            name = n;
+        }
+        l = nl;
+    }
+    l.remove("job");
+    l.remove("instance");
+    Some((name, l.into_iter().collect()))
+}
+
 fn relabel_samples(job: &Job, t: &Target, sc: &parse::Scrape) -> Vec<parse::Sample> {
     let mut out = Vec::with_capacity(sc.samples.len());
     for s in &sc.samples {
-        let mut l: Labels = s.labels.iter().cloned().collect();
-        for (k, v) in t.labels.iter().chain(job.external.iter()) {
-            match l.get(k) {
-                Some(existing) if job.honor_labels => {
-                    let _ = existing;
-                }
-                Some(existing) => {
-                    let e = existing.clone();
-                    l.insert(format!("exported_{k}"), e);
-                    l.insert(k.clone(), v.clone());
-                }
-                None => {
-                    l.insert(k.clone(), v.clone());
-                }
-            }
+        if let Some((name, labels)) = relabel_series(job, t, &s.name, &s.labels) {
+            out.push(parse::Sample {
+                name,
+                labels,
+                ..s.clone()
+            });
         }
-        let mut s2 = s.clone();
-        if !job.metric_relabel.is_empty() {
-            l.insert("__name__".into(), s.name.clone());
-            let Some(mut nl) = relabel::apply(&job.metric_relabel, l) else {
-                continue;
-            };
-            if let Some(n) = nl.remove("__name__") {
-                s2.name = n;
-            }
-            l = nl;
-        }
-        l.remove("job");
-        l.remove("instance");
-        s2.labels = l.into_iter().collect();
-        out.push(s2);
     }
     out
 }
 
-async fn fetch(job: &Job, url: &str) -> Result<(String, bool), String> {
+/// Native histograms through the same rules, then within `native_histogram_bucket_limit` and
+/// `native_histogram_min_bucket_factor` (downscaled as Prometheus does; one that cannot fit is
+/// dropped with a warning).
+fn relabel_natives(job: &Job, t: &Target, sc: &parse::Scrape) -> Vec<parse::Native> {
+    let mut out = Vec::with_capacity(sc.natives.len());
+    for n in &sc.natives {
+        let Some((name, labels)) = relabel_series(job, t, &n.name, &n.labels) else {
+            continue;
+        };
+        let mut n = parse::Native {
+            name,
+            labels,
+            ..n.clone()
+        };
+        if job.min_bucket_factor > 1.0 {
+            // Bucket growth at scale s is 2^(2^-s).
+            while 2f64.powf(2f64.powi(-n.scale)) < job.min_bucket_factor && n.downscale() {}
+        }
+        if job.bucket_limit > 0 {
+            while (n.positive.len() + n.negative.len()) as u64 > job.bucket_limit {
+                if !n.downscale() {
+                    break;
+                }
+            }
+            if (n.positive.len() + n.negative.len()) as u64 > job.bucket_limit {
+                tracing::warn!(url = %t.url, metric = %n.name, limit = job.bucket_limit, "prometheus: native histogram over native_histogram_bucket_limit at the lowest resolution; dropped");
+                continue;
+            }
+        }
+        out.push(n);
+    }
+    out
+}
+
+/// OpenMetrics, then the text format (what Prometheus asks without `scrape_protocols`).
+const DEFAULT_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// A scrape's body, by the format the target answered in.
+enum Body {
+    Text { text: String, openmetrics: bool },
+    Proto(Vec<u8>),
+}
+
+async fn fetch(job: &Job, url: &str) -> Result<Body, String> {
     let mut req = job
         .client
         .get(url)
+        .header("Accept", job.accept.as_str())
         .header(
-            "Accept",
-            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
-        )
-        .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", job.timeout.as_secs_f64()));
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            format!("{}", job.timeout.as_secs_f64()),
+        );
     req = job.auth.apply(&job.client, req).await?;
     let resp = req.send().await.map_err(|e| crate::text::error_chain(&e))?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
     }
-    let openmetrics = resp
+    let content_type = resp
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/openmetrics-text"));
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let openmetrics = content_type.starts_with("application/openmetrics-text");
+    let proto = content_type.starts_with("application/vnd.google.protobuf")
+        && content_type.contains("io.prometheus.client.metricfamily");
     // Read in frames so that a limit stops a huge body early.
     let limit = job.body_size_limit;
     let mut body_stream = ::http::Response::from(resp).into_body();
@@ -868,8 +1023,11 @@ async fn fetch(job: &Job, url: &str) -> Result<(String, bool), String> {
             }
         }
     }
-    let body = String::from_utf8(bytes).map_err(|_| "the response is not UTF-8".to_string())?;
-    Ok((body, openmetrics))
+    if proto {
+        return Ok(Body::Proto(bytes));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "the response is not UTF-8".to_string())?;
+    Ok(Body::Text { text, openmetrics })
 }
 
 #[cfg(test)]
@@ -924,6 +1082,16 @@ mod tests {
         assert!(!t[0].labels.contains_key("__meta_x"));
     }
 
+    /// Prometheus's weights: the first protocol highest, then each lower, then anything.
+    #[test]
+    fn accept_header_follows_scrape_protocols() {
+        let h = accept_header(&["PrometheusProto".into(), "PrometheusText0.0.4".into()]);
+        assert_eq!(
+            h,
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,text/plain;version=0.0.4;q=0.5,*/*;q=0.4"
+        );
+    }
+
     #[test]
     fn config_errors_name_the_key() {
         let bad = |yaml: &str| {
@@ -948,6 +1116,13 @@ mod tests {
             "config:\n  scrape_configs:\n    - job_name: a\n      relabel_configs: [{action: explode}]\n",
         );
         assert!(e.contains("unknown relabel action"), "{e}");
+        let e = bad(
+            "config:\n  scrape_configs:\n    - job_name: a\n      scrape_protocols: [PrometheusProtobuf]\n",
+        );
+        assert!(
+            e.contains("scrape_protocols") && e.contains("PrometheusProto,"),
+            "{e}"
+        );
         let e = bad("config:\n  scrape_configs:\n    - job_name: a\n      scrape_intervall: 5s\n");
         assert!(e.contains("scrape_intervall"), "{e}");
     }

@@ -46,6 +46,88 @@ pub struct Exemplar {
 pub struct Scrape {
     pub families: Vec<Family>,
     pub samples: Vec<Sample>,
+    /// Native histograms (only the protobuf format carries them).
+    pub natives: Vec<Native>,
+}
+
+/// A native histogram in OTLP's exponential-histogram terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Native {
+    /// Index into `Scrape::families`.
+    pub family: usize,
+    /// The family's name, or what `metric_relabel_configs` made of it.
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+    pub count: u64,
+    pub sum: f64,
+    /// OTLP's scale: Prometheus's schema, lower when downscaled.
+    pub scale: i32,
+    pub zero_threshold: f64,
+    pub zero_count: u64,
+    /// The populated buckets as (OTLP index, count), by increasing index.
+    pub positive: Vec<(i64, u64)>,
+    pub negative: Vec<(i64, u64)>,
+    pub created_secs: Option<f64>,
+    pub exemplars: Vec<Exemplar>,
+    /// A gauge histogram (not cumulative).
+    pub gauge: bool,
+}
+
+impl Native {
+    fn width(b: &[(i64, u64)]) -> i64 {
+        match (b.first(), b.last()) {
+            (Some(f), Some(l)) => l.0 - f.0 + 1,
+            _ => 0,
+        }
+    }
+
+    /// How many buckets the wider of the two dense arrays would hold.
+    pub fn dense_len(&self) -> i64 {
+        Self::width(&self.positive).max(Self::width(&self.negative))
+    }
+
+    /// Whether every index fits OTLP's 32-bit offset.
+    pub fn offsets_fit(&self) -> bool {
+        self.positive
+            .iter()
+            .chain(&self.negative)
+            .all(|(i, _)| i32::try_from(*i).is_ok())
+    }
+
+    /// Halves the resolution (OTLP's downscale: index `i` → `i >> 1`); false at the lowest
+    /// scale OTLP has.
+    pub fn downscale(&mut self) -> bool {
+        if self.scale <= -10 {
+            return false;
+        }
+        self.scale -= 1;
+        for b in [&mut self.positive, &mut self.negative] {
+            let mut merged: Vec<(i64, u64)> = Vec::with_capacity(b.len());
+            for (i, c) in b.drain(..) {
+                let j = i >> 1;
+                match merged.last_mut() {
+                    Some((k, n)) if *k == j => *n = n.saturating_add(c),
+                    _ => merged.push((j, c)),
+                }
+            }
+            *b = merged;
+        }
+        true
+    }
+
+    /// One side's buckets as OTLP has them: the first index and the dense counts.
+    pub fn dense(&self, b: &[(i64, u64)]) -> (i32, Vec<u64>) {
+        let Some(first) = b.first() else {
+            return (0, Vec::new());
+        };
+        let mut counts = vec![0u64; Self::width(b) as usize];
+        for (i, c) in b {
+            counts[(i - first.0) as usize] = *c;
+        }
+        (i32::try_from(first.0).unwrap_or(0), counts)
+    }
 }
 
 fn type_of(s: &str) -> Option<Type> {
