@@ -387,15 +387,14 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "49-reject-operator-ta-kubernetessd-prometheus-exporter.yaml",
-        Expect::Refused(&[
-            "`config.scrape_configs[0].kubernetes_sd_configs`: role `node` is not supported (only `pod`)",
-            "unsupported component types: exporters: prometheus (line 20)",
-        ]),
+        // The receiver (role `node`, credentials from files, tls_config) is supported.
+        Expect::Unsupported(&["exporters: prometheus (line 20)"]),
     ),
     (
         "50-reject-aws-eks-prometheus-prw-sigv4.yaml",
+        // The receiver (role `endpoints`) is supported; the exporter's `auth` is issue 15's.
         Expect::Refused(&[
-            "role `endpoints` is not supported (only `pod`)",
+            "`auth`: unknown field `auth`",
             "unsupported component types: extensions: pprof (line 36), zpages (line 38), sigv4auth (line 41)",
         ]),
     ),
