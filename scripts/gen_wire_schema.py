@@ -13,7 +13,16 @@ root = sys.argv[1] + "/src/proto/tonic/"
 files = ["opentelemetry.proto.common.v1.rs", "opentelemetry.proto.resource.v1.rs", "opentelemetry.proto.trace.v1.rs",
          "opentelemetry.proto.metrics.v1.rs", "opentelemetry.proto.logs.v1.rs",
          "opentelemetry.proto.collector.trace.v1.rs", "opentelemetry.proto.collector.metrics.v1.rs",
-         "opentelemetry.proto.collector.logs.v1.rs"]
+         "opentelemetry.proto.collector.logs.v1.rs",
+         "opentelemetry.proto.profiles.v1development.rs",
+         "opentelemetry.proto.collector.profiles.v1development.rs"]
+
+# Profiles (the development protocol) has a `Link` of its own; trace's `span::Link` keeps the name.
+RENAMED = {"Link": "ProfilesLink"}
+
+
+def local_name(f, name):
+    return RENAMED.get(name, name) if "profiles" in f else name
 
 VARINT = {"int32", "int64", "uint32", "uint64", "sint32", "sint64", "bool"}
 FIXED64 = {"fixed64", "sfixed64", "double"}
@@ -33,7 +42,7 @@ for f in files:
         s = line.strip()
         m = re.match(r"pub (struct|enum|mod) (\w+)", s)
         if m and s.endswith("{"):
-            stack.append((m.group(1), m.group(2), depth))
+            stack.append((m.group(1), local_name(f, m.group(2)) if m.group(1) == "struct" else m.group(2), depth))
         if s.startswith("#[prost(") and "tag" in s:
             pending = s
             hex_id = False
@@ -73,7 +82,10 @@ for f in files:
                 if ty is None:  # the type continues on the next lines
                     s = s + " ".join(x.strip() for x in lines[i + 1:i + 3])
                     ty = re.search(r"(?:Option<|Vec<|\()\s*([\w:]+)\s*[>),]", s)
+                # A bare type name is the file's own message; `super::...` paths are other files'.
                 target = ty.group(1).split("::")[-1]
+                if "::" not in ty.group(1):
+                    target = local_name(f, target)
                 kind = "msg"
             elif base == "enumeration":
                 kind = "varint"

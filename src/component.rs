@@ -213,7 +213,7 @@ impl BuildError {
 }
 
 /// A receiver's consumers, one slot per signal (`None` where no pipeline of that signal lists it).
-pub type SignalConsumers = [Option<DynConsumer>; 3];
+pub type SignalConsumers = [Option<DynConsumer>; crate::signal::Signal::COUNT];
 
 pub trait ReceiverConfig: Send + Sync {
     /// `host:port` addresses it will listen on, for clash detection at validation.

@@ -82,15 +82,15 @@ type CounterFamily<L> = Family<L, Counter>;
 pub struct PerSignal<
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static,
 > {
-    families: [CounterFamily<L>; 3],
+    families: [CounterFamily<L>; crate::signal::Signal::COUNT],
 }
 
 impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static>
     PerSignal<L>
 {
     fn register(reg: &mut Registry, prefix: &str, help: &str) -> Self {
-        let families: [CounterFamily<L>; 3] = Default::default();
-        for s in Signal::ALL {
+        let families: [CounterFamily<L>; crate::signal::Signal::COUNT] = Default::default();
+        for s in Signal::EVERY {
             let name = format!("{prefix}_{}", s.item_name());
             reg.register(
                 name,
@@ -113,15 +113,15 @@ impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::
 pub struct PerSignalGauge<
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static,
 > {
-    families: [Family<L, Gauge>; 3],
+    families: [Family<L, Gauge>; crate::signal::Signal::COUNT],
 }
 
 impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static>
     PerSignalGauge<L>
 {
     fn register(reg: &mut Registry, prefix: &str, help: &str) -> Self {
-        let families: [Family<L, Gauge>; 3] = Default::default();
-        for s in Signal::ALL {
+        let families: [Family<L, Gauge>; crate::signal::Signal::COUNT] = Default::default();
+        for s in Signal::EVERY {
             reg.register(
                 format!("{prefix}_{}", s.item_name()),
                 format!("{help} ({})", s.item_name()),
@@ -131,14 +131,14 @@ impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::
         PerSignalGauge { families }
     }
 
-    pub fn handles(&self, labels: &L) -> [Gauge; 3] {
+    pub fn handles(&self, labels: &L) -> [Gauge; crate::signal::Signal::COUNT] {
         std::array::from_fn(|i| self.families[i].get_or_create(labels).clone())
     }
 }
 
 /// Counter handles for one component, indexed by signal.
 #[derive(Clone, Default)]
-pub struct SignalCounters([Counter; 3]);
+pub struct SignalCounters([Counter; crate::signal::Signal::COUNT]);
 
 impl SignalCounters {
     pub fn add(&self, signal: Signal, n: usize) {

@@ -326,10 +326,7 @@ const CORPUS: &[(&str, Expect)] = &[
         Expect::Valid,
     ),
     ("35-gcp-operator-trace-filtering-legacy.yaml", Expect::Valid),
-    (
-        "36-lgtm-otelcol-profiles-pipeline.yaml",
-        Expect::Refused(&["unknown signal \"profiles\""]),
-    ),
+    ("36-lgtm-otelcol-profiles-pipeline.yaml", Expect::Valid),
     ("37-istio-tracing-zipkin-logging.yaml", Expect::Valid),
     (
         "38-kube-stack-gateway-file-storage-queue.yaml",

@@ -70,6 +70,13 @@ fn measured(signal: Signal, bytes: &[u8]) -> usize {
             drop(r);
             a
         }
+        Signal::Profiles => {
+            use opentelemetry_proto::tonic::collector::profiles::v1development as cp;
+            let r = cp::ExportProfilesServiceRequest::decode(bytes).unwrap();
+            let a = live();
+            drop(r);
+            a
+        }
     };
     (after - before) as usize
 }
@@ -205,6 +212,11 @@ fn empty_items(signal: Signal, n: usize) -> Vec<u8> {
             let res = wrap(0x12, &scope);
             wrap(0x0a, &res)
         }
+        Signal::Profiles => {
+            // Sample{} in Profile.samples (2), the Profile in Scope.profiles (2);
+            // Resource.scope_profiles (2); Request.resource_profiles (1).
+            wrap(0x0a, &wrap(0x12, &wrap(0x12, &inner)))
+        }
     }
 }
 
@@ -241,6 +253,11 @@ fn the_estimate_bounds_what_prost_allocates_and_stays_close() {
             "empty data points",
             Signal::Metrics,
             empty_items(Signal::Metrics, 50_000),
+        ),
+        (
+            "empty profile samples",
+            Signal::Profiles,
+            empty_items(Signal::Profiles, 50_000),
         ),
         ("one span, 100k empty attributes", Signal::Traces, {
             let mut attrs = Vec::new();

@@ -733,7 +733,7 @@ fn native_histograms_scraped_over_protobuf_reach_prometheus() {
     ));
     let port = prom.port;
     let sink = common::sink::Sink::start();
-    let health = free_port();
+    let (health, self_metrics) = (free_port(), free_port());
     let cfg = format!(
         r#"
 receivers:
@@ -758,12 +758,13 @@ extensions:
   health_check: {{ endpoint: "127.0.0.1:{health}" }}
 service:
   extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{self_metrics}" }} }}
   pipelines:
     metrics: {{receivers: [prometheus], exporters: [prometheus_remote_write, otlp]}}
 "#,
         sink = sink.port
     );
-    let _c = Collector::start(&cfg, &[], Some(health), None);
+    let _c = Collector::start(&cfg, &[], Some(health), Some(self_metrics));
     let rt = tokio::runtime::Runtime::new().unwrap();
     wait_until(
         "both views of the histogram",

@@ -851,21 +851,13 @@ fn read_pipelines(node: &Node, cfg: &mut Config, errors: &mut Errors) {
             "traces" => Signal::Traces,
             "metrics" => Signal::Metrics,
             "logs" => Signal::Logs,
-            "profiles" => {
-                errors.at(
-                    k.pos,
-                    Some(&what),
-                    None,
-                    "unknown signal \"profiles\": OTLP profiles (a development signal of the Collector) are not carried by ferrotel yet; remove this pipeline",
-                );
-                continue;
-            }
+            "profiles" => Signal::Profiles,
             other => {
                 errors.at(
                     k.pos,
                     Some(&what),
                     None,
-                    format!("unknown signal {other:?} in pipeline id; expected traces, metrics or logs (optionally /name)"),
+                    format!("unknown signal {other:?} in pipeline id; expected traces, metrics, logs or profiles (optionally /name)"),
                 );
                 continue;
             }

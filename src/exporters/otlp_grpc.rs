@@ -82,7 +82,7 @@ fn default_max_request() -> u64 {
 /// `otlp_grpc`'s identity: its config name, other names, signals and stability.
 pub const FACTORY: Factory = Factory::exporter(
     "otlp_grpc",
-    crate::signal::ALL_SIGNALS,
+    crate::signal::WITH_PROFILES,
     Stability::Beta,
     parse,
 )
@@ -219,6 +219,9 @@ fn path(signal: Signal) -> &'static str {
         Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
         Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
         Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        Signal::Profiles => {
+            "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export"
+        }
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Config {
     pub metrics_endpoint: Option<String>,
     #[serde(default)]
     pub logs_endpoint: Option<String>,
+    /// Default `<endpoint>/v1development/profiles`.
+    #[serde(default)]
+    pub profiles_endpoint: Option<String>,
     /// `gzip` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: Compression,
@@ -75,10 +78,17 @@ impl Config {
             Signal::Traces => &self.traces_endpoint,
             Signal::Metrics => &self.metrics_endpoint,
             Signal::Logs => &self.logs_endpoint,
+            Signal::Profiles => &self.profiles_endpoint,
+        };
+        // Profiles are still the development version: `/v1development/profiles`.
+        let version = if s == Signal::Profiles {
+            "v1development"
+        } else {
+            "v1"
         };
         specific.clone().filter(|u| !u.is_empty()).or_else(|| {
             let base = self.endpoint.as_deref().filter(|e| !e.is_empty())?;
-            Some(format!("{}/v1/{s}", base.trim_end_matches('/')))
+            Some(format!("{}/{version}/{s}", base.trim_end_matches('/')))
         })
     }
 }
@@ -86,7 +96,7 @@ impl Config {
 /// `otlp_http`'s identity: its config name, other names, signals and stability.
 pub const FACTORY: Factory = Factory::exporter(
     "otlp_http",
-    crate::signal::ALL_SIGNALS,
+    crate::signal::WITH_PROFILES,
     Stability::Beta,
     parse,
 )
@@ -99,6 +109,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         (Signal::Traces, "traces_endpoint"),
         (Signal::Metrics, "metrics_endpoint"),
         (Signal::Logs, "logs_endpoint"),
+        (Signal::Profiles, "profiles_endpoint"),
     ] {
         if let Some(u) = cfg.url(s) {
             any = true;
@@ -130,7 +141,7 @@ impl ExporterConfig for Validated<Config> {
             .map_err(|e| BuildError::new(&ctx.id, e))?;
         let sender = HttpSender {
             client,
-            urls: Signal::ALL.map(|s| cfg.url(s)),
+            urls: Signal::EVERY.map(|s| cfg.url(s)),
             compression: cfg.compression,
             encoding: cfg.encoding,
             max_request: usize::try_from(cfg.max_request_size)
@@ -145,7 +156,7 @@ impl ExporterConfig for Validated<Config> {
 
 pub struct HttpSender {
     client: reqwest::Client,
-    urls: [Option<String>; 3],
+    urls: [Option<String>; crate::signal::Signal::COUNT],
     compression: Compression,
     encoding: Encoding,
     max_request: usize,

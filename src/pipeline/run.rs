@@ -34,8 +34,8 @@ struct PipelineRun {
 struct ReceiverRun {
     id: ComponentId,
     running: Box<dyn Lifecycle>,
-    /// Per signal (in `Signal::ALL` order), the switch it was given, if it feeds that signal.
-    switches: [Option<Arc<Switch>>; 3],
+    /// Per signal (in `Signal::EVERY` order), the switch it was given, if it feeds that signal.
+    switches: [Option<Arc<Switch>>; crate::signal::Signal::COUNT],
 }
 
 /// The parts a reload may keep or retire.
@@ -315,7 +315,7 @@ impl Running {
                         Some(cfg) => {
                             sum.exporters_built += 1;
                             let mut ectx = ctx(&e.id, &self.base);
-                            ectx.signals = Signal::ALL
+                            ectx.signals = Signal::EVERY
                                 .into_iter()
                                 .filter(|s| {
                                     new.pipelines.iter().any(|p| {
@@ -386,8 +386,8 @@ impl Running {
             .collect();
         receiver_ids.sort();
         receiver_ids.dedup();
-        let heads_of = |id: &ComponentId| -> [Option<DynConsumer>; 3] {
-            Signal::ALL.map(|s| {
+        let heads_of = |id: &ComponentId| -> [Option<DynConsumer>; crate::signal::Signal::COUNT] {
+            Signal::EVERY.map(|s| {
                 let cs: Vec<DynConsumer> = self
                     .parts
                     .pipelines

@@ -521,7 +521,7 @@ mod tests {
     #[test]
     fn empty_pipeline_and_unknown_signal() {
         let e = errors_of(&format!(
-            "{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n    profiles:\n      receivers: [otlp]\n"
+            "{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n    events:\n      receivers: [otlp]\n"
         ));
         assert!(
             e.iter()
@@ -530,7 +530,7 @@ mod tests {
         );
         assert!(
             e.iter()
-                .any(|m| m.contains("t.yaml:11:5") && m.contains("unknown signal \"profiles\"")),
+                .any(|m| m.contains("t.yaml:11:5") && m.contains("unknown signal \"events\"")),
             "{e:?}"
         );
     }

@@ -232,6 +232,8 @@ impl Matcher {
                 not_for("span_names", !cfg.span_names.is_empty())?;
                 not_for("span_kinds", !cfg.span_kinds.is_empty())?;
             }
+            // No processor takes profiles (their factories do not name the signal).
+            Signal::Profiles => {}
             Signal::Metrics => {
                 not_for("span_names", !cfg.span_names.is_empty())?;
                 not_for("span_kinds", !cfg.span_kinds.is_empty())?;

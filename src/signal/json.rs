@@ -68,6 +68,14 @@ pub fn to_protobuf_within(
         Signal::Traces => schema::EXPORT_TRACE_SERVICE_REQUEST,
         Signal::Metrics => schema::EXPORT_METRICS_SERVICE_REQUEST,
         Signal::Logs => schema::EXPORT_LOGS_SERVICE_REQUEST,
+        Signal::Profiles => {
+            return Err(JsonError {
+                too_large: false,
+                offset: 0,
+                path: String::new(),
+                msg: "OTLP/JSON profiles are not read; send application/x-protobuf".into(),
+            });
+        }
     };
     let mut t = Transcoder {
         src: json,
@@ -1055,6 +1063,7 @@ mod tests {
                     Signal::Traces => serde_json::to_vec(&traces(&mut r)).unwrap(),
                     Signal::Metrics => serde_json::to_vec(&metrics(&mut r)).unwrap(),
                     Signal::Logs => serde_json::to_vec(&logs(&mut r)).unwrap(),
+                    Signal::Profiles => unreachable!("Signal::ALL holds the three stable signals"),
                 };
                 for _ in 0..r.random_range(1..4) {
                     if json.is_empty() {

@@ -22,16 +22,30 @@ pub enum Signal {
     Traces,
     Metrics,
     Logs,
+    /// OTLP profiles (the Collector's development signal): carried encoded, from the otlp
+    /// receiver to the otlp exporters; no processor looks inside.
+    Profiles,
 }
 
-/// Every signal, for a component that takes all three.
+/// The three stable signals, for a component that takes them all (profiles are not among
+/// them: a component names that signal itself).
 pub const ALL_SIGNALS: &[Signal] = &Signal::ALL;
 pub const TRACES: &[Signal] = &[Signal::Traces];
 pub const METRICS: &[Signal] = &[Signal::Metrics];
 pub const LOGS: &[Signal] = &[Signal::Logs];
+/// Traces, metrics, logs and profiles: the otlp receiver and exporters.
+pub const WITH_PROFILES: &[Signal] = &Signal::EVERY;
 
 impl Signal {
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+    /// Every signal, profiles included: what per-signal arrays are indexed by.
+    pub const EVERY: [Signal; 4] = [
+        Signal::Traces,
+        Signal::Metrics,
+        Signal::Logs,
+        Signal::Profiles,
+    ];
+    pub const COUNT: usize = 4;
 
     /// The Collector's word for one item of this signal, as used in self-metric names.
     pub fn item_name(self) -> &'static str {
@@ -39,6 +53,7 @@ impl Signal {
             Signal::Traces => "spans",
             Signal::Metrics => "metric_points",
             Signal::Logs => "log_records",
+            Signal::Profiles => "profiles",
         }
     }
 
@@ -53,6 +68,7 @@ impl fmt::Display for Signal {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
             Signal::Logs => "logs",
+            Signal::Profiles => "profiles",
         })
     }
 }
@@ -101,6 +117,12 @@ impl Batch {
             Signal::Traces => Batch::Traces(Vec::new()),
             Signal::Metrics => Batch::Metrics(Vec::new()),
             Signal::Logs => Batch::Logs(Vec::new()),
+            Signal::Profiles => Batch::Encoded(Encoded {
+                signal,
+                parts: Vec::new(),
+                items: 0,
+                len: 0,
+            }),
         }
     }
 
@@ -153,8 +175,16 @@ impl Batch {
     /// parts appended. When one side is encoded and the other not, the decoded side is encoded
     /// (cheaper than decoding) and the result stays encoded. Returns `other` back if the signals
     /// differ.
+    /// Profiles requests never merge (each one's samples point into its own dictionary).
     pub fn append(&mut self, other: Batch) -> Result<(), Batch> {
         if self.signal() != other.signal() {
+            return Err(other);
+        }
+        if self.signal() == Signal::Profiles {
+            if self.is_empty() {
+                *self = other;
+                return Ok(());
+            }
             return Err(other);
         }
         match (&mut *self, other) {
@@ -203,6 +233,10 @@ impl Batch {
         let Batch::Encoded(e) = self else {
             return Ok(self);
         };
+        // Profiles have no decoded form here; they stay as they came.
+        if e.signal == Signal::Profiles {
+            return Ok(Batch::Encoded(e));
+        }
         let mut out = Batch::empty(e.signal);
         for part in e.parts {
             match &mut out {

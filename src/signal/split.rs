@@ -15,7 +15,8 @@ impl Batch {
     /// Splits into batches of at most `max` items each (the last may be smaller).
     /// `max == 0` means no limit.
     pub fn split(self, max: usize) -> Vec<Batch> {
-        if max == 0 || self.item_count() <= max {
+        // A profiles request is never split (its samples point into its one dictionary).
+        if max == 0 || self.item_count() <= max || self.signal() == super::Signal::Profiles {
             return vec![self];
         }
         // Encoded batches are split on the wire, without decoding them.

@@ -82,15 +82,35 @@ const MAX_FIELDS: usize = 16;
 /// The size of the prost struct of each message of the schema.
 pub(crate) fn struct_size(msg: usize) -> usize {
     use opentelemetry_proto::tonic::{
-        collector::{logs::v1 as cl, metrics::v1 as cm, trace::v1 as ct},
+        collector::{
+            logs::v1 as cl, metrics::v1 as cm, profiles::v1development as cp, trace::v1 as ct,
+        },
         common::v1 as c,
         logs::v1 as l,
         metrics::v1 as m,
+        profiles::v1development as p,
         resource::v1 as r,
         trace::v1 as t,
     };
     use std::mem::size_of;
     match msg {
+        schema::EXPORT_PROFILES_PARTIAL_SUCCESS => size_of::<cp::ExportProfilesPartialSuccess>(),
+        schema::EXPORT_PROFILES_SERVICE_REQUEST => size_of::<cp::ExportProfilesServiceRequest>(),
+        schema::EXPORT_PROFILES_SERVICE_RESPONSE => size_of::<cp::ExportProfilesServiceResponse>(),
+        schema::FUNCTION => size_of::<p::Function>(),
+        schema::KEY_VALUE_AND_UNIT => size_of::<p::KeyValueAndUnit>(),
+        schema::LINE => size_of::<p::Line>(),
+        schema::LOCATION => size_of::<p::Location>(),
+        schema::MAPPING => size_of::<p::Mapping>(),
+        schema::PROFILE => size_of::<p::Profile>(),
+        schema::PROFILES_DATA => size_of::<p::ProfilesData>(),
+        schema::PROFILES_DICTIONARY => size_of::<p::ProfilesDictionary>(),
+        schema::PROFILES_LINK => size_of::<p::Link>(),
+        schema::RESOURCE_PROFILES => size_of::<p::ResourceProfiles>(),
+        schema::SAMPLE => size_of::<p::Sample>(),
+        schema::SCOPE_PROFILES => size_of::<p::ScopeProfiles>(),
+        schema::STACK => size_of::<p::Stack>(),
+        schema::VALUE_TYPE => size_of::<p::ValueType>(),
         schema::ANY_VALUE => size_of::<c::AnyValue>(),
         schema::ARRAY_VALUE => size_of::<c::ArrayValue>(),
         schema::BUCKETS => size_of::<m::exponential_histogram_data_point::Buckets>(),
@@ -176,12 +196,13 @@ pub struct WireError {
 /// prost's `RECURSION_LIMIT`.
 const RECURSION_LIMIT: u32 = 100;
 
-/// Scans an `Export{Trace,Metrics,Logs}ServiceRequest`.
+/// Scans an `Export{Trace,Metrics,Logs,Profiles}ServiceRequest`.
 pub fn scan(signal: Signal, buf: &[u8]) -> Result<Scan, WireError> {
     let root = match signal {
         Signal::Traces => schema::EXPORT_TRACE_SERVICE_REQUEST,
         Signal::Metrics => schema::EXPORT_METRICS_SERVICE_REQUEST,
         Signal::Logs => schema::EXPORT_LOGS_SERVICE_REQUEST,
+        Signal::Profiles => schema::EXPORT_PROFILES_SERVICE_REQUEST,
     };
     let mut s = Scanner {
         buf,
@@ -390,7 +411,9 @@ impl Scanner<'_> {
                     self.message(child, s, e, budget - 1)?;
                     let inner_points = std::mem::replace(&mut self.points, outer_points);
                     match (msg, tag) {
-                        (schema::SCOPE_SPANS, 2) | (schema::SCOPE_LOGS, 2) => self.items += 1,
+                        (schema::SCOPE_SPANS, 2)
+                        | (schema::SCOPE_LOGS, 2)
+                        | (schema::SCOPE_PROFILES, 2) => self.items += 1,
                         (
                             schema::GAUGE
                             | schema::SUM
@@ -460,6 +483,10 @@ mod tests {
             Signal::Traces => t::ExportTraceServiceRequest::decode(b).is_ok(),
             Signal::Metrics => m::ExportMetricsServiceRequest::decode(b).is_ok(),
             Signal::Logs => l::ExportLogsServiceRequest::decode(b).is_ok(),
+            Signal::Profiles => {
+                use opentelemetry_proto::tonic::collector::profiles::v1development as p;
+                p::ExportProfilesServiceRequest::decode(b).is_ok()
+            }
         }
     }
 

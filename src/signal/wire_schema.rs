@@ -19,35 +19,52 @@ pub const EXPORT_LOGS_SERVICE_RESPONSE: usize = 10;
 pub const EXPORT_METRICS_PARTIAL_SUCCESS: usize = 11;
 pub const EXPORT_METRICS_SERVICE_REQUEST: usize = 12;
 pub const EXPORT_METRICS_SERVICE_RESPONSE: usize = 13;
-pub const EXPORT_TRACE_PARTIAL_SUCCESS: usize = 14;
-pub const EXPORT_TRACE_SERVICE_REQUEST: usize = 15;
-pub const EXPORT_TRACE_SERVICE_RESPONSE: usize = 16;
-pub const GAUGE: usize = 17;
-pub const HISTOGRAM: usize = 18;
-pub const HISTOGRAM_DATA_POINT: usize = 19;
-pub const INSTRUMENTATION_SCOPE: usize = 20;
-pub const KEY_VALUE: usize = 21;
-pub const KEY_VALUE_LIST: usize = 22;
-pub const LINK: usize = 23;
-pub const LOG_RECORD: usize = 24;
-pub const LOGS_DATA: usize = 25;
-pub const METRIC: usize = 26;
-pub const METRICS_DATA: usize = 27;
-pub const NUMBER_DATA_POINT: usize = 28;
-pub const RESOURCE: usize = 29;
-pub const RESOURCE_LOGS: usize = 30;
-pub const RESOURCE_METRICS: usize = 31;
-pub const RESOURCE_SPANS: usize = 32;
-pub const SCOPE_LOGS: usize = 33;
-pub const SCOPE_METRICS: usize = 34;
-pub const SCOPE_SPANS: usize = 35;
-pub const SPAN: usize = 36;
-pub const STATUS: usize = 37;
-pub const SUM: usize = 38;
-pub const SUMMARY: usize = 39;
-pub const SUMMARY_DATA_POINT: usize = 40;
-pub const TRACES_DATA: usize = 41;
-pub const VALUE_AT_QUANTILE: usize = 42;
+pub const EXPORT_PROFILES_PARTIAL_SUCCESS: usize = 14;
+pub const EXPORT_PROFILES_SERVICE_REQUEST: usize = 15;
+pub const EXPORT_PROFILES_SERVICE_RESPONSE: usize = 16;
+pub const EXPORT_TRACE_PARTIAL_SUCCESS: usize = 17;
+pub const EXPORT_TRACE_SERVICE_REQUEST: usize = 18;
+pub const EXPORT_TRACE_SERVICE_RESPONSE: usize = 19;
+pub const FUNCTION: usize = 20;
+pub const GAUGE: usize = 21;
+pub const HISTOGRAM: usize = 22;
+pub const HISTOGRAM_DATA_POINT: usize = 23;
+pub const INSTRUMENTATION_SCOPE: usize = 24;
+pub const KEY_VALUE: usize = 25;
+pub const KEY_VALUE_AND_UNIT: usize = 26;
+pub const KEY_VALUE_LIST: usize = 27;
+pub const LINE: usize = 28;
+pub const LINK: usize = 29;
+pub const LOCATION: usize = 30;
+pub const LOG_RECORD: usize = 31;
+pub const LOGS_DATA: usize = 32;
+pub const MAPPING: usize = 33;
+pub const METRIC: usize = 34;
+pub const METRICS_DATA: usize = 35;
+pub const NUMBER_DATA_POINT: usize = 36;
+pub const PROFILE: usize = 37;
+pub const PROFILES_DATA: usize = 38;
+pub const PROFILES_DICTIONARY: usize = 39;
+pub const PROFILES_LINK: usize = 40;
+pub const RESOURCE: usize = 41;
+pub const RESOURCE_LOGS: usize = 42;
+pub const RESOURCE_METRICS: usize = 43;
+pub const RESOURCE_PROFILES: usize = 44;
+pub const RESOURCE_SPANS: usize = 45;
+pub const SAMPLE: usize = 46;
+pub const SCOPE_LOGS: usize = 47;
+pub const SCOPE_METRICS: usize = 48;
+pub const SCOPE_PROFILES: usize = 49;
+pub const SCOPE_SPANS: usize = 50;
+pub const SPAN: usize = 51;
+pub const STACK: usize = 52;
+pub const STATUS: usize = 53;
+pub const SUM: usize = 54;
+pub const SUMMARY: usize = 55;
+pub const SUMMARY_DATA_POINT: usize = 56;
+pub const TRACES_DATA: usize = 57;
+pub const VALUE_AT_QUANTILE: usize = 58;
+pub const VALUE_TYPE: usize = 59;
 
 pub static MESSAGES: &[(&str, &[Field])] = &[
     (
@@ -105,7 +122,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 6,
-                kind: Kind::Msg(22),
+                kind: Kind::Msg(27),
                 repeated: false,
                 name: "kvlist_value",
                 json: "kvlistValue",
@@ -243,7 +260,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 3,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -318,7 +335,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 7,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "filtered_attributes",
                 json: "filteredAttributes",
@@ -358,7 +375,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -527,7 +544,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
         "ExportLogsServiceRequest",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(30),
+            kind: Kind::Msg(42),
             repeated: true,
             name: "resource_logs",
             json: "resourceLogs",
@@ -578,7 +595,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
         "ExportMetricsServiceRequest",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(31),
+            kind: Kind::Msg(43),
             repeated: true,
             name: "resource_metrics",
             json: "resourceMetrics",
@@ -600,6 +617,69 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             hex: false,
         }],
     ), // 13
+    (
+        "ExportProfilesPartialSuccess",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "rejected_profiles",
+                json: "rejectedProfiles",
+                ty: Ty::Int64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Str,
+                repeated: false,
+                name: "error_message",
+                json: "errorMessage",
+                ty: Ty::String,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 14
+    (
+        "ExportProfilesServiceRequest",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Msg(44),
+                repeated: true,
+                name: "resource_profiles",
+                json: "resourceProfiles",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Msg(39),
+                repeated: false,
+                name: "dictionary",
+                json: "dictionary",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 15
+    (
+        "ExportProfilesServiceResponse",
+        &[Field {
+            tag: 1,
+            kind: Kind::Msg(14),
+            repeated: false,
+            name: "partial_success",
+            json: "partialSuccess",
+            ty: Ty::Message,
+            presence: false,
+            hex: false,
+        }],
+    ), // 16
     (
         "ExportTracePartialSuccess",
         &[
@@ -624,12 +704,12 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 14
+    ), // 17
     (
         "ExportTraceServiceRequest",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(32),
+            kind: Kind::Msg(45),
             repeated: true,
             name: "resource_spans",
             json: "resourceSpans",
@@ -637,12 +717,12 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             presence: false,
             hex: false,
         }],
-    ), // 15
+    ), // 18
     (
         "ExportTraceServiceResponse",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(14),
+            kind: Kind::Msg(17),
             repeated: false,
             name: "partial_success",
             json: "partialSuccess",
@@ -650,12 +730,57 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             presence: false,
             hex: false,
         }],
-    ), // 16
+    ), // 19
+    (
+        "Function",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "name_strindex",
+                json: "nameStrindex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "system_name_strindex",
+                json: "systemNameStrindex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "filename_strindex",
+                json: "filenameStrindex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 4,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "start_line",
+                json: "startLine",
+                ty: Ty::Int64,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 20
     (
         "Gauge",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(28),
+            kind: Kind::Msg(36),
             repeated: true,
             name: "data_points",
             json: "dataPoints",
@@ -663,13 +788,13 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             presence: false,
             hex: false,
         }],
-    ), // 17
+    ), // 21
     (
         "Histogram",
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(19),
+                kind: Kind::Msg(23),
                 repeated: true,
                 name: "data_points",
                 json: "dataPoints",
@@ -688,7 +813,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 18
+    ), // 22
     (
         "HistogramDataPoint",
         &[
@@ -764,7 +889,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 9,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -803,7 +928,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 19
+    ), // 23
     (
         "InstrumentationScope",
         &[
@@ -829,7 +954,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 3,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -848,7 +973,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 20
+    ), // 24
     (
         "KeyValue",
         &[
@@ -883,12 +1008,47 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 21
+    ), // 25
+    (
+        "KeyValueAndUnit",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "key_strindex",
+                json: "keyStrindex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Msg(0),
+                repeated: false,
+                name: "value",
+                json: "value",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "unit_strindex",
+                json: "unitStrindex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 26
     (
         "KeyValueList",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(21),
+            kind: Kind::Msg(25),
             repeated: true,
             name: "values",
             json: "values",
@@ -896,7 +1056,42 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             presence: false,
             hex: false,
         }],
-    ), // 22
+    ), // 27
+    (
+        "Line",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "function_index",
+                json: "functionIndex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "line",
+                json: "line",
+                ty: Ty::Int64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "column",
+                json: "column",
+                ty: Ty::Int64,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 28
     (
         "Link",
         &[
@@ -932,7 +1127,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 4,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -961,7 +1156,52 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 23
+    ), // 29
+    (
+        "Location",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "mapping_index",
+                json: "mappingIndex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "address",
+                json: "address",
+                ty: Ty::UInt64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Msg(28),
+                repeated: true,
+                name: "lines",
+                json: "lines",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 4,
+                kind: Kind::Varint,
+                repeated: true,
+                name: "attribute_indices",
+                json: "attributeIndices",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 30
     (
         "LogRecord",
         &[
@@ -1007,7 +1247,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 6,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -1076,12 +1316,12 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 24
+    ), // 31
     (
         "LogsData",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(30),
+            kind: Kind::Msg(42),
             repeated: true,
             name: "resource_logs",
             json: "resourceLogs",
@@ -1089,7 +1329,62 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             presence: false,
             hex: false,
         }],
-    ), // 25
+    ), // 32
+    (
+        "Mapping",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "memory_start",
+                json: "memoryStart",
+                ty: Ty::UInt64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "memory_limit",
+                json: "memoryLimit",
+                ty: Ty::UInt64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "file_offset",
+                json: "fileOffset",
+                ty: Ty::UInt64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 4,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "filename_strindex",
+                json: "filenameStrindex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 5,
+                kind: Kind::Varint,
+                repeated: true,
+                name: "attribute_indices",
+                json: "attributeIndices",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 33
     (
         "Metric",
         &[
@@ -1125,7 +1420,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 5,
-                kind: Kind::Msg(17),
+                kind: Kind::Msg(21),
                 repeated: false,
                 name: "gauge",
                 json: "gauge",
@@ -1135,7 +1430,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 7,
-                kind: Kind::Msg(38),
+                kind: Kind::Msg(54),
                 repeated: false,
                 name: "sum",
                 json: "sum",
@@ -1145,7 +1440,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 9,
-                kind: Kind::Msg(18),
+                kind: Kind::Msg(22),
                 repeated: false,
                 name: "histogram",
                 json: "histogram",
@@ -1165,7 +1460,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 11,
-                kind: Kind::Msg(39),
+                kind: Kind::Msg(55),
                 repeated: false,
                 name: "summary",
                 json: "summary",
@@ -1175,7 +1470,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 12,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "metadata",
                 json: "metadata",
@@ -1184,12 +1479,12 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 26
+    ), // 34
     (
         "MetricsData",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(31),
+            kind: Kind::Msg(43),
             repeated: true,
             name: "resource_metrics",
             json: "resourceMetrics",
@@ -1197,7 +1492,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             presence: false,
             hex: false,
         }],
-    ), // 27
+    ), // 35
     (
         "NumberDataPoint",
         &[
@@ -1253,7 +1548,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 7,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -1272,13 +1567,253 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 28
+    ), // 36
+    (
+        "Profile",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Msg(59),
+                repeated: false,
+                name: "sample_type",
+                json: "sampleType",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Msg(46),
+                repeated: true,
+                name: "samples",
+                json: "samples",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Fixed64,
+                repeated: false,
+                name: "time_unix_nano",
+                json: "timeUnixNano",
+                ty: Ty::Fixed64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 4,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "duration_nano",
+                json: "durationNano",
+                ty: Ty::UInt64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 5,
+                kind: Kind::Msg(59),
+                repeated: false,
+                name: "period_type",
+                json: "periodType",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 6,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "period",
+                json: "period",
+                ty: Ty::Int64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 7,
+                kind: Kind::Bytes,
+                repeated: false,
+                name: "profile_id",
+                json: "profileId",
+                ty: Ty::Bytes,
+                presence: false,
+                hex: true,
+            },
+            Field {
+                tag: 8,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "dropped_attributes_count",
+                json: "droppedAttributesCount",
+                ty: Ty::UInt32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 9,
+                kind: Kind::Str,
+                repeated: false,
+                name: "original_payload_format",
+                json: "originalPayloadFormat",
+                ty: Ty::String,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 10,
+                kind: Kind::Bytes,
+                repeated: false,
+                name: "original_payload",
+                json: "originalPayload",
+                ty: Ty::Bytes,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 11,
+                kind: Kind::Varint,
+                repeated: true,
+                name: "attribute_indices",
+                json: "attributeIndices",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 37
+    (
+        "ProfilesData",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Msg(44),
+                repeated: true,
+                name: "resource_profiles",
+                json: "resourceProfiles",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Msg(39),
+                repeated: false,
+                name: "dictionary",
+                json: "dictionary",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 38
+    (
+        "ProfilesDictionary",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Msg(33),
+                repeated: true,
+                name: "mapping_table",
+                json: "mappingTable",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Msg(30),
+                repeated: true,
+                name: "location_table",
+                json: "locationTable",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Msg(20),
+                repeated: true,
+                name: "function_table",
+                json: "functionTable",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 4,
+                kind: Kind::Msg(40),
+                repeated: true,
+                name: "link_table",
+                json: "linkTable",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 5,
+                kind: Kind::Str,
+                repeated: true,
+                name: "string_table",
+                json: "stringTable",
+                ty: Ty::String,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 6,
+                kind: Kind::Msg(26),
+                repeated: true,
+                name: "attribute_table",
+                json: "attributeTable",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 7,
+                kind: Kind::Msg(52),
+                repeated: true,
+                name: "stack_table",
+                json: "stackTable",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 39
+    (
+        "ProfilesLink",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Bytes,
+                repeated: false,
+                name: "trace_id",
+                json: "traceId",
+                ty: Ty::Bytes,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Bytes,
+                repeated: false,
+                name: "span_id",
+                json: "spanId",
+                ty: Ty::Bytes,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 40
     (
         "Resource",
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -1307,13 +1842,13 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 29
+    ), // 41
     (
         "ResourceLogs",
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(29),
+                kind: Kind::Msg(41),
                 repeated: false,
                 name: "resource",
                 json: "resource",
@@ -1323,7 +1858,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 2,
-                kind: Kind::Msg(33),
+                kind: Kind::Msg(47),
                 repeated: true,
                 name: "scope_logs",
                 json: "scopeLogs",
@@ -1342,13 +1877,13 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 30
+    ), // 42
     (
         "ResourceMetrics",
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(29),
+                kind: Kind::Msg(41),
                 repeated: false,
                 name: "resource",
                 json: "resource",
@@ -1358,7 +1893,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 2,
-                kind: Kind::Msg(34),
+                kind: Kind::Msg(48),
                 repeated: true,
                 name: "scope_metrics",
                 json: "scopeMetrics",
@@ -1377,13 +1912,13 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 31
+    ), // 43
     (
-        "ResourceSpans",
+        "ResourceProfiles",
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(29),
+                kind: Kind::Msg(41),
                 repeated: false,
                 name: "resource",
                 json: "resource",
@@ -1393,7 +1928,42 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 2,
-                kind: Kind::Msg(35),
+                kind: Kind::Msg(49),
+                repeated: true,
+                name: "scope_profiles",
+                json: "scopeProfiles",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Str,
+                repeated: false,
+                name: "schema_url",
+                json: "schemaUrl",
+                ty: Ty::String,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 44
+    (
+        "ResourceSpans",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Msg(41),
+                repeated: false,
+                name: "resource",
+                json: "resource",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Msg(50),
                 repeated: true,
                 name: "scope_spans",
                 json: "scopeSpans",
@@ -1412,13 +1982,68 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 32
+    ), // 45
+    (
+        "Sample",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "stack_index",
+                json: "stackIndex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Varint,
+                repeated: true,
+                name: "attribute_indices",
+                json: "attributeIndices",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "link_index",
+                json: "linkIndex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 4,
+                kind: Kind::Varint,
+                repeated: true,
+                name: "values",
+                json: "values",
+                ty: Ty::Int64,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 5,
+                kind: Kind::Fixed64,
+                repeated: true,
+                name: "timestamps_unix_nano",
+                json: "timestampsUnixNano",
+                ty: Ty::Fixed64,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 46
     (
         "ScopeLogs",
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(20),
+                kind: Kind::Msg(24),
                 repeated: false,
                 name: "scope",
                 json: "scope",
@@ -1428,7 +2053,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 2,
-                kind: Kind::Msg(24),
+                kind: Kind::Msg(31),
                 repeated: true,
                 name: "log_records",
                 json: "logRecords",
@@ -1447,13 +2072,13 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 33
+    ), // 47
     (
         "ScopeMetrics",
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(20),
+                kind: Kind::Msg(24),
                 repeated: false,
                 name: "scope",
                 json: "scope",
@@ -1463,7 +2088,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 2,
-                kind: Kind::Msg(26),
+                kind: Kind::Msg(34),
                 repeated: true,
                 name: "metrics",
                 json: "metrics",
@@ -1482,13 +2107,13 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 34
+    ), // 48
     (
-        "ScopeSpans",
+        "ScopeProfiles",
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(20),
+                kind: Kind::Msg(24),
                 repeated: false,
                 name: "scope",
                 json: "scope",
@@ -1498,7 +2123,42 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 2,
-                kind: Kind::Msg(36),
+                kind: Kind::Msg(37),
+                repeated: true,
+                name: "profiles",
+                json: "profiles",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 3,
+                kind: Kind::Str,
+                repeated: false,
+                name: "schema_url",
+                json: "schemaUrl",
+                ty: Ty::String,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 49
+    (
+        "ScopeSpans",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Msg(24),
+                repeated: false,
+                name: "scope",
+                json: "scope",
+                ty: Ty::Message,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Msg(51),
                 repeated: true,
                 name: "spans",
                 json: "spans",
@@ -1517,7 +2177,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 35
+    ), // 50
     (
         "Span",
         &[
@@ -1603,7 +2263,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 9,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -1643,7 +2303,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 13,
-                kind: Kind::Msg(23),
+                kind: Kind::Msg(29),
                 repeated: true,
                 name: "links",
                 json: "links",
@@ -1663,7 +2323,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 15,
-                kind: Kind::Msg(37),
+                kind: Kind::Msg(53),
                 repeated: false,
                 name: "status",
                 json: "status",
@@ -1682,7 +2342,20 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 36
+    ), // 51
+    (
+        "Stack",
+        &[Field {
+            tag: 1,
+            kind: Kind::Varint,
+            repeated: true,
+            name: "location_indices",
+            json: "locationIndices",
+            ty: Ty::Int32,
+            presence: false,
+            hex: false,
+        }],
+    ), // 52
     (
         "Status",
         &[
@@ -1707,13 +2380,13 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 37
+    ), // 53
     (
         "Sum",
         &[
             Field {
                 tag: 1,
-                kind: Kind::Msg(28),
+                kind: Kind::Msg(36),
                 repeated: true,
                 name: "data_points",
                 json: "dataPoints",
@@ -1742,12 +2415,12 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 38
+    ), // 54
     (
         "Summary",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(40),
+            kind: Kind::Msg(56),
             repeated: true,
             name: "data_points",
             json: "dataPoints",
@@ -1755,7 +2428,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             presence: false,
             hex: false,
         }],
-    ), // 39
+    ), // 55
     (
         "SummaryDataPoint",
         &[
@@ -1801,7 +2474,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 6,
-                kind: Kind::Msg(42),
+                kind: Kind::Msg(58),
                 repeated: true,
                 name: "quantile_values",
                 json: "quantileValues",
@@ -1811,7 +2484,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             },
             Field {
                 tag: 7,
-                kind: Kind::Msg(21),
+                kind: Kind::Msg(25),
                 repeated: true,
                 name: "attributes",
                 json: "attributes",
@@ -1830,12 +2503,12 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 40
+    ), // 56
     (
         "TracesData",
         &[Field {
             tag: 1,
-            kind: Kind::Msg(32),
+            kind: Kind::Msg(45),
             repeated: true,
             name: "resource_spans",
             json: "resourceSpans",
@@ -1843,7 +2516,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
             presence: false,
             hex: false,
         }],
-    ), // 41
+    ), // 57
     (
         "ValueAtQuantile",
         &[
@@ -1868,5 +2541,30 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
                 hex: false,
             },
         ],
-    ), // 42
+    ), // 58
+    (
+        "ValueType",
+        &[
+            Field {
+                tag: 1,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "type_strindex",
+                json: "typeStrindex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+            Field {
+                tag: 2,
+                kind: Kind::Varint,
+                repeated: false,
+                name: "unit_strindex",
+                json: "unitStrindex",
+                ty: Ty::Int32,
+                presence: false,
+                hex: false,
+            },
+        ],
+    ), // 59
 ];

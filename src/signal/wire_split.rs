@@ -19,6 +19,8 @@ fn levels(signal: Signal) -> &'static [&'static [u32]] {
         // ... ScopeMetrics.metrics, Metric.{gauge,sum,histogram,exponential_histogram,summary},
         // <data>.data_points.
         Signal::Metrics => &[&[1], &[2], &[2], &[5, 7, 9, 10, 11], &[1]],
+        // A profiles request's samples point into its one dictionary: it is never split.
+        Signal::Profiles => &[],
     }
 }
 
@@ -504,6 +506,7 @@ mod tests {
                     let q = random::logs(&mut r);
                     (q.encode_to_vec(), Batch::Logs(q.resource_logs))
                 }
+                Signal::Profiles => unreachable!("Signal::ALL holds the three stable signals"),
             };
             let max = r.random_range(1..bytes.len().max(2) * 2);
             let parts = split_request(signal, &bytes, max);

@@ -358,8 +358,8 @@ struct Inner<S: Sender> {
     /// Requests and items held from enqueue until their send ends (sent, or given up): in a
     /// queue, with a worker, or waiting between retries. So accepted = sent + failed + held.
     /// Per signal.
-    queue_size: [prometheus_client::metrics::gauge::Gauge; 3],
-    queued_items: [prometheus_client::metrics::gauge::Gauge; 3],
+    queue_size: [prometheus_client::metrics::gauge::Gauge; crate::signal::Signal::COUNT],
+    queued_items: [prometheus_client::metrics::gauge::Gauge; crate::signal::Signal::COUNT],
     telemetry: Arc<crate::telemetry::Telemetry>,
     /// This exporter's status for the health extensions.
     status: crate::health::Reporter,
@@ -371,7 +371,7 @@ struct Inner<S: Sender> {
 pub struct Helper<S: Sender> {
     inner: Arc<Inner<S>>,
     /// `sending_queue.batch`: one batcher per signal in front of the queue.
-    batchers: Option<[crate::batcher::Batcher; 3]>,
+    batchers: Option<[crate::batcher::Batcher; crate::signal::Signal::COUNT]>,
     workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -412,7 +412,7 @@ impl<S: Sender> Helper<S> {
             sent: t.exporter_sent.handles(&labels),
             failed: t.exporter_send_failed.handles(&labels),
             enqueue_failed: t.exporter_enqueue_failed.handles(&labels),
-            queue_size: Signal::ALL.map(|s| {
+            queue_size: Signal::EVERY.map(|s| {
                 let g = t
                     .exporter_queue_size
                     .get_or_create(&queue_labels(s))
@@ -443,7 +443,7 @@ impl<S: Sender> Helper<S> {
                 send_batch_max_size: b.max_size,
             };
             let send_size = t.queue_batch_send_size.get_or_create(&labels).clone();
-            Signal::ALL.map(|s| {
+            Signal::EVERY.map(|s| {
                 let front: DynConsumer = Arc::new(Front(inner.clone()));
                 let stats = crate::batcher::Stats {
                     send_size: Some(send_size.clone()),
@@ -472,8 +472,11 @@ impl<S: Sender> Consumer for Front<S> {
 impl<S: Sender> Consumer for Helper<S> {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
         match &self.batchers {
-            Some(b) => b[batch.signal().index()].consume(batch),
-            None => Box::pin(self.inner.accept(batch)),
+            // Profiles requests do not merge: they go to the queue as they came.
+            Some(b) if batch.signal() != Signal::Profiles => {
+                b[batch.signal().index()].consume(batch)
+            }
+            _ => Box::pin(self.inner.accept(batch)),
         }
     }
 }

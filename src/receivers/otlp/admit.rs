@@ -101,6 +101,8 @@ pub(crate) fn admit_protobuf(
         Refused::Invalid(format!("invalid OTLP/protobuf {signal} request: {e}"))
     };
     let mut batch = match signal {
+        // Profiles pass encoded, and their ids are not checked (see wire::scan).
+        Signal::Profiles => Batch::Encoded(crate::signal::Encoded::new(signal, body, items)),
         Signal::Traces => Batch::Traces(
             t::ExportTraceServiceRequest::decode(body)
                 .map_err(err)?
@@ -226,6 +228,9 @@ pub(crate) fn reject_invalid(batch: &mut Batch) -> (i64, String) {
     (rejected, why)
 }
 
-pub(crate) fn entry_for(entries: &[Option<Arc<Entry>>; 3], s: Signal) -> Option<Arc<Entry>> {
+pub(crate) fn entry_for(
+    entries: &[Option<Arc<Entry>>; crate::signal::Signal::COUNT],
+    s: Signal,
+) -> Option<Arc<Entry>> {
     entries[s.index()].clone()
 }

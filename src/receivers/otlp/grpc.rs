@@ -60,7 +60,7 @@ fn refusal_status(r: Refused) -> Status {
     }
 }
 
-/// The three OTLP services differ only by name, path and signal.
+/// The OTLP services differ only by name, path and signal.
 pub(crate) trait OtlpService: Send + Sync + 'static {
     const NAME: &'static str;
     const PATH: &'static str;
@@ -70,6 +70,7 @@ pub(crate) trait OtlpService: Send + Sync + 'static {
 pub(crate) struct TraceSvc;
 pub(crate) struct MetricsSvc;
 pub(crate) struct LogsSvc;
+pub(crate) struct ProfilesSvc;
 
 impl OtlpService for TraceSvc {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
@@ -85,6 +86,13 @@ impl OtlpService for LogsSvc {
     const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
     const SIGNAL: Signal = Signal::Logs;
+}
+impl OtlpService for ProfilesSvc {
+    const NAME: &'static str =
+        "opentelemetry.proto.collector.profiles.v1development.ProfilesService";
+    const PATH: &'static str =
+        "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
+    const SIGNAL: Signal = Signal::Profiles;
 }
 
 /// One OTLP gRPC service (a tower service for tonic's router).
@@ -382,7 +390,10 @@ fn ok_response(resp: &ExportResponse) -> http::Response<tonic::body::Body> {
 }
 
 /// The gRPC services of the signals that have pipelines, as one axum router.
-pub(super) fn router(cfg: &GrpcConfig, entries: [Option<Arc<Entry>>; 3]) -> axum::Router {
+pub(super) fn router(
+    cfg: &GrpcConfig,
+    entries: [Option<Arc<Entry>>; crate::signal::Signal::COUNT],
+) -> axum::Router {
     let max_message =
         usize::try_from(cfg.max_recv_msg_size_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let mut routes = tonic::service::Routes::default();
@@ -406,6 +417,15 @@ pub(super) fn router(cfg: &GrpcConfig, entries: [Option<Arc<Entry>>; 3]) -> axum
     }
     if let Some(entry) = entry_for(&entries, Signal::Logs) {
         routes = routes.add_service(Server::<LogsSvc> {
+            entry,
+            max_message,
+            max_decoded: cfg.max_decoded_bytes(),
+            include_metadata: cfg.include_metadata,
+            _svc: PhantomData,
+        });
+    }
+    if let Some(entry) = entry_for(&entries, Signal::Profiles) {
+        routes = routes.add_service(Server::<ProfilesSvc> {
             entry,
             max_message,
             max_decoded: cfg.max_decoded_bytes(),

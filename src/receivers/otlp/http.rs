@@ -55,13 +55,19 @@ struct SignalState {
     algorithms: Option<Arc<Vec<String>>>,
 }
 
-pub(super) fn router(cfg: &HttpConfig, entries: [Option<Arc<Entry>>; 3]) -> axum::Router {
+pub(super) fn router(
+    cfg: &HttpConfig,
+    entries: [Option<Arc<Entry>>; crate::signal::Signal::COUNT],
+) -> axum::Router {
     let cors = cfg.cors.clone().map(Arc::new);
     let mut r = axum::Router::new();
+    // Profiles are the development protocol, at its fixed path.
+    let profiles_path = "/v1development/profiles".to_string();
     for (signal, path) in [
         (Signal::Traces, &cfg.traces_url_path),
         (Signal::Metrics, &cfg.metrics_url_path),
         (Signal::Logs, &cfg.logs_url_path),
+        (Signal::Profiles, &profiles_path),
     ] {
         let Some(entry) = entry_for(&entries, signal) else {
             continue;
@@ -448,6 +454,18 @@ fn success(signal: Signal, enc: Encoding, rejected: i64, why: String) -> Respons
                     }),
                 }
                 .encode_to_vec(),
+                Signal::Profiles => {
+                    use opentelemetry_proto::tonic::collector::profiles::v1development as p;
+                    p::ExportProfilesServiceResponse {
+                        partial_success: (rejected > 0).then_some(
+                            p::ExportProfilesPartialSuccess {
+                                rejected_profiles: rejected,
+                                error_message: why,
+                            },
+                        ),
+                    }
+                    .encode_to_vec()
+                }
             };
             (StatusCode::OK, [(header::CONTENT_TYPE, PROTOBUF)], body).into_response()
         }
@@ -458,6 +476,7 @@ fn success(signal: Signal, enc: Encoding, rejected: i64, why: String) -> Respons
                     Signal::Traces => "rejectedSpans",
                     Signal::Metrics => "rejectedDataPoints",
                     Signal::Logs => "rejectedLogRecords",
+                    Signal::Profiles => "rejectedProfiles",
                 };
                 serde_json::json!({"partialSuccess": {field: rejected.to_string(), "errorMessage": why}}).to_string()
             } else {

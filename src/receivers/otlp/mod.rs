@@ -37,7 +37,7 @@ fn de_err(path: &[&str], node: &Node, msg: impl Into<String>) -> DeError {
 
 /// `otlp`'s identity: its config name, other names, signals and stability.
 pub const FACTORY: Factory =
-    Factory::receiver("otlp", crate::signal::ALL_SIGNALS, Stability::Beta, parse);
+    Factory::receiver("otlp", crate::signal::WITH_PROFILES, Stability::Beta, parse);
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
@@ -255,7 +255,11 @@ impl ReceiverConfig for Config {
     }
 }
 
-fn entries(ctx: &Context, transport: &str, consumers: &SignalConsumers) -> [Option<Arc<Entry>>; 3] {
+fn entries(
+    ctx: &Context,
+    transport: &str,
+    consumers: &SignalConsumers,
+) -> [Option<Arc<Entry>>; crate::signal::Signal::COUNT] {
     std::array::from_fn(|i| {
         consumers[i]
             .as_ref()
