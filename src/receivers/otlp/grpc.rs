@@ -389,6 +389,25 @@ fn ok_response(resp: &ExportResponse) -> http::Response<tonic::body::Body> {
     r
 }
 
+/// Service `S` on the routes, when its signal has a pipeline.
+fn add<S: OtlpService>(
+    routes: tonic::service::Routes,
+    entries: &[Option<Arc<Entry>>; crate::signal::Signal::COUNT],
+    cfg: &GrpcConfig,
+    max_message: usize,
+) -> tonic::service::Routes {
+    match entry_for(entries, S::SIGNAL) {
+        Some(entry) => routes.add_service(Server::<S> {
+            entry,
+            max_message,
+            max_decoded: cfg.max_decoded_bytes(),
+            include_metadata: cfg.include_metadata,
+            _svc: PhantomData,
+        }),
+        None => routes,
+    }
+}
+
 /// The gRPC services of the signals that have pipelines, as one axum router.
 pub(super) fn router(
     cfg: &GrpcConfig,
@@ -397,41 +416,9 @@ pub(super) fn router(
     let max_message =
         usize::try_from(cfg.max_recv_msg_size_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let mut routes = tonic::service::Routes::default();
-    if let Some(entry) = entry_for(&entries, Signal::Traces) {
-        routes = routes.add_service(Server::<TraceSvc> {
-            entry,
-            max_message,
-            max_decoded: cfg.max_decoded_bytes(),
-            include_metadata: cfg.include_metadata,
-            _svc: PhantomData,
-        });
-    }
-    if let Some(entry) = entry_for(&entries, Signal::Metrics) {
-        routes = routes.add_service(Server::<MetricsSvc> {
-            entry,
-            max_message,
-            max_decoded: cfg.max_decoded_bytes(),
-            include_metadata: cfg.include_metadata,
-            _svc: PhantomData,
-        });
-    }
-    if let Some(entry) = entry_for(&entries, Signal::Logs) {
-        routes = routes.add_service(Server::<LogsSvc> {
-            entry,
-            max_message,
-            max_decoded: cfg.max_decoded_bytes(),
-            include_metadata: cfg.include_metadata,
-            _svc: PhantomData,
-        });
-    }
-    if let Some(entry) = entry_for(&entries, Signal::Profiles) {
-        routes = routes.add_service(Server::<ProfilesSvc> {
-            entry,
-            max_message,
-            max_decoded: cfg.max_decoded_bytes(),
-            include_metadata: cfg.include_metadata,
-            _svc: PhantomData,
-        });
-    }
+    routes = add::<TraceSvc>(routes, &entries, cfg, max_message);
+    routes = add::<MetricsSvc>(routes, &entries, cfg, max_message);
+    routes = add::<LogsSvc>(routes, &entries, cfg, max_message);
+    routes = add::<ProfilesSvc>(routes, &entries, cfg, max_message);
     routes.prepare().into_axum_router()
 }
