@@ -89,8 +89,8 @@ pub struct ClientTlsConfig {
     /// As the server's: TLS 1.2 suites by Go's names.
     pub cipher_suites: Vec<String>,
     pub curve_preferences: Vec<String>,
-    /// Accepted; a client's certificate is read when its connection is made (at start and at a
-    /// config reload).
+    /// Re-read the client `cert_file`/`key_file` this often: a connection set up after a
+    /// rotation presents the new certificate. Default: read once.
     #[serde(deserialize_with = "crate::config::units::opt_duration")]
     pub reload_interval: Option<std::time::Duration>,
 }
@@ -209,11 +209,9 @@ impl Reloading {
     }
 }
 
-impl rustls::server::ResolvesServerCert for Reloading {
-    fn resolve(
-        &self,
-        _: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+impl Reloading {
+    /// The current certificate, re-read when `every` has passed.
+    fn current(&self) -> Option<Arc<rustls::sign::CertifiedKey>> {
         let (at, ck) = self.current.read().ok()?.clone();
         if at.elapsed() < self.every {
             return Some(ck);
@@ -229,6 +227,30 @@ impl rustls::server::ResolvesServerCert for Reloading {
             *w = (std::time::Instant::now(), fresh.clone());
         }
         Some(fresh)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Reloading {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current()
+    }
+}
+
+/// The exporters' side: the client certificate of each new connection.
+impl rustls::client::ResolvesClientCert for Reloading {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -427,10 +449,25 @@ impl ClientTlsConfig {
             }
             builder.with_root_certificates(store)
         };
+        let reload = match (self.reload_interval, &self.cert_file, &self.key_file) {
+            (Some(every), Some(c), Some(k)) => Some((every, c, k)),
+            _ => None,
+        };
         let mut cfg = match (
             pem_source(&self.cert_pem, &self.cert_file),
             pem_source(&self.key_pem, &self.key_file),
         ) {
+            (Some(_), Some(_)) if reload.is_some() => {
+                let (every, c, k) = reload.expect("checked");
+                let first = Reloading::load(c, k, &provider)?;
+                builder.with_client_cert_resolver(Arc::new(Reloading {
+                    cert: c.clone(),
+                    key: k.clone(),
+                    every,
+                    provider: provider.clone(),
+                    current: std::sync::RwLock::new((std::time::Instant::now(), first)),
+                }))
+            }
             (Some(c), Some(k)) => builder
                 .with_client_auth_cert(certs_from("cert_file", c)?, key_from(k)?)
                 .map_err(|e| {
@@ -539,6 +576,47 @@ mod tests {
                 .unwrap_err()
                 .contains("reload_interval re-reads cert_file")
         );
+    }
+
+    /// A client certificate rotated on disk is what the next connection presents, once
+    /// `reload_interval` has passed; a half-written file keeps the previous one.
+    #[test]
+    fn client_certificates_are_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let write = |name: &str| {
+            let k = rcgen::KeyPair::generate().unwrap();
+            let c = rcgen::CertificateParams::new(vec![name.to_string()])
+                .unwrap()
+                .self_signed(&k)
+                .unwrap();
+            std::fs::write(&cert, c.pem()).unwrap();
+            std::fs::write(&key, k.serialize_pem()).unwrap();
+            c.der().to_vec()
+        };
+        let first = write("one");
+        let cfg = ClientTlsConfig {
+            cert_file: Some(cert.to_string_lossy().into_owned()),
+            key_file: Some(key.to_string_lossy().into_owned()),
+            reload_interval: Some(std::time::Duration::from_millis(50)),
+            ..Default::default()
+        }
+        .build(&[])
+        .unwrap();
+        let presented = || {
+            cfg.client_auth_cert_resolver
+                .resolve(&[], &[])
+                .expect("a certificate")
+                .cert[0]
+                .to_vec()
+        };
+        assert_eq!(presented(), first);
+        let second = write("two");
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        assert_eq!(presented(), second);
+        std::fs::write(&cert, "-----BEGIN CERT").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        assert_eq!(presented(), second);
     }
 
     #[test]
