@@ -32,7 +32,8 @@ pub struct ClientSettings {
     /// of the two applies. Default: unbounded (the Collector's 100 total).
     pub max_idle_conns: Option<usize>,
     pub max_idle_conns_per_host: Option<usize>,
-    /// Accepted; connections are opened as requests need them.
+    /// At most this many requests in flight to the backend at once (each takes one
+    /// connection). Default: as many as `sending_queue.num_consumers`.
     pub max_conns_per_host: Option<usize>,
     /// How long an idle connection is kept. Default 90s.
     #[serde(deserialize_with = "units::opt_duration")]
@@ -98,12 +99,14 @@ impl ClientSettings {
             reqwest::Proxy::all(p)
                 .map_err(|e| key_err(node, &["proxy_url"], format!("{p:?}: {e}")))?;
         }
-        Settings::new(
+        let mut s = Settings::new(
             self.timeout,
             self.retry_on_failure.clone(),
             self.sending_queue.clone(),
             node,
-        )
+        )?;
+        s.max_in_flight = self.max_conns_per_host;
+        Ok(s)
     }
 }
 

@@ -137,6 +137,9 @@ pub struct Settings {
     pub timeout: Duration,
     pub retry: RetryConfig,
     pub queue: QueueConfig,
+    /// At most this many requests in flight at once (an HTTP exporter's
+    /// `max_conns_per_host`: one connection per request in flight). None: the consumers'.
+    pub max_in_flight: Option<usize>,
 }
 
 impl Settings {
@@ -254,6 +257,7 @@ impl Settings {
             timeout,
             retry,
             queue,
+            max_in_flight: None,
         })
     }
 }
@@ -365,6 +369,8 @@ struct Inner<S: Sender> {
     status: crate::health::Reporter,
     /// Cancelled at the shutdown deadline: retries stop, what is left is dropped and counted.
     hard_stop: CancellationToken,
+    /// `max_in_flight`: a permit per attempt.
+    in_flight: Option<tokio::sync::Semaphore>,
 }
 
 /// The exporter every component returns: [batch →] queue → workers → retry → sender.
@@ -427,6 +433,10 @@ impl<S: Sender> Helper<S> {
             telemetry: t.clone(),
             status: ctx.health.reporter("exporter", &ctx.id.to_string()),
             hard_stop: CancellationToken::new(),
+            in_flight: settings
+                .max_in_flight
+                .filter(|n| *n > 0)
+                .map(tokio::sync::Semaphore::new),
             settings,
         });
         let mut workers = Vec::new();
@@ -747,7 +757,14 @@ impl<S: Sender> Inner<S> {
                 s.attr("items", job.items);
                 s
             });
-            let attempt = tokio::time::timeout(limit, self.sender.send(&job.req));
+            let attempt = tokio::time::timeout(limit, async {
+                // Held for the attempt only, not while waiting to retry.
+                let _permit = match &self.in_flight {
+                    Some(s) => s.acquire().await.ok(),
+                    None => None,
+                };
+                self.sender.send(&job.req).await
+            });
             let err = tokio::select! {
                 r = attempt => match r {
                     Ok(Ok(())) => {
@@ -857,6 +874,48 @@ mod tests {
                 queue_size,
                 ..Default::default()
             },
+            max_in_flight: None,
+        }
+    }
+
+    /// Counts the sends in flight at once.
+    #[derive(Default)]
+    struct Concurrent {
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+
+    impl Sender for Arc<Concurrent> {
+        type Request = Batch;
+        fn encode(&self, batch: Batch) -> Result<Batch, SendError> {
+            Ok(batch)
+        }
+        fn send<'a>(&'a self, _: &'a Batch) -> BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async move {
+                let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+    }
+
+    /// `max_conns_per_host` bounds the sends in flight below the consumers' count.
+    #[tokio::test(start_paused = true)]
+    async fn max_in_flight_bounds_concurrent_sends() {
+        let ctx = crate::component::Context::standalone("otlp_http");
+        for (limit, want) in [(None, 4), (Some(1), 1)] {
+            let slow = Arc::new(Concurrent::default());
+            let mut s = settings(true, 100);
+            s.queue.num_consumers = 4;
+            s.max_in_flight = limit;
+            let e = Helper::build(&ctx, s, slow.clone());
+            for _ in 0..12 {
+                e.consume(testdata::logs(1)).await.unwrap();
+            }
+            e.shutdown(Instant::now() + Duration::from_secs(5)).await;
+            assert_eq!(slow.max.load(Ordering::SeqCst), want, "limit {limit:?}");
         }
     }
 
