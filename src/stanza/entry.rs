@@ -171,9 +171,10 @@ impl LogGroups {
 
     fn push_in(&mut self, resource: Map, scope: String, r: LogRecord) {
         self.count += 1;
+        // Most entries have neither (no operator set them): no comparison needed.
         if let Some((res, s, recs)) = self.groups.last_mut()
-            && *res == resource
-            && *s == scope
+            && (res.is_empty() && resource.is_empty() || *res == resource)
+            && (s.is_empty() && scope.is_empty() || *s == scope)
         {
             recs.push(r);
             return;

@@ -100,7 +100,7 @@ impl Pending {
         let scope = std::mem::take(&mut e.scope_name);
         if let Some((r, s, recs)) = self.groups.last_mut()
             && (Arc::ptr_eq(r, &resource) || **r == *resource)
-            && *s == scope
+            && (s.is_empty() && scope.is_empty() || *s == scope)
         {
             recs.push(e.into_record());
             return;
@@ -574,14 +574,7 @@ impl Tailer {
                 pending.touched.push(i);
             }
             let file_res = self.file_resource(i);
-            let mut done = Vec::with_capacity(produced.len());
-            for mut e in produced {
-                e.observed = observed;
-                crate::stanza::operators::run(&self.ops.ops, e, &mut done);
-            }
-            for e in done {
-                pending.add(e, &file_res);
-            }
+            self.operate(produced, observed, &file_res, pending);
             if pending.count >= MAX_BATCH && !self.flush(pending, out).await {
                 return false;
             }
@@ -600,14 +593,7 @@ impl Tailer {
             }
             let observed = now_nanos();
             let file_res = self.file_resource(i);
-            let mut done = Vec::with_capacity(produced.len());
-            for mut e in produced {
-                e.observed = observed;
-                crate::stanza::operators::run(&self.ops.ops, e, &mut done);
-            }
-            for e in done {
-                pending.add(e, &file_res);
-            }
+            self.operate(produced, observed, &file_res, pending);
         }
         true
     }
@@ -622,6 +608,32 @@ impl Tailer {
             }
         }
         Arc::new(m)
+    }
+
+    /// Entries through the operators into `pending`; without operators each goes straight in
+    /// (no intermediate list: an entry is a few hundred bytes to move).
+    fn operate(
+        &self,
+        produced: Vec<Entry>,
+        observed: u64,
+        file_res: &Arc<Map>,
+        pending: &mut Pending,
+    ) {
+        if self.ops.ops.is_empty() {
+            for mut e in produced {
+                e.observed = observed;
+                pending.add(e, file_res);
+            }
+            return;
+        }
+        let mut done = Vec::with_capacity(produced.len());
+        for mut e in produced {
+            e.observed = observed;
+            crate::stanza::operators::run(&self.ops.ops, e, &mut done);
+        }
+        for e in done {
+            pending.add(e, file_res);
+        }
     }
 
     /// Groups physical lines into entries (multiline rules, whitespace trimming, encoding).
