@@ -179,8 +179,10 @@ async fn ask(server: SocketAddr, name: &str, kind: RecordType) -> Result<Vec<Rec
     sock.connect(server).await.map_err(io)?;
     sock.send(&query).await.map_err(io)?;
     let mut buf = vec![0u8; 4096];
+    // One deadline for the answer, however many stray datagrams arrive first.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
     let n = loop {
-        let n = tokio::time::timeout(TIMEOUT, sock.recv(&mut buf))
+        let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
             .await
             .map_err(|_| DnsError::Unreachable("timed out".into()))?
             .map_err(io)?;

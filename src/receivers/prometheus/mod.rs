@@ -652,7 +652,6 @@ async fn manage(job: Arc<Job>, scraper: Scraper, stop: CancellationToken) {
                     Ok(started) => *d = Some(started),
                     Err(e) => {
                         tracing::warn!(job = %job.name, role = %sdc.role, error = %e, retry_in = "5s", "prometheus: kubernetes discovery cannot start");
-                        next_refresh = next_refresh.min(now + Duration::from_secs(5));
                     }
                 }
             }
@@ -710,9 +709,16 @@ async fn manage(job: Arc<Job>, scraper: Scraper, stop: CancellationToken) {
             ));
         }
         let since = tokio::time::Instant::now();
+        // A Kubernetes discovery that could not start is tried again in 5s, without
+        // refreshing the periodic discoveries early.
+        let wake = if kube.iter().any(Option::is_none) {
+            next_refresh.min(since + Duration::from_secs(5))
+        } else {
+            next_refresh
+        };
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep_until(next_refresh) => {}
+            _ = tokio::time::sleep_until(wake) => {}
             _ = changed.notified() => {
                 // Let a burst of changes (a rollout) land before rebuilding.
                 let until = since + Duration::from_secs(1);
