@@ -222,6 +222,9 @@ impl KubernetesDiscovery {
         if sd.namespaces.own_namespace {
             namespaces.push(Some(crate::kube::own_namespace()?));
         }
+        // `own_namespace` may also be listed by name: one watch each.
+        namespaces.sort();
+        namespaces.dedup();
         if namespaces.is_empty() {
             namespaces.push(None);
         }
