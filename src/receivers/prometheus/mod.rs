@@ -811,10 +811,11 @@ async fn scrape_once(
                 tracing::warn!(url = %t.url, samples = n, limit = job.sample_limit, "prometheus: sample_limit exceeded; scrape dropped");
                 (0.0, n, 0)
             }
-            Ok(sc) => {
+            Ok(mut sc) => {
                 let scraped = sc.samples.len() + sc.natives.len();
-                let samples = relabel_samples(job, t, &sc);
-                let natives = relabel_natives(job, t, &sc);
+                // The series move through the rules; `sc` keeps the families for conversion.
+                let samples = relabel_samples(job, t, std::mem::take(&mut sc.samples));
+                let natives = relabel_natives(job, t, std::mem::take(&mut sc.natives));
                 let kept = samples.len() + natives.len();
                 metrics = convert::convert(&sc, &samples, now, job.honor_timestamps, starts);
                 metrics.extend(convert::natives(
@@ -934,15 +935,13 @@ fn relabel_series(
     Some((name, l.into_iter().collect()))
 }
 
-fn relabel_samples(job: &Job, t: &Target, sc: &parse::Scrape) -> Vec<parse::Sample> {
-    let mut out = Vec::with_capacity(sc.samples.len());
-    for s in &sc.samples {
+fn relabel_samples(job: &Job, t: &Target, samples: Vec<parse::Sample>) -> Vec<parse::Sample> {
+    let mut out = Vec::with_capacity(samples.len());
+    for mut s in samples {
         if let Some((name, labels)) = relabel_series(job, t, &s.name, &s.labels) {
-            out.push(parse::Sample {
-                name,
-                labels,
-                ..s.clone()
-            });
+            s.name = name;
+            s.labels = labels;
+            out.push(s);
         }
     }
     out
@@ -951,17 +950,14 @@ fn relabel_samples(job: &Job, t: &Target, sc: &parse::Scrape) -> Vec<parse::Samp
 /// Native histograms through the same rules, then within `native_histogram_bucket_limit` and
 /// `native_histogram_min_bucket_factor` (downscaled as Prometheus does; one that cannot fit is
 /// dropped with a warning).
-fn relabel_natives(job: &Job, t: &Target, sc: &parse::Scrape) -> Vec<parse::Native> {
-    let mut out = Vec::with_capacity(sc.natives.len());
-    for n in &sc.natives {
+fn relabel_natives(job: &Job, t: &Target, natives: Vec<parse::Native>) -> Vec<parse::Native> {
+    let mut out = Vec::with_capacity(natives.len());
+    for mut n in natives {
         let Some((name, labels)) = relabel_series(job, t, &n.name, &n.labels) else {
             continue;
         };
-        let mut n = parse::Native {
-            name,
-            labels,
-            ..n.clone()
-        };
+        n.name = name;
+        n.labels = labels;
         if job.min_bucket_factor > 1.0 {
             // Bucket growth at scale s is 2^(2^-s).
             while 2f64.powf(2f64.powi(-n.scale)) < job.min_bucket_factor && n.downscale() {}
@@ -1065,11 +1061,11 @@ mod tests {
                 .find(|(n, _)| n == k)
                 .map(|(_, v)| v.clone())
         };
-        let off = relabel_samples(&job(false), &t, &sc);
+        let off = relabel_samples(&job(false), &t, sc.samples.clone());
         assert_eq!(get(&off[0], "team").as_deref(), Some("target"));
         assert_eq!(get(&off[0], "exported_team").as_deref(), Some("scraped"));
         assert!(get(&off[0], "job").is_none(), "job is the resource");
-        let on = relabel_samples(&job(true), &t, &sc);
+        let on = relabel_samples(&job(true), &t, sc.samples.clone());
         assert_eq!(get(&on[0], "team").as_deref(), Some("scraped"));
         assert!(get(&on[0], "exported_team").is_none());
     }
