@@ -24,6 +24,10 @@ pub struct Limits {
     pub send_batch_size: usize,
     /// Upper bound of one outgoing batch; 0 = no bound.
     pub send_batch_max_size: usize,
+    /// Answer each caller only once the batch its data joined has been taken downstream (and
+    /// with downstream's answer), instead of once it is buffered. For a durable downstream (a
+    /// persistent queue) and `wait_for_result`: nothing is acknowledged before it is persisted.
+    pub wait_for_downstream: bool,
 }
 
 #[derive(Clone, Default)]
@@ -41,8 +45,11 @@ pub struct Stats {
     pub send_size: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
+/// Told the outcome of the batch a caller's data joined (`wait_for_downstream`).
+type Waiter = oneshot::Sender<ConsumeResult>;
+
 enum Msg {
-    Data(Batch),
+    Data(Batch, Option<Waiter>),
     Shutdown(Instant, oneshot::Sender<()>),
 }
 
@@ -56,6 +63,7 @@ pub struct Batcher {
     blocked: Arc<AtomicBool>,
     max_buffered: usize,
     refused: Counter,
+    wait: bool,
 }
 
 /// Flushes handed downstream at the same time; more waits.
@@ -71,6 +79,7 @@ impl Batcher {
         let blocked = Arc::new(AtomicBool::new(false));
         let max_buffered = Self::max_buffered(&cfg);
         let refused = stats.refused.clone();
+        let wait = cfg.wait_for_downstream;
         tokio::spawn(Run::new(cfg, signal, next, stats, buffered.clone(), blocked.clone()).run(rx));
         Batcher {
             tx,
@@ -78,6 +87,7 @@ impl Batcher {
             blocked,
             max_buffered,
             refused,
+            wait,
         }
     }
 
@@ -111,9 +121,15 @@ impl Consumer for Batcher {
                     batch,
                 ));
             }
-            if let Err(mpsc::error::SendError(msg)) = self.tx.send(Msg::Data(batch)).await {
+            let (waiter, outcome) = if self.wait {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            if let Err(mpsc::error::SendError(msg)) = self.tx.send(Msg::Data(batch, waiter)).await {
                 self.buffered.fetch_sub(n, Ordering::AcqRel);
-                let Msg::Data(batch) = msg else {
+                let Msg::Data(batch, _) = msg else {
                     unreachable!("only data is sent here")
                 };
                 return Err(ConsumeError::refuse(
@@ -121,7 +137,14 @@ impl Consumer for Batcher {
                     batch,
                 ));
             }
-            Ok(())
+            match outcome {
+                None => Ok(()),
+                Some(rx) => rx.await.unwrap_or_else(|_| {
+                    Err(ConsumeError::retryable(
+                        "the batch processor stopped before the batch was delivered downstream; retry",
+                    ))
+                }),
+            }
         })
     }
 }
@@ -148,12 +171,22 @@ struct Run {
     flushes: Arc<Semaphore>,
     pending: Batch,
     pending_items: usize,
+    /// Callers waiting for the outcome of `pending` (`wait_for_downstream`).
+    pending_waiters: Vec<Waiter>,
     /// Batches downstream refused (retryably), oldest first.
     retry: VecDeque<Batch>,
     retry_at: Option<Instant>,
     retry_delay: Duration,
-    results_tx: mpsc::Sender<(usize, ConsumeResult)>,
-    results_rx: mpsc::Receiver<(usize, ConsumeResult)>,
+    results_tx: mpsc::Sender<Outcome>,
+    results_rx: mpsc::Receiver<Outcome>,
+}
+
+/// The outcome of one chunk sent downstream; `waited` when callers were told it directly
+/// (a refusal is then theirs to retry, not redelivered here).
+struct Outcome {
+    items: usize,
+    result: ConsumeResult,
+    waited: bool,
 }
 
 impl Run {
@@ -176,6 +209,7 @@ impl Run {
             flushes: Arc::new(Semaphore::new(MAX_CONCURRENT_FLUSHES)),
             pending: Batch::empty(signal),
             pending_items: 0,
+            pending_waiters: Vec::new(),
             retry: VecDeque::new(),
             retry_at: None,
             retry_delay: FIRST_RETRY_DELAY,
@@ -184,11 +218,13 @@ impl Run {
         }
     }
 
-    /// Hands `batch` downstream in a task of its own; the outcome comes back on `results`.
-    async fn send(&self, batch: Batch) {
+    /// Hands `batch` downstream in a task of its own; the outcome comes back on `results`, and
+    /// to `waiters` (the first failure of its chunks, a refusal preferred, or success).
+    async fn send(&self, batch: Batch, waiters: Vec<Waiter>) {
         let Ok(permit) = self.flushes.clone().acquire_owned().await else {
             return;
         };
+        let waited = !waiters.is_empty();
         let (next, results, max) = (
             self.next.clone(),
             self.results_tx.clone(),
@@ -197,13 +233,44 @@ impl Run {
         let send_size = self.stats.send_size.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let mut first: Option<ConsumeError> = None;
             for chunk in batch.split(max) {
                 let n = chunk.item_count();
                 if let Some(h) = &send_size {
                     h.observe(n as f64);
                 }
-                let r = next.consume(chunk).await;
-                let _ = results.send((n, r)).await;
+                let result = next.consume(chunk).await;
+                if let Err(e) = &result {
+                    let told = match e {
+                        ConsumeError::Retryable {
+                            reason,
+                            retry_after,
+                            ..
+                        } => ConsumeError::Retryable {
+                            reason: reason.clone(),
+                            retry_after: *retry_after,
+                            returned: None,
+                        },
+                        p => p.clone(),
+                    };
+                    if first
+                        .as_ref()
+                        .is_none_or(|f| matches!(f, ConsumeError::Permanent(_)))
+                    {
+                        first = Some(told);
+                    }
+                }
+                let _ = results
+                    .send(Outcome {
+                        items: n,
+                        result,
+                        waited,
+                    })
+                    .await;
+            }
+            let told = first.map_or(Ok(()), Err);
+            for w in waiters {
+                let _ = w.send(told.clone());
             }
         });
     }
@@ -214,11 +281,19 @@ impl Run {
         }
         let batch = std::mem::replace(&mut self.pending, Batch::empty(self.signal));
         self.pending_items = 0;
-        self.send(batch).await;
+        let waiters = std::mem::take(&mut self.pending_waiters);
+        self.send(batch, waiters).await;
     }
 
-    fn on_result(&mut self, n: usize, r: ConsumeResult) {
+    fn on_result(&mut self, o: Outcome) {
+        let (n, r) = (o.items, o.result);
         match r {
+            Err(ConsumeError::Retryable { reason, .. }) if o.waited => {
+                // The callers were told to retry: not redelivered, or it would arrive twice.
+                tracing::debug!(signal = %self.signal, items = n, %reason, "downstream refused a batch; its callers retry");
+                self.stats.refused.inc_by(n as u64);
+                self.buffered.fetch_sub(n, Ordering::AcqRel);
+            }
             Ok(()) => {
                 self.stats.outgoing.inc_by(n as u64);
                 self.buffered.fetch_sub(n, Ordering::AcqRel);
@@ -259,7 +334,7 @@ impl Run {
     async fn redeliver(&mut self) {
         self.retry_at = None;
         while let Some(b) = self.retry.pop_front() {
-            self.send(b).await;
+            self.send(b, Vec::new()).await;
         }
     }
 
@@ -270,14 +345,18 @@ impl Run {
             let retry_timer = sleep_until(self.retry_at);
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(Msg::Data(batch)) => {
+                    Some(Msg::Data(batch, waiter)) => {
                         let n = batch.item_count();
                         self.stats.incoming.inc_by(n as u64);
                         if n == 0 || self.pending.append(batch).is_err() {
                             self.buffered.fetch_sub(n, Ordering::AcqRel);
+                            if let Some(w) = waiter {
+                                let _ = w.send(Ok(()));
+                            }
                             continue;
                         }
                         self.pending_items += n;
+                        self.pending_waiters.extend(waiter);
                         let size_reached = self.cfg.send_batch_size > 0 && self.pending_items >= self.cfg.send_batch_size;
                         if size_reached || self.cfg.timeout.is_zero() {
                             if size_reached {
@@ -291,9 +370,10 @@ impl Run {
                     }
                     Some(Msg::Shutdown(until, done)) => {
                         rx.close();
-                        while let Ok(Msg::Data(b)) = rx.try_recv() {
+                        while let Ok(Msg::Data(b, w)) = rx.try_recv() {
                             self.pending_items += b.item_count();
                             let _ = self.pending.append(b);
+                            self.pending_waiters.extend(w);
                         }
                         self.drain(until).await;
                         let _ = done.send(());
@@ -301,7 +381,7 @@ impl Run {
                     }
                     None => return,
                 },
-                Some((n, r)) = self.results_rx.recv() => self.on_result(n, r),
+                Some(o) = self.results_rx.recv() => self.on_result(o),
                 _ = timer => {
                     self.stats.timeout_trigger.inc();
                     deadline = None;
@@ -324,7 +404,7 @@ impl Run {
             }
             let retry_timer = sleep_until(self.retry_at);
             tokio::select! {
-                Some((n, r)) = self.results_rx.recv() => self.on_result(n, r),
+                Some(o) = self.results_rx.recv() => self.on_result(o),
                 _ = retry_timer => self.redeliver().await,
                 _ = tokio::time::sleep_until(until) => {
                     let left = self.buffered.swap(0, Ordering::AcqRel);
@@ -370,6 +450,7 @@ mod tests {
 
     fn cfg(size: usize, max: usize, timeout_ms: u64) -> Limits {
         Limits {
+            wait_for_downstream: false,
             timeout: Duration::from_millis(timeout_ms),
             send_batch_size: size,
             send_batch_max_size: max,
@@ -485,5 +566,45 @@ mod tests {
         b.consume(testdata::logs(7)).await.unwrap();
         b.shutdown(Instant::now() + Duration::from_secs(1)).await;
         assert_eq!(stats.dropped_shutdown.get(), 7);
+    }
+
+    /// In front of a durable stage, callers are answered with the outcome of the batch their
+    /// data joined; a refusal goes back to them (who retry) and is not redelivered here.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_callers_get_the_outcome_of_their_batch() {
+        let sink = Arc::new(Sink::default());
+        let mut c = cfg(6, 0, 10_000);
+        c.wait_for_downstream = true;
+        let b = Arc::new(Batcher::start(
+            c,
+            Signal::Traces,
+            sink.clone(),
+            Stats::default(),
+        ));
+        let b2 = b.clone();
+        let first = tokio::spawn(async move { b2.consume(testdata::spans("a", 1, 3)).await });
+        settle().await;
+        assert!(!first.is_finished(), "answered before its batch went out");
+        b.consume(testdata::spans("a", 1, 3)).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(*sink.got.lock().unwrap(), vec![6]);
+
+        sink.refuse.store(true, Ordering::SeqCst);
+        let r = b.consume(testdata::spans("a", 1, 6)).await;
+        assert!(
+            matches!(r, Err(ConsumeError::Retryable { returned: None, .. })),
+            "{r:?}"
+        );
+        sink.refuse.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        settle().await;
+        assert_eq!(
+            *sink.got.lock().unwrap(),
+            vec![6],
+            "a refusal told to the callers is not redelivered as well"
+        );
+        // The timeout flushes a partial batch and answers its caller.
+        b.consume(testdata::spans("a", 1, 1)).await.unwrap();
+        assert_eq!(*sink.got.lock().unwrap(), vec![6, 1]);
     }
 }

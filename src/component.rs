@@ -64,6 +64,13 @@ pub type ConsumeResult = Result<(), ConsumeError>;
 
 pub trait Consumer: Send + Sync + 'static {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult>;
+
+    /// True when `consume` returns only once the data is persisted (an exporter with a
+    /// persistent queue, or a stage in front of one): a stage that buffers in front of it (the
+    /// batch processor) then answers its callers only when what it buffered is persisted too.
+    fn durable(&self) -> bool {
+        false
+    }
 }
 
 pub type DynConsumer = Arc<dyn Consumer>;
@@ -131,6 +138,10 @@ impl FanOut {
 }
 
 impl Consumer for FanOut {
+    fn durable(&self) -> bool {
+        self.consumers.iter().any(|c| c.durable())
+    }
+
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
         Box::pin(async move {
             let Some((last, rest)) = self.consumers.split_last() else {
@@ -176,6 +187,9 @@ pub struct Context {
     /// For an exporter, the signals of the pipelines that list it (its queue metrics carry
     /// `data_type` for each); empty for the other kinds.
     pub signals: Vec<Signal>,
+    /// For a processor: an exporter of its pipeline persists what it takes before it answers
+    /// (see [`Consumer::durable`]), so a processor that buffers answers only once that is done.
+    pub durable: bool,
 }
 
 impl Context {
@@ -191,6 +205,7 @@ impl Context {
             pipeline: String::new(),
             memory: crate::admission::Budget::new(),
             signals: crate::signal::ALL_SIGNALS.to_vec(),
+            durable: false,
         }
     }
 }
@@ -241,6 +256,10 @@ pub trait ProcessorConfig: Send + Sync {
 }
 
 pub trait ExporterConfig: Send + Sync {
+    /// The storage extension (`sending_queue.storage`) that holds its persistent queue, if any.
+    fn storage(&self) -> Option<&ComponentId> {
+        None
+    }
     /// Called once per exporter id: every pipeline that lists it shares the instance and queue.
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError>;
 }

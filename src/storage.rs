@@ -387,8 +387,24 @@ fn apply(map: &mut BTreeMap<String, Vec<u8>>, ops: Vec<Op>) {
     }
 }
 
+/// Where a persistent queue keeps its segment log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueLocation {
+    pub dir: PathBuf,
+    /// Sync each append before it is acknowledged.
+    pub fsync: bool,
+}
+
 /// What a storage extension offers: a store per client component.
 pub trait StorageExtension: Send + Sync {
+    /// The directory of `component`'s persistent queue (see [`crate::disk_queue`]).
+    fn queue_dir(
+        &self,
+        kind: &str,
+        component: &ComponentId,
+        name: &str,
+    ) -> Result<QueueLocation, StorageError>;
+
     /// The store of `component` (e.g. `receiver` `filelog/containers`), named `name` inside it
     /// (empty for the default), opened once and shared on later calls.
     fn client(

@@ -163,12 +163,21 @@ pub struct Telemetry {
     pub exporter_sent: PerSignal<ExporterLabels>,
     pub exporter_send_failed: PerSignal<ExporterLabels>,
     pub exporter_enqueue_failed: PerSignal<ExporterLabels>,
+    /// Items an exporter took from its pipelines (`ferrotel_exporter_accepted_*`): queued, or
+    /// sent in place without a queue. The ledger: restored + accepted = sent + send_failed + queued.
+    pub exporter_accepted: PerSignal<ExporterLabels>,
     pub exporter_queue_size: Family<QueueLabels, Gauge>,
     pub exporter_queue_capacity: Family<QueueLabels, Gauge>,
     /// Items an exporter holds: queued, being sent or waiting to be retried.
     pub exporter_queued: PerSignalGauge<ExporterLabels>,
     /// Items given up for good, by reason (`retries_exhausted`, `permanent_error`, `shutdown`).
     pub exporter_dropped_items: Family<DropLabels, Counter>,
+    /// Items a persistent queue held when it was opened (`ferrotel_exporter_queue_restored_items`):
+    /// accepted by an earlier run, so they join the ledger here.
+    pub exporter_queue_restored: Family<QueueLabels, Counter>,
+    /// Damaged spans of a persistent queue skipped when it was opened, by reason (`corrupt`,
+    /// `torn`) (`ferrotel_exporter_queue_skipped_records`).
+    pub exporter_queue_skipped: Family<DropLabels, Counter>,
     pub processor_incoming: Family<ProcessorLabels, Counter>,
     pub processor_outgoing: Family<ProcessorLabels, Counter>,
     pub processor_refused: Family<ProcessorLabels, Counter>,
@@ -218,6 +227,57 @@ const UNIT_SUFFIXED: [(&str, &str); 2] = [
     ("otelcol_process_uptime_seconds", "otelcol_process_uptime"),
 ];
 
+/// The loss ledger in one line, from the counters as they stand: items accepted from clients,
+/// delivered, dropped by reason, and held (left in queues). Logged at shutdown.
+pub fn ledger_line(text: &str) -> String {
+    use std::collections::BTreeMap;
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series);
+        let reason = series
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        let key = match name {
+            n if n.starts_with("otelcol_receiver_accepted_") => "accepted".to_owned(),
+            n if n.starts_with("otelcol_receiver_refused_") => "refused".to_owned(),
+            n if n.starts_with("otelcol_exporter_sent_") => "delivered".to_owned(),
+            n if n.starts_with("otelcol_exporter_queued_") => "held".to_owned(),
+            "ferrotel_exporter_queue_restored_items_total" => "restored".to_owned(),
+            "otelcol_exporter_dropped_items_total" | "otelcol_processor_dropped_items_total" => {
+                format!("dropped:{}", reason.unwrap_or("unknown"))
+            }
+            _ => continue,
+        };
+        *sums.entry(key).or_default() += v;
+    }
+    let get = |k: &str| sums.get(k).copied().unwrap_or(0.0) as u64;
+    let dropped: Vec<String> = sums
+        .iter()
+        .filter(|(k, v)| k.starts_with("dropped:") && **v > 0.0)
+        .map(|(k, v)| format!("{}={}", &k[8..], *v as u64))
+        .collect();
+    format!(
+        "accepted={} refused={} restored={} delivered={} dropped={} [{}] held={}",
+        get("accepted"),
+        get("refused"),
+        get("restored"),
+        get("delivered"),
+        dropped
+            .iter()
+            .filter_map(|d| d.rsplit('=').next()?.parse::<u64>().ok())
+            .sum::<u64>(),
+        dropped.join(" "),
+        get("held"),
+    )
+}
+
 impl Telemetry {
     pub fn new(resource: &std::collections::BTreeMap<String, Option<String>>) -> Arc<Self> {
         let mut r = Registry::default();
@@ -251,6 +311,11 @@ impl Telemetry {
             reg,
             "otelcol_exporter_enqueue_failed",
             "Items refused because the sending queue was full (per attempt: a batch processor retries them)",
+        );
+        let exporter_accepted = PerSignal::register(
+            reg,
+            "ferrotel_exporter_accepted",
+            "Items the exporter took from its pipelines (queued, or sent in place)",
         );
         let gauge = |reg: &mut Registry, name: &str, help: &str| {
             let f: Family<QueueLabels, Gauge> = Family::default();
@@ -289,6 +354,18 @@ impl Telemetry {
             "otelcol_exporter_dropped_items",
             "Items given up for good, by reason",
             exporter_dropped_items.clone(),
+        );
+        let exporter_queue_restored: Family<QueueLabels, Counter> = Family::default();
+        reg.register(
+            "ferrotel_exporter_queue_restored_items",
+            "Items the persistent sending queue held when it was opened (accepted by an earlier run)",
+            exporter_queue_restored.clone(),
+        );
+        let exporter_queue_skipped: Family<DropLabels, Counter> = Family::default();
+        reg.register(
+            "ferrotel_exporter_queue_skipped_records",
+            "Damaged records of the persistent sending queue skipped when it was opened, by reason (corrupt, torn)",
+            exporter_queue_skipped.clone(),
         );
         let pfam = |reg: &mut Registry, name: &str, help: &str| {
             let f: Family<ProcessorLabels, Counter> = Family::default();
@@ -417,6 +494,9 @@ impl Telemetry {
             connections_closed,
             connections_open,
             exporter_dropped_items,
+            exporter_queue_restored,
+            exporter_queue_skipped,
+            exporter_accepted,
             processor_incoming,
             processor_outgoing,
             processor_refused,
@@ -692,5 +772,31 @@ mod tests {
         let id = b.iter().find(|(k, _)| k == "service.instance.id").unwrap();
         assert_eq!(id.1.len(), 36);
         assert_eq!(&id.1[14..15], "4", "{}", id.1);
+    }
+
+    #[test]
+    fn the_ledger_line_sums_over_components_and_names_drop_reasons() {
+        let t = Telemetry::new(&Default::default());
+        let r = ReceiverLabels {
+            receiver: "otlp".into(),
+            transport: "grpc".into(),
+        };
+        t.receiver_accepted.handles(&r).add(Signal::Traces, 10);
+        t.receiver_accepted.handles(&r).add(Signal::Logs, 5);
+        let e = ExporterLabels {
+            exporter: "otlp_grpc".into(),
+        };
+        t.exporter_sent.handles(&e).add(Signal::Traces, 7);
+        t.exporter_queued.handles(&e)[Signal::Logs.index()].set(5);
+        t.exporter_dropped_items
+            .get_or_create(&DropLabels {
+                exporter: "otlp_grpc".into(),
+                reason: "permanent_error".into(),
+            })
+            .inc_by(3);
+        assert_eq!(
+            ledger_line(&t.encode()),
+            "accepted=15 refused=0 restored=0 delivered=7 dropped=3 [permanent_error=3] held=5"
+        );
     }
 }

@@ -4,38 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Collector, free_port, sink::Sink, wait_until};
 use opentelemetry_proto::tonic::metrics::v1::metric;
-
-/// rotel's binary in the test venv.
-fn rotel_agent() -> std::path::PathBuf {
-    let out = Command::new(common::python())
-        .args([
-            "-c",
-            "import rotel, os; print(os.path.dirname(rotel.__file__))",
-        ])
-        .output()
-        .expect("python");
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let p = std::path::Path::new(&dir).join("rotel-agent");
-    assert!(
-        p.exists(),
-        "rotel is installed by scripts/test.sh (tests/requirements.txt): {}",
-        p.display()
-    );
-    p
-}
-
-struct Rotel(std::process::Child);
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn metric_names(sink: &Sink) -> Vec<(String, String)> {
     sink.store
@@ -106,36 +78,7 @@ service:
     let sink_r = Sink::start();
     let (r_grpc, r_http) = (free_port(), free_port());
     let tmp = tempfile::tempdir().unwrap();
-    let _rotel = Rotel(
-        Command::new(rotel_agent())
-            .args([
-                "start",
-                "--otlp-grpc-endpoint",
-                &format!("127.0.0.1:{r_grpc}"),
-                "--otlp-http-endpoint",
-                &format!("127.0.0.1:{r_http}"),
-                "--exporter",
-                "otlp",
-                "--otlp-exporter-endpoint",
-                &format!("http://127.0.0.1:{}", sink_r.port),
-                "--otlp-exporter-protocol",
-                "grpc",
-                "--batch-timeout",
-                "100ms",
-                "--pid-file",
-                &tmp.path().join("rotel.pid").display().to_string(),
-                "--log-file",
-                &tmp.path().join("rotel.log").display().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rotel"),
-    );
-    wait_until("rotel listening", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", r_grpc)).is_ok()
-            && std::net::TcpStream::connect(("127.0.0.1", r_http)).is_ok()
-    });
+    let _rotel = common::Rotel::start(r_grpc, r_http, sink_r.port, tmp.path());
 
     // The collector under test: two periodic readers and two log processors.
     let (grpc, health, metrics) = (free_port(), free_port(), free_port());

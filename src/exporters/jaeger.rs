@@ -71,6 +71,10 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 }
 
 impl ExporterConfig for Validated<Config> {
+    fn storage(&self) -> Option<&crate::config::ComponentId> {
+        self.settings.storage.as_ref()
+    }
+
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let sender = JaegerSender {
@@ -88,7 +92,7 @@ impl ExporterConfig for Validated<Config> {
                 .filter(|m| *m > 0)
                 .unwrap_or(usize::MAX),
         };
-        Ok(Helper::build(&ctx, settings, sender))
+        Helper::build(&ctx, settings, sender)
     }
 }
 

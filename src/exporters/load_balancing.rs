@@ -231,6 +231,16 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         otlp_cfg.client.sending_queue.clone(),
         at,
     )?;
+    if settings.storage.is_some() {
+        // Each backend's queue would be its own log, and a backend that goes away would take
+        // its log along; until records can be routed again from disk, refuse it.
+        let q = at.get("sending_queue").unwrap_or(at);
+        return Err(crate::config::key_err(
+            q,
+            &["storage"],
+            "a persistent queue is not supported by load_balancing yet (its backends come and go); use it on the exporters of the gateways behind it",
+        ));
+    }
     let chosen = [
         top.resolver.static_.is_some(),
         top.resolver.dns.is_some(),
@@ -525,7 +535,7 @@ impl Core {
             core: self.this.clone(),
         };
         Ok(Backend {
-            exporter: Helper::build(&ctx, self.settings.clone(), sender),
+            exporter: Helper::build(&ctx, self.settings.clone(), sender).map_err(|e| e.msg)?,
         })
     }
 

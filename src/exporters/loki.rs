@@ -134,13 +134,17 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 }
 
 impl ExporterConfig for Validated<Config> {
+    fn storage(&self) -> Option<&crate::config::ComponentId> {
+        self.settings.storage.as_ref()
+    }
+
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let client = cfg
             .client
             .http_client()
             .map_err(|e| BuildError::new(&ctx.id, e))?;
-        Ok(Helper::build(&ctx, settings, LokiSender { client, cfg }))
+        Helper::build(&ctx, settings, LokiSender { client, cfg })
     }
 }
 

@@ -116,11 +116,15 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 }
 
 impl ExporterConfig for Validated<Config> {
+    fn storage(&self) -> Option<&crate::config::ComponentId> {
+        self.settings.storage.as_ref()
+    }
+
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let sender =
             GrpcSender::new(&cfg, &ctx.id.to_string()).map_err(|e| BuildError::new(&ctx.id, e))?;
-        Ok(Helper::build(&ctx, settings, sender))
+        Helper::build(&ctx, settings, sender)
     }
 }
 

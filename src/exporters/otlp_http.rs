@@ -133,6 +133,10 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 }
 
 impl ExporterConfig for Validated<Config> {
+    fn storage(&self) -> Option<&crate::config::ComponentId> {
+        self.settings.storage.as_ref()
+    }
+
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let client = cfg
@@ -150,7 +154,7 @@ impl ExporterConfig for Validated<Config> {
                 .unwrap_or(usize::MAX),
             id: ctx.id.to_string(),
         };
-        Ok(Helper::build(&ctx, settings, sender))
+        Helper::build(&ctx, settings, sender)
     }
 }
 

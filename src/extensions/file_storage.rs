@@ -16,7 +16,7 @@ use crate::component::{
     BoxFuture, BuildError, Context, ExtensionConfig, Factory, Lifecycle, Stability,
 };
 use crate::config::{ComponentId, DeError, Node, from_node, key_err, units};
-use crate::storage::{CompactionPolicy, StorageError, StorageExtension, Store};
+use crate::storage::{CompactionPolicy, QueueLocation, StorageError, StorageExtension, Store};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -143,6 +143,8 @@ fn sanitize(s: &str) -> String {
 pub struct FileStorage {
     cfg: Config,
     stores: Mutex<HashMap<String, Arc<Store>>>,
+    /// Queue directories already handed out (and moved aside once under `recreate`).
+    moved: Mutex<std::collections::HashSet<String>>,
 }
 
 impl FileStorage {
@@ -177,6 +179,7 @@ impl FileStorage {
         Ok(FileStorage {
             cfg,
             stores: Mutex::new(HashMap::new()),
+            moved: Default::default(),
         })
     }
 }
@@ -193,6 +196,32 @@ fn remove_compaction_leftovers(dir: &Path) {
 }
 
 impl StorageExtension for FileStorage {
+    /// `<directory>/<kind>_<type>_<name>_queue/`; `recreate` moves an existing one aside.
+    fn queue_dir(
+        &self,
+        kind: &str,
+        component: &ComponentId,
+        name: &str,
+    ) -> Result<QueueLocation, StorageError> {
+        let mut fname = file_name(kind, component, name);
+        fname.push_str("_queue");
+        let dir = self.cfg.directory.join(&fname);
+        let mut moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
+        if self.cfg.recreate && dir.exists() && !moved.contains(&fname) {
+            let backup = self.cfg.directory.join(format!("{fname}.backup"));
+            let _ = std::fs::remove_dir_all(&backup);
+            std::fs::rename(&dir, &backup).map_err(|source| StorageError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        moved.insert(fname);
+        Ok(QueueLocation {
+            dir,
+            fsync: self.cfg.fsync,
+        })
+    }
+
     fn client(
         &self,
         kind: &str,

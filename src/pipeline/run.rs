@@ -141,6 +141,7 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
         pipeline: String::new(),
         memory: crate::admission::Budget::new(),
         signals: Vec::new(),
+        durable: false,
     };
     let mut running = Running {
         telemetry,
@@ -314,6 +315,16 @@ impl Running {
                     None => match v.exporters.remove(&e.id) {
                         Some(cfg) => {
                             sum.exporters_built += 1;
+                            // A persistent queue is one directory: the old instance lets go of
+                            // it (what it holds stays on disk) before the new one opens it.
+                            if cfg.storage().is_some()
+                                && let Some(i) =
+                                    old_exporters.iter().position(|(id, _)| *id == e.id)
+                            {
+                                let (_, old) = old_exporters.swap_remove(i);
+                                old.shutdown(tokio::time::Instant::now() + self.shutdown_timeout)
+                                    .await;
+                            }
                             let mut ectx = ctx(&e.id, &self.base);
                             ectx.signals = Signal::EVERY
                                 .into_iter()
@@ -357,6 +368,7 @@ impl Running {
                 .iter()
                 .filter_map(|e| exporters.get(&e.id).cloned().map(|x| x as DynConsumer))
                 .collect();
+            let durable = outs.iter().any(|c| c.durable());
             let mut next = FanOut::build(outs);
             let mut procs = Vec::new();
             for pr in p.processors.iter().rev() {
@@ -365,6 +377,7 @@ impl Running {
                 };
                 let mut pctx = ctx(&pr.id, &self.base);
                 pctx.pipeline = p.id().to_string();
+                pctx.durable = durable;
                 let proc = cfg.build(pctx, p.signal, next)?;
                 next = proc.clone();
                 procs.push(proc);
@@ -551,7 +564,10 @@ impl Running {
             let _ = tokio::time::timeout_at(deadline, task).await;
         }
         self.token.cancel();
-        tracing::info!("shutdown complete");
+        // Items, summed over signals and components; `held` is what queues kept (a persistent
+        // queue's is on disk for the next start).
+        let ledger = crate::telemetry::ledger_line(&self.telemetry.encode());
+        tracing::info!(%ledger, "shutdown complete");
     }
 }
 

@@ -275,17 +275,36 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
         }
     }
     // `storage:` must name a storage extension that the service starts.
-    for def in &v.config.receivers {
-        let Some(sid) = v.receivers.get(&def.id).and_then(|c| c.storage()) else {
-            continue;
-        };
-        let pos = def.node.get("storage").map_or(def.pos, |n| n.pos);
-        let what = format!("receivers::{}", def.id);
+    let storages = v
+        .config
+        .receivers
+        .iter()
+        .filter_map(|def| {
+            let sid = v.receivers.get(&def.id)?.storage()?;
+            let pos = def.node.get("storage").map_or(def.pos, |n| n.pos);
+            Some((sid, pos, format!("receivers::{}", def.id), "storage"))
+        })
+        .chain(v.config.exporters.iter().filter_map(|def| {
+            let sid = v.exporters.get(&def.id)?.storage()?;
+            let pos = def
+                .node
+                .get("sending_queue")
+                .and_then(|q| q.get("storage"))
+                .map_or(def.pos, |n| n.pos);
+            Some((
+                sid,
+                pos,
+                format!("exporters::{}", def.id),
+                "sending_queue::storage",
+            ))
+        }))
+        .collect::<Vec<_>>();
+    for (sid, pos, what, key) in storages {
         if !defined(Kind::Extension, sid) {
             errors.at(
                 pos,
                 Some(&what),
-                Some("storage"),
+                Some(key),
                 format!("extension `{sid}` is not defined in `extensions`"),
             );
         } else if !crate::registry::find_in(factories, Kind::Extension, &sid.kind)
@@ -299,7 +318,7 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
             errors.at(
                 pos,
                 Some(&what),
-                Some("storage"),
+                Some(key),
                 format!(
                     "extension `{sid}` is not a storage extension ({})",
                     storages.join(", ")
@@ -309,7 +328,7 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
             errors.at(
                 pos,
                 Some(&what),
-                Some("storage"),
+                Some(key),
                 format!(
                     "extension `{sid}` is not listed in `service::extensions`, so it is not started"
                 ),

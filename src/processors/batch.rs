@@ -97,7 +97,13 @@ impl ProcessorConfig for Config {
             dropped_shutdown: dropped("shutdown"),
             send_size: Some(t.batch_send_size.get_or_create(&labels).clone()),
         };
-        Ok(Arc::new(Batcher::start(self.limits(), signal, next, stats)))
+        // In front of a persistent queue, callers are answered once their batch is on disk.
+        let mut limits = self.limits();
+        limits.wait_for_downstream = ctx.durable || next.durable();
+        if limits.wait_for_downstream {
+            tracing::debug!(processor = %id, pipeline = %ctx.pipeline, "downstream is durable: callers are answered once their batch is persisted");
+        }
+        Ok(Arc::new(Batcher::start(limits, signal, next, stats)))
     }
 }
 
@@ -107,6 +113,7 @@ impl Config {
             timeout: self.timeout,
             send_batch_size: self.send_batch_size,
             send_batch_max_size: self.send_batch_max_size,
+            wait_for_downstream: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests: ports, collector processes, an OTLP sink, the SDK.
 #![allow(dead_code)]
 
+pub mod ledger;
 pub mod sink;
 pub mod standin;
 
@@ -294,6 +295,82 @@ impl Collector {
             .and_then(|p| p.parse::<u64>().ok())
             .unwrap_or(0)
             * 4096
+    }
+}
+
+impl Collector {
+    /// `kill -9`: no shutdown, no flush; what the process held in memory is gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// rotel's binary in the test venv (`rotel` from PyPI, tests/requirements.txt).
+pub fn rotel_agent() -> PathBuf {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import rotel, os; print(os.path.dirname(rotel.__file__))",
+        ])
+        .output()
+        .expect("python");
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let p = Path::new(&dir).join("rotel-agent");
+    assert!(
+        p.exists(),
+        "rotel is installed by scripts/test.sh (tests/requirements.txt): {}",
+        p.display()
+    );
+    p
+}
+
+/// rotel (an independent OTLP collector) receiving OTLP on `grpc` and `http` and forwarding
+/// everything over OTLP/gRPC to `sink`; killed on drop.
+pub struct Rotel(Child);
+
+impl Rotel {
+    pub fn start(grpc: u16, http: u16, sink: u16, dir: &Path) -> Rotel {
+        let r = Rotel(
+            Command::new(rotel_agent())
+                .args([
+                    "start",
+                    "--otlp-grpc-endpoint",
+                    &format!("127.0.0.1:{grpc}"),
+                    "--otlp-http-endpoint",
+                    &format!("127.0.0.1:{http}"),
+                    "--exporter",
+                    "otlp",
+                    "--otlp-exporter-endpoint",
+                    &format!("http://127.0.0.1:{sink}"),
+                    "--otlp-exporter-protocol",
+                    "grpc",
+                    "--batch-timeout",
+                    "100ms",
+                    "--pid-file",
+                    &dir.join("rotel.pid").display().to_string(),
+                    "--log-file",
+                    &dir.join("rotel.log").display().to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start rotel"),
+        );
+        wait_until("rotel listening", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", http)).is_ok()
+        });
+        r
+    }
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -148,6 +148,10 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 }
 
 impl ExporterConfig for Validated<Config> {
+    fn storage(&self) -> Option<&crate::config::ComponentId> {
+        self.settings.storage.as_ref()
+    }
+
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let sender = DebugSender {
@@ -159,7 +163,7 @@ impl ExporterConfig for Validated<Config> {
             id: ctx.id.to_string(),
             internal_logger: cfg.use_internal_logger,
         };
-        Ok(Helper::build(&ctx, settings, sender))
+        Helper::build(&ctx, settings, sender)
     }
 }
 

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{
     BoxFuture, ConsumeError, ConsumeResult, Consumer, Context, DynConsumer, Exporter, Lifecycle,
 };
-use crate::config::{DeError, Node, units};
+use crate::config::{ComponentId, DeError, Node, units};
+use crate::disk_queue::{DiskQueue, Entry, QueueError, Sizer};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::{DropLabels, ExporterLabels, SignalCounters};
 
@@ -74,7 +75,9 @@ pub struct QueueConfig {
     pub wait_for_result: bool,
     /// When full: wait for room (true) or refuse at once with a retryable error (false, default).
     pub block_on_overflow: bool,
-    /// An on-disk queue through a storage extension. Not implemented yet: refused at validation.
+    /// The storage extension (`file_storage`) that holds a persistent queue: requests are kept
+    /// on disk until sent, across restarts and crashes, and the caller is answered once its data
+    /// is on disk. None: the queue is in memory.
     pub storage: Option<String>,
     /// Batching in front of the queue, as the `batch` processor does. `batch:` alone turns it on.
     #[serde(deserialize_with = "crate::config::present")]
@@ -140,6 +143,8 @@ pub struct Settings {
     /// At most this many requests in flight at once (an HTTP exporter's
     /// `max_conns_per_host`: one connection per request in flight). None: the consumers'.
     pub max_in_flight: Option<usize>,
+    /// `sending_queue.storage`, parsed.
+    pub storage: Option<ComponentId>,
 }
 
 impl Settings {
@@ -226,19 +231,14 @@ impl Settings {
                     format!("sizer {:?}: expected requests, items or bytes", queue.sizer),
                 ));
             }
-            if queue.wait_for_result && queue.batch.is_some() {
-                return Err(at(
-                    &["sending_queue", "wait_for_result"],
-                    "wait_for_result with sending_queue.batch is not supported yet".into(),
-                ));
-            }
-            if queue.storage.is_some() {
-                return Err(at(
-                    &["sending_queue", "storage"],
-                    "the on-disk sending queue is not implemented yet; remove `storage` to use the in-memory queue".into(),
-                ));
-            }
         }
+        let storage = match (&queue.storage, queue.enabled) {
+            (Some(s), true) => Some(
+                ComponentId::parse(s)
+                    .map_err(|e| at(&["sending_queue", "storage"], e.to_string()))?,
+            ),
+            _ => None,
+        };
         if let Some(b) = &queue.batch {
             if b.sizer != "items" {
                 return Err(at(
@@ -258,6 +258,7 @@ impl Settings {
             retry,
             queue,
             max_in_flight: None,
+            storage,
         })
     }
 }
@@ -348,6 +349,9 @@ struct Job<R> {
     done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
     /// What it takes of the queue, in the sizer's unit (set when queued).
     weight: usize,
+    /// From the persistent queue: cut short at shutdown, it stays on disk for the next start
+    /// instead of being counted as dropped.
+    persistent: bool,
 }
 
 struct Inner<S: Sender> {
@@ -359,6 +363,7 @@ struct Inner<S: Sender> {
     sent: SignalCounters,
     failed: SignalCounters,
     enqueue_failed: SignalCounters,
+    accepted: SignalCounters,
     /// Requests and items held from enqueue until their send ends (sent, or given up): in a
     /// queue, with a worker, or waiting between retries. So accepted = sent + failed + held.
     /// Per signal.
@@ -371,6 +376,20 @@ struct Inner<S: Sender> {
     hard_stop: CancellationToken,
     /// `max_in_flight`: a permit per attempt.
     in_flight: Option<tokio::sync::Semaphore>,
+    /// `sending_queue.storage`: the persistent queue, in place of `queues`.
+    disk: Option<Arc<DiskQueue>>,
+    /// `wait_for_result` with the persistent queue: the callers waiting, by record.
+    disk_waiters: std::sync::Mutex<std::collections::HashMap<u64, Waiter>>,
+}
+
+type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// How the send of a record from the persistent queue ended.
+enum Ended {
+    /// Sent, or given up and counted: it leaves the queue.
+    Done(Result<(), SendError>),
+    /// Cut short by the shutdown deadline: it stays on disk.
+    Interrupted,
 }
 
 /// The exporter every component returns: [batch →] queue → workers → retry → sender.
@@ -382,14 +401,25 @@ pub struct Helper<S: Sender> {
 }
 
 impl<S: Sender> Helper<S> {
-    pub fn build(ctx: &Context, settings: Settings, sender: S) -> Arc<dyn Exporter> {
+    /// Starts the exporter: opens its persistent queue (if `storage` names one), spawns its
+    /// workers and its batchers.
+    pub fn build(
+        ctx: &Context,
+        settings: Settings,
+        sender: S,
+    ) -> Result<Arc<dyn Exporter>, crate::component::BuildError> {
         let labels = ExporterLabels {
             exporter: ctx.id.to_string(),
         };
         let t = &ctx.telemetry;
         let ordered = sender.ordered();
+        let disk = match &settings.storage {
+            Some(sid) => Some(open_disk_queue(ctx, sid, &settings)?),
+            None => None,
+        };
         let (n_queues, workers_per_queue) = match (settings.queue.enabled, ordered) {
             (false, _) => (0, 0),
+            _ if disk.is_some() => (0, 0),
             (true, true) => (settings.queue.num_consumers, 1),
             (true, false) => (1, settings.queue.num_consumers),
         };
@@ -403,12 +433,15 @@ impl<S: Sender> Helper<S> {
             exporter: ctx.id.to_string(),
             data_type: s.to_string(),
         };
-        if !queues.is_empty() {
-            let total: usize = queues.iter().map(Queue::capacity).sum();
+        let capacity = match &disk {
+            Some((q, _)) => q.capacity() as usize,
+            None => queues.iter().map(Queue::capacity).sum(),
+        };
+        if !queues.is_empty() || disk.is_some() {
             for s in &ctx.signals {
                 t.exporter_queue_capacity
                     .get_or_create(&queue_labels(*s))
-                    .set(total as i64);
+                    .set(capacity as i64);
             }
         }
         let inner = Arc::new(Inner {
@@ -418,6 +451,7 @@ impl<S: Sender> Helper<S> {
             sent: t.exporter_sent.handles(&labels),
             failed: t.exporter_send_failed.handles(&labels),
             enqueue_failed: t.exporter_enqueue_failed.handles(&labels),
+            accepted: t.exporter_accepted.handles(&labels),
             queue_size: Signal::EVERY.map(|s| {
                 let g = t
                     .exporter_queue_size
@@ -437,6 +471,8 @@ impl<S: Sender> Helper<S> {
                 .max_in_flight
                 .filter(|n| *n > 0)
                 .map(tokio::sync::Semaphore::new),
+            disk: disk.as_ref().map(|(q, _)| q.clone()),
+            disk_waiters: Default::default(),
             settings,
         });
         let mut workers = Vec::new();
@@ -446,11 +482,28 @@ impl<S: Sender> Helper<S> {
                 workers.push(tokio::spawn(async move { inner.work(shard).await }));
             }
         }
+        if let Some((q, rec)) = disk {
+            inner.restored(&rec);
+            // An ordered sender reads the log with one worker and sends each record's shards
+            // in parallel: the order of every shard is the order of the log.
+            let n = if ordered {
+                1
+            } else {
+                inner.settings.queue.num_consumers
+            };
+            for _ in 0..n {
+                let (inner, q) = (inner.clone(), q.clone());
+                workers.push(tokio::spawn(async move { inner.work_disk(q).await }));
+            }
+        }
         let batchers = inner.settings.queue.batch.clone().map(|b| {
             let cfg = crate::batcher::Limits {
                 timeout: b.flush_timeout,
                 send_batch_size: b.min_size,
                 send_batch_max_size: b.max_size,
+                // Callers of a persistent or `wait_for_result` queue are answered with the
+                // outcome of the request their data joined.
+                wait_for_downstream: inner.disk.is_some() || inner.settings.queue.wait_for_result,
             };
             let send_size = t.queue_batch_send_size.get_or_create(&labels).clone();
             Signal::EVERY.map(|s| {
@@ -462,12 +515,54 @@ impl<S: Sender> Helper<S> {
                 crate::batcher::Batcher::start(cfg.clone(), s, front, stats)
             })
         });
-        Arc::new(Helper {
+        Ok(Arc::new(Helper {
             inner,
             batchers,
             workers: std::sync::Mutex::new(workers),
-        })
+        }))
     }
+}
+
+/// Opens the persistent queue of the exporter in `ctx` through storage extension `sid`.
+fn open_disk_queue(
+    ctx: &Context,
+    sid: &ComponentId,
+    settings: &Settings,
+) -> Result<(Arc<DiskQueue>, crate::disk_queue::Recovered), crate::component::BuildError> {
+    let err = |m: String| crate::component::BuildError::new(&ctx.id, m);
+    let ext = ctx
+        .storage
+        .get(sid)
+        .map_err(|e| err(format!("sending_queue.storage: {e}")))?;
+    let loc = ext
+        .queue_dir("exporter", &ctx.id, "")
+        .map_err(|e| err(format!("sending_queue.storage: {e}")))?;
+    let opts = crate::disk_queue::Options {
+        fsync: loc.fsync,
+        capacity: settings.queue.queue_size as u64,
+        sizer: match settings.queue.sizer.as_str() {
+            "items" => Sizer::Items,
+            "bytes" => Sizer::Bytes,
+            _ => Sizer::Requests,
+        },
+        segment_bytes: 8 << 20,
+    };
+    let (q, rec) =
+        DiskQueue::open(&loc.dir, opts).map_err(|e| err(format!("sending_queue.storage: {e}")))?;
+    let n: u64 = rec.records.iter().sum();
+    if n > 0 || rec.corrupt_records + rec.torn_records > 0 {
+        tracing::info!(
+            exporter = %ctx.id,
+            dir = %loc.dir.display(),
+            requests = n,
+            items = rec.items.iter().sum::<u64>(),
+            corrupt_records = rec.corrupt_records,
+            torn_records = rec.torn_records,
+            skipped_bytes = rec.skipped_bytes,
+            "persistent queue restored"
+        );
+    }
+    Ok((q, rec))
 }
 
 /// The part behind the optional batcher: enqueue, or send in place when there is no queue.
@@ -480,6 +575,10 @@ impl<S: Sender> Consumer for Front<S> {
 }
 
 impl<S: Sender> Consumer for Helper<S> {
+    fn durable(&self) -> bool {
+        self.inner.disk.is_some()
+    }
+
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
         match &self.batchers {
             // Profiles requests do not merge: they go to the queue as they came.
@@ -501,6 +600,24 @@ impl<S: Sender> Lifecycle for Helper<S> {
             }
             let workers =
                 std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+            if let Some(disk) = &self.inner.disk {
+                // What is queued stays on disk for the next start; sends in progress get
+                // until the deadline.
+                disk.close();
+                let drain = async {
+                    for w in workers {
+                        let _ = w.await;
+                    }
+                };
+                if tokio::time::timeout_at(deadline, drain).await.is_err() {
+                    self.inner.hard_stop.cancel();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let left: i64 = self.inner.queued_items.iter().map(|g| g.get()).sum();
+                tracing::info!(exporter = %self.inner.id, requests = disk.unacknowledged(), items = left, dir = %disk.dir().display(), "left in the persistent queue for the next start");
+                disk.release();
+                return;
+            }
             let queues = &self.inner.queues;
             if !queues.is_empty() {
                 // Workers drain what is queued, then stop; at the deadline retries are cut short.
@@ -543,6 +660,9 @@ impl<S: Sender> Inner<S> {
         if items == 0 {
             return Ok(());
         }
+        if let Some(disk) = &self.disk {
+            return self.accept_disk(disk, batch).await;
+        }
         // Full: refuse before taking the batch, and give it back to the caller.
         let bytes = if self.settings.queue.sizer == "bytes" {
             (batch.encoded_len(), items)
@@ -569,6 +689,7 @@ impl<S: Sender> Inner<S> {
                 batch,
             ));
         }
+        self.accepted.add(signal, items);
         let parts = match self.sender.encode_parts(batch, self.queues.len().max(1)) {
             Ok(r) => r,
             Err(e) => {
@@ -578,6 +699,7 @@ impl<S: Sender> Inner<S> {
                     items,
                     done: None,
                     weight: 0,
+                    persistent: false,
                 };
                 self.give_up(&job, "encode_error", &e.to_string());
                 return Err(ConsumeError::Permanent(e.to_string()));
@@ -594,6 +716,7 @@ impl<S: Sender> Inner<S> {
                     items: part.items,
                     done: None,
                     weight: 0,
+                    persistent: false,
                 };
                 if let Err(e) = self.send_with_retry(&job).await {
                     result = Err(ConsumeError::Permanent(e.to_string()));
@@ -616,6 +739,7 @@ impl<S: Sender> Inner<S> {
                 items: part.items,
                 done,
                 weight: 0,
+                persistent: false,
             };
             // Another producer may have taken the last slot since the check above: wait for
             // room rather than drop what is already encoded.
@@ -659,6 +783,213 @@ impl<S: Sender> Inner<S> {
             }
         }
         result
+    }
+
+    /// Appends a batch to the persistent queue; answers once it is on disk (synced when the
+    /// storage extension says `fsync`). Full queue or full disk: a retryable refusal that gives
+    /// the batch back.
+    async fn accept_disk(self: &Arc<Self>, disk: &Arc<DiskQueue>, batch: Batch) -> ConsumeResult {
+        let (signal, items) = (batch.signal(), batch.item_count());
+        let bytes = batch.into_request_bytes();
+        let sizer = match self.settings.queue.sizer.as_str() {
+            "items" => Sizer::Items,
+            "bytes" => Sizer::Bytes,
+            _ => Sizer::Requests,
+        };
+        let weight = sizer.weight(items as u64, bytes.len() as u64);
+        let give_back =
+            |bytes: bytes::Bytes| Batch::Encoded(crate::signal::Encoded::new(signal, bytes, items));
+        if weight > disk.capacity() {
+            self.enqueue_failed.add(signal, items);
+            return Err(ConsumeError::Permanent(format!(
+                "{items} items ({weight} {}) are more than the sending queue of exporter {} holds (queue_size {})",
+                self.settings.queue.sizer, self.id, self.settings.queue.queue_size
+            )));
+        }
+        // `wait_for_result`: the worker that ends the record's send tells this caller.
+        let mut rx = None;
+        loop {
+            let tx = self.settings.queue.wait_for_result.then(|| {
+                let (tx, r) = tokio::sync::oneshot::channel();
+                rx = Some(r);
+                tx
+            });
+            let (q, b, me) = (disk.clone(), bytes.clone(), self.clone());
+            let pushed = tokio::task::spawn_blocking(move || {
+                q.push_then(signal, items as u64, weight, &b, |seq| {
+                    if let Some(t) = tx {
+                        me.disk_waiters
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(seq, t);
+                    }
+                })
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(QueueError::Io {
+                    dir: disk.dir().display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+            match pushed {
+                Ok(_) => {
+                    self.accepted.add(signal, items);
+                    self.queue_size[signal.index()].inc_by(weight as i64);
+                    self.queued_items[signal.index()].inc_by(items as i64);
+                    break;
+                }
+                Err(QueueError::Full)
+                    if self.settings.queue.block_on_overflow && !self.hard_stop.is_cancelled() =>
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(e) => {
+                    self.enqueue_failed.add(signal, items);
+                    let why = match &e {
+                        QueueError::Full => {
+                            format!("sending queue of exporter {} is full", self.id)
+                        }
+                        e if e.is_disk_full() => {
+                            tracing::warn!(exporter = %self.id, error = %e, "the persistent queue's disk is full; refusing data until there is room");
+                            format!("exporter {}: the persistent queue's disk is full", self.id)
+                        }
+                        e => {
+                            tracing::error!(exporter = %self.id, error = %e, "cannot write to the persistent queue");
+                            format!("exporter {}: {e}", self.id)
+                        }
+                    };
+                    return Err(ConsumeError::refuse(why, give_back(bytes)));
+                }
+            }
+        }
+        match rx {
+            None => Ok(()),
+            Some(rx) => match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(m)) => Err(ConsumeError::Permanent(m)),
+                // Shutdown before it was sent: it is on disk, and the next start sends it.
+                Err(_) => Ok(()),
+            },
+        }
+    }
+
+    /// Counts what the persistent queue held at start as held (queued).
+    fn restored(&self, rec: &crate::disk_queue::Recovered) {
+        for s in Signal::EVERY {
+            let i = s.index();
+            self.queue_size[i].inc_by(rec.weight[i] as i64);
+            self.queued_items[i].inc_by(rec.items[i] as i64);
+            if rec.items[i] > 0 {
+                self.telemetry
+                    .exporter_queue_restored
+                    .get_or_create(&crate::telemetry::QueueLabels {
+                        exporter: self.id.clone(),
+                        data_type: s.to_string(),
+                    })
+                    .inc_by(rec.items[i]);
+            }
+        }
+        for (reason, n) in [("corrupt", rec.corrupt_records), ("torn", rec.torn_records)] {
+            if n > 0 {
+                self.telemetry
+                    .exporter_queue_skipped
+                    .get_or_create(&DropLabels {
+                        exporter: self.id.clone(),
+                        reason: reason.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// A worker of the persistent queue: read a record, send it, acknowledge it when its send
+    /// ended (so a crash before then sends it again).
+    async fn work_disk(self: Arc<Self>, q: Arc<DiskQueue>) {
+        while let Some(entry) = q.pop().await {
+            let ended = self.send_record(&q, &entry).await;
+            let Ended::Done(result) = ended else {
+                continue;
+            };
+            let q2 = q.clone();
+            let e2 = entry.clone();
+            let acked = tokio::task::spawn_blocking(move || q2.ack(&e2)).await;
+            if let Ok(Err(e)) | Err(e) = acked.map_err(|e| QueueError::Io {
+                dir: String::new(),
+                source: std::io::Error::other(e.to_string()),
+            }) {
+                // Not remembered as done: it may be sent again after a restart, never lost.
+                tracing::warn!(exporter = %self.id, error = %e, "cannot record a sent request in the persistent queue");
+            }
+            self.queue_size[entry.signal.index()].dec_by(entry.weight as i64);
+            self.queued_items[entry.signal.index()].dec_by(entry.items as i64);
+            let waiter = self
+                .disk_waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&entry.seq);
+            if let Some(w) = waiter {
+                let _ = w.send(result.map_err(|e| e.to_string()));
+            }
+        }
+    }
+
+    async fn send_record(&self, q: &Arc<DiskQueue>, entry: &Entry) -> Ended {
+        let (signal, items) = (entry.signal, entry.items as usize);
+        let job0 = Job {
+            req: (),
+            signal,
+            items,
+            done: None,
+            weight: 0,
+            persistent: true,
+        };
+        let (q2, e2) = (q.clone(), entry.clone());
+        let read = tokio::task::spawn_blocking(move || q2.read(&e2))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => {
+                self.give_up(&job0, "corrupt", &e);
+                return Ended::Done(Err(SendError::Permanent(e)));
+            }
+        };
+        // The checksum held; the scan keeps a record written by another version from reaching
+        // a decoder it could upset.
+        if let Err(e) = crate::signal::wire::scan(signal, &bytes) {
+            let m = format!("a record of the persistent queue is not a valid request: {e}");
+            self.give_up(&job0, "corrupt", &m);
+            return Ended::Done(Err(SendError::Permanent(m)));
+        }
+        let batch = Batch::Encoded(crate::signal::Encoded::new(signal, bytes, items));
+        let parts = match self
+            .sender
+            .encode_parts(batch, self.settings.queue.num_consumers.max(1))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.give_up(&job0, "encode_error", &e.to_string());
+                return Ended::Done(Err(e));
+            }
+        };
+        let jobs: Vec<Job<S::Request>> = parts
+            .into_iter()
+            .map(|p| Job {
+                req: p.req,
+                signal,
+                items: p.items,
+                done: None,
+                weight: 0,
+                persistent: true,
+            })
+            .collect();
+        let results = futures::future::join_all(jobs.iter().map(|j| self.send_with_retry(j))).await;
+        if self.hard_stop.is_cancelled() && results.iter().any(Result::is_err) {
+            return Ended::Interrupted;
+        }
+        Ended::Done(results.into_iter().find(Result::is_err).unwrap_or(Ok(())))
     }
 
     /// What a request of `items` takes of the queue, in the sizer's unit (`bytes`: the
@@ -728,6 +1059,7 @@ impl<S: Sender> Inner<S> {
                             items: part.items,
                             done: None,
                             weight: 0,
+                            persistent: job.persistent,
                         };
                         if let Err(e) = self.send_with_retry(&sub).await {
                             result = Err(e);
@@ -776,7 +1108,9 @@ impl<S: Sender> Inner<S> {
                     Err(_) => SendError::retryable(format!("request timed out after {:?}", self.settings.timeout)),
                 },
                 _ = self.hard_stop.cancelled() => {
-                    self.give_up(job, "shutdown", "the shutdown deadline passed during a send");
+                    if !job.persistent {
+                        self.give_up(job, "shutdown", "the shutdown deadline passed during a send");
+                    }
                     return Err(SendError::Permanent("shutdown".into()));
                 }
             };
@@ -811,7 +1145,9 @@ impl<S: Sender> Inner<S> {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.hard_stop.cancelled() => {
-                    self.give_up(job, "shutdown", &msg);
+                    if !job.persistent {
+                        self.give_up(job, "shutdown", &msg);
+                    }
                     return Err(SendError::Permanent("shutdown".into()));
                 }
             }
@@ -875,6 +1211,7 @@ mod tests {
                 ..Default::default()
             },
             max_in_flight: None,
+            storage: None,
         }
     }
 
@@ -910,7 +1247,7 @@ mod tests {
             let mut s = settings(true, 100);
             s.queue.num_consumers = 4;
             s.max_in_flight = limit;
-            let e = Helper::build(&ctx, s, slow.clone());
+            let e = Helper::build(&ctx, s, slow.clone()).unwrap();
             for _ in 0..12 {
                 e.consume(testdata::logs(1)).await.unwrap();
             }
@@ -931,7 +1268,7 @@ mod tests {
     async fn retries_retryable_errors_then_delivers() {
         let ctx = crate::component::Context::standalone("otlp");
         let f = flaky(3, SendError::retryable("503"));
-        let e = Helper::build(&ctx, settings(false, 1), f.clone());
+        let e = Helper::build(&ctx, settings(false, 1), f.clone()).unwrap();
         e.consume(testdata::spans("a", 1, 4)).await.unwrap();
         assert_eq!(*f.delivered.lock().unwrap(), vec![4]);
         let text = ctx.telemetry.encode();
@@ -999,7 +1336,7 @@ mod tests {
             max: 3,
             delivered: Mutex::new(vec![]),
         });
-        let e = Helper::build(&ctx, settings(true, 10), p.clone());
+        let e = Helper::build(&ctx, settings(true, 10), p.clone()).unwrap();
         e.consume(testdata::spans("a", 1, 20)).await.unwrap();
         e.shutdown(Instant::now() + Duration::from_secs(5)).await;
         let got = p.delivered.lock().unwrap().clone();
@@ -1016,7 +1353,7 @@ mod tests {
             max: 0,
             delivered: Mutex::new(vec![]),
         });
-        let e = Helper::build(&ctx, settings(false, 1), p.clone());
+        let e = Helper::build(&ctx, settings(false, 1), p.clone()).unwrap();
         assert!(e.consume(testdata::spans("a", 1, 2)).await.is_err());
         let text = ctx.telemetry.encode();
         assert!(
@@ -1033,7 +1370,7 @@ mod tests {
         let slow = Arc::new(Slow(Duration::from_secs(600), Mutex::new(0)));
         let mut s = settings(false, 1);
         s.timeout = Duration::ZERO;
-        let e = Helper::build(&ctx, s, slow.clone());
+        let e = Helper::build(&ctx, s, slow.clone()).unwrap();
         e.consume(testdata::logs(1)).await.unwrap();
         assert_eq!(*slow.1.lock().unwrap(), 1);
     }
@@ -1042,7 +1379,7 @@ mod tests {
     async fn permanent_errors_are_not_retried_and_are_counted() {
         let ctx = crate::component::Context::standalone("otlp");
         let f = flaky(1, SendError::Permanent("400 bad request".into()));
-        let e = Helper::build(&ctx, settings(false, 1), f.clone());
+        let e = Helper::build(&ctx, settings(false, 1), f.clone()).unwrap();
         assert!(matches!(
             e.consume(testdata::logs(2)).await,
             Err(ConsumeError::Permanent(_))
@@ -1068,7 +1405,7 @@ mod tests {
                 retry_after: Some(Duration::from_secs(4)),
             },
         );
-        let e = Helper::build(&ctx, settings(false, 1), f.clone());
+        let e = Helper::build(&ctx, settings(false, 1), f.clone()).unwrap();
         let t0 = Instant::now();
         // Without a queue the caller waits; a final failure is counted and permanent for it.
         assert!(matches!(
@@ -1089,7 +1426,7 @@ mod tests {
     async fn a_full_queue_refuses_with_a_retryable_error_and_drains_on_shutdown() {
         let ctx = crate::component::Context::standalone("otlp");
         let f = flaky(usize::MAX, SendError::retryable("down"));
-        let e = Helper::build(&ctx, settings(true, 2), f.clone());
+        let e = Helper::build(&ctx, settings(true, 2), f.clone()).unwrap();
         // One request is taken by the worker (retrying), two fill the queue, the fourth is refused.
         e.consume(testdata::logs(1)).await.unwrap();
         tokio::task::yield_now().await;
@@ -1135,7 +1472,7 @@ mod tests {
         let f = flaky(usize::MAX, SendError::retryable("down"));
         let mut s = settings(true, 10);
         s.queue.sizer = "items".into();
-        let e = Helper::build(&ctx, s, f.clone());
+        let e = Helper::build(&ctx, s, f.clone()).unwrap();
         e.consume(testdata::logs(4)).await.unwrap();
         e.consume(testdata::logs(4)).await.unwrap();
         let r = e.consume(testdata::logs(4)).await;
@@ -1167,7 +1504,7 @@ mod tests {
         let one = testdata::logs(4).encoded_len();
         let mut s = settings(true, one * 2 + one / 2);
         s.queue.sizer = "bytes".into();
-        let e = Helper::build(&ctx, s, f.clone());
+        let e = Helper::build(&ctx, s, f.clone()).unwrap();
         e.consume(testdata::logs(4)).await.unwrap();
         e.consume(testdata::logs(4)).await.unwrap();
         let r = e.consume(testdata::logs(4)).await;
@@ -1197,7 +1534,7 @@ mod tests {
         let f = flaky(2, SendError::retryable("503"));
         let mut s = settings(true, 10);
         s.queue.wait_for_result = true;
-        let e = Helper::build(&ctx, s, f.clone());
+        let e = Helper::build(&ctx, s, f.clone()).unwrap();
         e.consume(testdata::logs(3)).await.unwrap();
         assert_eq!(
             *f.delivered.lock().unwrap(),
@@ -1208,7 +1545,7 @@ mod tests {
         g.fail.store(1, Ordering::SeqCst);
         let mut s = settings(true, 10);
         s.queue.wait_for_result = true;
-        let e2 = Helper::build(&ctx, s, g.clone());
+        let e2 = Helper::build(&ctx, s, g.clone()).unwrap();
         let r = e2.consume(testdata::logs(1)).await;
         assert!(
             matches!(r, Err(ConsumeError::Permanent(ref m)) if m.contains("schema")),
@@ -1227,12 +1564,174 @@ mod tests {
             min_size: 6,
             ..Default::default()
         });
-        let e = Arc::new(Helper::build(&ctx, s, f.clone()));
+        let e = Arc::new(Helper::build(&ctx, s, f.clone()).unwrap());
         let (a, b) = (e.clone(), e.clone());
         let (r1, r2) = tokio::join!(a.consume(testdata::logs(3)), b.consume(testdata::logs(3)));
         r1.unwrap();
         r2.unwrap();
         e.shutdown(Instant::now() + Duration::from_secs(5)).await;
         assert_eq!(*f.delivered.lock().unwrap(), vec![6]);
+    }
+
+    /// A storage extension with only a queue directory.
+    struct QueueDir(std::path::PathBuf);
+    impl crate::storage::StorageExtension for QueueDir {
+        fn queue_dir(
+            &self,
+            _: &str,
+            _: &ComponentId,
+            _: &str,
+        ) -> Result<crate::storage::QueueLocation, crate::storage::StorageError> {
+            Ok(crate::storage::QueueLocation {
+                dir: self.0.clone(),
+                fsync: true,
+            })
+        }
+        fn client(
+            &self,
+            _: &str,
+            _: &ComponentId,
+            _: &str,
+        ) -> Result<Arc<crate::storage::Store>, crate::storage::StorageError> {
+            Err(crate::storage::StorageError::NoSuchExtension("kv".into()))
+        }
+    }
+
+    fn persistent(dir: &std::path::Path) -> (Context, Settings) {
+        let ctx = crate::component::Context::standalone("otlp");
+        let sid = ComponentId::parse("file_storage").unwrap();
+        ctx.storage
+            .register(sid.clone(), Arc::new(QueueDir(dir.to_path_buf())));
+        let mut s = settings(true, 100);
+        s.queue.num_consumers = 2;
+        s.storage = Some(sid);
+        (ctx, s)
+    }
+
+    fn metric(ctx: &Context, line: &str) -> Option<f64> {
+        let text = ctx.telemetry.encode();
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// What was acknowledged while the backend was down is sent after a restart, and the
+    /// queue's size is right before it is.
+    #[tokio::test]
+    async fn the_persistent_queue_keeps_what_was_acknowledged_across_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let (ctx, mut s) = persistent(d.path());
+            s.retry.initial_interval = Duration::from_secs(3600);
+            s.retry.max_elapsed_time = Duration::ZERO;
+            s.retry.max_elapsed_time = Duration::ZERO;
+            let down = flaky(usize::MAX, SendError::retryable("503"));
+            let e = Helper::build(&ctx, s, down.clone()).unwrap();
+            assert!(e.durable());
+            for _ in 0..5 {
+                e.consume(testdata::spans("a", 1, 3)).await.unwrap();
+            }
+            // Stopped with two sends waiting to retry: nothing is dropped, all stays on disk.
+            e.shutdown(Instant::now() + Duration::from_millis(200))
+                .await;
+            assert_eq!(
+                metric(&ctx, "otelcol_exporter_send_failed_spans_total"),
+                Some(0.0)
+            );
+        }
+        let (ctx, s) = persistent(d.path());
+        let up = flaky(0, SendError::retryable("x"));
+        let e = Helper::build(&ctx, s, up.clone()).unwrap();
+        for _ in 0..200 {
+            if up.delivered.lock().unwrap().len() == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*up.delivered.lock().unwrap(), vec![3; 5]);
+        assert_eq!(
+            metric(
+                &ctx,
+                "ferrotel_exporter_queue_restored_items_total{exporter=\"otlp\",data_type=\"traces\"}"
+            ),
+            Some(15.0)
+        );
+        assert_eq!(
+            metric(&ctx, "otelcol_exporter_sent_spans_total{exporter=\"otlp\"}"),
+            Some(15.0)
+        );
+        e.shutdown(Instant::now() + Duration::from_secs(1)).await;
+        // Everything was acknowledged: a third start finds nothing.
+        let (ctx, s) = persistent(d.path());
+        let again = flaky(0, SendError::retryable("x"));
+        let e = Helper::build(&ctx, s, again.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(again.delivered.lock().unwrap().is_empty());
+        e.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_persistent_queue_refuses_retryably_and_gives_the_batch_back() {
+        let d = tempfile::tempdir().unwrap();
+        let (ctx, mut s) = persistent(d.path());
+        s.queue.queue_size = 2;
+        s.retry.initial_interval = Duration::from_secs(3600);
+        s.retry.max_elapsed_time = Duration::ZERO;
+        let down = flaky(usize::MAX, SendError::retryable("503"));
+        let e = Helper::build(&ctx, s, down).unwrap();
+        e.consume(testdata::logs(2)).await.unwrap();
+        e.consume(testdata::logs(2)).await.unwrap();
+        match e.consume(testdata::logs(2)).await {
+            Err(ConsumeError::Retryable {
+                returned: Some(b), ..
+            }) => assert_eq!(b.item_count(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            metric(
+                &ctx,
+                "otelcol_exporter_queue_size{exporter=\"otlp\",data_type=\"logs\"}"
+            ),
+            Some(2.0)
+        );
+        e.shutdown(Instant::now() + Duration::from_millis(100))
+            .await;
+    }
+
+    /// `wait_for_result` with the persistent queue and its batching: each caller learns the
+    /// outcome of the request its data joined.
+    #[tokio::test]
+    async fn wait_for_result_reaches_callers_through_the_persistent_queue_and_batching() {
+        let d = tempfile::tempdir().unwrap();
+        let (ctx, mut s) = persistent(d.path());
+        s.queue.wait_for_result = true;
+        s.queue.batch = Some(QueueBatchConfig {
+            min_size: 4,
+            ..Default::default()
+        });
+        let f = flaky(0, SendError::retryable("x"));
+        let e = Arc::new(Helper::build(&ctx, s, f.clone()).unwrap());
+        let (a, b) = (e.clone(), e.clone());
+        let (r1, r2) = tokio::join!(a.consume(testdata::logs(2)), b.consume(testdata::logs(2)));
+        r1.unwrap();
+        r2.unwrap();
+        // Answered after the send: delivered already.
+        assert_eq!(*f.delivered.lock().unwrap(), vec![4]);
+        let bad = Arc::new(Flaky {
+            fail: AtomicUsize::new(1),
+            err: SendError::Permanent("400 schema".into()),
+            delivered: Mutex::new(vec![]),
+        });
+        drop(e);
+        let d2 = tempfile::tempdir().unwrap();
+        let (ctx, mut s) = persistent(d2.path());
+        s.queue.wait_for_result = true;
+        let e = Helper::build(&ctx, s, bad).unwrap();
+        let r = e.consume(testdata::logs(1)).await;
+        assert!(
+            matches!(r, Err(ConsumeError::Permanent(ref m)) if m.contains("schema")),
+            "{r:?}"
+        );
+        e.shutdown(Instant::now() + Duration::from_secs(1)).await;
     }
 }

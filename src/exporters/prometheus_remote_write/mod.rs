@@ -175,6 +175,10 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
 }
 
 impl ExporterConfig for Validated<Config> {
+    fn storage(&self) -> Option<&crate::config::ComponentId> {
+        self.settings.storage.as_ref()
+    }
+
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let client = cfg
@@ -189,7 +193,7 @@ impl ExporterConfig for Validated<Config> {
                 reason: "delta_dropped".into(),
             })
             .clone();
-        Ok(Helper::build(
+        Helper::build(
             &ctx,
             settings,
             PrwSender {
@@ -197,7 +201,7 @@ impl ExporterConfig for Validated<Config> {
                 translator: Translator::new(cfg),
                 dropped,
             },
-        ))
+        )
     }
 }
 
