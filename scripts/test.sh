@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, rotel, prometheus_client" 2>/dev/null \
+if ! .venv/bin/python -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, rotel, prometheus_client, jwt, cryptography" 2>/dev/null \
   || [ ! -x .venv/bin/kubernetes-validate ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi

@@ -11,6 +11,8 @@ pub struct ClientInfo {
     pub addr: Option<IpAddr>,
     /// Lower-cased header names with their values (only with `include_metadata`).
     pub metadata: Vec<(String, String)>,
+    /// What the receiver's authenticator said about the client (`auth.<key>`).
+    pub auth: Vec<(String, String)>,
 }
 
 impl ClientInfo {
@@ -32,7 +34,27 @@ impl ClientInfo {
         } else {
             Vec::new()
         };
-        ClientInfo { addr, metadata }
+        ClientInfo {
+            addr,
+            metadata,
+            auth: Vec::new(),
+        }
+    }
+
+    /// With what the authenticator found (`auth.subject`, `auth.username`, claims).
+    pub fn with_auth(mut self, info: Option<&crate::net::auth::AuthInfo>) -> Self {
+        if let Some(i) = info {
+            self.auth = i.attributes.clone();
+        }
+        self
+    }
+
+    /// An `auth.<key>` value.
+    pub fn auth(&self, key: &str) -> Option<&str> {
+        self.auth
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -64,6 +86,7 @@ mod tests {
         let info = ClientInfo {
             addr: Some("10.0.0.7".parse().unwrap()),
             metadata: vec![("x-tenant".into(), "acme".into())],
+            auth: vec![],
         };
         let seen = scope(info.clone(), async {
             tokio::task::yield_now().await;

@@ -109,6 +109,16 @@ impl Lifecycle for Tasks {
     }
 }
 
+/// The running form of a component with nothing to stop (an extension that only registered
+/// itself, such as an authenticator).
+pub struct Idle;
+
+impl Lifecycle for Idle {
+    fn shutdown(&self, _deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
 /// Now, as Unix nanoseconds (0 before 1970).
 pub fn now_nanos() -> u64 {
     std::time::SystemTime::now()
@@ -178,6 +188,9 @@ pub struct Context {
     pub health: Arc<crate::health::Health>,
     /// The storage extensions started so far (all of them, by the time receivers start).
     pub storage: Arc<crate::storage::Registry>,
+    /// The authenticator extensions started so far (all of them before any receiver or
+    /// exporter starts).
+    pub auth: Arc<crate::net::auth::Registry>,
     /// The pipeline a processor instance is built for (`traces/name`), for its metrics' `pipeline`
     /// label; empty for the other kinds, which are shared by pipelines.
     pub pipeline: String,
@@ -202,6 +215,7 @@ impl Context {
             shutdown: CancellationToken::new(),
             health: Arc::new(crate::health::Health::default()),
             storage: Default::default(),
+            auth: Default::default(),
             pipeline: String::new(),
             memory: crate::admission::Budget::new(),
             signals: crate::signal::ALL_SIGNALS.to_vec(),

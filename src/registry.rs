@@ -26,9 +26,13 @@ pub static FACTORIES: &[Factory] = &[
     crate::exporters::load_balancing::FACTORY,
     crate::exporters::prometheus_remote_write::FACTORY,
     crate::exporters::zipkin::FACTORY,
+    crate::extensions::basicauth::FACTORY,
+    crate::extensions::bearertokenauth::FACTORY,
     crate::extensions::file_storage::FACTORY,
     crate::extensions::health_check::FACTORY,
     crate::extensions::healthcheckv2::FACTORY,
+    crate::extensions::oauth2client::FACTORY,
+    crate::extensions::oidc::FACTORY,
 ];
 
 /// Finds the factory of a component type by its name, an alias or a deprecated name.

@@ -160,6 +160,8 @@ pub struct Telemetry {
     /// Items a receiver could not push for a reason other than backpressure (a permanent
     /// error downstream), as the Collector's `otelcol_receiver_failed_*`.
     pub receiver_failed: PerSignal<ReceiverLabels>,
+    /// Requests refused by the receiver's authenticator (`ferrotel_receiver_unauthenticated_requests`).
+    pub receiver_unauthenticated: Family<ReceiverLabels, Counter>,
     pub exporter_sent: PerSignal<ExporterLabels>,
     pub exporter_send_failed: PerSignal<ExporterLabels>,
     pub exporter_enqueue_failed: PerSignal<ExporterLabels>,
@@ -311,6 +313,12 @@ impl Telemetry {
             reg,
             "otelcol_exporter_enqueue_failed",
             "Items refused because the sending queue was full (per attempt: a batch processor retries them)",
+        );
+        let receiver_unauthenticated: Family<ReceiverLabels, Counter> = Family::default();
+        reg.register(
+            "ferrotel_receiver_unauthenticated_requests",
+            "Requests refused by the receiver's authenticator (401, UNAUTHENTICATED); they reach no pipeline",
+            receiver_unauthenticated.clone(),
         );
         let exporter_accepted = PerSignal::register(
             reg,
@@ -497,6 +505,7 @@ impl Telemetry {
             exporter_queue_restored,
             exporter_queue_skipped,
             exporter_accepted,
+            receiver_unauthenticated,
             processor_incoming,
             processor_outgoing,
             processor_refused,

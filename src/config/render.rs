@@ -46,6 +46,15 @@ fn redact(node: &mut Node, secret: bool) {
     match &mut node.value {
         Value::Map(entries) => {
             for (k, v) in entries {
+                // `headers` values, and `htpasswd.inline` (user:password lines), are secrets.
+                if k.name == "htpasswd"
+                    && let Value::Map(hs) = &mut v.value
+                {
+                    for (hk, hv) in hs {
+                        redact(hv, secret || hk.name == "inline");
+                    }
+                    continue;
+                }
                 let headers = k.name == "headers" && matches!(v.value, Value::Map(_));
                 if headers {
                     if let Value::Map(hs) = &mut v.value {

@@ -66,6 +66,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;
     crate::net::client::parse_endpoint(&cfg.endpoint, cfg.client.tls.insecure)
         .map_err(|m| key_err(node, &["endpoint"], m))?;
+    if cfg.client.auth.is_some() {
+        return Err(key_err(
+            node,
+            &["auth"],
+            "not supported by the jaeger exporter yet; use `headers` (or otlp_grpc to Jaeger's OTLP port, which takes `auth`)",
+        ));
+    }
     let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
 }

@@ -211,6 +211,13 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         e.path.insert(0, "protocol".into());
         e
     })?;
+    if otlp_cfg.client.auth.is_some() {
+        return Err(crate::config::key_err(
+            otlp,
+            &["auth"],
+            "not supported by load_balancing's backends yet; use `headers`",
+        ));
+    }
     if let Some(t) = top.timeout {
         otlp_cfg.client.timeout = t;
     }

@@ -144,7 +144,11 @@ impl ExporterConfig for Validated<Config> {
             .client
             .http_client()
             .map_err(|e| BuildError::new(&ctx.id, e))?;
-        Helper::build(&ctx, settings, LokiSender { client, cfg })
+        let auth = cfg
+            .client
+            .authenticator(&ctx)
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
+        Helper::build(&ctx, settings, LokiSender { client, cfg, auth })
     }
 }
 
@@ -630,6 +634,7 @@ fn parse_labels(s: &str) -> Map<String, Value> {
 pub struct LokiSender {
     client: reqwest::Client,
     cfg: Config,
+    auth: Option<Arc<dyn crate::net::auth::ClientAuthenticator>>,
 }
 
 /// The push requests of one export (per tenant, split by size) and how many Loki took already.
@@ -681,6 +686,7 @@ impl Sender for LokiSender {
                 if let Some(t) = tenant {
                     rb = rb.header("X-Scope-OrgID", t);
                 }
+                rb = super::helper::client::authorize(rb, self.auth.as_ref()).await?;
                 let resp = rb.send().await.map_err(|e| {
                     SendError::retryable(format!(
                         "POST {}: {}",

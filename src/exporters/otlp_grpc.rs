@@ -122,8 +122,12 @@ impl ExporterConfig for Validated<Config> {
 
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
-        let sender =
+        let mut sender =
             GrpcSender::new(&cfg, &ctx.id.to_string()).map_err(|e| BuildError::new(&ctx.id, e))?;
+        sender.auth = cfg
+            .client
+            .authenticator(&ctx)
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
         Helper::build(&ctx, settings, sender)
     }
 }
@@ -131,6 +135,8 @@ impl ExporterConfig for Validated<Config> {
 pub struct GrpcSender {
     channel: Channel,
     headers: http::HeaderMap,
+    /// `auth`: credentials added to each call.
+    pub auth: Option<Arc<dyn crate::net::auth::ClientAuthenticator>>,
     compression: Compression,
     timeout: Duration,
     max_request: usize,
@@ -154,6 +160,7 @@ impl GrpcSender {
                 },
             )?,
             headers: cfg.client.grpc_metadata()?,
+            auth: None,
             compression: cfg.compression,
             timeout: cfg.client.timeout,
             max_request: usize::try_from(cfg.max_request_size)
@@ -273,11 +280,23 @@ impl Sender for GrpcSender {
 
     fn send<'a>(&'a self, req: &'a EncodedRequest) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
+            let authed;
+            let headers = match &self.auth {
+                None => &self.headers,
+                Some(a) => {
+                    let mut h = self.headers.clone();
+                    crate::net::auth::apply(Some(a), &mut h)
+                        .await
+                        .map_err(|e| SendError::retryable(format!("auth: {e}")))?;
+                    authed = h;
+                    &authed
+                }
+            };
             let call = UnaryCall {
                 path: path(req.signal),
                 payload: req.payload.clone(),
                 encoding: self.compression.header_value(),
-                headers: &self.headers,
+                headers,
                 timeout: (!self.timeout.is_zero()).then_some(self.timeout),
             };
             match unary(&self.channel, call).await {

@@ -153,6 +153,10 @@ impl ExporterConfig for Validated<Config> {
                 .filter(|m| *m > 0)
                 .unwrap_or(usize::MAX),
             id: ctx.id.to_string(),
+            auth: cfg
+                .client
+                .authenticator(&ctx)
+                .map_err(|e| BuildError::new(&ctx.id, e))?,
         };
         Helper::build(&ctx, settings, sender)
     }
@@ -165,6 +169,7 @@ pub struct HttpSender {
     encoding: Encoding,
     max_request: usize,
     id: String,
+    auth: Option<Arc<dyn crate::net::auth::ClientAuthenticator>>,
 }
 
 pub struct EncodedRequest {
@@ -319,6 +324,7 @@ impl Sender for HttpSender {
             if let Some(enc) = self.compression.header_value() {
                 rb = rb.header(http::header::CONTENT_ENCODING, enc);
             }
+            rb = super::helper::client::authorize(rb, self.auth.as_ref()).await?;
             let resp = rb.send().await.map_err(|e| {
                 SendError::retryable(format!("POST {url}: {}", crate::text::error_chain(&e)))
             })?;

@@ -117,6 +117,10 @@ impl ExporterConfig for Validated<Config> {
                 .ok()
                 .filter(|m| *m > 0)
                 .unwrap_or(usize::MAX),
+            auth: cfg
+                .client
+                .authenticator(&ctx)
+                .map_err(|e| BuildError::new(&ctx.id, e))?,
         };
         Helper::build(&ctx, settings, sender)
     }
@@ -129,6 +133,7 @@ pub struct ZipkinSender {
     compression: Compression,
     format: Format,
     max_request: usize,
+    auth: Option<Arc<dyn crate::net::auth::ClientAuthenticator>>,
 }
 
 /// A Zipkin v2 span, as the API's JSON schema defines it.
@@ -579,6 +584,7 @@ impl Sender for ZipkinSender {
             if let Some(enc) = self.compression.header_value() {
                 rb = rb.header(http::header::CONTENT_ENCODING, enc);
             }
+            rb = super::helper::client::authorize(rb, self.auth.as_ref()).await?;
             let resp = rb.send().await.map_err(|e| {
                 SendError::retryable(format!(
                     "POST {}: {}",
@@ -621,6 +627,7 @@ mod tests {
                 compression,
                 format,
                 max_request: 3_000,
+                auth: None,
             };
             let parts = sender
                 .encode_parts(crate::signal::testdata::spans("a", 2, 150), 1)

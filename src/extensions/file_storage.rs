@@ -257,14 +257,6 @@ impl StorageExtension for FileStorage {
     }
 }
 
-struct Running;
-
-impl Lifecycle for Running {
-    fn shutdown(&self, _deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-}
-
 impl ExtensionConfig for Config {
     fn start(
         self: Box<Self>,
@@ -273,7 +265,7 @@ impl ExtensionConfig for Config {
         Box::pin(async move {
             let ext = FileStorage::new(*self).map_err(|m| BuildError::new(&ctx.id, m))?;
             ctx.storage.register(ctx.id.clone(), Arc::new(ext));
-            Ok(Box::new(Running) as Box<dyn Lifecycle>)
+            Ok(Box::new(crate::component::Idle) as Box<dyn Lifecycle>)
         })
     }
 }

@@ -1,7 +1,8 @@
 //! Networking shared by every component: TLS ([`tls`]), the HTTP/gRPC server with its
 //! connection limits ([`server`]), compression ([`compression`]), a DNS client for SRV/MX/NS
-//! ([`dns`]) and client construction ([`client`]).
+//! ([`dns`]), client construction ([`client`]) and authentication ([`auth`]).
 
+pub mod auth;
 pub mod client;
 pub mod compression;
 pub mod dns;

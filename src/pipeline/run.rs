@@ -138,6 +138,7 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
         shutdown: token.clone(),
         health: health.clone(),
         storage: Default::default(),
+        auth: Default::default(),
         pipeline: String::new(),
         memory: crate::admission::Budget::new(),
         signals: Vec::new(),
@@ -539,6 +540,7 @@ impl Running {
             e.shutdown(deadline).await;
         }
         self.base.storage = Default::default();
+        self.base.auth = Default::default();
         self.start_extensions(&mut v).await?;
         let mut sum = self.assemble(v, Parts::default()).await?;
         sum.restarted = true;

@@ -335,6 +335,35 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
             );
         }
     }
+    // `auth: {authenticator: <id>}`, at any depth of a receiver's or exporter's config, must
+    // name an extension that is defined and started.
+    for (section, defs) in [
+        ("receivers", &v.config.receivers),
+        ("exporters", &v.config.exporters),
+    ] {
+        for def in defs {
+            let mut found = Vec::new();
+            authenticators(&def.node, &mut found);
+            for (id, pos) in found {
+                let what = format!("{section}::{}", def.id);
+                let msg = match ComponentId::parse(&id) {
+                    Err(e) => Some(e),
+                    Ok(sid) if !defined(Kind::Extension, &sid) => {
+                        Some(format!("extension `{sid}` is not defined in `extensions`"))
+                    }
+                    Ok(sid) if !v.config.service_extensions.iter().any(|r| r.id == sid) => {
+                        Some(format!(
+                            "extension `{sid}` is not listed in `service::extensions`, so it is not started"
+                        ))
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(m) = msg {
+                    errors.at(pos, Some(&what), Some("auth::authenticator"), m);
+                }
+            }
+        }
+    }
     if v.config.pipelines.is_empty() {
         errors.at(
             Pos::at(1, 1),
@@ -478,6 +507,27 @@ fn check_ports(v: &Validated, errors: &mut Errors) {
     }
 }
 
+/// Every `auth: {authenticator: <id>}` under `node`, with its position.
+fn authenticators(node: &Node, out: &mut Vec<(String, Pos)>) {
+    match &node.value {
+        crate::config::node::Value::Map(entries) => {
+            for (k, v) in entries {
+                if k.name == "auth"
+                    && let Some(a) = v.get("authenticator")
+                    && let crate::config::node::Value::Str(id) = &a.value
+                {
+                    out.push((id.clone(), a.pos));
+                }
+                authenticators(v, out);
+            }
+        }
+        crate::config::node::Value::Seq(items) => {
+            items.iter().for_each(|n| authenticators(n, out));
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,6 +570,23 @@ mod tests {
             e,
             [
                 "t.yaml:4:14: receivers::filelog: `storage`: extension `file_storage/x` is not defined in `extensions`"
+            ]
+        );
+    }
+
+    #[test]
+    fn auth_and_queue_storage_must_name_started_extensions() {
+        let cfg = |listed: &str| {
+            format!(
+                "receivers:\n  otlp:\n    protocols:\n      http:\n        auth:\n          authenticator: basicauth\nexporters:\n  otlp_grpc:\n    endpoint: x:4317\n    sending_queue:\n      storage: file_storage\nextensions:\n  basicauth:\n    htpasswd: {{inline: \"a:b\"}}\n  file_storage:\n    directory: /tmp\nservice:\n  extensions: [{listed}]\n  pipelines:\n    logs:\n      receivers: [otlp]\n      exporters: [otlp_grpc]\n"
+            )
+        };
+        assert!(errors_of(&cfg("basicauth, file_storage")).is_empty());
+        assert_eq!(
+            errors_of(&cfg("")),
+            [
+                "t.yaml:11:16: exporters::otlp_grpc: `sending_queue::storage`: extension `file_storage` is not listed in `service::extensions`, so it is not started",
+                "t.yaml:6:26: receivers::otlp: `auth::authenticator`: extension `basicauth` is not listed in `service::extensions`, so it is not started",
             ]
         );
     }

@@ -4,7 +4,8 @@
 //! - `insert` (only if the key is absent), `update` (only if present), `upsert` (either), the
 //!   value coming from `value`, `from_attribute` (another attribute of the same item) or
 //!   `from_context` (`metadata.<key>`: a request header, with the receiver's
-//!   `include_metadata: true`; `client.address`: the sender's IP);
+//!   `include_metadata: true`; `auth.<key>`: what the receiver's authenticator found, e.g.
+//!   `auth.username`, `auth.subject`, an OIDC claim; `client.address`: the sender's IP);
 //! - `delete` and `hash` (SHA-256, hex) of `key` or of every key matching `pattern`;
 //! - `extract`: the named groups of `pattern` matched against the value of `key` are upserted;
 //! - `convert` of `key` to `converted_type` `int`, `double` or `string` (a value that does not
@@ -78,6 +79,8 @@ enum Source {
     Value(AnyValue),
     Attribute(String),
     Metadata(String),
+    /// `auth.<key>`: what the receiver's authenticator found.
+    Auth(String),
     ClientAddress,
 }
 
@@ -173,10 +176,12 @@ pub fn compile_actions(
                             Source::ClientAddress
                         } else if let Some(k) = c.strip_prefix("metadata.") {
                             Source::Metadata(k.to_ascii_lowercase())
+                        } else if let Some(k) = c.strip_prefix("auth.") {
+                            Source::Auth(k.to_owned())
                         } else {
                             return Err(err(
                                 "from_context",
-                                format!("unsupported context key {c:?}: use metadata.<header> or client.address"),
+                                format!("unsupported context key {c:?}: use metadata.<header>, auth.<key> or client.address"),
                             ));
                         }
                     });
@@ -287,6 +292,9 @@ pub fn apply(actions: &[Action], attrs: &mut Vec<KeyValue>, client: Option<&Clie
                     Some(Source::Metadata(k)) => client
                         .and_then(|c| c.metadata(k))
                         .map(|v| string(v.to_owned())),
+                    Some(Source::Auth(k)) => {
+                        client.and_then(|c| c.auth(k)).map(|v| string(v.to_owned()))
+                    }
                     Some(Source::ClientAddress) => {
                         client.and_then(|c| c.addr).map(|ip| string(ip.to_string()))
                     }
@@ -562,6 +570,7 @@ mod tests {
         let client = ClientInfo {
             addr: Some("10.1.2.3".parse().unwrap()),
             metadata: vec![("x-tenant".into(), "acme".into())],
+            auth: vec![("subject".into(), "svc-a".into())],
         };
         run(
             "actions:
@@ -572,6 +581,7 @@ mod tests {
   - {key: env2, from_attribute: env, action: upsert}
   - {key: tenant, from_context: metadata.X-Tenant, action: upsert}
   - {key: peer, from_context: client.address, action: insert}
+  - {key: caller, from_context: auth.subject, action: insert}
   - {key: nope, from_attribute: absent, action: insert}
 ",
             &mut a,
@@ -584,6 +594,7 @@ mod tests {
         assert_eq!(get(&a, "env2"), Some(s("prod")));
         assert_eq!(get(&a, "tenant"), Some(s("acme")));
         assert_eq!(get(&a, "peer"), Some(s("10.1.2.3")));
+        assert_eq!(get(&a, "caller"), Some(s("svc-a")));
         assert_eq!(get(&a, "nope"), None);
     }
 
@@ -650,7 +661,7 @@ mod tests {
         let e =
             actions("actions:\n  - {key: a, action: convert, converted_type: bool}\n").unwrap_err();
         assert_eq!(e.path_string(), "actions[0].converted_type");
-        let e = actions("actions:\n  - {key: a, action: upsert, from_context: auth.sub}\n")
+        let e = actions("actions:\n  - {key: a, action: upsert, from_context: request.sub}\n")
             .unwrap_err();
         assert!(e.msg.contains("unsupported context key"), "{}", e.msg);
         let e = actions("actions:\n  - {key: a, action: rename}\n").unwrap_err();

@@ -50,6 +50,9 @@ pub struct ClientSettings {
     pub write_buffer_size: Option<usize>,
     /// Accepted: HTTP/2 is negotiated by ALPN where the server offers it.
     pub force_attempt_http2: Option<bool>,
+    /// `authenticator`: an auth extension that adds credentials to every request.
+    #[serde(deserialize_with = "crate::config::present")]
+    pub auth: Option<crate::net::auth::AuthConfig>,
 }
 
 impl Default for ClientSettings {
@@ -71,6 +74,7 @@ impl Default for ClientSettings {
             read_buffer_size: None,
             write_buffer_size: None,
             force_attempt_http2: None,
+            auth: None,
         }
     }
 }
@@ -139,9 +143,32 @@ impl ClientSettings {
         crate::net::client::grpc_channel(endpoint, &self.tls)
     }
 
+    /// The client authenticator `auth` names (started before any exporter).
+    pub fn authenticator(
+        &self,
+        ctx: &crate::component::Context,
+    ) -> Result<Option<std::sync::Arc<dyn crate::net::auth::ClientAuthenticator>>, String> {
+        self.auth.as_ref().map(|a| ctx.auth.client(a)).transpose()
+    }
+
     /// These settings' headers as gRPC metadata.
     pub fn grpc_metadata(&self) -> Result<http::HeaderMap, String> {
         crate::net::client::grpc_metadata(&self.headers)
+    }
+}
+
+/// `rb` with the client authenticator's headers (a failure to get them is retryable).
+pub async fn authorize(
+    rb: reqwest::RequestBuilder,
+    auth: Option<&std::sync::Arc<dyn crate::net::auth::ClientAuthenticator>>,
+) -> Result<reqwest::RequestBuilder, super::SendError> {
+    match auth {
+        None => Ok(rb),
+        Some(a) => a
+            .headers()
+            .await
+            .map(|h| rb.headers(h))
+            .map_err(|e| super::SendError::retryable(format!("auth: {e}"))),
     }
 }
 

@@ -198,6 +198,10 @@ impl ExporterConfig for Validated<Config> {
             settings,
             PrwSender {
                 client,
+                auth: cfg
+                    .client
+                    .authenticator(&ctx)
+                    .map_err(|e| BuildError::new(&ctx.id, e))?,
                 translator: Translator::new(cfg),
                 dropped,
             },

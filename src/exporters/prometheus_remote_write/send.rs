@@ -7,6 +7,7 @@ pub struct PrwSender {
     pub(super) client: reqwest::Client,
     pub(super) translator: Translator,
     pub(super) dropped: prometheus_client::metrics::counter::Counter,
+    pub(super) auth: Option<std::sync::Arc<dyn crate::net::auth::ClientAuthenticator>>,
 }
 
 pub struct Writes {
@@ -80,21 +81,17 @@ impl Sender for PrwSender {
         Box::pin(async move {
             let url = &self.translator.cfg.endpoint;
             while let Some(body) = req.bodies.get(req.done.load(Ordering::Acquire)) {
-                let resp = self
+                let mut rb = self
                     .client
                     .post(url)
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                     .header(http::header::CONTENT_ENCODING, "snappy")
                     .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        SendError::retryable(format!(
-                            "POST {url}: {}",
-                            crate::text::error_chain(&e)
-                        ))
-                    })?;
+                    .body(body.clone());
+                rb = crate::exporters::helper::client::authorize(rb, self.auth.as_ref()).await?;
+                let resp = rb.send().await.map_err(|e| {
+                    SendError::retryable(format!("POST {url}: {}", crate::text::error_chain(&e)))
+                })?;
                 let status = resp.status();
                 if !status.is_success() {
                     let headers = resp.headers().clone();

@@ -915,6 +915,7 @@ mod tests {
         let client = crate::client::ClientInfo {
             addr: Some("10.4.0.12".parse().unwrap()),
             metadata: vec![],
+            auth: vec![],
         };
         crate::client::scope(client, async { e.apply(&mut b).unwrap() }).await;
         let Batch::Traces(rs) = &b else { panic!() };

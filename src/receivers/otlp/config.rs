@@ -41,6 +41,9 @@ pub struct GrpcConfig {
     /// Pass the request's metadata to processors (`attributes` `from_context: metadata.<key>`).
     /// Default false.
     pub include_metadata: bool,
+    /// `authenticator`: an auth extension every request must pass (`UNAUTHENTICATED` if not).
+    #[serde(deserialize_with = "crate::config::present")]
+    pub auth: Option<crate::net::auth::AuthConfig>,
     /// Connection keepalive: idle and age limits, pings (see [`crate::net::server`]).
     #[serde(deserialize_with = "crate::config::present")]
     pub keepalive: Option<crate::net::server::KeepaliveConfig>,
@@ -81,6 +84,7 @@ impl Default for GrpcConfig {
             max_decoded_size_mib: None,
             tls: None,
             include_metadata: false,
+            auth: None,
             keepalive: None,
             max_concurrent_streams: None,
             max_connections: crate::net::server::DEFAULT_MAX_CONNECTIONS,
@@ -116,6 +120,9 @@ pub struct HttpConfig {
     /// Pass the request's headers to processors (`attributes` `from_context: metadata.<key>`).
     /// Default false.
     pub include_metadata: bool,
+    /// `authenticator`: an auth extension every request must pass (401 if not).
+    #[serde(deserialize_with = "crate::config::present")]
+    pub auth: Option<crate::net::auth::AuthConfig>,
     /// Time a client has to send a request's headers (HTTP/1). Default 1m; 0 = the default.
     #[serde(deserialize_with = "crate::config::units::opt_duration")]
     pub read_header_timeout: Option<std::time::Duration>,
@@ -144,6 +151,7 @@ impl Default for HttpConfig {
             logs_url_path: "/v1/logs".into(),
             cors: None,
             include_metadata: false,
+            auth: None,
             read_header_timeout: None,
             idle_timeout: None,
             max_connections: crate::net::server::DEFAULT_MAX_CONNECTIONS,

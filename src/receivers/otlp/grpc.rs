@@ -147,7 +147,8 @@ where
             signal: S::SIGNAL,
             max_message: self.max_message,
             max_decoded: self.max_decoded,
-            client: ClientInfo::from_headers(peer, req.headers(), self.include_metadata),
+            client: ClientInfo::from_headers(peer, req.headers(), self.include_metadata)
+                .with_auth(req.extensions().get::<crate::net::auth::AuthInfo>()),
         };
         Box::pin(async move {
             Ok(match export.run(req).await {

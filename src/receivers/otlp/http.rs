@@ -233,6 +233,7 @@ async fn preflight(State(st): State<SignalState>, headers: HeaderMap) -> Respons
 async fn handle(
     State(st): State<SignalState>,
     peer: Option<axum::Extension<crate::net::server::PeerAddr>>,
+    auth: Option<axum::Extension<crate::net::auth::AuthInfo>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -240,7 +241,8 @@ async fn handle(
         peer.map(|p| p.0.0.ip()),
         &headers,
         st.include_metadata,
-    );
+    )
+    .with_auth(auth.as_ref().map(|a| &a.0));
     let mut resp = handle_inner(&st, &headers, body, client).await;
     add_cors(&mut resp, &st.cors, &headers);
     resp

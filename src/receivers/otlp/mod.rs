@@ -205,11 +205,12 @@ impl ReceiverConfig for Config {
                         format!("cannot listen on {} (grpc): {e}", g.endpoint),
                     )
                 })?;
-                tracing::info!(receiver = %ctx.id, endpoint = %g.endpoint, tls = tls.is_some(), "OTLP gRPC listening");
+                let router = protect(&ctx, "grpc", g.auth.as_ref(), grpc::router(g, entries))?;
+                tracing::info!(receiver = %ctx.id, endpoint = %g.endpoint, tls = tls.is_some(), auth = g.auth.is_some(), "OTLP gRPC listening");
                 tasks.push(crate::net::server::serve_with(
                     listener,
                     tls,
-                    grpc::router(g, entries),
+                    router,
                     stop.clone(),
                     crate::net::server::Limits::grpc(
                         g.keepalive.as_ref(),
@@ -233,11 +234,12 @@ impl ReceiverConfig for Config {
                         format!("cannot listen on {} (http): {e}", h.endpoint),
                     )
                 })?;
-                tracing::info!(receiver = %ctx.id, endpoint = %h.endpoint, tls = tls.is_some(), "OTLP HTTP listening");
+                let router = protect(&ctx, "http", h.auth.as_ref(), http::router(h, entries))?;
+                tracing::info!(receiver = %ctx.id, endpoint = %h.endpoint, tls = tls.is_some(), auth = h.auth.is_some(), "OTLP HTTP listening");
                 tasks.push(crate::net::server::serve_with(
                     listener,
                     tls,
-                    http::router(h, entries),
+                    router,
                     stop.clone(),
                     crate::net::server::Limits::http(
                         h.read_header_timeout,
@@ -253,6 +255,37 @@ impl ReceiverConfig for Config {
             }) as Box<dyn Lifecycle>)
         })
     }
+}
+
+/// The routes behind the `auth` authenticator, when one is configured.
+fn protect(
+    ctx: &Context,
+    transport: &str,
+    auth: Option<&crate::net::auth::AuthConfig>,
+    router: axum::Router,
+) -> Result<axum::Router, BuildError> {
+    let Some(cfg) = auth else {
+        return Ok(router);
+    };
+    let a = ctx
+        .auth
+        .server(cfg)
+        .map_err(|e| BuildError::new(&ctx.id, e))?;
+    let refused = ctx
+        .telemetry
+        .receiver_unauthenticated
+        .get_or_create(&crate::telemetry::ReceiverLabels {
+            receiver: ctx.id.to_string(),
+            transport: transport.into(),
+        })
+        .clone();
+    Ok(crate::net::auth::protect(
+        router,
+        a,
+        transport == "grpc",
+        refused,
+        ctx.id.to_string(),
+    ))
 }
 
 fn entries(

@@ -452,6 +452,7 @@ impl Conn {
         let client = crate::client::ClientInfo {
             addr: Some(peer.ip()),
             metadata: Vec::new(),
+            auth: Vec::new(),
         };
         let mut backoff = Duration::from_millis(50);
         loop {
