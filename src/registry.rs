@@ -29,6 +29,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::extensions::basicauth::FACTORY,
     crate::extensions::bearertokenauth::FACTORY,
     crate::extensions::file_storage::FACTORY,
+    crate::extensions::headers_setter::FACTORY,
     crate::extensions::health_check::FACTORY,
     crate::extensions::healthcheckv2::FACTORY,
     crate::extensions::oauth2client::FACTORY,

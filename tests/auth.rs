@@ -567,3 +567,108 @@ service:
     assert!(logs.contains("invalid_client"), "{logs}");
     assert!(!logs.contains("wrong-secret-1"), "{logs}");
 }
+
+/// headers_setter: the SDK's `X-Tenant` header reaches ferrotel A (`include_metadata`), whose
+/// exporter sets `X-Scope-OrgID` from it; ferrotel B records what arrived as an attribute.
+/// A request without the header gets `default_value`.
+#[test]
+fn headers_setter_copies_a_request_header_to_the_exporter() {
+    let sink = Sink::start();
+    let (b_http, b_health) = (free_port(), free_port());
+    let _b = Collector::start(
+        &format!(
+            r#"
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{b_health}" }}
+receivers:
+  otlp: {{ protocols: {{ http: {{ endpoint: "127.0.0.1:{b_http}", include_metadata: true }} }} }}
+processors:
+  attributes:
+    actions: [{{ key: tenant, from_context: metadata.x-scope-orgid, action: insert }}]
+exporters:
+  otlp_grpc: {{ endpoint: "127.0.0.1:{}", tls: {{ insecure: true }} }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{}" }} }}
+  pipelines:
+    logs: {{ receivers: [otlp], processors: [attributes], exporters: [otlp_grpc] }}
+"#,
+            sink.port,
+            free_port()
+        ),
+        &[],
+        Some(b_health),
+        None,
+    );
+    let (a_grpc, a_health) = (free_port(), free_port());
+    let _a = Collector::start(
+        &format!(
+            r#"
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{a_health}" }}
+  headers_setter:
+    headers:
+      - {{ key: X-Scope-OrgID, from_context: x-tenant, default_value: anonymous }}
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{a_grpc}", include_metadata: true }} }} }}
+exporters:
+  otlp_http:
+    endpoint: "http://127.0.0.1:{b_http}"
+    auth: {{ authenticator: headers_setter }}
+service:
+  extensions: [health_check, headers_setter]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{}" }} }}
+  pipelines:
+    logs: {{ receivers: [otlp], exporters: [otlp_http] }}
+"#,
+            free_port()
+        ),
+        &[],
+        Some(a_health),
+        None,
+    );
+    let ep = format!("http://127.0.0.1:{a_grpc}");
+    let (ok, r, e) = common::sdk_send_env(
+        &ep,
+        "grpc",
+        "logs",
+        2,
+        "acme",
+        &["--timeout", "3"],
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")],
+    );
+    assert!(ok, "{r} {e}");
+    let (ok, r, e) = common::sdk_send(&ep, "grpc", "logs", 2, "none", &["--timeout", "3"]);
+    assert!(ok, "{r} {e}");
+    wait_until("the logs arrive", Duration::from_secs(10), || {
+        sink.store.log_count() >= 4
+    });
+    let logs = sink.store.logs.lock().unwrap().clone();
+    let mut tenants: Vec<(String, String)> = logs
+        .iter()
+        .flat_map(|r| {
+            let run = r
+                .resource
+                .iter()
+                .flat_map(|res| &res.attributes)
+                .find(|kv| kv.key == "run.id")
+                .map(|kv| common::value_text(&kv.value))
+                .unwrap_or_default();
+            r.scope_logs
+                .iter()
+                .flat_map(|s| &s.log_records)
+                .flat_map(|l| &l.attributes)
+                .filter(|kv| kv.key == "tenant")
+                .map(move |kv| (run.clone(), common::value_text(&kv.value)))
+        })
+        .collect();
+    tenants.sort();
+    tenants.dedup();
+    assert_eq!(
+        tenants,
+        [
+            ("acme".to_string(), "acme".to_string()),
+            ("none".to_string(), "anonymous".to_string())
+        ]
+    );
+}

@@ -109,7 +109,14 @@ impl Harness {
         let child = Command::new(common::python())
             .arg(common::repo().join("tests/e2e/acked_sender.py"))
             .args(["--endpoint", &format!("http://127.0.0.1:{}", self.ports.0)])
-            .args(["--run-id", run, "--batch-size", "100"])
+            .args([
+                "--run-id",
+                run,
+                "--batch-size",
+                "100",
+                "--give-up-after",
+                "900",
+            ])
             .args(["--batches", &batches.to_string()])
             .arg("--acked")
             .arg(&acked)
@@ -270,16 +277,20 @@ fn kill_9_repeatedly_with_the_backend_down_loses_nothing_acknowledged() {
     kill_repeatedly(false, true, 16);
 }
 
-/// A 60 s backend outage: what fits the queue is kept and delivered afterwards; beyond the
-/// queue's capacity clients are refused (retryably, counted) and retry, so nothing
-/// acknowledged is lost.
+/// A 60 s backend outage (`FERROTEL_OUTAGE_SECS` for a longer one; RELIABILITY.md has a
+/// 10-minute run): what fits the queue is kept and delivered afterwards; beyond the queue's
+/// capacity clients are refused (retryably, counted) and retry, so nothing acknowledged is lost.
 #[test]
 fn a_backend_outage_of_a_minute_loses_nothing_acknowledged() {
+    let outage: u64 = std::env::var("FERROTEL_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     // 30 requests of up to 1000 spans: the senders' 12,000 spans overflow it.
     let mut h = Harness::new(false, 30, None);
     let mut c = h.collector();
     let senders = vec![h.sender("a", 60), h.sender("b", 60)];
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(outage));
     let text = c.self_metrics();
     let refused = common::parse_metric(
         &text,
@@ -294,14 +305,14 @@ fn a_backend_outage_of_a_minute_loses_nothing_acknowledged() {
         "otelcol_exporter_queued_spans{exporter=\"otlp_grpc\"}",
     );
     eprintln!(
-        "after 60 s down: {queued} spans queued on disk, {refused} refused at the receiver, {enqueue_failed} refused by the full queue"
+        "after {outage} s down: {queued} spans queued on disk, {refused} refused at the receiver, {enqueue_failed} refused by the full queue"
     );
     assert!(
         queued > 0.0 && refused > 0.0 && enqueue_failed > 0.0,
         "{text}"
     );
     h.backend_up();
-    let paths = wait_senders(senders, Duration::from_secs(240));
+    let paths = wait_senders(senders, Duration::from_secs(240 + outage));
     let runs = [("a", paths[0].clone()), ("b", paths[1].clone())];
     let (n, dups) = check_delivered(&h, &runs, Duration::from_secs(60));
     assert_eq!(n, 12_000);

@@ -73,6 +73,10 @@ enum Cmd {
     Sink {
         #[arg(long, default_value = "127.0.0.1:5317")]
         listen: String,
+        /// Answer each export after this long: a slow backend, whose capacity is the exporter's
+        /// consumers × their batch size / this delay.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
 }
 
@@ -320,7 +324,7 @@ async fn run_send(
     Ok(())
 }
 
-struct CountingSink(Arc<AtomicU64>);
+struct CountingSink(Arc<AtomicU64>, Duration);
 
 #[tonic::async_trait]
 impl TraceService for CountingSink {
@@ -335,6 +339,9 @@ impl TraceService for CountingSink {
             .flat_map(|r| &r.scope_spans)
             .map(|s| s.spans.len())
             .sum();
+        if !self.1.is_zero() {
+            tokio::time::sleep(self.1).await;
+        }
         self.0.fetch_add(n as u64, Ordering::Relaxed);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -361,7 +368,7 @@ impl LogsService for CountingLogSink {
     }
 }
 
-async fn run_sink(listen: String) -> anyhow::Result<()> {
+async fn run_sink(listen: String, delay: Duration) -> anyhow::Result<()> {
     let count = Arc::new(AtomicU64::new(0));
     let logs = Arc::new(AtomicU64::new(0));
     let c = count.clone();
@@ -381,7 +388,7 @@ async fn run_sink(listen: String) -> anyhow::Result<()> {
             last = now;
         }
     });
-    let svc = TraceServiceServer::new(CountingSink(count))
+    let svc = TraceServiceServer::new(CountingSink(count, delay))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .max_decoding_message_size(64 << 20);
@@ -422,6 +429,8 @@ fn main() -> anyhow::Result<()> {
             duration,
             progress,
         )),
-        Cmd::Sink { listen } => rt.block_on(run_sink(listen)),
+        Cmd::Sink { listen, delay_ms } => {
+            rt.block_on(run_sink(listen, Duration::from_millis(delay_ms)))
+        }
     }
 }

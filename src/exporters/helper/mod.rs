@@ -352,6 +352,17 @@ struct Job<R> {
     /// From the persistent queue: cut short at shutdown, it stays on disk for the next start
     /// instead of being counted as dropped.
     persistent: bool,
+    /// The request's client (its metadata and what its authenticator found), when the receiver
+    /// passed any: the send runs in its scope, so `headers_setter` can read it.
+    client: Option<Arc<crate::client::ClientInfo>>,
+}
+
+/// The caller's client info when it carries metadata or auth data (nothing to keep otherwise).
+fn current_client() -> Option<Arc<crate::client::ClientInfo>> {
+    crate::client::with(|c| {
+        c.filter(|c| !c.metadata.is_empty() || !c.auth.is_empty())
+            .map(|c| Arc::new(c.clone()))
+    })
 }
 
 struct Inner<S: Sender> {
@@ -690,6 +701,7 @@ impl<S: Sender> Inner<S> {
             ));
         }
         self.accepted.add(signal, items);
+        let client = current_client();
         let parts = match self.sender.encode_parts(batch, self.queues.len().max(1)) {
             Ok(r) => r,
             Err(e) => {
@@ -700,6 +712,7 @@ impl<S: Sender> Inner<S> {
                     done: None,
                     weight: 0,
                     persistent: false,
+                    client: None,
                 };
                 self.give_up(&job, "encode_error", &e.to_string());
                 return Err(ConsumeError::Permanent(e.to_string()));
@@ -717,6 +730,7 @@ impl<S: Sender> Inner<S> {
                     done: None,
                     weight: 0,
                     persistent: false,
+                    client: client.clone(),
                 };
                 if let Err(e) = self.send_with_retry(&job).await {
                     result = Err(ConsumeError::Permanent(e.to_string()));
@@ -740,6 +754,7 @@ impl<S: Sender> Inner<S> {
                 done,
                 weight: 0,
                 persistent: false,
+                client: client.clone(),
             };
             // Another producer may have taken the last slot since the check above: wait for
             // room rather than drop what is already encoded.
@@ -943,6 +958,7 @@ impl<S: Sender> Inner<S> {
             done: None,
             weight: 0,
             persistent: true,
+            client: None,
         };
         let (q2, e2) = (q.clone(), entry.clone());
         let read = tokio::task::spawn_blocking(move || q2.read(&e2))
@@ -983,6 +999,7 @@ impl<S: Sender> Inner<S> {
                 done: None,
                 weight: 0,
                 persistent: true,
+                client: None,
             })
             .collect();
         let results = futures::future::join_all(jobs.iter().map(|j| self.send_with_retry(j))).await;
@@ -1060,6 +1077,7 @@ impl<S: Sender> Inner<S> {
                             done: None,
                             weight: 0,
                             persistent: job.persistent,
+                            client: job.client.clone(),
                         };
                         if let Err(e) = self.send_with_retry(&sub).await {
                             result = Err(e);
@@ -1095,7 +1113,12 @@ impl<S: Sender> Inner<S> {
                     Some(s) => s.acquire().await.ok(),
                     None => None,
                 };
-                self.sender.send(&job.req).await
+                match &job.client {
+                    Some(c) => {
+                        crate::client::scope((**c).clone(), self.sender.send(&job.req)).await
+                    }
+                    None => self.sender.send(&job.req).await,
+                }
             });
             let err = tokio::select! {
                 r = attempt => match r {
