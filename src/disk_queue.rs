@@ -180,6 +180,24 @@ fn header(seq: u64, signal: Signal, items: u64, payload: &[u8]) -> [u8; HEADER] 
     h
 }
 
+/// One record as it is written (for seeds and tools).
+pub fn encode_record(seq: u64, signal: Signal, items: u64, payload: &[u8]) -> Vec<u8> {
+    let mut v = header(seq, signal, items, payload).to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Replays a segment's bytes: the records found, as (offset, payload length), and what was
+/// skipped. Every record found lies within `buf`.
+pub fn scan_segment(buf: &[u8]) -> (Vec<(usize, usize)>, Recovered) {
+    let mut rec = Recovered::default();
+    let found = scan(buf, &mut rec)
+        .into_iter()
+        .map(|(pos, p)| (pos, p.len))
+        .collect();
+    (found, rec)
+}
+
 #[derive(Debug, PartialEq)]
 enum Bad {
     /// Runs past the end of the data.

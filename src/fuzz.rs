@@ -224,6 +224,18 @@ pub fn expr(data: &[u8]) {
     }
 }
 
+/// A persistent-queue segment as found on disk after a crash or damage: replay never panics,
+/// every record it returns lies within the bytes, and skipped plus found bytes cover them all.
+pub fn disk_queue(data: &[u8]) {
+    let (found, rec) = crate::disk_queue::scan_segment(data);
+    let mut covered = rec.skipped_bytes as usize;
+    for (pos, len) in found {
+        assert!(pos + 25 + len <= data.len(), "a record past the end");
+        covered += 25 + len;
+    }
+    assert_eq!(covered, data.len(), "every byte is a record or skipped");
+}
+
 /// Syslog messages in both formats.
 pub fn syslog(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("syslog", fuzz::syslog),
     ("prometheus_text", fuzz::prometheus_text),
     ("container", fuzz::container),
+    ("disk_queue", fuzz::disk_queue),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -213,6 +214,20 @@ fn write_seeds() {
         "# TYPE requests counter\nrequests_total 10\nrequests_created 1700000000\n# EOF\n",
     ].iter().enumerate() {
         put("prometheus_text", &format!("scrape-{i}"), s.as_bytes());
+    }
+    {
+        use ferrotel::disk_queue::encode_record;
+        use ferrotel::signal::Signal;
+        // An export request holding one empty ResourceSpans, and a short log payload.
+        let mut two = encode_record(0, Signal::Traces, 0, b"\x0a\x00");
+        two.extend(encode_record(1, Signal::Logs, 1, b"\x0a\x02\x12\x00"));
+        put("disk_queue", "two-records", &two);
+        let mut torn = two.clone();
+        torn.truncate(two.len() - 7);
+        put("disk_queue", "torn-tail", &torn);
+        let mut flipped = two.clone();
+        flipped[30] ^= 0x20;
+        put("disk_queue", "flipped-bit", &flipped);
     }
     put("container", "docker", b"{\"log\":\"hello\\n\",\"stream\":\"stdout\",\"time\":\"2024-05-01T10:00:00.000000001Z\"}\n{\"log\":\"part\",\"stream\":\"stderr\",\"time\":\"2024-05-01T10:00:00Z\"}");
     put("container", "cri-o", b"2024-05-01T10:00:00.000000001+00:00 stdout F hello\n2024-05-01T10:00:00Z stderr P part one\n2024-05-01T10:00:01Z stderr F  and two");
