@@ -672,3 +672,76 @@ service:
         ]
     );
 }
+
+/// `protocol.otlp.auth` on `load_balancing`: every backend's calls carry the credentials.
+#[test]
+fn load_balancing_backends_authenticate() {
+    let sink = Sink::start();
+    let (b_grpc, b_health) = (free_port(), free_port());
+    let _b = Collector::start(
+        &format!(
+            r#"
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{b_health}" }}
+  bearertokenauth: {{ token: {TOKEN} }}
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{b_grpc}", auth: {{ authenticator: bearertokenauth }} }} }} }}
+exporters:
+  otlp_grpc: {{ endpoint: "127.0.0.1:{}", tls: {{ insecure: true }} }}
+service:
+  extensions: [health_check, bearertokenauth]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp_grpc] }}
+"#,
+            sink.port,
+            free_port()
+        ),
+        &[],
+        Some(b_health),
+        None,
+    );
+    let (a_grpc, a_health) = (free_port(), free_port());
+    let _a = Collector::start(
+        &format!(
+            r#"
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{a_health}" }}
+  bearertokenauth/out: {{ token: {TOKEN} }}
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{a_grpc}" }} }} }}
+exporters:
+  load_balancing:
+    protocol:
+      otlp:
+        tls: {{ insecure: true }}
+        auth: {{ authenticator: bearertokenauth/out }}
+    resolver:
+      static: {{ hostnames: ["127.0.0.1:{b_grpc}"] }}
+service:
+  extensions: [health_check, bearertokenauth/out]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [load_balancing] }}
+"#,
+            free_port()
+        ),
+        &[],
+        Some(a_health),
+        None,
+    );
+    let (ok, r, e) = common::sdk_send(
+        &format!("http://127.0.0.1:{a_grpc}"),
+        "grpc",
+        "traces",
+        3,
+        "lb",
+        &["--timeout", "3"],
+    );
+    assert!(ok, "{r} {e}");
+    wait_until(
+        "the spans through the balancer",
+        Duration::from_secs(10),
+        || sink.store.span_count() >= 3,
+    );
+}

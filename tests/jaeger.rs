@@ -39,6 +39,8 @@ struct Jaeger {
     script: Mutex<VecDeque<tonic::Status>>,
     batches: Mutex<Vec<j::Batch>>,
     calls: Mutex<usize>,
+    /// The `authorization` metadata of each call.
+    authorization: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -51,6 +53,13 @@ impl j::collector_service_server::CollectorService for Svc {
         r: tonic::Request<j::PostSpansRequest>,
     ) -> Result<tonic::Response<j::PostSpansResponse>, tonic::Status> {
         *self.0.calls.lock().unwrap() += 1;
+        if let Some(a) = r.metadata().get("authorization") {
+            self.0
+                .authorization
+                .lock()
+                .unwrap()
+                .push(a.to_str().unwrap_or_default().to_owned());
+        }
         if let Some(st) = self.0.script.lock().unwrap().pop_front() {
             return Err(st);
         }
@@ -359,4 +368,49 @@ fn failure_behaviour_and_backend_down() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(*jg.calls.lock().unwrap(), calls + 3, "not retried");
     assert_eq!(jg.batches.lock().unwrap().len(), accepted + 1);
+}
+
+/// `auth` on the jaeger exporter: a `bearertokenauth` client's token on every call.
+#[test]
+fn an_authenticator_adds_its_credentials_to_every_call() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let jport = free_port();
+    let jg = jaeger(&rt, jport);
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let _c = Collector::start(
+        &format!(
+            r#"
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+  bearertokenauth: {{ token: jaeger-tok }}
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+exporters:
+  jaeger:
+    endpoint: "127.0.0.1:{jport}"
+    tls: {{ insecure: true }}
+    auth: {{ authenticator: bearertokenauth }}
+service:
+  extensions: [health_check, bearertokenauth]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [jaeger] }}
+"#
+        ),
+        &[],
+        Some(health),
+        Some(metrics),
+    );
+    send(&rt, grpc, common::one_span(1, 2, "authed")).unwrap();
+    wait_until("the batch at Jaeger", Duration::from_secs(10), || {
+        !jg.batches.lock().unwrap().is_empty()
+    });
+    assert_eq!(
+        *jg.authorization.lock().unwrap(),
+        vec!["Bearer jaeger-tok".to_string()]
+    );
 }

@@ -66,13 +66,6 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
     let cfg: Config = client::parse(node)?;
     crate::net::client::parse_endpoint(&cfg.endpoint, cfg.client.tls.insecure)
         .map_err(|m| key_err(node, &["endpoint"], m))?;
-    if cfg.client.auth.is_some() {
-        return Err(key_err(
-            node,
-            &["auth"],
-            "not supported by the jaeger exporter yet; use `headers` (or otlp_grpc to Jaeger's OTLP port, which takes `auth`)",
-        ));
-    }
     let settings = cfg.client.validate(node)?;
     Ok(Box::new(Validated { cfg, settings }))
 }
@@ -94,6 +87,10 @@ impl ExporterConfig for Validated<Config> {
                 .grpc_metadata()
                 .map_err(|e| BuildError::new(&ctx.id, e))?,
             timeout: cfg.client.timeout,
+            auth: cfg
+                .client
+                .authenticator(&ctx)
+                .map_err(|e| BuildError::new(&ctx.id, e))?,
             max_request: usize::try_from(cfg.max_request_size)
                 .ok()
                 .filter(|m| *m > 0)
@@ -291,6 +288,7 @@ pub struct JaegerSender {
     headers: http::HeaderMap,
     timeout: Duration,
     max_request: usize,
+    auth: Option<Arc<dyn crate::net::auth::ClientAuthenticator>>,
 }
 
 /// Splits batches whose `PostSpansRequest` would pass `max` bytes into several with the same
@@ -363,10 +361,11 @@ impl Sender for JaegerSender {
                 let mut request = tonic::Request::new(j::PostSpansRequest {
                     batch: Some(b.clone()),
                 });
-                request
-                    .metadata_mut()
-                    .as_mut()
-                    .extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let md = request.metadata_mut().as_mut();
+                md.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+                crate::net::auth::apply(self.auth.as_ref(), md)
+                    .await
+                    .map_err(|e| SendError::retryable(format!("auth: {e}")))?;
                 if !self.timeout.is_zero() {
                     request.set_timeout(self.timeout);
                 }

@@ -211,13 +211,6 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         e.path.insert(0, "protocol".into());
         e
     })?;
-    if otlp_cfg.client.auth.is_some() {
-        return Err(crate::config::key_err(
-            otlp,
-            &["auth"],
-            "not supported by load_balancing's backends yet; use `headers`",
-        ));
-    }
     if let Some(t) = top.timeout {
         otlp_cfg.client.timeout = t;
     }
@@ -536,8 +529,10 @@ impl Core {
             .or_else(|_| ComponentId::parse(&self.id.to_string()))?;
         let mut ctx = self.ctx.clone();
         ctx.id = id;
+        let mut grpc = GrpcSender::new(&cfg, &ctx.id.to_string())?;
+        grpc.auth = cfg.client.authenticator(&ctx)?;
         let sender = BackendSender {
-            grpc: GrpcSender::new(&cfg, &ctx.id.to_string())?,
+            grpc,
             endpoint: endpoint.to_owned(),
             core: self.this.clone(),
         };
@@ -806,6 +801,10 @@ impl ExporterConfig for Validated {
             settings,
             resolver,
         } = *self;
+        // A missing authenticator fails the start, not each backend as it appears.
+        otlp.client
+            .authenticator(&ctx)
+            .map_err(|e| BuildError::new(&ctx.id, e))?;
         let core = Arc::new_cyclic(|this| Core {
             id: ctx.id.clone(),
             ctx: ctx.clone(),
