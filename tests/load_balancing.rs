@@ -418,3 +418,75 @@ service:
     assert!(a.c.terminate().success());
     assert!(c.c.terminate().success());
 }
+
+/// `sending_queue.storage` on `load_balancing`: one persistent queue in front of the routing
+/// (the backends send in place). Spans acknowledged while the only backend is down survive
+/// `kill -9` and are delivered after a restart.
+#[test]
+fn a_persistent_queue_in_front_of_the_balancer_survives_kill_9() {
+    let sink = Sink::start();
+    sink.store
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("lb.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+exporters:
+  load_balancing:
+    protocol:
+      otlp:
+        tls: {{ insecure: true }}
+        retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 0s }}
+    sending_queue: {{ storage: file_storage }}
+    resolver:
+      static: {{ hostnames: ["127.0.0.1:{}"] }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+  file_storage: {{ directory: "{}" }}
+service:
+  extensions: [health_check, file_storage]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [load_balancing] }}
+"#,
+            sink.port,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        Collector::start_file(
+            &cfg,
+            &[],
+            Some(health),
+            Some(metrics),
+            tempfile::tempdir().unwrap(),
+        )
+    };
+    let mut c = start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for i in 0..5u8 {
+        common::export_traces(&rt, grpc, common::one_span(i + 1, 1, "queued")).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.store.span_count(), 0, "the backend is down");
+    c.kill9();
+    sink.store
+        .refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let c = start();
+    wait_until("the queued spans arrive", Duration::from_secs(15), || {
+        sink.store.span_count() >= 5
+    });
+    let restored = common::parse_metric(
+        &c.self_metrics(),
+        "ferrotel_exporter_queue_restored_items_total{exporter=\"load_balancing\",data_type=\"traces\"}",
+    );
+    assert_eq!(restored, 5.0);
+}

@@ -6,7 +6,9 @@
 //! a Kubernetes headless Service). Keys are assigned by rendezvous hashing, so adding a backend
 //! moves about 1/n of the keys and removing one moves only its own.
 //!
-//! Each backend is an `otlp_grpc` exporter (settings under `protocol.otlp`) with its own queue.
+//! Each backend is an `otlp_grpc` exporter (settings under `protocol.otlp`) with its own queue;
+//! with `sending_queue.storage`, one persistent queue sits in front of the routing instead and the
+//! backends send in place.
 //! When a send to a backend fails retryably, the backend is avoided for a while and the
 //! request is routed again over the others (each key to its next choice), so a failed backend's
 //! data is rerouted rather than lost; with no other backend left it stays queued and retried.
@@ -142,6 +144,8 @@ struct Validated {
     otlp: otlp_grpc::Config,
     settings: Settings,
     resolver: ResolverCfg,
+    /// `sending_queue.storage`: the persistent queue in front of the routing.
+    front: Option<Settings>,
 }
 
 /// `protocol.otlp` with `endpoint` set, as a node `otlp_grpc` can parse.
@@ -231,16 +235,18 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         otlp_cfg.client.sending_queue.clone(),
         at,
     )?;
-    if settings.storage.is_some() {
-        // Each backend's queue would be its own log, and a backend that goes away would take
-        // its log along; until records can be routed again from disk, refuse it.
-        let q = at.get("sending_queue").unwrap_or(at);
-        return Err(crate::config::key_err(
-            q,
-            &["storage"],
-            "a persistent queue is not supported by load_balancing yet (its backends come and go); use it on the exporters of the gateways behind it",
-        ));
-    }
+    // With `storage`, one persistent queue sits in front of the routing, and the backends send
+    // in place: a record leaves the disk only once a backend took it, and a backend that goes
+    // away takes no queue with it.
+    let (front, settings) = if settings.storage.is_some() {
+        let mut backend = settings.clone();
+        backend.queue.enabled = false;
+        backend.queue.batch = None;
+        backend.storage = None;
+        (Some(settings), backend)
+    } else {
+        (None, settings)
+    };
     let chosen = [
         top.resolver.static_.is_some(),
         top.resolver.dns.is_some(),
@@ -327,6 +333,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExporterConfig>, DeError> {
         otlp: otlp_cfg,
         settings,
         resolver: top.resolver,
+        front,
     }))
 }
 
@@ -790,9 +797,44 @@ fn resource_key(
 pub struct LoadBalancer {
     core: Arc<Core>,
     resolver: Option<tokio::task::JoinHandle<()>>,
+    /// The persistent queue in front of the routing (`sending_queue.storage`).
+    front: Option<Arc<dyn Exporter>>,
+}
+
+/// What the persistent queue in front sends through: the routing, to backends that send in
+/// place (so the record is done only once a backend took it).
+struct RouteSender(Arc<Core>);
+
+impl Sender for RouteSender {
+    type Request = Batch;
+
+    fn encode(&self, batch: Batch) -> Result<Batch, SendError> {
+        Ok(batch)
+    }
+
+    fn send<'a>(&'a self, req: &'a Batch) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            match self.0.route(req.clone(), None).await {
+                Ok(()) => Ok(()),
+                Err(ConsumeError::Retryable {
+                    reason,
+                    retry_after,
+                    ..
+                }) => Err(SendError::Retryable {
+                    msg: reason,
+                    retry_after,
+                }),
+                Err(ConsumeError::Permanent(m)) => Err(SendError::Permanent(m)),
+            }
+        })
+    }
 }
 
 impl ExporterConfig for Validated {
+    fn storage(&self) -> Option<&ComponentId> {
+        self.front.as_ref().and_then(|f| f.storage.as_ref())
+    }
+
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated {
             routing_key,
@@ -800,6 +842,7 @@ impl ExporterConfig for Validated {
             otlp,
             settings,
             resolver,
+            front,
         } = *self;
         // A missing authenticator fails the start, not each backend as it appears.
         otlp.client
@@ -878,9 +921,14 @@ impl ExporterConfig for Validated {
         if let Some(k) = resolver.k8s {
             task = Some(k8s_resolver(core.clone(), k, ctx.shutdown.clone())?);
         }
+        let front = match front {
+            Some(f) => Some(Helper::build(&ctx, f, RouteSender(core.clone()))?),
+            None => None,
+        };
         Ok(Arc::new(LoadBalancer {
             core,
             resolver: task,
+            front,
         }))
     }
 }
@@ -1036,14 +1084,24 @@ fn slice_hosts(
 }
 
 impl Consumer for LoadBalancer {
+    fn durable(&self) -> bool {
+        self.front.as_ref().is_some_and(|f| f.durable())
+    }
+
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
-        Box::pin(self.core.route(batch, None))
+        match &self.front {
+            Some(f) => f.consume(batch),
+            None => Box::pin(self.core.route(batch, None)),
+        }
     }
 }
 
 impl Lifecycle for LoadBalancer {
     fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if let Some(f) = &self.front {
+                f.shutdown(deadline).await;
+            }
             if let Some(t) = &self.resolver {
                 t.abort();
             }
