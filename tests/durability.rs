@@ -388,6 +388,19 @@ fn a_truncated_and_a_bit_flipped_queue_file_are_skipped_and_counted() {
         "{}",
         c.logs()
     );
+    // The ledger: what was restored was sent; nothing held, nothing failed.
+    wait_until("the queue empties", Duration::from_secs(30), || {
+        common::parse_metric(
+            &c.self_metrics(),
+            "otelcol_exporter_queued_spans{exporter=\"otlp_grpc\"}",
+        ) == 0.0
+    });
+    let l = assert_exporter_ledger(&c.self_metrics(), "otlp_grpc", "spans");
+    assert_eq!(
+        (l.restored, l.sent, l.failed),
+        (restored, restored, 0.0),
+        "{l:?}"
+    );
 }
 
 /// A full disk (a 2 MiB tmpfs the test mounts as the queue's directory): clients are refused
