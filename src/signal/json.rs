@@ -68,14 +68,7 @@ pub fn to_protobuf_within(
         Signal::Traces => schema::EXPORT_TRACE_SERVICE_REQUEST,
         Signal::Metrics => schema::EXPORT_METRICS_SERVICE_REQUEST,
         Signal::Logs => schema::EXPORT_LOGS_SERVICE_REQUEST,
-        Signal::Profiles => {
-            return Err(JsonError {
-                too_large: false,
-                offset: 0,
-                path: String::new(),
-                msg: "OTLP/JSON profiles are not read; send application/x-protobuf".into(),
-            });
-        }
+        Signal::Profiles => schema::EXPORT_PROFILES_SERVICE_REQUEST,
     };
     let mut t = Transcoder {
         src: json,
@@ -643,10 +636,14 @@ impl<'a> Transcoder<'a> {
         char::from_u32(hi).ok_or_else(|| self.err("unpaired surrogate in a \\u escape"))
     }
 
-    /// A trace or span id: hex of exactly its length (16 or 8 bytes), or empty.
+    /// A trace, span or profile id: hex of exactly its length (16 or 8 bytes), or empty.
     fn hex_id(&mut self, f: &Field) -> Result<Vec<u8>, JsonError> {
         let s = self.string_value()?;
-        let want = if f.name == "trace_id" { 16 } else { 8 };
+        let want = if matches!(f.name, "trace_id" | "profile_id") {
+            16
+        } else {
+            8
+        };
         if s.is_empty() {
             return Ok(s);
         }
