@@ -56,11 +56,63 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
             "{{protocol: {{otlp: {{tls: {{insecure: true}}}}}}, resolver: {{static: {{hostnames: ['127.0.0.1:{port}']}}}}}}"
         ),
         (Kind::Extension, "file_storage") => format!("{{directory: '{dir}'}}"),
+        (Kind::Extension, "basicauth") => "{htpasswd: {inline: 'u:p'}}".into(),
+        (Kind::Extension, "bearertokenauth") => "{token: t}".into(),
+        (Kind::Extension, "headers_setter") => "{headers: [{key: X-A, value: b}]}".into(),
+        (Kind::Extension, "oauth2client") => format!(
+            "{{token_url: 'http://127.0.0.1:{port}/token', client_id: a, client_secret: b}}"
+        ),
+        (Kind::Extension, "oidc") => {
+            format!(
+                "{{issuer_url: 'http://127.0.0.1:{}', audience: a}}",
+                issuer()
+            )
+        }
         (Kind::Extension, "health_check") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
         (Kind::Extension, "healthcheckv2") => {
             format!("{{use_v2: true, http: {{endpoint: '127.0.0.1:{port}'}}}}")
         }
         _ => return None,
+    })
+}
+
+/// A stand-in OpenID Connect issuer (discovery document and a JWKS with one RSA key, as the
+/// specifications define them) for `oidc` to start against; no real issuer runs here.
+fn issuer() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| {
+        use std::io::{BufRead, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut conn in l.incoming().flatten() {
+                let mut line = String::new();
+                let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+                let _ = r.read_line(&mut line);
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                        break;
+                    }
+                }
+                let body = if line.contains("/jwks") {
+                    format!(
+                        r#"{{"keys":[{{"kty":"RSA","kid":"k","use":"sig","n":"{}","e":"AQAB"}}]}}"#,
+                        "A".repeat(342)
+                    )
+                } else {
+                    format!(
+                        r#"{{"issuer":"http://127.0.0.1:{port}","jwks_uri":"http://127.0.0.1:{port}/jwks"}}"#
+                    )
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        port
     })
 }
 
