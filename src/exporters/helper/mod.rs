@@ -865,6 +865,9 @@ impl<S: Sender> Inner<S> {
                         QueueError::Full => {
                             format!("sending queue of exporter {} is full", self.id)
                         }
+                        QueueError::Closed => {
+                            format!("exporter {} is shutting down", self.id)
+                        }
                         e if e.is_disk_full() => {
                             tracing::warn!(exporter = %self.id, error = %e, "the persistent queue's disk is full; refusing data until there is room");
                             format!("exporter {}: the persistent queue's disk is full", self.id)
