@@ -83,6 +83,25 @@ fn old_keys_warn_with_their_replacement() {
     );
 }
 
+/// grpc-go's and Go's transport buffer sizes are accepted but change nothing: said, located.
+#[test]
+fn buffer_size_keys_warn_that_they_are_ignored() {
+    let yaml = concat!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n",
+        "        read_buffer_size: 524288\n",
+        "exporters:\n  otlphttp:\n    endpoint: http://127.0.0.1:1\n    write_buffer_size: 524288\n",
+        "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [otlphttp]\n",
+    );
+    let (ok, out) = validate(yaml);
+    assert!(ok, "{out}");
+    for w in [
+        "cfg.yaml:6:27: receivers::otlp: `protocols.grpc.read_buffer_size`: accepted and ignored",
+        "cfg.yaml:10:24: exporters::otlphttp: `write_buffer_size`: accepted and ignored",
+    ] {
+        assert!(out.contains(w), "expected {w:?} in:\n{out}");
+    }
+}
+
 #[test]
 fn filelog_header_needs_start_at_beginning_and_its_operators_are_located() {
     let base = "receivers:\n  filelog:\n    include: [/tmp/x/*.log]\n    header:\n      pattern: '^#'\n      metadata_operators:\n        - {type: regex_parser, regex: '^#(?P<k>.*)$'}\n";

@@ -40,8 +40,10 @@ pub struct Config {
     /// `time` (default 30s), `timeout`, `permit_without_stream` (default true).
     #[serde(default)]
     pub keepalive: Option<GrpcKeepalive>,
-    /// `pick_first` or `round_robin`: accepted; ferrotel keeps one HTTP/2 connection to the
-    /// endpoint (spread load over backends with `load_balancing`).
+    /// `pick_first` (default): one HTTP/2 connection to the endpoint's name. `round_robin`: one
+    /// connection per address the name resolves to (e.g. a headless Service), calls spread over
+    /// them in turn, the name looked up again every 30 s and after a failed call. Data of one
+    /// trace may reach several backends; use `load_balancing` to keep traces together.
     #[serde(default)]
     pub balancer_name: Option<String>,
     /// The `:authority` header instead of the endpoint's host.
@@ -133,7 +135,7 @@ impl ExporterConfig for Validated<Config> {
 }
 
 pub struct GrpcSender {
-    channel: Channel,
+    channel: crate::net::client::GrpcPool,
     headers: http::HeaderMap,
     /// `auth`: credentials added to each call.
     pub auth: Option<Arc<dyn crate::net::auth::ClientAuthenticator>>,
@@ -146,7 +148,7 @@ pub struct GrpcSender {
 impl GrpcSender {
     pub fn new(cfg: &Config, id: &str) -> Result<Self, String> {
         Ok(GrpcSender {
-            channel: crate::net::client::grpc_channel_with(
+            channel: crate::net::client::GrpcPool::new(
                 &cfg.endpoint,
                 &cfg.client.tls,
                 &crate::net::client::GrpcOptions {
@@ -157,6 +159,7 @@ impl GrpcSender {
                         .as_ref()
                         .and_then(|k| k.permit_without_stream),
                     authority: cfg.authority.clone(),
+                    round_robin: cfg.balancer_name.as_deref() == Some("round_robin"),
                 },
             )?,
             headers: cfg.client.grpc_metadata()?,
@@ -299,12 +302,23 @@ impl Sender for GrpcSender {
                 headers,
                 timeout: (!self.timeout.is_zero()).then_some(self.timeout),
             };
-            match unary(&self.channel, call).await {
+            let wait = call.timeout.unwrap_or(Duration::from_secs(5));
+            let pick = self
+                .channel
+                .pick(wait)
+                .await
+                .map_err(SendError::retryable)?;
+            match unary(&pick.channel, call).await {
                 Ok(resp) => {
                     log_partial_success(&self.id, &resp);
                     Ok(())
                 }
-                Err(status) => Err(classify(&status)),
+                Err(status) => {
+                    if status.code() == Code::Unavailable {
+                        pick.failed();
+                    }
+                    Err(classify(&status))
+                }
             }
         })
     }
@@ -559,6 +573,118 @@ mod tests {
         assert!(
             matches!(sender.send(&req).await, Err(SendError::Permanent(m)) if m.contains("ResourceExhausted"))
         );
+    }
+
+    /// `round_robin` against real gRPC servers (tonic, on loopback). The name lookup is a
+    /// stand-in: this machine's resolver gives one address per name, so the test decides what
+    /// the name resolves to and changes it.
+    #[tokio::test]
+    async fn round_robin_spreads_calls_over_every_address_and_follows_the_lookup() {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+            TraceService, TraceServiceServer,
+        };
+        use opentelemetry_proto::tonic::collector::trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+        };
+        use std::net::SocketAddr;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Counting(Arc<AtomicUsize>);
+        #[tonic::async_trait]
+        impl TraceService for Counting {
+            async fn export(
+                &self,
+                _req: tonic::Request<ExportTraceServiceRequest>,
+            ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+            }
+        }
+        async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let count = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(
+                        TraceServiceServer::new(Counting(Arc::clone(&count)))
+                            .accept_compressed(CompressionEncoding::Gzip),
+                    )
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            (addr, count)
+        }
+        let (a, b, c) = (server().await, server().await, server().await);
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let names = Arc::new(std::sync::Mutex::new(vec![a.0, b.0]));
+        let looked_up = Arc::clone(&names);
+        let resolver: crate::net::client::Resolver = Arc::new(move |host, port| {
+            assert_eq!((host.as_str(), port), ("collectors.example", 4317));
+            let list = looked_up.lock().unwrap().clone();
+            Box::pin(async move { Ok(list) })
+        });
+        let cfg: Config = client::parse(
+            &yaml(
+                "endpoint: dns:///collectors.example:4317
+tls: {insecure: true}
+balancer_name: round_robin
+",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut sender = GrpcSender::new(&cfg, "t").unwrap();
+        sender.channel = crate::net::client::GrpcPool::with_resolver(
+            &cfg.endpoint,
+            &cfg.client.tls,
+            &crate::net::client::GrpcOptions {
+                round_robin: true,
+                ..Default::default()
+            },
+            resolver,
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        let req = sender
+            .encode(crate::signal::testdata::spans("a", 1, 3))
+            .unwrap();
+        for _ in 0..10 {
+            sender.send(&req).await.unwrap();
+        }
+        let counts = |s: &[&Arc<AtomicUsize>]| {
+            s.iter()
+                .map(|c| c.load(Ordering::SeqCst))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(&[&a.1, &b.1, &c.1]), [5, 5, 0]);
+
+        // The name now gives a third address: it gets its share after the next lookup.
+        names.lock().unwrap().push(c.0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..30 {
+            sender.send(&req).await.unwrap();
+        }
+        assert_eq!(counts(&[&a.1, &b.1, &c.1]), [15, 15, 10]);
+
+        // An address nobody listens on: one call fails (retryable, so the exporter retries
+        // it), then it is passed over while the others are up.
+        *names.lock().unwrap() = vec![a.0, dead];
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut failed = 0;
+        for _ in 0..10 {
+            match sender.send(&req).await {
+                Ok(()) => {}
+                Err(SendError::Retryable { msg, .. }) => {
+                    assert!(msg.contains("Unavailable"), "{msg}");
+                    failed += 1;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(failed, 1);
+        assert_eq!(counts(&[&a.1, &b.1, &c.1]), [24, 15, 10]);
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub struct Limits {
 /// the file descriptors the process has (its limit is raised at start, see [`raise_fd_limit`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
+/// Why `read_buffer_size` / `write_buffer_size` (Go's transport buffers) change nothing here.
+pub const BUFFER_SIZE_IGNORED: &str = "accepted and ignored: the size of Go's transport buffer; \
+     ferrotel's HTTP/2 and HTTP/1 stack (hyper) sizes its own buffers, and flow control paces \
+     the peer";
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

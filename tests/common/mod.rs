@@ -433,7 +433,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
-/// A gateway config whose exporter sends to the test's sink.
+/// A gateway config whose exporter sends to the test's sink, through the `round_robin` pool
+/// and gRPC's `dns:///` target form (the name is an address, which the lookup gives back).
 pub fn gateway_config(grpc: u16, http: u16, health: u16, metrics: u16, sink: u16) -> String {
     format!(
         r#"
@@ -447,7 +448,8 @@ processors:
   batch: {{ send_batch_size: 8192, timeout: 100ms }}
 exporters:
   otlp_grpc/sink:
-    endpoint: "127.0.0.1:{sink}"
+    endpoint: "dns:///127.0.0.1:{sink}"
+    balancer_name: round_robin
     tls: {{ insecure: true }}
     retry_on_failure: {{ initial_interval: 100ms, max_interval: 1s }}
 extensions:

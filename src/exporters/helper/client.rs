@@ -45,7 +45,8 @@ pub struct ClientSettings {
     pub http2_read_idle_timeout: Option<Duration>,
     #[serde(deserialize_with = "units::opt_duration")]
     pub http2_ping_timeout: Option<Duration>,
-    /// Accepted (both protocols): the kernel's socket buffers are used.
+    /// Accepted and ignored, with a warning (both protocols): Go's transport buffer sizes;
+    /// hyper sizes its own.
     pub read_buffer_size: Option<usize>,
     pub write_buffer_size: Option<usize>,
     /// Accepted: HTTP/2 is negotiated by ALPN where the server offers it.
@@ -99,6 +100,14 @@ impl ClientSettings {
             .validate()
             .map_err(|m| key_err(node, &["tls"], m))?;
         validate_headers(node, &self.headers)?;
+        for (key, set) in [
+            ("read_buffer_size", self.read_buffer_size.is_some()),
+            ("write_buffer_size", self.write_buffer_size.is_some()),
+        ] {
+            if set {
+                crate::config::warn_key(node, &[key], crate::net::server::BUFFER_SIZE_IGNORED);
+            }
+        }
         if let Some(p) = &self.proxy_url {
             reqwest::Proxy::all(p)
                 .map_err(|e| key_err(node, &["proxy_url"], format!("{p:?}: {e}")))?;

@@ -50,7 +50,8 @@ pub struct GrpcConfig {
     /// HTTP/2 streams per connection at once. Default hyper's (200).
     #[serde(deserialize_with = "crate::config::present")]
     pub max_concurrent_streams: Option<u32>,
-    /// Accepted: the kernel's socket buffers are used.
+    /// Accepted and ignored, with a warning: grpc-go's transport buffer sizes; hyper sizes its
+    /// own and HTTP/2 flow control paces the peer.
     pub read_buffer_size: Option<usize>,
     pub write_buffer_size: Option<usize>,
     /// Open connections at most; beyond, the longest idle is shed (or the new one closed when

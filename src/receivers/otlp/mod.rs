@@ -84,6 +84,18 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
             t.validate()
                 .map_err(|m| de_err(&["protocols", "grpc", "tls"], node, m))?;
         }
+        for (key, set) in [
+            ("read_buffer_size", g.read_buffer_size.is_some()),
+            ("write_buffer_size", g.write_buffer_size.is_some()),
+        ] {
+            if set {
+                crate::config::warn_key(
+                    node,
+                    &["protocols", "grpc", key],
+                    crate::net::server::BUFFER_SIZE_IGNORED,
+                );
+            }
+        }
     }
     if let Some(h) = &p.http {
         crate::net::server::validate_endpoint(&h.endpoint)
