@@ -23,6 +23,7 @@ pub mod net;
 pub mod ottl;
 pub mod pipeline;
 pub mod processors;
+pub mod prom;
 pub mod proto;
 pub mod receivers;
 pub mod registry;

@@ -24,6 +24,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::exporters::jaeger::FACTORY,
     crate::exporters::loki::FACTORY,
     crate::exporters::load_balancing::FACTORY,
+    crate::exporters::prometheus::FACTORY,
     crate::exporters::prometheus_remote_write::FACTORY,
     crate::exporters::zipkin::FACTORY,
     crate::extensions::basicauth::FACTORY,

@@ -46,6 +46,7 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         (Kind::Exporter, "loki") => {
             format!("{{endpoint: 'http://127.0.0.1:{port}/loki/api/v1/push'}}")
         }
+        (Kind::Exporter, "prometheus") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
         (Kind::Exporter, "prometheus_remote_write") => {
             format!("{{endpoint: 'http://127.0.0.1:{port}/api/v1/write'}}")
         }

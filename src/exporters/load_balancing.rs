@@ -372,10 +372,15 @@ struct Core {
     backends: Mutex<BTreeMap<String, Backend>>,
     /// Backends to avoid until the given time, after a failed send.
     avoid: Mutex<HashMap<String, Instant>>,
+    /// True once the resolver has answered (at build for `static`): until then a batch waits
+    /// for the first backends instead of being refused.
+    resolved: tokio::sync::watch::Sender<bool>,
     this: Weak<Core>,
 }
 
 const AVOID_FOR: Duration = Duration::from_secs(5);
+/// How long data that arrives before the resolver's first answer waits for it.
+const FIRST_RESOLUTION_WAIT: Duration = Duration::from_secs(10);
 
 /// A backend's sender: gRPC to its endpoint; on a retryable failure the batch is routed again
 /// over the other backends.
@@ -482,6 +487,31 @@ impl Sender for BackendSender {
 }
 
 impl Core {
+    /// The backends a batch may go to (not `except`, not those being avoided unless no other is
+    /// left), and every backend's exporter.
+    fn targets(&self, except: Option<&str>) -> (Vec<String>, HashMap<String, Arc<dyn Exporter>>) {
+        let map = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let avoid = self.avoid.lock().unwrap_or_else(|p| p.into_inner());
+        let all: Vec<String> = map.keys().cloned().collect();
+        let mut healthy: Vec<String> = all
+            .iter()
+            .filter(|b| Some(b.as_str()) != except && avoid.get(*b).is_none_or(|t| *t <= now))
+            .cloned()
+            .collect();
+        if healthy.is_empty() {
+            healthy = all
+                .into_iter()
+                .filter(|b| Some(b.as_str()) != except)
+                .collect();
+        }
+        let exporters = map
+            .iter()
+            .map(|(k, b)| (k.clone(), b.exporter.clone()))
+            .collect();
+        (healthy, exporters)
+    }
+
     fn healthy_others(&self, except: &str) -> Vec<String> {
         let now = Instant::now();
         let avoid = self.avoid.lock().unwrap_or_else(|p| p.into_inner());
@@ -521,6 +551,7 @@ impl Core {
                 }
             }
         }
+        self.resolved.send_replace(true);
         // A removed backend drains its queue; what it cannot send is routed to the others.
         for b in removed {
             b.exporter
@@ -554,28 +585,12 @@ impl Core {
         let batch = batch
             .into_decoded()
             .map_err(|e| ConsumeError::Permanent(format!("{}: {e}", self.id)))?;
-        let (targets, exporters) = {
-            let map = self.backends.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let avoid = self.avoid.lock().unwrap_or_else(|p| p.into_inner());
-            let all: Vec<String> = map.keys().cloned().collect();
-            let mut healthy: Vec<String> = all
-                .iter()
-                .filter(|b| Some(b.as_str()) != except && avoid.get(*b).is_none_or(|t| *t <= now))
-                .cloned()
-                .collect();
-            if healthy.is_empty() {
-                healthy = all
-                    .into_iter()
-                    .filter(|b| Some(b.as_str()) != except)
-                    .collect();
-            }
-            let exporters: HashMap<String, Arc<dyn Exporter>> = map
-                .iter()
-                .map(|(k, b)| (k.clone(), b.exporter.clone()))
-                .collect();
-            (healthy, exporters)
-        };
+        let (mut targets, mut exporters) = self.targets(except);
+        if targets.is_empty() && !*self.resolved.borrow() {
+            let mut rx = self.resolved.subscribe();
+            let _ = tokio::time::timeout(FIRST_RESOLUTION_WAIT, rx.wait_for(|r| *r)).await;
+            (targets, exporters) = self.targets(except);
+        }
         if targets.is_empty() {
             return Err(ConsumeError::refuse(
                 format!("{}: no backend to send to", self.id),
@@ -857,6 +872,7 @@ impl ExporterConfig for Validated {
             settings,
             backends: Mutex::new(BTreeMap::new()),
             avoid: Mutex::new(HashMap::new()),
+            resolved: tokio::sync::watch::Sender::new(false),
             this: this.clone(),
         });
         let mut task = None;
@@ -879,6 +895,7 @@ impl ExporterConfig for Validated {
                 let b = core.backend(&e).map_err(|m| BuildError::new(&ctx.id, m))?;
                 map.insert(e, b);
             }
+            core.resolved.send_replace(true);
         } else if let Some(d) = resolver.dns {
             let core2 = core.clone();
             let stop = ctx.shutdown.clone();

@@ -5,6 +5,7 @@ pub mod load_balancing;
 pub mod loki;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod prometheus;
 pub mod prometheus_remote_write;
 pub mod zipkin;
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod ledger;
+pub mod prometheus;
 pub mod sink;
 pub mod standin;
 

@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+pub(super) use crate::prom::STALE_NAN;
 
 /// Appends a protobuf varint (`prost`'s encoding, without its `BufMut` overhead).
 #[inline]

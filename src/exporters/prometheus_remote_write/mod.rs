@@ -25,7 +25,6 @@
 //! Requests are encoded straight from the OTLP data (no intermediate `TimeSeries` structs):
 //! each distinct label set is encoded once into an arena and found again by hash.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,10 +34,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint,
-    ResourceMetrics, metric::Data, number_data_point,
+    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, ResourceMetrics,
+    metric::Data,
 };
 use prost::Message;
 use prost::encoding::encoded_len_varint;
@@ -210,13 +209,12 @@ impl ExporterConfig for Validated<Config> {
 }
 
 mod encode;
-mod naming;
 mod send;
 mod translate;
 
+use crate::prom::naming::*;
+pub use crate::prom::{label_name, metric_name};
 use encode::*;
-use naming::*;
-pub use naming::{label_name, metric_name};
 pub use send::PrwSender;
 pub use translate::{Output, Shard, Translator, native_histogram};
 

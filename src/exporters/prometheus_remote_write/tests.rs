@@ -2,6 +2,7 @@ use super::translate::*;
 use super::*;
 use crate::config::node::parse as yaml;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
 
 #[test]
 fn names_as_the_compatibility_spec_says() {

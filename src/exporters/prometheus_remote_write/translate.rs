@@ -2,6 +2,7 @@
 //! summaries, native histograms, `target_info`, sharded by label hash.
 
 use super::*;
+use crate::prom::{self, fmt_float, millis, number, point_labels};
 
 /// What one shard sends for one export: encoded `WriteRequest`s (uncompressed) and the number
 /// of data points they carry.
@@ -114,43 +115,20 @@ impl Translator {
         let now = Instant::now();
         deltas.retain(|_, s| now.duration_since(s.seen) < self.cfg.delta_expiry);
         let (ns, sfx) = (self.cfg.namespace.as_deref(), self.cfg.add_metric_suffixes);
+        let rules = prom::ResourceRules {
+            constant: &self.cfg.external_labels,
+            all_attributes: self.cfg.resource_to_telemetry_conversion.enabled,
+        };
         let mut key = Vec::new();
         let mut le_cache = LeCache::default();
         let inf = label_bytes("le", "+Inf");
         let mut ep = EncodedPoint::default();
         for rm in resources {
             let res: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
-            let find = |k: &str| {
-                crate::signal::value::find_kv(res, k)
-                    .map(|kv| crate::signal::value::option_text(&kv.value))
-                    .filter(|s| !s.is_empty())
-            };
-            let mut base: Vec<Label<'_>> = Vec::new();
-            if let Some(svc) = find("service.name") {
-                let job = match find("service.namespace") {
-                    Some(ns) => Cow::Owned(format!("{ns}/{svc}")),
-                    None => svc,
-                };
-                base.push(Label::new("job", job));
-            }
-            if let Some(inst) = find("service.instance.id") {
-                base.push(Label::new("instance", inst));
-            }
-            for (k, v) in &self.cfg.external_labels {
-                base.push(Label::new(label_name(k), v.as_str()));
-            }
-            if self.cfg.resource_to_telemetry_conversion.enabled {
-                push_attrs(&mut base, &mut names, res);
-            }
-            normalize(&mut base);
+            let base = prom::resource_labels(res, &rules, &mut names);
             let mut latest = 0i64;
             for sm in &rm.scope_metrics {
-                let mut scoped = base.clone();
-                if let Some(InstrumentationScope { name, version, .. }) = &sm.scope {
-                    scoped.push(Label::new("otel_scope_name", name.as_str()));
-                    scoped.push(Label::new("otel_scope_version", version.as_str()));
-                }
-                normalize(&mut scoped);
+                let scoped = prom::scope_labels(&base, sm.scope.as_ref(), true);
                 // A point's labels: the scope's, borrowed, plus its attributes.
                 let mut l: Vec<Label<'_>> = Vec::new();
                 for m in &sm.metrics {
@@ -305,31 +283,14 @@ impl Translator {
                     }
                 }
             }
-            if self.cfg.target_info.enabled && latest > 0 {
-                let mut info = base.clone();
-                let rest = res.iter().filter(|kv| {
-                    !matches!(
-                        kv.key.as_str(),
-                        "service.name" | "service.namespace" | "service.instance.id"
-                    )
-                });
-                let before = info.len();
-                info.extend(rest.map(|kv| {
-                    Label::new(
-                        names.get(&kv.key),
-                        crate::signal::value::option_text(&kv.value),
-                    )
-                }));
-                if info.len() > before {
-                    normalize(&mut info);
-                    let name = match ns {
-                        Some(ns) if !ns.is_empty() => format!("{}_target_info", sanitize_name(ns)),
-                        _ => "target_info".to_owned(),
-                    };
-                    ep.encode(&info, "");
-                    let s = b.series(&ep, &label_bytes("__name__", &name), None);
-                    b.sample(s, latest, 1.0);
-                }
+            if self.cfg.target_info.enabled
+                && latest > 0
+                && let Some(info) = prom::target_info_labels(&base, res, &mut names)
+            {
+                ep.encode(&info, "");
+                let name = label_bytes("__name__", &prom::target_info_name(ns));
+                let s = b.series(&ep, &name, None);
+                b.sample(s, latest, 1.0);
             }
         }
         for key in names.misses {
@@ -340,34 +301,6 @@ impl Translator {
             shards: b.finish(shards, self.cfg.max_batch_size_bytes),
             dropped_delta_points: dropped,
         }
-    }
-}
-
-/// Fills `labels` with a point's labels: its scope's, borrowed, plus its attributes.
-pub(super) fn point_labels<'a, 'n: 'a>(
-    labels: &mut Vec<Label<'a>>,
-    scoped: &'a [Label<'a>],
-    names: &mut Names<'n>,
-    attrs: &'a [KeyValue],
-) {
-    labels.clear();
-    labels.extend(scoped.iter().map(Label::borrowed));
-    push_attrs(labels, names, attrs);
-    normalize(labels);
-}
-
-pub(super) fn millis(nanos: u64) -> i64 {
-    (nanos / 1_000_000) as i64
-}
-
-pub(super) fn number(p: &NumberDataPoint) -> f64 {
-    if p.flags & 1 == 1 {
-        return f64::from_bits(STALE_NAN);
-    }
-    match p.value {
-        Some(number_data_point::Value::AsDouble(d)) => d,
-        Some(number_data_point::Value::AsInt(i)) => i as f64,
-        None => 0.0,
     }
 }
 
@@ -407,20 +340,6 @@ pub(super) fn accumulate_hist(
             *acc = fresh();
             (p.bucket_counts.clone(), p.count, p.sum)
         }
-    }
-}
-
-/// Prometheus' float format for `le` and `quantile` (`0.5`, `1`, `+Inf`).
-pub(super) fn fmt_float(f: f64) -> String {
-    if f.is_infinite() {
-        if f > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        let s = format!("{f}");
-        s
     }
 }
 

@@ -1,12 +1,15 @@
 //! Metric and label names as the compatibility specification writes them, and the labels of a
 //! point while its label set is built.
 
-use super::*;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 /// Prometheus label name: invalid characters → `_`, a leading digit → `key_`.
 pub use crate::signal::value::label_name;
 
-pub(super) fn unit_word(u: &str) -> Option<&'static str> {
+pub fn unit_word(u: &str) -> Option<&'static str> {
     Some(match u {
         "d" => "days",
         "h" => "hours",
@@ -37,7 +40,7 @@ pub(super) fn unit_word(u: &str) -> Option<&'static str> {
     })
 }
 
-pub(super) fn per_word(u: &str) -> Option<&'static str> {
+pub fn per_word(u: &str) -> Option<&'static str> {
     Some(match u {
         "s" => "second",
         "m" => "minute",
@@ -50,7 +53,7 @@ pub(super) fn per_word(u: &str) -> Option<&'static str> {
     })
 }
 
-pub(super) fn sanitize_name(s: &str) -> String {
+pub fn sanitize_name(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let c = if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
@@ -119,20 +122,20 @@ pub fn metric_name(
 
 /// One label of a point while its label set is built; borrowed from the input where it can be.
 #[derive(Clone, Debug)]
-pub(super) struct Label<'a> {
-    pub(super) name: Cow<'a, str>,
-    pub(super) value: Cow<'a, str>,
+pub struct Label<'a> {
+    pub name: Cow<'a, str>,
+    pub value: Cow<'a, str>,
 }
 
 impl<'a> Label<'a> {
-    pub(super) fn new(name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) -> Self {
+    pub fn new(name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) -> Self {
         Label {
             name: name.into(),
             value: value.into(),
         }
     }
 
-    pub(super) fn borrowed(&self) -> Label<'_> {
+    pub fn borrowed(&self) -> Label<'_> {
         Label::new(&*self.name, &*self.value)
     }
 }
@@ -140,15 +143,15 @@ impl<'a> Label<'a> {
 /// Label names of the attribute keys seen in earlier exports, so that a dotted key is not
 /// rewritten for every point. Keys met for the first time are sanitized as they come and
 /// remembered after the export (at most [`MAX_NAMES`] of them).
-pub(super) struct Names<'n> {
-    pub(super) known: &'n HashMap<String, String>,
-    pub(super) misses: Vec<String>,
+pub struct Names<'n> {
+    pub known: &'n HashMap<String, String>,
+    pub misses: Vec<String>,
 }
 
-pub(super) const MAX_NAMES: usize = 4096;
+pub const MAX_NAMES: usize = 4096;
 
 impl<'n> Names<'n> {
-    pub(super) fn get<'a>(&mut self, key: &'a str) -> Cow<'a, str>
+    pub fn get<'a>(&mut self, key: &'a str) -> Cow<'a, str>
     where
         'n: 'a,
     {
@@ -163,7 +166,7 @@ impl<'n> Names<'n> {
     }
 }
 
-pub(super) fn push_attrs<'a, 'n: 'a>(
+pub fn push_attrs<'a, 'n: 'a>(
     labels: &mut Vec<Label<'a>>,
     names: &mut Names<'n>,
     attrs: &'a [KeyValue],
@@ -178,7 +181,7 @@ pub(super) fn push_attrs<'a, 'n: 'a>(
 
 /// Sorts labels by name, drops empty ones, and joins the values of colliding names (two
 /// attribute keys that sanitize alike) with `;`, sorted, as the compatibility spec says.
-pub(super) fn normalize(labels: &mut Vec<Label<'_>>) {
+pub fn normalize(labels: &mut Vec<Label<'_>>) {
     labels.retain(|l| !l.value.is_empty() && !l.name.is_empty());
     labels.sort_by(|a, b| a.name.cmp(&b.name));
     let mut i = 0;
