@@ -10,6 +10,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::receivers::filelog::FACTORY,
     crate::receivers::syslog::FACTORY,
     crate::receivers::prometheus::FACTORY,
+    crate::receivers::hostmetrics::FACTORY,
     crate::processors::batch::FACTORY,
     crate::processors::memory_limiter::FACTORY,
     crate::processors::filter::FACTORY,

@@ -222,6 +222,22 @@ fn the_charts_examples_run_ferrotel_with_values_ferrotel() {
                 });
                 continue;
             };
+            // The pod's hostPath mounts (the hostMetrics preset mounts the node's `/` at
+            // `/hostfs`): what the container reads there is that path of this machine.
+            let host_mounts: Vec<(String, String)> = container["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let v = spec["volumes"]
+                        .as_array()?
+                        .iter()
+                        .find(|v| v["name"] == m["name"])?;
+                    let host = v["hostPath"]["path"].as_str()?;
+                    Some((m["mountPath"].as_str()?.to_owned(), host.to_owned()))
+                })
+                .filter(|(m, h)| m != h)
+                .collect();
             let tmp = tempfile::tempdir().unwrap();
             let mount_path = mount["mountPath"].as_str().unwrap();
             for item in items {
@@ -234,11 +250,11 @@ fn the_charts_examples_run_ferrotel_with_values_ferrotel() {
                 }
                 // Written back as YAML (JSON is YAML, read by the same reader), one key a line.
                 let node = ferrotel::config::node::parse(&cfg.to_string()).unwrap();
-                std::fs::write(
-                    tmp.path().join(item["path"].as_str().unwrap()),
-                    ferrotel::config::render::yaml_text(&node),
-                )
-                .unwrap();
+                let mut text = ferrotel::config::render::yaml_text(&node);
+                for (mount, host) in &host_mounts {
+                    text = text.replace(&format!(": {mount}\n"), &format!(": {host}\n"));
+                }
+                std::fs::write(tmp.path().join(item["path"].as_str().unwrap()), text).unwrap();
             }
             let args: Vec<String> = args
                 .iter()
@@ -287,8 +303,8 @@ fn the_charts_examples_run_ferrotel_with_values_ferrotel() {
     assert!(failed.is_empty(), "{report}");
     let ran = outcomes.iter().filter(|o| o.ran).count();
     // The examples without a component ferrotel lacks: they all start.
-    // 13 workloads of 12 examples (daemonset-and-deployment has two).
-    assert!(ran >= 13, "only {ran} workloads ran:\n{report}");
+    // 14 workloads of 13 examples (daemonset-and-deployment has two).
+    assert!(ran >= 14, "only {ran} workloads ran:\n{report}");
 }
 
 /// `ferrotel validate` with the container's args: Ok(true) valid, Ok(false) refused only for

@@ -23,6 +23,7 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         (Kind::Receiver, "syslog") => {
             format!("protocol: rfc5424\ntcp: {{listen_address: '127.0.0.1:{port}'}}")
         }
+        (Kind::Receiver, "hostmetrics") => "{collection_interval: 1h, scrapers: {memory: }}".into(),
         (Kind::Receiver, "prometheus") => format!(
             "config: {{scrape_configs: [{{job_name: x, scrape_interval: 1h, static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}]}}"
         ),

@@ -480,7 +480,7 @@ fn parallel_shards_never_reorder_a_series() {
             .unwrap();
         axum::serve(l, app).await.unwrap();
     });
-    let (grpc, health) = (free_port(), free_port());
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
     let _c = Collector::start(
         &format!(
             r#"
@@ -496,6 +496,7 @@ extensions:
   health_check: {{ endpoint: "127.0.0.1:{health}" }}
 service:
   extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
   pipelines:
     metrics: {{ receivers: [otlp], exporters: [prometheus_remote_write] }}
 "#

@@ -65,6 +65,7 @@ impl Output {
 }
 
 pub mod filelog;
+pub mod hostmetrics;
 pub mod prometheus;
 pub mod syslog;
 

@@ -16,6 +16,17 @@ use base64::Engine;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
+/// A string attribute.
+pub fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(V::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
 /// Attribute `key` (the first, as the Collector's `pcommon.Map.Get`).
 #[inline]
 pub fn find_kv<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a KeyValue> {
