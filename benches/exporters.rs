@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferrotel::config::{from_node, node::parse};
-use ferrotel::exporters::{jaeger, loki, prometheus_remote_write as prw, zipkin};
+use ferrotel::exporters::{jaeger, loki, prometheus, prometheus_remote_write as prw, zipkin};
 use ferrotel::signal::Batch;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -259,6 +259,49 @@ fn benches(c: &mut Criterion) {
                 black_box(enc.compress_vec(&req.encode_to_vec()).unwrap());
             }
         })
+    });
+    g.finish();
+
+    // The `prometheus` exporter: a scrape of 100,000 series (10,000 pods × 10 gauges), and an
+    // export of 100,000 points into the series it keeps.
+    let pods: Vec<ResourceMetrics> = (0..100)
+        .map(|r| ResourceMetrics {
+            resource: resource(),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: (0..10)
+                    .map(|m| Metric {
+                        name: format!("k8s.pod.metric_{m}"),
+                        unit: "By".into(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: (0..100)
+                                .map(|p| NumberDataPoint {
+                                    attributes: vec![kv("k8s.pod.name", &format!("pod-{r}-{p}"))],
+                                    time_unix_nano: 1_700_000_000_000_000_000,
+                                    value: Some(number_data_point::Value::AsDouble(p as f64)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    let prom_cfg: prometheus::Config =
+        from_node(&parse("endpoint: 127.0.0.1:0\n").unwrap()).unwrap();
+    let shared = prometheus::Shared::new(&prom_cfg);
+    shared.apply(&pods);
+    let mut g = c.benchmark_group("prometheus_exporter");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(100_000));
+    g.bench_function("scrape_100000_series_text", |b| {
+        b.iter(|| black_box(shared.scrape(None)))
+    });
+    g.bench_function("apply_100000_points", |b| {
+        b.iter(|| shared.apply(black_box(&pods)))
     });
     g.finish();
 

@@ -16,6 +16,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::processors::filter::FACTORY,
     crate::processors::attributes::FACTORY,
     crate::processors::resource::FACTORY,
+    crate::processors::resourcedetection::FACTORY,
     crate::processors::probabilistic_sampler::FACTORY,
     crate::processors::tail_sampling::FACTORY,
     crate::processors::k8sattributes::FACTORY,

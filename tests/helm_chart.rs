@@ -334,6 +334,16 @@ fn check(
         {
             continue;
         }
+        // A part of a component that is not built yet (a `resourcedetection` detector), listed.
+        if let Some(name) = line
+            .split("detector `")
+            .nth(1)
+            .and_then(|r| r.split('`').next())
+            && line.contains("is not built in ferrotel yet")
+            && not_yet.contains(name)
+        {
+            continue;
+        }
         if let Some(list) = line.split("unsupported component types: ").nth(1) {
             unsupported_listed(example, list, not_yet, &err)?;
             continue;

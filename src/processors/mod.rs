@@ -6,6 +6,7 @@ pub mod matcher;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;
 pub mod resource;
+pub mod resourcedetection;
 pub mod tail_sampling;
 
 use std::sync::Arc;

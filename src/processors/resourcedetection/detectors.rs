@@ -1,0 +1,346 @@
+//! The detectors: each returns the resource attributes it found (possibly none) or why it could
+//! not look. Cloud detectors read the metadata services' documented endpoints; their addresses
+//! can be moved (the AWS SDKs' `AWS_EC2_METADATA_SERVICE_ENDPOINT`, Google's
+//! `GCE_METADATA_HOST`, and `FERROTEL_AZURE_IMDS_ENDPOINT`), which is how the tests reach their
+//! stand-ins.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Attributes as detected: name and string value, in the order found.
+pub type Found = Vec<(String, String)>;
+
+/// `OTEL_RESOURCE_ATTRIBUTES` (and the deprecated `OTEL_RESOURCE`): `k=v,k2=v2`, percent-decoded.
+pub fn env(vars: &dyn Fn(&str) -> Option<String>) -> Result<Found, String> {
+    let Some(text) = vars("OTEL_RESOURCE_ATTRIBUTES").or_else(|| vars("OTEL_RESOURCE")) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("OTEL_RESOURCE_ATTRIBUTES: {pair:?} is not key=value"))?;
+        out.push((percent_decode(k.trim())?, percent_decode(v.trim())?));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("OTEL_RESOURCE_ATTRIBUTES: bad escape in {s:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("OTEL_RESOURCE_ATTRIBUTES: {s:?} is not UTF-8"))
+}
+
+fn os_hostname() -> Result<String, String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: a valid buffer and its length.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return Err(format!("gethostname: {}", std::io::Error::last_os_error()));
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// The fully qualified name of `host` (getaddrinfo's canonical name).
+fn fqdn(host: &str) -> Result<String, String> {
+    let c = std::ffi::CString::new(host).map_err(|e| e.to_string())?;
+    // SAFETY: zeroed hints with a flag set, a valid name, and freeaddrinfo on success.
+    unsafe {
+        let mut hints: libc::addrinfo = std::mem::zeroed();
+        hints.ai_flags = libc::AI_CANONNAME;
+        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+        if libc::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) != 0 || res.is_null() {
+            return Err(format!("{host}: no canonical name"));
+        }
+        let name = (*res).ai_canonname;
+        let out = if name.is_null() {
+            Err(format!("{host}: no canonical name"))
+        } else {
+            Ok(std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned())
+        };
+        libc::freeaddrinfo(res);
+        out
+    }
+}
+
+/// `system`: `host.name` from the first `hostname_sources` that answers (`dns`, `os`, `cname`,
+/// `lookup`), `os.type`, `host.arch`, `host.id` (the machine id), `os.description`.
+pub fn system(sources: &[String]) -> Result<Found, String> {
+    let os = os_hostname()?;
+    let mut name = None;
+    let mut errors = Vec::new();
+    for s in sources {
+        let r = match s.as_str() {
+            "os" => Ok(os.clone()),
+            "dns" | "cname" | "lookup" => fqdn(&os),
+            other => Err(format!("unknown hostname source {other:?}")),
+        };
+        match r {
+            Ok(n) if !n.is_empty() => {
+                name = Some(n);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    let name = name.ok_or_else(|| format!("no hostname source answered: {}", errors.join("; ")))?;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64",
+        other => other,
+    };
+    let mut out = vec![
+        ("host.name".into(), name),
+        ("os.type".into(), std::env::consts::OS.into()),
+        ("host.arch".into(), arch.into()),
+    ];
+    for f in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
+        if let Ok(id) = std::fs::read_to_string(f)
+            && !id.trim().is_empty()
+        {
+            out.push(("host.id".into(), id.trim().to_owned()));
+            break;
+        }
+    }
+    if let Ok(rel) = std::fs::read_to_string("/etc/os-release")
+        && let Some(pretty) = rel.lines().find_map(|l| l.strip_prefix("PRETTY_NAME="))
+    {
+        out.push(("os.description".into(), pretty.trim_matches('"').to_owned()));
+    }
+    Ok(out)
+}
+
+/// `docker`: the Docker daemon's `/info` over its Unix socket: `host.name`, `os.type`.
+pub async fn docker(socket: &str, timeout: Duration) -> Result<Found, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let talk = async {
+        let mut s = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("{socket}: {e}"))?;
+        s.write_all(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.take(1 << 20)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(buf)
+    };
+    let buf = tokio::time::timeout(timeout, talk)
+        .await
+        .map_err(|_| format!("{socket}: no answer in {timeout:?}"))??;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("the Docker API answered without headers")?;
+    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
+        return Err(format!(
+            "the Docker API answered {:?}",
+            head.lines().next().unwrap_or("")
+        ));
+    }
+    let v: Value = serde_json::from_str(body).map_err(|e| format!("Docker /info: {e}"))?;
+    let mut out = Vec::new();
+    if let Some(n) = v["Name"].as_str() {
+        out.push(("host.name".into(), n.to_owned()));
+    }
+    if let Some(t) = v["OSType"].as_str() {
+        out.push(("os.type".into(), t.to_owned()));
+    }
+    Ok(out)
+}
+
+fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn get_text(
+    c: &reqwest::Client,
+    url: String,
+    headers: &[(&str, &str)],
+) -> Result<String, String> {
+    let mut rb = c.get(&url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", r.status()));
+    }
+    r.text().await.map_err(|e| format!("GET {url}: {e}"))
+}
+
+/// `ec2`: IMDSv2 (a session token, then the instance identity document and the hostname).
+pub async fn ec2(endpoint: &str, timeout: Duration) -> Result<Found, String> {
+    let c = client(timeout)?;
+    let base = endpoint.trim_end_matches('/');
+    let token = c
+        .put(format!("{base}/latest/api/token"))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+        .send()
+        .await
+        .map_err(|e| format!("not on EC2 (no IMDS at {base}: {e})"))?;
+    if !token.status().is_success() {
+        return Err(format!("IMDS token: HTTP {}", token.status()));
+    }
+    let token = token.text().await.map_err(|e| e.to_string())?;
+    let h = [("X-aws-ec2-metadata-token", token.as_str())];
+    let doc = get_text(
+        &c,
+        format!("{base}/latest/dynamic/instance-identity/document"),
+        &h,
+    )
+    .await?;
+    let v: Value = serde_json::from_str(&doc).map_err(|e| format!("identity document: {e}"))?;
+    let mut out: Found = vec![
+        ("cloud.provider".into(), "aws".into()),
+        ("cloud.platform".into(), "aws_ec2".into()),
+    ];
+    for (attr, key) in [
+        ("cloud.region", "region"),
+        ("cloud.availability_zone", "availabilityZone"),
+        ("cloud.account.id", "accountId"),
+        ("host.id", "instanceId"),
+        ("host.image.id", "imageId"),
+        ("host.type", "instanceType"),
+    ] {
+        if let Some(s) = v[key].as_str() {
+            out.push((attr.into(), s.to_owned()));
+        }
+    }
+    if let Ok(name) = get_text(&c, format!("{base}/latest/meta-data/hostname"), &h).await {
+        out.push(("host.name".into(), name.trim().to_owned()));
+    }
+    Ok(out)
+}
+
+/// `gcp`: the GCE metadata server (`Metadata-Flavor: Google`); on GKE (a `cluster-name`
+/// instance attribute inside a pod) the platform is `gcp_kubernetes_engine`.
+pub async fn gcp(host: &str, in_kubernetes: bool, timeout: Duration) -> Result<Found, String> {
+    let c = client(timeout)?;
+    let base = format!("http://{}/computeMetadata/v1", host.trim_end_matches('/'));
+    let h = [("Metadata-Flavor", "Google")];
+    let get = |p: &str| get_text(&c, format!("{base}/{p}"), &h);
+    let project = get("project/project-id")
+        .await
+        .map_err(|e| format!("not on GCP ({e})"))?;
+    let last = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let zone = last(&get("instance/zone").await?);
+    let region = zone
+        .rsplit_once('-')
+        .map_or(zone.clone(), |(r, _)| r.to_owned());
+    let cluster = get("instance/attributes/cluster-name").await.ok();
+    let platform = if in_kubernetes && cluster.is_some() {
+        "gcp_kubernetes_engine"
+    } else {
+        "gcp_compute_engine"
+    };
+    let mut out: Found = vec![
+        ("cloud.provider".into(), "gcp".into()),
+        ("cloud.platform".into(), platform.into()),
+        ("cloud.account.id".into(), project),
+        ("cloud.availability_zone".into(), zone),
+        ("cloud.region".into(), region),
+        ("host.id".into(), get("instance/id").await?),
+        ("host.name".into(), get("instance/name").await?),
+    ];
+    if let Ok(t) = get("instance/machine-type").await {
+        out.push(("host.type".into(), last(&t)));
+    }
+    if let (true, Some(c)) = (in_kubernetes, cluster) {
+        out.push(("k8s.cluster.name".into(), c));
+    }
+    Ok(out)
+}
+
+/// `azure`: the Azure Instance Metadata Service's compute document (`Metadata: true`).
+pub async fn azure(endpoint: &str, timeout: Duration) -> Result<Found, String> {
+    let c = client(timeout)?;
+    let url = format!(
+        "{}/metadata/instance/compute?api-version=2020-09-01&format=json",
+        endpoint.trim_end_matches('/')
+    );
+    let doc = get_text(&c, url, &[("Metadata", "true")])
+        .await
+        .map_err(|e| format!("not on Azure ({e})"))?;
+    let v: Value = serde_json::from_str(&doc).map_err(|e| format!("Azure IMDS: {e}"))?;
+    let mut out: Found = vec![
+        ("cloud.provider".into(), "azure".into()),
+        ("cloud.platform".into(), "azure_vm".into()),
+    ];
+    for (attr, key) in [
+        ("host.name", "name"),
+        ("cloud.region", "location"),
+        ("host.id", "vmId"),
+        ("cloud.account.id", "subscriptionId"),
+        ("azure.vm.name", "name"),
+        ("azure.vm.size", "vmSize"),
+        ("azure.vm.scaleset.name", "vmScaleSetName"),
+        ("azure.resourcegroup.name", "resourceGroupName"),
+    ] {
+        if let Some(s) = v[key].as_str().filter(|s| !s.is_empty()) {
+            out.push((attr.into(), s.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_attributes_are_split_and_percent_decoded() {
+        let vars = |k: &str| {
+            (k == "OTEL_RESOURCE_ATTRIBUTES")
+                .then(|| "service.name=shop, team=a%2Cb ,deployment.environment=prod".to_owned())
+        };
+        assert_eq!(
+            env(&vars).unwrap(),
+            [
+                ("service.name".to_owned(), "shop".to_owned()),
+                ("team".into(), "a,b".into()),
+                ("deployment.environment".into(), "prod".into())
+            ]
+        );
+        let bad = |_: &str| Some("novalue".to_owned());
+        assert!(env(&bad).unwrap_err().contains("key=value"));
+        let pct = |_: &str| Some("a=%zz".to_owned());
+        assert!(env(&pct).is_err());
+        assert!(env(&|_: &str| None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn system_names_this_host() {
+        let found = system(&["os".into()]).unwrap();
+        let name = found.iter().find(|(k, _)| k == "host.name").unwrap();
+        assert_eq!(name.1, os_hostname().unwrap());
+        assert!(found.contains(&("os.type".into(), "linux".into())));
+    }
+}

@@ -1,0 +1,428 @@
+//! `resourcedetection` processor (alias `resource_detection`): finds what the process runs on
+//! once, at start, with the listed `detectors` in order, and sets it on every resource that
+//! passes: `env` (`OTEL_RESOURCE_ATTRIBUTES`), `system` (host name by `hostname_sources`,
+//! `os.type`, and on request `host.id`, `host.arch`, `os.description`), `docker` (the daemon's
+//! host name and OS type), `ec2` (IMDSv2), `gcp` (GCE / GKE metadata server), `azure` (IMDS).
+//! With `override: true` (default) a detected attribute replaces the resource's own; with
+//! `false` it only fills a gap. A detector that fails or finds nothing (not on that cloud) is
+//! logged and skipped; the earlier detector wins when two detect the same attribute.
+
+mod detectors;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use serde::Deserialize;
+
+use super::{InPlace, Transform};
+use crate::component::{
+    BuildError, Context, DynConsumer, Factory, Processor, ProcessorConfig, Stability,
+};
+use crate::config::{DeError, Node, from_node, key_err, units, warn_key};
+use crate::signal::{Batch, Signal};
+
+/// The detectors ferrotel has.
+const BUILT: &[&str] = &["env", "system", "docker", "ec2", "gcp", "azure"];
+/// The Collector's other detectors: refused by name.
+const NOT_BUILT: &[&str] = &[
+    "eks",
+    "ecs",
+    "elastic_beanstalk",
+    "lambda",
+    "aks",
+    "k8snode",
+    "k8s_api",
+    "openshift",
+    "heroku",
+    "consul",
+    "gke",
+    "gce",
+    "dynatrace",
+    "akamai",
+    "scaleway",
+    "upcloud",
+    "vultr",
+    "hetzner",
+    "oraclecloud",
+    "digitalocean",
+];
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Toggle {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// `<attribute>: {enabled: bool}`.
+    pub resource_attributes: BTreeMap<String, Toggle>,
+    /// `system`: where the host name comes from, first that answers. Default `[dns, os]`.
+    pub hostname_sources: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub detectors: Vec<String>,
+    /// Each network detector's time limit. Default 5s.
+    #[serde(default = "five_seconds", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    /// Detected attributes replace the resource's own. Default true.
+    #[serde(default = "yes", rename = "override")]
+    pub override_: bool,
+    /// Deprecated: keep only these detected attributes.
+    #[serde(default)]
+    pub attributes: Option<Vec<String>>,
+    /// Accepted: detection runs once, at start.
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    pub refresh_interval: Option<Duration>,
+    #[serde(default)]
+    pub system: DetectorConfig,
+    #[serde(default)]
+    pub docker: DetectorConfig,
+    #[serde(default)]
+    pub ec2: DetectorConfig,
+    #[serde(default)]
+    pub gcp: DetectorConfig,
+    #[serde(default)]
+    pub azure: DetectorConfig,
+}
+
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `system`'s attributes and whether the Collector enables them by default; the ones ferrotel
+/// does not detect are refused when enabled.
+const SYSTEM_ATTRIBUTES: &[(&str, bool, bool)] = &[
+    ("host.name", true, true),
+    ("os.type", true, true),
+    ("host.id", false, true),
+    ("host.arch", false, true),
+    ("os.description", false, true),
+    ("host.ip", false, false),
+    ("host.mac", false, false),
+    ("host.interface", false, false),
+    ("os.version", false, false),
+    ("host.cpu.vendor.id", false, false),
+    ("host.cpu.family", false, false),
+    ("host.cpu.model.id", false, false),
+    ("host.cpu.model.name", false, false),
+    ("host.cpu.stepping", false, false),
+    ("host.cpu.cache.l2.size", false, false),
+];
+
+/// `resourcedetection`'s identity: its config name, other names, signals and stability.
+pub const FACTORY: Factory = Factory::processor(
+    "resourcedetection",
+    crate::signal::ALL_SIGNALS,
+    Stability::Alpha,
+    parse,
+)
+.aliases(&["resource_detection"]);
+
+pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
+    let cfg: Config = from_node(node)?;
+    for (i, d) in cfg.detectors.iter().enumerate() {
+        let at = |m: String| key_err(node, &["detectors", &format!("[{i}]")], m);
+        if NOT_BUILT.contains(&d.as_str()) {
+            return Err(at(format!("detector `{d}` is not built in ferrotel yet")));
+        }
+        if !BUILT.contains(&d.as_str()) {
+            return Err(at(format!(
+                "unknown detector `{d}`; ferrotel has {}",
+                BUILT.join(", ")
+            )));
+        }
+    }
+    for (name, t) in &cfg.system.resource_attributes {
+        match SYSTEM_ATTRIBUTES.iter().find(|(n, _, _)| n == name) {
+            None => {
+                return Err(key_err(
+                    node,
+                    &["system", "resource_attributes", name],
+                    "not an attribute of the system detector",
+                ));
+            }
+            Some((_, _, false)) if t.enabled => {
+                return Err(key_err(
+                    node,
+                    &["system", "resource_attributes", name],
+                    "ferrotel does not detect this attribute yet",
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (i, s) in cfg.system.hostname_sources.iter().enumerate() {
+        if !matches!(s.as_str(), "dns" | "os" | "cname" | "lookup") {
+            return Err(key_err(
+                node,
+                &["system", "hostname_sources", &format!("[{i}]")],
+                format!("{s:?}: expected dns, os, cname or lookup"),
+            ));
+        }
+    }
+    if cfg.attributes.is_some() {
+        warn_key(
+            node,
+            &["attributes"],
+            "deprecated: turn attributes off under `<detector>.resource_attributes` instead",
+        );
+    }
+    if cfg.refresh_interval.is_some_and(|r| !r.is_zero()) {
+        warn_key(
+            node,
+            &["refresh_interval"],
+            "accepted and ignored: ferrotel detects once, at start",
+        );
+    }
+    Ok(Box::new(Detection {
+        cfg: Arc::new(cfg),
+        found: Arc::new(OnceLock::new()),
+    }))
+}
+
+/// The config and, once the first pipeline built it, what was detected (shared by every
+/// pipeline that lists this processor).
+#[derive(Clone)]
+struct Detection {
+    cfg: Arc<Config>,
+    found: Arc<OnceLock<Arc<Vec<KeyValue>>>>,
+}
+
+fn enabled(d: &DetectorConfig, attr: &str, default: bool) -> bool {
+    d.resource_attributes
+        .get(attr)
+        .map_or(default, |t| t.enabled)
+}
+
+/// Runs the detectors in order; what each found, filtered by its switches.
+async fn detect(cfg: &Config) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for d in &cfg.detectors {
+        let r = match d.as_str() {
+            "env" => detectors::env(&|k| std::env::var(k).ok()),
+            "system" => {
+                let sources = if cfg.system.hostname_sources.is_empty() {
+                    vec!["dns".to_owned(), "os".to_owned()]
+                } else {
+                    cfg.system.hostname_sources.clone()
+                };
+                detectors::system(&sources).map(|found| {
+                    found
+                        .into_iter()
+                        .filter(|(k, _)| {
+                            let default = SYSTEM_ATTRIBUTES
+                                .iter()
+                                .find(|(n, _, _)| n == k)
+                                .is_some_and(|(_, on, _)| *on);
+                            enabled(&cfg.system, k, default)
+                        })
+                        .collect()
+                })
+            }
+            "docker" => detectors::docker("/var/run/docker.sock", cfg.timeout)
+                .await
+                .map(|f| keep(f, &cfg.docker)),
+            "ec2" => {
+                let ep = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+                    .unwrap_or_else(|_| "http://169.254.169.254".into());
+                detectors::ec2(&ep, cfg.timeout)
+                    .await
+                    .map(|f| keep(f, &cfg.ec2))
+            }
+            "gcp" => {
+                let host = std::env::var("GCE_METADATA_HOST")
+                    .unwrap_or_else(|_| "metadata.google.internal".into());
+                let in_k8s = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+                detectors::gcp(&host, in_k8s, cfg.timeout)
+                    .await
+                    .map(|f| keep(f, &cfg.gcp))
+            }
+            "azure" => {
+                let ep = std::env::var("FERROTEL_AZURE_IMDS_ENDPOINT")
+                    .unwrap_or_else(|_| "http://169.254.169.254".into());
+                detectors::azure(&ep, cfg.timeout)
+                    .await
+                    .map(|f| keep(f, &cfg.azure))
+            }
+            _ => Ok(Vec::new()),
+        };
+        match r {
+            Ok(found) => {
+                tracing::info!(detector = %d, attributes = found.len(), "resource detected");
+                for (k, v) in found {
+                    if !out.iter().any(|(ok, _)| *ok == k) {
+                        out.push((k, v));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(detector = %d, error = %e, "resource detection failed; skipped")
+            }
+        }
+    }
+    if let Some(only) = &cfg.attributes {
+        out.retain(|(k, _)| only.contains(k));
+    }
+    out
+}
+
+fn keep(found: detectors::Found, d: &DetectorConfig) -> detectors::Found {
+    found
+        .into_iter()
+        .filter(|(k, _)| enabled(d, k, true))
+        .collect()
+}
+
+impl ProcessorConfig for Detection {
+    fn build(
+        &self,
+        ctx: Context,
+        signal: Signal,
+        next: DynConsumer,
+    ) -> Result<Arc<dyn Processor>, BuildError> {
+        let found = self
+            .found
+            .get_or_init(|| {
+                // Once, at start, as the Collector does: on a thread of its own with its own
+                // runtime, so that the start waits for it (each detector bounded by `timeout`)
+                // from any runtime.
+                let cfg = Arc::clone(&self.cfg);
+                let attrs = std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map(|rt| rt.block_on(detect(&cfg)))
+                        .unwrap_or_default()
+                })
+                .join()
+                .unwrap_or_default();
+                Arc::new(
+                    attrs
+                        .iter()
+                        .map(|(k, v)| crate::signal::value::string_kv(k, v))
+                        .collect(),
+                )
+            })
+            .clone();
+        let t = Apply {
+            attrs: found,
+            override_: self.cfg.override_,
+        };
+        Ok(InPlace::build(&ctx, signal, next, t, "filtered"))
+    }
+}
+
+struct Apply {
+    attrs: Arc<Vec<KeyValue>>,
+    override_: bool,
+}
+
+impl Apply {
+    fn set(&self, r: &mut Option<opentelemetry_proto::tonic::resource::v1::Resource>) {
+        if self.attrs.is_empty() {
+            return;
+        }
+        let r = r.get_or_insert_with(Default::default);
+        for kv in self.attrs.iter() {
+            match r.attributes.iter_mut().find(|a| a.key == kv.key) {
+                Some(a) if self.override_ => a.value = kv.value.clone(),
+                Some(_) => {}
+                None => r.attributes.push(kv.clone()),
+            }
+        }
+    }
+}
+
+impl Transform for Apply {
+    fn apply(&self, batch: &mut Batch) -> Result<(), String> {
+        match batch {
+            Batch::Traces(rs) => rs.iter_mut().for_each(|r| self.set(&mut r.resource)),
+            Batch::Metrics(rm) => rm.iter_mut().for_each(|r| self.set(&mut r.resource)),
+            Batch::Logs(rl) => rl.iter_mut().for_each(|r| self.set(&mut r.resource)),
+            Batch::Encoded(_) => return Err("the batch was not decoded".into()),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node::parse as yaml;
+    use crate::signal::testdata::kv;
+
+    #[test]
+    fn override_replaces_and_otherwise_fills_gaps() {
+        let attrs = Arc::new(vec![kv("host.name", "node-a"), kv("cloud.provider", "aws")]);
+        let mut res = Some(opentelemetry_proto::tonic::resource::v1::Resource {
+            attributes: vec![kv("host.name", "mine")],
+            ..Default::default()
+        });
+        let mut keep = res.clone();
+        Apply {
+            attrs: Arc::clone(&attrs),
+            override_: true,
+        }
+        .set(&mut res);
+        Apply {
+            attrs,
+            override_: false,
+        }
+        .set(&mut keep);
+        let text = |r: &Option<opentelemetry_proto::tonic::resource::v1::Resource>| {
+            r.as_ref()
+                .unwrap()
+                .attributes
+                .iter()
+                .map(|kv| {
+                    format!(
+                        "{}={}",
+                        kv.key,
+                        crate::signal::value::option_text(&kv.value)
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(text(&res), ["host.name=node-a", "cloud.provider=aws"]);
+        assert_eq!(text(&keep), ["host.name=mine", "cloud.provider=aws"]);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let e = |y: &str| {
+            parse(&yaml(y).unwrap())
+                .err()
+                .map(|e| (e.path_string(), e.msg))
+        };
+        assert!(
+            e("detectors: [env, system, docker]\ntimeout: 2s\noverride: false\nsystem: {hostname_sources: [os], resource_attributes: {host.id: {enabled: true}}}\n")
+                .is_none()
+        );
+        let (p, m) = e("detectors: [env, eks]\n").unwrap();
+        assert_eq!(p, "detectors[1]");
+        assert!(m.contains("detector `eks` is not built"), "{m}");
+        assert!(
+            e("detectors: [moon]\n")
+                .unwrap()
+                .1
+                .contains("ferrotel has env")
+        );
+        let (p, m) =
+            e("detectors: [system]\nsystem: {resource_attributes: {host.mac: {enabled: true}}}\n")
+                .unwrap();
+        assert_eq!(p, "system.resource_attributes.host.mac");
+        assert!(m.contains("does not detect"), "{m}");
+        assert!(e("detectors: [system]\nsystem: {hostname_sources: [ldap]}\n").is_some());
+    }
+}
