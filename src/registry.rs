@@ -17,6 +17,8 @@ pub static FACTORIES: &[Factory] = &[
     crate::processors::attributes::FACTORY,
     crate::processors::resource::FACTORY,
     crate::processors::resourcedetection::FACTORY,
+    crate::processors::cumulativetodelta::FACTORY,
+    crate::processors::deltatocumulative::FACTORY,
     crate::processors::probabilistic_sampler::FACTORY,
     crate::processors::tail_sampling::FACTORY,
     crate::processors::k8sattributes::FACTORY,

@@ -382,7 +382,7 @@ const CORPUS: &[(&str, Expect)] = &[
     (
         "46-reject-dynatrace-k8scombined.yaml",
         Expect::Refused(&[
-            "unsupported component types: extensions: k8s_leader_elector (line 4); processors: cumulative_to_delta (line 53), transform (line 63); receivers: k8s_events (line 14), kubelet_stats (line 17), k8s_cluster (line 32)",
+            "unsupported component types: extensions: k8s_leader_elector (line 4); processors: transform (line 63); receivers: k8s_events (line 14), kubelet_stats (line 17), k8s_cluster (line 32)",
         ]),
     ),
     (
@@ -412,8 +412,8 @@ const CORPUS: &[(&str, Expect)] = &[
         "51-reject-java-examples-k8s-otlpjson.yaml",
         Expect::Unsupported(&[
             "connectors: otlpjson (line 31)",
+            // Its resourcedetection (system, hostname_sources, host.id on) is read.
             "exporters: nop (line 52)",
-            "processors: resourcedetection (line 23)",
         ]),
     ),
     (
@@ -430,7 +430,7 @@ const CORPUS: &[(&str, Expect)] = &[
         "54-reject-newrelic-host-monitoring.yaml",
         Expect::Unsupported(&[
             // Its `hostmetrics` (root_path, per-metric switches, mount point filter) is read.
-            "processors: metricstransform (line 80), cumulativetodelta (line 155)",
+            "processors: metricstransform (line 80), transform (line 157), transform (line 164)",
         ]),
     ),
     // Its pipeline lists a `batch` it never defines.

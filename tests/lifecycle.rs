@@ -30,6 +30,7 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         (Kind::Processor, "batch" | "filter") => "{}".into(),
         (Kind::Processor, "memory_limiter") => "{check_interval: 1s, limit_mib: 4000}".into(),
         (Kind::Processor, "attributes") => "{actions: [{key: a, value: b, action: insert}]}".into(),
+        (Kind::Processor, "cumulativetodelta" | "deltatocumulative") => "{}".into(),
         (Kind::Processor, "resourcedetection") => "{detectors: [env, system]}".into(),
         (Kind::Processor, "resource") => {
             "{attributes: [{key: a, value: b, action: insert}]}".into()

@@ -1,5 +1,7 @@
 pub mod attributes;
 pub mod batch;
+pub mod cumulativetodelta;
+pub mod deltatocumulative;
 pub mod filter;
 pub mod k8sattributes;
 pub mod matcher;

@@ -90,6 +90,27 @@ pub struct Config {
     pub gcp: DetectorConfig,
     #[serde(default)]
     pub azure: DetectorConfig,
+    /// The options of detectors not built yet: read, so that the error names the detector.
+    #[serde(default)]
+    pub eks: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub aks: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub k8snode: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub openshift: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub ecs: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub elastic_beanstalk: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub lambda: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub heroku: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub consul: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub k8s_api: Option<serde::de::IgnoredAny>,
 }
 
 fn five_seconds() -> Duration {
