@@ -191,7 +191,13 @@ impl ProcessorConfig for Compiled {
             started_ns: crate::component::now_nanos(),
             state: Arc::new(Mutex::new(State::default())),
         };
-        Ok(InPlace::build(&ctx, signal, next, t, "first_point"))
+        Ok(InPlace::build(
+            &ctx,
+            signal,
+            next,
+            t,
+            "first_or_out_of_order",
+        ))
     }
 }
 

@@ -122,7 +122,7 @@ impl ToCumulative {
         start: u64,
         time: u64,
         first: impl FnOnce() -> Acc,
-    ) -> Option<(&'s mut Stream, bool)> {
+    ) -> Option<&'s mut Stream> {
         if !st.streams.contains_key(key) {
             if st.streams.len() as u64 >= self.cfg.max_streams {
                 return None;
@@ -136,13 +136,13 @@ impl ToCumulative {
                     seen: Instant::now(),
                 },
             );
-            return st.streams.get_mut(key).map(|s| (s, true));
+            return st.streams.get_mut(key);
         }
         let s = st.streams.get_mut(key)?;
         if time <= s.time {
             return None;
         }
-        Some((s, false))
+        Some(s)
     }
 
     fn convert(&self, rms: &mut [ResourceMetrics], st: &mut State) {
@@ -172,12 +172,10 @@ impl ToCumulative {
                                     None => return false,
                                 };
                                 let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
-                                let Some((s, new)) =
-                                    self.stream(st, &key, start, time, || match v {
-                                        Acc::Int(_) => Acc::Int(0),
-                                        _ => Acc::Double(0.0),
-                                    })
-                                else {
+                                let Some(s) = self.stream(st, &key, start, time, || match v {
+                                    Acc::Int(_) => Acc::Int(0),
+                                    _ => Acc::Double(0.0),
+                                }) else {
                                     return false;
                                 };
                                 let total = match (&mut s.acc, v) {
@@ -202,7 +200,6 @@ impl ToCumulative {
                                     }
                                     (_, Acc::Hist { .. }) => return false,
                                 };
-                                let _ = new;
                                 p.value = Some(total);
                                 p.start_time_unix_nano = s.start;
                                 (s.time, s.seen) = (time, now);
@@ -220,7 +217,7 @@ impl ToCumulative {
                                     count: 0,
                                     sum: 0.0,
                                 };
-                                let Some((s, _)) = self.stream(st, &key, start, time, zero) else {
+                                let Some(s) = self.stream(st, &key, start, time, zero) else {
                                     return false;
                                 };
                                 let same = matches!(&s.acc, Acc::Hist { bounds, counts, .. }

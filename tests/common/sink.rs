@@ -149,9 +149,21 @@ impl Sink {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         rt.spawn(async move {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .expect("bind sink");
+            // A restarted sink takes its old port back. While it was down, the port may serve
+            // for a moment as the local end of some outgoing connection: wait for it to be free.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let listener = loop {
+                match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => break l,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AddrInUse
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                    }
+                    Err(e) => panic!("bind sink on {addr}: {e}"),
+                }
+            };
             let _ = ready_tx.send(());
             tonic::transport::Server::builder()
                 .add_service(

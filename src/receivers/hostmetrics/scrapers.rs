@@ -413,7 +413,12 @@ pub fn filesystem(e: &mut Emitter<'_>, host: &Host) -> Result<(), String> {
     let mut inodes = Vec::new();
     let mut util = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    let rows: Vec<_> = procfs::mounts(&text)
+    // A later mount on the same point hides the earlier ones: keep the last of each.
+    let mut mounts = procfs::mounts(&text);
+    mounts.reverse();
+    mounts.retain(|m| seen.insert(m.mountpoint.clone()));
+    mounts.reverse();
+    let rows: Vec<_> = mounts
         .into_iter()
         .filter(|m| c.include_virtual_filesystems || !virtual_types.contains(&m.fs_type))
         .filter(|m| passes(&c.include_devices, &c.exclude_devices, &m.device))
@@ -425,7 +430,6 @@ pub fn filesystem(e: &mut Emitter<'_>, host: &Host) -> Result<(), String> {
                 &m.mountpoint,
             )
         })
-        .filter(|m| seen.insert(m.mountpoint.clone()))
         .filter_map(|m| statvfs(&host.path(&m.mountpoint)).map(|s| (m, s)))
         .collect();
     for (m, s) in &rows {
