@@ -274,6 +274,11 @@ pub trait ExporterConfig: Send + Sync {
     fn storage(&self) -> Option<&ComponentId> {
         None
     }
+    /// True for an exporter that listens on an address (`prometheus`): on a reload the old
+    /// instance lets go of it before the new one binds it.
+    fn listens(&self) -> bool {
+        false
+    }
     /// Called once per exporter id: every pipeline that lists it shares the instance and queue.
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError>;
 }

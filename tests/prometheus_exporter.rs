@@ -216,3 +216,61 @@ scrape_configs:
         0.0
     );
 }
+
+/// A reload that changes the exporter: the old instance lets go of the port before the new one
+/// binds it, and the new one serves what arrives after.
+#[test]
+fn a_reload_rebinds_the_scrape_port() {
+    let (grpc, health, metrics, port) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = |tag: &str| {
+        format!(
+            r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+exporters:
+  prometheus: {{ endpoint: "127.0.0.1:{port}", const_labels: {{ tag: {tag} }} }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    metrics: {{ receivers: [otlp], exporters: [prometheus] }}
+"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, cfg("a")).unwrap();
+    let c = Collector::start_file(
+        &path,
+        &[],
+        Some(health),
+        Some(metrics),
+        tempfile::tempdir().unwrap(),
+    );
+    std::fs::write(&path, cfg("b")).unwrap();
+    c.signal(1);
+    wait_until("the reload", Duration::from_secs(10), || {
+        c.logs().contains("config reloaded;")
+    });
+    assert!(
+        c.logs().contains("exporters: 0 kept, 1 built"),
+        "{}",
+        c.logs()
+    );
+    let (ok, _, err) = sdk_send_env(
+        &format!("127.0.0.1:{grpc}"),
+        "grpc",
+        "metrics",
+        2,
+        "reload",
+        &["--service", "prom-reload"],
+        &[],
+    );
+    assert!(ok, "{err}");
+    wait_until("the new exporter's series", Duration::from_secs(10), || {
+        common::http_get(port, "/metrics")
+            .is_some_and(|(code, body)| code == 200 && body.contains("tag=\"b\""))
+    });
+}

@@ -316,9 +316,10 @@ impl Running {
                     None => match v.exporters.remove(&e.id) {
                         Some(cfg) => {
                             sum.exporters_built += 1;
-                            // A persistent queue is one directory: the old instance lets go of
-                            // it (what it holds stays on disk) before the new one opens it.
-                            if cfg.storage().is_some()
+                            // A persistent queue is one directory, a listener one address:
+                            // the old instance lets go of it (what a queue holds stays on disk)
+                            // before the new one opens it.
+                            if (cfg.storage().is_some() || cfg.listens())
                                 && let Some(i) =
                                     old_exporters.iter().position(|(id, _)| *id == e.id)
                             {

@@ -283,6 +283,10 @@ impl crate::component::Lifecycle for Running {
 }
 
 impl ExporterConfig for Validated<Config> {
+    fn listens(&self) -> bool {
+        true
+    }
+
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError> {
         let Validated { cfg, settings } = *self;
         let tls = cfg
