@@ -3,7 +3,6 @@
 //! configs and `http_sd_configs` write them. Secrets in files are read at each request, as
 //! Prometheus does, so a rotated token is picked up without a restart.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -169,7 +168,7 @@ impl ClientSettings {
         if let Some(o) = &self.oauth2 {
             return Auth::OAuth2 {
                 cfg: Box::new(o.clone()),
-                token: Mutex::new(None),
+                token: tokio::sync::Mutex::new(None),
             };
         }
         Auth::None
@@ -236,7 +235,9 @@ pub enum Auth {
     /// little before it expires.
     OAuth2 {
         cfg: Box<OAuth2>,
-        token: Mutex<Option<(String, Instant)>>,
+        /// An async lock, held across the token request: concurrent scrapes wait for one
+        /// request and share its token.
+        token: tokio::sync::Mutex<Option<(String, Instant)>>,
     },
 }
 
@@ -280,23 +281,18 @@ impl Auth {
                 req.header("Authorization", format!("{scheme} {cred}"))
             }
             Auth::OAuth2 { cfg, token } => {
-                let cached = token
-                    .lock()
-                    .ok()
-                    .and_then(|t| t.clone())
-                    .filter(|(_, until)| Instant::now() < *until);
-                let tok = match cached {
-                    Some((t, _)) => t,
+                let mut slot = token.lock().await;
+                let tok = match slot.as_ref().filter(|(_, until)| Instant::now() < *until) {
+                    Some((t, _)) => t.clone(),
                     None => {
                         let (t, life) = fetch_token(client, cfg).await?;
-                        if let Ok(mut slot) = token.lock() {
-                            // Renewed a little early, so a request never carries an expired one.
-                            let until = Instant::now() + life.saturating_sub(life / 10);
-                            *slot = Some((t.clone(), until));
-                        }
+                        // Renewed a little early, so a request never carries an expired one.
+                        let until = Instant::now() + life.saturating_sub(life / 10);
+                        *slot = Some((t.clone(), until));
                         t
                     }
                 };
+                drop(slot);
                 req.bearer_auth(tok)
             }
         })
