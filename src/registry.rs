@@ -11,6 +11,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::receivers::syslog::FACTORY,
     crate::receivers::prometheus::FACTORY,
     crate::receivers::hostmetrics::FACTORY,
+    crate::receivers::kubeletstats::FACTORY,
     crate::processors::batch::FACTORY,
     crate::processors::memory_limiter::FACTORY,
     crate::processors::filter::FACTORY,

@@ -25,6 +25,17 @@ pub struct ReceiverLabels {
     pub transport: String,
 }
 
+/// A pulling receiver's failed reads, by what it read (a kubelet path, an API collection, a
+/// scraper).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub receiver: String,
+    pub source: String,
+}
+
+/// [`Telemetry::receiver_source_errors`]'s type.
+pub type SourceErrors = Family<SourceLabels, Counter>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExporterLabels {
     pub exporter: String,
@@ -200,6 +211,9 @@ pub struct Telemetry {
     /// Receivers: input that could not be parsed (kept raw, or dropped where nothing can be
     /// kept), by receiver and transport.
     pub receiver_malformed: Family<ReceiverLabels, Counter>,
+    /// Pulling receivers (hostmetrics, kubeletstats, the Kubernetes API receivers): reads that
+    /// failed, by source; what they would have produced is missing for that interval.
+    pub receiver_source_errors: SourceErrors,
     /// Server connections closed by ferrotel, by listen address and reason (`shed`, `refused`,
     /// `idle`, `max_age`).
     pub connections_closed: Family<ConnectionLabels, Counter>,
@@ -443,6 +457,12 @@ impl Telemetry {
             "Items passed on without Kubernetes metadata, by reason (api_unreachable, pod_not_found, no_association)",
             k8s_unenriched.clone(),
         );
+        let receiver_source_errors: Family<SourceLabels, Counter> = Family::default();
+        reg.register(
+            "ferrotel_receiver_source_errors",
+            "Reads a pulling receiver could not make (kubelet, Kubernetes API, a host scraper), by source",
+            receiver_source_errors.clone(),
+        );
         let receiver_malformed: Family<ReceiverLabels, Counter> = Family::default();
         reg.register(
             "otelcol_receiver_malformed_items",
@@ -518,6 +538,7 @@ impl Telemetry {
             tail_sampling_traces,
             k8s_unenriched,
             receiver_malformed,
+            receiver_source_errors,
             process_rss,
             process_cpu,
             process_uptime,

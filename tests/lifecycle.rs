@@ -24,6 +24,10 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
             format!("protocol: rfc5424\ntcp: {{listen_address: '127.0.0.1:{port}'}}")
         }
         (Kind::Receiver, "hostmetrics") => "{collection_interval: 1h, scrapers: {memory: }}".into(),
+        // A kubelet that never answers: the receiver starts and stops all the same.
+        (Kind::Receiver, "kubeletstats") => {
+            format!("{{auth_type: none, endpoint: '127.0.0.1:{port}', collection_interval: 1h}}")
+        }
         (Kind::Receiver, "prometheus") => format!(
             "config: {{scrape_configs: [{{job_name: x, scrape_interval: 1h, static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}]}}"
         ),

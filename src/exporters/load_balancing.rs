@@ -961,7 +961,7 @@ fn k8s_resolver(
     // In a pod: the service account; outside one: $KUBECONFIG (a developer's cluster, tests).
     let api = crate::kube::ApiConfig::in_cluster()
         .or_else(|e| {
-            crate::kube::ApiConfig::from_kubeconfig()
+            crate::kube::ApiConfig::from_kubeconfig(None)
                 .map_err(|e2| format!("{e}; and no kubeconfig: {e2}"))
         })
         .map_err(|m| BuildError::new(&core.id, format!("resolver.k8s: {m}")))?;

@@ -5,6 +5,7 @@
 //! reqwest instead of kube-rs to keep the build small.
 
 pub mod objects;
+pub mod quantity;
 pub mod watch;
 
 use std::time::Duration;
@@ -21,9 +22,48 @@ pub struct ApiConfig {
     pub tls: crate::net::tls::ClientTlsConfig,
 }
 
+/// How a component authenticates to the API server (the Collector's `auth_type`); `tls` is the
+/// kubelet's client certificate, not an API server option.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum AuthType {
+    #[default]
+    #[serde(rename = "serviceAccount")]
+    ServiceAccount,
+    #[serde(rename = "kubeConfig")]
+    KubeConfig,
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "tls")]
+    Tls,
+}
+
+/// The Collector's `k8s_api_config` (and the same keys inline in its Kubernetes receivers).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// `serviceAccount` (default), `kubeConfig` or `none`.
+    #[serde(default)]
+    pub auth_type: AuthType,
+    /// With `kubeConfig`: the context to use instead of the current one.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Accepted: ferrotel's client does not throttle itself (it lists and watches; it does not
+    /// poll the API server).
+    #[serde(default)]
+    pub kube_api_burst: Option<u32>,
+    #[serde(default)]
+    pub kube_api_qps: Option<f32>,
+}
+
+impl ApiSettings {
+    pub fn connect(&self) -> Result<ApiConfig, String> {
+        ApiConfig::from_auth(self.auth_type, self.context.as_deref())
+    }
+}
+
 /// Where a pod's service account is mounted; `FERROTEL_SERVICE_ACCOUNT_DIR` moves it (a
 /// collector run outside a pod with a copied token, and the tests).
-fn sa_dir() -> String {
+pub fn sa_dir() -> String {
     std::env::var("FERROTEL_SERVICE_ACCOUNT_DIR")
         .unwrap_or_else(|_| "/var/run/secrets/kubernetes.io/serviceaccount".into())
 }
@@ -37,6 +77,30 @@ pub fn own_namespace() -> Result<String, String> {
 }
 
 impl ApiConfig {
+    /// The API server as `auth_type` reaches it (`context` overrides a kubeconfig's current one).
+    pub fn from_auth(auth: AuthType, context: Option<&str>) -> Result<ApiConfig, String> {
+        match auth {
+            AuthType::ServiceAccount => ApiConfig::in_cluster(),
+            AuthType::KubeConfig => ApiConfig::from_kubeconfig(context),
+            AuthType::None => Ok(ApiConfig {
+                server: std::env::var("KUBERNETES_SERVICE_HOST")
+                    .map(|h| {
+                        format!(
+                            "http://{h}:{}",
+                            std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "80".into())
+                        )
+                    })
+                    .map_err(|_| "auth_type none needs KUBERNETES_SERVICE_HOST".to_string())?,
+                token: None,
+                tls: Default::default(),
+            }),
+            AuthType::Tls => Err(
+                "auth_type tls is the kubelet's; the API server takes serviceAccount, kubeConfig or none"
+                    .into(),
+            ),
+        }
+    }
+
     /// The pod's service account (`KUBERNETES_SERVICE_HOST`/`_PORT`, token and CA files).
     pub fn in_cluster() -> Result<ApiConfig, String> {
         let host = std::env::var("KUBERNETES_SERVICE_HOST")
@@ -60,8 +124,8 @@ impl ApiConfig {
         })
     }
 
-    /// The current context of `$KUBECONFIG` (or `~/.kube/config`).
-    pub fn from_kubeconfig() -> Result<ApiConfig, String> {
+    /// The current context (or `context`) of `$KUBECONFIG` (or `~/.kube/config`).
+    pub fn from_kubeconfig(context: Option<&str>) -> Result<ApiConfig, String> {
         let path = std::env::var("KUBECONFIG")
             .ok()
             .and_then(|p| p.split(':').next().map(str::to_owned))
@@ -71,14 +135,17 @@ impl ApiConfig {
                     .map(|h| format!("{h}/.kube/config"))
             })
             .ok_or("no KUBECONFIG and no HOME")?;
-        Self::from_kubeconfig_file(&path)
+        Self::from_kubeconfig_file(&path, context)
     }
 
-    /// The current context of one kubeconfig file.
-    pub fn from_kubeconfig_file(path: &str) -> Result<ApiConfig, String> {
+    /// The current context (or `context`) of one kubeconfig file.
+    pub fn from_kubeconfig_file(path: &str, context: Option<&str>) -> Result<ApiConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         let kc: KubeConfig = serde_saphyr::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-        let ctx_name = kc.current_context.clone().unwrap_or_default();
+        let ctx_name = context
+            .map(str::to_owned)
+            .or_else(|| kc.current_context.clone())
+            .unwrap_or_default();
         let ctx = kc
             .contexts
             .iter()
@@ -223,9 +290,11 @@ mod tests {
             ),
         )
         .unwrap();
-        let api = ApiConfig::from_kubeconfig_file(&path.to_string_lossy());
+        let api = ApiConfig::from_kubeconfig_file(&path.to_string_lossy(), None);
         let api = api.unwrap();
         assert_eq!(api.server, "https://two:6443");
+        let other = ApiConfig::from_kubeconfig_file(&path.to_string_lossy(), Some("a")).unwrap();
+        assert_eq!(other.server, "https://one:6443");
         assert_eq!(api.token.as_deref(), Some("abc"));
         let ca_file = api.tls.ca_file.unwrap();
         assert_eq!(

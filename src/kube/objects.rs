@@ -60,6 +60,61 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     #[serde(default)]
     pub init_containers: Vec<Container>,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+}
+
+/// A pod's volume: its name, its source kind (the one key besides `name`: `emptyDir`,
+/// `persistentVolumeClaim`, `configMap`...) and, for a claim, the claim's name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub persistent_volume_claim: Option<ClaimRef>,
+    #[serde(flatten)]
+    pub source: BTreeMap<String, serde_json::Value>,
+}
+
+impl Volume {
+    /// The source kind, as the API spells its key (`persistentVolumeClaim` when it is a claim).
+    pub fn kind(&self) -> Option<&str> {
+        if self.persistent_volume_claim.is_some() {
+            return Some("persistentVolumeClaim");
+        }
+        self.source.keys().next().map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRef {
+    #[serde(default)]
+    pub claim_name: String,
+}
+
+/// `resources.limits` and `resources.requests`, as quantities (`cpu: 500m`, `memory: 1Gi`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Resources {
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
+    #[serde(default)]
+    pub requests: BTreeMap<String, String>,
+}
+
+impl Resources {
+    pub fn limit(&self, name: &str) -> Option<f64> {
+        self.limits
+            .get(name)
+            .and_then(|q| super::quantity::parse(q))
+    }
+
+    pub fn request(&self, name: &str) -> Option<f64> {
+        self.requests
+            .get(name)
+            .and_then(|q| super::quantity::parse(q))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -67,6 +122,8 @@ pub struct Container {
     pub name: String,
     #[serde(default)]
     pub image: String,
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -80,6 +137,8 @@ pub struct PodStatus {
     pub start_time: Option<String>,
     #[serde(default)]
     pub container_statuses: Vec<ContainerStatus>,
+    #[serde(default)]
+    pub init_container_statuses: Vec<ContainerStatus>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -134,4 +193,10 @@ pub(crate) struct WatchEvent {
 pub fn container_id(s: &str) -> Option<&str> {
     let id = s.split_once("://").map_or(s, |(_, id)| id);
     (!id.is_empty()).then_some(id)
+}
+
+/// An API timestamp (RFC 3339, `2024-05-01T10:00:00Z`) in nanoseconds since the epoch.
+pub fn timestamp_nanos(t: &str) -> Option<u64> {
+    let ts: jiff::Timestamp = t.parse().ok()?;
+    u64::try_from(ts.as_nanosecond()).ok()
 }

@@ -400,6 +400,17 @@ impl Reader<'_> {
     }
 }
 
+/// This host's name (`gethostname`).
+pub fn hostname() -> Result<String, String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: a valid buffer and its length.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return Err(format!("gethostname: {}", std::io::Error::last_os_error()));
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

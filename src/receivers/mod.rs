@@ -66,6 +66,7 @@ impl Output {
 
 pub mod filelog;
 pub mod hostmetrics;
+pub mod kubeletstats;
 pub mod prometheus;
 pub mod syslog;
 

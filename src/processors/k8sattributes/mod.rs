@@ -38,16 +38,7 @@ use crate::signal::{Batch, Signal};
 use crate::telemetry::ProcessorDropLabels;
 use cache::{WatchSpec, Watcher};
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-pub enum AuthType {
-    #[default]
-    #[serde(rename = "serviceAccount")]
-    ServiceAccount,
-    #[serde(rename = "kubeConfig")]
-    KubeConfig,
-    #[serde(rename = "none")]
-    None,
-}
+pub use crate::kube::AuthType;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -407,17 +398,7 @@ impl Shared {
         }
         self.watcher
             .get_or_init(|| {
-                let api = match self.cfg.auth_type {
-                    AuthType::ServiceAccount => ApiConfig::in_cluster()?,
-                    AuthType::KubeConfig => ApiConfig::from_kubeconfig()?,
-                    AuthType::None => ApiConfig {
-                        server: std::env::var("KUBERNETES_SERVICE_HOST")
-                            .map(|h| format!("http://{h}:{}", std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "80".into())))
-                            .map_err(|_| "auth_type none needs KUBERNETES_SERVICE_HOST".to_string())?,
-                        token: None,
-                        tls: Default::default(),
-                    },
-                };
+                let api = ApiConfig::from_auth(self.cfg.auth_type, None)?;
                 let node = match &self.cfg.filter.node_from_env_var {
                     Some(var) => Some(std::env::var(var).map_err(|_| {
                         format!("filter.node_from_env_var: environment variable {var} is not set")

@@ -47,16 +47,6 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("OTEL_RESOURCE_ATTRIBUTES: {s:?} is not UTF-8"))
 }
 
-fn os_hostname() -> Result<String, String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: a valid buffer and its length.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return Err(format!("gethostname: {}", std::io::Error::last_os_error()));
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
-}
-
 /// The fully qualified name of `host` (getaddrinfo's canonical name).
 fn fqdn(host: &str) -> Result<String, String> {
     let c = std::ffi::CString::new(host).map_err(|e| e.to_string())?;
@@ -84,7 +74,7 @@ fn fqdn(host: &str) -> Result<String, String> {
 /// `system`: `host.name` from the first `hostname_sources` that answers (`dns`, `os`, `cname`,
 /// `lookup`), `os.type`, `host.arch`, `host.id` (the machine id), `os.description`.
 pub fn system(sources: &[String]) -> Result<Found, String> {
-    let os = os_hostname()?;
+    let os = crate::net::dns::hostname()?;
     let mut name = None;
     let mut errors = Vec::new();
     for s in sources {
@@ -340,7 +330,7 @@ mod tests {
     fn system_names_this_host() {
         let found = system(&["os".into()]).unwrap();
         let name = found.iter().find(|(k, _)| k == "host.name").unwrap();
-        assert_eq!(name.1, os_hostname().unwrap());
+        assert_eq!(name.1, crate::net::dns::hostname().unwrap());
         assert!(found.contains(&("os.type".into(), "linux".into())));
     }
 }

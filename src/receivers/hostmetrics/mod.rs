@@ -53,11 +53,7 @@ fn one_second() -> Duration {
     Duration::from_secs(1)
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Toggle {
-    pub enabled: bool,
-}
+pub use crate::signal::build::Toggle;
 
 /// `match_type: strict` (default) or `regexp`, over a list of names.
 #[derive(Debug, Clone, Deserialize)]
@@ -305,7 +301,15 @@ impl ReceiverConfig for Config {
             }
             let out = Arc::new(Output::new(&ctx, "", consumer));
             let stop = CancellationToken::new();
-            let task = tokio::spawn(run(*self, host, out, stop.clone(), ctx.id.to_string()));
+            let errors = ctx.telemetry.receiver_source_errors.clone();
+            let task = tokio::spawn(run(
+                *self,
+                host,
+                out,
+                errors,
+                stop.clone(),
+                ctx.id.to_string(),
+            ));
             Ok(crate::component::Tasks::new(stop, vec![task]) as Box<dyn Lifecycle>)
         })
     }
@@ -315,6 +319,7 @@ async fn run(
     cfg: Config,
     host: scrapers::Host,
     out: Arc<Output>,
+    source_errors: crate::telemetry::SourceErrors,
     stop: CancellationToken,
     id: String,
 ) {
@@ -345,6 +350,12 @@ async fn run(
         cpu = back;
         // Say once when a scraper starts failing and once when it recovers.
         for (s, e) in &errors {
+            source_errors
+                .get_or_create(&crate::telemetry::SourceLabels {
+                    receiver: id.clone(),
+                    source: s.clone(),
+                })
+                .inc();
             if failing.get(s) != Some(e) {
                 tracing::warn!(receiver = %id, scraper = %s, error = %e, "scraper failed");
             }
@@ -380,12 +391,16 @@ fn scrape(
         let Some(defaults) = scrapers::known(name) else {
             continue;
         };
+        let cfg = sc.as_ref().unwrap_or(&default);
         let mut e = scrapers::Emitter {
-            cfg: sc.as_ref().unwrap_or(&default),
-            defaults,
-            now,
-            start: boot,
-            out: Vec::new(),
+            cfg,
+            b: crate::signal::build::MetricBuilder {
+                toggles: &cfg.metrics,
+                defaults,
+                now,
+                start: boot,
+                out: Vec::new(),
+            },
         };
         let r = match (name.as_str(), &stat) {
             ("cpu", Ok(s)) => {
@@ -409,7 +424,7 @@ fn scrape(
         if let Err(err) = r {
             errors.insert(name.clone(), err);
         }
-        if !e.out.is_empty() {
+        if !e.b.out.is_empty() {
             scopes.push(ScopeMetrics {
                 scope: Some(InstrumentationScope {
                     name: format!(
@@ -418,7 +433,7 @@ fn scrape(
                     version: env!("CARGO_PKG_VERSION").into(),
                     ..Default::default()
                 }),
-                metrics: e.out,
+                metrics: e.b.out,
                 ..Default::default()
             });
         }

@@ -4,10 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Metric, NumberDataPoint, Sum, metric::Data, number_data_point,
-};
+use crate::signal::build::MetricBuilder;
+pub use crate::signal::build::Num;
 
 use super::procfs;
 use super::{NameFilter, ScraperConfig};
@@ -115,108 +113,23 @@ impl Host {
     }
 }
 
-/// Builds one scraper's metrics: the enabled ones only, with the scrape's time and the start
-/// time of cumulative sums.
+/// Builds one scraper's metrics: its options beside the shared builder (which writes the
+/// enabled metrics only, with the scrape's time and the start time of cumulative sums).
 pub struct Emitter<'a> {
     pub cfg: &'a ScraperConfig,
-    pub defaults: &'static [(&'static str, bool)],
-    pub now: u64,
-    pub start: u64,
-    pub out: Vec<Metric>,
+    pub b: MetricBuilder<'a>,
 }
 
-fn attrs(a: &[(&str, &str)]) -> Vec<KeyValue> {
-    a.iter()
-        .map(|(k, v)| crate::signal::value::string_kv(k, v))
-        .collect()
-}
-
-pub enum Num {
-    Int(i64),
-    Double(f64),
-}
-
-impl From<u64> for Num {
-    fn from(v: u64) -> Self {
-        Num::Int(i64::try_from(v).unwrap_or(i64::MAX))
+impl<'a> std::ops::Deref for Emitter<'a> {
+    type Target = MetricBuilder<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.b
     }
 }
 
-impl From<f64> for Num {
-    fn from(v: f64) -> Self {
-        Num::Double(v)
-    }
-}
-
-impl Emitter<'_> {
-    pub fn on(&self, name: &str) -> bool {
-        self.cfg
-            .metrics
-            .get(name)
-            .map(|t| t.enabled)
-            .unwrap_or_else(|| self.defaults.iter().any(|(n, d)| *n == name && *d))
-    }
-
-    fn points(&self, points: Vec<(Vec<(&str, &str)>, Num)>, start: u64) -> Vec<NumberDataPoint> {
-        points
-            .into_iter()
-            .map(|(a, v)| NumberDataPoint {
-                attributes: attrs(&a),
-                start_time_unix_nano: start,
-                time_unix_nano: self.now,
-                value: Some(match v {
-                    Num::Int(i) => number_data_point::Value::AsInt(i),
-                    Num::Double(d) => number_data_point::Value::AsDouble(d),
-                }),
-                ..Default::default()
-            })
-            .collect()
-    }
-
-    /// A cumulative sum (`monotonic` for counters, not for usage figures).
-    pub fn sum(
-        &mut self,
-        name: &str,
-        unit: &str,
-        description: &str,
-        monotonic: bool,
-        points: Vec<(Vec<(&str, &str)>, Num)>,
-    ) {
-        if !self.on(name) || points.is_empty() {
-            return;
-        }
-        let data_points = self.points(points, self.start);
-        self.out.push(Metric {
-            name: name.into(),
-            unit: unit.into(),
-            description: description.into(),
-            data: Some(Data::Sum(Sum {
-                data_points,
-                aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                is_monotonic: monotonic,
-            })),
-            ..Default::default()
-        });
-    }
-
-    pub fn gauge(
-        &mut self,
-        name: &str,
-        unit: &str,
-        description: &str,
-        points: Vec<(Vec<(&str, &str)>, Num)>,
-    ) {
-        if !self.on(name) || points.is_empty() {
-            return;
-        }
-        let data_points = self.points(points, 0);
-        self.out.push(Metric {
-            name: name.into(),
-            unit: unit.into(),
-            description: description.into(),
-            data: Some(Data::Gauge(Gauge { data_points })),
-            ..Default::default()
-        });
+impl std::ops::DerefMut for Emitter<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.b
     }
 }
 

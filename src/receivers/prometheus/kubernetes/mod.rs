@@ -141,7 +141,7 @@ impl KubernetesSd {
 
     fn api(&self) -> Result<ApiConfig, String> {
         match (&self.api_server, &self.kubeconfig_file) {
-            (_, Some(f)) => ApiConfig::from_kubeconfig_file(f),
+            (_, Some(f)) => ApiConfig::from_kubeconfig_file(f, None),
             (Some(s), None) => {
                 let token = match (
                     &self.authorization,
