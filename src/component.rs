@@ -191,6 +191,9 @@ pub struct Context {
     /// The authenticator extensions started so far (all of them before any receiver or
     /// exporter starts).
     pub auth: Arc<crate::net::auth::Registry>,
+    /// The leader elections (`k8s_leader_elector` extensions) started so far (all of them
+    /// before any receiver starts).
+    pub leaders: Arc<crate::kube::lease::Registry>,
     /// The pipeline a processor instance is built for (`traces/name`), for its metrics' `pipeline`
     /// label; empty for the other kinds, which are shared by pipelines.
     pub pipeline: String,
@@ -216,6 +219,7 @@ impl Context {
             health: Arc::new(crate::health::Health::default()),
             storage: Default::default(),
             auth: Default::default(),
+            leaders: Default::default(),
             pipeline: String::new(),
             memory: crate::admission::Budget::new(),
             signals: crate::signal::ALL_SIGNALS.to_vec(),

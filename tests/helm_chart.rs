@@ -113,6 +113,45 @@ fn pod_env(container: &Value, ip: &str) -> Vec<(String, String)> {
     out
 }
 
+/// What every pod has besides its own env: the API server's address (a closed port here: no API
+/// server can run, and the Kubernetes components start without one, retrying) and the service
+/// account's token, CA certificate and namespace, in a directory of their own.
+fn in_pod() -> Vec<(String, String)> {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::fs::write(dir.join("token"), "chart-token").unwrap();
+        std::fs::write(dir.join("namespace"), "default").unwrap();
+        let st = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ca",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("ca.key"))
+            .arg("-out")
+            .arg(dir.join("ca.crt"))
+            .output()
+            .expect("openssl");
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        dir
+    });
+    vec![
+        ("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()),
+        (
+            "KUBERNETES_SERVICE_PORT".into(),
+            common::free_port().to_string(),
+        ),
+        (
+            "FERROTEL_SERVICE_ACCOUNT_DIR".into(),
+            dir.display().to_string(),
+        ),
+    ]
+}
+
 fn http_status(ip: &str, port: u64, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect((ip, port as u16)).ok()?;
@@ -261,7 +300,8 @@ fn the_charts_examples_run_ferrotel_with_values_ferrotel() {
                 .map(|a| a.replace(mount_path, &tmp.path().display().to_string()))
                 .collect();
             let ip = format!("127.77.{}.{}", n + 1, w + 1);
-            let env = pod_env(container, &ip);
+            let mut env = pod_env(container, &ip);
+            env.extend(in_pod());
             let result = check(&example, &args, &env, &not_yet).and_then(|valid| {
                 if valid {
                     run(container, &args, &env, &ip, &disabled_ports).map(|()| true)
@@ -303,8 +343,8 @@ fn the_charts_examples_run_ferrotel_with_values_ferrotel() {
     assert!(failed.is_empty(), "{report}");
     let ran = outcomes.iter().filter(|o| o.ran).count();
     // The examples without a component ferrotel lacks: they all start.
-    // 14 workloads of 13 examples (daemonset-and-deployment has two).
-    assert!(ran >= 14, "only {ran} workloads ran:\n{report}");
+    // 15 workloads of 14 examples (daemonset-and-deployment has two).
+    assert!(ran >= 15, "only {ran} workloads ran:\n{report}");
 }
 
 /// `ferrotel validate` with the container's args: Ok(true) valid, Ok(false) refused only for

@@ -28,6 +28,9 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         (Kind::Receiver, "kubeletstats") => {
             format!("{{auth_type: none, endpoint: '127.0.0.1:{port}', collection_interval: 1h}}")
         }
+        // An API server that never answers (see `kube_env`): they start, retry, and stop.
+        (Kind::Receiver, "k8sobjects") => "{auth_type: kubeConfig, objects: [{name: pods}]}".into(),
+        (Kind::Receiver, "k8s_events") => "{auth_type: kubeConfig}".into(),
         (Kind::Receiver, "prometheus") => format!(
             "config: {{scrape_configs: [{{job_name: x, scrape_interval: 1h, static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}]}}"
         ),
@@ -75,6 +78,9 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
                 "{{issuer_url: 'http://127.0.0.1:{}', audience: a}}",
                 issuer()
             )
+        }
+        (Kind::Extension, "k8s_leader_elector") => {
+            "{auth_type: kubeConfig, lease_name: l, lease_namespace: n}".into()
         }
         (Kind::Extension, "health_check") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
         (Kind::Extension, "healthcheckv2") => {
@@ -181,8 +187,29 @@ fn service(kind: Kind, type_name: &str, body: &str, signal: &str) -> String {
     )
 }
 
+/// A kubeconfig whose API server is a closed port, for the components that read the API.
+/// Set once, before anything in this binary reads the environment (each test calls it first).
+fn kube_env() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("ferrotel-lifecycle-{}.kubeconfig", std::process::id()));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\ncurrent-context: c\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{}'}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        // SAFETY: called first in every test of this binary, under the OnceLock, so no other
+        // thread reads the environment meanwhile.
+        unsafe { std::env::set_var("KUBECONFIG", &path) };
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_factory_validates_starts_and_stops_before_the_deadline() {
+    kube_env();
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_string_lossy().into_owned();
     let mut checked = 0;
@@ -229,6 +256,7 @@ async fn every_factory_validates_starts_and_stops_before_the_deadline() {
 
 #[test]
 fn a_factory_refuses_an_unknown_key_under_each_of_its_names() {
+    kube_env();
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_string_lossy().into_owned();
     for f in FACTORIES {

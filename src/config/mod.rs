@@ -931,6 +931,17 @@ pub fn take_key_warnings() -> Vec<DeError> {
 }
 
 /// A config error at a key path inside a component's node (at the deepest key that exists).
+/// The Collector's `error_mode` (OTTL components, k8sobjects): what a failure does — `propagate`
+/// it (the default), `ignore` it with a log line, or stay `silent`.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorMode {
+    Ignore,
+    Silent,
+    #[default]
+    Propagate,
+}
+
 pub fn key_err(node: &Node, path: &[&str], msg: impl Into<String>) -> DeError {
     let mut n = node;
     for p in path {

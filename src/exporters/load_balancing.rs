@@ -1020,7 +1020,7 @@ fn k8s_resolver(
                         }
                         publish(&slices);
                     }
-                    Event::Applied(v) => {
+                    Event::Applied(v) | Event::Added(v) => {
                         if let Some((n, hosts)) = slice_hosts(&v, k.return_hostnames, &name, &ns) {
                             slices.insert(n, hosts);
                             publish(&slices);

@@ -4,5 +4,6 @@ pub mod file_storage;
 pub mod headers_setter;
 pub mod health_check;
 pub mod healthcheckv2;
+pub mod k8s_leader_elector;
 pub mod oauth2client;
 pub mod oidc;

@@ -4,6 +4,8 @@
 //! the object types read ([`objects`]), and the list-then-watch protocol ([`watch`]). Written on
 //! reqwest instead of kube-rs to keep the build small.
 
+pub mod discovery;
+pub mod lease;
 pub mod objects;
 pub mod quantity;
 pub mod watch;
@@ -56,8 +58,24 @@ pub struct ApiSettings {
 }
 
 impl ApiSettings {
+    /// The settings a component gives inline (`auth_type`, `context`).
+    pub fn inline(auth_type: AuthType, context: &Option<String>) -> ApiSettings {
+        ApiSettings {
+            auth_type,
+            context: context.clone(),
+            ..Default::default()
+        }
+    }
+
     pub fn connect(&self) -> Result<ApiConfig, String> {
         ApiConfig::from_auth(self.auth_type, self.context.as_deref())
+    }
+
+    /// Where the API server is, and a client for it.
+    pub fn client(&self) -> Result<(ApiConfig, reqwest::Client), String> {
+        let api = self.connect()?;
+        let client = api.client()?;
+        Ok((api, client))
     }
 }
 

@@ -23,8 +23,10 @@ pub struct Resource {
 pub enum Event {
     /// The whole collection (at start and after each relist): replaces what was known.
     Listed(Vec<serde_json::Value>),
-    /// An object was added or modified.
+    /// An object was modified.
     Applied(serde_json::Value),
+    /// An object was added (a cache treats it as [`Event::Applied`]).
+    Added(serde_json::Value),
     Deleted(serde_json::Value),
     /// Whether the API server answers (false while it cannot be reached).
     Reachable(bool),
@@ -37,9 +39,26 @@ pub async fn run(
     resource: &Resource,
     mut on: impl FnMut(Event) + Send,
 ) {
+    run_async(client, api, resource, None, move |e| {
+        on(e);
+        std::future::ready(())
+    })
+    .await
+}
+
+/// As [`run`], with a handler that may wait (a receiver pushing into its pipeline holds the
+/// watch back while the pipeline pushes back), and an optional version to start watching from
+/// without a list first (`resource_version` of the Collector's k8sobjects).
+pub async fn run_async<F: std::future::Future<Output = ()> + Send>(
+    client: &reqwest::Client,
+    api: &ApiConfig,
+    resource: &Resource,
+    from: Option<String>,
+    mut on: impl FnMut(Event) -> F + Send,
+) {
     let url = format!("{}{}", api.server, resource.path);
     let mut backoff = Duration::from_millis(200);
-    let mut rv: Option<String> = None;
+    let mut rv: Option<String> = from;
     loop {
         let started = std::time::Instant::now();
         let result = match &rv {
@@ -64,7 +83,7 @@ pub async fn run(
             // 410 Gone: the version is too old; relist.
             Ok(None) => rv = None,
             Err(e) => {
-                on(Event::Reachable(false));
+                on(Event::Reachable(false)).await;
                 tracing::warn!(resource = %resource.path, error = %e, retry_in = ?backoff, "Kubernetes API unreachable");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -87,17 +106,28 @@ fn request(
     Ok(r)
 }
 
-/// Lists everything (following `continue`) and reports it; returns the list's version.
-async fn list(
+/// Lists `resource` once (following `continue`): its objects, for a receiver that pulls.
+pub async fn list_all(
+    client: &reqwest::Client,
+    api: &ApiConfig,
+    resource: &Resource,
+) -> Result<Vec<serde_json::Value>, String> {
+    let url = format!("{}{}", api.server, resource.path);
+    list_items(client, api, &url, &resource.query)
+        .await
+        .map(|(items, _)| items)
+}
+
+/// Every item of a collection (following `continue`, 500 at a time) and the list's version.
+async fn list_items(
     client: &reqwest::Client,
     api: &ApiConfig,
     url: &str,
     query: &[(String, String)],
-    on: &mut (impl FnMut(Event) + Send),
-) -> Result<String, String> {
+) -> Result<(Vec<serde_json::Value>, String), String> {
     let mut items: Vec<serde_json::Value> = Vec::new();
     let mut cont: Option<String> = None;
-    let version = loop {
+    loop {
         let mut q = query.to_vec();
         q.push(("limit".into(), "500".into()));
         if let Some(c) = &cont {
@@ -117,23 +147,34 @@ async fn list(
         items.extend(list.items);
         match list.metadata.cont.filter(|c| !c.is_empty()) {
             Some(c) => cont = Some(c),
-            None => break list.metadata.resource_version,
+            None => return Ok((items, list.metadata.resource_version)),
         }
-    };
-    on(Event::Listed(items));
-    on(Event::Reachable(true));
+    }
+}
+
+/// Lists everything and reports it; returns the list's version.
+async fn list<F: std::future::Future<Output = ()> + Send>(
+    client: &reqwest::Client,
+    api: &ApiConfig,
+    url: &str,
+    query: &[(String, String)],
+    on: &mut (impl FnMut(Event) -> F + Send),
+) -> Result<String, String> {
+    let (items, version) = list_items(client, api, url, query).await?;
+    on(Event::Listed(items)).await;
+    on(Event::Reachable(true)).await;
     Ok(version)
 }
 
 /// Watches from `rv` until the server ends the stream; returns the last version seen, or
 /// `None` when it is too old (410) and a relist is needed.
-async fn watch(
+async fn watch<F: std::future::Future<Output = ()> + Send>(
     client: &reqwest::Client,
     api: &ApiConfig,
     url: &str,
     query: &[(String, String)],
     rv: &str,
-    on: &mut (impl FnMut(Event) + Send),
+    on: &mut (impl FnMut(Event) -> F + Send),
 ) -> Result<Option<String>, String> {
     let mut q = query.to_vec();
     q.extend([
@@ -152,7 +193,7 @@ async fn watch(
     if !resp.status().is_success() {
         return Err(format!("watch {url}: HTTP {}", resp.status()));
     }
-    on(Event::Reachable(true));
+    on(Event::Reachable(true)).await;
     let mut last = rv.to_owned();
     let mut buf: Vec<u8> = Vec::new();
     let mut body = http::Response::from(resp).into_body();
@@ -191,8 +232,9 @@ async fn watch(
             }
             match ev.kind.as_str() {
                 "BOOKMARK" => {}
-                "DELETED" => on(Event::Deleted(ev.object)),
-                _ => on(Event::Applied(ev.object)),
+                "DELETED" => on(Event::Deleted(ev.object)).await,
+                "ADDED" => on(Event::Added(ev.object)).await,
+                _ => on(Event::Applied(ev.object)).await,
             }
         }
     }

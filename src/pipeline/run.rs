@@ -139,6 +139,7 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
         health: health.clone(),
         storage: Default::default(),
         auth: Default::default(),
+        leaders: Default::default(),
         pipeline: String::new(),
         memory: crate::admission::Budget::new(),
         signals: Vec::new(),

@@ -26,14 +26,7 @@ use crate::ottl::eval::{
 use crate::ottl::{Condition, Context as OttlContext};
 use crate::signal::{Batch, Signal};
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorMode {
-    Ignore,
-    Silent,
-    #[default]
-    Propagate,
-}
+pub use crate::config::ErrorMode;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -66,6 +66,8 @@ impl Output {
 
 pub mod filelog;
 pub mod hostmetrics;
+pub mod k8s_events;
+pub mod k8sobjects;
 pub mod kubeletstats;
 pub mod prometheus;
 pub mod syslog;

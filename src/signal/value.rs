@@ -140,6 +140,36 @@ pub fn to_json(v: &AnyValue) -> serde_json::Value {
     }
 }
 
+/// JSON as a value: objects as maps (keys sorted, as serde_json holds them), arrays as arrays, integers that fit
+/// an i64 as ints and other numbers as doubles, null as an empty value.
+pub fn from_json(v: serde_json::Value) -> AnyValue {
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use serde_json::Value;
+    let value = match v {
+        Value::Null => None,
+        Value::Bool(b) => Some(V::BoolValue(b)),
+        Value::Number(n) => Some(match n.as_i64() {
+            Some(i) => V::IntValue(i),
+            None => V::DoubleValue(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Value::String(s) => Some(V::StringValue(s)),
+        Value::Array(a) => Some(V::ArrayValue(ArrayValue {
+            values: a.into_iter().map(from_json).collect(),
+        })),
+        Value::Object(o) => Some(V::KvlistValue(KeyValueList {
+            values: o
+                .into_iter()
+                .map(|(key, v)| KeyValue {
+                    key,
+                    value: Some(from_json(v)),
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+    };
+    AnyValue { value }
+}
+
 /// A Prometheus-style label name from an attribute key, the one rule for every exporter that
 /// writes labels (remote-write, Loki; the OTel "Prometheus and OpenMetrics compatibility"
 /// specification; Loki takes Prometheus' label names): every character outside `[a-zA-Z0-9_]`

@@ -226,7 +226,7 @@ impl Watcher {
                 }
                 cache.synced = true;
             }
-            (Kind::Pods, Event::Applied(object)) => {
+            (Kind::Pods, Event::Applied(object) | Event::Added(object)) => {
                 if let Ok(pod) = serde_json::from_value::<Pod>(object) {
                     cache.upsert_pod(pod, &self.exclude);
                 }
@@ -246,7 +246,7 @@ impl Watcher {
                     }
                 }
             }
-            (Kind::ReplicaSets, Event::Applied(o)) => {
+            (Kind::ReplicaSets, Event::Applied(o) | Event::Added(o)) => {
                 if let Ok(m) = serde_json::from_value::<Meta>(o) {
                     apply_replicaset(&mut cache, &m, false);
                 }
@@ -266,7 +266,7 @@ impl Watcher {
                     }
                 }
             }
-            (Kind::Namespaces, Event::Applied(o)) => {
+            (Kind::Namespaces, Event::Applied(o) | Event::Added(o)) => {
                 if let Ok(m) = serde_json::from_value::<Meta>(o) {
                     cache
                         .namespaces
@@ -286,7 +286,7 @@ impl Watcher {
                     }
                 }
             }
-            (Kind::Jobs, Event::Applied(o)) => {
+            (Kind::Jobs, Event::Applied(o) | Event::Added(o)) => {
                 if let Ok(m) = serde_json::from_value::<Meta>(o) {
                     apply_owned(&mut cache.jobs, &m, "CronJob", false);
                 }
@@ -304,7 +304,7 @@ impl Watcher {
                     }
                 }
             }
-            (Kind::Nodes, Event::Applied(o)) => {
+            (Kind::Nodes, Event::Applied(o) | Event::Added(o)) => {
                 if let Ok(m) = serde_json::from_value::<Meta>(o) {
                     cache.nodes.insert(m.metadata.name, m.metadata.uid);
                 }

@@ -245,11 +245,7 @@ impl ReceiverConfig for Config {
             };
             let kubelet = Kubelet::new(&self).map_err(|e| BuildError::new(&ctx.id, e))?;
             let api = match &self.k8s_api_config {
-                Some(a) => {
-                    let api = a.connect().map_err(|e| BuildError::new(&ctx.id, e))?;
-                    let client = api.client().map_err(|e| BuildError::new(&ctx.id, e))?;
-                    Some((api, client))
-                }
+                Some(a) => Some(a.client().map_err(|e| BuildError::new(&ctx.id, e))?),
                 None => None,
             };
             let out = Arc::new(Output::new(&ctx, "http", consumer));

@@ -263,7 +263,7 @@ impl KubernetesDiscovery {
                                 s.listed(kind, scope.as_deref(), items);
                                 s.mark_listed(&scope_key);
                             }
-                            Event::Applied(o) => s.applied(kind, o, false),
+                            Event::Applied(o) | Event::Added(o) => s.applied(kind, o, false),
                             Event::Deleted(o) => s.applied(kind, o, true),
                             Event::Reachable(_) => return,
                         }
