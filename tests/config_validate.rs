@@ -381,18 +381,16 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "46-reject-dynatrace-k8scombined.yaml",
-        Expect::Refused(&[
-            "unsupported component types: processors: transform (line 63); receivers: k8s_cluster (line 32)",
-        ]),
+        Expect::Refused(&["unsupported component types: processors: transform (line 63)"]),
     ),
     (
         "47-reject-helm-daemonset-hostmetrics.yaml",
         Expect::Unsupported(&["receivers: jaeger (line 59), zipkin (line 81)"]),
     ),
+    // Its k8s_cluster and k8sobjects run (against no API server here).
     (
         "48-reject-helm-alternate-config-k8s-cluster.yaml",
-        // `k8s_attributes` (with `otel_annotations`) is supported; the receivers are missing.
-        Expect::Unsupported(&["receivers: k8s_cluster (line 42)"]),
+        Expect::Valid,
     ),
     (
         "49-reject-operator-ta-kubernetessd-prometheus-exporter.yaml",

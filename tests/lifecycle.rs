@@ -31,6 +31,7 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         // An API server that never answers (see `kube_env`): they start, retry, and stop.
         (Kind::Receiver, "k8sobjects") => "{auth_type: kubeConfig, objects: [{name: pods}]}".into(),
         (Kind::Receiver, "k8s_events") => "{auth_type: kubeConfig}".into(),
+        (Kind::Receiver, "k8s_cluster") => "{auth_type: kubeConfig}".into(),
         (Kind::Receiver, "prometheus") => format!(
             "config: {{scrape_configs: [{{job_name: x, scrape_interval: 1h, static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}]}}"
         ),

@@ -12,11 +12,15 @@ pub fn parse(s: &str) -> Option<f64> {
         return None;
     }
     let n: f64 = num.parse().ok()?;
+    // Fractions divide (3800m is 3.8, where 3800 * 1e-3 is not).
+    match suffix {
+        "n" => return Some(n / 1e9),
+        "u" => return Some(n / 1e6),
+        "m" => return Some(n / 1e3),
+        _ => {}
+    }
     let scale = match suffix {
         "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
         "k" => 1e3,
         "M" => 1e6,
         "G" => 1e9,
@@ -42,6 +46,7 @@ mod tests {
     #[test]
     fn every_suffix_kind() {
         assert_eq!(parse("100m"), Some(0.1));
+        assert_eq!(parse("3800m"), Some(3.8));
         assert_eq!(parse("2"), Some(2.0));
         assert_eq!(parse("1.5"), Some(1.5));
         assert_eq!(parse("512Mi"), Some(512.0 * 1024.0 * 1024.0));

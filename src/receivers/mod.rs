@@ -66,6 +66,7 @@ impl Output {
 
 pub mod filelog;
 pub mod hostmetrics;
+pub mod k8s_cluster;
 pub mod k8s_events;
 pub mod k8sobjects;
 pub mod kubeletstats;
