@@ -508,3 +508,75 @@ service:
         "queried but not exported: {missing:?}\nexported: {exported:?}"
     );
 }
+
+#[test]
+fn the_cluster_overlay_renders_validates_and_elects_a_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text, docs) = render("cluster");
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new(validator())
+        .args(["--strict", "--quiet"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dep = find(&docs, "Deployment", "ferrotel-cluster");
+    check_workload(&docs, dep, "cluster.yaml", dir.path());
+    // Two replicas, of which the Lease lets one run the cluster receivers.
+    assert_eq!(dep["spec"]["replicas"], 2);
+    let config = std::fs::read_to_string(common::repo().join("pipelines/cluster.yaml")).unwrap();
+    let config: Value = serde_saphyr::from_str(&config).unwrap();
+    for receiver in ["k8s_cluster", "k8s_events"] {
+        assert_eq!(
+            config["receivers"][receiver]["k8s_leader_elector"], "k8s_leader_elector",
+            "{receiver} must run under the election"
+        );
+    }
+    assert!(
+        config["service"]["extensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "k8s_leader_elector")
+    );
+    // The service account may read what the receivers watch and write its Lease.
+    let sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    let role = find(&docs, "ClusterRole", "ferrotel-cluster");
+    let rules = serde_json::to_string(&role["rules"]).unwrap();
+    for r in [
+        "nodes",
+        "pods",
+        "events",
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+        "horizontalpodautoscalers",
+        "resourcequotas",
+    ] {
+        assert!(
+            rules.contains(&format!("\"{r}\"")),
+            "the ClusterRole lacks {r}"
+        );
+    }
+    let leases = find(&docs, "Role", "ferrotel-cluster-leases");
+    let verbs = serde_json::to_string(&leases["rules"][0]["verbs"]).unwrap();
+    for v in ["get", "create", "update"] {
+        assert!(verbs.contains(v), "leases: {verbs}");
+    }
+    let binding = find(&docs, "RoleBinding", "ferrotel-cluster-leases");
+    assert_eq!(binding["subjects"][0]["name"], sa);
+    assert_eq!(
+        find(&docs, "ClusterRoleBinding", "ferrotel-cluster")["subjects"][0]["name"],
+        sa
+    );
+}

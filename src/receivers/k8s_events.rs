@@ -152,14 +152,15 @@ async fn follow(shared: &Shared, path: String, since: u64) {
     };
     let mut reported: HashMap<String, String> = HashMap::new();
     watch::run_async(&shared.client, &shared.api, &resource, None, |ev| {
-        let items = match ev {
-            Event::Listed(items) => items,
-            Event::Added(o) | Event::Applied(o) => vec![o],
+        // A listing is parsed one event at a time, as it is filtered.
+        let items: Box<dyn Iterator<Item = serde_json::Value> + Send> = match ev {
+            Event::Listed(items) => Box::new(items.into_iter()),
+            Event::Added(o) | Event::Applied(o) => Box::new(std::iter::once(o)),
             Event::Deleted(o) => {
                 if let Some(uid) = o.pointer("/metadata/uid").and_then(|u| u.as_str()) {
                     reported.remove(uid);
                 }
-                Vec::new()
+                Box::new(std::iter::empty())
             }
             Event::Reachable(false) => {
                 shared
@@ -169,9 +170,9 @@ async fn follow(shared: &Shared, path: String, since: u64) {
                         source: path.clone(),
                     })
                     .inc();
-                Vec::new()
+                Box::new(std::iter::empty())
             }
-            Event::Reachable(true) => Vec::new(),
+            Event::Reachable(true) => Box::new(std::iter::empty()),
         };
         let mut logs = Vec::new();
         for o in items {

@@ -411,7 +411,7 @@ async fn watch_one(shared: &Shared, o: &ObjectConfig, resource: &watch::Resource
                 let first = !listed_once;
                 listed_once = true;
                 if first && initial {
-                    (Some(WatchType::Added), items)
+                    (Some(WatchType::Added), items.into_iter().collect())
                 } else {
                     (None, Vec::new())
                 }

@@ -156,7 +156,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn listed(&mut self, kind: Kind, items: Vec<serde_json::Value>) {
+    pub fn listed(&mut self, kind: Kind, items: impl IntoIterator<Item = serde_json::Value>) {
         let m: HashMap<String, Object> =
             items.into_iter().filter_map(|v| reduce(kind, v)).collect();
         self.objects.insert(kind, m);

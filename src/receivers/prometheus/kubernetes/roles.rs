@@ -91,7 +91,7 @@ objects!(Pod, Service, Endpoints, EndpointSlice, Node, Ingress, Meta);
 fn relist<T: Object>(
     map: &mut BTreeMap<String, T>,
     scope: Option<&str>,
-    items: Vec<serde_json::Value>,
+    items: impl IntoIterator<Item = serde_json::Value>,
 ) {
     match scope {
         Some(ns) => map.retain(|_, o| o.meta().namespace != ns),
@@ -145,7 +145,12 @@ impl Store {
         self.listed.len()
     }
 
-    pub fn listed(&mut self, kind: Kind, scope: Option<&str>, items: Vec<serde_json::Value>) {
+    pub fn listed(
+        &mut self,
+        kind: Kind,
+        scope: Option<&str>,
+        items: impl IntoIterator<Item = serde_json::Value>,
+    ) {
         per_kind!(self, kind, relist(scope, items));
     }
 
