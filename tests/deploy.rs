@@ -178,25 +178,30 @@ fn check_workload(docs: &[Value], workload: &Value, config_key: &str, dir: &Path
     }
 }
 
+/// `kubernetes-validate --strict` on a rendered overlay.
+fn schema_valid(name: &str, text: &str, dir: &Path) {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(validator())
+        .args(["--strict", "--quiet"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn overlays_render_validate_and_keep_their_invariants() {
     let dir = tempfile::tempdir().unwrap();
     let (agent_text, agent) = render("agent");
     let (gateway_text, gateway) = render("gateway");
     for (name, text) in [("agent", &agent_text), ("gateway", &gateway_text)] {
-        let path = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, text).unwrap();
-        let out = Command::new(validator())
-            .args(["--strict", "--quiet"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        schema_valid(name, text, dir.path());
     }
 
     // Agent: a DaemonSet on every node, OTLP on host ports, node logs mounted read-only.
@@ -513,19 +518,7 @@ service:
 fn the_cluster_overlay_renders_validates_and_elects_a_leader() {
     let dir = tempfile::tempdir().unwrap();
     let (text, docs) = render("cluster");
-    let path = dir.path().join("cluster.yaml");
-    std::fs::write(&path, &text).unwrap();
-    let out = Command::new(validator())
-        .args(["--strict", "--quiet"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cluster: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    schema_valid("cluster", &text, dir.path());
     let dep = find(&docs, "Deployment", "ferrotel-cluster");
     check_workload(&docs, dep, "cluster.yaml", dir.path());
     // Two replicas, of which the Lease lets one run the cluster receivers.
