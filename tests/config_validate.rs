@@ -664,7 +664,8 @@ fn valid_corpus_files_run_unchanged() {
     assert!(ran >= 20, "only {ran} corpus files ran");
 }
 
-/// Every config shipped in `pipelines/` and `pipelines/examples/` passes `ferrotel validate`.
+/// Every config shipped in `pipelines/` and `pipelines/examples/` passes `ferrotel validate`;
+/// `agent-node.yaml`, which the agent DaemonSet merges after `agent.yaml`, merged so.
 #[test]
 fn shipped_configs_validate() {
     let mut n = 0;
@@ -675,7 +676,24 @@ fn shipped_configs_validate() {
             if p.extension().is_some_and(|e| e == "yaml")
                 && p.file_name().is_some_and(|n| n != "kustomization.yaml")
             {
-                let (ok, out) = validate_file(&p, &[]);
+                let (ok, out) = if p.file_name().is_some_and(|n| n == "agent-node.yaml") {
+                    let out = Command::new(env!("CARGO_BIN_EXE_ferrotel"))
+                        .arg("validate")
+                        .arg("--config")
+                        .arg(common::repo().join("pipelines/agent.yaml"))
+                        .arg("--config")
+                        .arg(&p)
+                        .env("NODE_IP", "10.0.0.7")
+                        .env("KUBE_NODE_NAME", "node-1")
+                        .output()
+                        .unwrap();
+                    (
+                        out.status.success(),
+                        String::from_utf8_lossy(&out.stderr).into_owned(),
+                    )
+                } else {
+                    validate_file(&p, &[])
+                };
                 assert!(ok, "{}:\n{out}", p.display());
                 n += 1;
             }

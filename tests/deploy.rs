@@ -89,7 +89,8 @@ fn check_workload(docs: &[Value], workload: &Value, config_key: &str, dir: &Path
     let config = cm["data"][config_key]
         .as_str()
         .expect("the config in the ConfigMap");
-    // The container reads it where its args say.
+    // The container reads its configs (the first is `config_key`, any after it are merged
+    // over it) where its args say, each from the ConfigMap.
     let args: Vec<&str> = c["args"]
         .as_array()
         .unwrap()
@@ -102,18 +103,28 @@ fn check_workload(docs: &[Value], workload: &Value, config_key: &str, dir: &Path
         .iter()
         .find(|m| m["name"] == "config")
         .unwrap();
-    assert_eq!(
-        args,
-        vec![
-            "--config",
-            &format!("{}/{config_key}", mount["mountPath"].as_str().unwrap())
-        ]
-    );
+    let mount = mount["mountPath"].as_str().unwrap();
+    assert!(args.len() >= 2 && args.len() % 2 == 0, "{args:?}");
+    let mut files = Vec::new();
+    for pair in args.chunks(2) {
+        assert_eq!(pair[0], "--config", "{args:?}");
+        let key = pair[1]
+            .strip_prefix(&format!("{mount}/"))
+            .unwrap_or_else(|| panic!("{} is not in the config mount {mount}", pair[1]));
+        let text = cm["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} is not in the ConfigMap"));
+        let path = dir.join(key);
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    assert_eq!(files[0].file_name().unwrap().to_string_lossy(), config_key);
 
-    let path = dir.join(config_key);
-    std::fs::write(&path, config).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrotel"));
-    cmd.args(["validate", "--config"]).arg(&path);
+    cmd.arg("validate");
+    for f in &files {
+        cmd.arg("--config").arg(f);
+    }
     for e in c["env"].as_array().unwrap() {
         if let Some(v) = e["value"].as_str() {
             cmd.env(e["name"].as_str().unwrap(), v);
@@ -125,7 +136,7 @@ fn check_workload(docs: &[Value], workload: &Value, config_key: &str, dir: &Path
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{config_key} from the ConfigMap: {}",
+        "{files:?} from the ConfigMap: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 
