@@ -104,7 +104,7 @@ fn check_workload(docs: &[Value], workload: &Value, config_key: &str, dir: &Path
         .find(|m| m["name"] == "config")
         .unwrap();
     let mount = mount["mountPath"].as_str().unwrap();
-    assert!(args.len() >= 2 && args.len() % 2 == 0, "{args:?}");
+    assert!(args.len() >= 2 && args.len().is_multiple_of(2), "{args:?}");
     let mut files = Vec::new();
     for pair in args.chunks(2) {
         assert_eq!(pair[0], "--config", "{args:?}");
