@@ -46,9 +46,13 @@ impl Registry {
             .insert(id, leading);
     }
 
-    /// The election a component names in `k8s_leader_elector`, if it names one.
-    pub fn lookup(&self, id: &Option<String>) -> Result<Option<watch::Receiver<bool>>, String> {
-        id.as_deref().map(|id| self.get(id)).transpose()
+    /// The election a component names in `k8s_leader_elector`, if it names one; an error
+    /// when no such extension runs.
+    pub fn lookup(self: &std::sync::Arc<Self>, id: &Option<String>) -> Result<Under, String> {
+        match id {
+            Some(id) => self.get(id).map(|_| Some((self.clone(), id.clone()))),
+            None => Ok(None),
+        }
     }
 
     pub fn get(&self, id: &str) -> Result<watch::Receiver<bool>, String> {
@@ -64,44 +68,78 @@ impl Registry {
     }
 }
 
+/// The election a component runs under: the registry and the extension's id, so that when the
+/// extension is restarted (a reload that changed it) the component follows the new one.
+pub type Under = Option<(std::sync::Arc<Registry>, String)>;
+
+impl Registry {
+    /// The election `id` names, once one whose extension runs is registered (a restarted
+    /// extension registers anew); `None` if `stop` comes first.
+    async fn live(&self, id: &str, stop: &CancellationToken) -> Option<watch::Receiver<bool>> {
+        loop {
+            if let Ok(rx) = self.get(id)
+                && rx.has_changed().is_ok()
+            {
+                return Some(rx);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
 /// Runs `work` while this process leads (always, without an election): started when
-/// leadership is gained, cancelled through its token when it is lost, until `stop`.
-pub async fn while_leader<F, Fut>(
-    leading: Option<watch::Receiver<bool>>,
-    stop: CancellationToken,
-    mut work: F,
-) where
+/// leadership is gained, cancelled through its token when it is lost, until `stop`. When the
+/// election's extension stops (a reload restarting it), the work stops and waits for the new
+/// one.
+pub async fn while_leader<F, Fut>(under: Under, stop: CancellationToken, mut work: F)
+where
     F: FnMut(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let Some(mut leading) = leading else {
+    let Some((registry, id)) = under else {
         work(stop.clone()).await;
         return;
     };
-    loop {
-        // Wait to lead.
-        while !*leading.borrow_and_update() {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                changed = leading.changed() => if changed.is_err() { return },
-            }
-        }
-        let token = stop.child_token();
-        let task = tokio::spawn(work(token.clone()));
+    'election: loop {
+        let Some(mut leading) = registry.live(&id, &stop).await else {
+            return;
+        };
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                changed = leading.changed() => {
-                    if changed.is_err() || !*leading.borrow_and_update() {
-                        break;
+            // Wait to lead.
+            while !*leading.borrow_and_update() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = leading.changed() => if changed.is_err() { continue 'election },
+                }
+            }
+            let token = stop.child_token();
+            let task = tokio::spawn(work(token.clone()));
+            let mut ended = false;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    changed = leading.changed() => {
+                        if changed.is_err() {
+                            ended = true;
+                            break;
+                        }
+                        if !*leading.borrow_and_update() {
+                            break;
+                        }
                     }
                 }
             }
-        }
-        token.cancel();
-        let _ = task.await;
-        if stop.is_cancelled() {
-            return;
+            token.cancel();
+            let _ = task.await;
+            if stop.is_cancelled() {
+                return;
+            }
+            if ended {
+                continue 'election;
+            }
         }
     }
 }
@@ -350,5 +388,74 @@ async fn release(
         Ok(())
     } else {
         Err(format!("PUT {url}: HTTP {}", resp.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{what}");
+    }
+
+    #[tokio::test]
+    async fn work_follows_leadership_and_a_restarted_election() {
+        let registry = Arc::new(Registry::default());
+        let id = ComponentId::parse("k8s_leader_elector").unwrap();
+        let (tx, rx) = watch::channel(false);
+        registry.register(id.clone(), rx);
+        let (running, started) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let stop = CancellationToken::new();
+        let under = registry.lookup(&Some("k8s_leader_elector".into())).unwrap();
+        let (r, s) = (running.clone(), started.clone());
+        let task = tokio::spawn(while_leader(under, stop.clone(), move |token| {
+            let (r, s) = (r.clone(), s.clone());
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                r.fetch_add(1, Ordering::SeqCst);
+                token.cancelled().await;
+                r.fetch_sub(1, Ordering::SeqCst);
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            0,
+            "not leading: not running"
+        );
+        tx.send_replace(true);
+        eventually("runs when leading", || running.load(Ordering::SeqCst) == 1).await;
+        tx.send_replace(false);
+        eventually("stops when not", || running.load(Ordering::SeqCst) == 0).await;
+        tx.send_replace(true);
+        eventually("runs again", || started.load(Ordering::SeqCst) == 2).await;
+        // The extension restarts: its old election ends, a new one registers and leads.
+        drop(tx);
+        eventually("stops with its election", || {
+            running.load(Ordering::SeqCst) == 0
+        })
+        .await;
+        let (tx2, rx2) = watch::channel(true);
+        registry.register(id, rx2);
+        eventually("runs under the new election", || {
+            started.load(Ordering::SeqCst) == 3 && running.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(running.load(Ordering::SeqCst), 0);
+        drop(tx2);
+        assert!(registry.lookup(&Some("nope".into())).is_err());
     }
 }

@@ -48,16 +48,6 @@ impl IntoIterator for Items {
     }
 }
 
-impl From<Vec<serde_json::Value>> for Items {
-    fn from(v: Vec<serde_json::Value>) -> Self {
-        Items(
-            v.iter()
-                .filter_map(|v| serde_json::value::to_raw_value(v).ok())
-                .collect(),
-        )
-    }
-}
-
 /// What the watch reports, in order.
 #[derive(Debug)]
 pub enum Event {

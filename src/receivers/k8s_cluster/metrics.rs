@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::Config;
+use super::config::Config;
 use super::state::{Container, Id, Kind, Object, State};
 use crate::signal::build::{MetricBuilder, Num, Toggle, enabled};
 

@@ -9,76 +9,25 @@
 //! reported and each failed read is counted. With `k8s_leader_elector`, it runs only while this
 //! collector holds the Lease.
 
+mod config;
 mod metrics;
 mod state;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+pub use config::Config;
 
-use serde::Deserialize;
+use std::sync::{Arc, Mutex};
+
 use tokio_util::sync::CancellationToken;
 
 use super::Output;
 use crate::component::{
     BoxFuture, BuildError, Context, Factory, Lifecycle, ReceiverConfig, SignalConsumers, Stability,
 };
-use crate::config::{DeError, Node, from_node, key_err, units};
+use crate::config::{DeError, Node, from_node, key_err};
 use crate::kube::watch::{self, Event};
 use crate::kube::{ApiSettings, AuthType};
-use crate::signal::build::Toggle;
 use crate::signal::{Batch, Signal};
 use state::{Kind, State};
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// `serviceAccount` (default), `kubeConfig` or `none`.
-    #[serde(default)]
-    pub auth_type: AuthType,
-    #[serde(default)]
-    pub context: Option<String>,
-    #[serde(default)]
-    pub kube_api_burst: Option<u32>,
-    #[serde(default)]
-    pub kube_api_qps: Option<f32>,
-    /// How often the state is reported. Default 10s.
-    #[serde(default = "ten_seconds", deserialize_with = "units::duration")]
-    pub collection_interval: Duration,
-    /// Node conditions reported as `k8s.node.condition_<type>`. Default `[Ready]`.
-    #[serde(default = "ready")]
-    pub node_conditions_to_report: Vec<String>,
-    /// Node allocatable resources reported as `k8s.node.allocatable_<type>`. Default none.
-    #[serde(default)]
-    pub allocatable_types_to_report: Vec<String>,
-    /// Only these namespaces' objects (and the cluster-wide nodes and namespaces); default all.
-    #[serde(default)]
-    pub namespaces: Vec<String>,
-    /// Accepted (entity metadata is not exported yet; `metadata_exporters` is refused).
-    #[serde(default, deserialize_with = "units::opt_duration")]
-    pub metadata_collection_interval: Option<Duration>,
-    /// Refused when set: entity events are not built in ferrotel yet.
-    #[serde(default)]
-    pub metadata_exporters: Vec<String>,
-    /// `kubernetes` (default); `openshift` is refused.
-    #[serde(default)]
-    pub distribution: Option<String>,
-    /// Run only while this `k8s_leader_elector` extension holds its Lease.
-    #[serde(default)]
-    pub k8s_leader_elector: Option<String>,
-    #[serde(default)]
-    pub metrics: BTreeMap<String, Toggle>,
-    #[serde(default)]
-    pub resource_attributes: BTreeMap<String, Toggle>,
-}
-
-fn ten_seconds() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn ready() -> Vec<String> {
-    vec!["Ready".into()]
-}
 
 pub const FACTORY: Factory = Factory::receiver(
     "k8s_cluster",

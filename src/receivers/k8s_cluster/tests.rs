@@ -1,5 +1,6 @@
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric::Data, number_data_point};
 use serde_json::json;
+use std::time::Duration;
 
 use super::*;
 use crate::config::node::parse as yaml;

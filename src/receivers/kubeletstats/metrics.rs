@@ -7,8 +7,8 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::config::{Config, MetricGroup};
 use super::summary::{ContainerStats, CpuStats, FsStats, MemoryStats, NetworkStats, Summary};
-use super::{Config, MetricGroup};
 use crate::kube::{Pod, container_id};
 use crate::signal::build::{MetricBuilder, Num, Toggle, enabled};
 

@@ -224,7 +224,10 @@ fn the_summary_becomes_the_collectors_metrics_per_resource() {
 fn default_groups_and_all_interfaces() {
     let s: summary::Summary = serde_json::from_str(SUMMARY).unwrap();
     let c = cfg("auth_type: none\ncollect_all_network_interfaces: {node: true}\n");
-    assert_eq!(c.metric_groups, default_groups());
+    assert_eq!(
+        c.metric_groups,
+        [MetricGroup::Container, MetricGroup::Pod, MetricGroup::Node]
+    );
     assert_eq!(c.collection_interval, Duration::from_secs(10));
     let rms = metrics::build(&c, &s, &metrics::Extra::default(), 1);
     // Node, pod and two containers; no volumes by default.
