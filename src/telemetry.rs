@@ -36,6 +36,16 @@ pub struct SourceLabels {
 /// [`Telemetry::receiver_source_errors`]'s type.
 pub type SourceErrors = Family<SourceLabels, Counter>;
 
+/// Counts one failed read of `source` by `receiver`.
+pub fn source_failed(errors: &SourceErrors, receiver: &str, source: &str) {
+    errors
+        .get_or_create(&SourceLabels {
+            receiver: receiver.to_owned(),
+            source: source.to_owned(),
+        })
+        .inc();
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExporterLabels {
     pub exporter: String,

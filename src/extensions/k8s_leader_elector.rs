@@ -82,13 +82,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
             "must be more than 0 and shorter than renew_deadline",
         ));
     }
-    if cfg.auth_type == AuthType::Tls {
-        return Err(key_err(
-            node,
-            &["auth_type"],
-            "the API server takes serviceAccount, kubeConfig or none",
-        ));
-    }
+    crate::kube::api_auth(node, cfg.auth_type)?;
     Ok(Box::new(cfg))
 }
 

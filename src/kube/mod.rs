@@ -39,6 +39,19 @@ pub enum AuthType {
     Tls,
 }
 
+/// Refuses `auth_type: tls` for a component that reads the API server (only the kubelet takes a
+/// client certificate), naming the key.
+pub fn api_auth(node: &crate::config::Node, auth: AuthType) -> Result<(), crate::config::DeError> {
+    if auth == AuthType::Tls {
+        return Err(crate::config::key_err(
+            node,
+            &["auth_type"],
+            "the API server takes serviceAccount, kubeConfig or none",
+        ));
+    }
+    Ok(())
+}
+
 /// The Collector's `k8s_api_config` (and the same keys inline in its Kubernetes receivers).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -18,13 +18,13 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::Output;
+use super::ApiSource;
 use crate::component::{
     BoxFuture, BuildError, Context, Factory, Lifecycle, ReceiverConfig, SignalConsumers, Stability,
 };
-use crate::config::{DeError, Node, from_node, key_err};
+use crate::config::{DeError, Node, from_node};
 use crate::kube::watch::{self, Event};
-use crate::kube::{ApiConfig, ApiSettings, AuthType, timestamp_nanos};
+use crate::kube::{AuthType, timestamp_nanos};
 use crate::signal::value::string_kv;
 use crate::signal::{Batch, Signal};
 
@@ -54,13 +54,7 @@ pub const FACTORY: Factory =
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
-    if cfg.auth_type == AuthType::Tls {
-        return Err(key_err(
-            node,
-            &["auth_type"],
-            "the API server takes serviceAccount, kubeConfig or none",
-        ));
-    }
+    crate::kube::api_auth(node, cfg.auth_type)?;
     Ok(Box::new(cfg))
 }
 
@@ -78,18 +72,16 @@ impl ReceiverConfig for Config {
             let Some(consumer) = consumers[Signal::Logs.index()].clone() else {
                 return Err(BuildError::new(&ctx.id, "no logs pipeline uses it"));
             };
-            let err = |e: String| BuildError::new(&ctx.id, e);
-            let (api, client) = ApiSettings::inline(self.auth_type, &self.context)
-                .client()
-                .map_err(err)?;
-            let leading = ctx.leaders.lookup(&self.k8s_leader_elector).map_err(err)?;
-            let shared = Arc::new(Shared {
-                api,
-                client,
-                out: Output::new(&ctx, "", consumer),
-                errors: ctx.telemetry.receiver_source_errors.clone(),
-                id: ctx.id.to_string(),
-            });
+            let leading = ctx
+                .leaders
+                .lookup(&self.k8s_leader_elector)
+                .map_err(|e| BuildError::new(&ctx.id, e))?;
+            let shared = Arc::new(ApiSource::new(
+                &ctx,
+                consumer,
+                self.auth_type,
+                &self.context,
+            )?);
             let paths: Vec<String> = if self.namespaces.is_empty() {
                 vec!["/api/v1/events".into()]
             } else {
@@ -133,19 +125,11 @@ impl ReceiverConfig for Config {
     }
 }
 
-struct Shared {
-    api: ApiConfig,
-    client: reqwest::Client,
-    out: Output,
-    errors: crate::telemetry::SourceErrors,
-    id: String,
-}
-
 /// The event's versions already reported, by uid (events expire, and their deletion removes
 /// them); bounded all the same.
 const MAX_TRACKED: usize = 100_000;
 
-async fn follow(shared: &Shared, path: String, since: u64) {
+async fn follow(shared: &ApiSource, path: String, since: u64) {
     let resource = watch::Resource {
         path: path.clone(),
         query: Vec::new(),
@@ -163,13 +147,7 @@ async fn follow(shared: &Shared, path: String, since: u64) {
                 Box::new(std::iter::empty())
             }
             Event::Reachable(false) => {
-                shared
-                    .errors
-                    .get_or_create(&crate::telemetry::SourceLabels {
-                        receiver: shared.id.clone(),
-                        source: path.clone(),
-                    })
-                    .inc();
+                shared.failed(&path);
                 Box::new(std::iter::empty())
             }
             Event::Reachable(true) => Box::new(std::iter::empty()),
@@ -192,14 +170,7 @@ async fn follow(shared: &Shared, path: String, since: u64) {
             reported.insert(ev.metadata.uid.clone(), rv.clone());
             logs.push(to_logs(&ev));
         }
-        async move {
-            if logs.is_empty() {
-                return;
-            }
-            if let Err(e) = shared.out.push(Batch::Logs(logs), Default::default()).await {
-                tracing::debug!(receiver = %shared.id, error = %e, "events refused downstream");
-            }
-        }
+        shared.push(Batch::Logs(logs))
     })
     .await
 }

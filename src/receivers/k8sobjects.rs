@@ -18,14 +18,14 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::Output;
+use super::ApiSource;
 use crate::component::{
     BoxFuture, BuildError, Context, Factory, Lifecycle, ReceiverConfig, SignalConsumers, Stability,
 };
 use crate::config::{DeError, ErrorMode, Node, from_node, key_err, units};
+use crate::kube::AuthType;
 use crate::kube::discovery::{self, DiscoveryError};
 use crate::kube::watch::{self, Event};
-use crate::kube::{ApiConfig, ApiSettings, AuthType};
 use crate::signal::value::{from_json, string_kv};
 use crate::signal::{Batch, Signal};
 
@@ -159,13 +159,7 @@ pub fn parse_config(node: &Node) -> Result<Config, DeError> {
             "persisting resource versions is not built in ferrotel yet",
         ));
     }
-    if cfg.auth_type == AuthType::Tls {
-        return Err(key_err(
-            node,
-            &["auth_type"],
-            "the API server takes serviceAccount, kubeConfig or none",
-        ));
-    }
+    crate::kube::api_auth(node, cfg.auth_type)?;
     for (i, o) in cfg.objects.iter_mut().enumerate() {
         let at = |k: &str, m: &str| key_err(node, &["objects", &format!("[{i}]"), k], m);
         if o.name.is_empty() {
@@ -231,17 +225,12 @@ impl ReceiverConfig for Config {
             let Some(consumer) = consumers[Signal::Logs.index()].clone() else {
                 return Err(BuildError::new(&ctx.id, "no logs pipeline uses it"));
             };
-            let err = |e: String| BuildError::new(&ctx.id, e);
-            let (api, client) = ApiSettings::inline(self.auth_type, &self.context)
-                .client()
-                .map_err(err)?;
-            let leading = ctx.leaders.lookup(&self.k8s_leader_elector).map_err(err)?;
+            let leading = ctx
+                .leaders
+                .lookup(&self.k8s_leader_elector)
+                .map_err(|e| BuildError::new(&ctx.id, e))?;
             let shared = Arc::new(Shared {
-                api,
-                client,
-                out: Output::new(&ctx, "", consumer),
-                errors: ctx.telemetry.receiver_source_errors.clone(),
-                id: ctx.id.to_string(),
+                src: ApiSource::new(&ctx, consumer, self.auth_type, &self.context)?,
                 error_mode: self.error_mode,
                 include_initial_state: self.include_initial_state,
             });
@@ -269,32 +258,15 @@ impl ReceiverConfig for Config {
 }
 
 struct Shared {
-    api: ApiConfig,
-    client: reqwest::Client,
-    out: Output,
-    errors: crate::telemetry::SourceErrors,
-    id: String,
+    src: ApiSource,
     error_mode: ErrorMode,
     include_initial_state: bool,
 }
 
-impl Shared {
-    fn failed(&self, source: &str) {
-        self.errors
-            .get_or_create(&crate::telemetry::SourceLabels {
-                receiver: self.id.clone(),
-                source: source.into(),
-            })
-            .inc();
-    }
-
-    async fn push(&self, logs: Vec<ResourceLogs>) {
-        if logs.is_empty() {
-            return;
-        }
-        if let Err(e) = self.out.push(Batch::Logs(logs), Default::default()).await {
-            tracing::debug!(receiver = %self.id, error = %e, "objects refused downstream");
-        }
+impl std::ops::Deref for Shared {
+    type Target = ApiSource;
+    fn deref(&self) -> &ApiSource {
+        &self.src
     }
 }
 
@@ -387,7 +359,7 @@ async fn pull(
                     .into_iter()
                     .filter(|i| !excluded(o, i))
                     .map(|i| (namespace_of(&i), record(&o.name, now, None, i)));
-                shared.push(by_namespace(records)).await;
+                shared.push(Batch::Logs(by_namespace(records))).await;
             }
             Err(e) => {
                 shared.failed(&resource.path);
@@ -434,7 +406,7 @@ async fn watch_one(shared: &Shared, o: &ObjectConfig, resource: &watch::Resource
             ),
             _ => Vec::new(),
         };
-        async move { shared.push(logs).await }
+        shared.push(Batch::Logs(logs))
     })
     .await
 }

@@ -64,6 +64,52 @@ impl Output {
     }
 }
 
+/// What the receivers that read the Kubernetes API share: the server and a client for it, the
+/// output, and the count of failed reads.
+pub(crate) struct ApiSource {
+    pub(crate) api: crate::kube::ApiConfig,
+    pub(crate) client: reqwest::Client,
+    pub(crate) out: Output,
+    pub(crate) id: String,
+    errors: crate::telemetry::SourceErrors,
+}
+
+impl ApiSource {
+    /// Connects as `auth_type` (and `context`) says, for receiver `ctx.id`.
+    pub(crate) fn new(
+        ctx: &Context,
+        consumer: DynConsumer,
+        auth_type: crate::kube::AuthType,
+        context: &Option<String>,
+    ) -> Result<ApiSource, crate::component::BuildError> {
+        let (api, client) = crate::kube::ApiSettings::inline(auth_type, context)
+            .client()
+            .map_err(|e| crate::component::BuildError::new(&ctx.id, e))?;
+        Ok(ApiSource {
+            api,
+            client,
+            out: Output::new(ctx, "", consumer),
+            id: ctx.id.to_string(),
+            errors: ctx.telemetry.receiver_source_errors.clone(),
+        })
+    }
+
+    /// Counts one failed read of `source` (an API path).
+    pub(crate) fn failed(&self, source: &str) {
+        crate::telemetry::source_failed(&self.errors, &self.id, source);
+    }
+
+    /// Hands a batch on; a refusal downstream is logged (the next read brings the state again).
+    pub(crate) async fn push(&self, batch: crate::signal::Batch) {
+        if batch.item_count() == 0 {
+            return;
+        }
+        if let Err(e) = self.out.push(batch, Default::default()).await {
+            tracing::debug!(receiver = %self.id, error = %e, "refused downstream");
+        }
+    }
+}
+
 pub mod filelog;
 pub mod hostmetrics;
 pub mod k8s_cluster;

@@ -350,12 +350,7 @@ async fn run(
         cpu = back;
         // Say once when a scraper starts failing and once when it recovers.
         for (s, e) in &errors {
-            source_errors
-                .get_or_create(&crate::telemetry::SourceLabels {
-                    receiver: id.clone(),
-                    source: s.clone(),
-                })
-                .inc();
+            crate::telemetry::source_failed(&source_errors, &id, s);
             if failing.get(s) != Some(e) {
                 tracing::warn!(receiver = %id, scraper = %s, error = %e, "scraper failed");
             }

@@ -19,13 +19,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Output;
+use super::ApiSource;
 use crate::component::{
     BoxFuture, BuildError, Context, Factory, Lifecycle, ReceiverConfig, SignalConsumers, Stability,
 };
 use crate::config::{DeError, Node, from_node, key_err};
 use crate::kube::watch::{self, Event};
-use crate::kube::{ApiSettings, AuthType};
 use crate::signal::{Batch, Signal};
 use state::{Kind, State};
 
@@ -50,13 +49,7 @@ pub fn parse_config(node: &Node) -> Result<Config, DeError> {
             "must be more than 0",
         ));
     }
-    if cfg.auth_type == AuthType::Tls {
-        return Err(key_err(
-            node,
-            &["auth_type"],
-            "the API server takes serviceAccount, kubeConfig or none",
-        ));
-    }
+    crate::kube::api_auth(node, cfg.auth_type)?;
     if !cfg.metadata_exporters.is_empty() {
         return Err(key_err(
             node,
@@ -119,17 +112,12 @@ impl ReceiverConfig for Config {
             let Some(consumer) = consumers[Signal::Metrics.index()].clone() else {
                 return Err(BuildError::new(&ctx.id, "no metrics pipeline uses it"));
             };
-            let err = |e: String| BuildError::new(&ctx.id, e);
-            let (api, client) = ApiSettings::inline(self.auth_type, &self.context)
-                .client()
-                .map_err(err)?;
-            let leading = ctx.leaders.lookup(&self.k8s_leader_elector).map_err(err)?;
+            let leading = ctx
+                .leaders
+                .lookup(&self.k8s_leader_elector)
+                .map_err(|e| BuildError::new(&ctx.id, e))?;
             let shared = Arc::new(Shared {
-                api,
-                client,
-                out: Output::new(&ctx, "", consumer),
-                errors: ctx.telemetry.receiver_source_errors.clone(),
-                id: ctx.id.to_string(),
+                src: ApiSource::new(&ctx, consumer, self.auth_type, &self.context)?,
                 cfg: *self,
             });
             let stop = CancellationToken::new();
@@ -144,12 +132,15 @@ impl ReceiverConfig for Config {
 }
 
 struct Shared {
-    api: crate::kube::ApiConfig,
-    client: reqwest::Client,
-    out: Output,
-    errors: crate::telemetry::SourceErrors,
-    id: String,
+    src: ApiSource,
     cfg: Config,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = ApiSource;
+    fn deref(&self) -> &ApiSource {
+        &self.src
+    }
 }
 
 /// One leadership term: a watch per kind (and namespace) into a fresh state, and a report
@@ -189,13 +180,7 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                         Event::Added(o) | Event::Applied(o) => st.applied(kind, o),
                         Event::Deleted(o) => st.deleted(kind, &o),
                         Event::Reachable(false) => {
-                            shared
-                                .errors
-                                .get_or_create(&crate::telemetry::SourceLabels {
-                                    receiver: shared.id.clone(),
-                                    source: source.clone(),
-                                })
-                                .inc();
+                            shared.failed(&source);
                         }
                         Event::Reachable(true) => {}
                     }

@@ -331,12 +331,7 @@ async fn run(
             }
         }
         Err(e) => {
-            errors
-                .get_or_create(&crate::telemetry::SourceLabels {
-                    receiver: id.clone(),
-                    source: source.into(),
-                })
-                .inc();
+            crate::telemetry::source_failed(&errors, &id, source);
             if failing.get(source) != Some(&e) {
                 tracing::warn!(receiver = %id, source, error = %e, "kubelet read failed");
             }
