@@ -82,7 +82,7 @@ pub fn parse(node: &Node) -> Result<Box<dyn ExtensionConfig>, DeError> {
             "must be more than 0 and shorter than renew_deadline",
         ));
     }
-    crate::kube::api_auth(node, cfg.auth_type)?;
+    crate::kube::api_auth(node, &[], cfg.auth_type)?;
     Ok(Box::new(cfg))
 }
 

@@ -40,12 +40,17 @@ pub enum AuthType {
 }
 
 /// Refuses `auth_type: tls` for a component that reads the API server (only the kubelet takes a
-/// client certificate), naming the key.
-pub fn api_auth(node: &crate::config::Node, auth: AuthType) -> Result<(), crate::config::DeError> {
+/// client certificate), naming the key (under `at` in `node`).
+pub fn api_auth(
+    node: &crate::config::Node,
+    at: &[&str],
+    auth: AuthType,
+) -> Result<(), crate::config::DeError> {
     if auth == AuthType::Tls {
+        let path: Vec<&str> = at.iter().copied().chain(["auth_type"]).collect();
         return Err(crate::config::key_err(
             node,
-            &["auth_type"],
+            &path,
             "the API server takes serviceAccount, kubeConfig or none",
         ));
     }

@@ -3,6 +3,7 @@
 //! ([`dns`]), client construction ([`client`]) and authentication ([`auth`]).
 
 pub mod auth;
+pub mod aws;
 pub mod client;
 pub mod compression;
 pub mod dns;

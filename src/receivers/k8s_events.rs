@@ -54,7 +54,7 @@ pub const FACTORY: Factory =
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     let cfg: Config = from_node(node)?;
-    crate::kube::api_auth(node, cfg.auth_type)?;
+    crate::kube::api_auth(node, &[], cfg.auth_type)?;
     Ok(Box::new(cfg))
 }
 

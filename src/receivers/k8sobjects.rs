@@ -159,7 +159,7 @@ pub fn parse_config(node: &Node) -> Result<Config, DeError> {
             "persisting resource versions is not built in ferrotel yet",
         ));
     }
-    crate::kube::api_auth(node, cfg.auth_type)?;
+    crate::kube::api_auth(node, &[], cfg.auth_type)?;
     for (i, o) in cfg.objects.iter_mut().enumerate() {
         let at = |k: &str, m: &str| key_err(node, &["objects", &format!("[{i}]"), k], m);
         if o.name.is_empty() {

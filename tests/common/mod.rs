@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests: ports, collector processes, an OTLP sink, the SDK.
 #![allow(dead_code)]
 
+pub mod https;
 pub mod ledger;
 pub mod prometheus;
 pub mod sink;

@@ -189,24 +189,18 @@ async fn get_text(
 /// `ec2`: IMDSv2 (a session token, then the instance identity document and the hostname).
 pub async fn ec2(endpoint: &str, timeout: Duration) -> Result<Found, String> {
     let c = client(timeout)?;
-    let base = endpoint.trim_end_matches('/');
-    let token = c
-        .put(format!("{base}/latest/api/token"))
-        .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
-        .send()
+    let token = crate::net::aws::imds_token(&c, endpoint)
         .await
-        .map_err(|e| format!("not on EC2 (no IMDS at {base}: {e})"))?;
-    if !token.status().is_success() {
-        return Err(format!("IMDS token: HTTP {}", token.status()));
-    }
-    let token = token.text().await.map_err(|e| e.to_string())?;
-    let h = [("X-aws-ec2-metadata-token", token.as_str())];
-    let doc = get_text(
-        &c,
-        format!("{base}/latest/dynamic/instance-identity/document"),
-        &h,
-    )
-    .await?;
+        .map_err(|e| format!("not on EC2 ({e})"))?;
+    ec2_with(&c, endpoint, &token).await
+}
+
+/// The instance identity document and hostname, given an IMDS session token.
+pub async fn ec2_with(c: &reqwest::Client, endpoint: &str, token: &str) -> Result<Found, String> {
+    use crate::net::aws::imds_get;
+    let doc = imds_get(c, endpoint, token, "dynamic/instance-identity/document")
+        .await
+        .map_err(|e| e.to_string())?;
     let v: Value = serde_json::from_str(&doc).map_err(|e| format!("identity document: {e}"))?;
     let mut out: Found = vec![
         ("cloud.provider".into(), "aws".into()),
@@ -224,7 +218,7 @@ pub async fn ec2(endpoint: &str, timeout: Duration) -> Result<Found, String> {
             out.push((attr.into(), s.to_owned()));
         }
     }
-    if let Ok(name) = get_text(&c, format!("{base}/latest/meta-data/hostname"), &h).await {
+    if let Ok(name) = imds_get(c, endpoint, token, "meta-data/hostname").await {
         out.push(("host.name".into(), name.trim().to_owned()));
     }
     Ok(out)
@@ -269,8 +263,8 @@ pub async fn gcp(host: &str, in_kubernetes: bool, timeout: Duration) -> Result<F
     Ok(out)
 }
 
-/// `azure`: the Azure Instance Metadata Service's compute document (`Metadata: true`).
-pub async fn azure(endpoint: &str, timeout: Duration) -> Result<Found, String> {
+/// The Azure Instance Metadata Service's compute document (`Metadata: true`).
+pub async fn azure_compute(endpoint: &str, timeout: Duration) -> Result<Value, String> {
     let c = client(timeout)?;
     let url = format!(
         "{}/metadata/instance/compute?api-version=2020-09-01&format=json",
@@ -279,7 +273,12 @@ pub async fn azure(endpoint: &str, timeout: Duration) -> Result<Found, String> {
     let doc = get_text(&c, url, &[("Metadata", "true")])
         .await
         .map_err(|e| format!("not on Azure ({e})"))?;
-    let v: Value = serde_json::from_str(&doc).map_err(|e| format!("Azure IMDS: {e}"))?;
+    serde_json::from_str(&doc).map_err(|e| format!("Azure IMDS: {e}"))
+}
+
+/// `azure`: the compute document's VM, region, subscription and resource group.
+pub async fn azure(endpoint: &str, timeout: Duration) -> Result<Found, String> {
+    let v = azure_compute(endpoint, timeout).await?;
     let mut out: Found = vec![
         ("cloud.provider".into(), "azure".into()),
         ("cloud.platform".into(), "azure_vm".into()),

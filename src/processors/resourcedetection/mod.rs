@@ -2,39 +2,49 @@
 //! once, at start, with the listed `detectors` in order, and sets it on every resource that
 //! passes: `env` (`OTEL_RESOURCE_ATTRIBUTES`), `system` (host name by `hostname_sources`,
 //! `os.type`, and on request `host.id`, `host.arch`, `os.description`), `docker` (the daemon's
-//! host name and OS type), `ec2` (IMDSv2), `gcp` (GCE / GKE metadata server), `azure` (IMDS).
+//! host name and OS type), `ec2` (IMDSv2), `gcp` (GCE / GKE metadata server), `azure` (IMDS),
+//! and in a pod `k8s_api` (alias `k8snode`), `eks`, `aks`, `openshift` ([`kubernetes`]).
 //! With `override: true` (default) a detected attribute replaces the resource's own; with
 //! `false` it only fills a gap. A detector that fails or finds nothing (not on that cloud) is
 //! logged and skipped; the earlier detector wins when two detect the same attribute.
 
+mod config;
 mod detectors;
+mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use serde::Deserialize;
+
+pub use config::{Config, DetectorConfig, Toggle};
 
 use super::{InPlace, Transform};
 use crate::component::{
     BuildError, Context, DynConsumer, Factory, Processor, ProcessorConfig, Stability,
 };
-use crate::config::{DeError, Node, from_node, key_err, units, warn_key};
+use crate::config::{DeError, Node, from_node, key_err, warn_key};
 use crate::signal::{Batch, Signal};
 
 /// The detectors ferrotel has.
-const BUILT: &[&str] = &["env", "system", "docker", "ec2", "gcp", "azure"];
+const BUILT: &[&str] = &[
+    "env",
+    "system",
+    "docker",
+    "ec2",
+    "gcp",
+    "azure",
+    "eks",
+    "aks",
+    "k8s_api",
+    "k8snode",
+    "openshift",
+];
 /// The Collector's other detectors: refused by name.
 const NOT_BUILT: &[&str] = &[
-    "eks",
     "ecs",
     "elastic_beanstalk",
     "lambda",
-    "aks",
-    "k8snode",
-    "k8s_api",
-    "openshift",
     "heroku",
     "consul",
     "gke",
@@ -48,78 +58,6 @@ const NOT_BUILT: &[&str] = &[
     "oraclecloud",
     "digitalocean",
 ];
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Toggle {
-    pub enabled: bool,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectorConfig {
-    /// `<attribute>: {enabled: bool}`.
-    pub resource_attributes: BTreeMap<String, Toggle>,
-    /// `system`: where the host name comes from, first that answers. Default `[dns, os]`.
-    pub hostname_sources: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub detectors: Vec<String>,
-    /// Each network detector's time limit. Default 5s.
-    #[serde(default = "five_seconds", deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    /// Detected attributes replace the resource's own. Default true.
-    #[serde(default = "yes", rename = "override")]
-    pub override_: bool,
-    /// Deprecated: keep only these detected attributes.
-    #[serde(default)]
-    pub attributes: Option<Vec<String>>,
-    /// Accepted: detection runs once, at start.
-    #[serde(default, deserialize_with = "units::opt_duration")]
-    pub refresh_interval: Option<Duration>,
-    #[serde(default)]
-    pub system: DetectorConfig,
-    #[serde(default)]
-    pub docker: DetectorConfig,
-    #[serde(default)]
-    pub ec2: DetectorConfig,
-    #[serde(default)]
-    pub gcp: DetectorConfig,
-    #[serde(default)]
-    pub azure: DetectorConfig,
-    /// The options of detectors not built yet: read, so that the error names the detector.
-    #[serde(default)]
-    pub eks: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub aks: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub k8snode: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub openshift: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub ecs: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub elastic_beanstalk: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub lambda: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub heroku: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub consul: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub k8s_api: Option<serde::de::IgnoredAny>,
-}
-
-fn five_seconds() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn yes() -> bool {
-    true
-}
 
 /// `system`'s attributes and whether the Collector enables them by default; the ones ferrotel
 /// does not detect are refused when enabled.
@@ -140,6 +78,66 @@ const SYSTEM_ATTRIBUTES: &[(&str, bool, bool)] = &[
     ("host.cpu.stepping", false, false),
     ("host.cpu.cache.l2.size", false, false),
 ];
+
+/// The attributes of the Kubernetes-side detectors and whether the Collector enables each by
+/// default; another name under their `resource_attributes` is refused.
+const K8S_API_ATTRIBUTES: &[(&str, bool)] = &[
+    ("k8s.cluster.uid", true),
+    ("k8s.node.name", true),
+    ("k8s.node.uid", true),
+];
+const EKS_ATTRIBUTES: &[(&str, bool)] = &[
+    ("cloud.provider", true),
+    ("cloud.platform", true),
+    ("k8s.cluster.name", false),
+    ("cloud.account.id", false),
+    ("cloud.availability_zone", false),
+    ("cloud.region", false),
+    ("host.id", false),
+    ("host.image.id", false),
+    ("host.name", false),
+    ("host.type", false),
+];
+const AKS_ATTRIBUTES: &[(&str, bool)] = &[
+    ("cloud.provider", true),
+    ("cloud.platform", true),
+    ("k8s.cluster.name", false),
+];
+const OPENSHIFT_ATTRIBUTES: &[(&str, bool)] = &[
+    ("cloud.provider", true),
+    ("cloud.platform", true),
+    ("cloud.region", true),
+    ("k8s.cluster.name", true),
+];
+
+/// Whether `attr` is on, by the switches or else the table's default.
+fn switched_on(switches: &BTreeMap<String, Toggle>, table: &[(&str, bool)], attr: &str) -> bool {
+    switches.get(attr).map_or_else(
+        || table.iter().any(|(n, on)| *n == attr && *on),
+        |t| t.enabled,
+    )
+}
+
+fn check_switches(
+    node: &Node,
+    detector: &str,
+    switches: &BTreeMap<String, Toggle>,
+    table: &[(&str, bool)],
+) -> Result<(), DeError> {
+    for name in switches.keys() {
+        if !table.iter().any(|(n, _)| n == name) {
+            return Err(key_err(
+                node,
+                &[detector, "resource_attributes", name],
+                format!(
+                    "not an attribute of the {detector} detector; it has {}",
+                    table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// `resourcedetection`'s identity: its config name, other names, signals and stability.
 pub const FACTORY: Factory = Factory::processor(
@@ -191,6 +189,33 @@ pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
                 format!("{s:?}: expected dns, os, cname or lookup"),
             ));
         }
+    }
+    let k8s_key = if cfg.k8snode.is_some() {
+        "k8snode"
+    } else {
+        "k8s_api"
+    };
+    check_switches(
+        node,
+        k8s_key,
+        &cfg.k8s_api().resource_attributes,
+        K8S_API_ATTRIBUTES,
+    )?;
+    check_switches(node, "eks", &cfg.eks.resource_attributes, EKS_ATTRIBUTES)?;
+    check_switches(node, "aks", &cfg.aks.resource_attributes, AKS_ATTRIBUTES)?;
+    check_switches(
+        node,
+        "openshift",
+        &cfg.openshift.resource_attributes,
+        OPENSHIFT_ATTRIBUTES,
+    )?;
+    crate::kube::api_auth(node, &[k8s_key], cfg.k8s_api().auth_type)?;
+    if cfg.detectors.iter().any(|d| d == "k8snode") {
+        warn_key(
+            node,
+            &["detectors"],
+            "`k8snode` is the deprecated name of the `k8s_api` detector",
+        );
     }
     if cfg.attributes.is_some() {
         warn_key(
@@ -254,13 +279,9 @@ async fn detect(cfg: &Config) -> Vec<(String, String)> {
             "docker" => detectors::docker("/var/run/docker.sock", cfg.timeout)
                 .await
                 .map(|f| keep(f, &cfg.docker)),
-            "ec2" => {
-                let ep = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-                    .unwrap_or_else(|_| "http://169.254.169.254".into());
-                detectors::ec2(&ep, cfg.timeout)
-                    .await
-                    .map(|f| keep(f, &cfg.ec2))
-            }
+            "ec2" => detectors::ec2(&crate::net::aws::imds_endpoint(), cfg.timeout)
+                .await
+                .map(|f| keep(f, &cfg.ec2)),
             "gcp" => {
                 let host = std::env::var("GCE_METADATA_HOST")
                     .unwrap_or_else(|_| "metadata.google.internal".into());
@@ -269,12 +290,35 @@ async fn detect(cfg: &Config) -> Vec<(String, String)> {
                     .await
                     .map(|f| keep(f, &cfg.gcp))
             }
-            "azure" => {
-                let ep = std::env::var("FERROTEL_AZURE_IMDS_ENDPOINT")
-                    .unwrap_or_else(|_| "http://169.254.169.254".into());
-                detectors::azure(&ep, cfg.timeout)
+            "azure" => detectors::azure(&azure_endpoint(), cfg.timeout)
+                .await
+                .map(|f| keep(f, &cfg.azure)),
+            "k8s_api" | "k8snode" => {
+                let k = cfg.k8s_api();
+                let on = |a: &str| switched_on(&k.resource_attributes, K8S_API_ATTRIBUTES, a);
+                kubernetes::k8s_api(k, &on, cfg.timeout)
                     .await
-                    .map(|f| keep(f, &cfg.azure))
+                    .map(|f| keep_on(f, &on))
+            }
+            "eks" => {
+                let on = |a: &str| switched_on(&cfg.eks.resource_attributes, EKS_ATTRIBUTES, a);
+                kubernetes::eks(&cfg.eks, &on, cfg.timeout)
+                    .await
+                    .map(|f| keep_on(f, &on))
+            }
+            "aks" => {
+                let on = |a: &str| switched_on(&cfg.aks.resource_attributes, AKS_ATTRIBUTES, a);
+                kubernetes::aks(&azure_endpoint(), cfg.timeout)
+                    .await
+                    .map(|f| keep_on(f, &on))
+            }
+            "openshift" => {
+                let on = |a: &str| {
+                    switched_on(&cfg.openshift.resource_attributes, OPENSHIFT_ATTRIBUTES, a)
+                };
+                kubernetes::openshift(&cfg.openshift, cfg.timeout)
+                    .await
+                    .map(|f| keep_on(f, &on))
             }
             _ => Ok(Vec::new()),
         };
@@ -296,6 +340,15 @@ async fn detect(cfg: &Config) -> Vec<(String, String)> {
         out.retain(|(k, _)| only.contains(k));
     }
     out
+}
+
+fn azure_endpoint() -> String {
+    std::env::var("FERROTEL_AZURE_IMDS_ENDPOINT")
+        .unwrap_or_else(|_| "http://169.254.169.254".into())
+}
+
+fn keep_on(found: detectors::Found, on: &dyn Fn(&str) -> bool) -> detectors::Found {
+    found.into_iter().filter(|(k, _)| on(k)).collect()
 }
 
 fn keep(found: detectors::Found, d: &DetectorConfig) -> detectors::Found {
@@ -430,9 +483,24 @@ mod tests {
             e("detectors: [env, system, docker]\ntimeout: 2s\noverride: false\nsystem: {hostname_sources: [os], resource_attributes: {host.id: {enabled: true}}}\n")
                 .is_none()
         );
-        let (p, m) = e("detectors: [env, eks]\n").unwrap();
+        let (p, m) = e("detectors: [env, lambda]\n").unwrap();
         assert_eq!(p, "detectors[1]");
-        assert!(m.contains("detector `eks` is not built"), "{m}");
+        assert!(m.contains("detector `lambda` is not built"), "{m}");
+        assert!(
+            e("detectors: [env, k8s_api, eks]\neks: {resource_attributes: {k8s.cluster.name: {enabled: true}}, max_attempts: 2, max_backoff: 1s}\nk8s_api: {auth_type: kubeConfig, node_from_env_var: MY_NODE}\nopenshift: {address: 'https://api:6443', token: t, tls: {insecure_skip_verify: true}}\n")
+                .is_none()
+        );
+        let (p, m) =
+            e("detectors: [eks]\neks: {resource_attributes: {k8s.node.name: {enabled: true}}}\n")
+                .unwrap();
+        assert_eq!(p, "eks.resource_attributes.k8s.node.name");
+        assert!(m.contains("has cloud.provider"), "{m}");
+        let (p, _) = e("detectors: [k8snode]\nk8snode: {auth_type: tls}\n").unwrap();
+        assert_eq!(p, "k8snode.auth_type");
+        let (p, _) =
+            e("detectors: [aks]\naks: {resource_attributes: {cloud.region: {enabled: true}}}\n")
+                .unwrap();
+        assert_eq!(p, "aks.resource_attributes.cloud.region");
         assert!(
             e("detectors: [moon]\n")
                 .unwrap()

@@ -49,7 +49,7 @@ pub fn parse_config(node: &Node) -> Result<Config, DeError> {
             "must be more than 0",
         ));
     }
-    crate::kube::api_auth(node, cfg.auth_type)?;
+    crate::kube::api_auth(node, &[], cfg.auth_type)?;
     if !cfg.metadata_exporters.is_empty() {
         return Err(key_err(
             node,
