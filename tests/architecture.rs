@@ -46,6 +46,8 @@ fn imports() -> BTreeMap<Module, BTreeSet<Module>> {
     let crate_path = Regex::new(r"\bcrate::((?:\w+::)*\w+)").unwrap();
     let super_path = Regex::new(r"\b((?:super::)+)((?:\w+::)*\w+)").unwrap();
     let self_path = Regex::new(r"\bself::(\w+)").unwrap();
+    // `use super::{a, b::C}` and `use crate::x::{y, z}`: each item a path of its own.
+    let group = Regex::new(r"\b(crate::|(?:super::)+)((?:\w+::)*)\{([^}]*)\}").unwrap();
     let comment = Regex::new(r"//[^\n]*").unwrap();
     let mut out = BTreeMap::new();
     for (m, text) in &files {
@@ -61,6 +63,23 @@ fn imports() -> BTreeMap<Module, BTreeSet<Module>> {
             let mut p: Module = m[..m.len().saturating_sub(ups)].to_vec();
             p.extend(c[2].split("::").map(String::from));
             deps.extend(resolve(&p));
+        }
+        for c in group.captures_iter(&code) {
+            let mut base: Module = if &c[1] == "crate::" {
+                Vec::new()
+            } else {
+                m[..m.len().saturating_sub(c[1].matches("super::").count())].to_vec()
+            };
+            base.extend(c[2].split("::").filter(|s| !s.is_empty()).map(String::from));
+            for item in c[3].split(',') {
+                let item = item.split(" as ").next().unwrap_or("").trim();
+                if item.is_empty() || item == "*" || item == "self" {
+                    continue;
+                }
+                let mut p = base.clone();
+                p.extend(item.split("::").map(|s| s.trim().to_string()));
+                deps.extend(resolve(&p));
+            }
         }
         for c in self_path.captures_iter(&code) {
             let mut p = m.clone();

@@ -282,3 +282,166 @@ service:
     );
     assert!(c.logs().contains("everything is ready"), "{}", c.logs());
 }
+
+fn attr(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue], k: &str) -> String {
+    common::attr_text(kvs, k).unwrap_or_default()
+}
+
+/// `ps` (procps) about one process: the fields asked for, as it prints them.
+fn ps(pid: u32, fields: &str) -> String {
+    let out = Command::new("ps")
+        .args(["-o", fields, "-p", &pid.to_string()])
+        .output()
+        .expect("ps");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The `process` scraper checked against `ps` (procps-ng, an independent reader of the same
+/// `/proc`): a Python process that spins for a second and then sleeps, and a `sleep`, chosen by
+/// executable name; their identity, owner, command line, memory, threads and CPU time.
+#[test]
+fn process_scraper_agrees_with_ps() {
+    let spin = Killed(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import time; t = time.time(); [0 for _ in iter(lambda: time.time() - t < 1.2, False)]; time.sleep(600)",
+            ])
+            .spawn()
+            .expect("python3"),
+    );
+    let nap = Killed(Command::new("sleep").arg("600").spawn().expect("sleep"));
+    let (spin_pid, nap_pid) = (spin.0.id(), nap.0.id());
+    // Let the spinner finish its second of CPU.
+    std::thread::sleep(Duration::from_millis(1500));
+    let sink = common::sink::Sink::start();
+    let cfg = format!(
+        r#"
+receivers:
+  hostmetrics:
+    collection_interval: 500ms
+    initial_delay: 0s
+    scrapers:
+      process:
+        include: {{ names: ['^python', '^sleep$'], match_type: regexp }}
+        mute_process_exe_error: true
+        metrics:
+          process.threads: {{ enabled: true }}
+          process.cpu.utilization: {{ enabled: true }}
+exporters:
+  otlp_grpc: {{ endpoint: "127.0.0.1:{sink}", tls: {{ insecure: true }} }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{m}" }} }}
+  pipelines:
+    metrics: {{ receivers: [hostmetrics], exporters: [otlp_grpc] }}
+"#,
+        sink = sink.port,
+        m = free_port()
+    );
+    let c = Collector::start(&cfg, &[], None, None);
+    let of = |pid: u32, with: &str| {
+        sink.store
+            .metrics
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|rm| {
+                let attrs = &rm.resource.as_ref().unwrap().attributes;
+                attr(attrs, "process.pid") == pid.to_string()
+                    && rm.scope_metrics[0].metrics.iter().any(|m| m.name == with)
+            })
+            .cloned()
+    };
+    wait_until(
+        "both processes, with utilization",
+        Duration::from_secs(20),
+        || {
+            of(spin_pid, "process.cpu.utilization").is_some()
+                && of(nap_pid, "process.threads").is_some()
+        },
+    );
+    // Only the included names.
+    for rm in sink.store.metrics.lock().unwrap().iter() {
+        let name = attr(
+            &rm.resource.as_ref().unwrap().attributes,
+            "process.executable.name",
+        );
+        assert!(
+            name.starts_with("python") || name == "sleep",
+            "{name} is not included\n{}",
+            c.logs()
+        );
+    }
+    let value = |rm: &opentelemetry_proto::tonic::metrics::v1::ResourceMetrics,
+                 name: &str,
+                 state: Option<&str>|
+     -> f64 {
+        use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+        let m = rm.scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap();
+        let points = match &m.data {
+            Some(Data::Sum(s)) => &s.data_points,
+            Some(Data::Gauge(g)) => &g.data_points,
+            _ => panic!("{name}"),
+        };
+        points
+            .iter()
+            .filter(|p| state.is_none_or(|s| attr(&p.attributes, "state") == s))
+            .map(|p| match p.value {
+                Some(Value::AsInt(i)) => i as f64,
+                Some(Value::AsDouble(d)) => d,
+                None => 0.0,
+            })
+            .sum()
+    };
+    for (pid, comm) in [(spin_pid, "python3"), (nap_pid, "sleep")] {
+        let rm = of(pid, "process.threads").unwrap();
+        let attrs = &rm.resource.as_ref().unwrap().attributes;
+        let a = |k: &str| attr(attrs, k);
+        assert_eq!(a("process.parent_pid"), ps(pid, "ppid="), "{comm} ppid");
+        assert_eq!(a("process.owner"), ps(pid, "user="), "{comm} owner");
+        assert_eq!(
+            a("process.command_line"),
+            ps(pid, "args="),
+            "{comm} command line"
+        );
+        assert!(
+            a("process.executable.name").starts_with(&ps(pid, "comm=")[..5.min(comm.len())]),
+            "{comm} name"
+        );
+        assert!(a("process.executable.path").starts_with('/'), "{comm} path");
+        assert_eq!(
+            value(&rm, "process.threads", None),
+            ps(pid, "nlwp=").parse::<f64>().unwrap(),
+            "{comm} threads"
+        );
+        // ps prints KiB; the process is idle, so the two reads agree to a few pages.
+        let rss = ps(pid, "rss=").parse::<f64>().unwrap() * 1024.0;
+        let vsz = ps(pid, "vsz=").parse::<f64>().unwrap() * 1024.0;
+        assert!(
+            (value(&rm, "process.memory.usage", None) - rss).abs() <= 64.0 * 1024.0,
+            "{comm} rss {} vs {rss}",
+            value(&rm, "process.memory.usage", None)
+        );
+        assert!(
+            (value(&rm, "process.memory.virtual", None) - vsz).abs() <= 1024.0,
+            "{comm} vsz"
+        );
+    }
+    // The spinner's CPU time: ps's whole seconds bracket it.
+    let rm = of(spin_pid, "process.cpu.utilization").unwrap();
+    let cpu = value(&rm, "process.cpu.time", Some("user"))
+        + value(&rm, "process.cpu.time", Some("system"));
+    let ps_cpu: f64 = ps(spin_pid, "cputimes=").parse().unwrap();
+    assert!(
+        cpu >= 1.0 && cpu >= ps_cpu && cpu < ps_cpu + 1.0,
+        "cpu {cpu} vs ps {ps_cpu}"
+    );
+    // Asleep now: no CPU since the last scrape.
+    assert!(value(&rm, "process.cpu.utilization", Some("user")) < 0.05);
+    drop(c);
+}

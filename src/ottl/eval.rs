@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::{Span, span::Event};
 
-use super::{CmpOp, Condition, Expr, Field, Key, Literal, Path, Value};
+use super::ast::{CmpOp, Condition, Expr, Field, Key, Literal, Path, Value};
 
 /// A value during evaluation, borrowed from the item where possible.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,163 +3,29 @@
 //! `collection_interval`, under `root_path` when the host's root is mounted into a container.
 //! Metric names, types, units and attributes are the Collector's (its scrapers'
 //! `metadata.yaml`); each can be turned on or off under `metrics:`. Linux only. The per-process
-//! `process` scraper is not built yet and is refused by name.
+//! `process` scraper ([`process`]) writes a resource per process.
 
+mod config;
+mod process;
 mod procfs;
 mod scrapers;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Output;
 use crate::component::{
     BoxFuture, BuildError, Context, Factory, Lifecycle, ReceiverConfig, SignalConsumers, Stability,
 };
-use crate::config::{DeError, Node, from_node, key_err, units};
+use crate::config::{DeError, Node, from_node, key_err};
+
 use crate::signal::{Batch, Signal};
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// How often every scraper reads. Default 1m.
-    #[serde(default = "one_minute", deserialize_with = "units::duration")]
-    pub collection_interval: Duration,
-    /// Wait before the first scrape. Default 1s.
-    #[serde(default = "one_second", deserialize_with = "units::duration")]
-    pub initial_delay: Duration,
-    /// Accepted (a scrape reads local files and does not wait on anything).
-    #[serde(default, deserialize_with = "units::opt_duration")]
-    pub timeout: Option<Duration>,
-    /// The host's root as mounted in the container (`/hostfs`): `/proc` and every mount point
-    /// are read below it. Default `/`.
-    #[serde(default)]
-    pub root_path: Option<String>,
-    /// The scrapers to run, each with its options (`cpu:` alone runs it with defaults).
-    pub scrapers: BTreeMap<String, Option<ScraperConfig>>,
-}
-
-fn one_minute() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn one_second() -> Duration {
-    Duration::from_secs(1)
-}
-
-pub use crate::signal::build::Toggle;
-
-/// `match_type: strict` (default) or `regexp`, over a list of names.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NameFilter {
-    #[serde(
-        alias = "devices",
-        alias = "fs_types",
-        alias = "mount_points",
-        alias = "interfaces",
-        default
-    )]
-    pub names: Vec<String>,
-    #[serde(default)]
-    pub match_type: MatchType,
-    #[serde(skip)]
-    compiled: Vec<regex::Regex>,
-}
-
-impl PartialEq for NameFilter {
-    fn eq(&self, o: &Self) -> bool {
-        self.names == o.names && self.match_type == o.match_type
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
-pub enum MatchType {
-    #[default]
-    Strict,
-    Regexp,
-}
-
-impl NameFilter {
-    pub fn matches(&self, name: &str) -> bool {
-        match self.match_type {
-            MatchType::Strict => self.names.iter().any(|n| n == name),
-            MatchType::Regexp => self.compiled.iter().any(|r| r.is_match(name)),
-        }
-    }
-}
-
-/// One scraper's options; each scraper accepts only its own (checked in [`parse`]).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScraperConfig {
-    /// `<metric name>: {enabled: bool}`.
-    pub metrics: BTreeMap<String, Toggle>,
-    /// Accepted: these scrapers' resources have no attributes.
-    pub resource_attributes: BTreeMap<String, Toggle>,
-    /// `load`: divide the averages by the number of logical CPUs.
-    pub cpu_average: bool,
-    /// `filesystem`.
-    pub include_devices: Option<NameFilter>,
-    pub exclude_devices: Option<NameFilter>,
-    pub include_fs_types: Option<NameFilter>,
-    pub exclude_fs_types: Option<NameFilter>,
-    pub include_mount_points: Option<NameFilter>,
-    pub exclude_mount_points: Option<NameFilter>,
-    pub include_virtual_filesystems: bool,
-    /// `network` (interfaces) and `disk` (devices).
-    pub include: Option<NameFilter>,
-    pub exclude: Option<NameFilter>,
-}
-
-impl ScraperConfig {
-    fn set_keys(&self) -> Vec<&'static str> {
-        let mut k = Vec::new();
-        let d = ScraperConfig::default();
-        if self.cpu_average != d.cpu_average {
-            k.push("cpu_average");
-        }
-        for (name, set) in [
-            ("include_devices", self.include_devices.is_some()),
-            ("exclude_devices", self.exclude_devices.is_some()),
-            ("include_fs_types", self.include_fs_types.is_some()),
-            ("exclude_fs_types", self.exclude_fs_types.is_some()),
-            ("include_mount_points", self.include_mount_points.is_some()),
-            ("exclude_mount_points", self.exclude_mount_points.is_some()),
-            (
-                "include_virtual_filesystems",
-                self.include_virtual_filesystems,
-            ),
-            ("include", self.include.is_some()),
-            ("exclude", self.exclude.is_some()),
-        ] {
-            if set {
-                k.push(name);
-            }
-        }
-        k
-    }
-
-    fn filters_mut(&mut self) -> [(&'static str, &mut Option<NameFilter>); 8] {
-        [
-            ("include_devices", &mut self.include_devices),
-            ("exclude_devices", &mut self.exclude_devices),
-            ("include_fs_types", &mut self.include_fs_types),
-            ("exclude_fs_types", &mut self.exclude_fs_types),
-            ("include_mount_points", &mut self.include_mount_points),
-            ("exclude_mount_points", &mut self.exclude_mount_points),
-            ("include", &mut self.include),
-            ("exclude", &mut self.exclude),
-        ]
-    }
-}
+pub use config::{Config, MatchType, NameFilter, ScraperConfig, Toggle};
 
 /// `hostmetrics`' identity: its config name, other names, signals and stability.
 pub const FACTORY: Factory = Factory::receiver(
@@ -184,8 +50,34 @@ fn own_keys(scraper: &str) -> &'static [&'static str] {
             "include_virtual_filesystems",
         ],
         "network" | "disk" => &["include", "exclude"],
+        "process" => &[
+            "include",
+            "exclude",
+            "mute_process_name_error",
+            "mute_process_exe_error",
+            "mute_process_io_error",
+            "mute_process_user_error",
+            "mute_process_cgroup_error",
+            "mute_process_all_errors",
+            "scrape_process_delay",
+        ],
         _ => &[],
     }
+}
+
+/// A scraper's metrics and their defaults, `None` for an unknown scraper.
+fn metrics_of(scraper: &str) -> Option<&'static [(&'static str, bool)]> {
+    if scraper == "process" {
+        return Some(process::METRICS);
+    }
+    scrapers::known(scraper)
+}
+
+/// What scrapes keep from one to the next.
+#[derive(Default)]
+struct State {
+    cpu: scrapers::CpuState,
+    process: process::ProcessState,
 }
 
 pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
@@ -215,22 +107,39 @@ pub fn parse_config(node: &Node) -> Result<Config, DeError> {
             p.extend_from_slice(path);
             key_err(node, &p, msg)
         };
-        let Some(metrics) = scrapers::known(name) else {
-            let msg = if name == "process" {
-                "the per-process `process` scraper is not built in ferrotel yet".to_owned()
-            } else {
-                format!(
-                    "unknown scraper; ferrotel has {}",
-                    scrapers::METRICS
-                        .iter()
-                        .map(|(s, _)| *s)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
+        let Some(metrics) = metrics_of(name) else {
+            let msg = format!(
+                "unknown scraper; ferrotel has {}, process",
+                scrapers::METRICS
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             return Err(at(&[], msg));
         };
         let sc = sc.get_or_insert_with(ScraperConfig::default);
+        for a in sc.resource_attributes.keys() {
+            let known =
+                name == "process" && process::RESOURCE_ATTRIBUTES.iter().any(|(n, _)| n == a);
+            if !known {
+                return Err(at(
+                    &["resource_attributes", a],
+                    if name == "process" {
+                        format!(
+                            "not a resource attribute of the process scraper; it has {}",
+                            process::RESOURCE_ATTRIBUTES
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else {
+                        format!("the {name} scraper's resource has no attributes")
+                    },
+                ));
+            }
+        }
         for m in sc.metrics.keys() {
             if !metrics.iter().any(|(n, _)| n == m) {
                 return Err(at(
@@ -329,7 +238,7 @@ async fn run(
     }
     let mut tick = tokio::time::interval(cfg.collection_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut cpu = scrapers::CpuState::default();
+    let mut kept = State::default();
     let mut failing: BTreeMap<String, String> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -338,7 +247,7 @@ async fn run(
         }
         // Reading /proc is quick but blocking: off the async workers.
         let (c, h) = (cfg.clone(), host.clone());
-        let mut state = std::mem::take(&mut cpu);
+        let mut state = std::mem::take(&mut kept);
         let Ok((rm, errors, back)) = tokio::task::spawn_blocking(move || {
             let (rm, errors) = scrape(&c, &h, &mut state);
             (rm, errors, state)
@@ -347,7 +256,7 @@ async fn run(
         else {
             continue;
         };
-        cpu = back;
+        kept = back;
         // Say once when a scraper starts failing and once when it recovers.
         for (s, e) in &errors {
             crate::telemetry::source_failed(&source_errors, &id, s);
@@ -361,18 +270,22 @@ async fn run(
             }
         }
         failing = errors;
-        if let Err(e) = out.push(Batch::Metrics(vec![rm]), Default::default()).await {
+        if rm.is_empty() {
+            continue;
+        }
+        if let Err(e) = out.push(Batch::Metrics(rm), Default::default()).await {
             tracing::debug!(receiver = %id, error = %e, "scrape refused downstream");
         }
     }
 }
 
-/// One scrape of every configured scraper: one scope per scraper, and what failed.
+/// One scrape of every configured scraper: the host's resource with one scope per scraper,
+/// then a resource per process (the `process` scraper), and what failed.
 fn scrape(
     cfg: &Config,
     host: &scrapers::Host,
-    cpu: &mut scrapers::CpuState,
-) -> (ResourceMetrics, BTreeMap<String, String>) {
+    state: &mut State,
+) -> (Vec<ResourceMetrics>, BTreeMap<String, String>) {
     let now = crate::component::now_nanos();
     let mut errors = BTreeMap::new();
     let stat = host.read("/proc/stat").map(|t| procfs::stat(&t));
@@ -382,11 +295,29 @@ fn scrape(
         .unwrap_or(0);
     let default = ScraperConfig::default();
     let mut scopes = Vec::new();
+    let mut processes = Vec::new();
+    let scope_of = |name: &str| InstrumentationScope {
+        name: format!(
+            "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver/internal/scraper/{name}scraper"
+        ),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
     for (name, sc) in &cfg.scrapers {
+        let cfg = sc.as_ref().unwrap_or(&default);
+        if name == "process" {
+            let boot_s = boot / 1_000_000_000;
+            let (found, r) =
+                process::scrape(cfg, host, boot_s, now, &mut state.process, &scope_of(name));
+            processes = found;
+            if let Err(err) = r {
+                errors.insert(name.clone(), err);
+            }
+            continue;
+        }
         let Some(defaults) = scrapers::known(name) else {
             continue;
         };
-        let cfg = sc.as_ref().unwrap_or(&default);
         let mut e = scrapers::Emitter {
             cfg,
             b: crate::signal::build::MetricBuilder {
@@ -399,7 +330,7 @@ fn scrape(
         };
         let r = match (name.as_str(), &stat) {
             ("cpu", Ok(s)) => {
-                scrapers::cpu(&mut e, host, s, cpu);
+                scrapers::cpu(&mut e, host, s, &mut state.cpu);
                 Ok(())
             }
             ("processes", Ok(s)) => {
@@ -421,26 +352,22 @@ fn scrape(
         }
         if !e.b.out.is_empty() {
             scopes.push(ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: format!(
-                        "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver/internal/scraper/{name}scraper"
-                    ),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
+                scope: Some(scope_of(name)),
                 metrics: e.b.out,
                 ..Default::default()
             });
         }
     }
-    (
-        ResourceMetrics {
+    let mut out = Vec::with_capacity(1 + processes.len());
+    if !scopes.is_empty() {
+        out.push(ResourceMetrics {
             resource: Some(Default::default()),
             scope_metrics: scopes,
             ..Default::default()
-        },
-        errors,
-    )
+        });
+    }
+    out.extend(processes);
+    (out, errors)
 }
 
 #[cfg(test)]

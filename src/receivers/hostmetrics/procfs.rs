@@ -278,6 +278,115 @@ pub fn cpuinfo(text: &str) -> (Vec<f64>, usize) {
     (mhz, cores.len())
 }
 
+/// `/proc/<pid>/stat`, the fields the process scraper reads (times in clock ticks).
+#[derive(Debug, Default, PartialEq)]
+pub struct PidStat {
+    pub ppid: i64,
+    pub minflt: u64,
+    pub majflt: u64,
+    pub utime: u64,
+    pub stime: u64,
+    pub num_threads: u64,
+    pub starttime: u64,
+    pub blkio_ticks: u64,
+}
+
+/// `None` when the line is not a stat line. The command name (field 2) may hold spaces and
+/// parentheses, so the fields are counted from its last `)`.
+pub fn pid_stat(text: &str) -> Option<PidStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state): field n is f[n - 3].
+    let n = |field: usize| f.get(field - 3).and_then(|v| v.parse::<u64>().ok());
+    Some(PidStat {
+        ppid: f.get(1)?.parse().ok()?,
+        minflt: n(10)?,
+        majflt: n(12)?,
+        utime: n(14)?,
+        stime: n(15)?,
+        num_threads: n(20)?,
+        starttime: n(22)?,
+        blkio_ticks: n(42).unwrap_or(0),
+    })
+}
+
+/// `/proc/<pid>/statm`: total program size and resident set, in pages.
+pub fn pid_statm(text: &str) -> Option<(u64, u64)> {
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((f.next()??, f.next()??))
+}
+
+/// `/proc/<pid>/status`, the fields the process scraper reads.
+#[derive(Debug, Default, PartialEq)]
+pub struct PidStatus {
+    pub name: String,
+    pub uid: Option<u32>,
+    pub voluntary_switches: Option<u64>,
+    pub involuntary_switches: Option<u64>,
+    /// `SigQ`'s queued signals.
+    pub signals_queued: Option<u64>,
+}
+
+pub fn pid_status(text: &str) -> PidStatus {
+    let mut out = PidStatus::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "Name" => out.name = v.to_owned(),
+            // Real, effective, saved, filesystem: the owner is the real one.
+            "Uid" => out.uid = v.split_whitespace().next().and_then(|u| u.parse().ok()),
+            "voluntary_ctxt_switches" => out.voluntary_switches = v.parse().ok(),
+            "nonvoluntary_ctxt_switches" => out.involuntary_switches = v.parse().ok(),
+            "SigQ" => out.signals_queued = v.split('/').next().and_then(|q| q.parse().ok()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `/proc/<pid>/io`: bytes read and written from storage, read and write calls.
+#[derive(Debug, Default, PartialEq)]
+pub struct PidIo {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub syscr: u64,
+    pub syscw: u64,
+}
+
+pub fn pid_io(text: &str) -> PidIo {
+    let mut out = PidIo::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim().parse().unwrap_or(0);
+        match k {
+            "read_bytes" => out.read_bytes = v,
+            "write_bytes" => out.write_bytes = v,
+            "syscr" => out.syscr = v,
+            "syscw" => out.syscw = v,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `/etc/passwd`: user names by uid.
+pub fn passwd(text: &str) -> HashMap<u32, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            Some((uid, name.to_owned()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +464,62 @@ mod tests {
             );
         }
         assert_eq!(mounts("a /x\\04 t rw\n")[0].mountpoint, "/x\\04");
+    }
+
+    #[test]
+    fn per_process_files() {
+        let st = pid_stat("4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 1500 0 7 0 250 50 0 0 20 0 3 0 123456 104857600 2560 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 9 0 0 0 0 0 0 0 0 0 0\n").unwrap();
+        assert_eq!(
+            st,
+            PidStat {
+                ppid: 1,
+                minflt: 1500,
+                majflt: 7,
+                utime: 250,
+                stime: 50,
+                num_threads: 3,
+                starttime: 123456,
+                blkio_ticks: 9,
+            }
+        );
+        assert_eq!(pid_stat("garbage"), None);
+        assert_eq!(
+            pid_statm("25600 2560 500 10 0 900 0\n"),
+            Some((25600, 2560))
+        );
+        assert_eq!(pid_statm("x"), None);
+        assert_eq!(pid_stat("1 (x) S"), None);
+        let s = pid_status(
+            "Name:\tmy app\nUid:\t1000\t1000\t1000\t1000\nSigQ:\t2/63340\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t5\n",
+        );
+        assert_eq!(
+            s,
+            PidStatus {
+                name: "my app".into(),
+                uid: Some(1000),
+                voluntary_switches: Some(42),
+                involuntary_switches: Some(5),
+                signals_queued: Some(2),
+            }
+        );
+        let io = pid_io(
+            "rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n",
+        );
+        assert_eq!(
+            io,
+            PidIo {
+                read_bytes: 4096,
+                write_bytes: 8192,
+                syscr: 3,
+                syscw: 4
+            }
+        );
+        let p = passwd(
+            "root:x:0:0:root:/root:/bin/bash\n# c\nnobody:x:65534:65534::/:/sbin/nologin\nbad\n",
+        );
+        assert_eq!(
+            (p[&0].as_str(), p[&65534].as_str(), p.len()),
+            ("root", "nobody", 2)
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::signal::build::MetricBuilder;
 pub use crate::signal::build::Num;
 
+use super::config::{NameFilter, ScraperConfig};
 use super::procfs;
-use super::{NameFilter, ScraperConfig};
 
 /// Each scraper's metrics and whether the Collector enables them by default.
 pub const METRICS: &[(&str, &[(&str, bool)])] = &[
