@@ -16,7 +16,8 @@ export FERROTEL_TEST_PYTHON="$PWD/.venv/bin/python"
 # Real peers the tests start on 127.0.0.1, from Debian packages: Prometheus (remote-write
 # target), kubectl (renders the manifests), prometheus-node-exporter (a scrape target) and
 # util-linux's logger (a syslog client, in bsdutils), openssl (a TLS syslog client), dnsmasq
-# (a DNS server with SRV records).
+# (a DNS server with SRV records), procps' ps, util-linux's lscpu and iproute2's ip
+# (independent readers of processes, the CPU and the interfaces).
 need() { # need <command> <debian package>
   command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -33,5 +34,8 @@ need prometheus-node-exporter prometheus-node-exporter
 need logger bsdutils
 need openssl openssl
 need dnsmasq dnsmasq-base
+need ps procps
+need lscpu util-linux
+need ip iproute2
 
 cargo test --all-targets "$@"

@@ -226,7 +226,18 @@ processors:
   resource_detection/system:
     detectors: [system, ec2]
     override: false
-    system: {{ hostname_sources: [os], resource_attributes: {{ host.arch: {{ enabled: true }} }} }}
+    system:
+      hostname_sources: [os]
+      resource_attributes:
+        host.arch: {{ enabled: true }}
+        host.cpu.vendor.id: {{ enabled: true }}
+        host.cpu.family: {{ enabled: true }}
+        host.cpu.model.id: {{ enabled: true }}
+        host.cpu.model.name: {{ enabled: true }}
+        host.cpu.stepping: {{ enabled: true }}
+        host.cpu.cache.l2.size: {{ enabled: true }}
+        host.ip: {{ enabled: true }}
+        host.mac: {{ enabled: true }}
 exporters:
   otlp_grpc: {{ endpoint: "127.0.0.1:{sink}", tls: {{ insecure: true }} }}
 extensions:
@@ -322,6 +333,56 @@ service:
     assert_eq!(sys["cloud.provider"], "aws");
     // system's host.id (the machine id) is off by default: EC2's instance id fills it.
     assert_eq!(sys["host.id"], "i-0123456789abcdef0");
+    // The CPU as util-linux's lscpu reads it, and the interfaces as iproute2's ip lists them.
+    let lscpu = std::process::Command::new("lscpu").output().expect("lscpu");
+    let lscpu = String::from_utf8_lossy(&lscpu.stdout).into_owned();
+    let field = |k: &str| {
+        lscpu
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    };
+    for (attr, key) in [
+        ("host.cpu.vendor.id", "Vendor ID"),
+        ("host.cpu.family", "CPU family"),
+        ("host.cpu.model.id", "Model"),
+        ("host.cpu.model.name", "Model name"),
+        ("host.cpu.stepping", "Stepping"),
+    ] {
+        if let Some(v) = field(key) {
+            assert_eq!(sys.get(attr), Some(&v), "{attr} (lscpu {key})");
+        }
+    }
+    assert!(
+        sys["host.cpu.cache.l2.size"].contains("IntValue"),
+        "{sys:?}"
+    );
+    let ip = std::process::Command::new("ip")
+        .args(["-j", "addr"])
+        .output()
+        .expect("ip");
+    let links: serde_json::Value = serde_json::from_slice(&ip.stdout).unwrap();
+    for link in links.as_array().unwrap() {
+        let flags = link["flags"].as_array().unwrap();
+        let is = |f: &str| flags.iter().any(|x| x == f);
+        if is("LOOPBACK") || !is("UP") {
+            continue;
+        }
+        for a in link["addr_info"].as_array().unwrap() {
+            let local = a["local"].as_str().unwrap();
+            assert!(
+                sys["host.ip"].contains(&format!("\"{local}\"")),
+                "{local}: {}",
+                sys["host.ip"]
+            );
+        }
+        let mac = link["address"]
+            .as_str()
+            .unwrap()
+            .replace(':', "-")
+            .to_uppercase();
+        assert!(sys["host.mac"].contains(&mac), "{mac}: {}", sys["host.mac"]);
+    }
     assert!(c.logs().contains("resource detected"), "{}", c.logs());
 }
 

@@ -71,8 +71,92 @@ fn fqdn(host: &str) -> Result<String, String> {
     }
 }
 
+/// The first processor of `/proc/cpuinfo` as the Collector reports it (gopsutil's fields; the
+/// cache size in KiB, as the kernel prints it).
+pub fn cpu_info(text: &str) -> Found {
+    let first = text.split("\n\n").next().unwrap_or("");
+    let mut out = Found::new();
+    for line in first.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        let attr = match k.trim() {
+            "vendor_id" => "host.cpu.vendor.id",
+            "cpu family" => "host.cpu.family",
+            "model" => "host.cpu.model.id",
+            "model name" => "host.cpu.model.name",
+            "stepping" => "host.cpu.stepping",
+            "cache size" => "host.cpu.cache.l2.size",
+            _ => continue,
+        };
+        let v = if attr == "host.cpu.cache.l2.size" {
+            v.trim_end_matches("KB").trim()
+        } else {
+            v
+        };
+        if !v.is_empty() {
+            out.push((attr.into(), v.to_owned()));
+        }
+    }
+    out
+}
+
+/// The addresses (`host.ip`) and hardware addresses (`host.mac`, IEEE RA form: `AA-BB-...`) of
+/// the interfaces that are up and not loopback, each list comma-joined.
+fn interfaces() -> (Vec<String>, Vec<String>) {
+    let mut ips = Vec::new();
+    let mut names = Vec::new();
+    // SAFETY: getifaddrs fills a list freed below with freeifaddrs; each entry's address is
+    // read as the family it declares.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return (ips, Vec::new());
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            cur = ifa.ifa_next;
+            let flags = ifa.ifa_flags as libc::c_int;
+            if flags & libc::IFF_LOOPBACK != 0 || flags & libc::IFF_UP == 0 {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
+                .to_string_lossy()
+                .into_owned();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+            if ifa.ifa_addr.is_null() {
+                continue;
+            }
+            match (*ifa.ifa_addr).sa_family as libc::c_int {
+                libc::AF_INET => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    ips.push(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).to_string());
+                }
+                libc::AF_INET6 => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    ips.push(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).to_string());
+                }
+                _ => {}
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    let macs = names
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(format!("/sys/class/net/{n}/address")).ok())
+        .map(|m| m.trim().replace(':', "-").to_ascii_uppercase())
+        .filter(|m| !m.is_empty() && m != "00-00-00-00-00-00")
+        .collect();
+    (ips, macs)
+}
+
 /// `system`: `host.name` from the first `hostname_sources` that answers (`dns`, `os`, `cname`,
-/// `lookup`), `os.type`, `host.arch`, `host.id` (the machine id), `os.description`.
+/// `lookup`), `os.type`, `host.arch`, `host.id` (the machine id), `os.description`, the CPU
+/// (`host.cpu.*`), `host.ip` and `host.mac` (comma-joined lists).
 pub fn system(sources: &[String]) -> Result<Found, String> {
     let os = crate::net::dns::hostname()?;
     let mut name = None;
@@ -117,6 +201,16 @@ pub fn system(sources: &[String]) -> Result<Found, String> {
         && let Some(pretty) = rel.lines().find_map(|l| l.strip_prefix("PRETTY_NAME="))
     {
         out.push(("os.description".into(), pretty.trim_matches('"').to_owned()));
+    }
+    if let Ok(t) = std::fs::read_to_string("/proc/cpuinfo") {
+        out.extend(cpu_info(&t));
+    }
+    let (ips, macs) = interfaces();
+    if !ips.is_empty() {
+        out.push(("host.ip".into(), ips.join(",")));
+    }
+    if !macs.is_empty() {
+        out.push(("host.mac".into(), macs.join(",")));
     }
     Ok(out)
 }
@@ -323,6 +417,22 @@ mod tests {
         let pct = |_: &str| Some("a=%zz".to_owned());
         assert!(env(&pct).is_err());
         assert!(env(&|_: &str| None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn cpu_info_of_the_first_processor() {
+        let t = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nstepping\t: 1\ncache size\t: 1024 KB\n\nprocessor\t: 1\nvendor_id\t: Other\n";
+        assert_eq!(
+            cpu_info(t),
+            [
+                ("host.cpu.vendor.id".to_owned(), "AuthenticAMD".to_owned()),
+                ("host.cpu.family".into(), "26".into()),
+                ("host.cpu.model.id".into(), "2".into()),
+                ("host.cpu.model.name".into(), "AMD EPYC".into()),
+                ("host.cpu.stepping".into(), "1".into()),
+                ("host.cpu.cache.l2.size".into(), "1024".into()),
+            ]
+        );
     }
 
     #[test]

@@ -67,16 +67,16 @@ const SYSTEM_ATTRIBUTES: &[(&str, bool, bool)] = &[
     ("host.id", false, true),
     ("host.arch", false, true),
     ("os.description", false, true),
-    ("host.ip", false, false),
-    ("host.mac", false, false),
+    ("host.ip", false, true),
+    ("host.mac", false, true),
     ("host.interface", false, false),
     ("os.version", false, false),
-    ("host.cpu.vendor.id", false, false),
-    ("host.cpu.family", false, false),
-    ("host.cpu.model.id", false, false),
-    ("host.cpu.model.name", false, false),
-    ("host.cpu.stepping", false, false),
-    ("host.cpu.cache.l2.size", false, false),
+    ("host.cpu.vendor.id", false, true),
+    ("host.cpu.family", false, true),
+    ("host.cpu.model.id", false, true),
+    ("host.cpu.model.name", false, true),
+    ("host.cpu.stepping", false, true),
+    ("host.cpu.cache.l2.size", false, true),
 ];
 
 /// The attributes of the Kubernetes-side detectors and whether the Collector enables each by
@@ -342,6 +342,32 @@ async fn detect(cfg: &Config) -> Vec<(String, String)> {
     out
 }
 
+/// A detected attribute with the type the Collector gives it: the L2 cache size an int, the
+/// address lists (found comma-joined) arrays, the rest strings.
+fn typed_kv(key: &str, v: &str) -> KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, any_value};
+    let value = match key {
+        "host.cpu.cache.l2.size" => match v.parse::<i64>() {
+            Ok(i) => any_value::Value::IntValue(i),
+            Err(_) => any_value::Value::StringValue(v.into()),
+        },
+        "host.ip" | "host.mac" => any_value::Value::ArrayValue(ArrayValue {
+            values: v
+                .split(',')
+                .map(|s| AnyValue {
+                    value: Some(any_value::Value::StringValue(s.into())),
+                })
+                .collect(),
+        }),
+        _ => return crate::signal::value::string_kv(key, v),
+    };
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
 fn azure_endpoint() -> String {
     std::env::var("FERROTEL_AZURE_IMDS_ENDPOINT")
         .unwrap_or_else(|_| "http://169.254.169.254".into())
@@ -381,12 +407,7 @@ impl ProcessorConfig for Detection {
                 })
                 .join()
                 .unwrap_or_default();
-                Arc::new(
-                    attrs
-                        .iter()
-                        .map(|(k, v)| crate::signal::value::string_kv(k, v))
-                        .collect(),
-                )
+                Arc::new(attrs.iter().map(|(k, v)| typed_kv(k, v)).collect())
             })
             .clone();
         let t = Apply {
@@ -507,11 +528,13 @@ mod tests {
                 .1
                 .contains("ferrotel has env")
         );
-        let (p, m) =
-            e("detectors: [system]\nsystem: {resource_attributes: {host.mac: {enabled: true}}}\n")
-                .unwrap();
-        assert_eq!(p, "system.resource_attributes.host.mac");
+        let (p, m) = e(
+            "detectors: [system]\nsystem: {resource_attributes: {os.version: {enabled: true}}}\n",
+        )
+        .unwrap();
+        assert_eq!(p, "system.resource_attributes.os.version");
         assert!(m.contains("does not detect"), "{m}");
         assert!(e("detectors: [system]\nsystem: {hostname_sources: [ldap]}\n").is_some());
+        assert!(e("detectors: [system]\nsystem: {resource_attributes: {host.mac: {enabled: true}, host.ip: {enabled: true}, host.cpu.model.name: {enabled: true}}}\n").is_none());
     }
 }
