@@ -369,6 +369,145 @@ fn cluster_state_follows_the_watch_through_a_drop_and_a_relist() {
     );
 }
 
+/// (event type, entity type, uid, interval, attributes) of one entity event record.
+type EntityEvent = (String, String, String, String, BTreeMap<String, String>);
+
+/// In a logs pipeline too: the entity events of the same watch (an object's state when listed,
+/// added or changed, its delete once, and every object's state again each
+/// `metadata_collection_interval`), as the Collector's receiver writes them.
+#[test]
+fn entity_events_follow_the_watch() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let port = free_port();
+    let _api = start_api(&rt, port, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), port, free_port());
+    let sink = Sink::start();
+    let metrics = free_port();
+    let cfg = format!(
+        r#"
+receivers:
+  k8s_cluster:
+    auth_type: kubeConfig
+    collection_interval: 300ms
+    metadata_collection_interval: 2s
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  telemetry: {{ metrics: {{ address: 127.0.0.1:{metrics} }} }}
+  pipelines:
+    metrics: {{ receivers: [k8s_cluster], exporters: [otlp] }}
+    logs: {{ receivers: [k8s_cluster], exporters: [otlp] }}
+"#,
+        sink = sink.port
+    );
+    let _c = Collector::start(
+        &cfg,
+        &[("KUBECONFIG", kc.display().to_string())],
+        None,
+        Some(metrics),
+    );
+    let events = || -> Vec<EntityEvent> {
+        let logs = sink.store.logs.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for rl in &logs {
+            for sl in &rl.scope_logs {
+                let scope = sl.scope.as_ref().unwrap();
+                assert!(
+                    scope.attributes.iter().any(|a| a.key == "otel.entity.event_as_log"
+                        && matches!(
+                            a.value.as_ref().and_then(|v| v.value.as_ref()),
+                            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(true))
+                        )),
+                    "{scope:?}"
+                );
+                for r in &sl.log_records {
+                    let get = |k: &str| common::attr_text(&r.attributes, k).unwrap_or_default();
+                    let map = |k: &str| -> BTreeMap<String, String> {
+                        let v = r.attributes.iter().find(|a| a.key == k);
+                        match v.and_then(|a| a.value.as_ref()?.value.as_ref()) {
+                            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::KvlistValue(l)) => l
+                                .values
+                                .iter()
+                                .map(|kv| (kv.key.clone(), common::value_text(&kv.value)))
+                                .collect(),
+                            _ => BTreeMap::new(),
+                        }
+                    };
+                    let id = map("otel.entity.id");
+                    let uid = id.values().next().cloned().unwrap_or_default();
+                    out.push((
+                        get("otel.entity.event.type"),
+                        get("otel.entity.type"),
+                        uid,
+                        match r
+                            .attributes
+                            .iter()
+                            .find(|a| a.key == "otel.entity.interval")
+                            .and_then(|a| a.value.as_ref()?.value.as_ref())
+                        {
+                            Some(
+                                opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(
+                                    i,
+                                ),
+                            ) => i.to_string(),
+                            _ => String::new(),
+                        },
+                        map("otel.entity.attributes"),
+                    ));
+                }
+            }
+        }
+        out
+    };
+    wait_until(
+        "a periodic report after the relist",
+        Duration::from_secs(30),
+        || {
+            let e = events();
+            e.iter()
+                .any(|(t, _, u, _, _)| t == "entity_state" && u == "uid-d")
+                && e.iter().any(|(_, _, _, i, _)| i == "2000")
+        },
+    );
+    let e = events();
+    let deletes: Vec<&String> = e
+        .iter()
+        .filter(|(t, _, _, _, _)| t == "entity_delete")
+        .map(|(_, _, u, _, _)| u)
+        .collect();
+    assert_eq!(deletes, ["uid-a"], "a deleted once by the watch: {e:?}");
+    for uid in ["uid-a", "uid-b", "uid-c", "uid-d", "uid-node-1", "uid-dep"] {
+        assert!(
+            e.iter()
+                .any(|(t, _, u, _, _)| t == "entity_state" && u == uid),
+            "{uid}: {e:?}"
+        );
+    }
+    let (_, ty, _, _, attrs) = e
+        .iter()
+        .find(|(t, _, u, _, _)| t == "entity_state" && u == "uid-dep")
+        .unwrap();
+    assert_eq!(ty, "k8s.deployment");
+    assert_eq!(attrs["k8s.workload.kind"], "Deployment");
+    assert_eq!(attrs["k8s.workload.name"], "app");
+    let (_, ty, _, _, attrs) = e
+        .iter()
+        .find(|(t, _, u, _, _)| t == "entity_state" && u == "uid-b")
+        .unwrap();
+    assert_eq!(ty, "k8s.pod");
+    assert_eq!(attrs["k8s.node.name"], "node-1");
+    // The periodic report names only what is there now: not `a`.
+    assert!(
+        !e.iter().any(|(_, _, u, i, _)| u == "uid-a" && i == "2000"),
+        "{e:?}"
+    );
+    // The metrics are reported as before.
+    assert!(!sink.store.metrics.lock().unwrap().is_empty());
+}
+
 /// BENCHMARKS.md: the collector's RSS before and after it holds 10,000 pods' state.
 /// `cargo test --release --test k8s_cluster -- --ignored --nocapture`
 #[test]

@@ -34,10 +34,11 @@ pub struct Config {
     /// Only these namespaces' objects (and the cluster-wide nodes and namespaces); default all.
     #[serde(default)]
     pub namespaces: Vec<String>,
-    /// Accepted (entity metadata is not exported yet; `metadata_exporters` is refused).
+    /// In a logs pipeline: every object's entity state is sent again this often. Default 5m.
     #[serde(default, deserialize_with = "units::opt_duration")]
     pub metadata_collection_interval: Option<Duration>,
-    /// Refused when set: entity events are not built in ferrotel yet.
+    /// Refused when set: no ferrotel exporter takes metadata directly; the logs pipelines that
+    /// list this receiver get the entity events.
     #[serde(default)]
     pub metadata_exporters: Vec<String>,
     /// `kubernetes` (default); `openshift` is refused.
@@ -50,6 +51,14 @@ pub struct Config {
     pub metrics: BTreeMap<String, Toggle>,
     #[serde(default)]
     pub resource_attributes: BTreeMap<String, Toggle>,
+}
+
+impl Config {
+    pub fn metadata_interval(&self) -> Duration {
+        self.metadata_collection_interval
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(300))
+    }
 }
 
 fn ten_seconds() -> Duration {

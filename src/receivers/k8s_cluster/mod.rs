@@ -7,9 +7,11 @@
 //! after drops, relisted after `410 Gone`); what is known is reported every
 //! `collection_interval`. While the API cannot be reached the last known state is still
 //! reported and each failed read is counted. With `k8s_leader_elector`, it runs only while this
-//! collector holds the Lease.
+//! collector holds the Lease. In a logs pipeline it writes the objects' entity events
+//! ([`entities`]).
 
 mod config;
+mod entities;
 mod metrics;
 mod state;
 
@@ -30,7 +32,7 @@ use state::{Kind, State};
 
 pub const FACTORY: Factory = Factory::receiver(
     "k8s_cluster",
-    crate::signal::METRICS,
+    &[Signal::Metrics, Signal::Logs],
     Stability::Alpha,
     parse,
 )
@@ -54,7 +56,7 @@ pub fn parse_config(node: &Node) -> Result<Config, DeError> {
         return Err(key_err(
             node,
             &["metadata_exporters"],
-            "entity metadata export is not built in ferrotel yet",
+            "no ferrotel exporter takes metadata directly: list this receiver in a logs pipeline, which gets the entity events",
         ));
     }
     if let Some(d) = &cfg.distribution
@@ -109,8 +111,13 @@ impl ReceiverConfig for Config {
         consumers: SignalConsumers,
     ) -> BoxFuture<'static, Result<Box<dyn Lifecycle>, BuildError>> {
         Box::pin(async move {
-            let Some(consumer) = consumers[Signal::Metrics.index()].clone() else {
-                return Err(BuildError::new(&ctx.id, "no metrics pipeline uses it"));
+            let metrics = consumers[Signal::Metrics.index()].clone();
+            let logs = consumers[Signal::Logs.index()].clone();
+            let Some(consumer) = metrics.clone().or_else(|| logs.clone()) else {
+                return Err(BuildError::new(
+                    &ctx.id,
+                    "no metrics or logs pipeline uses it",
+                ));
             };
             let leading = ctx
                 .leaders
@@ -118,6 +125,8 @@ impl ReceiverConfig for Config {
                 .map_err(|e| BuildError::new(&ctx.id, e))?;
             let shared = Arc::new(Shared {
                 src: ApiSource::new(&ctx, consumer, self.auth_type, &self.context)?,
+                metrics: metrics.is_some(),
+                entities: logs.map(|l| super::Output::new(&ctx, "", l)),
                 cfg: *self,
             });
             let stop = CancellationToken::new();
@@ -132,7 +141,11 @@ impl ReceiverConfig for Config {
 }
 
 struct Shared {
+    /// Its output is the metrics pipelines' when `metrics`, else the logs pipelines'.
     src: ApiSource,
+    metrics: bool,
+    /// The logs pipelines', for entity events.
+    entities: Option<super::Output>,
     cfg: Config,
 }
 
@@ -147,6 +160,10 @@ impl std::ops::Deref for Shared {
 /// every interval.
 async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let state = Arc::new(Mutex::new(State::default()));
+    let entities = shared
+        .entities
+        .is_some()
+        .then(|| Arc::new(Mutex::new(entities::Entities::default())));
     let mut tasks = Vec::new();
     for kind in Kind::ALL {
         let (_, _, namespaced) = kind.api();
@@ -162,27 +179,29 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 query: Vec::new(),
             };
             let (shared, state, stop) = (shared.clone(), state.clone(), stop.clone());
+            let entities = entities.clone();
             tasks.push(tokio::spawn(async move {
                 let source = resource.path.clone();
                 let follow = watch::run(&shared.client, &shared.api, &resource, |ev| {
+                    // Entity events see each object before the state reduces it; a list is
+                    // then parsed once for both.
+                    let ev = match &entities {
+                        Some(en) => entity_events(en, kind, ns.as_deref(), many, ev),
+                        None => Seen::Event(ev),
+                    };
                     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                    let scope = ns.as_deref().filter(|_| many);
                     match ev {
-                        // With several namespaces a list replaces only its own namespace's part.
-                        Event::Listed(items) if many => {
-                            if let Some(m) = st.objects.get_mut(&kind) {
-                                m.retain(|_, o| namespace_of(o) != ns.as_deref().unwrap_or(""));
-                            }
-                            for i in items {
-                                st.applied(kind, i);
-                            }
+                        Seen::Parsed(values) => apply_list(&mut st, kind, scope, values),
+                        Seen::Event(Event::Listed(items)) => {
+                            apply_list(&mut st, kind, scope, items)
                         }
-                        Event::Listed(items) => st.listed(kind, items),
-                        Event::Added(o) | Event::Applied(o) => st.applied(kind, o),
-                        Event::Deleted(o) => st.deleted(kind, &o),
-                        Event::Reachable(false) => {
+                        Seen::Event(Event::Added(o) | Event::Applied(o)) => st.applied(kind, o),
+                        Seen::Event(Event::Deleted(o)) => st.deleted(kind, &o),
+                        Seen::Event(Event::Reachable(false)) => {
                             shared.failed(&source);
                         }
-                        Event::Reachable(true) => {}
+                        Seen::Event(Event::Reachable(true)) => {}
                     }
                 });
                 tokio::select! {
@@ -196,10 +215,27 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is at once, before anything is listed: skip it.
     tick.tick().await;
+    // Entity events leave within a second; all of them again every metadata interval.
+    let mut flush = tokio::time::interval(std::time::Duration::from_secs(1));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let every = shared.cfg.metadata_interval();
+    let mut report = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
+            _ = flush.tick() => {
+                send_entities(&shared, &entities, None).await;
+                continue;
+            }
+            _ = report.tick() => {
+                send_entities(&shared, &entities, Some(every)).await;
+                continue;
+            }
+        }
+        if !shared.metrics {
+            continue;
         }
         let now = crate::component::now_nanos();
         let rms = {
@@ -219,6 +255,88 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     }
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// A watch event as the state takes it: a list already parsed for the entity events, or the
+/// event as it came.
+enum Seen {
+    Parsed(Vec<serde_json::Value>),
+    Event(Event),
+}
+
+/// A list of `kind`: the whole kind, or with several namespaces only `scope`'s part.
+fn apply_list(
+    st: &mut State,
+    kind: Kind,
+    scope: Option<&str>,
+    items: impl IntoIterator<Item = serde_json::Value>,
+) {
+    match scope {
+        Some(ns) => {
+            if let Some(m) = st.objects.get_mut(&kind) {
+                m.retain(|_, o| namespace_of(o) != ns);
+            }
+            for i in items {
+                st.applied(kind, i);
+            }
+        }
+        None => st.listed(kind, items),
+    }
+}
+
+/// Records the entity events of one watch event and hands the event on.
+fn entity_events(
+    en: &Mutex<entities::Entities>,
+    kind: Kind,
+    ns: Option<&str>,
+    many: bool,
+    ev: Event,
+) -> Seen {
+    let now = crate::component::now_nanos();
+    let mut en = en.lock().unwrap_or_else(|e| e.into_inner());
+    match ev {
+        Event::Listed(items) => {
+            let values: Vec<serde_json::Value> = items.into_iter().collect();
+            en.listed(kind, ns.filter(|_| many), values.iter(), now);
+            return Seen::Parsed(values);
+        }
+        Event::Added(ref o) | Event::Applied(ref o) => en.applied(kind, o, now),
+        Event::Deleted(ref o) => en.deleted(kind, o, now),
+        Event::Reachable(_) => {}
+    }
+    Seen::Event(ev)
+}
+
+/// Sends the entity events waiting (after every known object's state, with `report`).
+async fn send_entities(
+    shared: &Shared,
+    entities: &Option<Arc<Mutex<entities::Entities>>>,
+    report: Option<std::time::Duration>,
+) {
+    let (Some(out), Some(en)) = (&shared.entities, entities) else {
+        return;
+    };
+    let batch = {
+        let mut en = en.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(every) = report {
+            en.report_all(crate::component::now_nanos(), every.as_millis() as i64);
+        }
+        if en.dropped > 0 {
+            tracing::warn!(
+                receiver = %shared.id,
+                dropped = en.dropped,
+                "entity events dropped: the logs pipeline did not keep up (the next full report restores the state)"
+            );
+            en.dropped = 0;
+        }
+        en.take()
+    };
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = out.push(Batch::Logs(batch), Default::default()).await {
+        tracing::debug!(receiver = %shared.id, error = %e, "entity events refused downstream");
     }
 }
 
