@@ -287,6 +287,26 @@ pub trait ExporterConfig: Send + Sync {
     fn build(self: Box<Self>, ctx: Context) -> Result<Arc<dyn Exporter>, BuildError>;
 }
 
+/// A downstream pipeline of a connector: its id (`metrics/red`) and its first stage.
+#[derive(Clone)]
+pub struct Downstream {
+    pub pipeline: String,
+    pub head: DynConsumer,
+}
+
+pub trait ConnectorConfig: Send + Sync {
+    /// Called once per pipeline that lists the connector as an exporter and per signal `to` of
+    /// the pipelines that list it as a receiver (the Collector's one instance per signal
+    /// pair); `next` are those pipelines, in config order.
+    fn build(
+        &self,
+        ctx: Context,
+        from: Signal,
+        to: Signal,
+        next: Vec<Downstream>,
+    ) -> Result<Arc<dyn Exporter>, BuildError>;
+}
+
 pub trait ExtensionConfig: Send + Sync {
     fn endpoints(&self) -> Vec<String> {
         Vec::new()
@@ -304,6 +324,7 @@ pub enum Kind {
     Processor,
     Exporter,
     Extension,
+    Connector,
 }
 
 impl Kind {
@@ -313,6 +334,7 @@ impl Kind {
             Kind::Processor => "processors",
             Kind::Exporter => "exporters",
             Kind::Extension => "extensions",
+            Kind::Connector => "connectors",
         }
     }
 }
@@ -333,6 +355,7 @@ pub enum Parse {
     Processor(fn(&Node) -> Result<Box<dyn ProcessorConfig>, DeError>),
     Exporter(fn(&Node) -> Result<Box<dyn ExporterConfig>, DeError>),
     Extension(fn(&Node) -> Result<Box<dyn ExtensionConfig>, DeError>),
+    Connector(fn(&Node) -> Result<Box<dyn ConnectorConfig>, DeError>),
 }
 
 /// A component type's identity, declared by its module as `FACTORY` (the Collector's
@@ -352,6 +375,8 @@ pub struct Factory {
     pub parse: Parse,
     /// An extension that `storage:` keys may name (it provides a storage client).
     pub provides_storage: bool,
+    /// A connector's (exporter-side signal, receiver-side signal) pairs.
+    pub pairs: &'static [(Signal, Signal)],
 }
 
 impl Factory {
@@ -367,6 +392,7 @@ impl Factory {
             Parse::Processor(_) => Kind::Processor,
             Parse::Exporter(_) => Kind::Exporter,
             Parse::Extension(_) => Kind::Extension,
+            Parse::Connector(_) => Kind::Connector,
         };
         Factory {
             kind,
@@ -377,6 +403,7 @@ impl Factory {
             stability,
             parse,
             provides_storage: false,
+            pairs: &[],
         }
     }
 
@@ -414,6 +441,20 @@ impl Factory {
         parse: fn(&Node) -> Result<Box<dyn ExtensionConfig>, DeError>,
     ) -> Factory {
         Factory::new(name, &[], stability, Parse::Extension(parse))
+    }
+
+    /// A connector joins pipelines: `pairs` are the (from, to) signals it converts; its
+    /// `signals` are those it takes in.
+    pub const fn connector(
+        name: &'static str,
+        takes: &'static [Signal],
+        pairs: &'static [(Signal, Signal)],
+        stability: Stability,
+        parse: fn(&Node) -> Result<Box<dyn ConnectorConfig>, DeError>,
+    ) -> Factory {
+        let mut f = Factory::new(name, takes, stability, Parse::Connector(parse));
+        f.pairs = pairs;
+        f
     }
 
     pub const fn aliases(mut self, names: &'static [&'static str]) -> Factory {

@@ -10,6 +10,7 @@ pub mod batcher;
 pub mod client;
 pub mod component;
 pub mod config;
+pub mod connectors;
 pub mod disk_queue;
 pub mod exporters;
 pub mod extensions;

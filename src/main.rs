@@ -371,6 +371,7 @@ fn components(json: bool) {
         Kind::Processor,
         Kind::Exporter,
         Kind::Extension,
+        Kind::Connector,
     ];
     if json {
         let list: Vec<_> = FACTORIES

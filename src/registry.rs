@@ -44,6 +44,8 @@ pub static FACTORIES: &[Factory] = &[
     crate::extensions::healthcheckv2::FACTORY,
     crate::extensions::oauth2client::FACTORY,
     crate::extensions::oidc::FACTORY,
+    crate::connectors::forward::FACTORY,
+    crate::connectors::count::FACTORY,
 ];
 
 /// Finds the factory of a component type by its name, an alias or a deprecated name.

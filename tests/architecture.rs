@@ -105,7 +105,13 @@ fn imports() -> BTreeMap<Module, BTreeSet<Module>> {
     out
 }
 
-const KINDS: [&str; 4] = ["receivers", "processors", "exporters", "extensions"];
+const KINDS: [&str; 5] = [
+    "receivers",
+    "processors",
+    "exporters",
+    "extensions",
+    "connectors",
+];
 
 #[test]
 fn no_component_imports_a_module_of_another_kind() {

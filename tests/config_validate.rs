@@ -739,3 +739,48 @@ fn telemetry_push_exporters_are_checked() {
         assert!(out.contains(want), "{want} in:\n{out}");
     }
 }
+
+#[test]
+fn connectors_join_pipelines_and_a_loop_or_a_loose_end_is_refused() {
+    let head = "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\nexporters:\n  debug:\nconnectors:\n  forward:\n  forward/2:\n  count:\n";
+    // A valid chain: traces → forward → traces, traces → count → metrics.
+    let (ok, out) = validate(&format!(
+        "{head}service:\n  pipelines:\n    traces/in:\n      receivers: [otlp]\n      exporters: [forward, count]\n    traces/out:\n      receivers: [forward]\n      exporters: [debug]\n    metrics:\n      receivers: [count]\n      exporters: [debug]\n"
+    ));
+    assert!(ok, "{out}");
+    // A loop: b → forward/2 → c → forward → b.
+    assert_error(
+        &format!(
+            "{head}service:\n  pipelines:\n    traces/a:\n      receivers: [otlp]\n      exporters: [forward]\n    traces/b:\n      receivers: [forward]\n      exporters: [forward/2]\n    traces/c:\n      receivers: [forward/2]\n      exporters: [forward, debug]\n"
+        ),
+        "closes a loop of pipelines: traces/b → traces/c → traces/b",
+    );
+    let (_, out) = validate(&format!(
+        "{head}service:\n  pipelines:\n    traces/a:\n      receivers: [otlp]\n      exporters: [forward]\n    traces/b:\n      receivers: [forward]\n      exporters: [forward/2]\n    traces/c:\n      receivers: [forward/2]\n      exporters: [forward, debug]\n"
+    ));
+    assert!(
+        out.contains("cfg.yaml:22:19:"),
+        "the loop at the connector that closes it:\n{out}"
+    );
+    // count exported by traces, but nothing takes its metrics.
+    assert_error(
+        &format!(
+            "{head}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [count, debug]\n"
+        ),
+        "connector `count` is an exporter of this traces pipeline, but no pipeline uses it as a receiver with a signal it converts to (traces → metrics)",
+    );
+    // count does not make traces.
+    assert_error(
+        &format!(
+            "{head}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [count]\n    traces/2:\n      receivers: [count]\n      exporters: [debug]\n"
+        ),
+        "connector `count` is a receiver of this traces pipeline, but no pipeline uses it as an exporter",
+    );
+    // An undefined connector is undefined.
+    assert_error(
+        &format!(
+            "{head}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [routing]\n"
+        ),
+        "`routing` is not defined in `exporters`",
+    );
+}

@@ -297,7 +297,7 @@ fn ps(pid: u32, fields: &str) -> String {
 }
 
 /// The `process` scraper checked against `ps` (procps-ng, an independent reader of the same
-/// `/proc`): a Python process that spins for a second and then sleeps, and a `sleep`, chosen by
+/// `/proc`): a Python process that spins for 1.2 CPU seconds and then sleeps, and a `sleep`, chosen by
 /// executable name; their identity, owner, command line, memory, threads and CPU time.
 #[test]
 fn process_scraper_agrees_with_ps() {
@@ -305,15 +305,20 @@ fn process_scraper_agrees_with_ps() {
         Command::new("python3")
             .args([
                 "-c",
-                "import time; t = time.time(); [0 for _ in iter(lambda: time.time() - t < 1.2, False)]; time.sleep(600)",
+                "import time; t = time.process_time(); [0 for _ in iter(lambda: time.process_time() - t < 1.2, False)]; time.sleep(600)",
             ])
             .spawn()
             .expect("python3"),
     );
     let nap = Killed(Command::new("sleep").arg("600").spawn().expect("sleep"));
     let (spin_pid, nap_pid) = (spin.0.id(), nap.0.id());
-    // Let the spinner finish its second of CPU.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Let the spinner use its 1.2 CPU seconds (however long a loaded machine takes) and sleep.
+    wait_until("the spinner asleep", Duration::from_secs(60), || {
+        ps(spin_pid, "stat=").starts_with('S')
+            && ps(spin_pid, "cputimes=")
+                .parse::<f64>()
+                .is_ok_and(|c| c >= 1.0)
+    });
     let sink = common::sink::Sink::start();
     let cfg = format!(
         r#"
@@ -438,7 +443,7 @@ service:
         + value(&rm, "process.cpu.time", Some("system"));
     let ps_cpu: f64 = ps(spin_pid, "cputimes=").parse().unwrap();
     assert!(
-        cpu >= 1.0 && cpu >= ps_cpu && cpu < ps_cpu + 1.0,
+        cpu >= 1.2 && cpu >= ps_cpu && cpu < ps_cpu + 1.0,
         "cpu {cpu} vs ps {ps_cpu}"
     );
     // Asleep now: no CPU since the last scrape.

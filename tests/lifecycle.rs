@@ -15,6 +15,7 @@ use ferrotel::registry::FACTORIES;
 fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
     let port = free_port();
     Some(match (kind, name) {
+        (Kind::Connector, "forward" | "count") => "{}".into(),
         (Kind::Receiver, "otlp") => format!(
             "protocols: {{grpc: {{endpoint: '127.0.0.1:{port}'}}, http: {{endpoint: '127.0.0.1:{}'}}}}",
             free_port()
@@ -138,6 +139,17 @@ fn service(kind: Kind, type_name: &str, body: &str, signal: &str) -> String {
         free_port()
     );
     let indent = |s: &str| s.replace('\n', "\n    ");
+    if kind == Kind::Connector {
+        // Between a pipeline of `signal` and one of the first signal it turns that into.
+        let to = FACTORIES
+            .iter()
+            .find(|f| f.kind == Kind::Connector && f.names().any(|n| n == type_name))
+            .and_then(|f| f.pairs.iter().find(|(from, _)| from.to_string() == signal))
+            .map_or(signal.to_string(), |(_, to)| to.to_string());
+        return format!(
+            "receivers:\n  {otlp}\nconnectors:\n  {type_name}: {body}\nexporters:\n  debug: {{}}\nservice:\n  shutdown_timeout: 5s\n  pipelines:\n    {signal}/in:\n      {{receivers: [otlp/in], exporters: [{type_name}]}}\n    {to}/out:\n      {{receivers: [{type_name}], exporters: [debug]}}\n"
+        );
+    }
     let (receivers, processors, exporters, extensions, pipeline, service_ext) = match kind {
         Kind::Receiver => (
             format!("  {type_name}:\n    {}", indent(body)),
@@ -163,6 +175,7 @@ fn service(kind: Kind, type_name: &str, body: &str, signal: &str) -> String {
             format!("receivers: [otlp/in], exporters: [{type_name}]"),
             "[]".to_string(),
         ),
+        Kind::Connector => unreachable!("returned above"),
         Kind::Extension => (
             format!("  {otlp}"),
             String::new(),

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::switch::{InFlight, Switch};
 use super::validate::Validated;
-use crate::component::{BuildError, Context, DynConsumer, Exporter, FanOut, Lifecycle, Processor};
+use crate::component::{
+    BuildError, Context, Downstream, DynConsumer, Exporter, FanOut, Lifecycle, Processor,
+};
 use crate::config::{ComponentDef, ComponentId, Config, Node, PipelineDef};
 use crate::health::Health;
 use crate::signal::Signal;
@@ -29,6 +31,11 @@ struct PipelineRun {
     /// First processor first.
     procs: Vec<Arc<dyn Processor>>,
     head: DynConsumer,
+    /// The connectors it exports to, built for it (each feeds other pipelines).
+    connectors: Vec<(ComponentId, Arc<dyn Exporter>)>,
+    /// Its place in the build order: the pipelines a connector feeds are built (and ranked)
+    /// before the pipeline that feeds it, so stopping by falling rank drains upstream first.
+    rank: usize,
 }
 
 struct ReceiverRun {
@@ -299,9 +306,10 @@ impl Running {
         // Exporters: one instance per id used by any pipeline; unchanged ones are kept.
         let mut exporters: HashMap<ComponentId, Arc<dyn Exporter>> = HashMap::new();
         let mut kept_exporters = Vec::new();
+        let is_connector = |id: &ComponentId| new.connectors.iter().any(|d| d.id == *id);
         for p in &new.pipelines {
             for e in &p.exporters {
-                if exporters.contains_key(&e.id) {
+                if exporters.contains_key(&e.id) || is_connector(&e.id) {
                     continue;
                 }
                 let kept = old_exporters
@@ -348,10 +356,49 @@ impl Running {
         }
 
         // Pipelines: fan-out to exporters, wrapped by processors from last to first. One whose
-        // processors and exporters are all unchanged is kept with its processors' state.
-        for p in &new.pipelines {
+        // processors and exporters are all unchanged is kept with its processors' state; one
+        // joined to others by a connector is always built anew, together with them. A pipeline
+        // a connector feeds is built before the one that feeds it (validation refused loops).
+        let touches_connector = |p: &PipelineDef| {
+            p.receivers
+                .iter()
+                .chain(&p.exporters)
+                .any(|r| is_connector(&r.id))
+        };
+        let feeds = |a: &PipelineDef, b: &PipelineDef| {
+            a.exporters
+                .iter()
+                .any(|e| is_connector(&e.id) && b.receivers.iter().any(|r| r.id == e.id))
+        };
+        let mut order: Vec<usize> = Vec::with_capacity(new.pipelines.len());
+        while order.len() < new.pipelines.len() {
+            let before = order.len();
+            for (i, p) in new.pipelines.iter().enumerate() {
+                let ready = !order.contains(&i)
+                    && new
+                        .pipelines
+                        .iter()
+                        .enumerate()
+                        .all(|(j, q)| j == i || !feeds(p, q) || order.contains(&j));
+                if ready {
+                    order.push(i);
+                }
+            }
+            if order.len() == before {
+                // A loop got past validation: build the rest in config order.
+                order.extend(
+                    (0..new.pipelines.len())
+                        .filter(|i| !order.contains(i))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        for (rank, &pi) in order.iter().enumerate() {
+            let p = &new.pipelines[pi];
             let unchanged = |o: &PipelineRun| {
                 o.def.id() == p.id()
+                    && !touches_connector(p)
+                    && o.connectors.is_empty()
                     && ids(&o.def.processors) == ids(&p.processors)
                     && ids(&o.def.exporters) == ids(&p.exporters)
                     && p.processors
@@ -362,15 +409,45 @@ impl Running {
             if let Some(i) = old_pipelines.iter().position(unchanged) {
                 let mut kept = old_pipelines.swap_remove(i);
                 kept.def = p.clone();
+                kept.rank = rank;
                 self.parts.pipelines.push(kept);
                 sum.pipelines_kept += 1;
                 continue;
             }
-            let outs: Vec<DynConsumer> = p
-                .exporters
-                .iter()
-                .filter_map(|e| exporters.get(&e.id).cloned().map(|x| x as DynConsumer))
-                .collect();
+            let mut outs: Vec<DynConsumer> = Vec::new();
+            let mut connectors = Vec::new();
+            for e in &p.exporters {
+                if let Some(x) = exporters.get(&e.id) {
+                    outs.push(x.clone() as DynConsumer);
+                    continue;
+                }
+                let Some(cfg) = v.connectors.get(&e.id) else {
+                    continue;
+                };
+                // One instance per signal of the pipelines it feeds.
+                for to in Signal::EVERY {
+                    let next: Vec<Downstream> = self
+                        .parts
+                        .pipelines
+                        .iter()
+                        .filter(|q| {
+                            q.def.signal == to && q.def.receivers.iter().any(|r| r.id == e.id)
+                        })
+                        .map(|q| Downstream {
+                            pipeline: q.def.id().to_string(),
+                            head: q.head.clone(),
+                        })
+                        .collect();
+                    if next.is_empty() {
+                        continue;
+                    }
+                    let mut cctx = ctx(&e.id, &self.base);
+                    cctx.pipeline = p.id().to_string();
+                    let c = cfg.build(cctx, p.signal, to, next)?;
+                    outs.push(c.clone() as DynConsumer);
+                    connectors.push((e.id.clone(), c));
+                }
+            }
             let durable = outs.iter().any(|c| c.durable());
             let mut next = FanOut::build(outs);
             let mut procs = Vec::new();
@@ -390,6 +467,8 @@ impl Running {
                 def: p.clone(),
                 procs,
                 head: next,
+                connectors,
+                rank,
             });
             sum.pipelines_built += 1;
         }
@@ -399,6 +478,7 @@ impl Running {
             .pipelines
             .iter()
             .flat_map(|p| p.receivers.iter().map(|r| r.id.clone()))
+            .filter(|id| !is_connector(id))
             .collect();
         receiver_ids.sort();
         receiver_ids.dedup();
@@ -476,11 +556,7 @@ impl Running {
                 tracing::warn!("calls into a replaced pipeline were still running at the deadline");
             }
         }
-        for p in &old_pipelines {
-            for proc in &p.procs {
-                proc.shutdown(deadline).await;
-            }
-        }
+        stop_pipelines(old_pipelines.iter().collect(), deadline).await;
         for (id, e) in &old_exporters {
             e.shutdown(deadline).await;
             tracing::debug!(exporter = %id, "stopped");
@@ -579,16 +655,27 @@ fn ids(refs: &[crate::config::Ref]) -> Vec<&ComponentId> {
     refs.iter().map(|r| &r.id).collect()
 }
 
+/// Flushes pipelines upstream first: a pipeline's processors, then the connectors it feeds,
+/// before the pipelines those feed.
+async fn stop_pipelines(mut pipelines: Vec<&PipelineRun>, deadline: tokio::time::Instant) {
+    pipelines.sort_by_key(|p| std::cmp::Reverse(p.rank));
+    for p in pipelines {
+        for proc in &p.procs {
+            proc.shutdown(deadline).await;
+        }
+        for (id, c) in &p.connectors {
+            c.shutdown(deadline).await;
+            tracing::debug!(connector = %id, pipeline = %p.def.id(), "stopped");
+        }
+    }
+}
+
 async fn stop_parts(parts: &Parts, deadline: tokio::time::Instant) {
     for r in &parts.receivers {
         r.running.shutdown(deadline).await;
         tracing::debug!(receiver = %r.id, "stopped");
     }
-    for p in &parts.pipelines {
-        for proc in &p.procs {
-            proc.shutdown(deadline).await;
-        }
-    }
+    stop_pipelines(parts.pipelines.iter().collect(), deadline).await;
     for (id, e) in &parts.exporters {
         e.shutdown(deadline).await;
         tracing::debug!(exporter = %id, "stopped");

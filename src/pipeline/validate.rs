@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::component::{
-    self, ExporterConfig, ExtensionConfig, Kind, Parse, ProcessorConfig, ReceiverConfig,
+    self, ConnectorConfig, ExporterConfig, ExtensionConfig, Kind, Parse, ProcessorConfig,
+    ReceiverConfig,
 };
 use crate::config::{
     self, ComponentDef, ComponentId, Config, ConfigError, DeError, Errors, Node, Pos, Sources,
@@ -19,6 +20,7 @@ pub struct Validated {
     pub(super) processors: BTreeMap<ComponentId, Box<dyn ProcessorConfig>>,
     pub(super) exporters: BTreeMap<ComponentId, Box<dyn ExporterConfig>>,
     pub(super) extensions: BTreeMap<ComponentId, Box<dyn ExtensionConfig>>,
+    pub(super) connectors: BTreeMap<ComponentId, Box<dyn ConnectorConfig>>,
     /// Deprecated names and other things worth a warning.
     pub warnings: Vec<String>,
 }
@@ -170,15 +172,17 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
         processors: BTreeMap::new(),
         exporters: BTreeMap::new(),
         extensions: BTreeMap::new(),
+        connectors: BTreeMap::new(),
         warnings: Vec::new(),
         config: cfg,
     };
     let mut unsupported: Vec<(&'static str, &ComponentDef)> = Vec::new();
-    let sections: [(Kind, &Vec<ComponentDef>); 4] = [
+    let sections: [(Kind, &Vec<ComponentDef>); 5] = [
         (Kind::Receiver, &v.config.receivers),
         (Kind::Processor, &v.config.processors),
         (Kind::Exporter, &v.config.exporters),
         (Kind::Extension, &v.config.extensions),
+        (Kind::Connector, &v.config.connectors),
     ];
     for (kind, defs) in sections {
         for def in defs {
@@ -207,6 +211,7 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
                 Parse::Processor(p) => keep(&mut v.processors, &def.id, parse_all(&def.node, p)),
                 Parse::Exporter(p) => keep(&mut v.exporters, &def.id, parse_all(&def.node, p)),
                 Parse::Extension(p) => keep(&mut v.extensions, &def.id, parse_all(&def.node, p)),
+                Parse::Connector(p) => keep(&mut v.connectors, &def.id, parse_all(&def.node, p)),
             };
             match ok {
                 Ok(()) => {
@@ -225,9 +230,6 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
                     .for_each(|e| errors.de(&what, def.node.pos, e)),
             }
         }
-    }
-    for def in &v.config.connectors {
-        unsupported.push(("connectors", def));
     }
     if !unsupported.is_empty() {
         // One message naming every unsupported type, so a user sees the whole gap at once.
@@ -257,11 +259,13 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
             .iter()
             .any(|(s, d)| *s == section && d.id == *id)
     };
+    let is_connector = |id: &ComponentId| v.config.connectors.iter().any(|d| d.id == *id);
     let defined = |kind: Kind, id: &ComponentId| match kind {
         Kind::Receiver => v.config.receivers.iter().any(|d| d.id == *id),
         Kind::Processor => v.config.processors.iter().any(|d| d.id == *id),
         Kind::Exporter => v.config.exporters.iter().any(|d| d.id == *id),
         Kind::Extension => v.config.extensions.iter().any(|d| d.id == *id),
+        Kind::Connector => is_connector(id),
     };
 
     for r in &v.config.service_extensions {
@@ -405,8 +409,12 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
                     );
                     continue;
                 }
+                // A connector stands as an exporter of one pipeline and a receiver of others
+                // (checked below); one of a type ferrotel lacks is reported as unsupported.
+                if kind != Kind::Processor && is_connector(&r.id) && !defined(kind, &r.id) {
+                    continue;
+                }
                 if !defined(kind, &r.id) {
-                    // A connector used as receiver/exporter is already reported as unsupported.
                     if !is_unsupported("connectors", &r.id) {
                         errors.at(
                             r.pos,
@@ -433,8 +441,132 @@ fn check(cfg: Config, factories: &[component::Factory], errors: &mut Errors) -> 
             }
         }
     }
+    check_connectors(&v, factories, errors);
     check_ports(&v, errors);
     v
+}
+
+/// Each use of a connector must meet a use on the other side with a signal pair it converts,
+/// and the pipelines it joins must not loop.
+fn check_connectors(v: &Validated, factories: &[component::Factory], errors: &mut Errors) {
+    let pipelines = &v.config.pipelines;
+    let pairs_of = |id: &ComponentId| {
+        v.connectors.contains_key(id).then(|| {
+            crate::registry::find_in(factories, Kind::Connector, &id.kind)
+                .map_or(&[][..], |f| f.pairs)
+        })
+    };
+    // Pipeline i feeds pipeline j through connector `id` (at `pos` in i's exporters).
+    let mut edges: Vec<(usize, usize, ComponentId, Pos)> = Vec::new();
+    for (i, p) in pipelines.iter().enumerate() {
+        for (key, refs, exporting) in [
+            ("exporters", &p.exporters, true),
+            ("receivers", &p.receivers, false),
+        ] {
+            for r in refs.iter() {
+                let Some(pairs) = pairs_of(&r.id) else {
+                    continue;
+                };
+                let others: Vec<usize> = pipelines
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| {
+                        let (side, pair) = if exporting {
+                            (&o.receivers, (p.signal, o.signal))
+                        } else {
+                            (&o.exporters, (o.signal, p.signal))
+                        };
+                        side.iter().any(|x| x.id == r.id) && pairs.contains(&pair)
+                    })
+                    .map(|(j, _)| j)
+                    .collect();
+                if others.is_empty() {
+                    let (role, other) = if exporting {
+                        ("an exporter", "a receiver")
+                    } else {
+                        ("a receiver", "an exporter")
+                    };
+                    let can: Vec<String> = pairs
+                        .iter()
+                        .filter(|(f, t)| {
+                            if exporting {
+                                *f == p.signal
+                            } else {
+                                *t == p.signal
+                            }
+                        })
+                        .map(|(f, t)| format!("{f} → {t}"))
+                        .collect();
+                    errors.at(
+                        r.pos,
+                        Some(&format!("service::pipelines::{}", p.id())),
+                        Some(key),
+                        format!(
+                            "connector `{}` is {role} of this {} pipeline, but no pipeline uses it as {other} with a signal it converts to ({})",
+                            r.id,
+                            p.signal,
+                            if can.is_empty() { "it converts nothing from here".to_string() } else { can.join(", ") }
+                        ),
+                    );
+                }
+                if exporting {
+                    edges.extend(others.into_iter().map(|j| (i, j, r.id.clone(), r.pos)));
+                }
+            }
+        }
+    }
+    // A loop through connectors would pass data round forever: refuse it at the connector
+    // that closes it.
+    fn visit(
+        n: usize,
+        edges: &[(usize, usize, ComponentId, Pos)],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<(usize, Vec<usize>)> {
+        state[n] = 1;
+        path.push(n);
+        for (k, e) in edges.iter().enumerate().filter(|(_, e)| e.0 == n) {
+            match state[e.1] {
+                1 => {
+                    let start = path.iter().position(|x| *x == e.1).unwrap_or(0);
+                    return Some((k, path[start..].to_vec()));
+                }
+                0 => {
+                    if let Some(found) = visit(e.1, edges, state, path) {
+                        return Some(found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        path.pop();
+        state[n] = 2;
+        None
+    }
+    let mut state = vec![0u8; pipelines.len()];
+    for n in 0..pipelines.len() {
+        if state[n] != 0 {
+            continue;
+        }
+        if let Some((k, cycle)) = visit(n, &edges, &mut state, &mut Vec::new()) {
+            let (from, _, id, pos) = &edges[k];
+            let mut names: Vec<String> = cycle
+                .iter()
+                .map(|i| pipelines[*i].id().to_string())
+                .collect();
+            names.push(pipelines[cycle[0]].id().to_string());
+            errors.at(
+                *pos,
+                Some(&format!("service::pipelines::{}", pipelines[*from].id())),
+                Some("exporters"),
+                format!(
+                    "connector `{id}` closes a loop of pipelines: {}",
+                    names.join(" → ")
+                ),
+            );
+            return;
+        }
+    }
 }
 
 /// Two listeners of this collector on the same port would fail at start: refuse them now.
