@@ -46,6 +46,8 @@ pub static FACTORIES: &[Factory] = &[
     crate::extensions::oidc::FACTORY,
     crate::connectors::forward::FACTORY,
     crate::connectors::count::FACTORY,
+    crate::connectors::routing::FACTORY,
+    crate::connectors::otlpjson::FACTORY,
 ];
 
 /// Finds the factory of a component type by its name, an alias or a deprecated name.

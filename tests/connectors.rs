@@ -121,3 +121,156 @@ service:
     );
     assert!(c.terminate().success(), "{}", c.logs());
 }
+
+/// The span ids `sink` got.
+fn span_ids(sink: &Sink) -> Vec<String> {
+    let mut ids: Vec<String> = sink
+        .store
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| hex::encode(&s.span_id))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Tenants routed by a resource attribute (one route as a `statement`, one as a `condition`)
+/// to two backends, the rest to the default pipeline: every span once, where its tenant says.
+#[test]
+fn routing_sends_each_tenant_to_its_pipeline_and_the_rest_to_the_default() {
+    let (acme, ecorp, rest) = (Sink::start(), Sink::start(), Sink::start());
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+connectors:
+  routing:
+    default_pipelines: [traces/default]
+    table:
+      - statement: route() where attributes["tenant"] == "acme"
+        pipelines: [traces/acme]
+      - condition: resource.attributes["tenant"] == "ecorp"
+        pipelines: [traces/ecorp]
+exporters:
+  otlp_grpc/acme: {{ endpoint: "127.0.0.1:{a}", tls: {{ insecure: true }} }}
+  otlp_grpc/ecorp: {{ endpoint: "127.0.0.1:{e}", tls: {{ insecure: true }} }}
+  otlp_grpc/default: {{ endpoint: "127.0.0.1:{d}", tls: {{ insecure: true }} }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces/in: {{ receivers: [otlp], exporters: [routing] }}
+    traces/acme: {{ receivers: [routing], exporters: [otlp_grpc/acme] }}
+    traces/ecorp: {{ receivers: [routing], exporters: [otlp_grpc/ecorp] }}
+    traces/default: {{ receivers: [routing], exporters: [otlp_grpc/default] }}
+"#,
+        a = acme.port,
+        e = ecorp.port,
+        d = rest.port
+    );
+    let mut c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    let endpoint = format!("http://127.0.0.1:{grpc}");
+    let send = |tenant: Option<&str>, run: &str| -> Vec<String> {
+        let env: Vec<(&str, String)> = tenant
+            .map(|t| vec![("OTEL_RESOURCE_ATTRIBUTES", format!("tenant={t}"))])
+            .unwrap_or_default();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (ok, sent, err) = common::sdk_send_env(&endpoint, "grpc", "traces", 5, run, &[], &env);
+        assert!(ok, "{err}");
+        let mut ids: Vec<String> = sent["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["span_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let want_acme = send(Some("acme"), "acme");
+    let want_ecorp = send(Some("ecorp"), "ecorp");
+    let want_rest = send(None, "none");
+    wait_until("every span routed", Duration::from_secs(20), || {
+        acme.store.span_count() + ecorp.store.span_count() + rest.store.span_count() >= 30
+    });
+    assert_eq!(span_ids(&acme), want_acme);
+    assert_eq!(span_ids(&ecorp), want_ecorp);
+    assert_eq!(span_ids(&rest), want_rest);
+    assert!(c.terminate().success(), "{}", c.logs());
+}
+
+/// A node agent's pattern: `filelog` tails a file of OTLP/JSON lines (as an app or the
+/// Collector's `file` exporter writes them) and `otlpjson` turns them back into spans and
+/// metrics; a line that is not OTLP JSON stays out.
+#[test]
+fn otlpjson_turns_tailed_json_lines_back_into_spans_and_metrics() {
+    let sink = Sink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("otlp.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"from-file"}}]},"scopeSpans":[{"scope":{"name":"s"},"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"GET /a","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"},{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b175","parentSpanId":"eee19b7ec3c1b174","name":"db"}]}]}]}"#,
+            "\n",
+            "an ordinary log line\n",
+            r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"from-file"}}]},"scopeMetrics":[{"metrics":[{"name":"queue.depth","gauge":{"dataPoints":[{"asInt":"7","timeUnixNano":"1700000000000000000"}]}}]}]}]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let (health, metrics) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  filelog: {{ include: ["{file}"], start_at: beginning }}
+connectors:
+  otlpjson:
+exporters:
+  otlp_grpc: {{ endpoint: "127.0.0.1:{sink}", tls: {{ insecure: true }} }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    logs: {{ receivers: [filelog], exporters: [otlpjson] }}
+    traces: {{ receivers: [otlpjson], exporters: [otlp_grpc] }}
+    metrics: {{ receivers: [otlpjson], exporters: [otlp_grpc] }}
+"#,
+        file = file.display(),
+        sink = sink.port
+    );
+    let c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    wait_until("the spans and the metric", Duration::from_secs(20), || {
+        sink.store.span_count() >= 2 && !sink.store.metrics.lock().unwrap().is_empty()
+    });
+    let spans = sink.store.spans.lock().unwrap().clone();
+    let names: Vec<&str> = spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["GET /a", "db"]);
+    assert_eq!(
+        common::attr_text(
+            &spans[0].resource.as_ref().unwrap().attributes,
+            "service.name"
+        )
+        .as_deref(),
+        Some("from-file")
+    );
+    let m = sink.store.metrics.lock().unwrap()[0].clone();
+    assert_eq!(m.scope_metrics[0].metrics[0].name, "queue.depth");
+    // Nothing else arrived: the plain line was not a request.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.store.span_count(), 2);
+    assert_eq!(sink.store.log_count(), 0);
+    drop(c);
+}

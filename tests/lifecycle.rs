@@ -15,7 +15,10 @@ use ferrotel::registry::FACTORIES;
 fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
     let port = free_port();
     Some(match (kind, name) {
-        (Kind::Connector, "forward" | "count") => "{}".into(),
+        (Kind::Connector, "forward" | "count" | "otlpjson") => "{}".into(),
+        (Kind::Connector, "routing") => {
+            "{table: [{condition: 'attributes[\"t\"] == \"a\"', pipelines: [traces/out]}], default_pipelines: [traces/out]}".into()
+        }
         (Kind::Receiver, "otlp") => format!(
             "protocols: {{grpc: {{endpoint: '127.0.0.1:{port}'}}, http: {{endpoint: '127.0.0.1:{}'}}}}",
             free_port()

@@ -5,3 +5,5 @@
 
 pub mod count;
 pub mod forward;
+pub mod otlpjson;
+pub mod routing;

@@ -11,6 +11,8 @@ pub enum Context {
     Metric,
     DataPoint,
     Log,
+    /// A resource alone (the routing connector's default): its attributes.
+    Resource,
 }
 
 impl fmt::Display for Context {
@@ -21,6 +23,7 @@ impl fmt::Display for Context {
             Context::Metric => "metric",
             Context::DataPoint => "datapoint",
             Context::Log => "log",
+            Context::Resource => "resource",
         })
     }
 }

@@ -401,6 +401,17 @@ impl Ctx for Outer<'_> {
     }
 }
 
+/// A resource (and scope) alone: the `resource` context.
+pub struct ResourceCtx<'a> {
+    pub outer: &'a Outer<'a>,
+}
+
+impl Ctx for ResourceCtx<'_> {
+    fn field(&self, f: Field) -> Val<'_> {
+        self.outer.field(f)
+    }
+}
+
 pub struct SpanCtx<'a> {
     pub outer: &'a Outer<'a>,
     pub span: &'a Span,

@@ -679,6 +679,10 @@ pub const PATHS: &[(Context, &[&str])] = &[
             "event_name",
         ],
     ),
+    (
+        Context::Resource,
+        &["attributes", "dropped_attributes_count"],
+    ),
 ];
 
 /// Paths every context reads: the resource's, the scope's (both spellings) and `cache`.
@@ -708,6 +712,15 @@ fn paths(ctx: Context) -> Vec<&'static str> {
 /// The paths each context can read.
 fn resolve(ctx: Context, name: &str) -> Option<Field> {
     use Field::*;
+    if ctx == Context::Resource {
+        // `resource.` is stripped as the context's own prefix before this.
+        return match name {
+            "attributes" => Some(ResourceAttributes),
+            "dropped_attributes_count" => Some(ResourceDroppedAttributesCount),
+            "cache" => Some(Cache),
+            _ => None,
+        };
+    }
     let scope = name
         .strip_prefix("instrumentation_scope.")
         .or_else(|| name.strip_prefix("scope."));
@@ -800,6 +813,7 @@ fn resolve(ctx: Context, name: &str) -> Option<Field> {
             "quantile_values" => Some(QuantileValues),
             n => n.strip_prefix("metric.").and_then(metric),
         },
+        Context::Resource => None,
         Context::Log => match name {
             "body" => Some(Body),
             "body.string" => Some(BodyString),
