@@ -48,6 +48,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::connectors::count::FACTORY,
     crate::connectors::routing::FACTORY,
     crate::connectors::otlpjson::FACTORY,
+    crate::connectors::spanmetrics::FACTORY,
 ];
 
 /// Finds the factory of a component type by its name, an alias or a deprecated name.

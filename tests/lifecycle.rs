@@ -15,7 +15,7 @@ use ferrotel::registry::FACTORIES;
 fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
     let port = free_port();
     Some(match (kind, name) {
-        (Kind::Connector, "forward" | "count" | "otlpjson") => "{}".into(),
+        (Kind::Connector, "forward" | "count" | "otlpjson" | "spanmetrics") => "{}".into(),
         (Kind::Connector, "routing") => {
             "{table: [{condition: 'attributes[\"t\"] == \"a\"', pipelines: [traces/out]}], default_pipelines: [traces/out]}".into()
         }

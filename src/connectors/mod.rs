@@ -7,3 +7,4 @@ pub mod count;
 pub mod forward;
 pub mod otlpjson;
 pub mod routing;
+pub mod spanmetrics;
