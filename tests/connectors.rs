@@ -43,6 +43,9 @@ service:
     traces/in: {{ receivers: [otlp], exporters: [forward, count] }}
     traces/out: {{ receivers: [forward], processors: [batch], exporters: [otlp_grpc] }}
     metrics/counts: {{ receivers: [count], exporters: [otlp_grpc] }}
+    # forward joins metrics pipelines too: the spans must not reach them.
+    metrics/in: {{ receivers: [otlp], exporters: [forward] }}
+    metrics/out: {{ receivers: [forward], exporters: [otlp_grpc] }}
 "#,
         sink = sink.port
     );

@@ -424,8 +424,14 @@ impl Running {
                 let Some(cfg) = v.connectors.get(&e.id) else {
                     continue;
                 };
-                // One instance per signal of the pipelines it feeds.
+                // One instance per signal it turns this one into, for the pipelines of that
+                // signal it feeds (a pipeline of another signal takes it from elsewhere).
+                let pairs = crate::registry::factory(crate::component::Kind::Connector, &e.id.kind)
+                    .map_or(&[][..], |f| f.pairs);
                 for to in Signal::EVERY {
+                    if !pairs.contains(&(p.signal, to)) {
+                        continue;
+                    }
                     let next: Vec<Downstream> = self
                         .parts
                         .pipelines
