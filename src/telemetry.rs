@@ -218,6 +218,8 @@ pub struct Telemetry {
     pub tail_sampling_traces: Family<ProcessorLabels, Gauge>,
     /// `k8sattributes`: items whose resource could not be enriched, by reason.
     pub k8s_unenriched: Family<ProcessorDropLabels, Counter>,
+    /// `spanmetrics`: spans aggregated into the overflow series, past the cardinality limit.
+    pub spanmetrics_overflow: Family<ProcessorLabels, Counter>,
     /// Receivers: input that could not be parsed (kept raw, or dropped where nothing can be
     /// kept), by receiver and transport.
     pub receiver_malformed: Family<ReceiverLabels, Counter>,
@@ -467,6 +469,11 @@ impl Telemetry {
             "Items passed on without Kubernetes metadata, by reason (api_unreachable, pod_not_found, no_association)",
             k8s_unenriched.clone(),
         );
+        let spanmetrics_overflow = pfam(
+            reg,
+            "ferrotel_connector_spanmetrics_overflow_spans",
+            "Spans counted in the overflow series because the cardinality limit was reached",
+        );
         let receiver_source_errors: Family<SourceLabels, Counter> = Family::default();
         reg.register(
             "ferrotel_receiver_source_errors",
@@ -547,6 +554,7 @@ impl Telemetry {
             tail_sampling_decisions,
             tail_sampling_traces,
             k8s_unenriched,
+            spanmetrics_overflow,
             receiver_malformed,
             receiver_source_errors,
             process_rss,

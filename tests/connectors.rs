@@ -472,6 +472,14 @@ service:
     let (n, _, overflow) = series();
     assert_eq!(n, 1001, "the limit and the overflow series");
     assert_eq!(overflow, Some(distinct as i64 - 1000));
+    // Counted too: every span past the limit.
+    let over: f64 = c
+        .self_metrics()
+        .lines()
+        .filter(|l| l.starts_with("ferrotel_connector_spanmetrics_overflow_spans_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(over, (distinct - 1000) as f64);
     let grown = c.rss_bytes().saturating_sub(before);
     println!(
         "RSS grew by {} KiB for {distinct} distinct values",

@@ -331,12 +331,11 @@ impl ConnectorConfig for Arc<Plan> {
     ) -> Result<Arc<dyn Exporter>, BuildError> {
         let overflowed = ctx
             .telemetry
-            .processor_dropped
-            .get_or_create(&crate::telemetry::ProcessorDropLabels {
+            .spanmetrics_overflow
+            .get_or_create(&crate::telemetry::ProcessorLabels {
                 processor: ctx.id.to_string(),
                 pipeline: ctx.pipeline.clone(),
                 otel_signal: Signal::Traces.to_string(),
-                reason: "aggregated_in_overflow_series".into(),
             })
             .clone();
         let sm = Arc::new(SpanMetrics {
@@ -426,16 +425,20 @@ impl SpanMetrics {
         out
     }
 
-    /// The series of `key` in `map`, or the overflow series once `map` is at the limit.
+    /// The series of `key` in `map`, or the overflow series once `map` is at the limit (each
+    /// span counted once, by its calls series: `count`).
     fn series<'m>(
         &self,
         map: &'m mut HashMap<Vec<(String, String)>, Series>,
         key: Vec<(String, String)>,
         now: u64,
+        count: bool,
     ) -> &'m mut Series {
         let limit = self.plan.limit;
         let key = if limit > 0 && map.len() >= limit && !map.contains_key(&key) {
-            self.overflowed.inc();
+            if count {
+                self.overflowed.inc();
+            }
             vec![("otel.metric.overflow".to_string(), "true".to_string())]
         } else {
             key
@@ -472,12 +475,12 @@ impl SpanMetrics {
             / 1e9
             * p.per_second;
         let calls_key = self.dims(&[&p.calls_dimensions], &common, &span.attributes, res);
-        let s = self.series(&mut rs.calls, calls_key, now);
+        let s = self.series(&mut rs.calls, calls_key, now, true);
         s.calls += 1;
         s.last = now;
         if let Some(kind) = &p.histogram {
             let key = self.dims(&[&p.histogram_dimensions], &common, &span.attributes, res);
-            let s = self.series(&mut rs.durations, key, now);
+            let s = self.series(&mut rs.durations, key, now, false);
             s.count += 1;
             s.sum += duration;
             s.last = now;
@@ -512,7 +515,7 @@ impl SpanMetrics {
                         key.push((d.name.clone(), v));
                     }
                 }
-                let s = self.series(&mut rs.events, key, now);
+                let s = self.series(&mut rs.events, key, now, false);
                 s.calls += 1;
                 s.last = now;
             }
