@@ -201,16 +201,7 @@ impl ConnectorConfig for Arc<Plan> {
         _to: Signal,
         next: Vec<Downstream>,
     ) -> Result<Arc<dyn Exporter>, BuildError> {
-        let dropped = ctx
-            .telemetry
-            .processor_dropped
-            .get_or_create(&crate::telemetry::ProcessorDropLabels {
-                processor: ctx.id.to_string(),
-                pipeline: ctx.pipeline.clone(),
-                otel_signal: Signal::Metrics.to_string(),
-                reason: "downstream_refused".into(),
-            })
-            .clone();
+        let dropped = super::shared::dropped(&ctx, Signal::Metrics, "downstream_refused");
         Ok(Arc::new(Count {
             plan: Arc::clone(self),
             from,
@@ -487,12 +478,7 @@ impl Count {
 impl Consumer for Count {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
         Box::pin(async move {
-            let batch = match batch {
-                Batch::Encoded(_) => batch.into_decoded().map_err(|e| {
-                    crate::component::ConsumeError::Permanent(format!("{}: {e}", self.id))
-                })?,
-                b => b,
-            };
+            let batch = super::shared::decoded(batch, &self.id)?;
             debug_assert_eq!(batch.signal(), self.from);
             let metrics = self.count(&batch).map_err(|e| {
                 crate::component::ConsumeError::Permanent(format!("{}: {e}", self.id))

@@ -7,4 +7,5 @@ pub mod count;
 pub mod forward;
 pub mod otlpjson;
 pub mod routing;
+pub mod shared;
 pub mod spanmetrics;

@@ -54,16 +54,7 @@ impl ConnectorConfig for Config {
         to: Signal,
         next: Vec<Downstream>,
     ) -> Result<Arc<dyn Exporter>, BuildError> {
-        let malformed = ctx
-            .telemetry
-            .processor_dropped
-            .get_or_create(&crate::telemetry::ProcessorDropLabels {
-                processor: ctx.id.to_string(),
-                pipeline: ctx.pipeline.clone(),
-                otel_signal: Signal::Logs.to_string(),
-                reason: "malformed".into(),
-            })
-            .clone();
+        let malformed = super::shared::dropped(&ctx, Signal::Logs, "malformed");
         Ok(Arc::new(OtlpJson {
             to,
             next: FanOut::build(next.into_iter().map(|d| d.head).collect()),
@@ -149,12 +140,7 @@ impl OtlpJson {
 impl Consumer for OtlpJson {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
         Box::pin(async move {
-            let batch = match batch {
-                Batch::Encoded(_) => batch.into_decoded().map_err(|e| {
-                    crate::component::ConsumeError::Permanent(format!("{}: {e}", self.id))
-                })?,
-                b => b,
-            };
+            let batch = super::shared::decoded(batch, &self.id)?;
             let (out, bad) = self.extract(&batch);
             if bad > 0 {
                 self.malformed.inc_by(bad);

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
-use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use serde::Deserialize;
 
 use crate::component::{
@@ -223,16 +223,7 @@ impl ConnectorConfig for Arc<Plan> {
                 .ok_or_else(|| BuildError::new(&ctx.id, "a route without pipelines"))?;
             routes.push((r.level, cond, r.text.clone(), to));
         }
-        let dropped = ctx
-            .telemetry
-            .processor_dropped
-            .get_or_create(&crate::telemetry::ProcessorDropLabels {
-                processor: ctx.id.to_string(),
-                pipeline: ctx.pipeline.clone(),
-                otel_signal: from.to_string(),
-                reason: "no_route".into(),
-            })
-            .clone();
+        let dropped = super::shared::dropped(&ctx, from, "no_route");
         Ok(Arc::new(Routing {
             routes,
             default: consumer_of(&self.default_pipelines)?,
@@ -241,6 +232,72 @@ impl ConnectorConfig for Arc<Plan> {
             dropped,
         }))
     }
+}
+
+/// The splitting of one signal's batch, the same for the three: a resource goes whole to the
+/// first resource-level route that takes it; otherwise, with item-level routes, each item of it
+/// goes (under a copy of its resource and scope) to its first item route or the default.
+macro_rules! split_signal {
+    ($name:ident, $res:ident, $scopes:ident, $scope_ty:ident, $items:ident, |$outer:ident, $item:ident| $ctx:expr) => {
+        fn $name(&self, batch: Vec<$res>, err: &mut Option<String>) -> Split<$res> {
+            let mut out = self.split();
+            let item_routes = self.routes.iter().any(|r| r.0 == Level::Item);
+            for r in batch {
+                let res = r.resource.as_ref().map_or(&[][..], |x| &x.attributes[..]);
+                let outer = Outer {
+                    resource: res,
+                    resource_dropped: 0,
+                    scope: None,
+                };
+                if let Some(i) = self.first(Level::Resource, &ResourceCtx { outer: &outer }, err) {
+                    out.per_route[i].push(r);
+                    continue;
+                }
+                if !item_routes {
+                    out.default.push(r);
+                    continue;
+                }
+                let mut parts: Vec<Option<$res>> = vec![None; self.routes.len() + 1];
+                for sc in &r.$scopes {
+                    let $outer = Outer {
+                        resource: res,
+                        resource_dropped: 0,
+                        scope: sc.scope.as_ref(),
+                    };
+                    for $item in &sc.$items {
+                        let k = self
+                            .first(Level::Item, &$ctx, err)
+                            .unwrap_or(self.routes.len());
+                        let part = parts[k].get_or_insert_with(|| $res {
+                            resource: r.resource.clone(),
+                            schema_url: r.schema_url.clone(),
+                            $scopes: Vec::new(),
+                        });
+                        match part.$scopes.last_mut() {
+                            Some(last)
+                                if last.scope == sc.scope && last.schema_url == sc.schema_url =>
+                            {
+                                last.$items.push($item.clone())
+                            }
+                            _ => part.$scopes.push($scope_ty {
+                                scope: sc.scope.clone(),
+                                schema_url: sc.schema_url.clone(),
+                                $items: vec![$item.clone()],
+                            }),
+                        }
+                    }
+                }
+                for (k, p) in parts.into_iter().enumerate() {
+                    match (p, k < self.routes.len()) {
+                        (Some(p), true) => out.per_route[k].push(p),
+                        (Some(p), false) => out.default.push(p),
+                        (None, _) => {}
+                    }
+                }
+            }
+            out
+        }
+    };
 }
 
 struct Routing {
@@ -284,214 +341,36 @@ impl Routing {
         }
     }
 
-    fn traces(&self, rs: Vec<ResourceSpans>, err: &mut Option<String>) -> Split<ResourceSpans> {
-        let mut out = self.split();
-        let item_routes = self.routes.iter().any(|r| r.0 == Level::Item);
-        for r in rs {
-            let res = r.resource.as_ref().map_or(&[][..], |x| &x.attributes[..]);
-            let outer = Outer {
-                resource: res,
-                resource_dropped: 0,
-                scope: None,
-            };
-            if let Some(i) = self.first(Level::Resource, &ResourceCtx { outer: &outer }, err) {
-                out.per_route[i].push(r);
-                continue;
-            }
-            if !item_routes {
-                out.default.push(r);
-                continue;
-            }
-            // Per span: each route gets the resource with the spans it takes.
-            let mut parts: Vec<Option<ResourceSpans>> = vec![None; self.routes.len() + 1];
-            for ss in &r.scope_spans {
-                let outer = Outer {
-                    resource: res,
-                    resource_dropped: 0,
-                    scope: ss.scope.as_ref(),
-                };
-                for span in &ss.spans {
-                    let k = self
-                        .first(
-                            Level::Item,
-                            &SpanCtx {
-                                outer: &outer,
-                                span,
-                            },
-                            err,
-                        )
-                        .unwrap_or(self.routes.len());
-                    let part = parts[k].get_or_insert_with(|| ResourceSpans {
-                        resource: r.resource.clone(),
-                        schema_url: r.schema_url.clone(),
-                        scope_spans: Vec::new(),
-                    });
-                    match part.scope_spans.last_mut() {
-                        Some(last)
-                            if last.scope == ss.scope && last.schema_url == ss.schema_url =>
-                        {
-                            last.spans.push(span.clone())
-                        }
-                        _ => part.scope_spans.push(
-                            opentelemetry_proto::tonic::trace::v1::ScopeSpans {
-                                scope: ss.scope.clone(),
-                                schema_url: ss.schema_url.clone(),
-                                spans: vec![span.clone()],
-                            },
-                        ),
-                    }
-                }
-            }
-            for (k, p) in parts.into_iter().enumerate() {
-                if let Some(p) = p {
-                    if k < self.routes.len() {
-                        out.per_route[k].push(p)
-                    } else {
-                        out.default.push(p)
-                    }
-                }
-            }
+    split_signal!(
+        traces,
+        ResourceSpans,
+        scope_spans,
+        ScopeSpans,
+        spans,
+        |outer, span| SpanCtx {
+            outer: &outer,
+            span
         }
-        out
-    }
-
-    fn metrics(
-        &self,
-        rm: Vec<ResourceMetrics>,
-        err: &mut Option<String>,
-    ) -> Split<ResourceMetrics> {
-        let mut out = self.split();
-        let item_routes = self.routes.iter().any(|r| r.0 == Level::Item);
-        for r in rm {
-            let res = r.resource.as_ref().map_or(&[][..], |x| &x.attributes[..]);
-            let outer = Outer {
-                resource: res,
-                resource_dropped: 0,
-                scope: None,
-            };
-            if let Some(i) = self.first(Level::Resource, &ResourceCtx { outer: &outer }, err) {
-                out.per_route[i].push(r);
-                continue;
-            }
-            if !item_routes {
-                out.default.push(r);
-                continue;
-            }
-            let mut parts: Vec<Option<ResourceMetrics>> = vec![None; self.routes.len() + 1];
-            for sm in &r.scope_metrics {
-                let outer = Outer {
-                    resource: res,
-                    resource_dropped: 0,
-                    scope: sm.scope.as_ref(),
-                };
-                for metric in &sm.metrics {
-                    let k = self
-                        .first(
-                            Level::Item,
-                            &MetricCtx {
-                                outer: &outer,
-                                metric,
-                            },
-                            err,
-                        )
-                        .unwrap_or(self.routes.len());
-                    let part = parts[k].get_or_insert_with(|| ResourceMetrics {
-                        resource: r.resource.clone(),
-                        schema_url: r.schema_url.clone(),
-                        scope_metrics: Vec::new(),
-                    });
-                    match part.scope_metrics.last_mut() {
-                        Some(last)
-                            if last.scope == sm.scope && last.schema_url == sm.schema_url =>
-                        {
-                            last.metrics.push(metric.clone())
-                        }
-                        _ => part.scope_metrics.push(
-                            opentelemetry_proto::tonic::metrics::v1::ScopeMetrics {
-                                scope: sm.scope.clone(),
-                                schema_url: sm.schema_url.clone(),
-                                metrics: vec![metric.clone()],
-                            },
-                        ),
-                    }
-                }
-            }
-            for (k, p) in parts.into_iter().enumerate() {
-                if let Some(p) = p {
-                    if k < self.routes.len() {
-                        out.per_route[k].push(p)
-                    } else {
-                        out.default.push(p)
-                    }
-                }
-            }
+    );
+    split_signal!(
+        metrics,
+        ResourceMetrics,
+        scope_metrics,
+        ScopeMetrics,
+        metrics,
+        |outer, metric| MetricCtx {
+            outer: &outer,
+            metric
         }
-        out
-    }
-
-    fn logs(&self, rl: Vec<ResourceLogs>, err: &mut Option<String>) -> Split<ResourceLogs> {
-        let mut out = self.split();
-        let item_routes = self.routes.iter().any(|r| r.0 == Level::Item);
-        for r in rl {
-            let res = r.resource.as_ref().map_or(&[][..], |x| &x.attributes[..]);
-            let outer = Outer {
-                resource: res,
-                resource_dropped: 0,
-                scope: None,
-            };
-            if let Some(i) = self.first(Level::Resource, &ResourceCtx { outer: &outer }, err) {
-                out.per_route[i].push(r);
-                continue;
-            }
-            if !item_routes {
-                out.default.push(r);
-                continue;
-            }
-            let mut parts: Vec<Option<ResourceLogs>> = vec![None; self.routes.len() + 1];
-            for sl in &r.scope_logs {
-                let outer = Outer {
-                    resource: res,
-                    resource_dropped: 0,
-                    scope: sl.scope.as_ref(),
-                };
-                for log in &sl.log_records {
-                    let k = self
-                        .first(Level::Item, &LogCtx { outer: &outer, log }, err)
-                        .unwrap_or(self.routes.len());
-                    let part = parts[k].get_or_insert_with(|| ResourceLogs {
-                        resource: r.resource.clone(),
-                        schema_url: r.schema_url.clone(),
-                        scope_logs: Vec::new(),
-                    });
-                    match part.scope_logs.last_mut() {
-                        Some(last)
-                            if last.scope == sl.scope && last.schema_url == sl.schema_url =>
-                        {
-                            last.log_records.push(log.clone())
-                        }
-                        _ => {
-                            part.scope_logs
-                                .push(opentelemetry_proto::tonic::logs::v1::ScopeLogs {
-                                    scope: sl.scope.clone(),
-                                    schema_url: sl.schema_url.clone(),
-                                    log_records: vec![log.clone()],
-                                })
-                        }
-                    }
-                }
-            }
-            for (k, p) in parts.into_iter().enumerate() {
-                if let Some(p) = p {
-                    if k < self.routes.len() {
-                        out.per_route[k].push(p)
-                    } else {
-                        out.default.push(p)
-                    }
-                }
-            }
-        }
-        out
-    }
+    );
+    split_signal!(
+        logs,
+        ResourceLogs,
+        scope_logs,
+        ScopeLogs,
+        log_records,
+        |outer, log| LogCtx { outer: &outer, log }
+    );
 
     /// Hands each part to its route; the first refusal (a retryable one first) is the answer.
     async fn deliver(&self, parts: Vec<(Option<usize>, Batch)>) -> ConsumeResult {
@@ -536,12 +415,7 @@ fn parts<T>(s: Split<T>, wrap: fn(Vec<T>) -> Batch) -> Vec<(Option<usize>, Batch
 impl Consumer for Routing {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
         Box::pin(async move {
-            let batch = match batch {
-                Batch::Encoded(_) => batch
-                    .into_decoded()
-                    .map_err(|e| ConsumeError::Permanent(format!("{}: {e}", self.id)))?,
-                b => b,
-            };
+            let batch = super::shared::decoded(batch, &self.id)?;
             let mut err = None;
             let split = match batch {
                 Batch::Traces(rs) => parts(self.traces(rs, &mut err), Batch::Traces),
@@ -602,6 +476,81 @@ mod tests {
             err("table:\n- condition: name == \"x\"\n  pipelines: [t]\n")
                 .1
                 .contains("name")
+        );
+    }
+
+    #[test]
+    fn resource_routes_first_then_each_span_to_its_own_route() {
+        use crate::signal::testdata::kv;
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        struct Nothing;
+        impl Consumer for Nothing {
+            fn consume(&self, _: Batch) -> BoxFuture<'_, ConsumeResult> {
+                Box::pin(async { Ok(()) })
+            }
+        }
+        let cond = |t: &str, c| Condition::parse(t, c).unwrap();
+        let r = Routing {
+            routes: vec![
+                (
+                    Level::Resource,
+                    cond(r#"attributes["tenant"] == "a""#, OttlContext::Resource),
+                    "a".into(),
+                    Arc::new(Nothing),
+                ),
+                (
+                    Level::Item,
+                    cond(r#"name == "slow""#, OttlContext::Span),
+                    "slow".into(),
+                    Arc::new(Nothing),
+                ),
+            ],
+            default: None,
+            error_mode: ErrorMode::Propagate,
+            id: "routing".into(),
+            dropped: Default::default(),
+        };
+        let rs = |tenant: &str, names: &[&str]| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("tenant", tenant)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: names
+                    .iter()
+                    .map(|n| Span {
+                        name: n.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut err = None;
+        let out = r.traces(
+            vec![rs("a", &["slow", "x"]), rs("b", &["slow", "x", "y"])],
+            &mut err,
+        );
+        assert!(err.is_none());
+        let names = |v: &[ResourceSpans]| -> Vec<String> {
+            v.iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .map(|s| s.name.clone())
+                .collect()
+        };
+        // Tenant a whole, by its resource; b's spans one by one.
+        assert_eq!(names(&out.per_route[0]), ["slow", "x"]);
+        assert_eq!(names(&out.per_route[1]), ["slow"]);
+        assert_eq!(names(&out.default), ["x", "y"]);
+        assert_eq!(
+            crate::signal::value::find_str(
+                &out.default[0].resource.as_ref().unwrap().attributes,
+                "tenant"
+            ),
+            Some("b")
         );
     }
 }

@@ -754,12 +754,7 @@ impl SpanMetrics {
 impl Consumer for SpanMetrics {
     fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
         Box::pin(async move {
-            let batch = match batch {
-                Batch::Encoded(_) => batch.into_decoded().map_err(|e| {
-                    crate::component::ConsumeError::Permanent(format!("{}: {e}", self.id))
-                })?,
-                b => b,
-            };
+            let batch = super::shared::decoded(batch, &self.id)?;
             self.aggregate(&batch);
             Ok(())
         })
