@@ -10,7 +10,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferrotel::component::{BoxFuture, ConsumeResult, Consumer, DynConsumer, Processor};
 use ferrotel::config::node::parse;
 use ferrotel::ottl::eval::{Outer, SpanCtx};
-use ferrotel::ottl::{Condition, Context as OttlContext};
+use ferrotel::ottl::mutate::{Env, SpanMut};
+use ferrotel::ottl::{Condition, Context as OttlContext, Statement};
 use ferrotel::signal::{Batch, Signal};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -171,7 +172,84 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
+    // OTTL statements per span, run straight on the decoded spans (the transform processor's
+    // loop without its shell); the input copy and the freeing are outside the timing.
+    let mut g = c.benchmark_group("ottl_statements");
+    g.throughput(Throughput::Elements(1000));
+    let sets: [(&str, &[&str]); 5] = [
+        ("set_attribute", &[r#"set(attributes["env"], "prod")"#]),
+        (
+            "replace_pattern",
+            &[r#"replace_pattern(attributes["http.route"], "^/api/(\\w+)$", "/api/{item}")"#],
+        ),
+        ("delete_key", &[r#"delete_key(attributes, "user.email")"#]),
+        (
+            "where_false",
+            &[r#"set(attributes["x"], "y") where attributes["http.route"] == "/nothing""#],
+        ),
+        (
+            "four_statements",
+            &[
+                r#"set(attributes["env"], "prod")"#,
+                r#"replace_pattern(attributes["http.route"], "^/api/(\\w+)$", "/api/{item}")"#,
+                r#"delete_key(attributes, "user.email")"#,
+                r#"set(attributes["x"], "y") where attributes["http.route"] == "/nothing""#,
+            ],
+        ),
+    ];
+    for (name, texts) in sets {
+        let stmts: Vec<Statement> = texts
+            .iter()
+            .map(|t| Statement::parse(t, OttlContext::Span).unwrap())
+            .collect();
+        g.bench_function(format!("{name}_1000_spans"), |b| {
+            b.iter_batched(
+                || input.clone(),
+                |mut batch| {
+                    let mut cache = Vec::new();
+                    for rs in &mut batch {
+                        for ss in &mut rs.scope_spans {
+                            for span in &mut ss.spans {
+                                cache.clear();
+                                let mut item = SpanMut {
+                                    env: Env {
+                                        resource: &mut rs.resource,
+                                        scope: Some(&mut ss.scope),
+                                        cache: &mut cache,
+                                    },
+                                    span,
+                                };
+                                for st in &stmts {
+                                    st.exec(&mut item).unwrap();
+                                }
+                            }
+                        }
+                    }
+                    batch
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("ottl_parse");
+    g.bench_function("parse_statement", |b| {
+        b.iter(|| {
+            Statement::parse(
+                black_box(r#"replace_pattern(attributes["http.route"], "^/api/(\\w+)$", "/api/{item}") where kind == SPAN_KIND_SERVER"#),
+                OttlContext::Span,
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+
     let procs = [
+        (
+            "transform_4_statements",
+            "transform",
+            "trace_statements:\n  - context: span\n    statements:\n      - 'set(attributes[\"env\"], \"prod\")'\n      - 'replace_pattern(attributes[\"http.route\"], \"^/api/(\\\\w+)$\", \"/api/{item}\")'\n      - 'delete_key(attributes, \"user.email\")'\n      - 'set(attributes[\"x\"], \"y\") where attributes[\"http.route\"] == \"/nothing\"'\n",
+        ),
         (
             "filter_3_conditions_keep_all",
             "filter",

@@ -164,9 +164,10 @@ fn sample_span() -> &'static opentelemetry_proto::tonic::trace::v1::Span {
     })
 }
 
-/// OTTL conditions: parsed in every context, evaluated against a span or a log when they parse.
+/// OTTL conditions and statements: parsed in every context, conditions evaluated against a span
+/// or a log and statements run on them when they parse.
 pub fn ottl(data: &[u8]) {
-    use crate::ottl::{Condition, Context};
+    use crate::ottl::{Condition, Context, Statement};
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -179,6 +180,42 @@ pub fn ottl(data: &[u8]) {
         resource_dropped: 0,
         scope: None,
     };
+    for ctx in [Context::Span, Context::Log] {
+        let Ok(st) = Statement::parse(text, ctx) else {
+            continue;
+        };
+        let mut resource = Some(opentelemetry_proto::tonic::resource::v1::Resource {
+            attributes: resource.to_vec(),
+            ..Default::default()
+        });
+        let mut scope = None;
+        let mut cache = Vec::new();
+        let env = crate::ottl::mutate::Env {
+            resource: &mut resource,
+            scope: Some(&mut scope),
+            cache: &mut cache,
+        };
+        if ctx == Context::Span {
+            let mut span = sample_span().clone();
+            let _ = st.exec(&mut crate::ottl::mutate::SpanMut {
+                env,
+                span: &mut span,
+            });
+        } else {
+            let mut log = opentelemetry_proto::tonic::logs::v1::LogRecord {
+                attributes: sample_span().attributes.clone(),
+                body: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                            "k=v <a>1</a> {\"j\": [1]}".into(),
+                        ),
+                    ),
+                }),
+                ..Default::default()
+            };
+            let _ = st.exec(&mut crate::ottl::mutate::LogMut { env, log: &mut log });
+        }
+    }
     for ctx in [
         Context::Span,
         Context::SpanEvent,

@@ -26,6 +26,8 @@ pub static FACTORIES: &[Factory] = &[
     crate::processors::probabilistic_sampler::FACTORY,
     crate::processors::tail_sampling::FACTORY,
     crate::processors::k8sattributes::FACTORY,
+    crate::processors::transform::FACTORY,
+    crate::processors::metricstransform::FACTORY,
     crate::exporters::otlp_grpc::FACTORY,
     crate::exporters::otlp_http::FACTORY,
     crate::exporters::debug::FACTORY,

@@ -371,20 +371,19 @@ const CORPUS: &[(&str, Expect)] = &[
     // 44–57 use types ferrotel lacks; some also hit the depth gaps above.
     (
         "44-reject-demo-otelcol-config.yaml",
-        // Its `span_metrics` connector is read; transform and the app receivers are not built.
+        // Its `span_metrics` connector and three `transform`s (set_semconv_span_name among
+        // their statements) are read; the app receivers and gen_ai_normalizer are not built.
         Expect::Refused(&[
-            "unsupported component types: processors: transform (line 185)",
+            "unsupported component types: processors: gen_ai_normalizer (line 195)",
             "receivers: http_check (line 26)",
         ]),
     ),
     (
         "45-reject-dynatrace-k8s-pod-logs-transform.yaml",
-        Expect::Refused(&["unsupported component types: processors: transform (line 43)"]),
+        // Its second `&k8s-statements` anchor names an empty `statements:`, read as none.
+        Expect::Valid,
     ),
-    (
-        "46-reject-dynatrace-k8scombined.yaml",
-        Expect::Refused(&["unsupported component types: processors: transform (line 63)"]),
-    ),
+    ("46-reject-dynatrace-k8scombined.yaml", Expect::Valid),
     (
         "47-reject-helm-daemonset-hostmetrics.yaml",
         Expect::Unsupported(&["receivers: jaeger (line 59), zipkin (line 81)"]),
@@ -425,10 +424,9 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "54-reject-newrelic-host-monitoring.yaml",
-        Expect::Unsupported(&[
-            // Its `hostmetrics` (root_path, per-metric switches, mount point filter) is read.
-            "processors: metricstransform (line 80), transform (line 157), transform (line 164)",
-        ]),
+        // Its `hostmetrics` (root_path, per-metric switches, mount point filter),
+        // `metricstransform` (aggregate_labels with `mean`) and two `transform`s are read.
+        Expect::Valid,
     ),
     // Its pipeline lists a `batch` it never defines.
     (

@@ -190,6 +190,21 @@ fn write_seeds() {
         put("ottl", &format!("condition-{i}"), s.as_bytes());
     }
     for (i, s) in [
+        r#"set(attributes["h"], SHA256(attributes["user"])) where attributes["user"] != nil"#,
+        r#"replace_pattern(attributes["p"], "^/u/(\d+)", "/u/{id}", SHA1, "x:%s")"#,
+        r#"merge_maps(attributes, ParseJSON(Concat(["{", "}"], "")), "upsert")"#,
+        r#"set(body, ExtractGrokPatterns(body, "%{WORD:k}=%{NOTSPACE:v}", true))"#,
+        r#"flatten(attributes, "p", depth=2, resolveConflicts=true)"#,
+        r#"set(attributes["t"], Format("%05d %s", [Len(attributes), UnixSeconds(Now())]))"#,
+        r#"set(attributes["x"], ParseSimplifiedXML("<a><b>1</b></a>")["a"]["b"])"#,
+        r#"delete_index(attributes["list"], 0, Len(attributes["list"]) - 1)"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        put("ottl", &format!("statement-{i}"), s.as_bytes());
+    }
+    for (i, s) in [
         r#"body matches "^\\d{4}-" and attributes["log.iostream"] == "stderr""#,
         r#"body startsWith "  at " || body contains "Caused by""#,
         r#"!(attributes.n != 3) && body endsWith "x""#,

@@ -40,6 +40,12 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
             "config: {{scrape_configs: [{{job_name: x, scrape_interval: 1h, static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}]}}"
         ),
         (Kind::Processor, "batch" | "filter") => "{}".into(),
+        (Kind::Processor, "metricstransform") => {
+            "{transforms: [{include: a, action: update, new_name: b}]}".into()
+        }
+        (Kind::Processor, "transform") => {
+            r#"{trace_statements: ['set(span.attributes["a"], "b")'], log_statements: [{context: log, statements: ['delete_key(attributes, "x")']}]}"#.into()
+        }
         (Kind::Processor, "memory_limiter") => "{check_interval: 1s, limit_mib: 4000}".into(),
         (Kind::Processor, "attributes") => "{actions: [{key: a, value: b, action: insert}]}".into(),
         (Kind::Processor, "cumulativetodelta" | "deltatocumulative") => "{}".into(),

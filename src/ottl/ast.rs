@@ -1,5 +1,5 @@
-//! The parsed form of an OTTL condition: the contexts, resolved paths, literals and the
-//! expression tree that [`super::eval`] walks.
+//! The parsed form of OTTL conditions and statements: the contexts, resolved paths, literals,
+//! converter and editor calls and the expression tree that [`super::eval`] walks.
 
 use std::fmt;
 
@@ -13,6 +13,8 @@ pub enum Context {
     Log,
     /// A resource alone (the routing connector's default): its attributes.
     Resource,
+    /// An instrumentation scope (and its resource).
+    Scope,
 }
 
 impl fmt::Display for Context {
@@ -24,6 +26,7 @@ impl fmt::Display for Context {
             Context::DataPoint => "datapoint",
             Context::Log => "log",
             Context::Resource => "resource",
+            Context::Scope => "scope",
         })
     }
 }
@@ -144,15 +147,70 @@ pub enum Literal {
     Bytes(Vec<u8>),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MathOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
 #[derive(Debug, Clone)]
 pub enum Value {
     Lit(Literal),
     Path(Path),
-    IsMatch(Box<Value>, regex::Regex),
-    Len(Box<Value>),
-    Int(Box<Value>),
-    Double(Box<Value>),
-    String(Box<Value>),
+    /// A converter call (`Concat([...], "-")`).
+    Call(Box<Call>),
+    /// A list literal `[a, b]`.
+    List(Vec<Value>),
+    /// A map literal `{"k": v}`.
+    Map(Vec<(String, Value)>),
+    Math(MathOp, Box<Value>, Box<Value>),
+    /// A converter's result, indexed: `Split(s, ",")[0]`, `ParseJSON(body)["k"]`.
+    Index(Box<Value>, Vec<Key>),
+    /// A converter named as an argument, not called (`SHA256` in `replace_pattern`): its index
+    /// in the converter table.
+    Func(usize),
+}
+
+/// A converter or editor call: which function (its index in the converter or editor table)
+/// and its arguments by parameter position (`None`: an optional one left out).
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub name: &'static str,
+    pub id: usize,
+    pub args: Vec<Option<Value>>,
+    /// What the function prepared at load from its literal arguments.
+    pub compiled: Compiled,
+}
+
+/// Prepared at load: a regex compiled, a glob, a list of networks, ...
+#[derive(Debug, Clone, Default)]
+pub enum Compiled {
+    #[default]
+    None,
+    Regex(regex::Regex),
+    /// A regex and, per named group, the type its capture is converted to (grok's `:int`).
+    Typed(regex::Regex, Vec<(String, CaptureType)>),
+    Nets(Vec<(std::net::IpAddr, u8)>),
+    Strings(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureType {
+    Str,
+    Int,
+    Float,
+    Bool,
+}
+
+/// A statement: one editor call, run when its `where` condition holds.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub text: String,
+    pub context: Context,
+    pub editor: Call,
+    pub condition: Option<Expr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,3 +253,85 @@ pub struct Condition {
     pub context: Context,
     pub expr: Expr,
 }
+
+/// How a function parameter takes its argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Any value, evaluated when the function runs.
+    Any,
+    /// A path the editor writes (`set`'s target).
+    Path,
+    /// A converter named without calling it (`SHA256`).
+    Func,
+}
+
+/// One parameter of an editor or converter, as the Collector's function list names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    pub name: &'static str,
+    pub optional: bool,
+    pub kind: Kind,
+}
+
+pub const fn req(name: &'static str) -> Param {
+    Param {
+        name,
+        optional: false,
+        kind: Kind::Any,
+    }
+}
+
+pub const fn opt(name: &'static str) -> Param {
+    Param {
+        name,
+        optional: true,
+        kind: Kind::Any,
+    }
+}
+
+pub const fn target(name: &'static str) -> Param {
+    Param {
+        name,
+        optional: false,
+        kind: Kind::Path,
+    }
+}
+
+pub const fn func(name: &'static str) -> Param {
+    Param {
+        name,
+        optional: true,
+        kind: Kind::Func,
+    }
+}
+
+impl Call {
+    /// Argument `i` when it is a literal string.
+    pub fn lit_str(&self, i: usize) -> Option<&str> {
+        match self.args.get(i) {
+            Some(Some(Value::Lit(Literal::Str(s)))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Argument `i` when it is a list of literal strings.
+    pub fn lit_strs(&self, i: usize) -> Option<Vec<String>> {
+        match self.args.get(i) {
+            Some(Some(Value::List(items))) => items
+                .iter()
+                .map(|v| match v {
+                    Value::Lit(Literal::Str(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+
+    pub fn has(&self, i: usize) -> bool {
+        matches!(self.args.get(i), Some(Some(_)))
+    }
+}
+
+/// What a function's load-time check returns: the argument position at fault and why.
+pub type CompileError = (usize, String);

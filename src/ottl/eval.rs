@@ -1,11 +1,10 @@
-//! Evaluation of a parsed condition against one item, with OTTL's comparison rules: `nil`
-//! equals only `nil`; ints and floats compare as numbers; strings compare lexically; values of
-//! different types are never equal (so `!=` is true) and never ordered.
+//! Evaluation of parsed conditions and values against one item, with OTTL's comparison rules:
+//! `nil` equals only `nil`; ints and floats compare as numbers; strings compare lexically;
+//! values of different types are never equal (so `!=` is true) and never ordered.
 
 use std::borrow::Cow;
-use std::cmp::Ordering;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{
     ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
@@ -13,110 +12,10 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::{Span, span::Event};
 
-use super::ast::{CmpOp, Condition, Expr, Field, Key, Literal, Path, Value};
+use super::ast::{CmpOp, Condition, Expr, Field, Key, Literal, MathOp, Path, Value};
+use super::funcs;
 
-/// A value during evaluation, borrowed from the item where possible.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Val<'a> {
-    Nil,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(Cow<'a, str>),
-    Bytes(Cow<'a, [u8]>),
-    Map(&'a [KeyValue]),
-    List(&'a [AnyValue]),
-    /// A time-typed path (`start_time`, `time`, ...), Unix nanoseconds; compared only with times.
-    Time(i64),
-    /// A list of telemetry items (events, links, data points, bounds, ...): `Len` counts it;
-    /// it equals nothing.
-    Items(&'static str, usize),
-}
-
-impl<'a> Val<'a> {
-    pub fn from_any(v: Option<&'a AnyValue>) -> Val<'a> {
-        match v.and_then(|v| v.value.as_ref()) {
-            None => Val::Nil,
-            Some(any_value::Value::StringValue(s)) => Val::Str(Cow::Borrowed(s)),
-            Some(any_value::Value::BoolValue(b)) => Val::Bool(*b),
-            Some(any_value::Value::IntValue(i)) => Val::Int(*i),
-            Some(any_value::Value::DoubleValue(d)) => Val::Float(*d),
-            Some(any_value::Value::BytesValue(b)) => Val::Bytes(Cow::Borrowed(b)),
-            Some(any_value::Value::ArrayValue(a)) => Val::List(&a.values),
-            Some(any_value::Value::KvlistValue(kv)) => Val::Map(&kv.values),
-            Some(any_value::Value::StringValueStrindex(i)) => Val::Int(*i as i64),
-        }
-    }
-
-    fn type_name(&self) -> &'static str {
-        match self {
-            Val::Nil => "nil",
-            Val::Bool(_) => "bool",
-            Val::Int(_) => "int",
-            Val::Float(_) => "double",
-            Val::Str(_) => "string",
-            Val::Bytes(_) => "bytes",
-            Val::Map(_) => "map",
-            Val::List(_) => "slice",
-            Val::Time(_) => "time",
-            Val::Items(kind, _) => kind,
-        }
-    }
-
-    /// The string form `IsMatch` and `String` use: numbers and bools printed, bytes in hex,
-    /// maps and slices as JSON.
-    fn to_text(&self) -> Option<Cow<'a, str>> {
-        Some(match self {
-            Val::Nil => return None,
-            Val::Str(s) => s.clone(),
-            Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
-            Val::Int(i) => Cow::Owned(i.to_string()),
-            Val::Float(f) => Cow::Owned(f.to_string()),
-            Val::Bytes(b) => Cow::Owned(hex::encode(b)),
-            Val::Map(kvs) => Cow::Owned(
-                serde_json::Value::Object(
-                    kvs.iter()
-                        .map(|kv| {
-                            (
-                                kv.key.clone(),
-                                kv.value.as_ref().map_or(serde_json::Value::Null, json),
-                            )
-                        })
-                        .collect(),
-                )
-                .to_string(),
-            ),
-            Val::List(vs) => {
-                Cow::Owned(serde_json::Value::Array(vs.iter().map(json).collect()).to_string())
-            }
-            Val::Time(ns) => Cow::Owned(
-                jiff::Timestamp::from_nanosecond(*ns as i128)
-                    .map(|t| t.to_string())
-                    .unwrap_or_default(),
-            ),
-            Val::Items(..) => return None,
-        })
-    }
-}
-
-fn json(v: &AnyValue) -> serde_json::Value {
-    crate::signal::value::to_json(v)
-}
-
-/// An error while evaluating (a converter given a type it cannot take, a non-boolean used as a
-/// condition). What happens then is the processor's `error_mode`.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct EvalError(pub String);
-
-/// The item a condition reads.
-pub trait Ctx {
-    fn field(&self, f: Field) -> Val<'_>;
-    /// A spanevent's `span.*` paths: the enclosing span's field.
-    fn span_field(&self, _f: Field) -> Val<'_> {
-        Val::Nil
-    }
-}
+pub use super::val::{Ctx, EvalError, Val, compare, equal, ordered};
 
 impl Condition {
     pub fn eval(&self, ctx: &dyn Ctx) -> Result<bool, EvalError> {
@@ -168,7 +67,7 @@ fn compare_lit(op: CmpOp, a: &Val<'_>, lit: &Literal) -> bool {
     ordered(op, ord)
 }
 
-fn literal(l: &Literal) -> Val<'_> {
+pub fn literal(l: &Literal) -> Val<'_> {
     match l {
         Literal::Nil => Val::Nil,
         Literal::Bool(b) => Val::Bool(*b),
@@ -179,88 +78,133 @@ fn literal(l: &Literal) -> Val<'_> {
     }
 }
 
-fn compare(op: CmpOp, a: &Val<'_>, b: &Val<'_>) -> bool {
-    let ord: Option<Ordering> = match (a, b) {
-        (Val::Nil, Val::Nil) => Some(Ordering::Equal),
-        (Val::Bool(x), Val::Bool(y)) => {
-            return match op {
-                CmpOp::Eq => x == y,
-                CmpOp::Ne => x != y,
-                _ => false,
-            };
-        }
-        (Val::Int(x), Val::Int(y)) => Some(x.cmp(y)),
-        (Val::Float(x), Val::Float(y)) => x.partial_cmp(y),
-        (Val::Int(x), Val::Float(y)) => (*x as f64).partial_cmp(y),
-        (Val::Float(x), Val::Int(y)) => x.partial_cmp(&(*y as f64)),
-        (Val::Str(x), Val::Str(y)) => Some(x.cmp(y)),
-        (Val::Bytes(x), Val::Bytes(y)) => Some(x.cmp(y)),
-        (Val::Time(x), Val::Time(y)) => Some(x.cmp(y)),
-        (Val::Map(x), Val::Map(y)) => (x == y).then_some(Ordering::Equal),
-        (Val::List(x), Val::List(y)) => (x == y).then_some(Ordering::Equal),
-        _ => None,
-    };
-    ordered(op, ord)
-}
-
-/// `op` applied to an ordering; `None` (not comparable) is only `!=`.
-fn ordered(op: CmpOp, ord: Option<Ordering>) -> bool {
-    match (op, ord) {
-        (CmpOp::Ne, None) => true,
-        (_, None) => false,
-        (CmpOp::Eq, Some(o)) => o == Ordering::Equal,
-        (CmpOp::Ne, Some(o)) => o != Ordering::Equal,
-        (CmpOp::Lt, Some(o)) => o == Ordering::Less,
-        (CmpOp::Le, Some(o)) => o != Ordering::Greater,
-        (CmpOp::Gt, Some(o)) => o == Ordering::Greater,
-        (CmpOp::Ge, Some(o)) => o != Ordering::Less,
-    }
-}
-
-fn value<'a>(v: &'a Value, ctx: &'a dyn Ctx) -> Result<Val<'a>, EvalError> {
+/// Evaluates a value: a literal, a path, a converter call, a list or map literal, arithmetic.
+pub fn value<'a>(v: &'a Value, ctx: &'a dyn Ctx) -> Result<Val<'a>, EvalError> {
     Ok(match v {
         Value::Lit(l) => literal(l),
         Value::Path(p) => path(p, ctx),
-        Value::IsMatch(target, re) => Val::Bool(
-            value(target, ctx)?
-                .to_text()
-                .is_some_and(|s| re.is_match(&s)),
-        ),
-        Value::Len(target) => match value(target, ctx)? {
-            Val::Str(s) => Val::Int(s.chars().count() as i64),
-            Val::Bytes(b) => Val::Int(b.len() as i64),
-            Val::Map(m) => Val::Int(m.len() as i64),
-            Val::List(l) => Val::Int(l.len() as i64),
-            Val::Items(_, n) => Val::Int(n as i64),
-            other => {
-                return Err(EvalError(format!(
-                    "Len: unsupported type {}",
-                    other.type_name()
-                )));
+        Value::Call(call) => {
+            let mut vals: [Val<'a>; funcs::MAX_ARGS] = Default::default();
+            for (slot, arg) in vals.iter_mut().zip(&call.args) {
+                if let Some(arg) = arg {
+                    *slot = value(arg, ctx)?;
+                }
             }
-        },
-        Value::Int(target) => match value(target, ctx)? {
-            Val::Int(i) => Val::Int(i),
-            Val::Float(f) if f.is_finite() => Val::Int(f.trunc() as i64),
-            Val::Bool(b) => Val::Int(b as i64),
-            Val::Str(s) => s.trim().parse::<i64>().map_or(Val::Nil, Val::Int),
-            _ => Val::Nil,
-        },
-        Value::Double(target) => match value(target, ctx)? {
-            Val::Int(i) => Val::Float(i as f64),
-            Val::Float(f) => Val::Float(f),
-            Val::Bool(b) => Val::Float(b as i64 as f64),
-            Val::Str(s) => s.trim().parse::<f64>().map_or(Val::Nil, Val::Float),
-            _ => Val::Nil,
-        },
-        Value::String(target) => match value(target, ctx)?.to_text() {
-            Some(s) => Val::Str(s),
-            None => Val::Nil,
-        },
+            funcs::run(call, vals, ctx)?
+        }
+        Value::List(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                out.push(value(i, ctx)?.into_any()?.unwrap_or_default());
+            }
+            Val::List(Cow::Owned(out))
+        }
+        Value::Map(entries) => {
+            let mut out = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                out.push(KeyValue {
+                    key: k.clone(),
+                    value: value(v, ctx)?.into_any()?,
+                    ..Default::default()
+                });
+            }
+            Val::Map(Cow::Owned(out))
+        }
+        Value::Math(op, a, b) => math(*op, value(a, ctx)?, value(b, ctx)?)?,
+        Value::Index(inner, keys) => {
+            let mut v = value(inner, ctx)?;
+            for k in keys {
+                v = index(v, k);
+            }
+            v
+        }
+        Value::Func(id) => {
+            return Err(EvalError(format!(
+                "{} is a function, not a value",
+                funcs::CONVERTERS[*id].name
+            )));
+        }
     })
 }
 
-fn path<'a>(p: &Path, ctx: &'a dyn Ctx) -> Val<'a> {
+/// `a <op> b`: ints stay ints, a double makes a double; times and durations combine as Go's
+/// do (time - time = duration, time ± duration = time).
+fn math<'a>(op: MathOp, a: Val<'a>, b: Val<'a>) -> Result<Val<'a>, EvalError> {
+    let sym = match op {
+        MathOp::Add => "+",
+        MathOp::Sub => "-",
+        MathOp::Mul => "*",
+        MathOp::Div => "/",
+    };
+    let bad = |a: &Val<'_>, b: &Val<'_>| {
+        Err(EvalError(format!(
+            "cannot compute {} {sym} {}",
+            a.type_name(),
+            b.type_name()
+        )))
+    };
+    Ok(match (&a, &b) {
+        (Val::Int(x), Val::Int(y)) => Val::Int(match op {
+            MathOp::Add => x.wrapping_add(*y),
+            MathOp::Sub => x.wrapping_sub(*y),
+            MathOp::Mul => x.wrapping_mul(*y),
+            MathOp::Div => {
+                if *y == 0 {
+                    return Err(EvalError("division by zero".into()));
+                }
+                x.wrapping_div(*y)
+            }
+        }),
+        (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
+            let f = |v: &Val<'_>| match v {
+                Val::Int(i) => *i as f64,
+                Val::Float(f) => *f,
+                _ => 0.0,
+            };
+            let (x, y) = (f(&a), f(&b));
+            Val::Float(match op {
+                MathOp::Add => x + y,
+                MathOp::Sub => x - y,
+                MathOp::Mul => x * y,
+                MathOp::Div => {
+                    if y == 0.0 {
+                        return Err(EvalError("division by zero".into()));
+                    }
+                    x / y
+                }
+            })
+        }
+        (Val::Time(x), Val::Time(y)) if op == MathOp::Sub => Val::Duration(x - y),
+        (Val::Time(x), Val::Duration(d)) if op == MathOp::Add => Val::Time(x + d),
+        (Val::Time(x), Val::Duration(d)) if op == MathOp::Sub => Val::Time(x - d),
+        (Val::Duration(x), Val::Duration(y)) if op == MathOp::Add => Val::Duration(x + y),
+        (Val::Duration(x), Val::Duration(y)) if op == MathOp::Sub => Val::Duration(x - y),
+        _ => return bad(&a, &b),
+    })
+}
+
+/// One `[key]` or `[index]` step into a map or a slice; anything else is nil.
+fn index<'a>(v: Val<'a>, k: &Key) -> Val<'a> {
+    match (v, k) {
+        (Val::Map(Cow::Borrowed(kvs)), Key::Str(k)) => {
+            Val::from_any(crate::signal::value::find(kvs, k))
+        }
+        (Val::Map(Cow::Owned(kvs)), Key::Str(k)) => kvs
+            .into_iter()
+            .find(|kv| kv.key == *k)
+            .map_or(Val::Nil, |kv| Val::from_any(kv.value.as_ref()).into_owned()),
+        (Val::List(Cow::Borrowed(items)), Key::Index(i)) => {
+            usize::try_from(*i).map_or(Val::Nil, |i| Val::from_any(items.get(i)))
+        }
+        (Val::List(Cow::Owned(items)), Key::Index(i)) => usize::try_from(*i)
+            .ok()
+            .and_then(|i| items.get(i))
+            .map_or(Val::Nil, |v| Val::from_any(Some(v)).into_owned()),
+        _ => Val::Nil,
+    }
+}
+
+pub fn path<'a>(p: &Path, ctx: &'a dyn Ctx) -> Val<'a> {
     let mut v = if p.of_span {
         ctx.span_field(p.field)
     } else {
@@ -279,13 +223,7 @@ fn path<'a>(p: &Path, ctx: &'a dyn Ctx) -> Val<'a> {
         };
     }
     for k in &p.keys {
-        v = match (v, k) {
-            (Val::Map(kvs), Key::Str(k)) => Val::from_any(crate::signal::value::find(kvs, k)),
-            (Val::List(items), Key::Index(i)) => {
-                usize::try_from(*i).map_or(Val::Nil, |i| Val::from_any(items.get(i)))
-            }
-            _ => return Val::Nil,
-        };
+        v = index(v, k);
     }
     v
 }
@@ -298,13 +236,13 @@ pub fn trace_state_get<'a>(ts: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-fn scope_field<'a>(scope: Option<&'a InstrumentationScope>, f: Field) -> Val<'a> {
+pub fn scope_field<'a>(scope: Option<&'a InstrumentationScope>, f: Field) -> Val<'a> {
     match (scope, f) {
         (Some(s), Field::ScopeName) => Val::Str(Cow::Borrowed(&s.name)),
         (Some(s), Field::ScopeVersion) => Val::Str(Cow::Borrowed(&s.version)),
-        (Some(s), Field::ScopeAttributes) => Val::Map(&s.attributes),
+        (Some(s), Field::ScopeAttributes) => Val::Map(Cow::Borrowed(&s.attributes)),
         (None, Field::ScopeName | Field::ScopeVersion) => Val::Str(Cow::Borrowed("")),
-        (None, Field::ScopeAttributes) => Val::Map(&[]),
+        (None, Field::ScopeAttributes) => Val::Map(Cow::Borrowed(&[])),
         _ => Val::Nil,
     }
 }
@@ -331,10 +269,10 @@ pub struct Outer<'a> {
 impl<'a> Outer<'a> {
     fn field(&self, f: Field) -> Val<'a> {
         match f {
-            Field::ResourceAttributes => Val::Map(self.resource),
+            Field::ResourceAttributes => Val::Map(Cow::Borrowed(self.resource)),
             Field::ResourceDroppedAttributesCount => Val::Int(self.resource_dropped as i64),
             // Conditions never write the statements' cache.
-            Field::Cache => Val::Map(&[]),
+            Field::Cache => Val::Map(Cow::Borrowed(&[])),
             Field::ScopeDroppedAttributesCount => {
                 Val::Int(self.scope.map_or(0, |s| s.dropped_attributes_count) as i64)
             }
@@ -352,9 +290,9 @@ const KIND_NAMES: [(&str, &str); 6] = [
     ("Consumer", "SPAN_KIND_CONSUMER"),
 ];
 
-fn span_field<'a>(s: &'a Span, f: Field) -> Option<Val<'a>> {
+pub fn span_field<'a>(s: &'a Span, f: Field) -> Option<Val<'a>> {
     Some(match f {
-        Field::Attributes => Val::Map(&s.attributes),
+        Field::Attributes => Val::Map(Cow::Borrowed(&s.attributes)),
         Field::Name => Val::Str(Cow::Borrowed(&s.name)),
         Field::Kind => Val::Int(s.kind as i64),
         Field::KindString | Field::KindDeprecatedString => {
@@ -431,18 +369,28 @@ pub struct EventCtx<'a> {
     pub index: usize,
 }
 
+/// A span event's own fields.
+pub fn event_field<'a>(
+    span: &'a Span,
+    event: &'a Event,
+    index: usize,
+    f: Field,
+) -> Option<Val<'a>> {
+    Some(match f {
+        Field::Attributes => Val::Map(Cow::Borrowed(&event.attributes)),
+        Field::EventName => Val::Str(Cow::Borrowed(&event.name)),
+        Field::Time => nanos(event.time_unix_nano),
+        Field::TimeTyped => time(event.time_unix_nano),
+        Field::DroppedAttributesCount => Val::Int(event.dropped_attributes_count as i64),
+        Field::EventIndex => Val::Int(index as i64),
+        Field::SpanName => Val::Str(Cow::Borrowed(&span.name)),
+        _ => return None,
+    })
+}
+
 impl Ctx for EventCtx<'_> {
     fn field(&self, f: Field) -> Val<'_> {
-        match f {
-            Field::Attributes => Val::Map(&self.event.attributes),
-            Field::EventName => Val::Str(Cow::Borrowed(&self.event.name)),
-            Field::Time => nanos(self.event.time_unix_nano),
-            Field::TimeTyped => time(self.event.time_unix_nano),
-            Field::DroppedAttributesCount => Val::Int(self.event.dropped_attributes_count as i64),
-            Field::EventIndex => Val::Int(self.index as i64),
-            Field::SpanName => Val::Str(Cow::Borrowed(&self.span.name)),
-            other => self.outer.field(other),
-        }
+        event_field(self.span, self.event, self.index, f).unwrap_or_else(|| self.outer.field(f))
     }
 
     fn span_field(&self, f: Field) -> Val<'_> {
@@ -467,7 +415,7 @@ pub fn metric_type(m: &Metric) -> i64 {
     }
 }
 
-fn metric_field(m: &Metric, f: Field) -> Option<Val<'_>> {
+pub fn metric_field(m: &Metric, f: Field) -> Option<Val<'_>> {
     Some(match f {
         Field::MetricName => Val::Str(Cow::Borrowed(&m.name)),
         Field::MetricDescription => Val::Str(Cow::Borrowed(&m.description)),
@@ -511,10 +459,17 @@ pub struct PointCtx<'a> {
 
 impl Ctx for PointCtx<'_> {
     fn field(&self, f: Field) -> Val<'_> {
-        if let Some(v) = metric_field(self.metric, f) {
-            return v;
-        }
-        let (attrs, start, time, flags) = match self.point {
+        point_field(self.metric, self.point, f).unwrap_or_else(|| self.outer.field(f))
+    }
+}
+
+/// A data point's fields and its metric's.
+pub fn point_field<'a>(metric: &'a Metric, point: PointRef<'a>, f: Field) -> Option<Val<'a>> {
+    if let Some(v) = metric_field(metric, f) {
+        return Some(v);
+    }
+    {
+        let (attrs, start, time, flags) = match point {
             PointRef::Number(p) => (
                 &p.attributes,
                 p.start_time_unix_nano,
@@ -540,28 +495,28 @@ impl Ctx for PointCtx<'_> {
                 p.flags,
             ),
         };
-        let exemplars = match self.point {
+        let exemplars = match point {
             PointRef::Number(p) => p.exemplars.len(),
             PointRef::Histogram(p) => p.exemplars.len(),
             PointRef::ExpHistogram(p) => p.exemplars.len(),
             PointRef::Summary(_) => 0,
         };
-        match f {
-            Field::Attributes => Val::Map(attrs),
+        Some(match f {
+            Field::Attributes => Val::Map(Cow::Borrowed(attrs)),
             Field::Time => nanos(time),
             Field::StartTimeUnixNano => nanos(start),
             Field::TimeTyped => self::time(time),
             Field::StartTimeTyped => self::time(start),
             Field::Exemplars => Val::Items("exemplars", exemplars),
-            Field::BucketCounts => match self.point {
+            Field::BucketCounts => match point {
                 PointRef::Histogram(p) => Val::Items("bucket counts", p.bucket_counts.len()),
                 _ => Val::Nil,
             },
-            Field::ExplicitBounds => match self.point {
+            Field::ExplicitBounds => match point {
                 PointRef::Histogram(p) => Val::Items("bounds", p.explicit_bounds.len()),
                 _ => Val::Nil,
             },
-            Field::QuantileValues => match self.point {
+            Field::QuantileValues => match point {
                 PointRef::Summary(p) => Val::Items("quantiles", p.quantile_values.len()),
                 _ => Val::Nil,
             },
@@ -570,7 +525,7 @@ impl Ctx for PointCtx<'_> {
             | Field::PositiveOffset
             | Field::NegativeOffset
             | Field::PositiveBucketCounts
-            | Field::NegativeBucketCounts => match self.point {
+            | Field::NegativeBucketCounts => match point {
                 PointRef::ExpHistogram(p) => match f {
                     Field::Scale => Val::Int(p.scale as i64),
                     Field::ZeroCount => Val::Int(p.zero_count as i64),
@@ -592,7 +547,7 @@ impl Ctx for PointCtx<'_> {
                 _ => Val::Nil,
             },
             Field::Flags => Val::Int(flags as i64),
-            Field::ValueInt => match self.point {
+            Field::ValueInt => match point {
                 PointRef::Number(NumberDataPoint {
                     value: Some(number_data_point::Value::AsInt(i)),
                     ..
@@ -600,7 +555,7 @@ impl Ctx for PointCtx<'_> {
                 PointRef::Number(_) => Val::Int(0),
                 _ => Val::Nil,
             },
-            Field::ValueDouble => match self.point {
+            Field::ValueDouble => match point {
                 PointRef::Number(NumberDataPoint {
                     value: Some(number_data_point::Value::AsDouble(d)),
                     ..
@@ -608,20 +563,20 @@ impl Ctx for PointCtx<'_> {
                 PointRef::Number(_) => Val::Float(0.0),
                 _ => Val::Nil,
             },
-            Field::Count => match self.point {
+            Field::Count => match point {
                 PointRef::Histogram(p) => Val::Int(p.count as i64),
                 PointRef::ExpHistogram(p) => Val::Int(p.count as i64),
                 PointRef::Summary(p) => Val::Int(p.count as i64),
                 PointRef::Number(_) => Val::Nil,
             },
-            Field::Sum => match self.point {
+            Field::Sum => match point {
                 PointRef::Histogram(p) => p.sum.map_or(Val::Nil, Val::Float),
                 PointRef::ExpHistogram(p) => p.sum.map_or(Val::Nil, Val::Float),
                 PointRef::Summary(p) => Val::Float(p.sum),
                 PointRef::Number(_) => Val::Nil,
             },
-            other => self.outer.field(other),
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -632,9 +587,15 @@ pub struct LogCtx<'a> {
 
 impl Ctx for LogCtx<'_> {
     fn field(&self, f: Field) -> Val<'_> {
-        let l = self.log;
-        match f {
-            Field::Attributes => Val::Map(&l.attributes),
+        log_field(self.log, f).unwrap_or_else(|| self.outer.field(f))
+    }
+}
+
+/// A log record's fields.
+pub fn log_field(l: &LogRecord, f: Field) -> Option<Val<'_>> {
+    {
+        Some(match f {
+            Field::Attributes => Val::Map(Cow::Borrowed(&l.attributes)),
             Field::Body => Val::from_any(l.body.as_ref()),
             Field::BodyString => match Val::from_any(l.body.as_ref()) {
                 Val::Nil => Val::Str(Cow::Borrowed("")),
@@ -653,8 +614,8 @@ impl Ctx for LogCtx<'_> {
             Field::Flags => Val::Int(l.flags as i64),
             Field::DroppedAttributesCount => Val::Int(l.dropped_attributes_count as i64),
             Field::EventName => Val::Str(Cow::Borrowed(&l.event_name)),
-            other => self.outer.field(other),
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -662,6 +623,7 @@ impl Ctx for LogCtx<'_> {
 mod tests {
     use super::*;
     use crate::ottl::Context;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
     use opentelemetry_proto::tonic::trace::v1::Status;
 
     fn kv(k: &str, v: any_value::Value) -> KeyValue {

@@ -13,6 +13,15 @@
 
 pub mod ast;
 pub mod eval;
+pub mod funcs;
+mod grok;
+pub mod metric_funcs;
+pub mod mutate;
+pub mod stmt;
+mod stmt_tests;
+mod useragent;
+pub mod val;
+mod xml;
 
 use std::fmt;
 
@@ -36,11 +45,12 @@ impl Condition {
                         | Field::ScopeDroppedAttributesCount
                         | Field::Cache
                 ),
-                Value::IsMatch(v, _)
-                | Value::Len(v)
-                | Value::Int(v)
-                | Value::Double(v)
-                | Value::String(v) => value(v),
+                Value::Call(c) => c.name != "IsRootSpan" && c.args.iter().flatten().all(value),
+                Value::List(items) => items.iter().all(value),
+                Value::Map(entries) => entries.iter().all(|(_, v)| value(v)),
+                Value::Math(_, a, b) => value(a) && value(b),
+                Value::Index(v, _) => value(v),
+                Value::Func(_) => true,
             }
         }
         fn expr(e: &Expr) -> bool {
@@ -77,6 +87,119 @@ impl Condition {
     }
 }
 
+impl Statement {
+    /// Parses `editor(args) [where condition]` in a context: the editor and every converter
+    /// must exist (an unknown one is refused with its column), every path must be one of the
+    /// context's, and literal arguments are checked and compiled now.
+    pub fn parse(text: &str, context: Context) -> Result<Statement, ParseError> {
+        let tokens = lex(text)?;
+        let mut p = Parser {
+            tokens,
+            pos: 0,
+            context,
+            depth: 0,
+        };
+        let first = p.next();
+        let (name, col) = match first.tok {
+            Tok::Ident(name) if p.peek().tok == Tok::LParen => (name, first.col),
+            other => {
+                return Err(ParseError {
+                    column: first.col,
+                    msg: format!(
+                        "a statement starts with an editor call such as set(...), found {other}"
+                    ),
+                });
+            }
+        };
+        let Some(id) = stmt::find_editor(&name) else {
+            let hint = if funcs::find(&name).is_some() {
+                ": it is a converter; a statement starts with an editor (set, delete_key, ...)"
+                    .to_string()
+            } else {
+                stmt::EDITORS
+                    .iter()
+                    .chain(metric_funcs::EDITORS)
+                    .map(|d| (crate::text::edit_distance(d.name, &name), d.name))
+                    .min()
+                    .filter(|(d, _)| *d <= 2)
+                    .map(|(_, n)| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default()
+            };
+            return Err(ParseError {
+                column: col,
+                msg: format!("unknown editor `{name}`{hint}"),
+            });
+        };
+        let def = stmt::editor_def(id);
+        if !def.contexts.is_empty() && !def.contexts.contains(&context) {
+            return Err(ParseError {
+                column: col,
+                msg: format!(
+                    "{} runs in the {} context, not {context}",
+                    def.name,
+                    def.contexts
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            });
+        }
+        let editor = p.call(def.name, id, def.params, def.compile, col)?;
+        let condition = if p.is_keyword("where") {
+            p.next();
+            Some(p.expr()?)
+        } else {
+            None
+        };
+        if let Some(t) = p.tokens.get(p.pos).filter(|t| t.tok != Tok::End) {
+            return Err(ParseError {
+                column: t.col,
+                msg: format!("unexpected {} after a complete statement", t.tok),
+            });
+        }
+        Ok(Statement {
+            text: text.to_owned(),
+            context,
+            editor,
+            condition,
+        })
+    }
+}
+
+/// The context a statement's paths name (`span.name` → span), the lowest of the signal's
+/// hierarchy when several are named, as the Collector infers it for the flat form of the
+/// transform processor's statements; `None` when no path names a context.
+pub fn infer_context(texts: &[&str], hierarchy: &[Context]) -> Option<Context> {
+    let mut best: Option<usize> = None;
+    for text in texts {
+        let Ok(tokens) = lex(text) else { continue };
+        for (i, t) in tokens.iter().enumerate() {
+            let Tok::Ident(id) = &t.tok else { continue };
+            // A path's first name: followed by `.`, not preceded by one.
+            let starts_path = tokens.get(i + 1).is_some_and(|n| n.tok == Tok::Dot)
+                && (i == 0 || tokens[i - 1].tok != Tok::Dot);
+            if !starts_path {
+                continue;
+            }
+            let ctx = match id.as_str() {
+                "resource" => Context::Resource,
+                "scope" | "instrumentation_scope" => Context::Scope,
+                "span" => Context::Span,
+                "spanevent" => Context::SpanEvent,
+                "metric" => Context::Metric,
+                "datapoint" => Context::DataPoint,
+                "log" => Context::Log,
+                _ => continue,
+            };
+            if let Some(rank) = hierarchy.iter().position(|c| *c == ctx) {
+                best = Some(best.map_or(rank, |b: usize| b.max(rank)));
+            }
+        }
+    }
+    best.map(|r| hierarchy[r])
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Ident(String),
@@ -90,6 +213,12 @@ enum Tok {
     RBracket,
     Comma,
     Dot,
+    LBrace,
+    RBrace,
+    Colon,
+    /// `=` of a named argument.
+    Assign,
+    Math(MathOp),
     Op(CmpOp),
     End,
 }
@@ -108,6 +237,16 @@ impl fmt::Display for Tok {
             Tok::RBracket => f.write_str("`]`"),
             Tok::Comma => f.write_str("`,`"),
             Tok::Dot => f.write_str("`.`"),
+            Tok::LBrace => f.write_str("`{`"),
+            Tok::RBrace => f.write_str("`}`"),
+            Tok::Colon => f.write_str("`:`"),
+            Tok::Assign => f.write_str("`=`"),
+            Tok::Math(op) => f.write_str(match op {
+                MathOp::Add => "`+`",
+                MathOp::Sub => "`-`",
+                MathOp::Mul => "`*`",
+                MathOp::Div => "`/`",
+            }),
             Tok::Op(op) => write!(f, "`{}`", op_text(*op)),
             Tok::End => f.write_str("the end of the condition"),
         }
@@ -150,6 +289,11 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
             '[' => Some(Tok::LBracket),
             ']' => Some(Tok::RBracket),
             ',' => Some(Tok::Comma),
+            '{' => Some(Tok::LBrace),
+            '}' => Some(Tok::RBrace),
+            ':' => Some(Tok::Colon),
+            '*' => Some(Tok::Math(MathOp::Mul)),
+            '/' => Some(Tok::Math(MathOp::Div)),
             '.' if !chars.get(i + 1).is_some_and(char::is_ascii_digit) => Some(Tok::Dot),
             _ => None,
         };
@@ -175,6 +319,41 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
                 col,
             });
             i += n;
+            continue;
+        }
+        if c == '=' {
+            out.push(Token {
+                tok: Tok::Assign,
+                col,
+            });
+            i += 1;
+            continue;
+        }
+        // After a value, `+` and `-` are arithmetic; elsewhere a sign of a number.
+        let after_value = out.last().is_some_and(|t: &Token| {
+            matches!(
+                t.tok,
+                Tok::Ident(_)
+                    | Tok::Str(_)
+                    | Tok::Int(_)
+                    | Tok::Float(_)
+                    | Tok::Bytes(_)
+                    | Tok::RParen
+                    | Tok::RBracket
+                    | Tok::RBrace
+            )
+        });
+        if (c == '+' || c == '-')
+            && (after_value
+                || !chars
+                    .get(i + 1)
+                    .is_some_and(|n| n.is_ascii_digit() || *n == '.'))
+        {
+            out.push(Token {
+                tok: Tok::Math(if c == '+' { MathOp::Add } else { MathOp::Sub }),
+                col,
+            });
+            i += 1;
             continue;
         }
         if c == '"' {
@@ -373,20 +552,94 @@ impl Parser {
             return Ok(Expr::Not(Box::new(e)));
         }
         if self.peek().tok == Tok::LParen {
+            // `(` opens a boolean group or an arithmetic one: read a group first; when a
+            // comparison or an operator follows its `)`, read it again as arithmetic.
+            let (pos, depth) = (self.pos, self.depth);
             let col = self.next().col;
             self.enter(col)?;
-            let e = self.expr()?;
-            self.expect(Tok::RParen, "`)`")?;
-            self.depth -= 1;
-            return Ok(e);
+            let group = self
+                .expr()
+                .and_then(|e| self.expect(Tok::RParen, "`)`").map(|_| e));
+            self.depth = depth;
+            match group {
+                Ok(e) if !matches!(self.peek().tok, Tok::Op(_) | Tok::Math(_)) => return Ok(e),
+                Ok(_) => self.pos = pos,
+                Err(err) => {
+                    self.pos = pos;
+                    if let Ok(e) = self.comparison() {
+                        return Ok(e);
+                    }
+                    return Err(err);
+                }
+            }
         }
-        let left = self.value()?;
+        self.comparison()
+    }
+
+    fn comparison(&mut self) -> Result<Expr, ParseError> {
+        let left = self.math()?;
         if let Tok::Op(op) = self.peek().tok {
             self.next();
-            let right = self.value()?;
+            let right = self.math()?;
             return Ok(Expr::Cmp(op, left, right));
         }
         Ok(Expr::Bool(left))
+    }
+
+    /// `term (("+" | "-") term)*`.
+    fn math(&mut self) -> Result<Value, ParseError> {
+        self.binary(&[MathOp::Add, MathOp::Sub], Parser::term)
+    }
+
+    /// `factor (("*" | "/") factor)*`.
+    fn term(&mut self) -> Result<Value, ParseError> {
+        self.binary(&[MathOp::Mul, MathOp::Div], Parser::factor)
+    }
+
+    /// One precedence level of arithmetic, left-associative. Each operator counts as a
+    /// nesting level, as evaluation recurses through the left-deep tree.
+    fn binary(
+        &mut self,
+        ops: &[MathOp],
+        operand: fn(&mut Parser) -> Result<Value, ParseError>,
+    ) -> Result<Value, ParseError> {
+        let depth = self.depth;
+        let mut left = operand(self)?;
+        while let Tok::Math(op) = self.peek().tok
+            && ops.contains(&op)
+        {
+            let col = self.next().col;
+            self.enter(col)?;
+            let right = operand(self)?;
+            left = Value::Math(op, Box::new(left), Box::new(right));
+        }
+        self.depth = depth;
+        Ok(left)
+    }
+
+    fn factor(&mut self) -> Result<Value, ParseError> {
+        match self.peek().tok {
+            Tok::LParen => {
+                let col = self.next().col;
+                self.enter(col)?;
+                let v = self.math()?;
+                self.expect(Tok::RParen, "`)`")?;
+                self.depth -= 1;
+                Ok(v)
+            }
+            Tok::Math(MathOp::Sub) => {
+                let col = self.next().col;
+                self.enter(col)?;
+                let v = self.factor()?;
+                self.depth -= 1;
+                Ok(Value::Math(
+                    MathOp::Sub,
+                    Box::new(Value::Lit(Literal::Int(0))),
+                    Box::new(v),
+                ))
+            }
+            _ => self.value(),
+        }
     }
 
     fn value(&mut self) -> Result<Value, ParseError> {
@@ -397,21 +650,77 @@ impl Parser {
             Tok::Int(i) => Ok(Value::Lit(Literal::Int(i))),
             Tok::Float(f) => Ok(Value::Lit(Literal::Float(f))),
             Tok::Bytes(b) => Ok(Value::Lit(Literal::Bytes(b))),
+            Tok::LBracket => {
+                self.enter(col)?;
+                let mut items = Vec::new();
+                if self.peek().tok != Tok::RBracket {
+                    loop {
+                        items.push(self.math()?);
+                        if self.peek().tok == Tok::Comma {
+                            self.next();
+                            continue;
+                        }
+                        break;
+                    }
+                }
+                self.expect(Tok::RBracket, "`,` or `]`")?;
+                self.depth -= 1;
+                Ok(Value::List(items))
+            }
+            Tok::LBrace => {
+                self.enter(col)?;
+                let mut entries = Vec::new();
+                if self.peek().tok != Tok::RBrace {
+                    loop {
+                        let k = self.next();
+                        let Tok::Str(key) = k.tok else {
+                            return Err(ParseError {
+                                column: k.col,
+                                msg: format!("a map key must be a string, found {}", k.tok),
+                            });
+                        };
+                        self.expect(Tok::Colon, "`:`")?;
+                        entries.push((key, self.math()?));
+                        if self.peek().tok == Tok::Comma {
+                            self.next();
+                            continue;
+                        }
+                        break;
+                    }
+                }
+                self.expect(Tok::RBrace, "`,` or `}`")?;
+                self.depth -= 1;
+                Ok(Value::Map(entries))
+            }
             Tok::Ident(id) => match id.as_str() {
                 "true" => Ok(Value::Lit(Literal::Bool(true))),
                 "false" => Ok(Value::Lit(Literal::Bool(false))),
                 "nil" => Ok(Value::Lit(Literal::Nil)),
-                "and" | "or" | "not" => Err(ParseError {
+                "and" | "or" | "not" | "where" => Err(ParseError {
                     column: col,
                     msg: format!("expected a value, found `{id}`"),
                 }),
-                _ if self.peek().tok == Tok::LParen => self.call(&id, col),
-                _ if id.starts_with(|c: char| c.is_ascii_uppercase()) => enum_constant(&id)
-                    .map(|v| Value::Lit(Literal::Int(v)))
-                    .ok_or_else(|| ParseError {
-                        column: col,
-                        msg: format!("unknown constant `{id}`"),
-                    }),
+                _ if self.peek().tok == Tok::LParen => {
+                    let call = self.converter(&id, col)?;
+                    let keys = self.keys()?;
+                    Ok(if keys.is_empty() {
+                        call
+                    } else {
+                        Value::Index(Box::new(call), keys)
+                    })
+                }
+                _ if id.starts_with(|c: char| c.is_ascii_uppercase()) => {
+                    if let Some(v) = enum_constant(&id) {
+                        Ok(Value::Lit(Literal::Int(v)))
+                    } else if let Some(f) = funcs::find(&id) {
+                        Ok(Value::Func(f))
+                    } else {
+                        Err(ParseError {
+                            column: col,
+                            msg: format!("unknown constant `{id}`"),
+                        })
+                    }
+                }
                 _ => self.path(id, col).map(Value::Path),
             },
             other => Err(ParseError {
@@ -421,81 +730,8 @@ impl Parser {
         }
     }
 
-    fn call(&mut self, name: &str, col: usize) -> Result<Value, ParseError> {
-        self.expect(Tok::LParen, "`(`")?;
-        self.enter(col)?;
-        let mut args = Vec::new();
-        let mut arg_cols = Vec::new();
-        if self.peek().tok != Tok::RParen {
-            loop {
-                arg_cols.push(self.peek().col);
-                args.push(self.value()?);
-                if self.peek().tok == Tok::Comma {
-                    self.next();
-                    continue;
-                }
-                break;
-            }
-        }
-        self.expect(Tok::RParen, "`,` or `)`")?;
-        self.depth -= 1;
-        let arity = |n: usize| {
-            if args.len() == n {
-                Ok(())
-            } else {
-                Err(ParseError {
-                    column: col,
-                    msg: format!("{name} takes {n} argument(s), got {}", args.len()),
-                })
-            }
-        };
-        let one = |args: &mut Vec<Value>| Box::new(args.remove(0));
-        match name {
-            "IsMatch" => {
-                arity(2)?;
-                let pattern = match args.pop() {
-                    Some(Value::Lit(Literal::Str(p))) => p,
-                    _ => {
-                        return Err(ParseError {
-                            column: arg_cols[1],
-                            msg: "IsMatch's pattern must be a string literal".into(),
-                        });
-                    }
-                };
-                let re = regex::Regex::new(&pattern).map_err(|e| ParseError {
-                    column: arg_cols[1],
-                    msg: format!("invalid regular expression: {e}"),
-                })?;
-                Ok(Value::IsMatch(one(&mut args), re))
-            }
-            "Len" => arity(1).map(|_| Value::Len(one(&mut args))),
-            "Int" => arity(1).map(|_| Value::Int(one(&mut args))),
-            "Double" => arity(1).map(|_| Value::Double(one(&mut args))),
-            "String" => arity(1).map(|_| Value::String(one(&mut args))),
-            _ => Err(ParseError {
-                column: col,
-                msg: format!(
-                    "unknown function `{name}` (supported: IsMatch, Len, Int, Double, String)"
-                ),
-            }),
-        }
-    }
-
-    fn path(&mut self, first: String, col: usize) -> Result<Path, ParseError> {
-        let mut parts = vec![first];
-        while self.peek().tok == Tok::Dot {
-            self.next();
-            let t = self.next();
-            match t.tok {
-                Tok::Ident(s) => parts.push(s),
-                other => {
-                    return Err(ParseError {
-                        column: t.col,
-                        msg: format!("expected a name after `.`, found {other}"),
-                    });
-                }
-            }
-        }
+    /// `[key]` and `[index]` steps after a path or a converter call.
+    fn keys(&mut self) -> Result<Vec<Key>, ParseError> {
         let mut keys = Vec::new();
         while self.peek().tok == Tok::LBracket {
             let open = self.next();
@@ -517,6 +753,183 @@ impl Parser {
                 e
             })?;
         }
+        Ok(keys)
+    }
+
+    fn converter(&mut self, name: &str, col: usize) -> Result<Value, ParseError> {
+        let Some(id) = funcs::find(name) else {
+            let why = funcs::UNSUPPORTED
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, why)| format!(": not supported by ferrotel ({why})"))
+                .or_else(|| {
+                    stmt::find_editor(name)
+                        .map(|_| ": it is an editor; a value needs a converter".to_string())
+                })
+                .unwrap_or_else(|| {
+                    funcs::CONVERTERS
+                        .iter()
+                        .map(|d| (crate::text::edit_distance(d.name, name), d.name))
+                        .min()
+                        .filter(|(d, _)| *d <= 2)
+                        .map(|(_, n)| format!("; did you mean `{n}`?"))
+                        .unwrap_or_default()
+                });
+            return Err(ParseError {
+                column: col,
+                msg: format!("unknown function `{name}`{why}"),
+            });
+        };
+        let def = &funcs::CONVERTERS[id];
+        let call = self.call(def.name, id, def.params, def.compile, col)?;
+        Ok(Value::Call(Box::new(call)))
+    }
+
+    /// A call's arguments, positional then named (`depth = 2`), each checked against its
+    /// parameter; then the function's load-time check.
+    fn call(
+        &mut self,
+        name: &'static str,
+        id: usize,
+        params: &'static [Param],
+        compile: Option<funcs::Compile>,
+        col: usize,
+    ) -> Result<Call, ParseError> {
+        self.expect(Tok::LParen, "`(`")?;
+        self.enter(col)?;
+        let mut args: Vec<Option<Value>> = vec![None; params.len()];
+        let mut cols = vec![col; params.len()];
+        let mut given = 0;
+        let mut named = false;
+        if self.peek().tok != Tok::RParen {
+            loop {
+                let arg_col = self.peek().col;
+                let is_named = matches!(
+                    (
+                        &self.peek().tok,
+                        self.tokens.get(self.pos + 1).map(|t| &t.tok)
+                    ),
+                    (Tok::Ident(_), Some(Tok::Assign))
+                );
+                let idx = if is_named {
+                    let Tok::Ident(pname) = self.next().tok else {
+                        unreachable!("checked above")
+                    };
+                    self.next();
+                    named = true;
+                    params
+                        .iter()
+                        .position(|p| p.name == pname)
+                        .ok_or_else(|| ParseError {
+                            column: arg_col,
+                            msg: format!("{name} has no parameter `{pname}`"),
+                        })?
+                } else {
+                    if named {
+                        return Err(ParseError {
+                            column: arg_col,
+                            msg: "a positional argument cannot follow a named one".into(),
+                        });
+                    }
+                    if given >= params.len() {
+                        return Err(ParseError {
+                            column: arg_col,
+                            msg: format!("{name} takes at most {} argument(s)", params.len()),
+                        });
+                    }
+                    given += 1;
+                    given - 1
+                };
+                if args[idx].is_some() {
+                    return Err(ParseError {
+                        column: arg_col,
+                        msg: format!("`{}` is given twice", params[idx].name),
+                    });
+                }
+                let v = self.math()?;
+                match (params[idx].kind, &v) {
+                    (Kind::Path, Value::Path(_))
+                    | (Kind::Func, Value::Func(_))
+                    | (Kind::Any, _) => {}
+                    (Kind::Path, _) => {
+                        return Err(ParseError {
+                            column: arg_col,
+                            msg: format!(
+                                "{name}'s `{}` must be a path (what it writes)",
+                                params[idx].name
+                            ),
+                        });
+                    }
+                    (Kind::Func, _) => {
+                        return Err(ParseError {
+                            column: arg_col,
+                            msg: format!(
+                                "{name}'s `{}` must name a converter, such as SHA256",
+                                params[idx].name
+                            ),
+                        });
+                    }
+                }
+                args[idx] = Some(v);
+                cols[idx] = arg_col;
+                if self.peek().tok == Tok::Comma {
+                    self.next();
+                    continue;
+                }
+                break;
+            }
+        }
+        self.expect(Tok::RParen, "`,` or `)`")?;
+        self.depth -= 1;
+        if let Some(missing) = params
+            .iter()
+            .zip(&args)
+            .find(|(p, a)| !p.optional && a.is_none())
+        {
+            let required = params.iter().filter(|p| !p.optional).count();
+            return Err(ParseError {
+                column: col,
+                msg: if named {
+                    format!("{name} needs `{}`", missing.0.name)
+                } else {
+                    format!(
+                        "{name} takes {required} argument(s), got {}",
+                        args.iter().flatten().count()
+                    )
+                },
+            });
+        }
+        let mut call = Call {
+            name,
+            id,
+            args,
+            compiled: Compiled::None,
+        };
+        if let Some(check) = compile {
+            check(&mut call).map_err(|(i, msg)| ParseError {
+                column: cols.get(i).copied().unwrap_or(col),
+                msg: format!("{name}: {msg}"),
+            })?;
+        }
+        Ok(call)
+    }
+
+    fn path(&mut self, first: String, col: usize) -> Result<Path, ParseError> {
+        let mut parts = vec![first];
+        while self.peek().tok == Tok::Dot {
+            self.next();
+            let t = self.next();
+            match t.tok {
+                Tok::Ident(s) => parts.push(s),
+                other => {
+                    return Err(ParseError {
+                        column: t.col,
+                        msg: format!("expected a name after `.`, found {other}"),
+                    });
+                }
+            }
+        }
+        let keys = self.keys()?;
         // A path may name its own context first (`span.name` in the span context), as the
         // Collector's context-inferred statements write them.
         let own = self.context.to_string();
@@ -683,6 +1096,10 @@ pub const PATHS: &[(Context, &[&str])] = &[
         Context::Resource,
         &["attributes", "dropped_attributes_count"],
     ),
+    (
+        Context::Scope,
+        &["name", "version", "attributes", "dropped_attributes_count"],
+    ),
 ];
 
 /// Paths every context reads: the resource's, the scope's (both spellings) and `cache`.
@@ -720,6 +1137,16 @@ fn resolve(ctx: Context, name: &str) -> Option<Field> {
             "cache" => Some(Cache),
             _ => None,
         };
+    }
+    if ctx == Context::Scope {
+        // `scope.` is stripped as the context's own prefix before this.
+        match name {
+            "name" => return Some(ScopeName),
+            "version" => return Some(ScopeVersion),
+            "attributes" => return Some(ScopeAttributes),
+            "dropped_attributes_count" => return Some(ScopeDroppedAttributesCount),
+            _ => {}
+        }
     }
     let scope = name
         .strip_prefix("instrumentation_scope.")
@@ -813,7 +1240,7 @@ fn resolve(ctx: Context, name: &str) -> Option<Field> {
             "quantile_values" => Some(QuantileValues),
             n => n.strip_prefix("metric.").and_then(metric),
         },
-        Context::Resource => None,
+        Context::Resource | Context::Scope => None,
         Context::Log => match name {
             "body" => Some(Body),
             "body.string" => Some(BodyString),
@@ -966,7 +1393,10 @@ mod tests {
         assert_eq!(enum_constant("SPAN_KIND_CLIENT"), Some(3));
         assert_eq!(enum_constant("METRIC_DATA_TYPE_SUMMARY"), Some(5));
         let c = parse(r#"IsMatch(body, "a\.b\"c")"#, Context::Log).unwrap();
-        let Expr::Bool(Value::IsMatch(_, re)) = c.expr else {
+        let Expr::Bool(Value::Call(call)) = c.expr else {
+            panic!()
+        };
+        let Compiled::Regex(re) = call.compiled else {
             panic!()
         };
         assert_eq!(re.as_str(), r#"a\.b"c"#);
@@ -1135,6 +1565,62 @@ mod readme {
                 .unwrap_or_else(|| panic!("no README row for {ctx}"));
             let listed: Vec<&str> = row.split('`').skip(1).step_by(2).collect();
             assert_eq!(&listed, paths, "README row for {ctx}");
+        }
+    }
+
+    /// The README's function table lists every editor and converter ferrotel has as supported,
+    /// the Collector's others as not, and nothing else; and the Collector's current converter
+    /// list (its `ottlfuncs` README) is all there.
+    #[test]
+    fn readme_function_table_matches() {
+        use super::{funcs, metric_funcs, stmt};
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let table = readme
+            .split("<!-- ottl-functions:")
+            .nth(1)
+            .expect("the README's OTTL function table");
+        let mut rows: Vec<(String, bool)> = Vec::new();
+        for line in table.lines().skip(3) {
+            if !line.starts_with("| `") {
+                break;
+            }
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            rows.push((cells[1].trim_matches('`').to_string(), cells[3] == "yes"));
+        }
+        let mut want: Vec<(String, bool)> = stmt::EDITORS
+            .iter()
+            .chain(metric_funcs::EDITORS)
+            .map(|d| (d.name.to_string(), true))
+            .chain(funcs::CONVERTERS.iter().map(|d| (d.name.to_string(), true)))
+            .chain(
+                funcs::UNSUPPORTED
+                    .iter()
+                    .map(|(n, _)| (n.to_string(), false)),
+            )
+            .collect();
+        want.sort();
+        let mut got = rows.clone();
+        got.sort();
+        assert_eq!(got, want, "README function table");
+        const COLLECTOR: &str = "All Any Base64Decode Base64Encode Bool Decode Coalesce CommunityID Concat \
+            ContainsValue ConvertCase ConvertAttributesToElementsXML ConvertTextToElementsXML Day Double \
+            Duration ExtractPatterns ExtractGrokPatterns Filter Find FNV Format FormatTime GetXML HasPrefix \
+            HasSuffix Hex Hour Hours Index InsertXML Int IsBool IsDouble IsEmpty IsInCIDR IsInt IsRootSpan \
+            IsMap IsMatch IsList IsString Keys Len Log IsValidLuhn MapEach MapKeys MD5 Microseconds \
+            Milliseconds Minute Minutes Month Murmur3Hash Murmur3Hash128 Nanosecond Nanoseconds Now \
+            ParseCSV ParseInt ParseJSON ParseKeyValue ParseSeverity ParseSimplifiedXML ParseXML ProfileID \
+            Reduce RemoveXML Second Seconds SHA1 SHA256 SHA512 SliceToMap Sort SpanID Split String \
+            Substring Time ToCamelCase ToKeyValueString ToLowerCase ToSnakeCase ToUpperCase TraceID Trim \
+            TrimPrefix TrimSuffix TruncateTime Unix UnixMicro UnixMilli UnixNano UnixSeconds URL UserAgent \
+            UUID UUIDv7 Values Weekday When XXH3 XXH128 Year append delete_index delete_key \
+            delete_matching_keys keep_matching_keys flatten keep_keys limit merge_maps replace_all_matches \
+            replace_all_patterns replace_match replace_pattern set stringify_all truncate_all";
+        for name in COLLECTOR.split_whitespace() {
+            assert!(
+                rows.iter().any(|(n, _)| n == name),
+                "{name} is missing from the README table"
+            );
         }
     }
 }

@@ -6,10 +6,12 @@ pub mod filter;
 pub mod k8sattributes;
 pub mod matcher;
 pub mod memory_limiter;
+pub mod metricstransform;
 pub mod probabilistic_sampler;
 pub mod resource;
 pub mod resourcedetection;
 pub mod tail_sampling;
+pub mod transform;
 
 use std::sync::Arc;
 

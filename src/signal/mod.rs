@@ -1,5 +1,6 @@
 //! The in-memory unit of data: OTLP protobuf messages, moved (not copied) between stages.
 
+pub mod aggregate;
 pub mod build;
 pub mod json;
 pub mod response;

@@ -223,7 +223,7 @@ impl TimeParser {
 
 /// Stanza's strptime directives differ from jiff's in the fraction ones: `%L` (ms), `%f` (µs)
 /// and `%s` (ns) are all "fractional digits" here, which jiff's `%f` reads at any precision.
-fn strptime_to_jiff(layout: &str) -> String {
+pub fn strptime_to_jiff(layout: &str) -> String {
     let mut out = String::with_capacity(layout.len());
     let mut it = layout.chars().peekable();
     while let Some(c) = it.next() {
