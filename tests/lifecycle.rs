@@ -40,6 +40,9 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
             "config: {{scrape_configs: [{{job_name: x, scrape_interval: 1h, static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}]}}"
         ),
         (Kind::Processor, "batch" | "filter") => "{}".into(),
+        (Kind::Processor, "groupbyattrs") => "{keys: [host.name]}".into(),
+        (Kind::Processor, "groupbytrace") => "{wait_duration: 1s}".into(),
+        (Kind::Processor, "redaction") => "{allow_all_keys: true, blocked_values: ['x']}".into(),
         (Kind::Processor, "metricstransform") => {
             "{transforms: [{include: a, action: update, new_name: b}]}".into()
         }

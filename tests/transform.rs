@@ -1,6 +1,7 @@
 //! The `transform` processor end to end: spans and logs from the OpenTelemetry Python SDK are
 //! edited by OTTL statements in both config forms on their way to a sink; a failing statement
 //! under `ignore` costs nothing else, under `propagate` the request is refused and counted.
+//! `redaction` and `groupbyattrs` on the same SDK spans.
 
 mod common;
 
@@ -173,5 +174,82 @@ fn propagate_refuses_the_request_and_counts_it() {
         c.metric(series) >= n as f64
     });
     assert_eq!(sink.store.log_count(), 0, "nothing refused is delivered");
+    c.terminate();
+}
+
+#[test]
+fn redaction_and_groupbyattrs_on_sdk_spans() {
+    let sink = Sink::start();
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: "127.0.0.1:{grpc}" }} }} }}
+processors:
+  redaction:
+    allowed_keys: [seq, attr.str, attr.double]
+    blocked_values: ['välue-\d+']
+    summary: debug
+  groupbyattrs:
+    keys: [attr.double]
+exporters:
+  otlp_grpc: {{ endpoint: "127.0.0.1:{sink}", tls: {{ insecure: true }} }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:{health}" }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [redaction, groupbyattrs], exporters: [otlp_grpc] }}
+"#,
+        sink = sink.port
+    );
+    let mut c = Collector::start(&cfg, &[], Some(health), Some(metrics));
+    let n = 4;
+    let (ok, _sent, err) = sdk_send(
+        &format!("http://127.0.0.1:{grpc}"),
+        "grpc",
+        "traces",
+        n,
+        "redaction",
+        &[],
+    );
+    assert!(ok, "{err}");
+    wait_until("every span", Duration::from_secs(20), || {
+        sink.store.span_count() >= 2 * n
+    });
+    let spans = sink.store.spans.lock().unwrap().clone();
+    // The parents (with attr.double = seq + 0.5) each get a resource of their own; the
+    // children (no attr.double) stay under the SDK's resource.
+    let with_double: Vec<String> = spans
+        .iter()
+        .filter_map(|rs| attr_text(&rs.resource.as_ref().unwrap().attributes, "attr.double"))
+        .collect();
+    assert_eq!(with_double.len(), n, "{with_double:?}");
+    for rs in &spans {
+        for s in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+            // The SDK's attr.bool and attr.array are not allowed: deleted and listed.
+            assert!(attr_text(&s.attributes, "attr.bool").is_none());
+            assert!(attr_text(&s.attributes, "attr.array").is_none());
+            if s.name.starts_with("parent-") {
+                assert_eq!(
+                    attr_text(&s.attributes, "attr.str").as_deref(),
+                    Some("**** ✓")
+                );
+                assert_eq!(
+                    attr_text(&s.attributes, "redaction.masked.keys").as_deref(),
+                    Some("attr.str")
+                );
+                assert_eq!(
+                    attr_text(&s.attributes, "redaction.redacted.keys").as_deref(),
+                    Some("attr.array,attr.bool")
+                );
+                assert!(
+                    attr_text(&s.attributes, "attr.double").is_none(),
+                    "moved to the resource"
+                );
+            }
+        }
+    }
     c.terminate();
 }

@@ -2,7 +2,9 @@
 //! item) to the pipelines of the first route in `table` whose condition holds, and what no
 //! route takes to `default_pipelines` (dropped and counted when there are none), as the current
 //! Collector routes (each item once: its `match_once` behaviour). A route gives its condition
-//! as `condition: <OTTL condition>` or `statement: route() where <condition>`.
+//! as `condition: <OTTL condition>` or `statement: route() where <condition>`. Routes with
+//! `context: request` read the client's metadata (`request["X-Tenant"]`, the receiver's
+//! `include_metadata: true`) and send the whole batch; they are tried first.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use crate::component::{
     Downstream, DynConsumer, Exporter, Factory, FanOut, Lifecycle, Stability,
 };
 use crate::config::{DeError, ErrorMode, Node, from_node, key_err};
-use crate::ottl::eval::{LogCtx, MetricCtx, Outer, ResourceCtx, SpanCtx};
+use crate::ottl::eval::{LogCtx, MetricCtx, Outer, RequestCtx, ResourceCtx, SpanCtx};
 use crate::ottl::{Condition, Context as OttlContext, Ctx};
 use crate::signal::{Batch, Signal};
 
@@ -64,6 +66,8 @@ pub struct Config {
 /// Where a route's condition is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Level {
+    /// The request's metadata: the whole batch goes to the route.
+    Request,
     Resource,
     Item,
 }
@@ -146,17 +150,11 @@ fn compile(cfg: &Config, node: &Node) -> Result<Plan, DeError> {
                 "span" => (Level::Item, [Some(OttlContext::Span), None, None]),
                 "metric" => (Level::Item, [None, Some(OttlContext::Metric), None]),
                 "log" => (Level::Item, [None, None, Some(OttlContext::Log)]),
-                "request" => {
-                    return Err(at(
-                        "context",
-                        "`request` (routing by the client's headers) is not built in ferrotel yet"
-                            .into(),
-                    ));
-                }
+                "request" => (Level::Request, [Some(OttlContext::Request); 3]),
                 other => {
                     return Err(at(
                         "context",
-                        format!("{other:?}: expected resource, span, metric or log"),
+                        format!("{other:?}: expected request, resource, span, metric or log"),
                     ));
                 }
             };
@@ -417,6 +415,18 @@ impl Consumer for Routing {
         Box::pin(async move {
             let batch = super::shared::decoded(batch, &self.id)?;
             let mut err = None;
+            // Request routes first: the client's metadata sends the whole batch.
+            if self.routes.iter().any(|r| r.0 == Level::Request) {
+                let hit = crate::client::with(|client| {
+                    self.first(Level::Request, &RequestCtx { client }, &mut err)
+                });
+                if let Some(e) = err {
+                    return Err(ConsumeError::Permanent(format!("{}: {e}", self.id)));
+                }
+                if let Some(i) = hit {
+                    return self.deliver(vec![(Some(i), batch)]).await;
+                }
+            }
             let split = match batch {
                 Batch::Traces(rs) => parts(self.traces(rs, &mut err), Batch::Traces),
                 Batch::Metrics(rm) => parts(self.metrics(rm, &mut err), Batch::Metrics),
@@ -459,7 +469,11 @@ mod tests {
             "table[0].condition"
         );
         assert_eq!(
-            err("table:\n- condition: 'true'\n  context: request\n  pipelines: [t]\n").0,
+            err("table:\n- condition: request[\"a\"][\"b\"] == \"x\"\n  context: request\n  pipelines: [t]\n").0,
+            "table[0].condition"
+        );
+        assert_eq!(
+            err("table:\n- condition: 'true'\n  context: session\n  pipelines: [t]\n").0,
             "table[0].context"
         );
         assert_eq!(
@@ -477,6 +491,57 @@ mod tests {
                 .1
                 .contains("name")
         );
+    }
+
+    /// `context: request` routes the whole batch by the client's metadata, before the
+    /// resource routes; without a match the other routes split it as usual.
+    #[tokio::test]
+    async fn request_routes_send_the_whole_batch() {
+        use std::sync::Mutex;
+        struct Count(Mutex<usize>);
+        impl Consumer for Count {
+            fn consume(&self, b: Batch) -> BoxFuture<'_, ConsumeResult> {
+                *self.0.lock().unwrap() += b.item_count();
+                Box::pin(async { Ok(()) })
+            }
+        }
+        let (acme, other) = (
+            Arc::new(Count(Mutex::new(0))),
+            Arc::new(Count(Mutex::new(0))),
+        );
+        let r = Routing {
+            routes: vec![(
+                Level::Request,
+                Condition::parse(r#"request["X-Tenant"] == "acme""#, OttlContext::Request).unwrap(),
+                "acme".into(),
+                acme.clone(),
+            )],
+            default: Some(other.clone()),
+            error_mode: ErrorMode::Propagate,
+            id: "routing".into(),
+            dropped: Default::default(),
+        };
+        let client = |tenant: &str| crate::client::ClientInfo {
+            metadata: vec![("x-tenant".into(), tenant.into())],
+            ..Default::default()
+        };
+        crate::client::scope(
+            client("acme"),
+            r.consume(crate::signal::testdata::spans("s", 1, 3)),
+        )
+        .await
+        .unwrap();
+        crate::client::scope(
+            client("beta"),
+            r.consume(crate::signal::testdata::spans("s", 1, 2)),
+        )
+        .await
+        .unwrap();
+        // No client at all (after a batch processor): the default.
+        r.consume(crate::signal::testdata::spans("s", 1, 1))
+            .await
+            .unwrap();
+        assert_eq!((*acme.0.lock().unwrap(), *other.0.lock().unwrap()), (3, 3));
     }
 
     #[test]

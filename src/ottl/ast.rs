@@ -15,6 +15,8 @@ pub enum Context {
     Resource,
     /// An instrumentation scope (and its resource).
     Scope,
+    /// A request's client metadata (the routing connector's `context: request`).
+    Request,
 }
 
 impl fmt::Display for Context {
@@ -27,6 +29,7 @@ impl fmt::Display for Context {
             Context::Log => "log",
             Context::Resource => "resource",
             Context::Scope => "scope",
+            Context::Request => "request",
         })
     }
 }
@@ -120,6 +123,8 @@ pub enum Field {
     StartTimeUnixNano,
     Count,
     Sum,
+    /// The request's metadata (headers), keyed by lower-cased name.
+    Request,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -58,6 +58,7 @@ pub fn eval(e: &Expr, ctx: &dyn Ctx) -> Result<bool, EvalError> {
     })
 }
 
+#[inline]
 fn compare_lit(op: CmpOp, a: &Val<'_>, lit: &Literal) -> bool {
     let ord = match (a, lit) {
         (Val::Str(x), Literal::Str(y)) => Some(x.as_ref().cmp(y.as_str())),
@@ -67,6 +68,7 @@ fn compare_lit(op: CmpOp, a: &Val<'_>, lit: &Literal) -> bool {
     ordered(op, ord)
 }
 
+#[inline]
 pub fn literal(l: &Literal) -> Val<'_> {
     match l {
         Literal::Nil => Val::Nil,
@@ -83,14 +85,23 @@ pub fn value<'a>(v: &'a Value, ctx: &'a dyn Ctx) -> Result<Val<'a>, EvalError> {
     Ok(match v {
         Value::Lit(l) => literal(l),
         Value::Path(p) => path(p, ctx),
+        // `IsMatch` is the converter conditions use most: evaluated without the argument array.
+        Value::Call(call)
+            if call.name == "IsMatch"
+                && let (Some(Some(target)), super::ast::Compiled::Regex(re)) =
+                    (call.args.first(), &call.compiled) =>
+        {
+            Val::Bool(funcs::is_match(re, &value(target, ctx)?))
+        }
         Value::Call(call) => {
             let mut vals: [Val<'a>; funcs::MAX_ARGS] = Default::default();
-            for (slot, arg) in vals.iter_mut().zip(&call.args) {
+            let n = call.args.len().min(funcs::MAX_ARGS);
+            for (slot, arg) in vals[..n].iter_mut().zip(&call.args) {
                 if let Some(arg) = arg {
                     *slot = value(arg, ctx)?;
                 }
             }
-            funcs::run(call, vals, ctx)?
+            funcs::run(call, &mut vals[..n], ctx)?
         }
         Value::List(items) => {
             let mut out = Vec::with_capacity(items.len());
@@ -184,6 +195,7 @@ fn math<'a>(op: MathOp, a: Val<'a>, b: Val<'a>) -> Result<Val<'a>, EvalError> {
 }
 
 /// One `[key]` or `[index]` step into a map or a slice; anything else is nil.
+#[inline]
 fn index<'a>(v: Val<'a>, k: &Key) -> Val<'a> {
     match (v, k) {
         (Val::Map(Cow::Borrowed(kvs)), Key::Str(k)) => {
@@ -204,6 +216,7 @@ fn index<'a>(v: Val<'a>, k: &Key) -> Val<'a> {
     }
 }
 
+#[inline]
 pub fn path<'a>(p: &Path, ctx: &'a dyn Ctx) -> Val<'a> {
     let mut v = if p.of_span {
         ctx.span_field(p.field)
@@ -236,6 +249,7 @@ pub fn trace_state_get<'a>(ts: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+#[inline]
 pub fn scope_field<'a>(scope: Option<&'a InstrumentationScope>, f: Field) -> Val<'a> {
     match (scope, f) {
         (Some(s), Field::ScopeName) => Val::Str(Cow::Borrowed(&s.name)),
@@ -290,6 +304,7 @@ const KIND_NAMES: [(&str, &str); 6] = [
     ("Consumer", "SPAN_KIND_CONSUMER"),
 ];
 
+#[inline]
 pub fn span_field<'a>(s: &'a Span, f: Field) -> Option<Val<'a>> {
     Some(match f {
         Field::Attributes => Val::Map(Cow::Borrowed(&s.attributes)),
@@ -336,6 +351,36 @@ pub fn span_field<'a>(s: &'a Span, f: Field) -> Option<Val<'a>> {
 impl Ctx for Outer<'_> {
     fn field(&self, f: Field) -> Val<'_> {
         Outer::field(self, f)
+    }
+}
+
+/// A request's client: the `request` context reads its metadata (headers).
+pub struct RequestCtx<'a> {
+    pub client: Option<&'a crate::client::ClientInfo>,
+}
+
+impl Ctx for RequestCtx<'_> {
+    fn field(&self, f: Field) -> Val<'_> {
+        match (f, self.client) {
+            (Field::Request, Some(c)) => Val::Map(Cow::Owned(
+                c.metadata
+                    .iter()
+                    .map(|(k, v)| KeyValue {
+                        key: k.to_ascii_lowercase(),
+                        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                            value: Some(
+                                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                    v.clone(),
+                                ),
+                            ),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            )),
+            (Field::Request, None) => Val::Map(Cow::Borrowed(&[])),
+            _ => Val::Nil,
+        }
     }
 }
 

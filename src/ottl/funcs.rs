@@ -17,7 +17,7 @@ use super::val::{Ctx, EvalError, Val, float_text};
 /// The most parameters any converter or editor takes.
 pub const MAX_ARGS: usize = 6;
 
-pub type Run = for<'a> fn(&mut Args<'a>) -> Result<Val<'a>, EvalError>;
+pub type Run = for<'a, 'b> fn(&mut Args<'a, 'b>) -> Result<Val<'a>, EvalError>;
 pub type Compile = fn(&mut Call) -> Result<(), CompileError>;
 
 pub struct Def {
@@ -28,13 +28,13 @@ pub struct Def {
 }
 
 /// A converter's evaluated arguments, by parameter position (`Nil` when left out).
-pub struct Args<'a> {
+pub struct Args<'a, 'b> {
     pub call: &'a Call,
-    pub vals: [Val<'a>; MAX_ARGS],
+    pub vals: &'b mut [Val<'a>],
     pub ctx: &'a dyn Ctx,
 }
 
-impl<'a> Args<'a> {
+impl<'a> Args<'a, '_> {
     pub fn err<T>(&self, msg: impl std::fmt::Display) -> Result<T, EvalError> {
         Err(EvalError(format!("{}: {msg}", self.call.name)))
     }
@@ -138,15 +138,27 @@ impl<'a> Args<'a> {
     }
 }
 
+/// `IsMatch`: the value as text (bytes in base64, as the Collector does) against the regex;
+/// nil never matches.
+#[inline]
+pub fn is_match(re: &regex::Regex, v: &Val<'_>) -> bool {
+    match v {
+        Val::Str(s) => re.is_match(s),
+        Val::Bytes(b) => re.is_match(&base64::engine::general_purpose::STANDARD.encode(b)),
+        other => other.to_text().is_some_and(|s| re.is_match(&s)),
+    }
+}
+
 /// The index of converter `name` in [`CONVERTERS`].
 pub fn find(name: &str) -> Option<usize> {
     CONVERTERS.iter().position(|d| d.name == name)
 }
 
 /// Runs converter `id` on already-evaluated arguments.
+#[inline]
 pub fn run<'a>(
     call: &'a Call,
-    vals: [Val<'a>; MAX_ARGS],
+    vals: &mut [Val<'a>],
     ctx: &'a dyn Ctx,
 ) -> Result<Val<'a>, EvalError> {
     let mut args = Args { call, vals, ctx };
@@ -170,7 +182,7 @@ pub fn apply_ref(id: usize, input: &str) -> Result<String, EvalError> {
     };
     let mut vals: [Val<'_>; MAX_ARGS] = Default::default();
     vals[0] = Val::str(input);
-    match run(&call, vals, &NoCtx)? {
+    match run(&call, &mut vals, &NoCtx)? {
         Val::Str(s) => Ok(s.into_owned()),
         other => other
             .to_text()
@@ -497,13 +509,7 @@ pub static CONVERTERS: &[Def] = &[
                 return a.err("the pattern must be a literal string");
             };
             let v = a.take(0);
-            let text = match &v {
-                Val::Bytes(b) => Some(Cow::Owned(
-                    base64::engine::general_purpose::STANDARD.encode(b),
-                )),
-                other => other.to_text(),
-            };
-            Ok(Val::Bool(text.is_some_and(|s| re.is_match(&s))))
+            Ok(Val::Bool(is_match(re, &v)))
         },
         |c| {
             let re = literal_regex(c, 1)?;
@@ -983,7 +989,7 @@ fn base64_engine(variant: &str) -> Option<&'static base64::engine::GeneralPurpos
     })
 }
 
-fn decode_base64<'a>(a: &Args<'_>, s: &str, variant: &str) -> Result<Val<'a>, EvalError> {
+fn decode_base64<'a>(a: &Args<'_, '_>, s: &str, variant: &str) -> Result<Val<'a>, EvalError> {
     let e = base64_engine(variant).expect("a known variant");
     match e.decode(s.trim()) {
         Ok(b) => Ok(Val::string(String::from_utf8_lossy(&b).into_owned())),
@@ -991,7 +997,7 @@ fn decode_base64<'a>(a: &Args<'_>, s: &str, variant: &str) -> Result<Val<'a>, Ev
     }
 }
 
-fn decode_text<'a>(a: &Args<'_>, bytes: &[u8], encoding: &str) -> Result<Val<'a>, EvalError> {
+fn decode_text<'a>(a: &Args<'_, '_>, bytes: &[u8], encoding: &str) -> Result<Val<'a>, EvalError> {
     if base64_engine(encoding).is_some() {
         let s = String::from_utf8_lossy(bytes);
         return decode_base64(a, &s, encoding);
@@ -1003,12 +1009,12 @@ fn decode_text<'a>(a: &Args<'_>, bytes: &[u8], encoding: &str) -> Result<Val<'a>
     Ok(Val::string(text.into_owned()))
 }
 
-fn timestamp(a: &Args<'_>, ns: i64) -> Result<jiff::Timestamp, EvalError> {
+fn timestamp(a: &Args<'_, '_>, ns: i64) -> Result<jiff::Timestamp, EvalError> {
     jiff::Timestamp::from_nanosecond(ns as i128).or_else(|e| a.err(e))
 }
 
 fn time_part<'a>(
-    a: &mut Args<'a>,
+    a: &mut Args<'a, '_>,
     part: impl Fn(&jiff::ZonedDateTime) -> i64,
 ) -> Result<Val<'a>, EvalError> {
     let t = a.time(0)?;
@@ -1016,7 +1022,7 @@ fn time_part<'a>(
     Ok(Val::Int(part(&z)))
 }
 
-fn parse_time<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
+fn parse_time<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
     let s = a.str(0)?;
     let f = a.str(1)?;
     let loc = a.opt_str(2)?;
@@ -1125,7 +1131,7 @@ fn parse_go_int(s: &str, base: i64) -> Option<i64> {
     i64::try_from(v).ok()
 }
 
-fn id_of<'a>(a: &mut Args<'a>, len: usize) -> Result<Val<'a>, EvalError> {
+fn id_of<'a>(a: &mut Args<'a, '_>, len: usize) -> Result<Val<'a>, EvalError> {
     let bytes = match a.take(0) {
         Val::Bytes(b) => b.into_owned(),
         Val::Str(s) => match hex::decode(s.as_bytes()) {
@@ -1232,7 +1238,7 @@ fn in_cidr(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
 
 /// Community ID v1 (the Corelight spec): SHA-1 over seed, ordered endpoints, protocol and
 /// ports, base64, prefixed `1:`.
-fn community_id<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
+fn community_id<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
     let sip = a.str(0)?;
     let sport = a.int(1)?;
     let dip = a.str(2)?;
@@ -1504,7 +1510,7 @@ fn go_exp(f: f64, prec: usize) -> String {
     }
 }
 
-fn extract_patterns<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
+fn extract_patterns<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
     let Compiled::Typed(re, names) = &a.call.compiled else {
         return a.err("the pattern must be a literal string");
     };
@@ -1568,7 +1574,7 @@ fn compile_grok(c: &mut Call) -> Result<(), CompileError> {
     Ok(())
 }
 
-fn parse_csv<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
+fn parse_csv<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
     let target = a.str(0)?;
     let headers = a.str(1)?;
     let delim = a
@@ -1672,7 +1678,7 @@ fn csv_fields(s: &str, d: char, lazy: bool) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn parse_key_value<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
+fn parse_key_value<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
     let s = a.str(0)?;
     let delim = a
         .opt_str(1)?
@@ -1760,7 +1766,7 @@ fn unquote(s: &str) -> &str {
     s
 }
 
-fn to_key_value_string<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
+fn to_key_value_string<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
     let m = a.map(0)?;
     let delim = a
         .opt_str(1)?
@@ -1795,7 +1801,7 @@ fn to_key_value_string<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
     Ok(Val::string(parts.join(&pair)))
 }
 
-fn slice_to_map<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
+fn slice_to_map<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
     let key_path = a.take(1);
     let value_path = a.take(2);
     let l = a.list(0)?;
@@ -1866,7 +1872,7 @@ fn slice_to_map<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
     Ok(Val::Map(Cow::Owned(out)))
 }
 
-fn sort<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
+fn sort<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
     let order = a.opt_str(1)?;
     let desc = match order.as_deref() {
         None | Some("asc") => false,
@@ -1911,7 +1917,7 @@ fn sort<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
     Ok(Val::List(Cow::Owned(items)))
 }
 
-fn parse_url<'a>(a: &mut Args<'a>) -> Result<Val<'a>, EvalError> {
+fn parse_url<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
     let s = a.str(0)?;
     let u = match url::Url::parse(&s) {
         Ok(u) => u,

@@ -964,12 +964,27 @@ impl Parser {
                 | Field::Body
                 | Field::Cache
                 | Field::TraceState
+                | Field::Request
         );
         if !keys.is_empty() && !is_map {
             return Err(ParseError {
                 column: col,
                 msg: format!("`{name}` is not a map or a slice: it cannot be indexed"),
             });
+        }
+        if field == Field::Request {
+            // Header names are case-insensitive: compared lower-cased.
+            return match keys.as_slice() {
+                [Key::Str(k)] => Ok(Path {
+                    field,
+                    keys: vec![Key::Str(k.to_ascii_lowercase())],
+                    of_span,
+                }),
+                _ => Err(ParseError {
+                    column: col,
+                    msg: "`request` takes one string key: request[\"X-Tenant\"]".into(),
+                }),
+            };
         }
         if field == Field::TraceState
             && (keys.len() > 1 || matches!(keys.first(), Some(Key::Index(_))))
@@ -1100,6 +1115,7 @@ pub const PATHS: &[(Context, &[&str])] = &[
         Context::Scope,
         &["name", "version", "attributes", "dropped_attributes_count"],
     ),
+    (Context::Request, &["request[\"<header>\"]"]),
 ];
 
 /// Paths every context reads: the resource's, the scope's (both spellings) and `cache`.
@@ -1137,6 +1153,9 @@ fn resolve(ctx: Context, name: &str) -> Option<Field> {
             "cache" => Some(Cache),
             _ => None,
         };
+    }
+    if ctx == Context::Request {
+        return (name == "request").then_some(Request);
     }
     if ctx == Context::Scope {
         // `scope.` is stripped as the context's own prefix before this.
@@ -1240,7 +1259,7 @@ fn resolve(ctx: Context, name: &str) -> Option<Field> {
             "quantile_values" => Some(QuantileValues),
             n => n.strip_prefix("metric.").and_then(metric),
         },
-        Context::Resource | Context::Scope => None,
+        Context::Resource | Context::Scope | Context::Request => None,
         Context::Log => match name {
             "body" => Some(Body),
             "body.string" => Some(BodyString),

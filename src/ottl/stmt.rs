@@ -13,7 +13,7 @@ use super::ast::{
 use super::eval;
 use super::funcs;
 use super::metric_funcs;
-use super::mutate::{CtxMut, Edit, EditorDef, editor, set_path, with_map};
+use super::mutate::{CtxMut, Edit, EditorDef, Slot, editor, set_path, slot, with_map};
 use super::val::{EvalError, Val};
 
 /// The id of editor `name`: its index in [`EDITORS`], then in the metric functions' table.
@@ -393,13 +393,25 @@ pub static EDITORS: &[EditorDef] = &[
             let Compiled::Regex(re) = &e.call.compiled else {
                 return e.err("the regex must be a literal string");
             };
+            let template = e.str(2)?;
+            let format = e.opt_str(4)?;
+            let f = e.func(3);
+            let target = target_of(e.call, 0);
+            // A string inside a map (an attribute) is replaced where it lies.
+            if !target.keys.is_empty() {
+                if let Some(Slot::Any(v)) = slot(e.ctx, target, false)?
+                    && let Some(any_value::Value::StringValue(s)) = &mut v.value
+                    && let Some(new) = replace_regex(re, s, &template, f, format.as_deref())?
+                {
+                    *s = new;
+                }
+                return Ok(());
+            }
             let Some(current) = e.target_str(0) else {
                 return Ok(());
             };
-            let template = e.str(2)?;
-            let format = e.opt_str(4)?;
-            match replace_regex(re, &current, &template, e.func(3), format.as_deref())? {
-                Some(new) => set_path(e.ctx, target_of(e.call, 0), Val::string(new)),
+            match replace_regex(re, &current, &template, f, format.as_deref())? {
+                Some(new) => set_path(e.ctx, target, Val::string(new)),
                 None => Ok(()),
             }
         },
@@ -604,12 +616,16 @@ fn replace_regex(
     f: Option<usize>,
     format: Option<&str>,
 ) -> Result<Option<String>, EvalError> {
+    let Some(id) = f else {
+        // `replace_all` borrows when nothing matched: one scan either way.
+        return Ok(match re.replace_all(text, template) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(s) => Some(s),
+        });
+    };
     if !re.is_match(text) {
         return Ok(None);
     }
-    let Some(id) = f else {
-        return Ok(Some(re.replace_all(text, template).into_owned()));
-    };
     let mut failure = None;
     let out = re.replace_all(text, |caps: &regex::Captures<'_>| {
         let mut expanded = String::new();

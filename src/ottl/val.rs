@@ -35,6 +35,7 @@ pub enum Val<'a> {
 }
 
 impl<'a> Val<'a> {
+    #[inline]
     pub fn from_any(v: Option<&'a AnyValue>) -> Val<'a> {
         match v.and_then(|v| v.value.as_ref()) {
             None => Val::Nil,
@@ -242,6 +243,7 @@ pub trait Ctx {
 
 /// OTTL's comparison of two values: `nil` equals only `nil`; ints and floats compare as
 /// numbers; values of different types are never equal and never ordered.
+#[inline]
 pub fn compare(op: CmpOp, a: &Val<'_>, b: &Val<'_>) -> bool {
     let ord: Option<Ordering> = match (a, b) {
         (Val::Nil, Val::Nil) => Some(Ordering::Equal),
@@ -268,6 +270,7 @@ pub fn compare(op: CmpOp, a: &Val<'_>, b: &Val<'_>) -> bool {
 }
 
 /// `op` applied to an ordering; `None` (not comparable) is only `!=`.
+#[inline]
 pub fn ordered(op: CmpOp, ord: Option<Ordering>) -> bool {
     match (op, ord) {
         (CmpOp::Ne, None) => true,
@@ -282,6 +285,7 @@ pub fn ordered(op: CmpOp, ord: Option<Ordering>) -> bool {
 }
 
 /// OTTL equality (`==`), for converters that search (`ContainsValue`, `Index`).
+#[inline]
 pub fn equal(a: &Val<'_>, b: &Val<'_>) -> bool {
     compare(CmpOp::Eq, a, b)
 }
