@@ -746,13 +746,14 @@ pub static CONVERTERS: &[Def] = &[
             let start = a.int(1)?;
             let len = a.int(2)?;
             let safe = a.opt_bool(3)?.unwrap_or(false);
-            if start < 0 || len < 0 || (start + len) as usize > s.len() {
+            let end = start.checked_add(len).unwrap_or(i64::MAX);
+            if start < 0 || len < 0 || end > s.len() as i64 {
                 return a.err(format_args!(
                     "start {start} and length {len} are out of range of a {}-byte string",
                     s.len()
                 ));
             }
-            let (mut from, mut to) = (start as usize, (start + len) as usize);
+            let (mut from, mut to) = (start as usize, end as usize);
             if safe {
                 while from < s.len() && !s.is_char_boundary(from) {
                     from += 1;

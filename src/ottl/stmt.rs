@@ -87,7 +87,7 @@ pub static EDITORS: &[EditorDef] = &[
                 return e.err("the target is not a slice");
             };
             let len = l.len() as i64;
-            let end = end.unwrap_or(start + 1);
+            let end = end.unwrap_or(start.saturating_add(1));
             if start < 0 || start > len || end < start || end > len {
                 return e.err(format_args!(
                     "indexes {start}..{end} are out of range of a slice of {len}"

@@ -105,12 +105,15 @@ type ResourceGroup<S> = (Vec<u8>, Option<Resource>, String, Vec<(Vec<u8>, S)>);
 /// Output groups in first-seen order: (resource identity, schema) → scopes.
 struct Groups<S> {
     resources: Vec<ResourceGroup<S>>,
+    /// (resource identity, schema URL) → position in `resources`: linear in the records.
+    index: std::collections::HashMap<(Vec<u8>, String), usize>,
 }
 
 impl<S> Groups<S> {
     fn new() -> Self {
         Groups {
             resources: Vec::new(),
+            index: std::collections::HashMap::new(),
         }
     }
 
@@ -122,17 +125,15 @@ impl<S> Groups<S> {
         scope: &Option<InstrumentationScope>,
         make: impl FnOnce() -> S,
     ) -> &mut S {
-        let rid = ident(&resource);
-        let ri = match self
-            .resources
-            .iter()
-            .position(|(id, _, sc, _)| *id == rid && sc == schema)
-        {
-            Some(i) => i,
+        let key = (ident(&resource), schema.to_string());
+        let ri = match self.index.get(&key) {
+            Some(i) => *i,
             None => {
+                let i = self.resources.len();
                 self.resources
-                    .push((rid, resource, schema.to_string(), Vec::new()));
-                self.resources.len() - 1
+                    .push((key.0.clone(), resource, schema.to_string(), Vec::new()));
+                self.index.insert(key, i);
+                i
             }
         };
         let sid = ident(scope);

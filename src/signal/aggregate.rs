@@ -104,18 +104,23 @@ pub fn aggregate(m: &mut Metric, f: Agg, keep: Option<&[String]>) -> Result<(), 
         key_of: &dyn Fn(&mut Vec<KeyValue>) -> String,
     ) -> Vec<NumberDataPoint> {
         let mut groups: Vec<(String, NumberDataPoint, Vec<f64>, bool)> = Vec::new();
+        // Group lookup by key: a batch of many points stays linear.
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for mut p in points {
             let k = key_of(&mut p.attributes);
             let v = number(&p);
             let is_int = matches!(p.value, Some(Num::AsInt(_)));
-            match groups.iter_mut().find(|g| g.0 == k) {
+            match index.get(&k).map(|i| &mut groups[*i]) {
                 Some(g) => {
                     g.2.push(v);
                     g.3 &= is_int;
                     g.1.start_time_unix_nano = g.1.start_time_unix_nano.min(p.start_time_unix_nano);
                     g.1.time_unix_nano = g.1.time_unix_nano.max(p.time_unix_nano);
                 }
-                None => groups.push((k, p, vec![v], is_int)),
+                None => {
+                    index.insert(k.clone(), groups.len());
+                    groups.push((k, p, vec![v], is_int));
+                }
             }
         }
         groups
@@ -144,9 +149,11 @@ pub fn aggregate(m: &mut Metric, f: Agg, keep: Option<&[String]>) -> Result<(), 
                 return Err("histograms aggregate only with sum".into());
             }
             let mut groups: Vec<(String, HistogramDataPoint)> = Vec::new();
+            let mut index: std::collections::HashMap<String, usize> =
+                std::collections::HashMap::new();
             for mut p in std::mem::take(&mut h.data_points) {
                 let k = key_of(&mut p.attributes);
-                match groups.iter_mut().find(|g| g.0 == k) {
+                match index.get(&k).map(|i| &mut groups[*i]) {
                     Some((_, g)) if g.explicit_bounds == p.explicit_bounds => {
                         g.count += p.count;
                         g.sum = Some(g.sum.unwrap_or(0.0) + p.sum.unwrap_or(0.0));
@@ -165,7 +172,10 @@ pub fn aggregate(m: &mut Metric, f: Agg, keep: Option<&[String]>) -> Result<(), 
                     Some(_) => {
                         return Err("histograms with different bounds cannot be merged".into());
                     }
-                    None => groups.push((k, p)),
+                    None => {
+                        index.insert(k.clone(), groups.len());
+                        groups.push((k, p));
+                    }
                 }
             }
             h.data_points = groups.into_iter().map(|(_, p)| p).collect();
