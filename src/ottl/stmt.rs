@@ -320,7 +320,7 @@ pub static EDITORS: &[EditorDef] = &[
                 return e.err("the regex must be a literal string");
             };
             let mode = e.str(1)?;
-            let template = e.str(3)?;
+            let template = literal_or(e, 3)?;
             let (f, format) = (e.func(4), e.opt_str(5)?);
             let mut failure = None;
             with_map(e.ctx, target_of(e.call, 0), |m| {
@@ -393,7 +393,7 @@ pub static EDITORS: &[EditorDef] = &[
             let Compiled::Regex(re) = &e.call.compiled else {
                 return e.err("the regex must be a literal string");
             };
-            let template = e.str(2)?;
+            let template = literal_or(e, 2)?;
             let format = e.opt_str(4)?;
             let f = e.func(3);
             let target = target_of(e.call, 0);
@@ -644,6 +644,14 @@ fn replace_regex(
     match failure {
         Some(err) => Err(err),
         None => Ok(Some(out.into_owned())),
+    }
+}
+
+/// A string argument, borrowed from the statement when it is a literal (no copy per item).
+fn literal_or<'c>(e: &Edit<'c>, i: usize) -> Result<Cow<'c, str>, EvalError> {
+    match e.call.lit_str(i) {
+        Some(t) => Ok(Cow::Borrowed(t)),
+        None => e.str(i).map(Cow::Owned),
     }
 }
 

@@ -70,6 +70,11 @@ pub struct Config {
     pub logs: LogsConfig,
     /// Legacy form for spans.
     pub spans: LegacySpans,
+    /// The 0.146+ flat form: conditions whose context is inferred from their paths
+    /// (`span.name`, `spanevent.name`, `resource.attributes[...]`).
+    pub trace_conditions: Vec<String>,
+    pub metric_conditions: Vec<String>,
+    pub log_conditions: Vec<String>,
 }
 
 /// Legacy include/exclude, compiled.
@@ -192,39 +197,86 @@ pub fn parse(node: &Node) -> Result<Box<dyn ProcessorConfig>, DeError> {
 
 fn compile(node: &Node) -> Result<Filter, DeError> {
     let cfg: Config = from_node(node)?;
+    let mut span = conditions(
+        node,
+        &["traces", "span"],
+        &cfg.traces.span,
+        OttlContext::Span,
+    )?;
+    let mut spanevent = conditions(
+        node,
+        &["traces", "spanevent"],
+        &cfg.traces.spanevent,
+        OttlContext::SpanEvent,
+    )?;
+    let mut metric = conditions(
+        node,
+        &["metrics", "metric"],
+        &cfg.metrics.metric,
+        OttlContext::Metric,
+    )?;
+    let mut datapoint = conditions(
+        node,
+        &["metrics", "datapoint"],
+        &cfg.metrics.datapoint,
+        OttlContext::DataPoint,
+    )?;
+    let mut log_record = conditions(
+        node,
+        &["logs", "log_record"],
+        &cfg.logs.log_record,
+        OttlContext::Log,
+    )?;
+    // The flat form: each condition in the lowest context its paths name; one that names only
+    // the resource or the scope drops every item under it.
+    use OttlContext as C;
+    for (key, list, hierarchy) in [
+        (
+            "trace_conditions",
+            &cfg.trace_conditions,
+            &[C::Resource, C::Scope, C::Span, C::SpanEvent][..],
+        ),
+        (
+            "metric_conditions",
+            &cfg.metric_conditions,
+            &[C::Resource, C::Scope, C::Metric, C::DataPoint][..],
+        ),
+        (
+            "log_conditions",
+            &cfg.log_conditions,
+            &[C::Resource, C::Scope, C::Log][..],
+        ),
+    ] {
+        for (i, text) in list.iter().enumerate() {
+            let inferred = crate::ottl::infer_context(&[text], hierarchy).ok_or_else(|| {
+                crate::config::key_err(
+                    node,
+                    &[key, &format!("[{i}]")],
+                    format!("{text:?}: cannot tell its context: prefix its paths (span.name, resource.attributes[\"k\"])"),
+                )
+            })?;
+            let (ctx, into) = match inferred {
+                C::SpanEvent => (C::SpanEvent, &mut spanevent),
+                C::Metric => (C::Metric, &mut metric),
+                C::DataPoint => (C::DataPoint, &mut datapoint),
+                C::Log => (C::Log, &mut log_record),
+                _ if key == "metric_conditions" => (C::Metric, &mut metric),
+                _ if key == "log_conditions" => (C::Log, &mut log_record),
+                _ => (C::Span, &mut span),
+            };
+            let mut parsed = conditions(node, &[key], std::slice::from_ref(text), ctx)
+                .map_err(|e| crate::config::key_err(node, &[key, &format!("[{i}]")], e.msg))?;
+            into.append(&mut parsed);
+        }
+    }
     let f = Filter {
         id: String::new(),
         error_mode: cfg.error_mode,
-        span: Conds::new(conditions(
-            node,
-            &["traces", "span"],
-            &cfg.traces.span,
-            OttlContext::Span,
-        )?),
-        spanevent: Conds::new(conditions(
-            node,
-            &["traces", "spanevent"],
-            &cfg.traces.spanevent,
-            OttlContext::SpanEvent,
-        )?),
-        metric: Conds::new(conditions(
-            node,
-            &["metrics", "metric"],
-            &cfg.metrics.metric,
-            OttlContext::Metric,
-        )?),
-        datapoint: Conds::new(conditions(
-            node,
-            &["metrics", "datapoint"],
-            &cfg.metrics.datapoint,
-            OttlContext::DataPoint,
-        )?),
-        log_record: Conds::new(conditions(
-            node,
-            &["logs", "log_record"],
-            &cfg.logs.log_record,
-            OttlContext::Log,
-        )?),
+        span: Conds::new(span),
+        spanevent: Conds::new(spanevent),
+        metric: Conds::new(metric),
+        datapoint: Conds::new(datapoint),
+        log_record: Conds::new(log_record),
         spans_legacy: Legacy::new(
             &cfg.spans.include,
             &cfg.spans.exclude,
@@ -567,6 +619,44 @@ mod tests {
         let Batch::Traces(rs) = &b else { panic!() };
         assert_eq!(rs.len(), 1, "the emptied resource is pruned");
         assert!(rs[0].scope_spans[0].spans.iter().all(|s| s.name != "s1"));
+    }
+
+    /// The flat `*_conditions` keys put each condition in the context its paths name.
+    #[test]
+    fn flat_conditions_with_inferred_contexts() {
+        let f = filter(
+            "trace_conditions:\n  - 'span.name == \"s2\"'\n  - 'spanevent.name == \"debug\"'\nlog_conditions:\n  - 'log.severity_text == \"1\"'\nmetric_conditions:\n  - 'datapoint.value_int < 2'\n",
+        )
+        .unwrap();
+        assert_eq!((f.span.item.len(), f.spanevent.item.len()), (1, 1));
+        let mut b = testdata::spans("svc", 1, 3);
+        f.apply(&mut b).unwrap();
+        assert_eq!(b.item_count(), 2);
+        let mut l = testdata::logs(3);
+        f.apply(&mut l).unwrap();
+        assert_eq!(l.item_count(), 2);
+        let mut m = testdata::gauge(5);
+        f.apply(&mut m).unwrap();
+        assert_eq!(m.item_count(), 3);
+        // Only the resource named: every span under a matching resource goes.
+        let f =
+            filter("trace_conditions:\n  - 'resource.attributes[\"service.name\"] == \"svc\"'\n")
+                .unwrap();
+        let mut b = testdata::spans("svc", 2, 2);
+        f.apply(&mut b).unwrap();
+        assert_eq!(b.item_count(), 0);
+        let e = filter("trace_conditions:\n  - 'span.name == \"a\"'\n  - 'name == \"b\"'\n")
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.path_string().as_str(), e.pos.map(|p| p.line)),
+            ("trace_conditions[1]", Some(3))
+        );
+        assert!(e.msg.contains("cannot tell its context"), "{}", e.msg);
+        let e = filter("log_conditions:\n  - 'log.nmae == \"b\"'\n")
+            .err()
+            .unwrap();
+        assert!(e.msg.contains("unknown path"), "{}", e.msg);
     }
 
     #[test]
