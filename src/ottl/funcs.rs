@@ -409,9 +409,8 @@ pub static CONVERTERS: &[Def] = &[
         let needle = a.take(1);
         Ok(Val::Int(match a.take(0) {
             Val::Str(s) => match needle {
-                Val::Str(n) => s
-                    .find(n.as_ref())
-                    .map_or(-1, |byte| s[..byte].chars().count() as i64),
+                // A byte offset, as Go's strings.Index gives.
+                Val::Str(n) => s.find(n.as_ref()).map_or(-1, |byte| byte as i64),
                 other => {
                     return a.err(format_args!(
                         "value must be a string to search a string, got {}",
@@ -565,7 +564,8 @@ pub static CONVERTERS: &[Def] = &[
     }),
     def!("Len", [req("target")], |a| {
         Ok(Val::Int(match a.take(0) {
-            Val::Str(s) => s.chars().count() as i64,
+            // Bytes, as Go's len of a string.
+            Val::Str(s) => s.len() as i64,
             Val::Bytes(b) => b.len() as i64,
             Val::Map(m) => m.len() as i64,
             Val::List(l) => l.len() as i64,
