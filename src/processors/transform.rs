@@ -44,7 +44,7 @@ pub struct Config {
     pub log_statements: serde::de::IgnoredAny,
     /// Profiles are not supported: refused when non-empty.
     pub profile_statements: serde::de::IgnoredAny,
-    /// The Collector's older flat keys for conditions shared by every statement of a signal.
+    /// Per-signal condition lists beside the statements: refused (put conditions in a group).
     pub trace_conditions: serde::de::IgnoredAny,
     pub metric_conditions: serde::de::IgnoredAny,
     pub log_conditions: serde::de::IgnoredAny,
