@@ -678,6 +678,11 @@ pub static CONVERTERS: &[Def] = &[
         [req("target"), opt("delimiter"), opt("pair_delimiter")],
         parse_key_value
     ),
+    def!(
+        "ParseSeverity",
+        [req("target"), req("severityMapping")],
+        parse_severity
+    ),
     def!("ParseSimplifiedXML", [req("target")], |a| {
         let s = a.str(0)?;
         match super::xml::parse_simplified(&s) {
@@ -936,7 +941,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ("GetXML", "XPath editing"),
     ("InsertXML", "XPath editing"),
     ("RemoveXML", "XPath editing"),
-    ("ParseSeverity", "not yet"),
 ];
 
 fn any_str(s: String) -> AnyValue {
@@ -1993,4 +1997,76 @@ fn explicit_port(s: &str) -> Option<u16> {
         return None;
     }
     port.parse().ok()
+}
+
+/// `ParseSeverity(target, {"level": [{"equals": [...]}, {"range": {"min": a, "max": b}}
+/// | {"range": "2xx"}], ...})`: the first level with a criterion the target meets.
+fn parse_severity<'a>(a: &mut Args<'a, '_>) -> Result<Val<'a>, EvalError> {
+    use any_value::Value as V;
+    let mapping = a.map(1)?;
+    let target = a.take(0);
+    let number = match &target {
+        Val::Int(i) => Some(*i),
+        Val::Str(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    let text = match &target {
+        Val::Str(s) => Some(s.as_ref()),
+        _ => None,
+    };
+    if number.is_none() && text.is_none() {
+        return a.err(format_args!(
+            "the target must be a string or an int, got {}",
+            target.type_name()
+        ));
+    }
+    let field = |kvs: &[KeyValue], k: &str| -> Option<V> {
+        kvs.iter()
+            .find(|kv| kv.key == k)
+            .and_then(|kv| kv.value.clone()?.value)
+    };
+    let as_int = |v: Option<V>| match v {
+        Some(V::IntValue(i)) => Some(i),
+        Some(V::DoubleValue(d)) => Some(d as i64),
+        _ => None,
+    };
+    for level in mapping.iter() {
+        let Some(V::ArrayValue(criteria)) = level.value.clone().and_then(|v| v.value) else {
+            return a.err(format_args!(
+                "level {:?} must map to a list of criteria",
+                level.key
+            ));
+        };
+        for c in &criteria.values {
+            let Some(V::KvlistValue(c)) = &c.value else {
+                return a.err("each criterion is a map with `equals` or `range`");
+            };
+            if let (Some(V::ArrayValue(eq)), Some(t)) = (field(&c.values, "equals"), text)
+                && eq
+                    .values
+                    .iter()
+                    .any(|v| matches!(&v.value, Some(V::StringValue(s)) if s == t))
+            {
+                return Ok(Val::string(level.key.clone()));
+            }
+            let (lo, hi) = match field(&c.values, "range") {
+                Some(V::KvlistValue(r)) => (
+                    as_int(field(&r.values, "min")).unwrap_or(i64::MIN),
+                    as_int(field(&r.values, "max")).unwrap_or(i64::MAX),
+                ),
+                Some(V::StringValue(p)) => match p.as_str() {
+                    "2xx" => (200, 299),
+                    "3xx" => (300, 399),
+                    "4xx" => (400, 499),
+                    "5xx" => (500, 599),
+                    other => return a.err(format_args!("unknown range placeholder {other:?}")),
+                },
+                _ => continue,
+            };
+            if number.is_some_and(|n| (lo..=hi).contains(&n)) {
+                return Ok(Val::string(level.key.clone()));
+            }
+        }
+    }
+    a.err("no severity level matches the target")
 }

@@ -346,6 +346,24 @@ mod cases {
             json!({"phone": "\"555-555-5556", "name": "Joe Smith\"", "email": "joe.smith@example.com"}),
         );
         fails(r#"ParseCSV("a,b", "x")"#, "1 headers but 2 fields");
+        let mapping = r#"{"info":[{"equals": ["inf", "information"]}, {"range":{"min":200, "max":299}}], "error":[{"range":"5xx"}, {"equals": ["err"]}]}"#;
+        check(
+            &format!(r#"ParseSeverity("inf", {mapping})"#),
+            json!("info"),
+        );
+        check(&format!(r#"ParseSeverity(204, {mapping})"#), json!("info"));
+        check(
+            &format!(r#"ParseSeverity("503", {mapping})"#),
+            json!("error"),
+        );
+        check(
+            &format!(r#"ParseSeverity("err", {mapping})"#),
+            json!("error"),
+        );
+        fails(
+            &format!(r#"ParseSeverity("debug", {mapping})"#),
+            "no severity level matches",
+        );
         check(r#"ParseInt("0b1111_0000", 0)"#, json!(240));
         check(r#"ParseInt("-0xFF", 0)"#, json!(-255));
         check(r#"ParseInt("-0o123", 0)"#, json!(-83));
