@@ -439,10 +439,11 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "57-reject-contrib-routing-connector-file.yaml",
+        // Its routing table of `context: request` routes (`request["X-Tenant"]`) is read.
         Expect::Refused(&[
             "receivers::otlp: missing field `protocols`",
-            "connectors::routing: `table[0].context`: `request` (routing by the client's headers) is not built in ferrotel yet",
             "unsupported component types: exporters: file (line 5), file (line 7), file (line 9)",
+            "2 error(s)",
         ]),
     ),
 ];
