@@ -107,6 +107,9 @@ struct Groups<S> {
     resources: Vec<ResourceGroup<S>>,
     /// (resource identity, schema URL) → position in `resources`: linear in the records.
     index: std::collections::HashMap<(Vec<u8>, String), usize>,
+    /// Where the current input scope's records with no key to move go: found once per scope,
+    /// not encoded again for each record.
+    unmoved: Option<(usize, usize)>,
 }
 
 impl<S> Groups<S> {
@@ -114,17 +117,47 @@ impl<S> Groups<S> {
         Groups {
             resources: Vec::new(),
             index: std::collections::HashMap::new(),
+            unmoved: None,
         }
     }
 
-    /// The scope group for `(resource, scope)`, created by `make` when new.
-    fn scope(
+    /// Starts an input scope.
+    fn begin(&mut self) {
+        self.unmoved = None;
+    }
+
+    /// The scope group a record of `base` goes to with the attributes `moved` out of it.
+    fn place(
+        &mut self,
+        base: &Option<Resource>,
+        moved: Vec<KeyValue>,
+        schema: &str,
+        scope: &Option<InstrumentationScope>,
+        make: impl FnOnce() -> S,
+    ) -> &mut S {
+        let (ri, si) = if moved.is_empty() {
+            match self.unmoved {
+                Some(at) => at,
+                None => {
+                    let at = self.find(base.clone(), schema, scope, make);
+                    self.unmoved = Some(at);
+                    at
+                }
+            }
+        } else {
+            self.find(with_moved(base, moved), schema, scope, make)
+        };
+        &mut self.resources[ri].3[si].1
+    }
+
+    /// The position of the scope group for `(resource, scope)`, created by `make` when new.
+    fn find(
         &mut self,
         resource: Option<Resource>,
         schema: &str,
         scope: &Option<InstrumentationScope>,
         make: impl FnOnce() -> S,
-    ) -> &mut S {
+    ) -> (usize, usize) {
         let key = (ident(&resource), schema.to_string());
         let ri = match self.index.get(&key) {
             Some(i) => *i,
@@ -145,7 +178,7 @@ impl<S> Groups<S> {
                 scopes.len() - 1
             }
         };
-        &mut scopes[si].1
+        (ri, si)
     }
 }
 
@@ -156,13 +189,15 @@ impl Transform for GroupByAttrs {
                 let mut g: Groups<ScopeSpans> = Groups::new();
                 for r in std::mem::take(rs) {
                     for ss in r.scope_spans {
+                        g.begin();
                         for mut span in ss.spans {
                             let moved = self.extract(&mut span.attributes);
-                            let res = with_moved(&r.resource, moved);
-                            g.scope(res, &r.schema_url, &ss.scope, || ScopeSpans {
-                                scope: ss.scope.clone(),
-                                schema_url: ss.schema_url.clone(),
-                                spans: Vec::new(),
+                            g.place(&r.resource, moved, &r.schema_url, &ss.scope, || {
+                                ScopeSpans {
+                                    scope: ss.scope.clone(),
+                                    schema_url: ss.schema_url.clone(),
+                                    spans: Vec::new(),
+                                }
                             })
                             .spans
                             .push(span);
@@ -183,10 +218,10 @@ impl Transform for GroupByAttrs {
                 let mut g: Groups<ScopeLogs> = Groups::new();
                 for r in std::mem::take(rl) {
                     for sl in r.scope_logs {
+                        g.begin();
                         for mut log in sl.log_records {
                             let moved = self.extract(&mut log.attributes);
-                            let res = with_moved(&r.resource, moved);
-                            g.scope(res, &r.schema_url, &sl.scope, || ScopeLogs {
+                            g.place(&r.resource, moved, &r.schema_url, &sl.scope, || ScopeLogs {
                                 scope: sl.scope.clone(),
                                 schema_url: sl.schema_url.clone(),
                                 log_records: Vec::new(),
@@ -221,6 +256,7 @@ impl Transform for GroupByAttrs {
                             scope: sm.scope,
                             scope_schema_url: sm.schema_url,
                         };
+                        g.begin();
                         for m in sm.metrics {
                             self.metric(&mut g, &origin, m);
                         }
@@ -265,12 +301,12 @@ impl GroupByAttrs {
             ($points:expr, $variant:ident, $empty:expr) => {
                 for mut p in $points {
                     let moved = self.extract(&mut p.attributes);
-                    let res = with_moved(o.resource, moved);
-                    let scope = g.scope(res, o.schema_url, &o.scope, || ScopeMetrics {
-                        scope: o.scope.clone(),
-                        schema_url: o.scope_schema_url.clone(),
-                        metrics: Vec::new(),
-                    });
+                    let scope =
+                        g.place(o.resource, moved, o.schema_url, &o.scope, || ScopeMetrics {
+                            scope: o.scope.clone(),
+                            schema_url: o.scope_schema_url.clone(),
+                            metrics: Vec::new(),
+                        });
                     // Same name and type under this scope: one metric.
                     let i = match scope.metrics.iter().position(|x| {
                         x.name == shell.name && matches!(x.data, Some(Data::$variant(_)))
