@@ -116,14 +116,13 @@ impl Statement {
                 ": it is a converter; a statement starts with an editor (set, delete_key, ...)"
                     .to_string()
             } else {
-                stmt::EDITORS
-                    .iter()
-                    .chain(metric_funcs::EDITORS)
-                    .map(|d| (crate::text::edit_distance(d.name, &name), d.name))
-                    .min()
-                    .filter(|(d, _)| *d <= 2)
-                    .map(|(_, n)| format!("; did you mean `{n}`?"))
-                    .unwrap_or_default()
+                did_you_mean(
+                    stmt::EDITORS
+                        .iter()
+                        .chain(metric_funcs::EDITORS)
+                        .map(|d| d.name),
+                    &name,
+                )
             };
             return Err(ParseError {
                 column: col,
@@ -165,6 +164,16 @@ impl Statement {
             condition,
         })
     }
+}
+
+/// `; did you mean `x`?` for the closest of `candidates` within two edits of `name`, else "".
+fn did_you_mean<'a>(candidates: impl Iterator<Item = &'a str>, name: &str) -> String {
+    candidates
+        .map(|c| (crate::text::edit_distance(c, name), c))
+        .min()
+        .filter(|(d, _)| *d <= 2)
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
 }
 
 /// The context a statement's paths name (`span.name` → span), the lowest of the signal's
@@ -766,15 +775,7 @@ impl Parser {
                     stmt::find_editor(name)
                         .map(|_| ": it is an editor; a value needs a converter".to_string())
                 })
-                .unwrap_or_else(|| {
-                    funcs::CONVERTERS
-                        .iter()
-                        .map(|d| (crate::text::edit_distance(d.name, name), d.name))
-                        .min()
-                        .filter(|(d, _)| *d <= 2)
-                        .map(|(_, n)| format!("; did you mean `{n}`?"))
-                        .unwrap_or_default()
-                });
+                .unwrap_or_else(|| did_you_mean(funcs::CONVERTERS.iter().map(|d| d.name), name));
             return Err(ParseError {
                 column: col,
                 msg: format!("unknown function `{name}`{why}"),
@@ -944,13 +945,7 @@ impl Parser {
         let name = parts.join(".");
         let ctx = if of_span { Context::Span } else { self.context };
         let field = resolve(ctx, &name).ok_or_else(|| {
-            let near = paths(ctx)
-                .into_iter()
-                .map(|p| (crate::text::edit_distance(p, &name), p))
-                .min()
-                .filter(|(d, _)| *d <= 2)
-                .map(|(_, p)| format!("; did you mean `{p}`?"))
-                .unwrap_or_default();
+            let near = did_you_mean(paths(ctx).into_iter(), &name);
             ParseError {
                 column: col,
                 msg: format!("unknown path `{name}` in the {ctx} context{near}"),
