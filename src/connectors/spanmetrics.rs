@@ -30,6 +30,7 @@ use crate::component::{
     DynConsumer, Exporter, Factory, FanOut, Lifecycle, Stability,
 };
 use crate::config::{DeError, Node, from_node, key_err, units};
+use crate::signal::exphist::{ExpBuckets, MAX_SCALE};
 use crate::signal::value::{find, string_kv, text};
 use crate::signal::{Batch, Signal};
 
@@ -283,9 +284,8 @@ struct Series {
     sum: f64,
     /// Explicit: one count per bucket plus the overflow bucket.
     buckets: Vec<u64>,
-    /// Exponential: the durations' bucket indexes at scale 0..=20 are derived at flush from
-    /// these positive values (kept as a compact log-scale count map).
-    exp: HashMap<i32, u64>,
+    /// Exponential: positive durations, at the finest scale that fits `max_size` buckets.
+    exp: Option<ExpBuckets>,
     zero: u64,
     start: u64,
     last: u64,
@@ -300,15 +300,6 @@ struct ResourceState {
     calls: HashMap<Vec<(String, String)>, Series>,
     durations: HashMap<Vec<(String, String)>, Series>,
     events: HashMap<Vec<(String, String)>, Series>,
-}
-
-/// Exponential histogram scale used: fixed, with buckets spread by powers of 2^(1/8).
-const EXP_SCALE: i32 = 3;
-
-fn exp_index(v: f64) -> i32 {
-    // index = floor(log2(v) * 2^scale) for v > 0, as OTLP defines the buckets (upper bound
-    // inclusive is approximated by the floor, which is enough for latency metrics).
-    (v.log2() * f64::from(1 << EXP_SCALE)).floor() as i32
 }
 
 struct SpanMetrics {
@@ -489,11 +480,13 @@ impl SpanMetrics {
                     let i = bounds.partition_point(|b| *b < duration);
                     s.buckets[i] += 1;
                 }
-                HistogramKind::Exponential(_) => {
+                HistogramKind::Exponential(max) => {
                     if duration <= 0.0 {
                         s.zero += 1;
                     } else {
-                        *s.exp.entry(exp_index(duration)).or_default() += 1;
+                        s.exp
+                            .get_or_insert_with(|| ExpBuckets::new(*max as usize))
+                            .record(duration);
                     }
                 }
             }
@@ -650,51 +643,37 @@ impl SpanMetrics {
                             .collect(),
                         aggregation_temporality: temporality,
                     }),
-                    _ => {
-                        let max = match &p.histogram {
-                            Some(HistogramKind::Exponential(m)) => *m as i64,
-                            _ => 160,
-                        };
-                        Data::ExponentialHistogram(ExponentialHistogram {
-                            data_points: rs
-                                .durations
-                                .iter()
-                                .map(|(k, s)| {
-                                    let lo = s.exp.keys().min().copied().unwrap_or(0);
-                                    let hi = s.exp.keys().max().copied().unwrap_or(0);
-                                    // Coarser buckets (a lower scale) until they fit `max_size`.
-                                    let mut shift = 0;
-                                    while i64::from((hi >> shift) - (lo >> shift)) + 1 > max {
-                                        shift += 1;
+                    _ => Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points: rs
+                            .durations
+                            .iter()
+                            .map(|(k, s)| {
+                                let (scale, offset, counts) = match &s.exp {
+                                    Some(h) => {
+                                        let (offset, counts) = h.buckets();
+                                        (h.scale(), offset, counts.to_vec())
                                     }
-                                    let (lo_s, hi_s) = (lo >> shift, hi >> shift);
-                                    let mut counts = vec![0u64; (hi_s - lo_s + 1).max(0) as usize];
-                                    for (i, n) in &s.exp {
-                                        counts[((i >> shift) - lo_s) as usize] += n;
-                                    }
-                                    if s.exp.is_empty() {
-                                        counts.clear();
-                                    }
-                                    ExponentialHistogramDataPoint {
-                                        attributes: attrs(k),
-                                        start_time_unix_nano: s.start,
-                                        time_unix_nano: now,
-                                        count: s.count,
-                                        sum: Some(s.sum),
-                                        scale: EXP_SCALE - shift,
-                                        zero_count: s.zero,
-                                        positive: Some(Buckets {
-                                            offset: lo_s,
-                                            bucket_counts: counts,
-                                        }),
-                                        exemplars: ex(s),
-                                        ..Default::default()
-                                    }
-                                })
-                                .collect(),
-                            aggregation_temporality: temporality,
-                        })
-                    }
+                                    None => (MAX_SCALE, 0, Vec::new()),
+                                };
+                                ExponentialHistogramDataPoint {
+                                    attributes: attrs(k),
+                                    start_time_unix_nano: s.start,
+                                    time_unix_nano: now,
+                                    count: s.count,
+                                    sum: Some(s.sum),
+                                    scale,
+                                    zero_count: s.zero,
+                                    positive: Some(Buckets {
+                                        offset,
+                                        bucket_counts: counts,
+                                    }),
+                                    exemplars: ex(s),
+                                    ..Default::default()
+                                }
+                            })
+                            .collect(),
+                        aggregation_temporality: temporality,
+                    }),
                 };
                 metrics.push(Metric {
                     name,
@@ -975,9 +954,9 @@ mod tests {
         assert_eq!((p.count, p.sum), (2, Some(2.5)));
         let b = p.positive.as_ref().unwrap();
         assert_eq!(b.bucket_counts.iter().sum::<u64>(), 2);
-        // 0.5 s and 2 s are 2^-1 and 2^1: at scale 3 indexes -8 and 8, 17 buckets; max_size 10
-        // halves the resolution once (scale 2, indexes -4..=4, 9 buckets).
-        assert_eq!((p.scale, b.offset, b.bucket_counts.len()), (2, -4, 9));
+        // 0.5 s and 2 s are 2^-1 and 2^1, the upper bounds of buckets -2^s - 1 and 2^s - 1:
+        // max_size 10 first fits at scale 2 (buckets -5..=3).
+        assert_eq!((p.scale, b.offset, b.bucket_counts.len()), (2, -5, 9));
         let e = |y: &str| {
             let node = yaml(y).unwrap();
             let cfg: Config = from_node(&node).unwrap();

@@ -2,6 +2,7 @@
 
 pub mod aggregate;
 pub mod build;
+pub mod exphist;
 pub mod json;
 pub mod response;
 pub mod split;
