@@ -401,9 +401,13 @@ pub static EDITORS: &[EditorDef] = &[
             if !target.keys.is_empty() {
                 if let Some(Slot::Any(v)) = slot(e.ctx, target, false)?
                     && let Some(any_value::Value::StringValue(s)) = &mut v.value
-                    && let Some(new) = replace_regex(re, s, &template, f, format.as_deref())?
                 {
-                    *s = new;
+                    if f.is_none() && replace_once_in_place(re, s, &template) {
+                        return Ok(());
+                    }
+                    if let Some(new) = replace_regex(re, s, &template, f, format.as_deref())? {
+                        *s = new;
+                    }
                 }
                 return Ok(());
             }
@@ -609,6 +613,26 @@ fn replacement_of(e: &Edit<'_>, r: usize, f: usize, fmt: usize) -> Result<String
 
 /// Every match of `re` in `text` replaced by `template` (`$1`, `${name}`), each through the
 /// converter `f` and the `format` when given; `None` when nothing matched.
+/// The common case of `replace_pattern` on an attribute: a template without `$` references and
+/// one match (an anchored pattern, say). The match is spliced into the string where it lies:
+/// no new string, and the old one's capacity reused. True when it is done (nothing matched
+/// counts); false when the general path must run (several matches, or `$` in the template).
+fn replace_once_in_place(re: &regex::Regex, s: &mut String, template: &str) -> bool {
+    if template.contains('$') {
+        return false;
+    }
+    let mut matches = re.find_iter(s);
+    let Some(m) = matches.next() else {
+        return true;
+    };
+    let range = m.range();
+    if matches.next().is_some() {
+        return false;
+    }
+    s.replace_range(range, template);
+    true
+}
+
 fn replace_regex(
     re: &regex::Regex,
     text: &str,
