@@ -7,9 +7,15 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, rotel, prometheus_client, jwt, cryptography" 2>/dev/null \
+if ! .venv/bin/python -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.zipkin.json, rotel, prometheus_client, jwt, cryptography, py_zipkin" 2>/dev/null \
   || [ ! -x .venv/bin/kubernetes-validate ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+fi
+# py_zipkin 0.20 writes Zipkin v1 Thrift (later releases dropped it): kept apart from the
+# current py_zipkin, on the PYTHONPATH of the one test client that uses it.
+if [ ! -d .venv/py_zipkin_thrift/thriftpy2 ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check --target .venv/py_zipkin_thrift \
+    py_zipkin==0.20.2 thriftpy2==0.7.1
 fi
 export FERROTEL_TEST_PYTHON="$PWD/.venv/bin/python"
 

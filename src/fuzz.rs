@@ -280,6 +280,43 @@ pub fn syslog(data: &[u8]) {
     let _ = crate::receivers::syslog::parse::rfc3164(&text, &jiff::tz::TimeZone::UTC);
 }
 
+/// A Zipkin receiver body (the first byte picks v1 JSON, v1 Thrift, v2 JSON or v2 protobuf)
+/// through its reader and the mapping to OTLP: every span read is one OTLP span, with valid ids.
+/// The Thrift codec also reads the rest as a message in both protocols (the Jaeger agent's
+/// `emitBatch` form).
+pub fn zipkin(data: &[u8]) {
+    use crate::receivers::zipkin::{Format, read, to_otlp};
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
+    let format = [
+        Format::V1Json,
+        Format::V1Thrift,
+        Format::V2Json,
+        Format::V2Proto,
+    ][usize::from(first) % 4];
+    if let Ok(spans) = read(format, body) {
+        let n = spans.len();
+        let rs = to_otlp(spans, first & 0x80 != 0);
+        let got: Vec<_> = rs
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .collect();
+        assert_eq!(got.len(), n, "every span read is one OTLP span");
+        for sp in got {
+            assert_eq!((sp.trace_id.len(), sp.span_id.len()), (16, 8));
+            assert!(sp.parent_span_id.is_empty() || sp.parent_span_id.len() == 8);
+        }
+    }
+    for proto in [
+        crate::thrift::Protocol::Binary,
+        crate::thrift::Protocol::Compact,
+    ] {
+        let _ = crate::thrift::read_message(body, proto);
+    }
+}
+
 /// Prometheus text, OpenMetrics and protobuf scrape bodies (native histograms included).
 pub fn prometheus_text(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

@@ -34,3 +34,4 @@ pub mod stanza;
 pub mod storage;
 pub mod telemetry;
 pub mod text;
+pub mod thrift;

@@ -15,6 +15,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::receivers::k8sobjects::FACTORY,
     crate::receivers::k8s_events::FACTORY,
     crate::receivers::k8s_cluster::FACTORY,
+    crate::receivers::zipkin::FACTORY,
     crate::processors::batch::FACTORY,
     crate::processors::memory_limiter::FACTORY,
     crate::processors::filter::FACTORY,

@@ -284,7 +284,7 @@ const CORPUS: &[(&str, Expect)] = &[
         "15-reject-otelcol-default-config.yaml",
         Expect::Unsupported(&[
             "extensions: pprof (line 6), zpages (line 8)",
-            "receivers: jaeger (line 28), zipkin (line 39)",
+            "receivers: jaeger (line 28)",
         ]),
     ),
     (
@@ -294,7 +294,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "17-reject-helm-daemonset-file-log.yaml",
-        Expect::Unsupported(&["receivers: jaeger (line 26), zipkin (line 48)"]),
+        Expect::Unsupported(&["receivers: jaeger (line 26)"]),
     ),
     (
         "18-reject-otelio-agent-host-metrics.yaml",
@@ -386,7 +386,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ("46-reject-dynatrace-k8scombined.yaml", Expect::Valid),
     (
         "47-reject-helm-daemonset-hostmetrics.yaml",
-        Expect::Unsupported(&["receivers: jaeger (line 59), zipkin (line 81)"]),
+        Expect::Unsupported(&["receivers: jaeger (line 59)"]),
     ),
     // Its k8s_cluster and k8sobjects run (against no API server here).
     (

@@ -22,6 +22,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("prometheus_text", fuzz::prometheus_text),
     ("container", fuzz::container),
     ("disk_queue", fuzz::disk_queue),
+    ("zipkin", fuzz::zipkin),
 ];
 
 fn fuzz_dir() -> PathBuf {

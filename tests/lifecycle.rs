@@ -27,6 +27,7 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         (Kind::Receiver, "syslog") => {
             format!("protocol: rfc5424\ntcp: {{listen_address: '127.0.0.1:{port}'}}")
         }
+        (Kind::Receiver, "zipkin") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
         (Kind::Receiver, "hostmetrics") => "{collection_interval: 1h, scrapers: {memory: }}".into(),
         // A kubelet that never answers: the receiver starts and stops all the same.
         (Kind::Receiver, "kubeletstats") => {

@@ -3,8 +3,8 @@
 //! says.
 //!
 //! Mapping: service name from `service.name` (else `default_service_name`); kind SERVER, CLIENT,
-//! PRODUCER, CONSUMER (INTERNAL omitted); `timestamp`/`duration` in microseconds; attributes and
-//! resource attributes (except `service.name`) as tags, non-strings stringified (arrays as JSON);
+//! PRODUCER, CONSUMER (INTERNAL, which Zipkin lacks, as the tag `span.kind: internal`, as the
+//! Collector writes it); `timestamp`/`duration` in microseconds; attributes and resource attributes (except `service.name`) as tags, non-strings stringified (arrays as JSON);
 //! status as `otel.status_code` (`OK`/`ERROR`, unset → absent) and `error` (the description) for
 //! errors; events as annotations (`name`, or `name: {attributes as JSON}`); the scope as
 //! `otel.scope.name`/`otel.scope.version`; dropped counts as `otel.dropped_*_count`; links, which
@@ -283,6 +283,11 @@ fn span_to_zipkin(span: &Span, service: &str) -> ZipkinSpan {
         .iter()
         .map(|kv| (kv.key.clone(), Value::String(tag_value(&kv.value))))
         .collect();
+    // Zipkin has no INTERNAL kind: a tag keeps it, as the Collector writes it (and its receiver
+    // and ferrotel's read it back).
+    if kind.is_none() && span.kind == SpanKind::Internal as i32 {
+        tags.insert("span.kind".into(), "internal".into());
+    }
     if let Some(st) = &span.status {
         match StatusCode::try_from(st.code).unwrap_or(StatusCode::Unset) {
             StatusCode::Ok => drop(tags.insert("otel.status_code".into(), "OK".into())),

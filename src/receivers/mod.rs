@@ -64,6 +64,82 @@ impl Output {
     }
 }
 
+/// A receiver's routes behind its `auth` authenticator, when one is configured; refusals are
+/// counted per receiver and transport.
+pub(crate) fn protect(
+    ctx: &crate::component::Context,
+    transport: &str,
+    auth: Option<&crate::net::auth::AuthConfig>,
+    router: axum::Router,
+) -> Result<axum::Router, crate::component::BuildError> {
+    let Some(cfg) = auth else {
+        return Ok(router);
+    };
+    let a = ctx
+        .auth
+        .server(cfg)
+        .map_err(|e| crate::component::BuildError::new(&ctx.id, e))?;
+    let refused = ctx
+        .telemetry
+        .receiver_unauthenticated
+        .get_or_create(&crate::telemetry::ReceiverLabels {
+            receiver: ctx.id.to_string(),
+            transport: transport.into(),
+        })
+        .clone();
+    Ok(crate::net::auth::protect(
+        router,
+        a,
+        transport == "grpc",
+        refused,
+        ctx.id.to_string(),
+    ))
+}
+
+/// The servers of a receiver's listeners: shutdown stops them accepting and waits for their
+/// in-flight requests (whose data is already in the pipelines) until the deadline.
+pub(crate) struct Servers {
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    pub(crate) tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl crate::component::Lifecycle for Servers {
+    fn shutdown(&self, deadline: tokio::time::Instant) -> crate::component::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shutdown.cancel();
+            let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            let _ = tokio::time::timeout_at(deadline, futures::future::join_all(tasks)).await;
+        })
+    }
+}
+
+/// Binds `endpoint` and builds its TLS config, for a receiver's listener (`what` names it in
+/// the error).
+pub(crate) async fn listen(
+    ctx: &Context,
+    endpoint: &str,
+    tls: Option<&crate::net::tls::ServerTlsConfig>,
+    what: &str,
+) -> Result<
+    (
+        tokio::net::TcpListener,
+        Option<std::sync::Arc<rustls::ServerConfig>>,
+    ),
+    crate::component::BuildError,
+> {
+    let tls = tls
+        .map(|t| t.build())
+        .transpose()
+        .map_err(|e| crate::component::BuildError::new(&ctx.id, e))?;
+    let listener = crate::net::server::bind(endpoint).await.map_err(|e| {
+        crate::component::BuildError::new(
+            &ctx.id,
+            format!("cannot listen on {endpoint} ({what}): {e}"),
+        )
+    })?;
+    Ok((listener, tls))
+}
+
 /// What the receivers that read the Kubernetes API share: the server and a client for it, the
 /// output, and the count of failed reads.
 pub(crate) struct ApiSource {
@@ -118,6 +194,7 @@ pub mod k8sobjects;
 pub mod kubeletstats;
 pub mod prometheus;
 pub mod syslog;
+pub mod zipkin;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -167,22 +167,6 @@ pub fn parse(node: &Node) -> Result<Box<dyn ReceiverConfig>, DeError> {
     Ok(Box::new(cfg))
 }
 
-struct Running {
-    shutdown: tokio_util::sync::CancellationToken,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Lifecycle for Running {
-    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.shutdown.cancel();
-            let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-            // In-flight requests finish (their data is already in the pipeline) or the deadline hits.
-            let _ = tokio::time::timeout_at(deadline, futures::future::join_all(tasks)).await;
-        })
-    }
-}
-
 impl ReceiverConfig for Config {
     fn endpoints(&self) -> Vec<String> {
         let mut v = Vec::new();
@@ -205,19 +189,14 @@ impl ReceiverConfig for Config {
             let mut tasks = Vec::new();
             if let Some(g) = &self.protocols.grpc {
                 let entries = entries(&ctx, "grpc", &consumers);
-                let tls = g
-                    .tls
-                    .as_ref()
-                    .map(|t| t.build())
-                    .transpose()
-                    .map_err(|e| BuildError::new(&ctx.id, e))?;
-                let listener = crate::net::server::bind(&g.endpoint).await.map_err(|e| {
-                    BuildError::new(
-                        &ctx.id,
-                        format!("cannot listen on {} (grpc): {e}", g.endpoint),
-                    )
-                })?;
-                let router = protect(&ctx, "grpc", g.auth.as_ref(), grpc::router(g, entries))?;
+                let (listener, tls) =
+                    crate::receivers::listen(&ctx, &g.endpoint, g.tls.as_ref(), "grpc").await?;
+                let router = crate::receivers::protect(
+                    &ctx,
+                    "grpc",
+                    g.auth.as_ref(),
+                    grpc::router(g, entries),
+                )?;
                 tracing::info!(receiver = %ctx.id, endpoint = %g.endpoint, tls = tls.is_some(), auth = g.auth.is_some(), "OTLP gRPC listening");
                 tasks.push(crate::net::server::serve_with(
                     listener,
@@ -234,19 +213,14 @@ impl ReceiverConfig for Config {
             }
             if let Some(h) = &self.protocols.http {
                 let entries = entries(&ctx, "http", &consumers);
-                let tls = h
-                    .tls
-                    .as_ref()
-                    .map(|t| t.build())
-                    .transpose()
-                    .map_err(|e| BuildError::new(&ctx.id, e))?;
-                let listener = crate::net::server::bind(&h.endpoint).await.map_err(|e| {
-                    BuildError::new(
-                        &ctx.id,
-                        format!("cannot listen on {} (http): {e}", h.endpoint),
-                    )
-                })?;
-                let router = protect(&ctx, "http", h.auth.as_ref(), http::router(h, entries))?;
+                let (listener, tls) =
+                    crate::receivers::listen(&ctx, &h.endpoint, h.tls.as_ref(), "http").await?;
+                let router = crate::receivers::protect(
+                    &ctx,
+                    "http",
+                    h.auth.as_ref(),
+                    http::router(h, entries),
+                )?;
                 tracing::info!(receiver = %ctx.id, endpoint = %h.endpoint, tls = tls.is_some(), auth = h.auth.is_some(), "OTLP HTTP listening");
                 tasks.push(crate::net::server::serve_with(
                     listener,
@@ -261,43 +235,12 @@ impl ReceiverConfig for Config {
                     ctx.telemetry.connection_metrics(&h.endpoint),
                 ));
             }
-            Ok(Box::new(Running {
+            Ok(Box::new(crate::receivers::Servers {
                 shutdown: stop,
                 tasks: std::sync::Mutex::new(tasks),
             }) as Box<dyn Lifecycle>)
         })
     }
-}
-
-/// The routes behind the `auth` authenticator, when one is configured.
-fn protect(
-    ctx: &Context,
-    transport: &str,
-    auth: Option<&crate::net::auth::AuthConfig>,
-    router: axum::Router,
-) -> Result<axum::Router, BuildError> {
-    let Some(cfg) = auth else {
-        return Ok(router);
-    };
-    let a = ctx
-        .auth
-        .server(cfg)
-        .map_err(|e| BuildError::new(&ctx.id, e))?;
-    let refused = ctx
-        .telemetry
-        .receiver_unauthenticated
-        .get_or_create(&crate::telemetry::ReceiverLabels {
-            receiver: ctx.id.to_string(),
-            transport: transport.into(),
-        })
-        .clone();
-    Ok(crate::net::auth::protect(
-        router,
-        a,
-        transport == "grpc",
-        refused,
-        ctx.id.to_string(),
-    ))
 }
 
 fn entries(
