@@ -19,7 +19,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz --version 0.13.2
 fi
 
-ALL=(otlp_protobuf otlp_json decompress config env_expansion ottl expr syslog prometheus_text container disk_queue zipkin)
+ALL=(otlp_protobuf otlp_json decompress config env_expansion ottl expr syslog prometheus_text container disk_queue zipkin fluentforward)
 mode=${1:-smoke}
 shift || true
 

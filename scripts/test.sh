@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.zipkin.json, rotel, prometheus_client, jwt, cryptography, py_zipkin" 2>/dev/null \
+if ! .venv/bin/python -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.zipkin.json, rotel, prometheus_client, jwt, cryptography, py_zipkin, fluent.sender" 2>/dev/null \
   || [ ! -x .venv/bin/kubernetes-validate ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
@@ -17,6 +17,15 @@ if [ ! -d .venv/py_zipkin_thrift/thriftpy2 ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --target .venv/py_zipkin_thrift \
     py_zipkin==0.20.2 thriftpy2==0.7.1
 fi
+# The legacy Jaeger clients (the OpenTelemetry Jaeger exporters 1.21 need the SDK of their time
+# and protobuf 3): a venv of their own.
+if [ ! -x .venv-jaeger/bin/python ]; then
+  python3 -m venv .venv-jaeger
+fi
+if ! .venv-jaeger/bin/python -c "import jaeger_client, opentelemetry.exporter.jaeger.thrift, opentelemetry.exporter.jaeger.proto.grpc" 2>/dev/null; then
+  .venv-jaeger/bin/pip install --quiet --disable-pip-version-check -r tests/requirements-jaeger.txt
+fi
+export FERROTEL_TEST_JAEGER_PYTHON="$PWD/.venv-jaeger/bin/python"
 export FERROTEL_TEST_PYTHON="$PWD/.venv/bin/python"
 
 # Real peers the tests start on 127.0.0.1, from Debian packages: Prometheus (remote-write

@@ -282,8 +282,8 @@ pub fn syslog(data: &[u8]) {
 
 /// A Zipkin receiver body (the first byte picks v1 JSON, v1 Thrift, v2 JSON or v2 protobuf)
 /// through its reader and the mapping to OTLP: every span read is one OTLP span, with valid ids.
-/// The Thrift codec also reads the rest as a message in both protocols (the Jaeger agent's
-/// `emitBatch` form).
+/// The rest is also read as the jaeger receiver's Thrift inputs (the agent's `emitBatch` in both
+/// protocols, the `/api/traces` body).
 pub fn zipkin(data: &[u8]) {
     use crate::receivers::zipkin::{Format, read, to_otlp};
     let Some((&first, body)) = data.split_first() else {
@@ -309,11 +309,57 @@ pub fn zipkin(data: &[u8]) {
             assert!(sp.parent_span_id.is_empty() || sp.parent_span_id.len() == 8);
         }
     }
+    // The same bytes as the jaeger receiver's inputs: agent datagrams in both protocols and
+    // the `/api/traces` body; every span read is one OTLP span.
+    use crate::receivers::jaeger;
+    let spans_of = |b: jaeger::JBatch| {
+        let n = b.spans.len();
+        let got: usize = jaeger::to_otlp(b)
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        assert_eq!(got, n, "every Jaeger span read is one OTLP span");
+    };
     for proto in [
         crate::thrift::Protocol::Binary,
         crate::thrift::Protocol::Compact,
     ] {
-        let _ = crate::thrift::read_message(body, proto);
+        if let Ok(b) = jaeger::agent_datagram(body, proto) {
+            spans_of(b);
+        }
+    }
+    if let Ok(b) = jaeger::thrift_http(body) {
+        spans_of(b);
+    }
+}
+
+/// A Fluent Forward connection's bytes: the scanner finds each message's end (it must agree
+/// with the reader on every complete message), and each is read as an event. Fed whole and in
+/// pieces of a size taken from the input.
+pub fn fluentforward(data: &[u8]) {
+    let Some((&first, stream)) = data.split_first() else {
+        return;
+    };
+    let mut at = 0;
+    while at < stream.len() {
+        let rest = &stream[at..];
+        let mut scan = crate::msgpack::Scanner::default();
+        let piece = 1 + usize::from(first);
+        let mut end = None;
+        let mut fed = 0;
+        while end.is_none() && fed < rest.len() {
+            fed = (fed + piece).min(rest.len());
+            match scan.advance(&rest[..fed]) {
+                Ok(e) => end = e,
+                Err(_) => return,
+            }
+        }
+        let Some(len) = end else { return };
+        let (v, used) = crate::msgpack::read(&rest[..len]).expect("a scanned message reads");
+        assert_eq!(used, len, "scanner and reader agree on the end");
+        let _ = crate::receivers::fluentforward::event(v);
+        at += len;
     }
 }
 

@@ -20,6 +20,7 @@ pub mod fuzz;
 pub mod health;
 pub mod kube;
 pub mod logs;
+pub mod msgpack;
 pub mod net;
 pub mod ottl;
 pub mod pipeline;

@@ -16,6 +16,8 @@ pub static FACTORIES: &[Factory] = &[
     crate::receivers::k8s_events::FACTORY,
     crate::receivers::k8s_cluster::FACTORY,
     crate::receivers::zipkin::FACTORY,
+    crate::receivers::jaeger::FACTORY,
+    crate::receivers::fluentforward::FACTORY,
     crate::processors::batch::FACTORY,
     crate::processors::memory_limiter::FACTORY,
     crate::processors::filter::FACTORY,
@@ -85,7 +87,11 @@ mod tests {
             factory(Kind::Processor, "k8s_attributes").unwrap().name,
             "k8sattributes"
         );
-        assert!(factory(Kind::Receiver, "jaeger").is_none());
+        assert_eq!(
+            factory(Kind::Receiver, "fluent_forward").unwrap().name,
+            "fluentforward"
+        );
+        assert!(factory(Kind::Receiver, "kafka").is_none());
         let mut names: Vec<_> = FACTORIES
             .iter()
             .flat_map(|f| f.names().map(move |n| (f.kind, n)))

@@ -282,20 +282,14 @@ const CORPUS: &[(&str, Expect)] = &[
     ("14-newrelic-lambda-otlphttp-logging.yaml", Expect::Valid),
     (
         "15-reject-otelcol-default-config.yaml",
-        Expect::Unsupported(&[
-            "extensions: pprof (line 6), zpages (line 8)",
-            "receivers: jaeger (line 28)",
-        ]),
+        Expect::Unsupported(&["extensions: pprof (line 6), zpages (line 8)"]),
     ),
     (
         "16-reject-jaeger-spanmetrics.yaml",
         // The spanmetrics connector between a traces and a metrics pipeline.
         Expect::Valid,
     ),
-    (
-        "17-reject-helm-daemonset-file-log.yaml",
-        Expect::Unsupported(&["receivers: jaeger (line 26)"]),
-    ),
+    ("17-reject-helm-daemonset-file-log.yaml", Expect::Valid),
     (
         "18-reject-otelio-agent-host-metrics.yaml",
         // host_metrics and resourcedetection (env, system; no Docker daemon here: skipped).
@@ -384,10 +378,7 @@ const CORPUS: &[(&str, Expect)] = &[
         Expect::Valid,
     ),
     ("46-reject-dynatrace-k8scombined.yaml", Expect::Valid),
-    (
-        "47-reject-helm-daemonset-hostmetrics.yaml",
-        Expect::Unsupported(&["receivers: jaeger (line 59)"]),
-    ),
+    ("47-reject-helm-daemonset-hostmetrics.yaml", Expect::Valid),
     // Its k8s_cluster and k8sobjects run (against no API server here).
     (
         "48-reject-helm-alternate-config-k8s-cluster.yaml",
@@ -435,7 +426,7 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "56-reject-jaeger-kafka-collector-env-defaults.yaml",
-        Expect::Unsupported(&["exporters: kafka (line 44); receivers: jaeger (line 33)"]),
+        Expect::Unsupported(&["exporters: kafka (line 44)"]),
     ),
     (
         "57-reject-contrib-routing-connector-file.yaml",

@@ -23,6 +23,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("container", fuzz::container),
     ("disk_queue", fuzz::disk_queue),
     ("zipkin", fuzz::zipkin),
+    ("fluentforward", fuzz::fluentforward),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -182,8 +182,8 @@ fn the_charts_examples_run_ferrotel_with_values_ferrotel() {
     let overlay = &values["config"];
     let disabled_ports: BTreeSet<String> = values["ports"]
         .as_object()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .filter(|(_, p)| p["enabled"] == json!(false))
         .map(|(n, _)| n.clone())
         .collect();
@@ -288,7 +288,7 @@ fn the_charts_examples_run_ferrotel_with_values_ferrotel() {
                 let mut cfg = yaml(map["data"][key].as_str().unwrap());
                 // With `alternateConfig` the chart renders that instead of `config`: the
                 // values' `config` does not touch it.
-                if !uses_alternate_config {
+                if !uses_alternate_config && !overlay.is_null() {
                     helm_merge(&mut cfg, overlay);
                 }
                 // Written back as YAML (JSON is YAML, read by the same reader), one key a line.
@@ -492,11 +492,15 @@ fn run(
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|p| p["protocol"] != "UDP")
             .filter(|p| !disabled_ports.contains(p["name"].as_str().unwrap_or_default()))
             .filter(|p| {
                 let port = p["containerPort"].as_u64().unwrap() as u16;
-                std::net::TcpStream::connect((ip, port)).is_err()
+                if p["protocol"] == "UDP" {
+                    // Bound by the collector when we cannot bind it.
+                    std::net::UdpSocket::bind((ip, port)).is_ok()
+                } else {
+                    std::net::TcpStream::connect((ip, port)).is_err()
+                }
             })
             .map(|p| format!("{} ({})", p["name"], p["containerPort"]))
             .collect();

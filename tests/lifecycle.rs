@@ -27,7 +27,11 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         (Kind::Receiver, "syslog") => {
             format!("protocol: rfc5424\ntcp: {{listen_address: '127.0.0.1:{port}'}}")
         }
-        (Kind::Receiver, "zipkin") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
+        (Kind::Receiver, "zipkin" | "fluentforward") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
+        (Kind::Receiver, "jaeger") => format!(
+            "protocols: {{grpc: {{endpoint: '127.0.0.1:{port}'}}, thrift_http: {{endpoint: '127.0.0.1:{}'}}, thrift_compact: {{endpoint: '127.0.0.1:0'}}}}",
+            free_port()
+        ),
         (Kind::Receiver, "hostmetrics") => "{collection_interval: 1h, scrapers: {memory: }}".into(),
         // A kubelet that never answers: the receiver starts and stops all the same.
         (Kind::Receiver, "kubeletstats") => {

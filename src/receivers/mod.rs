@@ -187,7 +187,9 @@ impl ApiSource {
 }
 
 pub mod filelog;
+pub mod fluentforward;
 pub mod hostmetrics;
+pub mod jaeger;
 pub mod k8s_cluster;
 pub mod k8s_events;
 pub mod k8sobjects;

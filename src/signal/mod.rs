@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod build;
 pub mod exphist;
+pub mod group;
 pub mod json;
 pub mod response;
 pub mod split;

@@ -21,12 +21,12 @@
 //!   starts at 0 with `otel.zipkin.absentField.startTime: true`, as the Collector marks it.
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, Status};
 
 use super::model::{Endpoint, Kind, ZSpan};
+use crate::signal::group::push_span;
 use crate::signal::value::{from_json, string_kv};
 
 /// Attribute name prefixes the semantic conventions give resources.
@@ -402,39 +402,7 @@ pub fn to_otlp(spans: Vec<ZSpan>, parse_string_tags: bool) -> Vec<ResourceSpans>
     let mut out: Vec<ResourceSpans> = Vec::new();
     for z in spans {
         let (resource, scope, span) = convert(z, parse_string_tags);
-        let ri = match out.iter().position(|rs| {
-            rs.resource
-                .as_ref()
-                .is_some_and(|r| r.attributes == resource)
-        }) {
-            Some(i) => i,
-            None => {
-                out.push(ResourceSpans {
-                    resource: Some(Resource {
-                        attributes: resource,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
-                out.len() - 1
-            }
-        };
-        let rs = &mut out[ri];
-        let si = match rs
-            .scope_spans
-            .iter()
-            .position(|ss| ss.scope.as_ref() == Some(&scope))
-        {
-            Some(i) => i,
-            None => {
-                rs.scope_spans.push(ScopeSpans {
-                    scope: Some(scope),
-                    ..Default::default()
-                });
-                rs.scope_spans.len() - 1
-            }
-        };
-        rs.scope_spans[si].spans.push(span);
+        push_span(&mut out, resource, scope, span);
     }
     out
 }
