@@ -71,7 +71,8 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
             format!("{{endpoint: '127.0.0.1:{port}', tls: {{insecure: true}}}}")
         }
         (Kind::Exporter, "otlp_http") => format!("{{endpoint: 'http://127.0.0.1:{port}'}}"),
-        (Kind::Exporter, "debug") => "{}".into(),
+        (Kind::Exporter, "debug" | "nop") => "{}".into(),
+        (Kind::Receiver, "nop") => "{}".into(),
         (Kind::Exporter, "loki") => {
             format!("{{endpoint: 'http://127.0.0.1:{port}/loki/api/v1/push'}}")
         }

@@ -3,6 +3,7 @@ pub mod helper;
 pub mod jaeger;
 pub mod load_balancing;
 pub mod loki;
+pub mod nop;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod prometheus;

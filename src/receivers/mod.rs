@@ -96,23 +96,6 @@ pub(crate) fn protect(
     ))
 }
 
-/// The servers of a receiver's listeners: shutdown stops them accepting and waits for their
-/// in-flight requests (whose data is already in the pipelines) until the deadline.
-pub(crate) struct Servers {
-    pub(crate) shutdown: tokio_util::sync::CancellationToken,
-    pub(crate) tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl crate::component::Lifecycle for Servers {
-    fn shutdown(&self, deadline: tokio::time::Instant) -> crate::component::BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.shutdown.cancel();
-            let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-            let _ = tokio::time::timeout_at(deadline, futures::future::join_all(tasks)).await;
-        })
-    }
-}
-
 /// Binds `endpoint` and builds its TLS config, for a receiver's listener (`what` names it in
 /// the error).
 pub(crate) async fn listen(
@@ -194,6 +177,7 @@ pub mod k8s_cluster;
 pub mod k8s_events;
 pub mod k8sobjects;
 pub mod kubeletstats;
+pub mod nop;
 pub mod prometheus;
 pub mod syslog;
 pub mod zipkin;

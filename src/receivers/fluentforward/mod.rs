@@ -295,10 +295,7 @@ impl ReceiverConfig for Config {
             );
             tracing::info!(receiver = %ctx.id, endpoint = %self.endpoint, "Fluent Forward listening");
             let task = tokio::spawn(accept_loop(listener, conn, slots));
-            Ok(Box::new(crate::receivers::Servers {
-                shutdown: stop,
-                tasks: std::sync::Mutex::new(vec![task]),
-            }) as Box<dyn Lifecycle>)
+            Ok(crate::component::Tasks::new(stop, vec![task]) as Box<dyn Lifecycle>)
         })
     }
 }

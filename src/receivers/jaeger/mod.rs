@@ -593,10 +593,7 @@ impl ReceiverConfig for Config {
                 tracing::info!(receiver = %ctx.id, %endpoint, protocol = transport, "Jaeger agent UDP listening");
                 tasks.extend(spawn_udp(&ctx, socket, u, proto, out, stop.clone()));
             }
-            Ok(Box::new(crate::receivers::Servers {
-                shutdown: stop,
-                tasks: std::sync::Mutex::new(tasks),
-            }) as Box<dyn Lifecycle>)
+            Ok(crate::component::Tasks::new(stop, tasks) as Box<dyn Lifecycle>)
         })
     }
 }

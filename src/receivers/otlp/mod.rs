@@ -235,10 +235,7 @@ impl ReceiverConfig for Config {
                     ctx.telemetry.connection_metrics(&h.endpoint),
                 ));
             }
-            Ok(Box::new(crate::receivers::Servers {
-                shutdown: stop,
-                tasks: std::sync::Mutex::new(tasks),
-            }) as Box<dyn Lifecycle>)
+            Ok(crate::component::Tasks::new(stop, tasks) as Box<dyn Lifecycle>)
         })
     }
 }

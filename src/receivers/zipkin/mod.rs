@@ -297,10 +297,7 @@ impl ReceiverConfig for Config {
                 ),
                 ctx.telemetry.connection_metrics(&self.endpoint),
             );
-            Ok(Box::new(crate::receivers::Servers {
-                shutdown: stop,
-                tasks: std::sync::Mutex::new(vec![task]),
-            }) as Box<dyn Lifecycle>)
+            Ok(crate::component::Tasks::new(stop, vec![task]) as Box<dyn Lifecycle>)
         })
     }
 }
