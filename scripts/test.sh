@@ -32,7 +32,7 @@ export FERROTEL_TEST_PYTHON="$PWD/.venv/bin/python"
 # target), kubectl (renders the manifests), prometheus-node-exporter (a scrape target) and
 # util-linux's logger (a syslog client, in bsdutils), openssl (a TLS syslog client), dnsmasq
 # (a DNS server with SRV records), procps' ps, util-linux's lscpu and iproute2's ip
-# (independent readers of processes, the CPU and the interfaces).
+# (independent readers of processes, the CPU and the interfaces), systemd's journalctl.
 need() { # need <command> <debian package>
   command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -52,5 +52,16 @@ need dnsmasq dnsmasq-base
 need ps procps
 need lscpu util-linux
 need ip iproute2
+# journalctl (systemd) reads the journals tests/journald.rs writes with systemd-journal-remote.
+need journalctl systemd
+if [ ! -x /lib/systemd/systemd-journal-remote ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq; APT_UPDATED=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-journal-remote >/dev/null \
+      || echo "warning: systemd-journal-remote could not be installed; tests/journald.rs will fail" >&2
+  else
+    echo "warning: systemd-journal-remote is not installed; tests/journald.rs will fail" >&2
+  fi
+fi
 
 cargo test --all-targets "$@"

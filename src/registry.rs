@@ -18,6 +18,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::receivers::zipkin::FACTORY,
     crate::receivers::jaeger::FACTORY,
     crate::receivers::fluentforward::FACTORY,
+    crate::receivers::journald::FACTORY,
     crate::receivers::nop::FACTORY,
     crate::processors::batch::FACTORY,
     crate::processors::memory_limiter::FACTORY,

@@ -401,8 +401,8 @@ const CORPUS: &[(&str, Expect)] = &[
     (
         "51-reject-java-examples-k8s-otlpjson.yaml",
         // Its otlpjson connector and resourcedetection (system, hostname_sources, host.id on)
-        // are read.
-        Expect::Unsupported(&["exporters: nop (line 52)"]),
+        // are read; its `nop` exporter takes what nothing else wants.
+        Expect::Valid,
     ),
     // Its k8s_leader_elector and k8s_objects run (against no API server here).
     (
@@ -411,7 +411,9 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
     (
         "53-reject-contrib-loki-journald.yaml",
-        Expect::Unsupported(&["receivers: journald (line 2)"]),
+        // Its journald reads a directory this machine does not have: journalctl fails and is
+        // retried while the rest runs.
+        Expect::Valid,
     ),
     (
         "54-reject-newrelic-host-monitoring.yaml",

@@ -96,6 +96,20 @@ pub(crate) fn protect(
     ))
 }
 
+/// The store a receiver keeps its checkpoint in (filelog's offsets, journald's cursor), from
+/// its `storage` extension; none without one.
+pub(crate) fn open_store(
+    ctx: &Context,
+    storage: Option<&crate::config::ComponentId>,
+) -> Result<Option<std::sync::Arc<crate::storage::Store>>, crate::component::BuildError> {
+    let Some(sid) = storage else {
+        return Ok(None);
+    };
+    let err = |e: crate::storage::StorageError| crate::component::BuildError::new(&ctx.id, e);
+    let ext = ctx.storage.get(sid).map_err(err)?;
+    Ok(Some(ext.client("receiver", &ctx.id, "").map_err(err)?))
+}
+
 /// Binds `endpoint` and builds its TLS config, for a receiver's listener (`what` names it in
 /// the error).
 pub(crate) async fn listen(
@@ -173,6 +187,7 @@ pub mod filelog;
 pub mod fluentforward;
 pub mod hostmetrics;
 pub mod jaeger;
+pub mod journald;
 pub mod k8s_cluster;
 pub mod k8s_events;
 pub mod k8sobjects;

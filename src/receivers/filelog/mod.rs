@@ -99,19 +99,7 @@ impl ReceiverConfig for Receiver {
             let Some(consumer) = consumers[Signal::Logs.index()].clone() else {
                 return Err(BuildError::new(&ctx.id, "no logs pipeline uses it"));
             };
-            let store = match &self.storage {
-                Some(sid) => {
-                    let ext = ctx
-                        .storage
-                        .get(sid)
-                        .map_err(|e| BuildError::new(&ctx.id, e))?;
-                    Some(
-                        ext.client("receiver", &ctx.id, "")
-                            .map_err(|e| BuildError::new(&ctx.id, e))?,
-                    )
-                }
-                None => None,
-            };
+            let store = crate::receivers::open_store(&ctx, self.storage.as_ref())?;
             let mut tailer = Tailer::new(&self.cfg, self.ops.clone(), store)
                 .map_err(|m| BuildError::new(&ctx.id, m))?;
             tailer.header = self.header.clone();
