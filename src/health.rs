@@ -137,6 +137,11 @@ impl Health {
         }
     }
 
+    /// An extension has started: listed as running (`extension:<id>`).
+    pub fn extension_started(&self, id: &str) {
+        self.report(&format!("extension:{id}"), Status::Ok, None, false);
+    }
+
     fn report(&self, key: &str, status: Status, error: Option<String>, failure: bool) {
         let mut comps = lock(&self.components);
         let c = comps

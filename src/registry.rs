@@ -55,6 +55,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::extensions::healthcheckv2::FACTORY,
     crate::extensions::oauth2client::FACTORY,
     crate::extensions::oidc::FACTORY,
+    crate::extensions::zpages::FACTORY,
     crate::connectors::forward::FACTORY,
     crate::connectors::count::FACTORY,
     crate::connectors::routing::FACTORY,

@@ -88,6 +88,7 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         (Kind::Exporter, "load_balancing") => format!(
             "{{protocol: {{otlp: {{tls: {{insecure: true}}}}}}, resolver: {{static: {{hostnames: ['127.0.0.1:{port}']}}}}}}"
         ),
+        (Kind::Extension, "zpages") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
         (Kind::Extension, "file_storage") => format!("{{directory: '{dir}'}}"),
         (Kind::Extension, "basicauth") => "{htpasswd: {inline: 'u:p'}}".into(),
         (Kind::Extension, "bearertokenauth") => "{token: t}".into(),

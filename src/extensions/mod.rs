@@ -7,3 +7,4 @@ pub mod healthcheckv2;
 pub mod k8s_leader_elector;
 pub mod oauth2client;
 pub mod oidc;
+pub mod zpages;

@@ -279,7 +279,11 @@ impl Running {
     async fn start_extensions(&mut self, v: &mut Validated) -> Result<(), BuildError> {
         for rf in &v.config.service_extensions {
             if let Some(cfg) = v.extensions.remove(&rf.id) {
-                let running = cfg.start(ctx(&rf.id, &self.base)).await?;
+                let c = ctx(&rf.id, &self.base);
+                let health = c.health.clone();
+                let running = cfg.start(c).await?;
+                // Started: listed as running (zpages' extensionz, healthcheckv2's report).
+                health.extension_started(&rf.id.to_string());
                 self.extensions.push((rf.id.clone(), running));
             }
         }
