@@ -611,8 +611,6 @@ fn replacement_of(e: &Edit<'_>, r: usize, f: usize, fmt: usize) -> Result<String
     Ok(out)
 }
 
-/// Every match of `re` in `text` replaced by `template` (`$1`, `${name}`), each through the
-/// converter `f` and the `format` when given; `None` when nothing matched.
 /// The common case of `replace_pattern` on an attribute: a template without `$` references and
 /// one match (an anchored pattern, say). The match is spliced into the string where it lies:
 /// no new string, and the old one's capacity reused. True when it is done (nothing matched
@@ -633,6 +631,8 @@ fn replace_once_in_place(re: &regex::Regex, s: &mut String, template: &str) -> b
     true
 }
 
+/// Every match of `re` in `text` replaced by `template` (`$1`, `${name}`), each through the
+/// converter `f` and the `format` when given; `None` when nothing matched.
 fn replace_regex(
     re: &regex::Regex,
     text: &str,

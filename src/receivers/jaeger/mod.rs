@@ -126,7 +126,7 @@ pub struct UdpConfig {
     pub queue_size: usize,
     /// Largest datagram read, bytes. Default 65000.
     pub max_packet_size: usize,
-    /// Tasks handing datagrams to the pipeline. Default 10.
+    /// Datagrams handed to the pipeline at once. Default 10.
     pub workers: usize,
     /// The socket's receive buffer (`SO_RCVBUF`), bytes; 0 = the system's. Default 0.
     pub socket_buffer_size: usize,
@@ -424,21 +424,29 @@ fn spawn_udp(
             transport: transport.into(),
         })
         .clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(cfg.queue_size);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(cfg.queue_size);
+    // At most `workers` batches in the pipeline at once; the rest wait in the queue.
+    let workers = Arc::new(tokio::sync::Semaphore::new(cfg.workers));
     let mut tasks = Vec::new();
-    for _ in 0..cfg.workers {
-        let (rx, out) = (rx.clone(), out.clone());
+    {
+        let out = out.clone();
         tasks.push(tokio::spawn(async move {
-            loop {
-                // The lock is held only while waiting for the next datagram, not while the
-                // pipeline takes it.
-                let next = rx.lock().await.recv().await;
-                let Some(batch) = next else { break };
-                if let Err(e) = out.push(batch, Default::default()).await {
-                    tracing::debug!(error = %e, "jaeger datagram refused downstream");
-                }
+            let mut running = tokio::task::JoinSet::new();
+            while let Some(batch) = rx.recv().await {
+                let Ok(permit) = workers.clone().acquire_owned().await else {
+                    break;
+                };
+                let out = out.clone();
+                running.spawn(async move {
+                    if let Err(e) = out.push(batch, Default::default()).await {
+                        tracing::debug!(error = %e, "jaeger datagram refused downstream");
+                    }
+                    drop(permit);
+                });
+                // Reap the finished ones as we go.
+                while running.try_join_next().is_some() {}
             }
+            while running.join_next().await.is_some() {}
         }));
     }
     let max = cfg.max_packet_size;
@@ -470,7 +478,7 @@ fn spawn_udp(
                 tracing::debug!(receiver = %id, spans, "jaeger datagram dropped: queue_size datagrams wait for the pipeline");
             }
         }
-        // Dropping `tx` lets the workers finish what is queued and stop.
+        // Dropping `tx` lets the dispatcher hand on what is queued, wait for it, and stop.
     }));
     tasks
 }
