@@ -186,6 +186,7 @@ impl ApiSource {
 pub mod filelog;
 pub mod fluentforward;
 pub mod hostmetrics;
+pub(crate) mod http_answer;
 pub mod jaeger;
 pub mod journald;
 pub mod k8s_cluster;

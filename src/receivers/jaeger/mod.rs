@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use crate::component::{
@@ -32,6 +32,7 @@ use crate::net::compression::{self, DecodeError};
 use crate::net::tls::ServerTlsConfig;
 use crate::proto::jaeger as j;
 use crate::receivers::Output;
+use crate::receivers::http_answer::{busy, text};
 use crate::signal::{Batch, Signal};
 use crate::thrift::Protocol;
 
@@ -292,15 +293,6 @@ struct HttpHandler {
     include_metadata: bool,
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        msg.into(),
-    )
-        .into_response()
-}
-
 async fn post_traces(
     State(h): State<Arc<HttpHandler>>,
     peer: Option<axum::Extension<crate::net::server::PeerAddr>>,
@@ -346,12 +338,7 @@ async fn post_traces(
             Err(e @ DecodeError::TooLarge(_)) => {
                 return text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
             }
-            Err(DecodeError::Busy(e)) => {
-                let mut r = text(StatusCode::TOO_MANY_REQUESTS, e.to_string());
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
-                return r;
-            }
+            Err(DecodeError::Busy(e)) => return busy(e.to_string()),
             Err(e @ DecodeError::Unsupported(_)) => {
                 return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
             }
@@ -385,21 +372,7 @@ async fn post_traces(
     drop(raw);
     let pushed = h.out.push(batch_of(batch), client).await;
     drop(reservation);
-    match pushed {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(ConsumeError::Retryable {
-            reason,
-            retry_after,
-            ..
-        }) => {
-            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, reason);
-            let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            r
-        }
-        Err(ConsumeError::Permanent(reason)) => text(StatusCode::BAD_REQUEST, reason),
-    }
+    crate::receivers::http_answer::pushed(pushed)
 }
 
 // ---- Thrift over UDP ----------------------------------------------------------------------

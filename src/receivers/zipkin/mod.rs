@@ -16,18 +16,18 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::Response;
 use serde::Deserialize;
 
 use crate::component::{
-    BoxFuture, BuildError, ConsumeError, Context, Factory, Lifecycle, ReceiverConfig,
-    SignalConsumers, Stability,
+    BoxFuture, BuildError, Context, Factory, Lifecycle, ReceiverConfig, SignalConsumers, Stability,
 };
 use crate::config::{DeError, Node, from_node, key_err};
 use crate::net::compression::{self, DecodeError};
 use crate::net::tls::ServerTlsConfig;
 use crate::receivers::Output;
+use crate::receivers::http_answer::{busy, text};
 use crate::signal::{Batch, Signal};
 
 pub use model::{FormatError, ZSpan};
@@ -151,22 +151,6 @@ pub fn read(format: Format, body: &[u8]) -> Result<Vec<ZSpan>, FormatError> {
     }
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        msg.into(),
-    )
-        .into_response()
-}
-
-fn busy(msg: String) -> Response {
-    let mut r = text(StatusCode::TOO_MANY_REQUESTS, msg);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(1));
-    r
-}
-
 /// Decoded spans take about four times their bytes on the wire (JSON a little less, Thrift
 /// and protobuf a little more): reserved before decoding.
 const DECODED_PER_BYTE: u64 = 4;
@@ -236,21 +220,7 @@ async fn handle(
     };
     let pushed = h.out.push(Batch::Traces(spans), client).await;
     drop(reservation);
-    match pushed {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(ConsumeError::Retryable {
-            reason,
-            retry_after,
-            ..
-        }) => {
-            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, reason);
-            let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            r
-        }
-        Err(ConsumeError::Permanent(reason)) => text(StatusCode::BAD_REQUEST, reason),
-    }
+    crate::receivers::http_answer::pushed(pushed)
 }
 
 impl ReceiverConfig for Config {
@@ -324,7 +294,10 @@ mod tests {
     fn path_and_content_type_choose_the_format() {
         let h = |ct: &str| {
             let mut m = HeaderMap::new();
-            m.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            m.insert(
+                header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_str(ct).unwrap(),
+            );
             m
         };
         assert_eq!(
