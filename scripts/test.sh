@@ -64,4 +64,13 @@ if [ ! -x /lib/systemd/systemd-journal-remote ]; then
   fi
 fi
 
+# pprof-format (npm), Datadog's pure-JavaScript pprof decoder: an independent reader of the CPU
+# profiles the pprof extension writes (tests/pprof.rs).
+need node nodejs
+need npm npm
+if [ ! -f .npm-test/node_modules/pprof-format/package.json ]; then
+  npm install --silent --no-audit --no-fund --prefix .npm-test pprof-format@2.3.2 >/dev/null \
+    || echo "warning: pprof-format could not be installed; tests/pprof.rs will fail" >&2
+fi
+
 cargo test --all-targets "$@"

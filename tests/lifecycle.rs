@@ -73,6 +73,8 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         (Kind::Exporter, "otlp_http") => format!("{{endpoint: 'http://127.0.0.1:{port}'}}"),
         (Kind::Exporter, "debug" | "nop") => "{}".into(),
         (Kind::Receiver, "nop") => "{}".into(),
+        (Kind::Exporter, "file") => format!("{{path: '{dir}/file-exporter.json'}}"),
+        (Kind::Receiver, "otlpjsonfile") => format!("{{include: ['{dir}/*.json']}}"),
         // No journal there: journalctl fails, is retried, and the receiver stops all the same.
         (Kind::Receiver, "journald") => format!("{{directory: '{dir}/no-journal'}}"),
         (Kind::Exporter, "loki") => {
@@ -89,6 +91,7 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
             "{{protocol: {{otlp: {{tls: {{insecure: true}}}}}}, resolver: {{static: {{hostnames: ['127.0.0.1:{port}']}}}}}}"
         ),
         (Kind::Extension, "zpages") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
+        (Kind::Extension, "pprof") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
         (Kind::Extension, "file_storage") => format!("{{directory: '{dir}'}}"),
         (Kind::Extension, "basicauth") => "{htpasswd: {inline: 'u:p'}}".into(),
         (Kind::Extension, "bearertokenauth") => "{token: t}".into(),

@@ -1,4 +1,5 @@
 pub mod debug;
+pub mod file;
 pub mod helper;
 pub mod jaeger;
 pub mod load_balancing;

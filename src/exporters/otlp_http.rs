@@ -191,7 +191,7 @@ impl HttpSender {
         let raw = match self.encoding {
             Encoding::Proto => raw,
             Encoding::Json => Bytes::from(
-                json_body(Batch::Encoded(crate::signal::Encoded::new(
+                crate::signal::json::from_batch(Batch::Encoded(crate::signal::Encoded::new(
                     signal, raw, items,
                 )))
                 .map_err(|e| SendError::Permanent(format!("JSON encoding failed: {e}")))?,
@@ -231,20 +231,6 @@ impl HttpSender {
             })
             .collect()
     }
-}
-
-fn json_body(batch: Batch) -> Result<Vec<u8>, String> {
-    use opentelemetry_proto::tonic::collector::{logs::v1 as l, metrics::v1 as m, trace::v1 as t};
-    let batch = batch.into_decoded().map_err(|e| e.to_string())?;
-    let json = match batch {
-        Batch::Traces(v) => serde_json::to_vec(&t::ExportTraceServiceRequest { resource_spans: v }),
-        Batch::Metrics(v) => serde_json::to_vec(&m::ExportMetricsServiceRequest {
-            resource_metrics: v,
-        }),
-        Batch::Logs(v) => serde_json::to_vec(&l::ExportLogsServiceRequest { resource_logs: v }),
-        Batch::Encoded(_) => return Err("the batch could not be decoded".into()),
-    };
-    json.map_err(|e| e.to_string())
 }
 
 /// Seconds in a `Retry-After` header (the HTTP-date form is rare from OTLP receivers).

@@ -7,4 +7,5 @@ pub mod healthcheckv2;
 pub mod k8s_leader_elector;
 pub mod oauth2client;
 pub mod oidc;
+pub mod pprof;
 pub mod zpages;

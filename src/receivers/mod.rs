@@ -194,6 +194,7 @@ pub mod k8s_events;
 pub mod k8sobjects;
 pub mod kubeletstats;
 pub mod nop;
+pub mod otlpjsonfile;
 pub mod prometheus;
 pub mod syslog;
 pub mod zipkin;

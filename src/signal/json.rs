@@ -49,6 +49,23 @@ fn path_suffix(p: &str) -> String {
     }
 }
 
+/// A batch as the OTLP/JSON export request holding it (serde over the prost structs, which
+/// write ids in hex and fields in lowerCamelCase as OTLP/JSON wants). Profiles are not written.
+pub fn from_batch(batch: super::Batch) -> Result<Vec<u8>, String> {
+    use super::Batch;
+    use opentelemetry_proto::tonic::collector::{logs::v1 as l, metrics::v1 as m, trace::v1 as t};
+    let batch = batch.into_decoded().map_err(|e| e.to_string())?;
+    let json = match batch {
+        Batch::Traces(v) => serde_json::to_vec(&t::ExportTraceServiceRequest { resource_spans: v }),
+        Batch::Metrics(v) => serde_json::to_vec(&m::ExportMetricsServiceRequest {
+            resource_metrics: v,
+        }),
+        Batch::Logs(v) => serde_json::to_vec(&l::ExportLogsServiceRequest { resource_logs: v }),
+        Batch::Encoded(e) => return Err(format!("{} cannot be written as JSON", e.signal())),
+    };
+    json.map_err(|e| e.to_string())
+}
+
 /// Transcodes an `Export{Trace,Metrics,Logs}ServiceRequest` in OTLP/JSON. Blank input is an
 /// empty request.
 pub fn to_protobuf(signal: Signal, json: &[u8]) -> Result<Vec<u8>, JsonError> {

@@ -6,7 +6,7 @@ mod grpc;
 mod http;
 
 use admit::Entry;
-pub(crate) use admit::{admit_json, admit_protobuf};
+pub(crate) use admit::{Refused, admit_json, admit_protobuf};
 pub use config::*;
 
 use std::sync::Arc;
