@@ -453,8 +453,65 @@ fn k8s_env() {
     }
 }
 
+/// Discards what it takes.
+struct Discard;
+impl Consumer for Discard {
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, ConsumeResult> {
+        drop(batch);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What a tap point costs a batch: no `tap` extension (no wrapper at all), the extension on and
+/// nobody tapping (the wrapper's atomic load), and one tap attached (a clone of the batch into
+/// its queue, drained outside the timing). The batch is an encoded 1000-span request, so the
+/// batch's own cost is small and the wrapper's shows.
+fn bench_tap(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let bytes = bytes::Bytes::from(
+        ExportTraceServiceRequest {
+            resource_spans: spans(),
+        }
+        .encode_to_vec(),
+    );
+    let batch = Batch::Encoded(ferrotel::signal::Encoded::new(Signal::Traces, bytes, 1000));
+    let off = ferrotel::tap::Taps::default();
+    let on = ferrotel::tap::Taps::default();
+    on.enable();
+    let direct =
+        ferrotel::pipeline::tapped::wrap(&off, "traces", "processor:batch", Arc::new(Discard));
+    let idle =
+        ferrotel::pipeline::tapped::wrap(&on, "traces", "processor:batch", Arc::new(Discard));
+    let mut g = c.benchmark_group("tap");
+    g.throughput(Throughput::Elements(1));
+    for (name, consumer) in [("no_extension", &direct), ("enabled_idle", &idle)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || batch.clone(),
+                |batch| rt.block_on(consumer.consume(batch)).unwrap(),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    let mut sub = on.subscribe("traces", "processor:batch").unwrap();
+    g.bench_function("one_tap_attached", |b| {
+        b.iter_batched(
+            || {
+                while sub.rx.try_recv().is_ok() {}
+                batch.clone()
+            },
+            |batch| rt.block_on(idle.consume(batch)).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 fn all(c: &mut Criterion) {
     k8s_env();
+    bench_tap(c);
     benches(c);
     bench_k8sattributes(c);
 }

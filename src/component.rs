@@ -206,6 +206,8 @@ pub struct Context {
     /// For a processor: an exporter of its pipeline persists what it takes before it answers
     /// (see [`Consumer::durable`]), so a processor that buffers answers only once that is done.
     pub durable: bool,
+    /// The live tap points (`ferrotel tap`), enabled by the `tap` extension.
+    pub taps: Arc<crate::tap::Taps>,
 }
 
 impl Context {
@@ -224,6 +226,7 @@ impl Context {
             memory: crate::admission::Budget::new(),
             signals: crate::signal::ALL_SIGNALS.to_vec(),
             durable: false,
+            taps: Default::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod selfexport;
 pub mod signal;
 pub mod stanza;
 pub mod storage;
+pub mod tap;
 pub mod telemetry;
 pub mod text;
 pub mod thrift;

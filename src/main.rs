@@ -1,5 +1,5 @@
 //! `ferrotel` command line: run (SIGHUP reloads), validate, print-config, components,
-//! featuregate.
+//! featuregate, tap.
 
 use std::process::ExitCode;
 
@@ -64,9 +64,63 @@ enum Command {
         /// Show one gate only.
         id: Option<String>,
     },
+    /// Print a sample of what flows through a running collector at a point of a pipeline, in
+    /// the debug exporter's format (the collector's config must list the `tap` extension).
+    Tap {
+        /// The pipeline: `traces`, `logs/name`, ...
+        #[arg(long)]
+        pipeline: String,
+        /// A component of the pipeline (`batch`, `otlp`, or `exporter:otlp` when a name is
+        /// ambiguous); without it, what the pipeline's receivers put in.
+        #[arg(long)]
+        component: Option<String>,
+        /// Stop after at least this many spans, data points or log records (whole batches).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// The `tap` extension's endpoint: a loopback `host:port` or `unix:///path`.
+        #[arg(long, default_value = "localhost:55690")]
+        endpoint: String,
+        /// `basic`, `normal` (default) or `detailed`.
+        #[arg(long, default_value = "normal", value_parser = ["basic", "normal", "detailed"])]
+        verbosity: String,
+    },
 }
 
 type LogReload = ferrotel::logs::SetLevel;
+
+fn tap(
+    pipeline: &str,
+    component: Option<String>,
+    limit: u64,
+    endpoint: &str,
+    verbosity: &str,
+) -> ExitCode {
+    use ferrotel::signal::text::Verbosity;
+    let endpoint = match ferrotel::tap::Endpoint::parse(endpoint) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let req = ferrotel::tap::Request {
+        pipeline: pipeline.to_string(),
+        component,
+        limit,
+        verbosity: match verbosity {
+            "basic" => Verbosity::Basic,
+            "detailed" => Verbosity::Detailed,
+            _ => Verbosity::Normal,
+        },
+    };
+    match ferrotel::tap::run_client(&endpoint, &req, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Logs for the commands that only read a config: warnings and errors on stderr.
 fn init_tool_logs(cli_level: Option<&str>) {
@@ -125,6 +179,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Featuregate { id }) => return featuregates(id.as_deref()),
+        Some(Command::Tap {
+            pipeline,
+            component,
+            limit,
+            endpoint,
+            verbosity,
+        }) => return tap(pipeline, component.clone(), *limit, endpoint, verbosity),
         _ => {}
     }
     let sources = match sources(&cli) {

@@ -59,6 +59,7 @@ pub static FACTORIES: &[Factory] = &[
     crate::extensions::oidc::FACTORY,
     crate::extensions::zpages::FACTORY,
     crate::extensions::pprof::FACTORY,
+    crate::extensions::tap::FACTORY,
     crate::connectors::forward::FACTORY,
     crate::connectors::count::FACTORY,
     crate::connectors::routing::FACTORY,

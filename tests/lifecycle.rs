@@ -92,6 +92,7 @@ fn minimal(kind: Kind, name: &str, dir: &str) -> Option<String> {
         ),
         (Kind::Extension, "zpages") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
         (Kind::Extension, "pprof") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
+        (Kind::Extension, "tap") => format!("{{endpoint: '127.0.0.1:{port}'}}"),
         (Kind::Extension, "file_storage") => format!("{{directory: '{dir}'}}"),
         (Kind::Extension, "basicauth") => "{htpasswd: {inline: 'u:p'}}".into(),
         (Kind::Extension, "bearertokenauth") => "{token: t}".into(),

@@ -8,4 +8,5 @@ pub mod k8s_leader_elector;
 pub mod oauth2client;
 pub mod oidc;
 pub mod pprof;
+pub mod tap;
 pub mod zpages;

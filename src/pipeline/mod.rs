@@ -6,6 +6,7 @@
 
 mod run;
 mod switch;
+pub mod tapped;
 mod validate;
 
 pub use run::{ReloadSummary, Running, start, test_context};

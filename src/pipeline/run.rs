@@ -147,6 +147,7 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
         storage: Default::default(),
         auth: Default::default(),
         leaders: Default::default(),
+        taps: Default::default(),
         pipeline: String::new(),
         memory: crate::admission::Budget::new(),
         signals: Vec::new(),
@@ -418,11 +419,18 @@ impl Running {
                 sum.pipelines_kept += 1;
                 continue;
             }
+            let taps = self.base.taps.clone();
+            let pid = p.id().to_string();
             let mut outs: Vec<DynConsumer> = Vec::new();
             let mut connectors = Vec::new();
             for e in &p.exporters {
                 if let Some(x) = exporters.get(&e.id) {
-                    outs.push(x.clone() as DynConsumer);
+                    outs.push(super::tapped::wrap(
+                        &taps,
+                        &pid,
+                        &format!("exporter:{}", e.id),
+                        x.clone() as DynConsumer,
+                    ));
                     continue;
                 }
                 let Some(cfg) = v.connectors.get(&e.id) else {
@@ -445,7 +453,12 @@ impl Running {
                         })
                         .map(|q| Downstream {
                             pipeline: q.def.id().to_string(),
-                            head: q.head.clone(),
+                            head: super::tapped::wrap(
+                                &taps,
+                                &q.def.id().to_string(),
+                                &format!("connector:{}", e.id),
+                                q.head.clone(),
+                            ),
                         })
                         .collect();
                     if next.is_empty() {
@@ -454,7 +467,12 @@ impl Running {
                     let mut cctx = ctx(&e.id, &self.base);
                     cctx.pipeline = p.id().to_string();
                     let c = cfg.build(cctx, p.signal, to, next)?;
-                    outs.push(c.clone() as DynConsumer);
+                    outs.push(super::tapped::wrap(
+                        &taps,
+                        &pid,
+                        &format!("connector:{}", e.id),
+                        c.clone() as DynConsumer,
+                    ));
                     connectors.push((e.id.clone(), c));
                 }
             }
@@ -468,7 +486,11 @@ impl Running {
                 let mut pctx = ctx(&pr.id, &self.base);
                 pctx.pipeline = p.id().to_string();
                 pctx.durable = durable;
-                let proc = cfg.build(pctx, p.signal, next)?;
+                let proc = cfg.build(
+                    pctx,
+                    p.signal,
+                    super::tapped::wrap(&taps, &pid, &format!("processor:{}", pr.id), next),
+                )?;
                 next = proc.clone();
                 procs.push(proc);
             }
@@ -476,7 +498,7 @@ impl Running {
             self.parts.pipelines.push(PipelineRun {
                 def: p.clone(),
                 procs,
-                head: next,
+                head: super::tapped::wrap(&taps, &pid, crate::tap::INPUT, next),
                 connectors,
                 rank,
             });
@@ -492,6 +514,7 @@ impl Running {
             .collect();
         receiver_ids.sort();
         receiver_ids.dedup();
+        let taps = self.base.taps.clone();
         let heads_of = |id: &ComponentId| -> [Option<DynConsumer>; crate::signal::Signal::COUNT] {
             Signal::EVERY.map(|s| {
                 let cs: Vec<DynConsumer> = self
@@ -499,7 +522,14 @@ impl Running {
                     .pipelines
                     .iter()
                     .filter(|p| p.def.signal == s && p.def.receivers.iter().any(|r| r.id == *id))
-                    .map(|p| p.head.clone())
+                    .map(|p| {
+                        super::tapped::wrap(
+                            &taps,
+                            &p.def.id().to_string(),
+                            &format!("receiver:{id}"),
+                            p.head.clone(),
+                        )
+                    })
                     .collect();
                 (!cs.is_empty()).then(|| FanOut::build(cs))
             })

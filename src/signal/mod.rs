@@ -8,6 +8,7 @@ pub mod json;
 pub mod response;
 pub mod split;
 pub mod stream;
+pub mod text;
 pub mod value;
 pub mod wire;
 mod wire_schema;

@@ -1,6 +1,5 @@
 //! `debug` exporter (alias `logging`, deprecated): writes what it receives to stderr.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,17 +15,7 @@ use crate::component::{
 use crate::config::{DeError, Node, from_node, units};
 use crate::signal::Batch;
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Verbosity {
-    /// One summary line per batch (default).
-    #[default]
-    Basic,
-    /// One line per span, data point or log record.
-    Normal,
-    /// Every field.
-    Detailed,
-}
+pub use crate::signal::text::{Verbosity, render};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -196,53 +185,6 @@ impl DebugSender {
         let n = self.count.fetch_add(1, Ordering::Relaxed);
         n < self.initial || (n - self.initial).is_multiple_of(self.thereafter)
     }
-}
-
-mod text;
-
-/// Renders a batch at the given verbosity, as the Collector's debug exporter does: `basic` one
-/// summary line, `normal` and `detailed` that line followed by the marshalers' text.
-pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
-    if batch.is_encoded() {
-        return match batch.clone().into_decoded() {
-            Ok(d) => render(&d, verbosity),
-            Err(e) => format!("undecodable batch: {e}\n"),
-        };
-    }
-    let mut out = String::new();
-    let n = batch.item_count();
-    let _ = match batch {
-        Batch::Traces(v) => writeln!(
-            out,
-            "Traces\t{{\"resource spans\": {}, \"spans\": {n}}}",
-            v.len()
-        ),
-        Batch::Metrics(v) => writeln!(
-            out,
-            "Metrics\t{{\"resource metrics\": {}, \"metrics\": {}, \"data points\": {n}}}",
-            v.len(),
-            v.iter()
-                .flat_map(|r| &r.scope_metrics)
-                .map(|s| s.metrics.len())
-                .sum::<usize>()
-        ),
-        Batch::Logs(v) => writeln!(
-            out,
-            "Logs\t{{\"resource logs\": {}, \"log records\": {n}}}",
-            v.len()
-        ),
-        Batch::Encoded(_) => Ok(()),
-    };
-    out.push_str(&match (verbosity, batch) {
-        (Verbosity::Basic, _) | (_, Batch::Encoded(_)) => String::new(),
-        (Verbosity::Normal, Batch::Traces(v)) => text::normal_traces(v),
-        (Verbosity::Normal, Batch::Metrics(v)) => text::normal_metrics(v),
-        (Verbosity::Normal, Batch::Logs(v)) => text::normal_logs(v),
-        (Verbosity::Detailed, Batch::Traces(v)) => text::detailed_traces(v),
-        (Verbosity::Detailed, Batch::Metrics(v)) => text::detailed_metrics(v),
-        (Verbosity::Detailed, Batch::Logs(v)) => text::detailed_logs(v),
-    });
-    out
 }
 
 impl Sender for DebugSender {

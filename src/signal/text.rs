@@ -1,4 +1,4 @@
-//! The `debug` exporter's text, as the Collector's debug exporter writes it (its
+//! The `debug` exporter's text (also what `ferrotel tap` prints), as the Collector's debug exporter writes it (its
 //! `internal/normal` and `internal/otlptext` marshalers): `normal` is a line per resource and
 //! scope and one per span, data point or log record; `detailed` is the full OTLP layout
 //! (`ResourceSpans #0`, `    Trace ID       : <hex>`, `     -> key: Str(value)`). Every name,
@@ -14,7 +14,69 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use crate::signal::value::text as as_string;
+use serde::Deserialize;
+
+use crate::signal::Batch;
 use crate::text::escape_control as esc;
+
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Verbosity {
+    /// One summary line per batch (default).
+    #[default]
+    Basic,
+    /// One line per span, data point or log record.
+    Normal,
+    /// Every field.
+    Detailed,
+}
+
+/// Renders a batch at the given verbosity, as the Collector's debug exporter does: `basic` one
+/// summary line, `normal` and `detailed` that line followed by the marshalers' text.
+pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
+    if batch.is_encoded() {
+        return match batch.clone().into_decoded() {
+            Ok(d) => render(&d, verbosity),
+            Err(e) => format!("undecodable batch: {e}\n"),
+        };
+    }
+    let mut out = String::new();
+    let n = batch.item_count();
+    let _ = match batch {
+        Batch::Traces(v) => writeln!(
+            out,
+            "Traces\t{{\"resource spans\": {}, \"spans\": {n}}}",
+            v.len()
+        ),
+        Batch::Metrics(v) => writeln!(
+            out,
+            "Metrics\t{{\"resource metrics\": {}, \"metrics\": {}, \"data points\": {n}}}",
+            v.len(),
+            v.iter()
+                .flat_map(|r| &r.scope_metrics)
+                .map(|s| s.metrics.len())
+                .sum::<usize>()
+        ),
+        Batch::Logs(v) => writeln!(
+            out,
+            "Logs\t{{\"resource logs\": {}, \"log records\": {n}}}",
+            v.len()
+        ),
+        Batch::Encoded(_) => Ok(()),
+    };
+    out.push_str(&match (verbosity, batch) {
+        (Verbosity::Basic, _) | (_, Batch::Encoded(_)) => String::new(),
+        (Verbosity::Normal, Batch::Traces(v)) => normal_traces(v),
+        (Verbosity::Normal, Batch::Metrics(v)) => normal_metrics(v),
+        (Verbosity::Normal, Batch::Logs(v)) => normal_logs(v),
+        (Verbosity::Detailed, Batch::Traces(v)) => detailed_traces(v),
+        (Verbosity::Detailed, Batch::Metrics(v)) => detailed_metrics(v),
+        (Verbosity::Detailed, Batch::Logs(v)) => detailed_logs(v),
+    });
+    out
+}
 
 /// pcommon's `Value.AsString`, escaped.
 fn plain(v: &Option<AnyValue>) -> String {
