@@ -15,6 +15,12 @@
 //!
 //! Without a `memory_limiter` in the config there is no budget: only the per-request limit of
 //! each receiver applies.
+//!
+//! Apart from that, and on by default, what the exporters' in-memory sending queues hold is
+//! bounded in bytes for the whole process (`service.queue_memory_limit_mib`, default
+//! [`DEFAULT_QUEUE_MEMORY_MIB`]): a queue of 1000 requests is 1000 requests of any size, so a
+//! slow backend would otherwise grow the process by whatever the clients send. Beyond it a
+//! queue refuses with a retryable error, which travels back to the clients.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +64,14 @@ pub struct Budget {
     measured_at: AtomicU64,
     epoch: Instant,
     measure: fn() -> u64,
+    /// The most bytes the in-memory sending queues hold together; `u64::MAX`: no bound.
+    queue_limit: AtomicU64,
+    /// Bytes they hold now (protobuf size of the queued requests).
+    queued: AtomicU64,
 }
+
+/// The default bound of what all in-memory sending queues hold together, in MiB.
+pub const DEFAULT_QUEUE_MEMORY_MIB: u64 = 32;
 
 /// Measurements made on demand are at least this far apart.
 const REMEASURE_EVERY: Duration = Duration::from_millis(5);
@@ -122,6 +135,42 @@ impl Budget {
             measured_at: AtomicU64::new(0),
             epoch: Instant::now(),
             measure,
+            queue_limit: AtomicU64::new(DEFAULT_QUEUE_MEMORY_MIB << 20),
+            queued: AtomicU64::new(0),
+        })
+    }
+
+    /// `service.queue_memory_limit_mib`: 0 lifts the bound.
+    pub fn set_queue_limit(&self, bytes: u64) {
+        let bytes = if bytes == 0 { u64::MAX } else { bytes };
+        self.queue_limit.store(bytes, Ordering::Release);
+    }
+
+    pub fn queue_limit(&self) -> u64 {
+        self.queue_limit.load(Ordering::Acquire)
+    }
+
+    /// Bytes the in-memory sending queues hold now.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Takes `bytes` for a request entering a sending queue, or says how much is held when they
+    /// do not fit. While nothing is held any request fits, so one larger than the whole bound
+    /// is still delivered rather than refused forever.
+    pub fn hold_queued(self: &Arc<Self>, bytes: u64) -> Result<Held, QueueFull> {
+        let limit = self.queue_limit.load(Ordering::Acquire);
+        let before = self.queued.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before.saturating_add(bytes) > limit {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(QueueFull {
+                held: before,
+                limit,
+            });
+        }
+        Ok(Held {
+            budget: Some(self.clone()),
+            bytes,
         })
     }
 
@@ -246,6 +295,55 @@ impl Drop for Reservation {
     }
 }
 
+/// The in-memory sending queues hold their bound already.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the sending queues hold {} MiB, their bound (service.queue_memory_limit_mib) is {} MiB; retry later",
+    mib(*.held), mib(*.limit)
+)]
+pub struct QueueFull {
+    pub held: u64,
+    pub limit: u64,
+}
+
+/// Bytes a queued request holds of the queues' bound; given back when dropped (sent, dropped,
+/// or the queue discarded).
+#[derive(Default)]
+pub struct Held {
+    budget: Option<Arc<Budget>>,
+    bytes: u64,
+}
+
+impl Held {
+    /// Nothing held (a request outside any in-memory queue).
+    pub fn none() -> Held {
+        Held::default()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Moves `bytes` (at most all) of this hold into a new one: a request encoded in parts
+    /// hands each part its share.
+    pub fn split_off(&mut self, bytes: u64) -> Held {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Held {
+            budget: self.budget.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(b) = self.budget.as_ref().filter(|_| self.bytes > 0) {
+            b.queued.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +423,32 @@ mod tests {
         b.sampled(50 * MIB);
         assert!(b.reserve(50 * MIB).is_ok());
         assert!(matches!(b.reserve(51 * MIB), Err(Refusal::Busy { .. })));
+    }
+
+    #[test]
+    fn the_queues_hold_at_most_their_bound_and_give_it_back_when_dropped() {
+        let b = Budget::with_measure(fake_a);
+        assert_eq!(b.queue_limit(), DEFAULT_QUEUE_MEMORY_MIB * MIB);
+        b.set_queue_limit(10 * MIB);
+        // Nothing held: even a request larger than the bound is taken.
+        let big = b.hold_queued(12 * MIB).unwrap();
+        let e = b.hold_queued(1).err().unwrap();
+        assert_eq!(e.held, 12 * MIB);
+        assert!(e.to_string().contains("retry later"), "{e}");
+        drop(big);
+        assert_eq!(b.queued_bytes(), 0);
+        let mut a = b.hold_queued(6 * MIB).unwrap();
+        assert!(b.hold_queued(5 * MIB).is_err(), "6 + 5 > 10");
+        let part = a.split_off(2 * MIB);
+        assert_eq!((a.bytes(), part.bytes()), (4 * MIB, 2 * MIB));
+        drop(a);
+        assert_eq!(b.queued_bytes(), 2 * MIB, "the part still holds its share");
+        let c = b.hold_queued(8 * MIB).unwrap();
+        drop((part, c));
+        assert_eq!(b.queued_bytes(), 0);
+        // 0 lifts the bound.
+        b.set_queue_limit(0);
+        let _x = b.hold_queued(u64::MAX / 4).unwrap();
+        assert!(b.hold_queued(u64::MAX / 4).is_ok());
     }
 }

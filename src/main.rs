@@ -290,6 +290,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// `mi_option_arena_eager_commit` in mimalloc v2's `mi_option_t` (not exported by the crate).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// mimalloc commits its arenas up front on an overcommitting kernel (its default), and with
+/// transparent huge pages they are resident in 2 MiB pieces: 5 MiB of an idle collector.
+/// Committed on use instead, idle RSS is what is used. This must run before the first
+/// allocation creates an arena, so it is a constructor that runs before the default-priority
+/// ones (mimalloc's own and the Rust runtime's).
+extern "C" fn lazy_arena_commit() {
+    // SAFETY: sets a number in mimalloc's option table; no pointers, no allocation.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
+
+#[used]
+#[unsafe(link_section = ".init_array.00101")]
+static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
+
 async fn run(
     sources: Sources,
     validated: ferrotel::pipeline::Validated,

@@ -189,7 +189,7 @@ fn unknown_top_level_and_service_keys() {
     );
     assert_error(
         &format!("{HEAD}{PIPE}  pipeline: {{}}\n"),
-        "cfg.yaml:13:3: service: `pipeline`: unknown key; expected extensions, pipelines, telemetry or shutdown_timeout",
+        "cfg.yaml:13:3: service: `pipeline`: unknown key; expected extensions, pipelines, telemetry, shutdown_timeout or queue_memory_limit_mib",
     );
 }
 

@@ -18,6 +18,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -25,6 +31,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
 use prost::Message;
@@ -45,8 +55,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Send spans to an OTLP endpoint.
+    /// Send spans, log records or metric data points to an OTLP endpoint.
     Send {
+        /// What to send: `traces` (spans), `logs` (records) or `metrics` (gauge data points);
+        /// `--spans-per-request` and `--attrs-per-span` count these items.
+        #[arg(long, default_value = "traces", value_parser = ["traces", "logs", "metrics"])]
+        signal: String,
         /// `host:port` for gRPC, `http://host:port` for HTTP.
         #[arg(long, default_value = "127.0.0.1:4317")]
         endpoint: String,
@@ -69,7 +83,7 @@ enum Cmd {
         #[arg(long)]
         progress: bool,
     },
-    /// A counting OTLP/gRPC traces endpoint; prints spans received per second.
+    /// A counting OTLP/gRPC endpoint; prints spans, log records and data points received.
     Sink {
         #[arg(long, default_value = "127.0.0.1:5317")]
         listen: String,
@@ -81,29 +95,10 @@ enum Cmd {
 }
 
 fn request(spans: usize, attrs: usize, seed: u64) -> ExportTraceServiceRequest {
-    let kv = |k: String, v: any_value::Value| KeyValue {
-        key: k,
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let now = now_nanos();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv(
-                        "service.name".into(),
-                        any_value::Value::StringValue("loadgen".into()),
-                    ),
-                    kv(
-                        "host.name".into(),
-                        any_value::Value::StringValue("bench".into()),
-                    ),
-                ],
-                ..Default::default()
-            }),
+            resource: Some(resource()),
             scope_spans: vec![ScopeSpans {
                 scope: Some(InstrumentationScope {
                     name: "ferrotel-loadgen".into(),
@@ -119,27 +114,128 @@ fn request(spans: usize, attrs: usize, seed: u64) -> ExportTraceServiceRequest {
                             kind: span::SpanKind::Server as i32,
                             start_time_unix_nano: now,
                             end_time_unix_nano: now + 1_000_000,
-                            attributes: (0..attrs)
-                                .map(|a| match a % 3 {
-                                    0 => kv(
-                                        format!("attr.str.{a}"),
-                                        any_value::Value::StringValue(format!(
-                                            "value-{a}-{}",
-                                            i % 7
-                                        )),
-                                    ),
-                                    1 => kv(
-                                        format!("attr.int.{a}"),
-                                        any_value::Value::IntValue((i * a as u64) as i64),
-                                    ),
-                                    _ => kv(
-                                        format!("attr.bool.{a}"),
-                                        any_value::Value::BoolValue(i % 2 == 0),
-                                    ),
-                                })
-                                .collect(),
+                            attributes: attributes(attrs, i),
                             ..Default::default()
                         }
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn attributes(n: usize, i: u64) -> Vec<KeyValue> {
+    (0..n)
+        .map(|a| {
+            let (key, value) = match a % 3 {
+                0 => (
+                    format!("attr.str.{a}"),
+                    any_value::Value::StringValue(format!("value-{a}-{}", i % 7)),
+                ),
+                1 => (
+                    format!("attr.int.{a}"),
+                    any_value::Value::IntValue((i * a as u64) as i64),
+                ),
+                _ => (
+                    format!("attr.bool.{a}"),
+                    any_value::Value::BoolValue(i.is_multiple_of(2)),
+                ),
+            };
+            KeyValue {
+                key,
+                value: Some(AnyValue { value: Some(value) }),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+fn resource() -> Resource {
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    Resource {
+        attributes: vec![kv("service.name", "loadgen"), kv("host.name", "bench")],
+        ..Default::default()
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `records` log records with a body and `attrs` attributes each.
+fn logs_request(records: usize, attrs: usize, seed: u64) -> ExportLogsServiceRequest {
+    let now = now_nanos();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(resource()),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "ferrotel-loadgen".into(),
+                    ..Default::default()
+                }),
+                log_records: (0..records as u64)
+                    .map(|i| LogRecord {
+                        time_unix_nano: now,
+                        observed_time_unix_nano: now,
+                        severity_number: 9,
+                        severity_text: "INFO".into(),
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!(
+                                "GET /api/v1/items/{} 200 {}ms request {seed}-{i}",
+                                i % 16,
+                                i % 97
+                            ))),
+                        }),
+                        attributes: attributes(attrs, i),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// `points` gauge data points, 10 per metric, with `attrs` attributes each.
+fn metrics_request(points: usize, attrs: usize, seed: u64) -> ExportMetricsServiceRequest {
+    let now = now_nanos();
+    let per_metric = 10;
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(resource()),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "ferrotel-loadgen".into(),
+                    ..Default::default()
+                }),
+                metrics: (0..points.div_ceil(per_metric))
+                    .map(|m| Metric {
+                        name: format!("loadgen.metric.{m}"),
+                        unit: "1".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: (0..per_metric.min(points - m * per_metric) as u64)
+                                .map(|i| NumberDataPoint {
+                                    time_unix_nano: now,
+                                    value: Some(number_data_point::Value::AsDouble(
+                                        (seed * 31 + i) as f64,
+                                    )),
+                                    attributes: attributes(attrs, i),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })),
+                        ..Default::default()
                     })
                     .collect(),
                 ..Default::default()
@@ -162,11 +258,15 @@ enum Outcome {
     Error(String),
 }
 
-async fn send_grpc(channel: &tonic::transport::Channel, body: &Bytes) -> Outcome {
+async fn send_grpc(
+    channel: &tonic::transport::Channel,
+    path: &'static str,
+    body: &Bytes,
+) -> Outcome {
     use ferrotel::exporters::otlp_grpc::{UnaryCall, unary};
     let no_headers = http::HeaderMap::new();
     let call = UnaryCall {
-        path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        path,
         payload: body.clone(),
         encoding: None,
         headers: &no_headers,
@@ -203,6 +303,7 @@ async fn send_http(client: &reqwest::Client, url: &str, body: &Bytes) -> Outcome
 
 #[allow(clippy::too_many_arguments)]
 async fn run_send(
+    signal: String,
     endpoint: String,
     protocol: String,
     rate: u64,
@@ -215,9 +316,29 @@ async fn run_send(
     // A few distinct requests, rotated, so ids differ between consecutive requests.
     let bodies: Arc<Vec<Bytes>> = Arc::new(
         (0..16)
-            .map(|s| Bytes::from(request(spans, attrs, s).encode_to_vec()))
+            .map(|s| {
+                Bytes::from(match signal.as_str() {
+                    "logs" => logs_request(spans, attrs, s).encode_to_vec(),
+                    "metrics" => metrics_request(spans, attrs, s).encode_to_vec(),
+                    _ => request(spans, attrs, s).encode_to_vec(),
+                })
+            })
             .collect(),
     );
+    let (grpc_path, http_path) = match signal.as_str() {
+        "logs" => (
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            "/v1/logs",
+        ),
+        "metrics" => (
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            "/v1/metrics",
+        ),
+        _ => (
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            "/v1/traces",
+        ),
+    };
     let stats = Arc::new(Stats::default());
     let end = Instant::now() + Duration::from_secs_f64(duration);
     let per_worker_interval = (rate > 0).then(|| {
@@ -248,7 +369,7 @@ async fn run_send(
                 None
             };
             let client = reqwest::Client::new();
-            let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+            let url = format!("{}{http_path}", endpoint.trim_end_matches('/'));
             let mut tick = per_worker_interval.map(|i| {
                 let mut t = tokio::time::interval_at(
                     tokio::time::Instant::now() + i.mul_f64(w as f64 / concurrency as f64),
@@ -266,7 +387,7 @@ async fn run_send(
                 let body = &bodies[i % bodies.len()];
                 i += 1;
                 let outcome = match &channel {
-                    Some(ch) => send_grpc(ch, body).await,
+                    Some(ch) => send_grpc(ch, grpc_path, body).await,
                     None => send_http(&client, &url, body).await,
                 };
                 match outcome {
@@ -348,7 +469,7 @@ impl TraceService for CountingSink {
 }
 
 /// Counts log records (the filelog and syslog benchmarks export logs).
-struct CountingLogSink(Arc<AtomicU64>);
+struct CountingLogSink(Arc<AtomicU64>, Duration);
 
 #[tonic::async_trait]
 impl LogsService for CountingLogSink {
@@ -363,16 +484,54 @@ impl LogsService for CountingLogSink {
             .flat_map(|r| &r.scope_logs)
             .map(|s| s.log_records.len())
             .sum();
+        if !self.1.is_zero() {
+            tokio::time::sleep(self.1).await;
+        }
         self.0.fetch_add(n as u64, Ordering::Relaxed);
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// Counts data points of every metric type.
+struct CountingMetricSink(Arc<AtomicU64>, Duration);
+
+#[tonic::async_trait]
+impl MetricsService for CountingMetricSink {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        use metric::Data;
+        let n: usize = req
+            .get_ref()
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| match &m.data {
+                Some(Data::Gauge(g)) => g.data_points.len(),
+                Some(Data::Sum(g)) => g.data_points.len(),
+                Some(Data::Histogram(g)) => g.data_points.len(),
+                Some(Data::ExponentialHistogram(g)) => g.data_points.len(),
+                Some(Data::Summary(g)) => g.data_points.len(),
+                None => 0,
+            })
+            .sum();
+        if !self.1.is_zero() {
+            tokio::time::sleep(self.1).await;
+        }
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
 
 async fn run_sink(listen: String, delay: Duration) -> anyhow::Result<()> {
     let count = Arc::new(AtomicU64::new(0));
     let logs = Arc::new(AtomicU64::new(0));
+    let points = Arc::new(AtomicU64::new(0));
     let c = count.clone();
     let l = logs.clone();
+    let p = points.clone();
     tokio::spawn(async move {
         let mut last = 0;
         let mut t = tokio::time::interval(Duration::from_secs(1));
@@ -381,9 +540,10 @@ async fn run_sink(listen: String, delay: Duration) -> anyhow::Result<()> {
             t.tick().await;
             let now = c.load(Ordering::Relaxed);
             println!(
-                "{{\"total_spans\": {now}, \"spans_last_second\": {}, \"total_logs\": {}}}",
+                "{{\"total_spans\": {now}, \"spans_last_second\": {}, \"total_logs\": {}, \"total_points\": {}}}",
                 now - last,
-                l.load(Ordering::Relaxed)
+                l.load(Ordering::Relaxed),
+                p.load(Ordering::Relaxed)
             );
             last = now;
         }
@@ -392,13 +552,18 @@ async fn run_sink(listen: String, delay: Duration) -> anyhow::Result<()> {
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .max_decoding_message_size(64 << 20);
-    let logs_svc = LogsServiceServer::new(CountingLogSink(logs))
+    let metrics_svc = MetricsServiceServer::new(CountingMetricSink(points, delay))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+        .max_decoding_message_size(64 << 20);
+    let logs_svc = LogsServiceServer::new(CountingLogSink(logs, delay))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .max_decoding_message_size(64 << 20);
     tonic::transport::Server::builder()
         .add_service(svc)
         .add_service(logs_svc)
+        .add_service(metrics_svc)
         .serve(listen.parse()?)
         .await?;
     Ok(())
@@ -411,6 +576,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Send {
+            signal,
             endpoint,
             protocol,
             rate,
@@ -420,6 +586,7 @@ fn main() -> anyhow::Result<()> {
             duration,
             progress,
         } => rt.block_on(run_send(
+            signal,
             endpoint,
             protocol,
             rate,

@@ -497,6 +497,10 @@ pub struct Config {
     pub pipelines: Vec<PipelineDef>,
     pub telemetry: TelemetryConfig,
     pub shutdown_timeout: Duration,
+    /// `service.queue_memory_limit_mib` (ferrotel's own): the most the exporters' in-memory
+    /// sending queues hold together, in MiB of protobuf; 0 = no bound. Default
+    /// [`crate::admission::DEFAULT_QUEUE_MEMORY_MIB`].
+    pub queue_memory_limit_mib: u64,
 }
 
 /// Reads and parses a config file. Structural errors are collected into `errors`; the returned
@@ -588,6 +592,7 @@ pub fn from_tree(root: Node, errors: &mut Errors) -> Option<Config> {
         pipelines: Vec::new(),
         telemetry: TelemetryConfig::default(),
         shutdown_timeout: Duration::from_secs(10),
+        queue_memory_limit_mib: crate::admission::DEFAULT_QUEUE_MEMORY_MIB,
     };
     match root.get("service") {
         None => errors.at(
@@ -698,11 +703,28 @@ fn read_service(service: &Node, cfg: &mut Config, errors: &mut Errors) {
                     },
                 ),
             },
+            "queue_memory_limit_mib" => match from_node::<u64>(v) {
+                Ok(n) if n <= 1 << 30 => cfg.queue_memory_limit_mib = n,
+                Ok(n) => errors.at(
+                    v.pos,
+                    Some("service"),
+                    Some("queue_memory_limit_mib"),
+                    format!("{n} MiB is more than any machine has; 0 lifts the bound"),
+                ),
+                Err(e) => errors.de(
+                    "service",
+                    v.pos,
+                    DeError {
+                        path: vec!["queue_memory_limit_mib".into()],
+                        ..e
+                    },
+                ),
+            },
             _ => errors.at(
                 k.pos,
                 Some("service"),
                 Some(&k.name),
-                "unknown key; expected extensions, pipelines, telemetry or shutdown_timeout",
+                "unknown key; expected extensions, pipelines, telemetry, shutdown_timeout or queue_memory_limit_mib",
             ),
         }
     }
@@ -961,5 +983,42 @@ pub fn key_err(node: &Node, path: &[&str], msg: impl Into<String>) -> DeError {
         pos: Some(n.pos),
         path: path.iter().map(|s| s.to_string()).collect(),
         msg: msg.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(body: &str) -> (Option<Config>, Vec<String>) {
+        let yaml = format!(
+            "receivers:\n  nop:\nexporters:\n  nop:\nservice:\n{body}  pipelines:\n    logs:\n      receivers: [nop]\n      exporters: [nop]\n"
+        );
+        let mut errors = Errors::new("t.yaml");
+        let cfg = load_str(&yaml, &|_| None, &mut errors);
+        (cfg, errors.list.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn queue_memory_limit_defaults_reads_and_names_its_key_when_wrong() {
+        let (cfg, e) = service("");
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(
+            cfg.unwrap().queue_memory_limit_mib,
+            crate::admission::DEFAULT_QUEUE_MEMORY_MIB
+        );
+        let (cfg, e) = service("  queue_memory_limit_mib: 0\n");
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(cfg.unwrap().queue_memory_limit_mib, 0);
+        let (_, e) = service("  queue_memory_limit_mib: lots\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.yaml:6:")
+                && e[0].contains("service")
+                && e[0].contains("queue_memory_limit_mib"),
+            "{e:?}"
+        );
+        let (_, e) = service("  queue_memory_limit_mib: 99999999999\n");
+        assert!(e.len() == 1 && e[0].contains("0 lifts the bound"), "{e:?}");
     }
 }

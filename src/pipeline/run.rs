@@ -153,6 +153,8 @@ pub async fn start(mut v: Validated) -> Result<Running, BuildError> {
         signals: Vec::new(),
         durable: false,
     };
+    base.memory
+        .set_queue_limit(v.config.queue_memory_limit_mib << 20);
     let mut running = Running {
         telemetry,
         health: health.clone(),
@@ -200,6 +202,7 @@ fn empty_config() -> Config {
         pipelines: Vec::new(),
         telemetry: Default::default(),
         shutdown_timeout: Duration::from_secs(10),
+        queue_memory_limit_mib: crate::admission::DEFAULT_QUEUE_MEMORY_MIB,
     }
 }
 
@@ -602,6 +605,9 @@ impl Running {
             tracing::debug!(exporter = %id, "stopped");
         }
         self.shutdown_timeout = v.config.shutdown_timeout;
+        self.base
+            .memory
+            .set_queue_limit(v.config.queue_memory_limit_mib << 20);
         self.config = std::mem::replace(&mut v.config, empty_config());
         // What the health extensions show per pipeline, in the Collector's `kind:id` keys.
         self.health.set_pipelines(

@@ -355,6 +355,9 @@ struct Job<R> {
     /// The request's client (its metadata and what its authenticator found), when the receiver
     /// passed any: the send runs in its scope, so `headers_setter` can read it.
     client: Option<Arc<crate::client::ClientInfo>>,
+    /// Its share of the process's bound on what in-memory queues hold; given back when the
+    /// job is dropped.
+    _held: crate::admission::Held,
 }
 
 /// The caller's client info when it carries metadata or auth data (nothing to keep otherwise).
@@ -391,6 +394,8 @@ struct Inner<S: Sender> {
     disk: Option<Arc<DiskQueue>>,
     /// `wait_for_result` with the persistent queue: the callers waiting, by record.
     disk_waiters: std::sync::Mutex<std::collections::HashMap<u64, Waiter>>,
+    /// The process's memory budget: what the in-memory queues hold counts against its bound.
+    memory: Arc<crate::admission::Budget>,
 }
 
 type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -484,6 +489,7 @@ impl<S: Sender> Helper<S> {
                 .map(tokio::sync::Semaphore::new),
             disk: disk.as_ref().map(|(q, _)| q.clone()),
             disk_waiters: Default::default(),
+            memory: ctx.memory.clone(),
             settings,
         });
         let mut workers = Vec::new();
@@ -700,6 +706,22 @@ impl<S: Sender> Inner<S> {
                 batch,
             ));
         }
+        // The process-wide bound on what in-memory queues hold, in protobuf bytes.
+        let mut held = if self.queues.is_empty() {
+            crate::admission::Held::none()
+        } else {
+            match self.hold(&batch).await {
+                Ok(h) => h,
+                Err(e) => {
+                    self.enqueue_failed.add(signal, items);
+                    return Err(ConsumeError::refuse(
+                        format!("sending queue of exporter {}: {e}", self.id),
+                        batch,
+                    ));
+                }
+            }
+        };
+        let held_total = held.bytes();
         self.accepted.add(signal, items);
         let client = current_client();
         let parts = match self.sender.encode_parts(batch, self.queues.len().max(1)) {
@@ -713,6 +735,7 @@ impl<S: Sender> Inner<S> {
                     weight: 0,
                     persistent: false,
                     client: None,
+                    _held: crate::admission::Held::none(),
                 };
                 self.give_up(&job, "encode_error", &e.to_string());
                 return Err(ConsumeError::Permanent(e.to_string()));
@@ -731,6 +754,7 @@ impl<S: Sender> Inner<S> {
                     weight: 0,
                     persistent: false,
                     client: client.clone(),
+                    _held: crate::admission::Held::none(),
                 };
                 if let Err(e) = self.send_with_retry(&job).await {
                     result = Err(ConsumeError::Permanent(e.to_string()));
@@ -747,6 +771,7 @@ impl<S: Sender> Inner<S> {
                 waiting.push(rx);
                 tx
             });
+            let share = (held_total as u128 * part.items as u128 / items.max(1) as u128) as u64;
             let mut job = Job {
                 req: part.req,
                 signal,
@@ -755,6 +780,7 @@ impl<S: Sender> Inner<S> {
                 weight: 0,
                 persistent: false,
                 client: client.clone(),
+                _held: held.split_off(share),
             };
             // Another producer may have taken the last slot since the check above: wait for
             // room rather than drop what is already encoded.
@@ -962,6 +988,7 @@ impl<S: Sender> Inner<S> {
             weight: 0,
             persistent: true,
             client: None,
+            _held: crate::admission::Held::none(),
         };
         let (q2, e2) = (q.clone(), entry.clone());
         let read = tokio::task::spawn_blocking(move || q2.read(&e2))
@@ -1003,6 +1030,7 @@ impl<S: Sender> Inner<S> {
                 weight: 0,
                 persistent: true,
                 client: None,
+                _held: crate::admission::Held::none(),
             })
             .collect();
         let results = futures::future::join_all(jobs.iter().map(|j| self.send_with_retry(j))).await;
@@ -1010,6 +1038,26 @@ impl<S: Sender> Inner<S> {
             return Ended::Interrupted;
         }
         Ended::Done(results.into_iter().find(Result::is_err).unwrap_or(Ok(())))
+    }
+
+    /// Takes a batch's protobuf size of the in-memory queues' bound; with `block_on_overflow`
+    /// waits for room (until the shutdown deadline) instead of refusing.
+    async fn hold(
+        &self,
+        batch: &Batch,
+    ) -> Result<crate::admission::Held, crate::admission::QueueFull> {
+        let bytes = batch.encoded_len() as u64;
+        loop {
+            match self.memory.hold_queued(bytes) {
+                Ok(h) => return Ok(h),
+                Err(e)
+                    if !self.settings.queue.block_on_overflow || self.hard_stop.is_cancelled() =>
+                {
+                    return Err(e);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
     }
 
     /// What a request of `items` takes of the queue, in the sizer's unit (`bytes`: the
@@ -1081,6 +1129,7 @@ impl<S: Sender> Inner<S> {
                             weight: 0,
                             persistent: job.persistent,
                             client: job.client.clone(),
+                            _held: crate::admission::Held::none(),
                         };
                         if let Err(e) = self.send_with_retry(&sub).await {
                             result = Err(e);
@@ -1446,6 +1495,58 @@ mod tests {
         // 4s waits within a 10s budget: two retries (8s), the third would pass 10s.
         assert_eq!(f.fail.load(Ordering::SeqCst), 97);
         assert_eq!(t0.elapsed(), Duration::from_secs(8));
+    }
+
+    /// The process-wide bound on queued bytes (`service.queue_memory_limit_mib`) is shared by
+    /// every exporter of the context: a queue of 1000 requests refuses, retryably, once the
+    /// queues hold the bound, and takes data again when it drains.
+    #[tokio::test(start_paused = true)]
+    async fn the_queues_share_a_byte_bound_and_refuse_retryably_beyond_it() {
+        let ctx = crate::component::Context::standalone("otlp");
+        let one = testdata::logs(100);
+        let size = one.encoded_len() as u64;
+        // Room for three such requests (the first is taken by the retrying worker).
+        ctx.memory.set_queue_limit(size * 3);
+        let f = flaky(usize::MAX, SendError::retryable("down"));
+        let a = Helper::build(&ctx, settings(true, 1000), f.clone()).unwrap();
+        let mut other_ctx = ctx.clone();
+        other_ctx.id = crate::config::ComponentId::parse("otlp/b").unwrap();
+        let g = flaky(usize::MAX, SendError::retryable("down"));
+        let b = Helper::build(&other_ctx, settings(true, 1000), g.clone()).unwrap();
+        a.consume(testdata::logs(100)).await.unwrap();
+        tokio::task::yield_now().await;
+        a.consume(testdata::logs(100)).await.unwrap();
+        b.consume(testdata::logs(100)).await.unwrap();
+        assert_eq!(ctx.memory.queued_bytes(), size * 3);
+        // Full for both exporters, though each queue has 997 free slots.
+        for e in [&a, &b] {
+            let r = e.consume(testdata::logs(100)).await;
+            assert!(
+                matches!(r, Err(ConsumeError::Retryable { ref reason, returned: Some(_), .. }) if reason.contains("queue_memory_limit_mib")),
+                "{r:?}"
+            );
+        }
+        let text = ctx.telemetry.encode();
+        assert!(
+            text.contains(
+                "otelcol_exporter_enqueue_failed_log_records_total{exporter=\"otlp\"} 100"
+            ),
+            "{text}"
+        );
+        // The backends recover: everything accepted is delivered and the bytes are given back.
+        f.fail.store(0, Ordering::SeqCst);
+        g.fail.store(0, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            f.delivered.lock().unwrap().len() + g.delivered.lock().unwrap().len(),
+            3
+        );
+        assert_eq!(ctx.memory.queued_bytes(), 0);
+        a.consume(testdata::logs(100)).await.unwrap();
+        a.shutdown(Instant::now() + Duration::from_secs(60)).await;
+        b.shutdown(Instant::now() + Duration::from_secs(60)).await;
+        assert_eq!(ctx.memory.queued_bytes(), 0);
+        assert_eq!(f.delivered.lock().unwrap().len(), 3);
     }
 
     #[tokio::test(start_paused = true)]
