@@ -70,8 +70,9 @@ pub struct Budget {
     queued: AtomicU64,
 }
 
-/// The default bound of what all in-memory sending queues hold together, in MiB.
-pub const DEFAULT_QUEUE_MEMORY_MIB: u64 = 32;
+/// The default bound of what all in-memory sending queues hold together, in MiB (declared with
+/// the config key that sets it).
+pub const DEFAULT_QUEUE_MEMORY_MIB: u64 = crate::config::DEFAULT_QUEUE_MEMORY_MIB;
 
 /// Measurements made on demand are at least this far apart.
 const REMEASURE_EVERY: Duration = Duration::from_millis(5);

@@ -484,6 +484,9 @@ impl TelemetryMetrics {
     }
 }
 
+/// `service.queue_memory_limit_mib`'s default: what all in-memory sending queues hold together.
+pub const DEFAULT_QUEUE_MEMORY_MIB: u64 = 32;
+
 /// The whole file in the service graph's shape, component configs still untyped.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -499,7 +502,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `service.queue_memory_limit_mib` (ferrotel's own): the most the exporters' in-memory
     /// sending queues hold together, in MiB of protobuf; 0 = no bound. Default
-    /// [`crate::admission::DEFAULT_QUEUE_MEMORY_MIB`].
+    /// [`DEFAULT_QUEUE_MEMORY_MIB`].
     pub queue_memory_limit_mib: u64,
 }
 
@@ -592,7 +595,7 @@ pub fn from_tree(root: Node, errors: &mut Errors) -> Option<Config> {
         pipelines: Vec::new(),
         telemetry: TelemetryConfig::default(),
         shutdown_timeout: Duration::from_secs(10),
-        queue_memory_limit_mib: crate::admission::DEFAULT_QUEUE_MEMORY_MIB,
+        queue_memory_limit_mib: DEFAULT_QUEUE_MEMORY_MIB,
     };
     match root.get("service") {
         None => errors.at(
@@ -1005,7 +1008,7 @@ mod tests {
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(
             cfg.unwrap().queue_memory_limit_mib,
-            crate::admission::DEFAULT_QUEUE_MEMORY_MIB
+            DEFAULT_QUEUE_MEMORY_MIB
         );
         let (cfg, e) = service("  queue_memory_limit_mib: 0\n");
         assert!(e.is_empty(), "{e:?}");

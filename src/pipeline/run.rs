@@ -202,7 +202,7 @@ fn empty_config() -> Config {
         pipelines: Vec::new(),
         telemetry: Default::default(),
         shutdown_timeout: Duration::from_secs(10),
-        queue_memory_limit_mib: crate::admission::DEFAULT_QUEUE_MEMORY_MIB,
+        queue_memory_limit_mib: crate::config::DEFAULT_QUEUE_MEMORY_MIB,
     }
 }
 
