@@ -681,8 +681,14 @@ impl<S: Sender> Inner<S> {
             return self.accept_disk(disk, batch).await;
         }
         // Full: refuse before taking the batch, and give it back to the caller.
+        // The protobuf size, walked once: the bytes sizer and the queues' shared bound use it.
+        let size = if self.queues.is_empty() {
+            0
+        } else {
+            batch.encoded_len()
+        };
         let bytes = if self.settings.queue.sizer == "bytes" {
-            (batch.encoded_len(), items)
+            (size, items)
         } else {
             (0, 1)
         };
@@ -710,7 +716,7 @@ impl<S: Sender> Inner<S> {
         let mut held = if self.queues.is_empty() {
             crate::admission::Held::none()
         } else {
-            match self.hold(&batch).await {
+            match self.hold(size as u64).await {
                 Ok(h) => h,
                 Err(e) => {
                     self.enqueue_failed.add(signal, items);
@@ -764,14 +770,20 @@ impl<S: Sender> Inner<S> {
         }
         let mut result = Ok(());
         let mut waiting = Vec::new();
-        for part in parts {
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.into_iter().enumerate() {
             let q = &self.queues[part.shard.min(self.queues.len() - 1)];
             let done = self.settings.queue.wait_for_result.then(|| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 waiting.push(rx);
                 tx
             });
-            let share = (held_total as u128 * part.items as u128 / items.max(1) as u128) as u64;
+            // Shares by items; the last part takes what rounding left.
+            let share = if i == last {
+                u64::MAX
+            } else {
+                (held_total as u128 * part.items as u128 / items.max(1) as u128) as u64
+            };
             let mut job = Job {
                 req: part.req,
                 signal,
@@ -1040,13 +1052,12 @@ impl<S: Sender> Inner<S> {
         Ended::Done(results.into_iter().find(Result::is_err).unwrap_or(Ok(())))
     }
 
-    /// Takes a batch's protobuf size of the in-memory queues' bound; with `block_on_overflow`
+    /// Takes `bytes` (a batch's protobuf size) of the in-memory queues' bound; with `block_on_overflow`
     /// waits for room (until the shutdown deadline) instead of refusing.
     async fn hold(
         &self,
-        batch: &Batch,
+        bytes: u64,
     ) -> Result<crate::admission::Held, crate::admission::QueueFull> {
-        let bytes = batch.encoded_len() as u64;
         loop {
             match self.memory.hold_queued(bytes) {
                 Ok(h) => return Ok(h),
